@@ -1,0 +1,516 @@
+//! The plug between the zerocore runtime and its providers.
+//!
+//! A *provider* brings one capability to the platform. **Resource providers** (files, databases,
+//! outgoing HTTP, …) add host interfaces to the component [`Linker`] and prepare per-request
+//! state; **event providers** (HTTP, schedules) receive events from the outside world and ask the
+//! core to run components for them. The core knows providers only through these traits; the one
+//! place that names concrete providers is the node assembly (`zero-node`).
+//!
+//! This crate also defines [`HostState`], the data of every wasmtime `Store` the core creates:
+//! the WASI context, the resource table, the HTTP context, the limits, the guest log sink and a
+//! typed [`Extensions`] map where providers keep their own per-request state.
+
+#![deny(missing_docs)]
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// Who is running and why: the tenant, the app and the request (or event) id. Every log line a
+/// guest produces carries these.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The tenant that owns the app.
+    pub tenant: Arc<str>,
+    /// The app's name within its tenant.
+    pub app: Arc<str>,
+    /// A unique id for this request or event, returned to HTTP clients in `x-request-id`.
+    pub request_id: Arc<str>,
+    /// The app's declared settings.
+    pub settings: Arc<AppSettings>,
+}
+
+/// Settings an app declares at deployment that providers consult.
+#[derive(Debug, Clone, Default)]
+pub struct AppSettings {
+    /// Hosts (`host` or `host:port`, or `*` for any) the app may reach with outgoing HTTP.
+    /// Empty means none: outgoing HTTP is denied by default.
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+impl AppSettings {
+    /// Whether outgoing HTTP to `authority` (`host[:port]`) is allowed.
+    pub fn outbound_allowed(&self, host: &str, port: Option<u16>) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        self.allowed_outbound_hosts.iter().any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            match split_host_port(entry) {
+                (h, None) => h.eq_ignore_ascii_case(host),
+                (h, Some(p)) => h.eq_ignore_ascii_case(host) && Some(p) == port,
+            }
+        })
+    }
+}
+
+/// Splits `host:port` (with `[v6]:port` support). A missing or unparsable port gives `None`.
+pub fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, tail)) = rest.split_once(']') {
+            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
+        }
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
+        },
+        _ => (s, None),
+    }
+}
+
+/// Limits applied to one guest instance.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestLimits {
+    /// Maximum bytes of each linear memory.
+    pub memory_bytes: usize,
+    /// Maximum elements of each table.
+    pub table_elements: usize,
+    /// Maximum core instances in the store.
+    pub instances: usize,
+    /// Maximum tables in the store.
+    pub tables: usize,
+    /// Maximum linear memories in the store.
+    pub memories: usize,
+    /// CPU budget in epoch ticks (see `zerocore`'s tick length).
+    pub cpu_ticks: u64,
+}
+
+/// Which limit a guest ran into, recorded so that a following trap can be explained.
+#[derive(Debug, Default, Clone)]
+pub struct Faults {
+    /// A memory growth beyond the cap was refused.
+    pub memory_limit: Option<usize>,
+    /// A table growth beyond the cap was refused.
+    pub table_limit: Option<usize>,
+    /// The CPU budget ran out.
+    pub cpu_limit: bool,
+    /// The guest printed a Rust panic message on stderr.
+    pub panicked: Arc<AtomicBool>,
+}
+
+/// A guest's CPU meter: ticks of the engine epoch during which the guest was running.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuMeter {
+    /// Ticks used so far.
+    pub used: u64,
+}
+
+/// Per-request typed storage for providers' own state.
+#[derive(Default)]
+pub struct Extensions {
+    map: HashMap<TypeId, Box<dyn Any + Send>>,
+}
+
+impl Extensions {
+    /// Stores a value, replacing any previous value of the same type.
+    pub fn insert<T: Any + Send>(&mut self, value: T) {
+        self.map.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// Borrows the value of type `T`, if present.
+    pub fn get<T: Any + Send>(&self) -> Option<&T> {
+        self.map.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// Mutably borrows the value of type `T`, if present.
+    pub fn get_mut<T: Any + Send>(&mut self) -> Option<&mut T> {
+        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
+    }
+}
+
+/// Outgoing-HTTP hooks that refuse every request: the default for every store, so that a guest
+/// can reach the network only when a provider installs a policy that allows it.
+pub struct DenyAllOutgoing;
+
+impl WasiHttpHooks for DenyAllOutgoing {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        tracing::warn!(uri = %request.uri(), "outgoing HTTP request denied: no outgoing HTTP is configured for this store");
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// The data of every `Store` created by the core.
+pub struct HostState {
+    /// Who is running.
+    pub invocation: Invocation,
+    /// The WASI context (stdio, clocks, random, filesystem preopens, sockets policy).
+    pub wasi: WasiCtx,
+    /// Resource table shared by WASI and the providers.
+    pub table: ResourceTable,
+    /// wasi:http context.
+    pub http: WasiHttpCtx,
+    /// wasi:http hooks (outgoing HTTP policy). Defaults to [`DenyAllOutgoing`].
+    pub http_hooks: Box<dyn WasiHttpHooks>,
+    /// Limits for this instance.
+    pub limits: GuestLimits,
+    /// Which limits were hit.
+    pub faults: Faults,
+    /// CPU meter.
+    pub cpu: CpuMeter,
+    /// Providers' per-request state.
+    pub extensions: Extensions,
+}
+
+impl HostState {
+    /// Creates the state for one invocation; `wasi` is built by the core from a builder that
+    /// providers configured through [`ResourceProvider::configure_wasi`].
+    pub fn new(invocation: Invocation, wasi: WasiCtx, limits: GuestLimits, faults: Faults) -> Self {
+        HostState {
+            invocation,
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: Box::new(DenyAllOutgoing),
+            limits,
+            faults,
+            cpu: CpuMeter::default(),
+            extensions: Extensions::default(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut *self.http_hooks,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.memory_bytes {
+            self.faults.memory_limit = Some(self.limits.memory_bytes);
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limits.table_elements {
+            self.faults.table_limit = Some(self.limits.table_elements);
+            return Ok(false);
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories
+    }
+}
+
+/// Which guest stream a [`GuestLog`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl GuestStream {
+    fn as_str(self) -> &'static str {
+        match self {
+            GuestStream::Stdout => "stdout",
+            GuestStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Longest guest log line kept; longer lines are split.
+pub const MAX_LOG_LINE: usize = 4096;
+
+struct LogSink {
+    invocation: Invocation,
+    stream: GuestStream,
+    buf: Vec<u8>,
+    budget: usize,
+    truncated: bool,
+    panicked: Arc<AtomicBool>,
+}
+
+impl LogSink {
+    fn emit(&mut self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        if self.stream == GuestStream::Stderr && line.contains("panicked at") {
+            self.panicked.store(true, Ordering::Relaxed);
+        }
+        if self.budget < line.len() {
+            if !self.truncated {
+                self.truncated = true;
+                tracing::warn!(
+                    target: "guest",
+                    tenant = %self.invocation.tenant,
+                    app = %self.invocation.app,
+                    request_id = %self.invocation.request_id,
+                    stream = self.stream.as_str(),
+                    "guest output exceeded its log budget; further output of this request is dropped"
+                );
+            }
+            return;
+        }
+        self.budget -= line.len();
+        tracing::info!(
+            target: "guest",
+            tenant = %self.invocation.tenant,
+            app = %self.invocation.app,
+            request_id = %self.invocation.request_id,
+            stream = self.stream.as_str(),
+            "{line}"
+        );
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
+            let (head, tail) = data.split_at(pos);
+            self.buf.extend_from_slice(head);
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+            data = &tail[1..];
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= MAX_LOG_LINE {
+            let rest = self.buf.split_off(MAX_LOG_LINE);
+            let line = std::mem::replace(&mut self.buf, rest);
+            self.emit(&line);
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+    }
+}
+
+/// A guest's stdout or stderr that becomes node log lines tagged with tenant, app and request id.
+///
+/// Output is split into lines (at most [`MAX_LOG_LINE`] bytes each) and capped at a byte budget
+/// per request so that a chatty guest cannot flood the node's log.
+#[derive(Clone)]
+pub struct GuestLog {
+    sink: Arc<Mutex<LogSink>>,
+}
+
+impl GuestLog {
+    /// A log sink for one stream of one invocation, keeping at most `budget` bytes.
+    pub fn new(
+        invocation: Invocation,
+        stream: GuestStream,
+        budget: usize,
+        panicked: Arc<AtomicBool>,
+    ) -> Self {
+        GuestLog {
+            sink: Arc::new(Mutex::new(LogSink {
+                invocation,
+                stream,
+                buf: Vec::new(),
+                budget,
+                truncated: false,
+                panicked,
+            })),
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.sink.lock() {
+            Ok(mut sink) => sink.push(buf),
+            Err(poisoned) => poisoned.into_inner().push(buf),
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Common to every provider.
+pub trait Provider: Send + Sync + 'static {
+    /// A short name for logs and errors, such as `zeroproxy`.
+    fn name(&self) -> &'static str;
+}
+
+/// A provider of host interfaces to components.
+pub trait ResourceProvider: Provider {
+    /// The WIT interfaces (`package/interface`, without version) this provider supplies, used to
+    /// explain a missing import.
+    fn interfaces(&self) -> Vec<String>;
+
+    /// Adds the provider's host functions to the linker shared by every component.
+    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()>;
+
+    /// Adjusts the WASI context of a new store (for example, preopened directories).
+    fn configure_wasi(
+        &self,
+        _invocation: &Invocation,
+        _builder: &mut WasiCtxBuilder,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Prepares per-request state in a new store (for example, an outgoing-HTTP policy).
+    fn configure_store(&self, _state: &mut HostState) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A signal that tells a running event provider to stop.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+/// A provider of events (HTTP requests, schedule ticks) that run components.
+#[async_trait::async_trait]
+pub trait EventProvider: Provider {
+    /// Serves events until `shutdown` turns `true`, then finishes in-flight work and returns.
+    async fn serve(&self, shutdown: Shutdown) -> anyhow::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_policy_matches_host_and_port() {
+        let s = AppSettings {
+            allowed_outbound_hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into()],
+        };
+        assert!(s.outbound_allowed("api.example.com", Some(443)));
+        assert!(s.outbound_allowed("API.example.com", None));
+        assert!(s.outbound_allowed("127.0.0.1", Some(8080)));
+        assert!(!s.outbound_allowed("127.0.0.1", Some(8081)));
+        assert!(!s.outbound_allowed("evil.example.com", Some(443)));
+        assert!(!AppSettings::default().outbound_allowed("localhost", Some(80)));
+        let any = AppSettings {
+            allowed_outbound_hosts: vec!["*".into()],
+        };
+        assert!(any.outbound_allowed("anything", Some(1)));
+    }
+
+    #[test]
+    fn splits_host_and_port() {
+        assert_eq!(split_host_port("a:1"), ("a", Some(1)));
+        assert_eq!(split_host_port("a"), ("a", None));
+        assert_eq!(split_host_port("[::1]:8"), ("::1", Some(8)));
+        assert_eq!(split_host_port("::1"), ("::1", None));
+    }
+
+    #[test]
+    fn extensions_are_typed() {
+        let mut e = Extensions::default();
+        e.insert(5u32);
+        e.insert("x");
+        *e.get_mut::<u32>().unwrap() += 1;
+        assert_eq!(e.get::<u32>(), Some(&6));
+        assert_eq!(e.get::<&str>(), Some(&"x"));
+        assert!(e.get::<u64>().is_none());
+    }
+
+    #[test]
+    fn log_sink_splits_lines_and_detects_panics() {
+        let panicked = Arc::new(AtomicBool::new(false));
+        let inv = Invocation {
+            tenant: "t".into(),
+            app: "a".into(),
+            request_id: "r".into(),
+            settings: Arc::default(),
+        };
+        let log = GuestLog::new(inv, GuestStream::Stderr, 1 << 20, panicked.clone());
+        let mut sink = log.sink.lock().unwrap();
+        sink.push(b"one\ntwo");
+        assert_eq!(sink.buf, b"two");
+        sink.push(b"\nthread 'main' panicked at src/lib.rs:1:1:\n");
+        assert!(panicked.load(Ordering::Relaxed));
+        sink.push(&vec![b'x'; MAX_LOG_LINE * 2 + 1]);
+        assert_eq!(sink.buf.len(), 1);
+    }
+}
