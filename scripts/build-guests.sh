@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds every guest (WebAssembly) crate of the guest/ workspace in release:
+#   - all wasi:http components and the cli-hello command for wasm32-wasip2 (components),
+#   - p1-command for wasm32-wasip1 (a core module),
+# then lists the produced .wasm files with their sizes.
+# Artifacts: guest/target/wasm32-wasip2/release/*.wasm and
+#            guest/target/wasm32-wasip1/release/p1-command.wasm
+set -euo pipefail
+
+cd "$(dirname "$0")/../guest"
+
+rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null 2>&1 ||
+    rustup target add wasm32-wasip2 wasm32-wasip1
+
+cargo build --release --target wasm32-wasip2 --workspace --exclude p1-command
+cargo build --release --target wasm32-wasip1 -p p1-command
+
+echo "guest artifacts:"
+for f in target/wasm32-wasip2/release/*.wasm target/wasm32-wasip1/release/*.wasm; do
+    [ -e "$f" ] || continue
+    printf '%10d  %s\n' "$(stat -c %s "$f")" "guest/$f"
+done
