@@ -1,0 +1,447 @@
+//! `zerocore.toml`: the node's configuration file.
+//!
+//! Every field has a safe default, unknown fields are refused (a typo must not silently fall back
+//! to a default), sizes accept units (`"64 MiB"`), and relative paths are resolved against the
+//! directory of the file. See `examples/zerocore.toml` for an annotated example.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A size in bytes, written as an integer or a string with a unit (`B`, `KiB`, `MiB`, `GiB`,
+/// `KB`, `MB`, `GB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `"64 MiB"`, `"512KiB"`, `"1000"`.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a size: write a whole number with an optional unit, like \"64 MiB\"")
+        })?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => {
+                return Err(format!(
+                    "`{s}`: unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB or GB)"
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`
+    #[serde(default)]
+    pub node: NodeSection,
+    /// `[log]`
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[http]`
+    #[serde(default)]
+    pub http: HttpSection,
+    /// `[limits]`
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[engine]`
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// `[[app]]` entries.
+    #[serde(default, rename = "app")]
+    pub apps: Vec<AppSection>,
+    /// Directory of the config file (relative paths resolve against it).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Where the node keeps its state (artifacts, keys, data).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".zero-data")
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            data_dir: default_data_dir(),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `info,zeroproxy=debug`.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Text,
+            level: default_level(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest request body.
+    #[serde(default = "default_req_body")]
+    pub max_request_body: ByteSize,
+    /// Largest response body.
+    #[serde(default = "default_resp_body")]
+    pub max_response_body: ByteSize,
+    /// Requests in flight on the node.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_requests: usize,
+    /// Requests in flight per app.
+    #[serde(default = "default_concurrent_per_app")]
+    pub max_concurrent_requests_per_app: usize,
+    /// Time allowed to receive request headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_req_body() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_resp_body() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_concurrent() -> usize {
+    256
+}
+fn default_concurrent_per_app() -> usize {
+    128
+}
+fn default_header_timeout() -> u64 {
+    10_000
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection {
+            listen: default_listen(),
+            max_request_body: default_req_body(),
+            max_response_body: default_resp_body(),
+            max_concurrent_requests: default_concurrent(),
+            max_concurrent_requests_per_app: default_concurrent_per_app(),
+            header_read_timeout_ms: default_header_timeout(),
+        }
+    }
+}
+
+/// `[limits]`: what each request may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// CPU time per request.
+    #[serde(default = "default_cpu")]
+    pub cpu_time_ms: u64,
+    /// Wall-clock time per request.
+    #[serde(default = "default_wall")]
+    pub wall_time_ms: u64,
+    /// Linear memory cap.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Table elements cap.
+    #[serde(default = "default_tables")]
+    pub table_elements: usize,
+    /// Wasm stack cap.
+    #[serde(default = "default_stack")]
+    pub max_stack: ByteSize,
+    /// Guest stdout/stderr bytes logged per request and stream.
+    #[serde(default = "default_guest_log")]
+    pub guest_log_bytes: ByteSize,
+}
+
+fn default_cpu() -> u64 {
+    1_000
+}
+fn default_wall() -> u64 {
+    30_000
+}
+fn default_memory() -> ByteSize {
+    ByteSize(128 << 20)
+}
+fn default_tables() -> usize {
+    20_000
+}
+fn default_stack() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_guest_log() -> ByteSize {
+    ByteSize(256 << 10)
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            cpu_time_ms: default_cpu(),
+            wall_time_ms: default_wall(),
+            memory: default_memory(),
+            table_elements: default_tables(),
+            max_stack: default_stack(),
+            guest_log_bytes: default_guest_log(),
+        }
+    }
+}
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Use the pooling allocator when the host allows it.
+    #[serde(default = "default_true")]
+    pub pooling: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection { pooling: true }
+    }
+}
+
+/// One `[[app]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSection {
+    /// Owning tenant.
+    pub tenant: String,
+    /// App name, unique within the tenant.
+    pub name: String,
+    /// Path of the component file.
+    pub component: PathBuf,
+    /// Routes: `/path` or `host/path`.
+    pub routes: Vec<String>,
+    /// Hosts reachable with outgoing HTTP.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+/// A configuration problem, with the file it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !s.starts_with('-')
+}
+
+impl NodeConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(format!(
+                "cannot read the configuration file: {e} (pass an existing file with --config)"
+            ))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &base).map_err(err)
+    }
+
+    /// Parses and validates configuration text; relative paths resolve against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<NodeConfig, String> {
+        let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.base_dir = base_dir.to_path_buf();
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.cpu_time_ms == 0 || l.wall_time_ms == 0 {
+            return Err("[limits] cpu_time_ms and wall_time_ms must be greater than 0".into());
+        }
+        if l.memory.0 < (1 << 20) {
+            return Err("[limits] memory must be at least 1 MiB".into());
+        }
+        if l.max_stack.0 < (64 << 10) {
+            return Err("[limits] max_stack must be at least 64 KiB".into());
+        }
+        if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0 {
+            return Err("[http] max_concurrent_requests and max_concurrent_requests_per_app must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let at = format!("[[app]] #{} ({}/{})", i + 1, app.tenant, app.name);
+            if !valid_name(&app.tenant) || !valid_name(&app.name) {
+                return Err(format!(
+                    "{at}: tenant and app names use lowercase letters, digits, `-` and `_` (1 to 63 characters)"
+                ));
+            }
+            if !seen.insert((app.tenant.clone(), app.name.clone())) {
+                return Err(format!("{at}: an app with this tenant and name is declared twice"));
+            }
+            if app.routes.is_empty() {
+                return Err(format!("{at}: give the app at least one route, e.g. routes = [\"/\"]"));
+            }
+            for r in &app.routes {
+                zeroproxy::Route::parse(r).map_err(|e| format!("{at}: {e}"))?;
+            }
+            for h in &app.allowed_outbound_hosts {
+                if h.is_empty() || h.contains('/') {
+                    return Err(format!(
+                        "{at}: allowed_outbound_hosts entries are `host`, `host:port` or `*`, not `{h}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the file against its directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The core's limits.
+    pub fn core_limits(&self) -> zerocore::Limits {
+        let l = &self.limits;
+        zerocore::Limits {
+            cpu_time: Duration::from_millis(l.cpu_time_ms),
+            wall_time: Duration::from_millis(l.wall_time_ms),
+            memory_bytes: l.memory.0 as usize,
+            table_elements: l.table_elements,
+            max_stack_bytes: l.max_stack.0 as usize,
+            log_bytes_per_request: l.guest_log_bytes.0 as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(ByteSize::parse("64 MiB"), Ok(ByteSize(64 << 20)));
+        assert_eq!(ByteSize::parse("512KiB"), Ok(ByteSize(512 << 10)));
+        assert_eq!(ByteSize::parse("10"), Ok(ByteSize(10)));
+        assert!(ByteSize::parse("ten").unwrap_err().contains("not a size"));
+        assert!(ByteSize::parse("5 parsecs").unwrap_err().contains("unknown size unit"));
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.limits.cpu_time_ms, 1000);
+        assert_eq!(c.http.listen.ip().to_string(), "127.0.0.1");
+        assert!(c.apps.is_empty());
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_clearly() {
+        let e = NodeConfig::parse("[limits]\ncpu_tme_ms = 5\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("unknown field") && e.contains("cpu_tme_ms"), "{e}");
+        let e = NodeConfig::parse("[limits]\nmemory = \"lots\"\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("not a size"), "{e}");
+        let app = "[[app]]\ntenant = \"t\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"api\"]\n";
+        let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
+        assert!(e.contains("no path"), "{e}");
+        let app = "[[app]]\ntenant = \"T!\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n";
+        let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
+        assert!(e.contains("lowercase"), "{e}");
+        let e = NodeConfig::parse("[http]\nlisten = \"nowhere\"\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("listen") || e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let c = NodeConfig::parse("", Path::new("/etc/zero")).unwrap();
+        assert_eq!(c.resolve(Path::new("a.wasm")), PathBuf::from("/etc/zero/a.wasm"));
+        assert_eq!(c.resolve(Path::new("/x/a.wasm")), PathBuf::from("/x/a.wasm"));
+    }
+}

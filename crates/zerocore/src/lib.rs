@@ -1,0 +1,647 @@
+//! The zerocore runtime: one wasmtime engine per node, a component cache keyed by content hash,
+//! ahead-of-time compiled artifacts on disk, per-request stores with limits, and the
+//! classification of guest faults.
+//!
+//! The core owns no data and has no ambient authority: every host interface a component can call
+//! comes from a [`ResourceProvider`] registered when the [`Runtime`] is built, and every request
+//! gets a fresh `Store` whose CPU time, memory, tables and stack are bounded. Event providers
+//! (such as `zeroproxy` for HTTP) load components with [`Runtime::load`] and run them in stores
+//! from [`Runtime::new_store`].
+//!
+//! CPU time is metered with epoch interruption: a ticker thread advances the engine's epoch every
+//! [`TICK`]; each time a running guest reaches a tick boundary it yields to the async executor (so
+//! one busy guest cannot starve others) and one tick is charged to it; when its budget is spent
+//! the guest is stopped with [`CpuLimitExceeded`].
+
+#![deny(missing_docs)]
+
+pub mod aot;
+pub mod command;
+mod wasi;
+
+pub use wasi::WasiBase;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+use zero_component::{ContentHash, FormatError};
+pub use zero_provider::{
+    AppSettings, Faults, GuestLimits, GuestLog, GuestStream, HostState, Invocation,
+    ResourceProvider,
+};
+
+use crate::aot::ArtifactStore;
+
+/// Length of one epoch tick, the granularity of CPU metering.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Limits applied to every request, configurable in `zerocore.toml`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// CPU time a guest may use per request.
+    pub cpu_time: Duration,
+    /// Wall-clock time per request, response body included (enforced by event providers).
+    pub wall_time: Duration,
+    /// Maximum size of each linear memory.
+    pub memory_bytes: usize,
+    /// Maximum elements of each table.
+    pub table_elements: usize,
+    /// Maximum wasm stack.
+    pub max_stack_bytes: usize,
+    /// Bytes of guest stdout+stderr logged per request and stream.
+    pub log_bytes_per_request: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_time: Duration::from_millis(1000),
+            wall_time: Duration::from_secs(30),
+            memory_bytes: 128 << 20,
+            table_elements: 20_000,
+            max_stack_bytes: 1 << 20,
+            log_bytes_per_request: 256 << 10,
+        }
+    }
+}
+
+/// How the runtime is built.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The node's data directory; artifacts go to `DATA_DIR/aot`.
+    pub data_dir: PathBuf,
+    /// Per-request limits.
+    pub limits: Limits,
+    /// Try the pooling allocator (falls back to on-demand allocation if it cannot reserve its
+    /// address space).
+    pub pooling: bool,
+    /// Instances the pool can hold at once (should exceed the node's max concurrent requests).
+    pub pool_instances: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            data_dir: PathBuf::from(".zero-data"),
+            limits: Limits::default(),
+            pooling: true,
+            pool_instances: 300,
+        }
+    }
+}
+
+/// Counters of how components were obtained, for logs, tests and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Components compiled from source bytes.
+    pub compiled: AtomicU64,
+    /// Components loaded from an AOT artifact on disk.
+    pub aot_loaded: AtomicU64,
+    /// Loads answered from the in-memory cache.
+    pub cache_hits: AtomicU64,
+    /// Artifacts found unusable (corrupted, foreign) and recompiled.
+    pub aot_rejected: AtomicU64,
+}
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// Its content hash.
+    pub hash: ContentHash,
+    /// The compiled component.
+    pub component: Component,
+    /// Pre-instantiated against the node's linker (all imports resolved).
+    pub pre: InstancePre<HostState>,
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Not a component (core module, not wasm, …).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// wasmtime refused to compile it.
+    #[error("compiling {what} failed: {reason}")]
+    Compile {
+        /// The component's name.
+        what: String,
+        /// wasmtime's error.
+        reason: String,
+    },
+    /// It imports interfaces that no provider on this node supplies.
+    #[error(
+        "{what} imports {}, which this node does not provide (available: {})",
+        missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+        available.join(", ")
+    )]
+    MissingImports {
+        /// The component's name.
+        what: String,
+        /// The imports that cannot be satisfied.
+        missing: Vec<String>,
+        /// The interfaces this node provides.
+        available: Vec<String>,
+    },
+    /// Linking failed for another reason (e.g. a type mismatch).
+    #[error("linking {what} failed: {reason}")]
+    Link {
+        /// The component's name.
+        what: String,
+        /// wasmtime's error.
+        reason: String,
+    },
+}
+
+/// Raised when a guest exhausts its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("CPU time limit of {limit_ms} ms exceeded")]
+pub struct CpuLimitExceeded {
+    /// The budget, in milliseconds.
+    pub limit_ms: u64,
+}
+
+/// What went wrong in a guest, for logs and the status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The CPU budget ran out.
+    CpuLimit {
+        /// The budget in milliseconds.
+        limit_ms: u64,
+    },
+    /// Memory growth beyond the cap was refused and the guest then failed.
+    MemoryLimit {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// Table growth beyond the cap was refused and the guest then failed.
+    TableLimit {
+        /// The cap in elements.
+        limit: usize,
+    },
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// The guest panicked (Rust panics print a message, then trap).
+    Panic,
+    /// Another trap (unreachable, out-of-bounds access, …).
+    Trap(String),
+    /// The wall-clock timeout expired.
+    WallTimeout {
+        /// The timeout in milliseconds.
+        limit_ms: u64,
+    },
+    /// An error outside the guest's code (instantiation, host).
+    Host(String),
+}
+
+impl Fault {
+    /// Classifies an error returned by a guest call, using the limits recorded in the store.
+    pub fn classify(err: &wasmtime::Error, faults: &Faults) -> Fault {
+        if let Some(cpu) = err.downcast_ref::<CpuLimitExceeded>() {
+            return Fault::CpuLimit {
+                limit_ms: cpu.limit_ms,
+            };
+        }
+        let trap = err.downcast_ref::<Trap>().copied();
+        if trap == Some(Trap::StackOverflow) {
+            return Fault::StackOverflow;
+        }
+        if let Some(limit) = faults.memory_limit {
+            return Fault::MemoryLimit { limit };
+        }
+        if let Some(limit) = faults.table_limit {
+            return Fault::TableLimit { limit };
+        }
+        if faults.panicked.load(Ordering::Relaxed) {
+            return Fault::Panic;
+        }
+        match trap {
+            Some(t) => Fault::Trap(t.to_string()),
+            None => Fault::Host(format!("{err:#}")),
+        }
+    }
+
+    /// A short description safe to show to the client.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            Fault::CpuLimit { .. } => "the app exceeded its CPU time limit",
+            Fault::MemoryLimit { .. } => "the app exceeded its memory limit",
+            Fault::TableLimit { .. } => "the app exceeded its table limit",
+            Fault::StackOverflow => "the app overflowed its stack",
+            Fault::Panic => "the app panicked",
+            Fault::Trap(_) => "the app trapped",
+            Fault::WallTimeout { .. } => "the app did not finish within its time limit",
+            Fault::Host(_) => "the app failed",
+        }
+    }
+
+    /// A stable machine-readable name (`cpu_limit`, `trap`, …) for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::CpuLimit { .. } => "cpu_limit",
+            Fault::MemoryLimit { .. } => "memory_limit",
+            Fault::TableLimit { .. } => "table_limit",
+            Fault::StackOverflow => "stack_overflow",
+            Fault::Panic => "panic",
+            Fault::Trap(_) => "trap",
+            Fault::WallTimeout { .. } => "wall_timeout",
+            Fault::Host(_) => "host_error",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::CpuLimit { limit_ms } => write!(f, "CPU time limit of {limit_ms} ms exceeded"),
+            Fault::MemoryLimit { limit } => write!(
+                f,
+                "memory limit of {limit} bytes reached (a memory.grow was refused, then the guest failed)"
+            ),
+            Fault::TableLimit { limit } => write!(f, "table limit of {limit} elements reached"),
+            Fault::StackOverflow => f.write_str("wasm stack overflow"),
+            Fault::Panic => f.write_str("guest panicked (see its stderr lines above)"),
+            Fault::Trap(t) => write!(f, "guest trapped: {t}"),
+            Fault::WallTimeout { limit_ms } => {
+                write!(f, "wall-clock timeout of {limit_ms} ms expired")
+            }
+            Fault::Host(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The node's component runtime. Cheap to share behind an `Arc`.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    providers: Vec<Arc<dyn ResourceProvider>>,
+    artifacts: ArtifactStore,
+    cache: Mutex<HashMap<ContentHash, Arc<LoadedComponent>>>,
+    limits: Limits,
+    stats: Stats,
+    pooling: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Builds the wasmtime configuration shared by the node.
+fn engine_config(limits: &Limits, pool: Option<u32>) -> Config {
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    cfg.max_wasm_stack(limits.max_stack_bytes);
+    cfg.async_stack_size(limits.max_stack_bytes + (1 << 20));
+    cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if let Some(instances) = pool {
+        let mut p = PoolingAllocationConfig::default();
+        p.total_component_instances(instances);
+        p.total_core_instances(instances.saturating_mul(8));
+        p.total_memories(instances.saturating_mul(2));
+        p.total_tables(instances.saturating_mul(4));
+        p.total_stacks(instances);
+        p.max_memories_per_component(4);
+        p.max_tables_per_component(8);
+        p.max_core_instances_per_component(16);
+        p.max_memory_size(limits.memory_bytes);
+        p.table_elements(limits.table_elements);
+        p.max_unused_warm_slots(instances.min(100));
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
+    }
+    cfg
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator when possible), the linker with every provider's
+    /// interfaces, the artifact store, and starts the epoch ticker.
+    pub fn new(
+        config: &CoreConfig,
+        providers: Vec<Arc<dyn ResourceProvider>>,
+    ) -> anyhow::Result<Self> {
+        let limits = config.limits.clone();
+        let (engine, pooling) = if config.pooling {
+            match Engine::new(&engine_config(&limits, Some(config.pool_instances))) {
+                Ok(engine) => (engine, true),
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        "the pooling allocator could not reserve its address space; falling back to on-demand allocation (slower instantiation)"
+                    );
+                    (Engine::new(&engine_config(&limits, None))?, false)
+                }
+            }
+        } else {
+            (Engine::new(&engine_config(&limits, None))?, false)
+        };
+        tracing::info!(pooling, "wasmtime engine ready");
+
+        let mut linker = Linker::new(&engine);
+        for p in &providers {
+            p.add_to_linker(&mut linker).map_err(|e| {
+                anyhow::anyhow!("provider {} failed to register: {e:#}", p.name())
+            })?;
+        }
+        let artifacts = ArtifactStore::open(&config.data_dir.join("aot"), &engine).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the artifact directory under {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.weak();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("zerocore-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })?;
+        }
+
+        Ok(Runtime {
+            engine,
+            linker,
+            providers,
+            artifacts,
+            cache: Mutex::new(HashMap::new()),
+            limits,
+            stats: Stats::default(),
+            pooling,
+            ticker_stop,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The node's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Load counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the pooling allocator is in use.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The WIT interfaces all providers supply (without versions).
+    pub fn provided_interfaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.providers.iter().flat_map(|p| p.interfaces()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Validates, compiles (or loads the AOT artifact of) and links a component. Identical bytes
+    /// are compiled once per engine, across restarts.
+    ///
+    /// This is CPU-heavy on a miss: call it from a blocking thread in async code.
+    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, LoadError> {
+        zero_component::expect_component(bytes, what)?;
+        let hash = zero_component::content_hash(bytes)?;
+        if let Some(hit) = self.lock_cache().get(&hash) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%hash, app = what, "component served from the in-memory cache");
+            return Ok(hit.clone());
+        }
+        let component = self.compile_or_load_artifact(bytes, &hash, what)?;
+        let pre = self.link(&component, bytes, what)?;
+        let loaded = Arc::new(LoadedComponent {
+            hash,
+            component,
+            pre,
+        });
+        self.lock_cache().insert(hash, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Arc<LoadedComponent>>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn compile_or_load_artifact(
+        &self,
+        bytes: &[u8],
+        hash: &ContentHash,
+        what: &str,
+    ) -> Result<Component, LoadError> {
+        match self.artifacts.read(hash) {
+            Ok(Some(artifact)) => {
+                // SAFETY: the artifact was written by this node (ArtifactStore::write) from
+                // `Engine::precompile_component` output, and its SHA-256 trailer was verified just
+                // now, so these are exactly the bytes wasmtime produced. wasmtime additionally
+                // checks the engine compatibility header and refuses foreign artifacts.
+                match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                    Ok(c) => {
+                        self.stats.aot_loaded.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%hash, app = what, source = "aot", "loaded precompiled artifact from disk");
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        self.stats.aot_rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%hash, app = what, error = %e, "precompiled artifact is not usable by this engine; recompiling");
+                        self.artifacts.remove(hash);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.stats.aot_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%hash, app = what, error = %e, "precompiled artifact rejected; recompiling");
+                self.artifacts.remove(hash);
+            }
+        }
+        let start = std::time::Instant::now();
+        let artifact =
+            self.engine
+                .precompile_component(bytes)
+                .map_err(|e| LoadError::Compile {
+                    what: what.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        // SAFETY: `artifact` was produced by `precompile_component` on this very engine a moment
+        // ago and has not left this function.
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+            LoadError::Compile {
+                what: what.to_string(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        self.stats.compiled.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%hash, app = what, source = "compile", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
+        if let Err(e) = self.artifacts.write(hash, &artifact) {
+            tracing::warn!(%hash, error = %e, "could not store the precompiled artifact; it will be compiled again after a restart");
+        }
+        Ok(component)
+    }
+
+    fn link(
+        &self,
+        component: &Component,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<InstancePre<HostState>, LoadError> {
+        match self.linker.instantiate_pre(component) {
+            Ok(pre) => Ok(pre),
+            Err(e) => {
+                let provided = self.provided_interfaces();
+                let imports = zero_component::inspect(bytes, what)
+                    .map(|i| i.imports)
+                    .unwrap_or_default();
+                let missing: Vec<String> = imports
+                    .into_iter()
+                    .filter(|imp| {
+                        let unversioned = imp.split('@').next().unwrap_or(imp);
+                        !provided.iter().any(|p| p == unversioned)
+                    })
+                    .collect();
+                if missing.is_empty() {
+                    Err(LoadError::Link {
+                        what: what.to_string(),
+                        reason: format!("{e:#}"),
+                    })
+                } else {
+                    Err(LoadError::MissingImports {
+                        what: what.to_string(),
+                        missing,
+                        available: provided,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Creates a fresh store for one invocation: WASI with the guest's stdio going to the log,
+    /// no network, providers' configuration, the memory/table limiter and the CPU meter.
+    pub fn new_store(&self, invocation: Invocation) -> anyhow::Result<Store<HostState>> {
+        let faults = Faults::default();
+        let budget = self.limits.log_bytes_per_request;
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .stdout(GuestLog::new(
+                invocation.clone(),
+                GuestStream::Stdout,
+                budget,
+                faults.panicked.clone(),
+            ))
+            .stderr(GuestLog::new(
+                invocation.clone(),
+                GuestStream::Stderr,
+                budget,
+                faults.panicked.clone(),
+            ))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for p in &self.providers {
+            p.configure_wasi(&invocation, &mut builder)?;
+        }
+        let tick_ms = TICK.as_millis().max(1) as u64;
+        let cpu_ms = self.limits.cpu_time.as_millis() as u64;
+        let limits = GuestLimits {
+            memory_bytes: self.limits.memory_bytes,
+            table_elements: self.limits.table_elements,
+            instances: 64,
+            tables: 64,
+            memories: 16,
+            cpu_ticks: cpu_ms.div_ceil(tick_ms).max(1),
+        };
+        let mut state = HostState::new(invocation, builder.build(), limits, faults);
+        for p in &self.providers {
+            p.configure_store(&mut state)?;
+        }
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu.used += 1;
+            if state.cpu.used > state.limits.cpu_ticks {
+                state.faults.cpu_limit = true;
+                return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_core_modules_and_garbage_before_compiling() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            pooling: false,
+            ..CoreConfig::default()
+        };
+        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        let module = wasm_encoder::Module::new().finish();
+        let err = rt.load(&module, "m.wasm").err().unwrap().to_string();
+        assert!(err.contains("core module") && err.contains("zero convert"), "{err}");
+        let err = rt.load(b"hello", "g.wasm").err().unwrap().to_string();
+        assert!(err.contains("not a WebAssembly binary"), "{err}");
+    }
+
+    #[test]
+    fn compiles_once_then_uses_cache_and_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            pooling: false,
+            ..CoreConfig::default()
+        };
+        let component = wasm_encoder::Component::new().finish();
+        {
+            let rt = Runtime::new(&cfg, vec![]).unwrap();
+            rt.load(&component, "c").unwrap();
+            rt.load(&component, "c").unwrap();
+            assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
+            assert_eq!(rt.stats().cache_hits.load(Ordering::Relaxed), 1);
+        }
+        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        rt.load(&component, "c").unwrap();
+        assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 0);
+        assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
+
+        // A corrupted artifact is detected and recompiled.
+        let hash = zero_component::content_hash(&component).unwrap();
+        let path = rt.artifacts.path(&hash);
+        let mut raw = std::fs::read(&path).unwrap();
+        let mid = raw.len() / 2;
+        raw[mid] ^= 0x55;
+        std::fs::write(&path, raw).unwrap();
+        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        rt.load(&component, "c").unwrap();
+        assert_eq!(rt.stats().aot_rejected.load(Ordering::Relaxed), 1);
+        assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
+    }
+}
