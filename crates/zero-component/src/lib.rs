@@ -161,8 +161,8 @@ impl ContentHash {
     /// Parses `sha256:HEX` or bare `HEX` (64 hex digits).
     pub fn parse(s: &str) -> Result<Self, String> {
         let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
-        let bytes = hex::decode(hex_part)
-            .map_err(|e| format!("content hash `{s}` is not hex: {e}"))?;
+        let bytes =
+            hex::decode(hex_part).map_err(|e| format!("content hash `{s}` is not hex: {e}"))?;
         let arr: [u8; 32] = bytes.try_into().map_err(|_| {
             format!("content hash `{s}` must be 32 bytes (64 hex digits) of SHA-256")
         })?;
@@ -536,12 +536,12 @@ mod tests {
         let plain = wasm_encoder::Module::new().finish();
         let signed = append_custom_section(&plain, UCAN_SECTION, b"token bytes");
         let other = append_custom_section(&plain, "name", b"x");
-        assert_eq!(content_hash(&plain).unwrap(), content_hash(&signed).unwrap());
-        assert_ne!(content_hash(&plain).unwrap(), content_hash(&other).unwrap());
         assert_eq!(
-            strip_custom_section(&signed, UCAN_SECTION).unwrap(),
-            plain
+            content_hash(&plain).unwrap(),
+            content_hash(&signed).unwrap()
         );
+        assert_ne!(content_hash(&plain).unwrap(), content_hash(&other).unwrap());
+        assert_eq!(strip_custom_section(&signed, UCAN_SECTION).unwrap(), plain);
         let sections = custom_sections(&signed).unwrap();
         assert_eq!(sections.len(), 1);
         assert_eq!(&signed[sections[0].data.clone()], b"token bytes");

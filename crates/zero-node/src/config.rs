@@ -22,7 +22,9 @@ impl ByteSize {
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num.parse().map_err(|_| {
-            format!("`{s}` is not a size: write a whole number with an optional unit, like \"64 MiB\"")
+            format!(
+                "`{s}` is not a size: write a whole number with an optional unit, like \"64 MiB\""
+            )
         })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
@@ -347,7 +349,8 @@ impl NodeConfig {
         if l.max_stack.0 < (64 << 10) {
             return Err("[limits] max_stack must be at least 64 KiB".into());
         }
-        if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0 {
+        if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0
+        {
             return Err("[http] max_concurrent_requests and max_concurrent_requests_per_app must be at least 1".into());
         }
         let mut seen = std::collections::HashSet::new();
@@ -359,10 +362,14 @@ impl NodeConfig {
                 ));
             }
             if !seen.insert((app.tenant.clone(), app.name.clone())) {
-                return Err(format!("{at}: an app with this tenant and name is declared twice"));
+                return Err(format!(
+                    "{at}: an app with this tenant and name is declared twice"
+                ));
             }
             if app.routes.is_empty() {
-                return Err(format!("{at}: give the app at least one route, e.g. routes = [\"/\"]"));
+                return Err(format!(
+                    "{at}: give the app at least one route, e.g. routes = [\"/\"]"
+                ));
             }
             for r in &app.routes {
                 zeroproxy::Route::parse(r).map_err(|e| format!("{at}: {e}"))?;
@@ -411,7 +418,11 @@ mod tests {
         assert_eq!(ByteSize::parse("512KiB"), Ok(ByteSize(512 << 10)));
         assert_eq!(ByteSize::parse("10"), Ok(ByteSize(10)));
         assert!(ByteSize::parse("ten").unwrap_err().contains("not a size"));
-        assert!(ByteSize::parse("5 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            ByteSize::parse("5 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
     }
 
     #[test]
@@ -425,13 +436,18 @@ mod tests {
     #[test]
     fn typos_and_bad_values_are_refused_clearly() {
         let e = NodeConfig::parse("[limits]\ncpu_tme_ms = 5\n", Path::new(".")).unwrap_err();
-        assert!(e.contains("unknown field") && e.contains("cpu_tme_ms"), "{e}");
+        assert!(
+            e.contains("unknown field") && e.contains("cpu_tme_ms"),
+            "{e}"
+        );
         let e = NodeConfig::parse("[limits]\nmemory = \"lots\"\n", Path::new(".")).unwrap_err();
         assert!(e.contains("not a size"), "{e}");
-        let app = "[[app]]\ntenant = \"t\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"api\"]\n";
+        let app =
+            "[[app]]\ntenant = \"t\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"api\"]\n";
         let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
         assert!(e.contains("no path"), "{e}");
-        let app = "[[app]]\ntenant = \"T!\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n";
+        let app =
+            "[[app]]\ntenant = \"T!\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\n";
         let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
         assert!(e.contains("lowercase"), "{e}");
         let e = NodeConfig::parse("[http]\nlisten = \"nowhere\"\n", Path::new(".")).unwrap_err();
@@ -441,7 +457,13 @@ mod tests {
     #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = NodeConfig::parse("", Path::new("/etc/zero")).unwrap();
-        assert_eq!(c.resolve(Path::new("a.wasm")), PathBuf::from("/etc/zero/a.wasm"));
-        assert_eq!(c.resolve(Path::new("/x/a.wasm")), PathBuf::from("/x/a.wasm"));
+        assert_eq!(
+            c.resolve(Path::new("a.wasm")),
+            PathBuf::from("/etc/zero/a.wasm")
+        );
+        assert_eq!(
+            c.resolve(Path::new("/x/a.wasm")),
+            PathBuf::from("/x/a.wasm")
+        );
     }
 }

@@ -34,7 +34,9 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
             .map_err(|e| anyhow::anyhow!("RUST_LOG=`{v}` is not a valid log filter: {e}"))?,
         _ => EnvFilter::try_new(level).map_err(|e| {
-            anyhow::anyhow!("log level `{level}` is not a valid log filter (try `info` or `debug`): {e}")
+            anyhow::anyhow!(
+                "log level `{level}` is not a valid log filter (try `info` or `debug`): {e}"
+            )
         })?,
     };
     let builder = tracing_subscriber::fmt()

@@ -64,10 +64,10 @@ impl AppSettings {
 
 /// Splits `host:port` (with `[v6]:port` support). A missing or unparsable port gives `None`.
 pub fn split_host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((h, tail)) = rest.split_once(']') {
-            return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
-        }
+    if let Some(rest) = s.strip_prefix('[')
+        && let Some((h, tail)) = rest.split_once(']')
+    {
+        return (h, tail.strip_prefix(':').and_then(|p| p.parse().ok()));
     }
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => match p.parse() {

@@ -10,7 +10,11 @@ use zero_component::{AdapterKind, WasmKind};
 use zero_node::{LogFormat, Node, NodeConfig};
 
 #[derive(Parser)]
-#[command(name = "zero", version, about = "zerocore: run WebAssembly components next to their owners' data")]
+#[command(
+    name = "zero",
+    version,
+    about = "zerocore: run WebAssembly components next to their owners' data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,7 +71,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -103,7 +110,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.node.data_dir = std::env::current_dir()?.join(d);
             }
             if let Some(f) = log_format {
-                cfg.log.format = if f == "json" { LogFormat::Json } else { LogFormat::Text };
+                cfg.log.format = if f == "json" {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                };
             }
             zero_node::init_logging(cfg.log.format, &cfg.log.level)?;
             let node = Node::start(cfg).await?;

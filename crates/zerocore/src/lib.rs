@@ -348,16 +348,16 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         for p in &providers {
-            p.add_to_linker(&mut linker).map_err(|e| {
-                anyhow::anyhow!("provider {} failed to register: {e:#}", p.name())
-            })?;
+            p.add_to_linker(&mut linker)
+                .map_err(|e| anyhow::anyhow!("provider {} failed to register: {e:#}", p.name()))?;
         }
-        let artifacts = ArtifactStore::open(&config.data_dir.join("aot"), &engine).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot create the artifact directory under {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
+        let artifacts =
+            ArtifactStore::open(&config.data_dir.join("aot"), &engine).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the artifact directory under {}: {e}",
+                    config.data_dir.display()
+                )
+            })?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -477,21 +477,22 @@ impl Runtime {
             }
         }
         let start = std::time::Instant::now();
-        let artifact =
-            self.engine
-                .precompile_component(bytes)
-                .map_err(|e| LoadError::Compile {
-                    what: what.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
-        // SAFETY: `artifact` was produced by `precompile_component` on this very engine a moment
-        // ago and has not left this function.
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
-            LoadError::Compile {
+        let artifact = self
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| LoadError::Compile {
                 what: what.to_string(),
                 reason: format!("{e:#}"),
-            }
-        })?;
+            })?;
+        // SAFETY: `artifact` was produced by `precompile_component` on this very engine a moment
+        // ago and has not left this function.
+        let component =
+            unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| {
+                LoadError::Compile {
+                    what: what.to_string(),
+                    reason: format!("{e:#}"),
+                }
+            })?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%hash, app = what, source = "compile", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
         if let Err(e) = self.artifacts.write(hash, &artifact) {
@@ -606,7 +607,10 @@ mod tests {
         let rt = Runtime::new(&cfg, vec![]).unwrap();
         let module = wasm_encoder::Module::new().finish();
         let err = rt.load(&module, "m.wasm").err().unwrap().to_string();
-        assert!(err.contains("core module") && err.contains("zero convert"), "{err}");
+        assert!(
+            err.contains("core module") && err.contains("zero convert"),
+            "{err}"
+        );
         let err = rt.load(b"hello", "g.wasm").err().unwrap().to_string();
         assert!(err.contains("not a WebAssembly binary"), "{err}");
     }

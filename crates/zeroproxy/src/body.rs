@@ -191,7 +191,10 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.outcome = "guest_stream_error";
-                    Poll::Ready(Some(Err(format!("the app's response stream failed: {e:?}").into())))
+                    Poll::Ready(Some(Err(format!(
+                        "the app's response stream failed: {e:?}"
+                    )
+                    .into())))
                 }
                 Poll::Ready(None) => {
                     this.outcome = "complete";

@@ -240,7 +240,10 @@ impl EventProvider for ZeroProxy {
         drop(listener);
         tracing::info!("zeroproxy stopped accepting; waiting for requests in flight");
         let grace = self.inner.runtime.limits().wall_time + Duration::from_secs(1);
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections were still open after the grace period");
         }
         Ok(())
@@ -264,7 +267,11 @@ pub(crate) struct AccessInfo {
 }
 
 impl Inner {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<ProxyBody> {
         let request_id: Arc<str> = new_request_id().into();
         let mut access = AccessInfo {
             request_id: request_id.clone(),
@@ -291,16 +298,12 @@ impl Inner {
         req: Request<Incoming>,
         access: &mut AccessInfo,
     ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
-        let host = req
-            .uri()
-            .host()
-            .map(str::to_string)
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(|h| zero_provider::split_host_port(h).0.to_string())
-            });
+        let host = req.uri().host().map(str::to_string).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| zero_provider::split_host_port(h).0.to_string())
+        });
         let Some(host) = host else {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -325,7 +328,8 @@ impl Inner {
                 tracing::error!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, reason = %reason, "request to an app that failed to load");
                 return Err((
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "this app is not available: it failed to load (the node log has the reason)".into(),
+                    "this app is not available: it failed to load (the node log has the reason)"
+                        .into(),
                 ));
             }
         };
@@ -382,7 +386,10 @@ impl Inner {
         let (req_res, out_res) = match (req_res, out_res) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => {
-                return Err((StatusCode::BAD_REQUEST, format!("the request cannot be handled: {e}")));
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("the request cannot be handled: {e}"),
+                ));
             }
         };
 
@@ -419,10 +426,15 @@ impl Inner {
         let task = body::TaskGuard::new(task);
 
         match receiver.await {
-            Ok(Ok(resp)) => Ok(resp.map(|b| ProxyBody::guest(b, task, self.config.max_response_body))),
+            Ok(Ok(resp)) => {
+                Ok(resp.map(|b| ProxyBody::guest(b, task, self.config.max_response_body)))
+            }
             Ok(Err(code)) => {
                 tracing::warn!(request_id = %access.request_id, error = ?code, "the app answered with an error code");
-                Err((StatusCode::INTERNAL_SERVER_ERROR, format!("the app answered with an error: {code:?}")))
+                Err((
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the app answered with an error: {code:?}"),
+                ))
             }
             Err(_) => {
                 let outcome = task.join().await;
@@ -437,9 +449,15 @@ impl Inner {
                     }
                     Some(Ok(())) => {
                         tracing::error!(request_id = %access.request_id, "the app returned without setting a response");
-                        Err((StatusCode::BAD_GATEWAY, "the app returned without sending a response".into()))
+                        Err((
+                            StatusCode::BAD_GATEWAY,
+                            "the app returned without sending a response".into(),
+                        ))
                     }
-                    None => Err((StatusCode::INTERNAL_SERVER_ERROR, "the app's task was lost".into())),
+                    None => Err((
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "the app's task was lost".into(),
+                    )),
                 }
             }
         }

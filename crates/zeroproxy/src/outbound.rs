@@ -19,7 +19,10 @@ impl Provider for HttpResources {
 
 impl ResourceProvider for HttpResources {
     fn interfaces(&self) -> Vec<String> {
-        vec!["wasi:http/types".into(), "wasi:http/outgoing-handler".into()]
+        vec![
+            "wasi:http/types".into(),
+            "wasi:http/outgoing-handler".into(),
+        ]
     }
 
     fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()> {

@@ -85,7 +85,9 @@ impl std::fmt::Display for Route {
 
 /// Two apps claim the same route.
 #[derive(Debug, thiserror::Error)]
-#[error("route `{route}` is claimed by both `{first}` and `{second}`; give one of them another path or host")]
+#[error(
+    "route `{route}` is claimed by both `{first}` and `{second}`; give one of them another path or host"
+)]
 pub struct RouteConflict {
     /// The contested route.
     pub route: String,
