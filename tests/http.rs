@@ -1,0 +1,417 @@
+//! End-to-end tests of the HTTP slice: a real `zero` node process on a loopback port, real
+//! components built in `guest/`, real HTTP.
+
+mod support;
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn msg(v: &serde_json::Value) -> &str {
+    v["message"].as_str().unwrap_or("")
+}
+
+#[test]
+fn hello_world_with_request_id_and_access_log() {
+    let dir = test_dir("hello");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[App::new("hello", "hello", &["/"])],
+        ),
+    );
+    let r = get(&node.url("/"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, "Hello, World!\n");
+    let rid = r.request_id.expect("x-request-id header");
+    assert_eq!(rid.len(), 16);
+    let line = node.wait_log("access log line", |v| {
+        v["target"] == "access" && v["request_id"] == rid.as_str()
+    });
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["tenant"], "t1");
+    assert_eq!(line["app"], "hello");
+    assert!(line["duration_ms"].as_f64().is_some());
+    // Requests ids are unique.
+    assert_ne!(get(&node.url("/x")).request_id.unwrap(), rid);
+}
+
+#[test]
+fn routes_by_host_and_path_prefix() {
+    let dir = test_dir("routes");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::new("hello", "hello", &["/hello"]),
+                App::new("hosted", "newer_wasi", &["site.test/"]),
+            ],
+        ),
+    );
+    assert_eq!(get(&node.url("/hello/deep/path")).status, 200);
+    let r = get(&node.url("/hellox"));
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no app is routed"), "{}", r.body);
+    let r = get_with(&node.url("/anything"), "host", "site.test");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("0.2.13"));
+}
+
+#[test]
+fn streaming_echo_of_a_10_mib_body() {
+    let dir = test_dir("echo");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[App::new("echo", "echo", &["/echo"])],
+        ),
+    );
+    let mut body = vec![0u8; 10 << 20];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    let expected = Sha256::digest(&body);
+    let (status, got) = post_streaming(&node.url("/echo"), body);
+    assert_eq!(status, 200);
+    assert_eq!(got.len(), 10 << 20);
+    assert_eq!(Sha256::digest(&got), expected);
+}
+
+#[test]
+fn bad_components_are_refused_at_load_with_the_reason() {
+    let dir = test_dir("refused");
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not webassembly at all").unwrap();
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::file("core", guest_p1("p1-command"), &["/core"]),
+                App::file("garbage", garbage, &["/garbage"]),
+                App::new("unknown", "unknown_import", &["/unknown"]),
+                App::new("hello", "hello", &["/"]),
+            ],
+        ),
+    );
+    let refused = |app: &str| {
+        node.wait_log(&format!("refusal of {app}"), |v| {
+            v["app"] == app && msg(v).starts_with("refused app")
+        })
+    };
+    let core = refused("core");
+    assert!(msg(&core).contains("core module"), "{core}");
+    assert!(msg(&core).contains("zero convert"), "{core}");
+    assert!(msg(&core).contains("wasm32-wasip2"), "{core}");
+    let garbage = refused("garbage");
+    assert!(
+        msg(&garbage).contains("not a WebAssembly binary"),
+        "{garbage}"
+    );
+    let unknown = refused("unknown");
+    assert!(
+        msg(&unknown).contains("`zero:nonexistent/thing@1.0.0`"),
+        "{unknown}"
+    );
+    assert!(msg(&unknown).contains("does not provide"), "{unknown}");
+
+    for path in ["/core", "/garbage", "/unknown"] {
+        let r = get(&node.url(path));
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        assert!(r.body.contains("failed to load"), "{}", r.body);
+        assert!(
+            !r.body.contains("nonexistent"),
+            "reasons stay in the log: {}",
+            r.body
+        );
+    }
+    assert_eq!(get(&node.url("/")).status, 200);
+}
+
+#[test]
+fn faults_get_a_5xx_within_their_limit_while_others_keep_being_served() {
+    let dir = test_dir("faults");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::new("hello", "hello", &["/"]),
+                App::new("trap", "trap", &["/trap"]),
+                App::new("panic", "panic", &["/panic"]),
+                App::new("spin", "spin", &["/spin"]),
+                App::new("membomb", "membomb", &["/membomb"]),
+                App::new("stack", "stackoverflow", &["/stack"]),
+                App::new("sleepy", "sleepy", &["/sleepy"]),
+            ],
+        ),
+    );
+    let node = Arc::new(node);
+    // A healthy app is hammered from two threads for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let healthy: Vec<_> = (0..2)
+        .map(|_| {
+            let (node, stop, ok) = (node.clone(), stop.clone(), ok.clone());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = get(&node.url("/"));
+                    if r.status == 200 && r.body == "Hello, World!\n" {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failures.push((r.status, r.body));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let cases = [
+        ("/trap", 500, "trap"),
+        ("/panic", 500, "panic"),
+        ("/spin", 500, "cpu_limit"),
+        ("/membomb", 500, "memory_limit"),
+        ("/stack", 500, "stack_overflow"),
+        ("/sleepy", 504, "wall_timeout"),
+    ];
+    let workers: Vec<_> = cases
+        .iter()
+        .map(|&(path, status, kind)| {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2 {
+                    let r = get(&node.url(path));
+                    assert_eq!(r.status, status, "{path}: {}", r.body);
+                    let rid = r.request_id.clone().expect("request id");
+                    assert!(
+                        r.body.contains(&rid),
+                        "{path}: body names the request id: {}",
+                        r.body
+                    );
+                    let line = node.wait_log(&format!("fault log for {path}"), |v| {
+                        v["request_id"] == rid.as_str() && v["fault"].is_string()
+                    });
+                    assert_eq!(line["fault"], kind, "{path}: {line}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("fault case");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in healthy {
+        let failures = h.join().unwrap();
+        assert!(failures.is_empty(), "healthy requests failed: {failures:?}");
+    }
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    // The panic message itself is in the log, tagged.
+    node.wait_log("panic message", |v| {
+        v["app"] == "panic" && v["stream"] == "stderr" && msg(v).contains("intentional panic")
+    });
+    assert_eq!(get(&node.url("/")).status, 200);
+}
+
+#[test]
+fn guest_stdout_and_stderr_become_tagged_log_lines() {
+    let dir = test_dir("logger");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[App::new("logger", "logger", &["/"])],
+        ),
+    );
+    let r = get(&node.url("/"));
+    assert_eq!(r.status, 200);
+    let rid = r.request_id.unwrap();
+    for (stream, text) in [
+        ("stdout", "stdout line from logger"),
+        ("stderr", "stderr line from logger"),
+    ] {
+        let line = node.wait_log(stream, |v| {
+            v["request_id"] == rid.as_str() && v["stream"] == stream
+        });
+        assert_eq!(msg(&line), text);
+        assert_eq!(line["tenant"], "t1");
+        assert_eq!(line["app"], "logger");
+    }
+}
+
+#[test]
+fn outgoing_http_is_denied_unless_the_host_is_allowed() {
+    let up = upstream("upstream says hi");
+    let dir = test_dir("outgoing");
+    let mut allowed = App::new("allowed", "outgoing", &["/allowed"]);
+    allowed.outbound = vec![up.to_string()];
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[App::new("denied", "outgoing", &["/denied"]), allowed],
+        ),
+    );
+    let target = format!("http://{up}/");
+    let r = get_with(&node.url("/denied"), "x-target", &target);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("HttpRequestDenied"), "{}", r.body);
+    node.wait_log("denial", |v| {
+        v["app"] == "denied" && msg(v).contains("outgoing HTTP request denied")
+    });
+    let r = get_with(&node.url("/allowed"), "x-target", &target);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "upstream says hi");
+}
+
+#[test]
+fn body_size_caps() {
+    let dir = test_dir("caps");
+    let extra = format!("{TEST_LIMITS}\n");
+    let cfg = config(
+        &shared_data_dir(),
+        &extra,
+        &[
+            App::new("echo", "echo", &["/echo"]),
+            App::new("firehose", "firehose", &["/firehose"]),
+        ],
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nmax_request_body = \"1 MiB\"\nmax_response_body = \"2 MiB\"\n",
+    );
+    let node = NodeProc::start(&dir, &cfg);
+    // Declared too large: refused before the app runs.
+    let status = post_head_only(node.addr, "/echo", 2 << 20);
+    assert!(status.contains(" 413 "), "{status}");
+    // A body under the cap streams through.
+    let (status, got) = post_streaming(&node.url("/echo"), vec![1u8; 512 << 10]);
+    assert_eq!((status, got.len()), (200, 512 << 10));
+    // A response larger than the cap is cut, and the log says why.
+    let resp = agent()
+        .get(&node.url("/firehose?mib=8"))
+        .call()
+        .expect("headers arrive");
+    let mut got = Vec::new();
+    let res = resp.into_reader().read_to_end(&mut got);
+    assert!(res.is_err() || got.len() < 8 << 20, "the body must be cut");
+    assert!(got.len() <= 2 << 20);
+    node.wait_log("response cap", |v| {
+        msg(v).contains("exceeded the node's limit")
+    });
+}
+
+/// `hello` is built with the current `wasi` crate (0.14.7, which imports WASI 0.2.12 through
+/// `wasip2`); `newer_wasi` is built with wit-bindgen against WIT at 0.2.13 (newer than the node's
+/// 0.2.12) and also imports `wasi:cli@0.2.6` through Rust's std (older): both link.
+#[test]
+fn components_built_against_other_wasi_versions_are_served() {
+    let dir = test_dir("versions");
+    let node = NodeProc::start(
+        &dir,
+        &config(
+            &shared_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::new("newer", "newer_wasi", &["/newer"]),
+                App::new("current", "hello", &["/current"]),
+            ],
+        ),
+    );
+    let r = get(&node.url("/newer"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "hello from wasi 0.2.13\n");
+    assert_eq!(get(&node.url("/current")).body, "Hello, World!\n");
+}
+
+#[test]
+fn aot_artifacts_are_reused_after_a_restart() {
+    let dir = test_dir("aot");
+    let data = dir.join("data");
+    let cfg = config(&data, TEST_LIMITS, &[App::new("hello", "hello", &["/"])]);
+    let first = NodeProc::start(&dir, &cfg);
+    first.wait_log("compile", |v| {
+        v["source"] == "compile" && v["app"].as_str().is_some_and(|a| a.contains("t1/hello"))
+    });
+    assert_eq!(get(&first.url("/")).status, 200);
+    first.stop();
+
+    let second = NodeProc::start(&dir, &cfg);
+    second.wait_log("aot load", |v| v["source"] == "aot");
+    assert!(
+        !second.log_json().iter().any(|v| v["source"] == "compile"),
+        "the restarted node compiled again"
+    );
+    assert_eq!(get(&second.url("/")).body, "Hello, World!\n");
+
+    // A corrupted artifact is detected and recompiled, never loaded.
+    second.stop();
+    let aot = data.join("aot");
+    for entry in std::fs::read_dir(&aot).unwrap() {
+        let p = entry.unwrap().path();
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xa5;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let third = NodeProc::start(&dir, &cfg);
+    third.wait_log("rejection", |v| {
+        msg(v).contains("precompiled artifact rejected")
+    });
+    third.wait_log("recompile", |v| v["source"] == "compile");
+    assert_eq!(get(&third.url("/")).body, "Hello, World!\n");
+}
+
+#[test]
+fn concurrency_is_capped_per_app() {
+    let dir = test_dir("concurrency");
+    let cfg = config(
+        &shared_data_dir(),
+        TEST_LIMITS,
+        &[
+            App::new("sleepy", "sleepy", &["/sleepy"]),
+            App::new("hello", "hello", &["/"]),
+        ],
+    )
+    .replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nmax_concurrent_requests_per_app = 2\n",
+    );
+    let node = Arc::new(NodeProc::start(&dir, &cfg));
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let node = node.clone();
+            std::thread::spawn(move || get(&node.url("/sleepy")).status)
+        })
+        .collect();
+    // Wait until both sleepers are inside the app.
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut third = get(&node.url("/sleepy"));
+    while third.status != 503 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        third = get(&node.url("/sleepy"));
+    }
+    assert_eq!(third.status, 503, "{}", third.body);
+    assert!(third.body.contains("limit of concurrent requests"));
+    // Another app is not affected.
+    assert_eq!(get(&node.url("/")).status, 200);
+    for s in sleepers {
+        assert_eq!(s.join().unwrap(), 504);
+    }
+}

@@ -1,0 +1,399 @@
+//! Test support: starts real `zero` node processes on loopback ports and talks to them over real
+//! HTTP. Nothing here mocks a zerocore component.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The `zero` binary under test.
+pub fn zero_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zero"))
+}
+
+/// A guest artifact built by scripts/build-guests.sh.
+pub fn guest_wasm(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("guest/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-guests.sh first",
+        p.display()
+    );
+    p
+}
+
+/// The wasm32-wasip1 core module built by scripts/build-guests.sh.
+pub fn guest_p1(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("guest/target/wasm32-wasip1/release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-guests.sh first",
+        p.display()
+    );
+    p
+}
+
+/// A running node process; killed on drop.
+pub struct NodeProc {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub dir: PathBuf,
+}
+
+impl NodeProc {
+    /// Starts `zero serve` with `config` (written to `dir/zerocore.toml`), JSON logs, and waits
+    /// until it listens.
+    pub fn start(dir: &Path, config: &str) -> NodeProc {
+        std::fs::create_dir_all(dir).unwrap();
+        let cfg = dir.join("zerocore.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut child = Command::new(zero_bin())
+            .args(["serve", "--log-format", "json", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start zero");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if line.contains("zeroproxy listening") {
+                        let _ = tx.send(line.clone());
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let line = match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "node did not start; log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let addr = v["addr"].as_str().unwrap().parse().unwrap();
+        NodeProc {
+            child,
+            addr,
+            logs,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// All log lines so far, parsed.
+    pub fn log_json(&self) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until a log line satisfies `pred` (logs are asynchronous).
+    pub fn wait_log(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = self.log_json().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line for {what}; log:\n{}",
+                    self.logs.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the node with SIGTERM and waits for it.
+    pub fn stop(mut self) {
+        unsafe_sigterm(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP agent that returns 4xx/5xx responses instead of errors.
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+/// Status, headers we care about and body of a GET.
+pub struct Reply {
+    pub status: u16,
+    pub request_id: Option<String>,
+    pub body: String,
+}
+
+fn into_reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let request_id = resp.header("x-request-id").map(str::to_string);
+    let mut body = String::new();
+    let _ = resp.into_reader().read_to_string(&mut body);
+    Reply {
+        status,
+        request_id,
+        body,
+    }
+}
+
+/// GET a URL.
+pub fn get(url: &str) -> Reply {
+    into_reply(agent().get(url).call())
+}
+
+/// GET with one extra header.
+pub fn get_with(url: &str, header: &str, value: &str) -> Reply {
+    into_reply(agent().get(url).set(header, value).call())
+}
+
+/// A tiny HTTP/1.1 server on loopback answering every request with `body` (an upstream for
+/// outgoing-HTTP tests).
+pub fn upstream(body: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+                    body.len(),
+                    body
+                );
+                let _ = s.write_all(resp.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// One `[[app]]` of a test configuration.
+pub struct App<'a> {
+    pub name: &'a str,
+    pub tenant: &'a str,
+    pub component: PathBuf,
+    pub routes: &'a [&'a str],
+    pub outbound: Vec<String>,
+}
+
+impl<'a> App<'a> {
+    /// An app of tenant `t1` built from the guest artifact `wasm`.
+    pub fn new(name: &'a str, wasm: &str, routes: &'a [&'a str]) -> App<'a> {
+        App {
+            name,
+            tenant: "t1",
+            component: guest_wasm(wasm),
+            routes,
+            outbound: vec![],
+        }
+    }
+
+    /// Same, from any file.
+    pub fn file(name: &'a str, path: PathBuf, routes: &'a [&'a str]) -> App<'a> {
+        App {
+            name,
+            tenant: "t1",
+            component: path,
+            routes,
+            outbound: vec![],
+        }
+    }
+}
+
+/// Test limits: small enough that faults trip quickly.
+pub const TEST_LIMITS: &str = r#"
+[limits]
+cpu_time_ms = 300
+wall_time_ms = 3000
+memory = "64 MiB"
+"#;
+
+/// A configuration listening on an ephemeral loopback port with `data_dir`, `extra` sections
+/// and the apps.
+pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
+    let mut s = format!(
+        "[node]\ndata_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+        data_dir.display().to_string()
+    );
+    for a in apps {
+        s.push_str(&format!(
+            "\n[[app]]\ntenant = {:?}\nname = {:?}\ncomponent = {:?}\nroutes = {:?}\nallowed_outbound_hosts = {:?}\n",
+            a.tenant,
+            a.name,
+            a.component.display().to_string(),
+            a.routes,
+            a.outbound
+        ));
+    }
+    s
+}
+
+/// A data directory shared by tests so that compiled artifacts are reused between nodes.
+pub fn shared_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-shared-data")
+}
+
+/// A fresh directory for one test.
+pub fn test_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Sends `body` to `url` with POST over a full-duplex HTTP/1.1 connection (the body is sent
+/// while the response streams back, as a browser or curl would) and returns status and body.
+pub fn post_streaming(url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let uri: hyper::Uri = url.parse().unwrap();
+        let addr = format!("{}:{}", uri.host().unwrap(), uri.port_u16().unwrap());
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let (tx, rx) = tokio::sync::mpsc::channel::<
+            Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>,
+        >(4);
+        let total = body.len();
+        tokio::spawn(async move {
+            for chunk in body.chunks(64 * 1024) {
+                if tx
+                    .send(Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(
+                        chunk,
+                    ))))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let req = hyper::Request::post(uri.path())
+            .header("host", uri.authority().unwrap().as_str())
+            .header("content-length", total)
+            .header("content-type", "application/octet-stream")
+            .body(http_body_util::StreamBody::new(tokio_stream_from(rx)))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes().to_vec())
+            .unwrap_or_default();
+        (status, bytes)
+    })
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Sends only the request head of a POST declaring `content_length` and returns the status line.
+pub fn post_head_only(addr: SocketAddr, path: &str, content_length: u64) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {content_length}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
