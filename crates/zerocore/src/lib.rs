@@ -616,6 +616,25 @@ mod tests {
     }
 
     #[test]
+    fn pooling_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = CoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            pool_instances: 8,
+            ..CoreConfig::default()
+        };
+        assert!(Runtime::new(&ok, vec![]).unwrap().pooling());
+        // Far more slots than any address space can hold.
+        let huge = CoreConfig {
+            pool_instances: u32::MAX / 4,
+            ..ok
+        };
+        let rt = Runtime::new(&huge, vec![]).unwrap();
+        assert!(!rt.pooling());
+        rt.load(&wasm_encoder::Component::new().finish(), "c").unwrap();
+    }
+
+    #[test]
     fn compiles_once_then_uses_cache_and_artifact() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = CoreConfig {
