@@ -631,7 +631,8 @@ mod tests {
         };
         let rt = Runtime::new(&huge, vec![]).unwrap();
         assert!(!rt.pooling());
-        rt.load(&wasm_encoder::Component::new().finish(), "c").unwrap();
+        rt.load(&wasm_encoder::Component::new().finish(), "c")
+            .unwrap();
     }
 
     #[test]
