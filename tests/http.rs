@@ -65,6 +65,10 @@ fn routes_by_host_and_path_prefix() {
     assert!(r.body.contains("0.2.13"));
 }
 
+/// Copying 10 MiB takes real CPU; on a loaded 2-core machine epoch metering (which charges
+/// scheduled time, see the README) needs headroom beyond the fault tests' tight budget.
+const ECHO_LIMITS: &str = "[limits]\ncpu_time_ms = 5000\nwall_time_ms = 20000\n";
+
 #[test]
 fn streaming_echo_of_a_10_mib_body() {
     let dir = test_dir("echo");
@@ -72,7 +76,7 @@ fn streaming_echo_of_a_10_mib_body() {
         &dir,
         &config(
             &shared_data_dir(),
-            TEST_LIMITS,
+            ECHO_LIMITS,
             &[App::new("echo", "echo", &["/echo"])],
         ),
     );
@@ -292,8 +296,8 @@ fn body_size_caps() {
         ],
     )
     .replace(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nmax_request_body = \"1 MiB\"\nmax_response_body = \"2 MiB\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_request_body = \"1 MiB\"\nmax_response_body = \"2 MiB\"\n",
     );
     let node = NodeProc::start(&dir, &cfg);
     // Declared too large: refused before the app runs.
@@ -389,8 +393,8 @@ fn concurrency_is_capped_per_app() {
         ],
     )
     .replace(
-        "listen = \"127.0.0.1:0\"\n",
-        "listen = \"127.0.0.1:0\"\nmax_concurrent_requests_per_app = 2\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_app = 2\n",
     );
     let node = Arc::new(NodeProc::start(&dir, &cfg));
     let sleepers: Vec<_> = (0..2)

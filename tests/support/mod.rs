@@ -53,6 +53,7 @@ pub fn guest_p1(name: &str) -> PathBuf {
 pub struct NodeProc {
     pub child: Child,
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub dir: PathBuf,
 }
@@ -99,9 +100,22 @@ impl NodeProc {
         };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         let addr = v["addr"].as_str().unwrap().parse().unwrap();
+        let admin = logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("management API listening"))
+            })
+            .and_then(|v| v["addr"].as_str().and_then(|a| a.parse().ok()))
+            .expect("management API address in the log");
         NodeProc {
             child,
             addr,
+            admin,
             logs,
             dir: dir.to_path_buf(),
         }
@@ -286,7 +300,7 @@ memory = "64 MiB"
 /// and the apps.
 pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
     let mut s = format!(
-        "[node]\ndata_dir = {:?}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
         data_dir.display().to_string()
     );
     for a in apps {

@@ -148,7 +148,8 @@ pub enum Error {
     /// A content hash bound by a capability does not match the content presented (used by the
     /// node for tokens embedded in components: the token is bound to the component's hash).
     HashMismatch {
-        /// The hash the capability binds.
+        /// The hash the capability binds; empty when the capability binds no hash at all (the
+        /// token is not bound to any content).
         expected: String,
         /// The hash of the content presented.
         found: String,
@@ -251,6 +252,23 @@ impl Error {
         }
     }
 
+    /// A capability bound to content hash `bound` presented with content hashing to `actual`.
+    pub(crate) fn hash_mismatch(bound: impl Into<String>, actual: impl Into<String>) -> Self {
+        Error::HashMismatch {
+            expected: bound.into(),
+            found: actual.into(),
+        }
+    }
+
+    /// A capability that binds no content hash, presented with content hashing to `actual`
+    /// (a [`Error::HashMismatch`] with an empty `expected`).
+    pub(crate) fn unbound_content(actual: impl Into<String>) -> Self {
+        Error::HashMismatch {
+            expected: String::new(),
+            found: actual.into(),
+        }
+    }
+
     /// Attaches a token CID to a `Malformed` error that has none yet.
     pub(crate) fn in_token(self, cid: Cid) -> Self {
         match self {
@@ -326,11 +344,16 @@ impl fmt::Display for Error {
                 f,
                 "Revoked: token {token} has been revoked; ask for a new delegation"
             ),
+            Error::HashMismatch { expected, found } if expected.is_empty() => write!(
+                f,
+                "HashMismatch: the token is not bound to a component hash; sign the component \
+                 with `zero sign` (the content presented hashes to {found})"
+            ),
             Error::HashMismatch { expected, found } => write!(
                 f,
                 "HashMismatch: the capability is bound to content hash {expected} but the \
-                 content presented hashes to {found}; the token was copied from another \
-                 component or the component changed after signing: sign it again"
+                 content presented hashes to {found}; the component was changed after \
+                 signing, or the token was copied from another component: sign it again"
             ),
             Error::Replayed { token, detail } => {
                 write!(f, "Replayed: invocation {token}: {detail}")

@@ -17,6 +17,9 @@
 //!   a delegation chain alone and returns a [`Chain`] of effective capabilities that answers
 //!   "may the holder run this command with these arguments" ([`Chain::allows`]).
 //! - [`verify_invocation_offline`]: the one-call check used by the `zero` CLI.
+//! - [`component`]: the delegation chain embedded in a component's `ucan` custom section
+//!   (encoding, strict decoding, and [`component::verify_component_chain`], which checks the
+//!   chain, its binding to the component's content hash and its tenant scope).
 //!
 //! The node uses this crate in two places: to verify the delegation chain embedded in a
 //! component's `ucan` custom section before it runs the component (the chain must lead back to
@@ -74,6 +77,7 @@
 )]
 
 mod command;
+pub mod component;
 mod delegation;
 mod did;
 mod envelope;

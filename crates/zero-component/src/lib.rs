@@ -271,6 +271,7 @@ pub fn append_custom_section(bytes: &[u8], name: &str, data: &[u8]) -> Vec<u8> {
         data: data.into(),
     };
     let mut out = bytes.to_vec();
+    out.push(0); // the custom section id
     wasm_encoder::Encode::encode(&section, &mut out);
     out
 }
@@ -536,6 +537,9 @@ mod tests {
         let plain = wasm_encoder::Module::new().finish();
         let signed = append_custom_section(&plain, UCAN_SECTION, b"token bytes");
         let other = append_custom_section(&plain, "name", b"x");
+        wasmparser::Validator::new()
+            .validate_all(&signed)
+            .expect("still valid wasm");
         assert_eq!(
             content_hash(&plain).unwrap(),
             content_hash(&signed).unwrap()

@@ -91,6 +91,9 @@ pub struct NodeConfig {
     /// `[engine]`
     #[serde(default)]
     pub engine: EngineSection,
+    /// `[admin]`: the management API.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -106,6 +109,17 @@ pub struct NodeSection {
     /// Where the node keeps its state (artifacts, keys, data).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The Admin DID (root of authority). When unset the node runs in development mode with a
+    /// generated admin key in the data directory.
+    #[serde(default)]
+    pub admin: Option<String>,
+    /// Seconds of clock difference tolerated on tokens' `nbf` and `exp`.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+fn default_skew() -> u64 {
+    60
 }
 
 fn default_data_dir() -> PathBuf {
@@ -116,6 +130,8 @@ impl Default for NodeSection {
     fn default() -> Self {
         NodeSection {
             data_dir: default_data_dir(),
+            admin: None,
+            clock_skew_secs: default_skew(),
         }
     }
 }
@@ -276,6 +292,34 @@ impl Default for EngineSection {
     }
 }
 
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listen address of the management API (keep it on loopback or a private network).
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Largest component upload.
+    #[serde(default = "default_max_upload")]
+    pub max_upload: ByteSize,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+fn default_max_upload() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: default_admin_listen(),
+            max_upload: default_max_upload(),
+        }
+    }
+}
+
 /// One `[[app]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,7 +347,8 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn valid_name(s: &str) -> bool {
+/// Whether `s` is a valid tenant or app name.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()
@@ -352,6 +397,10 @@ impl NodeConfig {
         if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0
         {
             return Err("[http] max_concurrent_requests and max_concurrent_requests_per_app must be at least 1".into());
+        }
+        if let Some(admin) = &self.node.admin {
+            zero_auth::Did::parse(admin)
+                .map_err(|e| format!("[node] admin must be a did:key (see `zero key did`): {e}"))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {

@@ -7,7 +7,11 @@
 
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod apps;
 pub mod config;
+pub mod identity;
+pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,6 +59,8 @@ pub struct Node {
     proxy: Arc<ZeroProxy>,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    admin_addr: std::net::SocketAddr,
+    node_did: String,
 }
 
 impl Node {
@@ -87,42 +93,108 @@ impl Node {
         };
         let proxy = Arc::new(ZeroProxy::bind(runtime.clone(), proxy_config).await?);
 
+        let identity = identity::Identity::load(&data_dir, config.node.admin.as_deref())?;
+        if let Some(path) = &identity.dev_admin_key {
+            tracing::warn!(
+                admin = %identity.admin,
+                key = %path.display(),
+                "DEVELOPMENT MODE: no [node] admin is set in zerocore.toml, so this node created an admin key at {} and trusts it as the Admin. Set [node] admin to your own DID (`zero key new`) for production.",
+                path.display()
+            );
+        }
+        tracing::info!(node = %identity.node.did(), admin = %identity.admin, "node identity");
+        let state = state::StateStore::open(&data_dir)?;
+        let authority = Arc::new(apps::Authority {
+            options: zero_auth::ValidationOptions {
+                required_root: Some(identity.admin.clone()),
+                clock_skew: config.node.clock_skew_secs,
+                ..Default::default()
+            },
+            node_did: identity.node.did().clone(),
+            revocations: std::sync::Mutex::new(state.revocations()?),
+            replay: zero_auth::ReplayCache::new(100_000),
+        });
+
         let mut apps = Vec::new();
         for app in &config.apps {
-            let path = config.resolve(&app.component);
-            let loaded = load_app(&runtime, &path, &app.tenant, &app.name).await;
-            if let Err(reason) = &loaded {
-                tracing::error!(tenant = %app.tenant, app = %app.name, "refused app: {reason}");
-            }
             let routes = app
                 .routes
                 .iter()
                 .map(|r| Route::parse(r).map_err(|e| anyhow::anyhow!("app {}: {e}", app.name)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            apps.push(Arc::new(HttpApp::new(
-                &app.tenant,
-                &app.name,
-                routes,
-                AppSettings {
-                    allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
-                },
-                loaded,
-                proxy.max_concurrent_per_app(),
-            )));
-        }
-        for app in &apps {
-            if let zeroproxy::AppState::Failed(reason) = &app.state {
-                if reason.contains("does not export") {
-                    tracing::error!(tenant = %app.tenant, app = %app.name, "refused app: {reason}");
+            let path = config.resolve(&app.component);
+            let spec = apps::AppSpec {
+                tenant: app.tenant.clone(),
+                name: app.name.clone(),
+                routes: routes.clone(),
+                allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+            };
+            let built = match read_component(&path).await {
+                Ok(bytes) => apps::build_app(
+                    &runtime,
+                    &authority,
+                    spec,
+                    bytes,
+                    proxy.max_concurrent_per_app(),
+                )
+                .await
+                .map_err(|r| r.message),
+                Err(e) => Err(e),
+            };
+            let app = match built {
+                Ok(ready) => {
+                    tracing::info!(tenant = %app.tenant, app = %app.name, routes = ?app.routes, "app ready");
+                    ready
                 }
-            } else {
-                let routes: Vec<String> = app.routes.iter().map(|r| r.to_string()).collect();
-                tracing::info!(tenant = %app.tenant, app = %app.name, routes = ?routes, "app ready");
+                Err(reason) => {
+                    tracing::error!(tenant = %app.tenant, app = %app.name, "refused app: {reason}");
+                    Arc::new(HttpApp::new(
+                        &app.tenant,
+                        &app.name,
+                        routes,
+                        AppSettings::default(),
+                        Err(reason),
+                        proxy.max_concurrent_per_app(),
+                    ))
+                }
+            };
+            apps.push(app);
+        }
+        let app_set = Arc::new(apps::AppSet::new(proxy.clone(), apps));
+        app_set.publish()?;
+        for record in state.apps()? {
+            let restored = restore_app(
+                &runtime,
+                &authority,
+                &state,
+                &record,
+                proxy.max_concurrent_per_app(),
+            )
+            .await;
+            match restored.and_then(|app| app_set.restore(app)) {
+                Ok(()) => {
+                    tracing::info!(tenant = %record.tenant, app = %record.name, routes = ?record.routes, "deployed app restored")
+                }
+                Err(r) => {
+                    tracing::error!(tenant = %record.tenant, app = %record.name, error = %r.error, "refused app: {}", r.message)
+                }
             }
         }
-        proxy.set_apps(apps)?;
 
+        let admin_listener = api::bind(config.admin.listen).await?;
+        let admin_addr = admin_listener.local_addr()?;
         let (shutdown, rx) = watch::channel(false);
+        let api = Arc::new(api::Api {
+            runtime: runtime.clone(),
+            apps: app_set,
+            authority,
+            state,
+            max_upload: config.admin.max_upload.0 as usize,
+            max_concurrent_per_app: proxy.max_concurrent_per_app(),
+        });
+        tokio::spawn(api::serve(api, admin_listener, rx.clone()));
+        tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);
+
         let serving = {
             let proxy = proxy.clone();
             tokio::spawn(async move { proxy.serve(rx).await })
@@ -133,7 +205,19 @@ impl Node {
             proxy,
             shutdown,
             serving,
+            admin_addr,
+            node_did: identity.node.did().to_string(),
         })
+    }
+
+    /// The management API's address.
+    pub fn admin_addr(&self) -> std::net::SocketAddr {
+        self.admin_addr
+    }
+
+    /// The node's DID.
+    pub fn did(&self) -> &str {
+        &self.node_did
     }
 
     /// The HTTP address actually bound.
@@ -185,21 +269,39 @@ async fn wait_for_signal() {
     }
 }
 
-async fn load_app(
+async fn restore_app(
     runtime: &Arc<Runtime>,
-    path: &Path,
-    tenant: &str,
-    name: &str,
-) -> Result<Arc<zerocore::LoadedComponent>, String> {
-    let bytes = tokio::fs::read(path).await.map_err(|e| {
+    authority: &apps::Authority,
+    state: &state::StateStore,
+    record: &state::AppRecord,
+    max_concurrent: usize,
+) -> Result<Arc<HttpApp>, apps::Refusal> {
+    let bytes = state.component(&record.component).map_err(|e| {
+        apps::Refusal::new(
+            500,
+            "Storage",
+            format!("component {} is missing: {e}", record.component),
+        )
+    })?;
+    let routes = record
+        .routes
+        .iter()
+        .map(|r| Route::parse(r).map_err(|e| apps::Refusal::new(500, "Storage", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = apps::AppSpec {
+        tenant: record.tenant.clone(),
+        name: record.name.clone(),
+        routes,
+        allowed_outbound_hosts: record.allowed_outbound_hosts.clone(),
+    };
+    apps::build_app(runtime, authority, spec, bytes, max_concurrent).await
+}
+
+async fn read_component(path: &Path) -> Result<Vec<u8>, String> {
+    tokio::fs::read(path).await.map_err(|e| {
         format!(
             "cannot read the component file {}: {e} (build it first, or fix `component` in zerocore.toml)",
             path.display()
         )
-    })?;
-    let runtime = runtime.clone();
-    let what = format!("{tenant}/{name} ({})", path.display());
-    tokio::task::spawn_blocking(move || runtime.load(&bytes, &what).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| format!("loading the component failed: {e}"))?
+    })
 }

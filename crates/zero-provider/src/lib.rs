@@ -44,6 +44,11 @@ pub struct AppSettings {
     /// Hosts (`host` or `host:port`, or `*` for any) the app may reach with outgoing HTTP.
     /// Empty means none: outgoing HTTP is denied by default.
     pub allowed_outbound_hosts: Vec<String>,
+    /// The component's content hash (`sha256:…`), when known.
+    pub component: Option<String>,
+    /// The capabilities granted by the component's embedded token, verified at deploy. `None`:
+    /// the component carries no token and gets no capabilities.
+    pub capabilities: Option<Arc<zero_auth::Chain>>,
 }
 
 impl AppSettings {
@@ -463,6 +468,7 @@ mod tests {
     fn outbound_policy_matches_host_and_port() {
         let s = AppSettings {
             allowed_outbound_hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into()],
+            ..AppSettings::default()
         };
         assert!(s.outbound_allowed("api.example.com", Some(443)));
         assert!(s.outbound_allowed("API.example.com", None));
@@ -472,6 +478,7 @@ mod tests {
         assert!(!AppSettings::default().outbound_allowed("localhost", Some(80)));
         let any = AppSettings {
             allowed_outbound_hosts: vec!["*".into()],
+            ..AppSettings::default()
         };
         assert!(any.outbound_allowed("anything", Some(1)));
     }

@@ -53,6 +53,91 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Create or show keys (did:key, Ed25519).
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Tenants (Admin).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Delegate a capability: extend a chain you hold to another DID.
+    Grant {
+        /// Your key (the holder of --proof).
+        #[arg(long)]
+        key: PathBuf,
+        /// The chain file you hold (root first).
+        #[arg(long)]
+        proof: PathBuf,
+        /// Who receives the capability.
+        #[arg(long)]
+        audience: String,
+        /// The command granted (`/` for all, e.g. `/app/deploy`, `/fs/read`).
+        #[arg(long, default_value = "/")]
+        cmd: String,
+        /// Policy on the arguments, as JSON, e.g. '[["==", ".path", "/site"]]'.
+        #[arg(long, default_value = "[]")]
+        policy: String,
+        /// Seconds until the delegation expires (default: never).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Where to write the extended chain.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Embed a capability token bound to the component's content hash.
+    Sign {
+        /// The component.
+        input: PathBuf,
+        /// Your key (the holder of --proof).
+        #[arg(long)]
+        key: PathBuf,
+        /// The chain you hold (e.g. the owner chain from `zero tenant create`).
+        #[arg(long)]
+        proof: PathBuf,
+        /// The command the component may use (`/` for everything the chain allows).
+        #[arg(long, default_value = "/")]
+        cmd: String,
+        /// Policy on the arguments, as JSON.
+        #[arg(long, default_value = "[]")]
+        policy: String,
+        /// Seconds until the token expires (default: never).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Where to write the signed component (conventionally NAME.zero.wasm).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Deploy a component into a tenant over the management API.
+    Deploy {
+        /// The component (signed or not).
+        file: PathBuf,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The app's name (default: the file name without extensions).
+        #[arg(long)]
+        app: Option<String>,
+        /// A route: /path or host/path (repeatable).
+        #[arg(long = "route", required = true)]
+        routes: Vec<String>,
+        /// A host the app may reach with outgoing HTTP (repeatable).
+        #[arg(long = "allow-outbound")]
+        outbound: Vec<String>,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// List or remove deployed apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Revoke a delegation by CID; components and invocations relying on it are refused.
+    Revoke {
+        /// The CID of the delegation.
+        cid: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Offline UCAN checks.
+    #[command(subcommand)]
+    Ucan(UcanCommand),
     /// Run a command component (wasi:cli/run) with this terminal's stdio; its exit code becomes ours.
     Run {
         /// The component.
@@ -67,6 +152,113 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct ApiAuth {
+    /// Management API of the node.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    api: String,
+    /// The key that signs the invocation.
+    #[arg(long)]
+    key: PathBuf,
+    /// The chain that authorizes it (omit when --key is the Admin's).
+    #[arg(long)]
+    proof: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key file (mode 0600) and print its DID.
+    New {
+        /// Where to write the key.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Print the DID of a key file.
+    Did {
+        /// The key file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and delegate it to its owner; writes the owner's chain file.
+    Create {
+        /// Tenant name.
+        name: String,
+        /// The owner's DID.
+        #[arg(long)]
+        owner: String,
+        /// The Admin's key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the owner's chain (give it to the owner).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Seconds until the owner's delegation expires (default: never).
+        #[arg(long)]
+        expires_in: Option<u64>,
+        /// Management API of the node.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        api: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// List a tenant's deployed apps.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Remove an app.
+    Remove {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The app.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+}
+
+#[derive(Subcommand)]
+enum UcanCommand {
+    /// Verify an invocation and its proofs offline; prints `ok` or the failed check's name last.
+    VerifyInvocation {
+        /// Standard base64 of the invocation's DAG-CBOR envelope.
+        #[arg(long)]
+        invocation: String,
+        /// Standard base64 of a delegation it cites (repeatable, any order).
+        #[arg(long)]
+        proof: Vec<String>,
+        /// Check at this Unix time instead of now.
+        #[arg(long)]
+        at: Option<u64>,
+    },
+}
+
+fn client(auth: &ApiAuth) -> anyhow::Result<zero_client::Client> {
+    let key = zero_client::load_key(&auth.key)?;
+    let proofs = match &auth.proof {
+        Some(p) => zero_client::read_chain(p)?,
+        None => vec![],
+    };
+    Ok(zero_client::Client::new(&auth.api, key, proofs))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+    );
 }
 
 fn main() -> ExitCode {
@@ -158,6 +350,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !info.custom_sections.is_empty() {
                 println!("custom sections: {}", info.custom_sections.join(", "));
             }
+            if let Ok(sections) = zero_component::custom_sections(&bytes) {
+                for sec in sections
+                    .iter()
+                    .filter(|s| s.name == zero_component::UCAN_SECTION)
+                {
+                    match zero_auth::component::decode_section(&bytes[sec.data.clone()]) {
+                        Ok(chain) => {
+                            println!("capabilities (ucan chain, root first):");
+                            for line in zero_client::describe_chain(&chain) {
+                                println!("  {line}");
+                            }
+                        }
+                        Err(e) => println!("capabilities: the ucan section is invalid: {e}"),
+                    }
+                }
+            }
             if info.kind == WasmKind::CoreModule {
                 println!(
                     "note: this is a core module; make it a component with `zero convert {name} -o app.wasm`"
@@ -165,6 +373,149 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Key(KeyCommand::New { output }) => {
+            if output.exists() {
+                anyhow::bail!(
+                    "{} already exists; choose another path (keys are never overwritten)",
+                    output.display()
+                );
+            }
+            let key = zero_auth::Keypair::generate()?;
+            key.save(&output)?;
+            println!("{}", key.did());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::Did { file }) => {
+            println!("{}", zero_client::load_key(&file)?.did());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant(TenantCommand::Create {
+            name,
+            owner,
+            key,
+            output,
+            expires_in,
+            api,
+        }) => {
+            let admin = zero_client::load_key(&key)?;
+            let owner = zero_auth::Did::parse(&owner)?;
+            let delegation = zero_client::owner_delegation(&admin, &name, &owner, expires_in)?;
+            let mut c = zero_client::Client::new(&api, admin, vec![]);
+            let v = c.create_tenant(&name, &owner)?;
+            zero_client::write_chain(&output, std::slice::from_ref(&delegation))?;
+            print_json(&v);
+            eprintln!("owner chain written to {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Grant {
+            key,
+            proof,
+            audience,
+            cmd,
+            policy,
+            expires_in,
+            output,
+        } => {
+            let key = zero_client::load_key(&key)?;
+            let chain = zero_client::read_chain(&proof)?;
+            let audience = zero_auth::Did::parse(&audience)?;
+            let grant = zero_client::Grant {
+                command: cmd,
+                policy: zero_client::parse_policy(&policy)?,
+                expires_in,
+            };
+            let chain = zero_client::extend_chain(&key, &chain, &audience, &grant)?;
+            zero_client::write_chain(&output, &chain)?;
+            for line in zero_client::describe_chain(&chain) {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sign {
+            input,
+            key,
+            proof,
+            cmd,
+            policy,
+            expires_in,
+            output,
+        } => {
+            let bytes = read(&input)?;
+            let key = zero_client::load_key(&key)?;
+            let chain = zero_client::read_chain(&proof)?;
+            let grant = zero_client::Grant {
+                command: cmd,
+                policy: zero_client::parse_policy(&policy)?,
+                expires_in,
+            };
+            let signed = zero_client::sign_component(&bytes, &key, &chain, &grant)?;
+            std::fs::write(&output, &signed)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
+            println!(
+                "wrote {} (content hash {})",
+                output.display(),
+                zero_component::content_hash(&signed)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy {
+            file,
+            tenant,
+            app,
+            routes,
+            outbound,
+            auth,
+        } => {
+            let bytes = read(&file)?;
+            let app = match app {
+                Some(a) => a,
+                None => file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split('.').next())
+                    .map(|n| n.replace('_', "-"))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "cannot derive an app name from {}; pass --app",
+                            file.display()
+                        )
+                    })?,
+            };
+            let v = client(&auth)?.deploy(&tenant, &app, &routes, &outbound, &bytes)?;
+            print_json(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apps(AppsCommand::List { tenant, auth }) => {
+            print_json(&client(&auth)?.list_apps(&tenant)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apps(AppsCommand::Remove { tenant, app, auth }) => {
+            print_json(&client(&auth)?.remove_app(&tenant, &app)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revoke { cid, auth } => {
+            print_json(&client(&auth)?.revoke(&cid)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ucan(UcanCommand::VerifyInvocation {
+            invocation,
+            proof,
+            at,
+        }) => match zero_auth::verify_invocation_offline(&invocation, &proof, at) {
+            Ok(v) => {
+                println!(
+                    "invocation {} by {}: {} on {}",
+                    v.cid, v.issuer, v.command, v.subject
+                );
+                println!("ok");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{e}");
+                println!("{}", e.name());
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Run {
             file,
             dirs,

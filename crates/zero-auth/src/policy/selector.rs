@@ -82,6 +82,18 @@ impl Selector {
         })
     }
 
+    /// The selector `.name` of one map field; `name` must be a plain identifier (letters,
+    /// digits, `_`, `-`, not starting with a digit or `-`) so that the text parses back to it.
+    pub(crate) fn field(name: &str) -> Self {
+        Selector {
+            source: format!(".{name}"),
+            segments: vec![Segment {
+                step: Step::Field(name.to_owned()),
+                optional: false,
+            }],
+        }
+    }
+
     /// The selector's text, exactly as parsed.
     pub fn as_str(&self) -> &str {
         &self.source

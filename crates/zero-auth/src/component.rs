@@ -1,0 +1,794 @@
+//! Capability tokens embedded in components.
+//!
+//! A zerocore component (a WebAssembly binary) carries its capability token in a custom
+//! section named [`SECTION_NAME`] (`ucan`): a delegation chain, root first, rooted at the
+//! node's Admin DID. The section payload is the DAG-CBOR encoding of a list of byte strings,
+//! each the exact envelope bytes of one [`Delegation`] ([`encode_section`],
+//! [`decode_section`]).
+//!
+//! The chain is bound to the component's content hash (`sha256:<64 hex>`, computed with the
+//! `ucan` section stripped) by a policy statement `["==", ".component", "sha256:…"]`
+//! ([`binding_statement`]), and a tenant-scoped chain carries `["==", ".tenant", "NAME"]`
+//! ([`tenant_statement`]). [`verify_component_chain`] checks all of this before the node runs
+//! the component; afterwards every host call is checked with [`Chain::allows`], whose
+//! arguments always include `tenant` and `component`.
+//!
+//! ```
+//! use zero_auth::component::{binding_statement, decode_section, encode_section, tenant_statement, verify_component_chain};
+//! use zero_auth::{Command, Delegation, Ipld, Keypair, Policy, ValidationOptions, Validator};
+//!
+//! # fn main() -> Result<(), zero_auth::Error> {
+//! let admin = Keypair::generate()?;
+//! let owner = Keypair::generate()?;
+//! let now = 1_750_000_000;
+//! let hash = format!("sha256:{}", "ab".repeat(32));
+//!
+//! let root = Delegation::builder(owner.did().clone(), Command::parse("/")?, Some(now + 3600))
+//!     .policy(Policy::new(vec![tenant_statement("acme")]))
+//!     .sign(&admin)?;
+//! let leaf = Delegation::builder(owner.did().clone(), Command::parse("/fs/read")?, Some(now + 3600))
+//!     .subject(admin.did().clone())
+//!     .policy(Policy::new(vec![binding_statement(&hash)]))
+//!     .sign(&owner)?;
+//!
+//! let section = encode_section(&[root, leaf]);
+//! let chain = decode_section(&section)?;
+//! let options = ValidationOptions { required_root: Some(admin.did().clone()), ..Default::default() };
+//! let verified = verify_component_chain(&Validator::new(&options), &chain, &hash, "acme", now)?;
+//! let args = Ipld::Map([
+//!     ("tenant".to_string(), Ipld::String("acme".into())),
+//!     ("component".to_string(), Ipld::String(hash.clone())),
+//! ].into());
+//! verified.allows(&Command::parse("/fs/read")?, &args)?;
+//! # Ok(())
+//! # }
+//! ```
+
+use ipld_core::ipld::Ipld;
+
+use crate::delegation::Delegation;
+use crate::error::Error;
+use crate::policy::{Selector, Statement, render};
+use crate::validate::{Chain, ChainExpectations, Validator};
+
+/// The name of the custom section that carries a component's delegation chain.
+pub const SECTION_NAME: &str = "ucan";
+
+/// Largest accepted section payload, in bytes (64 KiB).
+pub const MAX_SECTION_SIZE: usize = 64 * 1024;
+
+/// Most delegations accepted in a component's chain.
+pub const MAX_CHAIN_LENGTH: usize = 16;
+
+/// The argument (and policy selector field) holding the component's content hash.
+const COMPONENT_FIELD: &str = "component";
+
+/// The argument (and policy selector field) holding the tenant's name.
+const TENANT_FIELD: &str = "tenant";
+
+/// CBOR major types used by the section format.
+const MAJOR_BYTES: u8 = 2;
+const MAJOR_LIST: u8 = 4;
+
+/// Encodes a delegation chain (root first) as the payload of the `ucan` custom section: the
+/// DAG-CBOR encoding of a list of byte strings, each a delegation's exact envelope bytes
+/// ([`Delegation::as_bytes`]).
+///
+/// The chain is encoded as given; [`decode_section`] refuses an empty chain, more than
+/// [`MAX_CHAIN_LENGTH`] delegations, or a payload over [`MAX_SECTION_SIZE`] bytes.
+pub fn encode_section(chain: &[Delegation]) -> Vec<u8> {
+    let total: usize = chain.iter().map(|d| d.as_bytes().len() + 9).sum();
+    let mut out = Vec::with_capacity(total + 9);
+    write_header(&mut out, MAJOR_LIST, chain.len() as u64);
+    for d in chain {
+        let bytes = d.as_bytes();
+        write_header(&mut out, MAJOR_BYTES, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Decodes the payload of a component's `ucan` custom section into its delegation chain,
+/// root first.
+///
+/// Strict and panic-free: refuses a payload over [`MAX_SECTION_SIZE`] bytes, input that is not
+/// a canonical DAG-CBOR list (indefinite lengths, non-minimal lengths, truncation and trailing
+/// bytes are refused), items that are not byte strings, an empty chain and more than
+/// [`MAX_CHAIN_LENGTH`] delegations ([`Error::Decode`] or [`Error::Malformed`] saying which).
+/// Each item is decoded with [`Delegation::decode`]; its error is returned with the item's
+/// position added. Signatures are not checked here; [`verify_component_chain`] does.
+pub fn decode_section(bytes: &[u8]) -> Result<Vec<Delegation>, Error> {
+    if bytes.len() > MAX_SECTION_SIZE {
+        return Err(section_malformed(format!(
+            "the section is {} bytes long, more than the {MAX_SECTION_SIZE} bytes (64 KiB) \
+             allowed; embed a shorter delegation chain",
+            bytes.len()
+        )));
+    }
+    let mut reader = Reader { bytes, pos: 0 };
+    let (major, count) = reader.header()?;
+    if major != MAJOR_LIST {
+        return Err(section_malformed(format!(
+            "expected a list of delegations (byte strings), found {}",
+            major_name(major)
+        )));
+    }
+    if count == 0 {
+        return Err(section_malformed(
+            "the delegation chain is empty; embed at least the root delegation from the Admin",
+        ));
+    }
+    if count > MAX_CHAIN_LENGTH as u64 {
+        return Err(section_malformed(format!(
+            "the chain has {count} delegations, more than the {MAX_CHAIN_LENGTH} allowed"
+        )));
+    }
+    let mut items = Vec::new();
+    for index in 0..count {
+        let (major, len) = reader.header()?;
+        if major != MAJOR_BYTES {
+            return Err(section_malformed(format!(
+                "item {index} of the list is {}, expected a byte string (a delegation's \
+                 envelope bytes)",
+                major_name(major)
+            )));
+        }
+        items.push(reader.take(len)?);
+    }
+    if reader.pos != bytes.len() {
+        return Err(Error::Decode {
+            reason: format!(
+                "ucan section: {} unexpected bytes after the list of delegations",
+                bytes.len().saturating_sub(reader.pos)
+            ),
+        });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| {
+            Delegation::decode(item).map_err(|e| match e {
+                Error::Decode { reason } => Error::Decode {
+                    reason: format!("ucan section, delegation {index}: {reason}"),
+                },
+                Error::Malformed { token, reason } => Error::Malformed {
+                    token,
+                    reason: format!("ucan section, delegation {index}: {reason}"),
+                },
+                other => other,
+            })
+        })
+        .collect()
+}
+
+/// The policy statement binding a token to a component's content hash:
+/// `["==", ".component", hash]` (`hash` is `sha256:<64 hex>`).
+pub fn binding_statement(hash: &str) -> Statement {
+    Statement::Equal(
+        Selector::field(COMPONENT_FIELD),
+        Ipld::String(hash.to_owned()),
+    )
+}
+
+/// The policy statement scoping a token to a tenant: `["==", ".tenant", tenant]`.
+pub fn tenant_statement(tenant: &str) -> Statement {
+    Statement::Equal(
+        Selector::field(TENANT_FIELD),
+        Ipld::String(tenant.to_owned()),
+    )
+}
+
+/// Verifies the delegation chain embedded in a component (root first) at Unix time `now`, for
+/// the component whose content hash is `expected_hash` deployed to `tenant`, and returns the
+/// chain's effective capabilities (check each host call with [`Chain::allows`]).
+///
+/// Checks, in order:
+/// - everything [`Validator::validate_chain`] checks (signatures, revocation, time bounds,
+///   principal and subject alignment, the validator's required root), with the required root,
+///   if set, also required as the chain's subject;
+/// - the hash binding: at least one link's policy has a top-level statement
+///   `["==", ".component", h]`, and every such statement has `h == expected_hash`; otherwise
+///   [`Error::HashMismatch`] (with an empty `expected` when the token binds no hash at all);
+/// - the tenant scope: every top-level statement `["==", ".tenant", t]` of every link has
+///   `t == tenant`; otherwise [`Error::MatchError`] naming the link, without revealing the
+///   other tenant's name.
+///
+/// A statement counts as being about `component` (or `tenant`) when its selector selects
+/// exactly that argument, whatever its spelling (`.component`, `.component?`,
+/// `.["component"]`).
+pub fn verify_component_chain(
+    validator: &Validator,
+    chain: &[Delegation],
+    expected_hash: &str,
+    tenant: &str,
+    now: u64,
+) -> Result<Chain, Error> {
+    let expect = ChainExpectations {
+        subject: validator.options().required_root.clone(),
+        audience: None,
+    };
+    let verified = validator.validate_chain(chain, &expect, now)?;
+
+    let expected_value = Ipld::String(expected_hash.to_owned());
+    let mut bound = false;
+    for d in chain {
+        for value in top_level_equals(d, COMPONENT_FIELD) {
+            if *value != expected_value {
+                let found = match value {
+                    Ipld::String(h) => h.clone(),
+                    other => render(other, 200),
+                };
+                return Err(Error::hash_mismatch(found, expected_hash));
+            }
+            bound = true;
+        }
+    }
+    if !bound {
+        return Err(Error::unbound_content(expected_hash));
+    }
+
+    let tenant_value = Ipld::String(tenant.to_owned());
+    for d in chain {
+        if let Some(selector) = other_equal_selector(d, TENANT_FIELD, &tenant_value) {
+            return Err(Error::MatchError {
+                token: (*d.cid()).into(),
+                statement: format!("[\"==\", \"{selector}\", …]"),
+                reason: format!(
+                    "the token is scoped to a different tenant than `{tenant}`; deploy the \
+                     component to the tenant it was signed for, or sign it for `{tenant}`"
+                ),
+            });
+        }
+    }
+    Ok(verified)
+}
+
+/// The values of the top-level `==` statements of `d`'s policy whose selector selects the
+/// argument `field`.
+fn top_level_equals<'d>(d: &'d Delegation, field: &'d str) -> impl Iterator<Item = &'d Ipld> {
+    d.policy().statements().iter().filter_map(move |s| match s {
+        Statement::Equal(sel, value) if selects_field(sel, field) => Some(value),
+        _ => None,
+    })
+}
+
+/// The selector of the first top-level `==` statement of `d`'s policy that selects the
+/// argument `field` and compares it with something other than `allowed`.
+fn other_equal_selector<'d>(
+    d: &'d Delegation,
+    field: &str,
+    allowed: &Ipld,
+) -> Option<&'d Selector> {
+    d.policy().statements().iter().find_map(|s| match s {
+        Statement::Equal(sel, value) if selects_field(sel, field) && value != allowed => Some(sel),
+        _ => None,
+    })
+}
+
+/// Whether `selector` selects exactly the argument `field` of an argument map (`.field`,
+/// `.field?`, `.["field"]`…), tested on a probe map so that every spelling is recognized.
+fn selects_field(selector: &Selector, field: &str) -> bool {
+    const PROBE: i128 = 0x5eed_c0de;
+    let args = Ipld::Map(
+        [
+            (field.to_owned(), Ipld::Integer(PROBE)),
+            (format!("{field}\u{0}other"), Ipld::Integer(PROBE + 1)),
+        ]
+        .into(),
+    );
+    matches!(selector.select(&args).as_deref(), Ok(Ipld::Integer(PROBE)))
+}
+
+fn section_malformed(reason: impl Into<String>) -> Error {
+    Error::malformed(None, format!("ucan section: {}", reason.into()))
+}
+
+fn major_name(major: u8) -> &'static str {
+    match major {
+        0 => "an unsigned integer",
+        1 => "a negative integer",
+        2 => "a byte string",
+        3 => "a text string",
+        4 => "a list",
+        5 => "a map",
+        6 => "a tag",
+        _ => "a simple value or float",
+    }
+}
+
+/// Writes a CBOR header with the shortest argument encoding (as DAG-CBOR requires).
+fn write_header(out: &mut Vec<u8>, major: u8, value: u64) {
+    let m = major << 5;
+    if value < 24 {
+        out.push(m | value as u8);
+    } else if let Ok(v) = u8::try_from(value) {
+        out.push(m | 24);
+        out.push(v);
+    } else if let Ok(v) = u16::try_from(value) {
+        out.push(m | 25);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else if let Ok(v) = u32::try_from(value) {
+        out.push(m | 26);
+        out.extend_from_slice(&v.to_be_bytes());
+    } else {
+        out.push(m | 27);
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+}
+
+/// A bounds-checked reader of CBOR headers and byte runs.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn truncated(&self) -> Error {
+        Error::Decode {
+            reason: format!(
+                "ucan section: not valid DAG-CBOR: the input ends early (at byte {})",
+                self.pos
+            ),
+        }
+    }
+
+    fn take(&mut self, len: u64) -> Result<&'a [u8], Error> {
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| self.pos.checked_add(len))
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| self.truncated())?;
+        let out = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| self.truncated())?;
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// Reads a header: the major type and its argument, which must be minimally encoded and
+    /// of definite length.
+    fn header(&mut self) -> Result<(u8, u64), Error> {
+        let start = self.pos;
+        let [first] = self.take(1)? else {
+            return Err(self.truncated());
+        };
+        let major = first >> 5;
+        let info = first & 0x1f;
+        let value = match info {
+            0..=23 => u64::from(info),
+            24 => self
+                .take(1)?
+                .iter()
+                .fold(0, |v, b| (v << 8) | u64::from(*b)),
+            25 => self
+                .take(2)?
+                .iter()
+                .fold(0, |v, b| (v << 8) | u64::from(*b)),
+            26 => self
+                .take(4)?
+                .iter()
+                .fold(0, |v, b| (v << 8) | u64::from(*b)),
+            27 => self
+                .take(8)?
+                .iter()
+                .fold(0, |v, b| (v << 8) | u64::from(*b)),
+            31 if major == MAJOR_LIST || major == MAJOR_BYTES => {
+                return Err(Error::Decode {
+                    reason: format!(
+                        "ucan section: not canonical DAG-CBOR: indefinite-length {} at byte \
+                         {start}",
+                        major_name(major)
+                    ),
+                });
+            }
+            _ => {
+                return Err(Error::Decode {
+                    reason: format!(
+                        "ucan section: not valid DAG-CBOR: {} with an invalid length at byte \
+                         {start}",
+                        major_name(major)
+                    ),
+                });
+            }
+        };
+        let minimal = match info {
+            24 => value >= 24,
+            25 => value > 0xff,
+            26 => value > 0xffff,
+            27 => value > 0xffff_ffff,
+            _ => true,
+        };
+        if !minimal && (major == MAJOR_LIST || major == MAJOR_BYTES) {
+            return Err(Error::Decode {
+                reason: format!(
+                    "ucan section: not canonical DAG-CBOR: the length of {} at byte {start} is \
+                     not minimally encoded",
+                    major_name(major)
+                ),
+            });
+        }
+        Ok((major, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::command::Command;
+    use crate::did::Did;
+    use crate::keys::Keypair;
+    use crate::policy::Policy;
+    use crate::validate::ValidationOptions;
+
+    const NOW: u64 = 1_750_000_000;
+
+    fn hash(byte: &str) -> String {
+        format!("sha256:{}", byte.repeat(32))
+    }
+
+    struct World {
+        admin: Keypair,
+        owner: Keypair,
+    }
+
+    fn world() -> World {
+        World {
+            admin: Keypair::generate().unwrap(),
+            owner: Keypair::generate().unwrap(),
+        }
+    }
+
+    fn options(root: &Did) -> ValidationOptions {
+        ValidationOptions {
+            required_root: Some(root.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// admin → owner (cmd "/", tenant policy), owner → owner (leaf: `cmd`, `leaf_policy`).
+    fn chain_with(
+        w: &World,
+        tenant: &str,
+        cmd: &str,
+        leaf_policy: Vec<Statement>,
+        exp: u64,
+    ) -> Vec<Delegation> {
+        let root = Delegation::builder(
+            w.owner.did().clone(),
+            Command::parse("/").unwrap(),
+            Some(exp),
+        )
+        .policy(Policy::new(vec![tenant_statement(tenant)]))
+        .sign(&w.admin)
+        .unwrap();
+        let leaf = Delegation::builder(
+            w.owner.did().clone(),
+            Command::parse(cmd).unwrap(),
+            Some(exp),
+        )
+        .subject(w.admin.did().clone())
+        .policy(Policy::new(leaf_policy))
+        .sign(&w.owner)
+        .unwrap();
+        vec![root, leaf]
+    }
+
+    fn bound_chain(w: &World, tenant: &str, h: &str) -> Vec<Delegation> {
+        chain_with(
+            w,
+            tenant,
+            "/fs/read",
+            vec![binding_statement(h)],
+            NOW + 3600,
+        )
+    }
+
+    fn verify(w: &World, chain: &[Delegation], h: &str, tenant: &str) -> Result<Chain, Error> {
+        let opts = options(w.admin.did());
+        verify_component_chain(&Validator::new(&opts), chain, h, tenant, NOW)
+    }
+
+    fn args(tenant: &str, component: &str, path: &str) -> Ipld {
+        Ipld::Map(BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("component".to_string(), Ipld::String(component.into())),
+            ("path".to_string(), Ipld::String(path.into())),
+        ]))
+    }
+
+    fn cids(chain: &[Delegation]) -> Vec<crate::Cid> {
+        chain.iter().map(|d| *d.cid()).collect()
+    }
+
+    #[test]
+    fn a_valid_chain_passes_and_allows_host_calls() {
+        let w = world();
+        let h = hash("ab");
+        let chain = bound_chain(&w, "acme", &h);
+        let verified = verify(&w, &chain, &h, "acme").unwrap();
+        assert_eq!(verified.root(), w.admin.did());
+        assert_eq!(verified.holder(), w.owner.did());
+        let read = Command::parse("/fs/read").unwrap();
+        verified
+            .allows(&read, &args("acme", &h, "/data/x"))
+            .unwrap();
+        // The runtime check still enforces tenant, component and command.
+        let err = verified
+            .allows(&read, &args("other", &h, "/data/x"))
+            .unwrap_err();
+        assert_eq!(err.name(), "MatchError");
+        let err = verified
+            .allows(&read, &args("acme", &hash("cd"), "/x"))
+            .unwrap_err();
+        assert_eq!(err.name(), "MatchError");
+        let write = Command::parse("/fs/write").unwrap();
+        let err = verified
+            .allows(&write, &args("acme", &h, "/x"))
+            .unwrap_err();
+        assert_eq!(err.name(), "InvalidClaim");
+    }
+
+    #[test]
+    fn statements_have_the_wire_form() {
+        let h = hash("ab");
+        assert_eq!(
+            binding_statement(&h).to_ipld(),
+            Ipld::List(vec![
+                Ipld::String("==".into()),
+                Ipld::String(".component".into()),
+                Ipld::String(h.clone()),
+            ])
+        );
+        assert_eq!(
+            tenant_statement("acme"),
+            Statement::from_ipld(&Ipld::List(vec![
+                Ipld::String("==".into()),
+                Ipld::String(".tenant".into()),
+                Ipld::String("acme".into()),
+            ]))
+            .unwrap()
+        );
+        assert_eq!(
+            binding_statement(&h),
+            Statement::from_ipld(&binding_statement(&h).to_ipld()).unwrap()
+        );
+        assert!(selects_field(
+            &Selector::parse(".component").unwrap(),
+            "component"
+        ));
+        assert!(selects_field(
+            &Selector::parse(".component?").unwrap(),
+            "component"
+        ));
+        assert!(selects_field(
+            &Selector::parse(".[\"component\"]").unwrap(),
+            "component"
+        ));
+        assert!(!selects_field(&Selector::parse(".").unwrap(), "component"));
+        assert!(!selects_field(
+            &Selector::parse(".tenant").unwrap(),
+            "component"
+        ));
+        assert!(!selects_field(
+            &Selector::parse(".component.x").unwrap(),
+            "component"
+        ));
+    }
+
+    #[test]
+    fn a_changed_component_is_a_hash_mismatch() {
+        let w = world();
+        let signed = hash("ab");
+        let actual = hash("cd");
+        let chain = bound_chain(&w, "acme", &signed);
+        let err = verify(&w, &chain, &actual, "acme").unwrap_err();
+        assert_eq!(
+            err,
+            Error::HashMismatch {
+                expected: signed.clone(),
+                found: actual.clone()
+            }
+        );
+        let text = err.to_string();
+        assert!(text.contains(&signed) && text.contains(&actual), "{text}");
+        assert!(
+            text.contains(
+                "the component was changed after signing, or the token was copied from another \
+                 component"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_wrong_binding_among_right_ones_is_a_mismatch() {
+        let w = world();
+        let h = hash("ab");
+        let chain = chain_with(
+            &w,
+            "acme",
+            "/",
+            vec![binding_statement(&h), binding_statement(&hash("ef"))],
+            NOW + 3600,
+        );
+        let err = verify(&w, &chain, &h, "acme").unwrap_err();
+        assert_eq!(err.name(), "HashMismatch");
+    }
+
+    #[test]
+    fn an_unbound_token_is_a_hash_mismatch() {
+        let w = world();
+        let h = hash("ab");
+        // A binding nested in `and` is not a top-level binding.
+        let nested = Statement::And(vec![binding_statement(&h)]);
+        for policy in [vec![], vec![nested]] {
+            let chain = chain_with(&w, "acme", "/", policy, NOW + 3600);
+            let err = verify(&w, &chain, &h, "acme").unwrap_err();
+            assert_eq!(err.name(), "HashMismatch");
+            let text = err.to_string();
+            assert!(
+                text.contains(
+                    "the token is not bound to a component hash; sign the component with \
+                     `zero sign`"
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_for_another_tenant_is_refused_without_naming_it() {
+        let w = world();
+        let h = hash("ab");
+        let chain = bound_chain(&w, "other", &h);
+        let err = verify(&w, &chain, &h, "acme").unwrap_err();
+        assert_eq!(err.name(), "MatchError");
+        assert_eq!(err.token(), Some(chain[0].cid()));
+        let text = err.to_string();
+        assert!(!text.contains("other"), "{text}");
+        assert!(
+            text.contains("the token is scoped to a different tenant than `acme`"),
+            "{text}"
+        );
+        assert!(!format!("{err:?}").contains("other"));
+        // Also in the leaf.
+        let chain = chain_with(
+            &w,
+            "acme",
+            "/",
+            vec![binding_statement(&h), tenant_statement("other")],
+            NOW + 3600,
+        );
+        let err = verify(&w, &chain, &h, "acme").unwrap_err();
+        assert_eq!(err.token(), Some(chain[1].cid()));
+        assert!(!err.to_string().contains("other"));
+    }
+
+    #[test]
+    fn expired_wrong_root_and_revoked_are_refused() {
+        let w = world();
+        let h = hash("ab");
+        let expired = chain_with(&w, "acme", "/", vec![binding_statement(&h)], NOW - 3600);
+        assert_eq!(
+            verify(&w, &expired, &h, "acme").unwrap_err().name(),
+            "Expired"
+        );
+
+        let chain = bound_chain(&w, "acme", &h);
+        let stranger = Keypair::generate().unwrap();
+        let opts = options(stranger.did());
+        let err =
+            verify_component_chain(&Validator::new(&opts), &chain, &h, "acme", NOW).unwrap_err();
+        assert_eq!(err.name(), "UntrustedRoot");
+
+        let revoked: HashSet<crate::Cid> = HashSet::from([*chain[0].cid()]);
+        let opts = options(w.admin.did());
+        let validator = Validator::new(&opts).with_revocations(&revoked);
+        let err = verify_component_chain(&validator, &chain, &h, "acme", NOW).unwrap_err();
+        assert_eq!(
+            err,
+            Error::Revoked {
+                token: (*chain[0].cid()).into()
+            }
+        );
+    }
+
+    #[test]
+    fn section_round_trips() {
+        let w = world();
+        let chain = bound_chain(&w, "acme", &hash("ab"));
+        let section = encode_section(&chain);
+        assert_eq!(section.first(), Some(&0x82));
+        // It is DAG-CBOR: a list of byte strings.
+        let ipld: Ipld = serde_ipld_dagcbor::from_slice(&section).unwrap();
+        let expected = Ipld::List(
+            chain
+                .iter()
+                .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                .collect(),
+        );
+        assert_eq!(ipld, expected);
+        assert_eq!(serde_ipld_dagcbor::to_vec(&expected).unwrap(), section);
+        let decoded = decode_section(&section).unwrap();
+        assert_eq!(cids(&decoded), cids(&chain));
+        assert_eq!(encode_section(&decoded), section);
+        // A chain of the maximum length round-trips too.
+        let long: Vec<Delegation> = (0..MAX_CHAIN_LENGTH)
+            .map(|i| chain[i % 2].clone())
+            .collect();
+        assert_eq!(
+            cids(&decode_section(&encode_section(&long)).unwrap()),
+            cids(&long)
+        );
+    }
+
+    #[test]
+    fn bad_sections_are_refused() {
+        let w = world();
+        let chain = bound_chain(&w, "acme", &hash("ab"));
+        let good = encode_section(&chain);
+        let reason = |bytes: &[u8]| decode_section(bytes).unwrap_err().to_string();
+
+        assert!(reason(&[]).contains("ends early"));
+        assert!(reason(&[0x80]).contains("empty"));
+        assert!(
+            reason(&[0xa0]).contains("expected a list"),
+            "{}",
+            reason(&[0xa0])
+        );
+        assert!(reason(&[0x81, 0x01]).contains("item 0"));
+        assert!(reason(&[0x81, 0x61, b'x']).contains("text string"));
+        assert!(reason(&[0x9f, 0xff]).contains("indefinite"));
+        assert!(reason(&[0x98, 0x01, 0x40]).contains("minimally"));
+        assert!(reason(&[0x81, 0x5a, 0xff, 0xff, 0xff, 0xff]).contains("ends early"));
+        assert!(reason(&[0x81, 0x40]).contains("delegation 0"));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(reason(&trailing).contains("after the list"));
+        let mut too_many = vec![0x91];
+        too_many.extend(std::iter::repeat_n(0x40, 17));
+        assert!(reason(&too_many).contains("17 delegations"));
+        let long: Vec<Delegation> = (0..=MAX_CHAIN_LENGTH)
+            .map(|i| chain[i % 2].clone())
+            .collect();
+        assert!(reason(&encode_section(&long)).contains("more than the 16"));
+        let oversized = vec![0u8; MAX_SECTION_SIZE + 1];
+        assert!(reason(&oversized).contains("64 KiB"));
+        // Truncations never panic and always fail.
+        for n in 0..good.len() {
+            assert!(decode_section(&good[..n]).is_err());
+        }
+        for name in ["Decode", "Malformed"] {
+            assert!(
+                [&[][..], &[0x80], &[0x81, 0x40]]
+                    .iter()
+                    .any(|b| decode_section(b).unwrap_err().name() == name)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_section_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_section(&bytes);
+        }
+
+        #[test]
+        fn list_shaped_inputs_never_panic(
+            items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20),
+        ) {
+            let mut bytes = Vec::new();
+            write_header(&mut bytes, MAJOR_LIST, items.len() as u64);
+            for item in &items {
+                write_header(&mut bytes, MAJOR_BYTES, item.len() as u64);
+                bytes.extend_from_slice(item);
+            }
+            prop_assert!(decode_section(&bytes).is_err());
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! The client side of zerocore management, used by the `zero` CLI: key files, delegation chain
+//! files, granting (attenuating) capabilities, signing components, and calling a node's
+//! management API with UCAN invocations.
+//!
+//! A **chain file** (`*.ucan`) holds a delegation chain as one standard-base64 DAG-CBOR envelope
+//! per line, root first; lines starting with `#` are comments. The Admin gives an owner a chain
+//! of one delegation (`zero tenant create`); the owner extends it (`zero grant`), embeds it in a
+//! component (`zero sign`) or cites it in invocations (`zero deploy`).
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zero_auth::policy::Statement;
+use zero_auth::{Command, Delegation, Did, Invocation, Ipld, Keypair, Policy};
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Loads a key file, with the path in the error.
+pub fn load_key(path: &Path) -> anyhow::Result<Keypair> {
+    Keypair::load(path).map_err(|e| anyhow::anyhow!("key {}: {e}", path.display()))
+}
+
+/// Reads a chain file.
+pub fn read_chain(path: &Path) -> anyhow::Result<Vec<Delegation>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the chain file {}: {e}", path.display()))?;
+    let mut chain = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        chain.push(Delegation::from_base64(line).map_err(|e| {
+            anyhow::anyhow!("{} line {}: not a delegation: {e}", path.display(), i + 1)
+        })?);
+    }
+    if chain.is_empty() {
+        anyhow::bail!("{} holds no delegation", path.display());
+    }
+    Ok(chain)
+}
+
+/// Writes a chain file.
+pub fn write_chain(path: &Path, chain: &[Delegation]) -> anyhow::Result<()> {
+    let mut text = String::from(
+        "# zerocore delegation chain, root first (one base64 DAG-CBOR envelope per line)\n",
+    );
+    for d in chain {
+        text.push_str(&d.to_base64());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Converts JSON (as written on a command line) to IPLD: integers stay integers.
+pub fn json_to_ipld(v: &serde_json::Value) -> Ipld {
+    match v {
+        serde_json::Value::Null => Ipld::Null,
+        serde_json::Value::Bool(b) => Ipld::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Ipld::Integer(i.into()),
+            None => match n.as_u64() {
+                Some(u) => Ipld::Integer(u.into()),
+                None => Ipld::Float(n.as_f64().unwrap_or(0.0)),
+            },
+        },
+        serde_json::Value::String(s) => Ipld::String(s.clone()),
+        serde_json::Value::Array(a) => Ipld::List(a.iter().map(json_to_ipld).collect()),
+        serde_json::Value::Object(o) => Ipld::Map(
+            o.iter()
+                .map(|(k, v)| (k.clone(), json_to_ipld(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Parses a policy given as JSON, e.g. `[["==", ".tenant", "acme"]]`.
+pub fn parse_policy(json: &str) -> anyhow::Result<Policy> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        anyhow::anyhow!(
+            "the policy is not JSON ({e}); write it like [[\"==\", \".path\", \"/data\"]]"
+        )
+    })?;
+    Policy::from_ipld(&json_to_ipld(&v)).map_err(|e| anyhow::anyhow!("invalid policy: {e}"))
+}
+
+fn with_statement(policy: Policy, extra: Statement) -> Policy {
+    let mut statements = policy.statements().to_vec();
+    statements.push(extra);
+    Policy::new(statements)
+}
+
+/// What a new delegation grants.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Command (`/` for everything).
+    pub command: String,
+    /// Policy on the arguments.
+    pub policy: Policy,
+    /// Seconds until it expires (`None`: never).
+    pub expires_in: Option<u64>,
+}
+
+/// The Admin's delegation to a tenant's owner: everything (`/`) within the tenant.
+pub fn owner_delegation(
+    admin: &Keypair,
+    tenant: &str,
+    owner: &Did,
+    expires_in: Option<u64>,
+) -> anyhow::Result<Delegation> {
+    Delegation::builder(owner.clone(), Command::top(), expires_in.map(|s| now() + s))
+        .subject(admin.did().clone())
+        .policy(Policy::new(vec![zero_auth::component::tenant_statement(
+            tenant,
+        )]))
+        .sign(admin)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Extends `chain` (whose holder must be `issuer`) with a delegation to `audience`.
+pub fn extend_chain(
+    issuer: &Keypair,
+    chain: &[Delegation],
+    audience: &Did,
+    grant: &Grant,
+) -> anyhow::Result<Vec<Delegation>> {
+    let leaf = chain
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("the proof chain is empty"))?;
+    if leaf.audience() != issuer.did() {
+        anyhow::bail!(
+            "the proof chain is held by {}, not by this key ({}); use the key the chain was delegated to",
+            leaf.audience(),
+            issuer.did()
+        );
+    }
+    let subject = chain
+        .first()
+        .and_then(|d| d.subject().cloned())
+        .ok_or_else(|| anyhow::anyhow!("the chain's root delegation has no subject"))?;
+    let command = Command::parse(&grant.command).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = Delegation::builder(
+        audience.clone(),
+        command,
+        grant.expires_in.map(|s| now() + s),
+    )
+    .subject(subject)
+    .policy(grant.policy.clone())
+    .sign(issuer)
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut out = chain.to_vec();
+    out.push(d);
+    Ok(out)
+}
+
+/// Signs a component: appends a delegation bound to its content hash (`.component`) to `chain`
+/// and embeds the whole chain in the `ucan` custom section (replacing any previous one).
+pub fn sign_component(
+    bytes: &[u8],
+    key: &Keypair,
+    chain: &[Delegation],
+    grant: &Grant,
+) -> anyhow::Result<Vec<u8>> {
+    zero_component::expect_component(bytes, "the input")?;
+    let unsigned = zero_component::strip_custom_section(bytes, zero_component::UCAN_SECTION)?;
+    let hash = zero_component::content_hash(&unsigned)?.to_string();
+    let bound = Grant {
+        policy: with_statement(
+            grant.policy.clone(),
+            zero_auth::component::binding_statement(&hash),
+        ),
+        ..grant.clone()
+    };
+    let full = extend_chain(key, chain, key.did(), &bound)?;
+    let section = zero_auth::component::encode_section(&full);
+    Ok(zero_component::append_custom_section(
+        &unsigned,
+        zero_component::UCAN_SECTION,
+        &section,
+    ))
+}
+
+/// An error answered by the management API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// The failed check's name.
+    pub error: String,
+    /// Explanation.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the node refused ({} {}): {}",
+            self.status, self.error, self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// A caller of one node's management API.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    key: Keypair,
+    proofs: Vec<Delegation>,
+    node_did: Option<Did>,
+}
+
+impl Client {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8081`), signing with `key` and
+    /// citing `proofs` (root first; empty when `key` is the Admin itself).
+    pub fn new(base: &str, key: Keypair, proofs: Vec<Delegation>) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(std::time::Duration::from_secs(300))
+                .build(),
+            key,
+            proofs,
+            node_did: None,
+        }
+    }
+
+    fn call_err(&self, e: ureq::Error) -> anyhow::Error {
+        match e {
+            ureq::Error::Status(status, resp) => {
+                let body: serde_json::Value = resp.into_json().unwrap_or_default();
+                ApiError {
+                    status,
+                    error: body["error"].as_str().unwrap_or("Unknown").to_string(),
+                    message: body["message"].as_str().unwrap_or("").to_string(),
+                }
+                .into()
+            }
+            ureq::Error::Transport(t) => anyhow::anyhow!(
+                "cannot reach the management API at {}: {t} (is the node running? pass --api)",
+                self.base
+            ),
+        }
+    }
+
+    /// The node's DID and Admin.
+    pub fn node_info(&mut self) -> anyhow::Result<serde_json::Value> {
+        let v: serde_json::Value = self
+            .agent
+            .get(&format!("{}/v1/node", self.base))
+            .call()
+            .map_err(|e| self.call_err(e))?
+            .into_json()?;
+        if let Some(did) = v["did"].as_str() {
+            self.node_did = Some(Did::parse(did).map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+        Ok(v)
+    }
+
+    /// Builds and signs an invocation of `command` with `args`, addressed to the node.
+    pub fn invocation(
+        &mut self,
+        command: &str,
+        args: BTreeMap<String, Ipld>,
+    ) -> anyhow::Result<Invocation> {
+        if self.node_did.is_none() {
+            self.node_info()?;
+        }
+        let subject = match self.proofs.first() {
+            Some(root) => root
+                .subject()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("the proof chain's root has no subject"))?,
+            None => self.key.did().clone(),
+        };
+        let mut b = Invocation::builder(
+            subject,
+            Command::parse(command).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(now() + 300),
+        )
+        .args(args)
+        .proofs(self.proofs.iter().map(|d| *d.cid()).collect());
+        if let Some(node) = &self.node_did {
+            b = b.audience(node.clone());
+        }
+        b.sign(&self.key).map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        command: &str,
+        args: BTreeMap<String, Ipld>,
+        body: Option<&[u8]>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let inv = self.invocation(command, args)?;
+        let proofs: Vec<String> = self.proofs.iter().map(|d| d.to_base64()).collect();
+        let req = self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("authorization", &format!("Bearer {}", inv.to_base64()))
+            .set("ucan-proofs", &proofs.join(","));
+        let result = match body {
+            Some(b) => req.set("content-type", "application/wasm").send_bytes(b),
+            None => req.call(),
+        };
+        Ok(result.map_err(|e| self.call_err(e))?.into_json()?)
+    }
+
+    /// Records a tenant with its owner (Admin only).
+    pub fn create_tenant(
+        &mut self,
+        tenant: &str,
+        owner: &Did,
+    ) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("owner".to_string(), Ipld::String(owner.to_string())),
+        ]);
+        self.send("POST", "/v1/tenants", "/tenant/create", args, None)
+    }
+
+    /// Deploys a component into a tenant.
+    pub fn deploy(
+        &mut self,
+        tenant: &str,
+        app: &str,
+        routes: &[String],
+        allowed_outbound_hosts: &[String],
+        component: &[u8],
+    ) -> anyhow::Result<serde_json::Value> {
+        let hash = zero_component::content_hash(component)?.to_string();
+        let list = |v: &[String]| Ipld::List(v.iter().map(|s| Ipld::String(s.clone())).collect());
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("app".to_string(), Ipld::String(app.into())),
+            ("routes".to_string(), list(routes)),
+            (
+                "allowed_outbound_hosts".to_string(),
+                list(allowed_outbound_hosts),
+            ),
+            ("component".to_string(), Ipld::String(hash)),
+        ]);
+        self.send(
+            "PUT",
+            &format!("/v1/tenants/{tenant}/apps/{app}"),
+            "/app/deploy",
+            args,
+            Some(component),
+        )
+    }
+
+    /// Lists a tenant's deployed apps.
+    pub fn list_apps(&mut self, tenant: &str) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([("tenant".to_string(), Ipld::String(tenant.into()))]);
+        self.send(
+            "GET",
+            &format!("/v1/tenants/{tenant}/apps"),
+            "/app/list",
+            args,
+            None,
+        )
+    }
+
+    /// Removes an app.
+    pub fn remove_app(&mut self, tenant: &str, app: &str) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("app".to_string(), Ipld::String(app.into())),
+        ]);
+        self.send(
+            "DELETE",
+            &format!("/v1/tenants/{tenant}/apps/{app}"),
+            "/app/remove",
+            args,
+            None,
+        )
+    }
+
+    /// Revokes a delegation by CID.
+    pub fn revoke(&mut self, cid: &str) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([("cid".to_string(), Ipld::String(cid.into()))]);
+        self.send("POST", "/v1/revocations", "/ucan/revoke", args, None)
+    }
+}
+
+/// A human-readable description of a chain (for `zero inspect` and `zero grant`).
+pub fn describe_chain(chain: &[Delegation]) -> Vec<String> {
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let exp = match d.expiration() {
+                Some(e) => format!("expires {e} (unix)"),
+                None => "never expires".into(),
+            };
+            format!(
+                "{}. {} -> {}\n     cmd {}  policy {}  {exp}\n     cid {}",
+                i + 1,
+                d.issuer(),
+                d.audience(),
+                d.command(),
+                serde_json_policy(d.policy()),
+                d.cid()
+            )
+        })
+        .collect()
+}
+
+fn serde_json_policy(p: &Policy) -> String {
+    fn to_json(i: &Ipld) -> serde_json::Value {
+        match i {
+            Ipld::Null => serde_json::Value::Null,
+            Ipld::Bool(b) => (*b).into(),
+            Ipld::Integer(n) => serde_json::Value::from(*n as i64),
+            Ipld::Float(f) => serde_json::json!(f),
+            Ipld::String(s) => s.clone().into(),
+            Ipld::Bytes(b) => format!("<{} bytes>", b.len()).into(),
+            Ipld::List(l) => l.iter().map(to_json).collect(),
+            Ipld::Map(m) => m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect(),
+            Ipld::Link(c) => c.to_string().into(),
+        }
+    }
+    to_json(&p.to_ipld()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = Keypair::generate().unwrap();
+        let owner = Keypair::generate().unwrap();
+        let d = owner_delegation(&admin, "acme", owner.did(), Some(60)).unwrap();
+        let p = dir.path().join("owner.ucan");
+        write_chain(&p, std::slice::from_ref(&d)).unwrap();
+        let back = read_chain(&p).unwrap();
+        assert_eq!(back[0].cid(), d.cid());
+        std::fs::write(&p, "# nothing\n").unwrap();
+        assert!(
+            read_chain(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("no delegation")
+        );
+        std::fs::write(&p, "not base64!\n").unwrap();
+        assert!(read_chain(&p).unwrap_err().to_string().contains("line 1"));
+    }
+
+    #[test]
+    fn extending_requires_the_holders_key() {
+        let admin = Keypair::generate().unwrap();
+        let owner = Keypair::generate().unwrap();
+        let other = Keypair::generate().unwrap();
+        let d = owner_delegation(&admin, "acme", owner.did(), None).unwrap();
+        let grant = Grant {
+            command: "/fs/read".into(),
+            policy: parse_policy(r#"[["==", ".path", "/site"]]"#).unwrap(),
+            expires_in: Some(60),
+        };
+        let chain = extend_chain(&owner, std::slice::from_ref(&d), other.did(), &grant).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1].subject(), Some(admin.did()));
+        let err = extend_chain(&other, std::slice::from_ref(&d), owner.did(), &grant).unwrap_err();
+        assert!(err.to_string().contains("held by"), "{err}");
+    }
+
+    #[test]
+    fn policies_parse_from_json_with_clear_errors() {
+        assert!(parse_policy("[]").is_ok());
+        assert!(parse_policy("[[\"==\", \".n\", 1]]").is_ok());
+        assert!(
+            parse_policy("not json")
+                .unwrap_err()
+                .to_string()
+                .contains("not JSON")
+        );
+        assert!(parse_policy("[[\"~~\", \".n\", 1]]").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! The node's persistent management state: tenants, deployed apps, their components and the
+//! revocation list, under `DATA_DIR/state` and `DATA_DIR/components`.
+//!
+//! Every write goes to a temporary file that is fsynced and renamed into place (and the
+//! directory fsynced), so a crash never leaves a half-written record, and a deploy is visible
+//! only once it is durable. (zerofs will take over component storage; the records will move
+//! into the replicated store with the cluster work.)
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A tenant and its owner.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantRecord {
+    /// Tenant name.
+    pub name: String,
+    /// The owner's DID.
+    pub owner: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A deployed app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRecord {
+    /// Tenant.
+    pub tenant: String,
+    /// App name.
+    pub name: String,
+    /// Routes (`/path` or `host/path`).
+    pub routes: Vec<String>,
+    /// Content hash of the component (`sha256:…`).
+    pub component: String,
+    /// Hosts the app may reach with outgoing HTTP.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Unix seconds.
+    pub deployed_at: u64,
+}
+
+/// The on-disk state.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    root: PathBuf,
+    components: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn read_json_dir<T: for<'de> Deserialize<'de>>(dir: &Path) -> anyhow::Result<Vec<T>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", dir.display())),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = fs::read(&p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+        let v = serde_json::from_slice(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is damaged ({e}); restore it from a backup or remove it",
+                p.display()
+            )
+        })?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+impl StateStore {
+    /// Opens the state under `data_dir`.
+    pub fn open(data_dir: &Path) -> anyhow::Result<StateStore> {
+        let root = data_dir.join("state");
+        let components = data_dir.join("components");
+        for d in [root.join("tenants"), root.join("apps"), components.clone()] {
+            fs::create_dir_all(&d)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
+        }
+        Ok(StateStore { root, components })
+    }
+
+    /// All tenants.
+    pub fn tenants(&self) -> anyhow::Result<Vec<TenantRecord>> {
+        read_json_dir(&self.root.join("tenants"))
+    }
+
+    /// One tenant.
+    pub fn tenant(&self, name: &str) -> anyhow::Result<Option<TenantRecord>> {
+        Ok(self.tenants()?.into_iter().find(|t| t.name == name))
+    }
+
+    /// Records a tenant.
+    pub fn put_tenant(&self, t: &TenantRecord) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?;
+        write_atomic(
+            &self.root.join("tenants").join(format!("{}.json", t.name)),
+            &bytes,
+        )
+    }
+
+    /// All deployed apps.
+    pub fn apps(&self) -> anyhow::Result<Vec<AppRecord>> {
+        let mut out = Vec::new();
+        let dir = self.root.join("apps");
+        for entry in
+            fs::read_dir(&dir).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+        {
+            let entry = entry?;
+            if entry.path().is_dir() {
+                out.extend(read_json_dir::<AppRecord>(&entry.path())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records an app (replacing a previous version).
+    pub fn put_app(&self, a: &AppRecord) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(a).map_err(std::io::Error::other)?;
+        write_atomic(
+            &self
+                .root
+                .join("apps")
+                .join(&a.tenant)
+                .join(format!("{}.json", a.name)),
+            &bytes,
+        )
+    }
+
+    /// Removes an app; `false` if there was none.
+    pub fn remove_app(&self, tenant: &str, name: &str) -> std::io::Result<bool> {
+        let p = self
+            .root
+            .join("apps")
+            .join(tenant)
+            .join(format!("{name}.json"));
+        match fs::remove_file(&p) {
+            Ok(()) => {
+                if let Some(d) = p.parent() {
+                    fs::File::open(d)?.sync_all()?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn component_path(&self, hash: &str) -> PathBuf {
+        let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
+        self.components.join(format!("{hex}.wasm"))
+    }
+
+    /// Stores component bytes under their hash.
+    pub fn put_component(&self, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let p = self.component_path(hash);
+        if p.exists() {
+            return Ok(());
+        }
+        write_atomic(&p, bytes)
+    }
+
+    /// Reads component bytes.
+    pub fn component(&self, hash: &str) -> std::io::Result<Vec<u8>> {
+        fs::read(self.component_path(hash))
+    }
+
+    /// Revoked token CIDs.
+    pub fn revocations(&self) -> anyhow::Result<BTreeSet<zero_auth::Cid>> {
+        let p = self.root.join("revocations.json");
+        let list: Vec<String> = match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("{} is damaged ({e})", p.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", p.display())),
+        };
+        list.iter()
+            .map(|s| {
+                zero_auth::Cid::try_from(s.as_str())
+                    .map_err(|e| anyhow::anyhow!("{}: bad CID `{s}`: {e}", p.display()))
+            })
+            .collect()
+    }
+
+    /// Adds revoked CIDs.
+    pub fn set_revocations(&self, set: &BTreeSet<zero_auth::Cid>) -> std::io::Result<()> {
+        let list: Vec<String> = set.iter().map(|c| c.to_string()).collect();
+        let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
+        write_atomic(&self.root.join("revocations.json"), &bytes)
+    }
+}
