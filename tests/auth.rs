@@ -536,3 +536,51 @@ fn raw_call(api: &str, method: &str, path: &str, inv: &str, proofs: &[String]) -
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn offline_invocation_check_prints_ok_or_the_failed_check() {
+    let admin = Keypair::generate().unwrap();
+    let owner = Keypair::generate().unwrap();
+    let d = zero_client::owner_delegation(&admin, "acme", owner.did(), Some(3600)).unwrap();
+    let inv = zero_auth::Invocation::builder(
+        admin.did().clone(),
+        zero_auth::Command::parse("/app/list").unwrap(),
+        Some(zero_client::now() + 600),
+    )
+    .arg("tenant", Ipld::String("acme".into()))
+    .proofs(vec![*d.cid()])
+    .sign(&owner)
+    .unwrap();
+    let (code, out, _) = zero(&[
+        "ucan", "verify-invocation", "--invocation", &inv.to_base64(), "--proof", &d.to_base64(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().last(), Some("ok"));
+    // Later than the expiry.
+    let later = (zero_client::now() + 7200).to_string();
+    let (code, out, _) = zero(&[
+        "ucan", "verify-invocation", "--invocation", &inv.to_base64(), "--proof", &d.to_base64(),
+        "--at", &later,
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().last(), Some("Expired"));
+    // The proof is missing.
+    let (code, out, _) = zero(&["ucan", "verify-invocation", "--invocation", &inv.to_base64()]);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().last(), Some("UnavailableProof"));
+    // Another tenant in the arguments.
+    let other = zero_auth::Invocation::builder(
+        admin.did().clone(),
+        zero_auth::Command::parse("/app/list").unwrap(),
+        Some(zero_client::now() + 600),
+    )
+    .arg("tenant", Ipld::String("beta".into()))
+    .proofs(vec![*d.cid()])
+    .sign(&owner)
+    .unwrap();
+    let (code, out, _) = zero(&[
+        "ucan", "verify-invocation", "--invocation", &other.to_base64(), "--proof", &d.to_base64(),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().last(), Some("MatchError"));
+}
