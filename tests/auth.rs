@@ -552,20 +552,36 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     .sign(&owner)
     .unwrap();
     let (code, out, _) = zero(&[
-        "ucan", "verify-invocation", "--invocation", &inv.to_base64(), "--proof", &d.to_base64(),
+        "ucan",
+        "verify-invocation",
+        "--invocation",
+        &inv.to_base64(),
+        "--proof",
+        &d.to_base64(),
     ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().last(), Some("ok"));
     // Later than the expiry.
     let later = (zero_client::now() + 7200).to_string();
     let (code, out, _) = zero(&[
-        "ucan", "verify-invocation", "--invocation", &inv.to_base64(), "--proof", &d.to_base64(),
-        "--at", &later,
+        "ucan",
+        "verify-invocation",
+        "--invocation",
+        &inv.to_base64(),
+        "--proof",
+        &d.to_base64(),
+        "--at",
+        &later,
     ]);
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("Expired"));
     // The proof is missing.
-    let (code, out, _) = zero(&["ucan", "verify-invocation", "--invocation", &inv.to_base64()]);
+    let (code, out, _) = zero(&[
+        "ucan",
+        "verify-invocation",
+        "--invocation",
+        &inv.to_base64(),
+    ]);
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("UnavailableProof"));
     // Another tenant in the arguments.
@@ -579,7 +595,12 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     .sign(&owner)
     .unwrap();
     let (code, out, _) = zero(&[
-        "ucan", "verify-invocation", "--invocation", &other.to_base64(), "--proof", &d.to_base64(),
+        "ucan",
+        "verify-invocation",
+        "--invocation",
+        &other.to_base64(),
+        "--proof",
+        &d.to_base64(),
     ]);
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("MatchError"));
