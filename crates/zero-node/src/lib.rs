@@ -76,6 +76,7 @@ impl Node {
                 data_dir.display()
             )
         })?;
+        let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
         let core = CoreConfig {
             data_dir: data_dir.clone(),
             limits: config.core_limits(),
