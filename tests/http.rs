@@ -419,3 +419,45 @@ fn concurrency_is_capped_per_app() {
         assert_eq!(s.join().unwrap(), 504);
     }
 }
+
+#[test]
+fn concurrency_is_capped_per_tenant() {
+    let dir = test_dir("tenant-concurrency");
+    let mut other = App::new("other", "hello", &["/other"]);
+    other.tenant = "t2";
+    let cfg = config(
+        &shared_data_dir(),
+        TEST_LIMITS,
+        &[
+            App::new("sleepy", "sleepy", &["/sleepy"]),
+            App::new("hello", "hello", &["/"]),
+            other,
+        ],
+    )
+    .replace(
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+        "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_tenant = 2\n",
+    );
+    let node = Arc::new(NodeProc::start(&dir, &cfg));
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let node = node.clone();
+            std::thread::spawn(move || get(&node.url("/sleepy")).status)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut same_tenant = get(&node.url("/"));
+    while same_tenant.status != 503 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        same_tenant = get(&node.url("/"));
+    }
+    // Another app of the same tenant is refused while the tenant's slots are taken...
+    assert_eq!(same_tenant.status, 503, "{}", same_tenant.body);
+    assert!(same_tenant.body.contains("tenant"), "{}", same_tenant.body);
+    // ...and another tenant is not affected.
+    assert_eq!(get(&node.url("/other")).status, 200);
+    for s in sleepers {
+        assert_eq!(s.join().unwrap(), 504);
+    }
+}

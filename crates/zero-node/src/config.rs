@@ -180,6 +180,9 @@ pub struct HttpSection {
     /// Requests in flight per app.
     #[serde(default = "default_concurrent_per_app")]
     pub max_concurrent_requests_per_app: usize,
+    /// Requests in flight for all apps of one tenant.
+    #[serde(default = "default_concurrent_per_tenant")]
+    pub max_concurrent_requests_per_tenant: usize,
     /// Time allowed to receive request headers.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout_ms: u64,
@@ -200,6 +203,9 @@ fn default_concurrent() -> usize {
 fn default_concurrent_per_app() -> usize {
     128
 }
+fn default_concurrent_per_tenant() -> usize {
+    192
+}
 fn default_header_timeout() -> u64 {
     10_000
 }
@@ -212,6 +218,7 @@ impl Default for HttpSection {
             max_response_body: default_resp_body(),
             max_concurrent_requests: default_concurrent(),
             max_concurrent_requests_per_app: default_concurrent_per_app(),
+            max_concurrent_requests_per_tenant: default_concurrent_per_tenant(),
             header_read_timeout_ms: default_header_timeout(),
         }
     }
@@ -396,7 +403,7 @@ impl NodeConfig {
         }
         if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0
         {
-            return Err("[http] max_concurrent_requests and max_concurrent_requests_per_app must be at least 1".into());
+            return Err("[http] max_concurrent_requests, max_concurrent_requests_per_app and max_concurrent_requests_per_tenant must be at least 1".into());
         }
         if let Some(admin) = &self.node.admin {
             zero_auth::Did::parse(admin)

@@ -90,6 +90,7 @@ impl Node {
             max_response_body: config.http.max_response_body.0,
             max_concurrent: config.http.max_concurrent_requests,
             max_concurrent_per_app: config.http.max_concurrent_requests_per_app,
+            max_concurrent_per_tenant: config.http.max_concurrent_requests_per_tenant,
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
         };
         let proxy = Arc::new(ZeroProxy::bind(runtime.clone(), proxy_config).await?);

@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     pub max_concurrent: usize,
     /// Requests in flight for one app.
     pub max_concurrent_per_app: usize,
+    /// Requests in flight for all the apps of one tenant.
+    pub max_concurrent_per_tenant: usize,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
 }
@@ -65,6 +67,7 @@ impl Default for ProxyConfig {
             max_response_body: 256 << 20,
             max_concurrent: 256,
             max_concurrent_per_app: 128,
+            max_concurrent_per_tenant: 192,
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -135,6 +138,7 @@ struct Inner {
     config: ProxyConfig,
     router: RwLock<Router>,
     permits: Arc<Semaphore>,
+    tenant_permits: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Semaphore>>>,
 }
 
 /// The HTTP event provider.
@@ -162,6 +166,7 @@ impl ZeroProxy {
                 config,
                 router: RwLock::new(Router::default()),
                 permits,
+                tenant_permits: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
             listener: Mutex::new(Some(listener)),
             local_addr,
@@ -363,6 +368,24 @@ impl Inner {
             ));
         };
 
+        let tenant_semaphore = self
+            .tenant_permits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.tenant.clone())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.config.max_concurrent_per_tenant.max(1)))
+            })
+            .clone();
+        let Ok(tenant_permit) = tenant_semaphore.try_acquire_owned() else {
+            tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, "tenant at its concurrent request limit");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this tenant's apps are at their limit of concurrent requests; retry shortly"
+                    .into(),
+            ));
+        };
+
         let invocation = Invocation {
             tenant: app.tenant.clone(),
             app: app.name.clone(),
@@ -399,7 +422,7 @@ impl Inner {
         let inv_app = app.name.clone();
         let rid = access.request_id.clone();
         let task = tokio::spawn(async move {
-            let _permits = (node_permit, app_permit);
+            let _permits = (node_permit, tenant_permit, app_permit);
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 proxy
