@@ -1,0 +1,45 @@
+//! `zerofs`: the tenant file store of the zerocore platform.
+//!
+//! Every tenant has its own namespace of directories and files, addressed by normalized
+//! absolute [`TenantPath`]s (`/a/b.txt`) that cannot climb out of it. The core reads deployed
+//! code from zerofs with the owner's credential, and components reach their granted paths
+//! through `wasi:filesystem`; both go through [`ZeroFs`], which is the storage layer only
+//! (capability checks and the WASI binding live above it).
+//!
+//! # Layout
+//!
+//! Under the store root:
+//! - `blobs/<sha256 hex>`: immutable, content-addressed file contents, shared (deduplicated)
+//!   across files and tenants;
+//! - `blobs/tmp/`: contents being streamed in, not yet published;
+//! - `meta.redb`: a [redb](https://www.redb.org) database holding, per tenant, the tree
+//!   `(parent, name) → entry {kind, blob hash, size, mtime}`, the tenant's usage and quota, and
+//!   a reference count per blob.
+//!
+//! # Guarantees
+//!
+//! - **Atomic and durable writes**: content streams to a temporary file that is fsynced and
+//!   renamed to its blob name before a single durable redb transaction publishes it; a write is
+//!   acknowledged only after that commit, and a crash at any point leaves either the old or the
+//!   new file visible, never a partial one.
+//! - **Streaming**: writes and reads go through `Read`/`Seek` in bounded chunks; no whole file
+//!   is held in memory.
+//! - **Quotas** per tenant (bytes and entries) are checked before and while streaming and again
+//!   in the commit; a refused operation changes nothing.
+//! - **Replication-ready**: every mutation is one metadata transaction over immutable blobs,
+//!   so it can later be shipped as a Raft log entry plus the blobs it references.
+//! - **Garbage collection**: a blob whose count drops to zero is deleted after the commit;
+//!   [`ZeroFs::gc`] (run at open) removes orphans a crash left behind.
+//!
+//! The API is blocking; async callers share the store in an `Arc` and use `spawn_blocking`.
+#![deny(missing_docs)]
+
+mod error;
+mod path;
+mod store;
+
+pub use error::{Error, QuotaKind, Result};
+pub use path::{MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, TenantPath, validate_tenant};
+pub use store::{
+    BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, Usage, WriteOptions, ZeroFs,
+};

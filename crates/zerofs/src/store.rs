@@ -1,0 +1,1066 @@
+//! The store: blob files plus the redb metadata tree.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, QuotaKind, Result};
+use crate::path::{TenantPath, validate_tenant};
+
+/// Entries: (tenant, parent dir path, name) → encoded [`RawEntry`].
+const ENTRIES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("entries");
+/// Usage per tenant: tenant → (bytes, files).
+const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
+/// Explicit quotas per tenant: tenant → (max_bytes, max_files).
+const QUOTAS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quotas");
+/// Blob reference counts across all tenants: sha256 → count (absent means 0).
+const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("blob_refs");
+
+type EntriesTable<'t> = Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>;
+
+const STREAM_BUF: usize = 256 * 1024;
+const ENTRY_VERSION: u8 = 1;
+const ENTRY_LEN: usize = 1 + 1 + 32 + 8 + 8;
+
+/// A tenant's limits. Directories count as files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Maximum total size of the tenant's file contents, in bytes (logical: deduplicated
+    /// content still counts once per file).
+    pub max_bytes: u64,
+    /// Maximum number of entries (files and directories; the root is free).
+    pub max_files: u64,
+}
+
+impl Quota {
+    /// No limits.
+    pub const UNLIMITED: Quota = Quota {
+        max_bytes: u64::MAX,
+        max_files: u64::MAX,
+    };
+}
+
+/// What a tenant currently uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Total size of the tenant's files, in bytes.
+    pub bytes: u64,
+    /// Number of entries (files and directories, without the root).
+    pub files: u64,
+}
+
+/// The kind of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file, whose content is a blob.
+    File,
+    /// A directory.
+    Dir,
+}
+
+/// SHA-256 of a file's content; also the blob's file name under `blobs/`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobHash(pub [u8; 32]);
+
+impl BlobHash {
+    /// Lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses the lowercase or uppercase hex form.
+    pub fn from_hex(s: &str) -> Option<BlobHash> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(BlobHash(out))
+    }
+}
+
+impl fmt::Display for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for BlobHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlobHash({})", self.to_hex())
+    }
+}
+
+/// Metadata of one file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its path in the tenant's namespace.
+    pub path: TenantPath,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Content hash (files only).
+    pub hash: Option<BlobHash>,
+    /// Content size in bytes (0 for directories).
+    pub size: u64,
+    /// Last modification, nanoseconds since the Unix epoch (0 for the root).
+    pub mtime_ns: u64,
+}
+
+/// Options of [`ZeroFs::write_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Create missing parent directories (like `mkdir -p`) instead of failing with
+    /// [`Error::NotFound`] naming the missing parent.
+    pub create_parents: bool,
+}
+
+/// What [`ZeroFs::gc`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Unreferenced blob files removed.
+    pub blobs_removed: u64,
+    /// Their total size.
+    pub bytes_freed: u64,
+    /// Leftover temporary files removed.
+    pub tmp_removed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RawEntry {
+    kind: EntryKind,
+    hash: [u8; 32],
+    size: u64,
+    mtime_ns: u64,
+}
+
+impl RawEntry {
+    fn dir(mtime_ns: u64) -> Self {
+        RawEntry {
+            kind: EntryKind::Dir,
+            hash: [0; 32],
+            size: 0,
+            mtime_ns,
+        }
+    }
+
+    fn encode(&self) -> [u8; ENTRY_LEN] {
+        let mut b = [0u8; ENTRY_LEN];
+        b[0] = ENTRY_VERSION;
+        b[1] = match self.kind {
+            EntryKind::File => 0,
+            EntryKind::Dir => 1,
+        };
+        b[2..34].copy_from_slice(&self.hash);
+        b[34..42].copy_from_slice(&self.size.to_le_bytes());
+        b[42..50].copy_from_slice(&self.mtime_ns.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Self> {
+        if b.len() != ENTRY_LEN || b[0] != ENTRY_VERSION {
+            return Err(Error::Corrupt(format!(
+                "undecodable entry record ({} bytes, version {:?})",
+                b.len(),
+                b.first()
+            )));
+        }
+        let kind = match b[1] {
+            0 => EntryKind::File,
+            1 => EntryKind::Dir,
+            k => return Err(Error::Corrupt(format!("unknown entry kind {k}"))),
+        };
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&b[2..34]);
+        let size = u64::from_le_bytes(b[34..42].try_into().expect("8 bytes"));
+        let mtime_ns = u64::from_le_bytes(b[42..50].try_into().expect("8 bytes"));
+        Ok(RawEntry {
+            kind,
+            hash,
+            size,
+            mtime_ns,
+        })
+    }
+
+    fn to_entry(self, path: TenantPath) -> Entry {
+        Entry {
+            path,
+            kind: self.kind,
+            hash: (self.kind == EntryKind::File).then_some(BlobHash(self.hash)),
+            size: self.size,
+            mtime_ns: self.mtime_ns,
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn is_dir(e: &Option<RawEntry>) -> bool {
+    matches!(
+        e,
+        Some(RawEntry {
+            kind: EntryKind::Dir,
+            ..
+        })
+    )
+}
+
+// ---------- table helpers (work on read and write transactions) ----------
+
+fn lookup<T>(t: &T, tenant: &str, path: &TenantPath) -> Result<Option<RawEntry>>
+where
+    T: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+{
+    let Some((parent, name)) = path.split() else {
+        return Ok(Some(RawEntry::dir(0)));
+    };
+    match t.get((tenant, parent, name))? {
+        Some(v) => Ok(Some(RawEntry::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Direct children of `dir` as (name, entry).
+fn children<T>(t: &T, tenant: &str, dir: &str, limit: usize) -> Result<Vec<(String, RawEntry)>>
+where
+    T: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for item in t.range((tenant, dir, "")..)? {
+        let (k, v) = item?;
+        let (kt, kp, kn) = k.value();
+        if kt != tenant || kp != dir || out.len() >= limit {
+            break;
+        }
+        out.push((kn.to_string(), RawEntry::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// Every entry strictly below `dir` as (parent, name, entry).
+fn subtree<T>(t: &T, tenant: &str, dir: &TenantPath) -> Result<Vec<(String, String, RawEntry)>>
+where
+    T: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    let mut collect = |from: &str, keep: &dyn Fn(&str) -> bool| -> Result<()> {
+        for item in t.range((tenant, from, "")..)? {
+            let (k, v) = item?;
+            let (kt, kp, kn) = k.value();
+            if kt != tenant || !keep(kp) {
+                break;
+            }
+            out.push((kp.to_string(), kn.to_string(), RawEntry::decode(v.value())?));
+        }
+        Ok(())
+    };
+    if dir.is_root() {
+        collect("", &|_| true)?;
+    } else {
+        let d = dir.as_str();
+        // Parents equal to `d`, then parents starting with `d/` (which sort right after `d`
+        // only up to siblings like `d!`; so scan the two ranges separately).
+        collect(d, &|p| p == d)?;
+        let prefix = format!("{d}/");
+        collect(&prefix, &|p| p.starts_with(&prefix))?;
+    }
+    Ok(out)
+}
+
+fn get_usage<T>(t: &T, tenant: &str) -> Result<Usage>
+where
+    T: ReadableTable<&'static str, (u64, u64)>,
+{
+    Ok(match t.get(tenant)? {
+        Some(v) => {
+            let (bytes, files) = v.value();
+            Usage { bytes, files }
+        }
+        None => Usage::default(),
+    })
+}
+
+fn get_quota<T>(t: &T, tenant: &str, default: Quota) -> Result<Quota>
+where
+    T: ReadableTable<&'static str, (u64, u64)>,
+{
+    Ok(match t.get(tenant)? {
+        Some(v) => {
+            let (max_bytes, max_files) = v.value();
+            Quota {
+                max_bytes,
+                max_files,
+            }
+        }
+        None => default,
+    })
+}
+
+/// Ancestors of `path` (excluding the root and `path` itself) that do not exist yet, top down.
+/// Fails if one is a file, or if one is missing and `create` is false.
+fn missing_parents<T>(
+    t: &T,
+    tenant: &str,
+    path: &TenantPath,
+    create: bool,
+) -> Result<Vec<TenantPath>>
+where
+    T: ReadableTable<(&'static str, &'static str, &'static str), &'static [u8]>,
+{
+    let mut missing = Vec::new();
+    let mut cur = TenantPath::root();
+    let segs: Vec<&str> = path.segments().collect();
+    for seg in &segs[..segs.len().saturating_sub(1)] {
+        cur = cur.join(seg)?;
+        if !missing.is_empty() {
+            missing.push(cur.clone());
+            continue;
+        }
+        match lookup(t, tenant, &cur)? {
+            Some(e) if e.kind == EntryKind::Dir => {}
+            Some(_) => return Err(Error::NotADirectory(cur.to_string())),
+            None if create => missing.push(cur.clone()),
+            None => return Err(Error::NotFound(cur.to_string())),
+        }
+    }
+    Ok(missing)
+}
+
+/// The open tables of one write transaction, plus blobs whose count dropped to zero.
+struct W<'t> {
+    tenant: &'t str,
+    entries: EntriesTable<'t>,
+    usage: Table<'t, &'static str, (u64, u64)>,
+    quotas: Table<'t, &'static str, (u64, u64)>,
+    refs: Table<'t, [u8; 32], u64>,
+    default_quota: Quota,
+    freed: Vec<[u8; 32]>,
+}
+
+impl W<'_> {
+    fn lookup(&self, path: &TenantPath) -> Result<Option<RawEntry>> {
+        lookup(&self.entries, self.tenant, path)
+    }
+
+    fn put(&mut self, path: &TenantPath, e: &RawEntry) -> Result<()> {
+        let (parent, name) = path.split().expect("never stores the root");
+        self.entries
+            .insert((self.tenant, parent, name), e.encode().as_slice())?;
+        Ok(())
+    }
+
+    fn del(&mut self, path: &TenantPath) -> Result<()> {
+        let (parent, name) = path.split().expect("never removes the root");
+        self.entries.remove((self.tenant, parent, name))?;
+        Ok(())
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        get_usage(&self.usage, self.tenant)
+    }
+
+    fn quota(&self) -> Result<Quota> {
+        get_quota(&self.quotas, self.tenant, self.default_quota)
+    }
+
+    fn set_usage(&mut self, u: Usage) -> Result<()> {
+        self.usage.insert(self.tenant, (u.bytes, u.files))?;
+        Ok(())
+    }
+
+    fn quota_error(&self, limit: u64, kind: QuotaKind) -> Error {
+        Error::QuotaExceeded {
+            tenant: self.tenant.to_string(),
+            limit,
+            kind,
+        }
+    }
+
+    /// Refuses adding `new_files` entries when that passes the files limit.
+    fn check_files(&self, usage: Usage, new_files: u64) -> Result<()> {
+        let q = self.quota()?;
+        if new_files > 0 && usage.files.saturating_add(new_files) > q.max_files {
+            return Err(self.quota_error(q.max_files, QuotaKind::Files));
+        }
+        Ok(())
+    }
+
+    fn inc_ref(&mut self, h: [u8; 32]) -> Result<()> {
+        let n = self.refs.get(h)?.map(|v| v.value()).unwrap_or(0);
+        self.refs.insert(h, n + 1)?;
+        Ok(())
+    }
+
+    fn dec_ref(&mut self, h: [u8; 32]) -> Result<()> {
+        let n = self.refs.get(h)?.map(|v| v.value()).unwrap_or(0);
+        if n <= 1 {
+            self.refs.remove(h)?;
+            self.freed.push(h);
+        } else {
+            self.refs.insert(h, n - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Removes one entry (not its children), updating usage and refcounts.
+    fn drop_entry(&mut self, path: &TenantPath, e: &RawEntry, usage: &mut Usage) -> Result<()> {
+        self.del(path)?;
+        usage.files = usage.files.saturating_sub(1);
+        if e.kind == EntryKind::File {
+            usage.bytes = usage.bytes.saturating_sub(e.size);
+            self.dec_ref(e.hash)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes its temporary file (if still there) and unregisters it, however staging ends.
+struct TmpGuard<'a> {
+    path: PathBuf,
+    inflight: &'a Mutex<HashSet<PathBuf>>,
+}
+
+impl Drop for TmpGuard<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        lock(self.inflight).remove(&self.path);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// A streaming reader over one file's content; see [`ZeroFs::open_read`].
+#[derive(Debug)]
+pub struct FileReader {
+    file: File,
+    entry: Entry,
+}
+
+impl FileReader {
+    /// The metadata of the file as it was when opened. The content never changes under an open
+    /// reader: a later overwrite creates a new blob.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+
+    /// Content size in bytes.
+    pub fn len(&self) -> u64 {
+        self.entry.size
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entry.size == 0
+    }
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+}
+
+impl Seek for FileReader {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
+/// A zerofs store rooted at one directory; see the crate documentation.
+///
+/// All methods are blocking and take `&self`; the store is `Send + Sync`, so an async caller
+/// shares it in an `Arc` and calls it from `spawn_blocking`. Only one `ZeroFs` (one process)
+/// may open a root at a time; a second open fails.
+pub struct ZeroFs {
+    blobs: PathBuf,
+    tmp: PathBuf,
+    db: Database,
+    default_quota: Quota,
+    /// Serializes blob placement, metadata commits and blob deletion, so that a blob is never
+    /// deleted between a writer's dedupe check and its commit.
+    commit_lock: Mutex<()>,
+    /// Temporary files of writes in progress (kept by [`ZeroFs::gc`]).
+    inflight: Mutex<HashSet<PathBuf>>,
+    tmp_counter: AtomicU64,
+}
+
+impl fmt::Debug for ZeroFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZeroFs")
+            .field("blobs", &self.blobs)
+            .field("default_quota", &self.default_quota)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZeroFs {
+    /// Opens (creating if needed) the store at `root`, then runs [`ZeroFs::gc`] to remove what a
+    /// crash may have left behind. `default_quota` applies to tenants without an explicit
+    /// [`ZeroFs::set_quota`].
+    pub fn open(root: impl AsRef<Path>, default_quota: Quota) -> Result<ZeroFs> {
+        let root = root.as_ref();
+        let blobs = root.join("blobs");
+        let tmp = blobs.join("tmp");
+        fs::create_dir_all(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        sync_dir(&blobs)?;
+        sync_dir(root)?;
+        let db = Database::create(root.join("meta.redb"))?;
+        let txn = db.begin_write()?;
+        txn.open_table(ENTRIES)?;
+        txn.open_table(USAGE)?;
+        txn.open_table(QUOTAS)?;
+        txn.open_table(REFS)?;
+        txn.commit()?;
+        let fs = ZeroFs {
+            blobs,
+            tmp,
+            db,
+            default_quota,
+            commit_lock: Mutex::new(()),
+            inflight: Mutex::new(HashSet::new()),
+            tmp_counter: AtomicU64::new(0),
+        };
+        fs.gc()?;
+        Ok(fs)
+    }
+
+    fn blob_path(&self, h: &[u8; 32]) -> PathBuf {
+        self.blobs.join(hex::encode(h))
+    }
+
+    /// Runs `f` in one durable write transaction under the commit lock (which the caller may
+    /// already hold, passing its guard). Blobs whose count reached zero are deleted after the
+    /// commit.
+    fn commit<R>(
+        &self,
+        tenant: &str,
+        held: Option<&MutexGuard<'_, ()>>,
+        f: impl FnOnce(&mut W<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let _own = if held.is_none() {
+            Some(lock(&self.commit_lock))
+        } else {
+            None
+        };
+        let txn = self.db.begin_write()?;
+        let (r, freed) = {
+            let mut w = W {
+                tenant,
+                entries: txn.open_table(ENTRIES)?,
+                usage: txn.open_table(USAGE)?,
+                quotas: txn.open_table(QUOTAS)?,
+                refs: txn.open_table(REFS)?,
+                default_quota: self.default_quota,
+                freed: Vec::new(),
+            };
+            let r = f(&mut w)?; // an error drops (aborts) the transaction
+            let mut freed = std::mem::take(&mut w.freed);
+            freed.sort_unstable();
+            freed.dedup();
+            let mut still_zero = Vec::new();
+            for h in freed {
+                if w.refs.get(h)?.is_none() {
+                    still_zero.push(h);
+                }
+            }
+            (r, still_zero)
+        };
+        txn.commit()?;
+        for h in freed {
+            // A failure only leaves an orphan that gc() removes later.
+            let _ = fs::remove_file(self.blob_path(&h));
+        }
+        Ok(r)
+    }
+
+    /// Sets a tenant's quota. Lowering it below current usage refuses further growth but
+    /// removes nothing.
+    pub fn set_quota(&self, tenant: &str, quota: Quota) -> Result<()> {
+        validate_tenant(tenant)?;
+        self.commit(tenant, None, |w| {
+            w.quotas
+                .insert(w.tenant, (quota.max_bytes, quota.max_files))?;
+            Ok(())
+        })
+    }
+
+    /// A tenant's quota (its own, or the store default).
+    pub fn quota(&self, tenant: &str) -> Result<Quota> {
+        validate_tenant(tenant)?;
+        let r = self.db.begin_read()?;
+        get_quota(&r.open_table(QUOTAS)?, tenant, self.default_quota)
+    }
+
+    /// A tenant's current usage.
+    pub fn usage(&self, tenant: &str) -> Result<Usage> {
+        validate_tenant(tenant)?;
+        let r = self.db.begin_read()?;
+        get_usage(&r.open_table(USAGE)?, tenant)
+    }
+
+    /// Writes a file from a stream, failing if its parent directory is missing. See
+    /// [`ZeroFs::write_with`].
+    pub fn write(&self, tenant: &str, path: &str, content: impl Read) -> Result<Entry> {
+        self.write_with(tenant, path, content, WriteOptions::default())
+    }
+
+    /// Creates or replaces the file at `path` with the content read from `content`.
+    ///
+    /// The content streams (in 256 KiB chunks) into a temporary file while it is hashed; the
+    /// file is fsynced and renamed to `blobs/<sha256>` (or dropped if that blob already exists),
+    /// the blob directory is fsynced, and one durable redb transaction then publishes the entry,
+    /// the tenant's usage and the blob's reference count. The new content is visible only once
+    /// that commit returns; a crash at any earlier point leaves the previous state. The bytes
+    /// quota is enforced while streaming: the write fails as soon as the stream passes what the
+    /// tenant has left (counting the size of a file being replaced as free).
+    pub fn write_with(
+        &self,
+        tenant: &str,
+        path: &str,
+        content: impl Read,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        if path.is_root() {
+            return Err(Error::IsADirectory(path.to_string()));
+        }
+        // Early checks, so that a doomed write does not stream at all.
+        let (remaining, max_bytes) = {
+            let r = self.db.begin_read()?;
+            let entries = r.open_table(ENTRIES)?;
+            let missing = missing_parents(&entries, tenant, &path, opts.create_parents)?;
+            let existing = lookup(&entries, tenant, &path)?;
+            if is_dir(&existing) {
+                return Err(Error::IsADirectory(path.to_string()));
+            }
+            let usage = get_usage(&r.open_table(USAGE)?, tenant)?;
+            let quota = get_quota(&r.open_table(QUOTAS)?, tenant, self.default_quota)?;
+            let new_files = missing.len() as u64 + u64::from(existing.is_none());
+            if new_files > 0 && usage.files.saturating_add(new_files) > quota.max_files {
+                return Err(Error::QuotaExceeded {
+                    tenant: tenant.to_string(),
+                    limit: quota.max_files,
+                    kind: QuotaKind::Files,
+                });
+            }
+            let old = existing.map_or(0, |e| e.size);
+            (
+                quota
+                    .max_bytes
+                    .saturating_sub(usage.bytes)
+                    .saturating_add(old),
+                quota.max_bytes,
+            )
+        };
+
+        // Stream to a temporary file while hashing.
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp_path = self.tmp.join(format!("{}-{n}", std::process::id()));
+        lock(&self.inflight).insert(tmp_path.clone());
+        let guard = TmpGuard {
+            path: tmp_path,
+            inflight: &self.inflight,
+        };
+        let (hash, size) =
+            self.stream_to(&guard.path, content, remaining, |_| Error::QuotaExceeded {
+                tenant: tenant.to_string(),
+                limit: max_bytes,
+                kind: QuotaKind::Bytes,
+            })?;
+
+        // Place the blob and commit, under the commit lock.
+        let held = lock(&self.commit_lock);
+        let blob = self.blob_path(&hash);
+        let present = fs::metadata(&blob).map(|m| m.is_file() && m.len() == size);
+        if !matches!(present, Ok(true)) {
+            fs::rename(&guard.path, &blob)
+                .map_err(|e| Error::io(format!("publishing blob {}", hex::encode(hash)), e))?;
+        }
+        drop(guard);
+        sync_dir(&self.blobs)?;
+        let result = self.commit(tenant, Some(&held), |w| {
+            let missing = missing_parents(&w.entries, tenant, &path, opts.create_parents)?;
+            let existing = w.lookup(&path)?;
+            if is_dir(&existing) {
+                return Err(Error::IsADirectory(path.to_string()));
+            }
+            let mut usage = w.usage()?;
+            let new_files = missing.len() as u64 + u64::from(existing.is_none());
+            w.check_files(usage, new_files)?;
+            let old = existing.map_or(0, |e| e.size);
+            let new_bytes = usage.bytes.saturating_sub(old).saturating_add(size);
+            let q = w.quota()?;
+            if new_bytes > q.max_bytes && size > old {
+                return Err(w.quota_error(q.max_bytes, QuotaKind::Bytes));
+            }
+            let mtime = now_ns();
+            for dir in &missing {
+                w.put(dir, &RawEntry::dir(mtime))?;
+            }
+            let entry = RawEntry {
+                kind: EntryKind::File,
+                hash,
+                size,
+                mtime_ns: mtime,
+            };
+            w.put(&path, &entry)?;
+            w.inc_ref(hash)?;
+            if let Some(old) = existing {
+                w.dec_ref(old.hash)?;
+            }
+            usage.bytes = new_bytes;
+            usage.files += new_files;
+            w.set_usage(usage)?;
+            Ok(entry.to_entry(path.clone()))
+        });
+        if result.is_err() {
+            // The blob may now be referenced by nothing (the lock is still held).
+            let r = self.db.begin_read()?;
+            if r.open_table(REFS)?.get(hash)?.is_none() {
+                let _ = fs::remove_file(&blob);
+            }
+        }
+        drop(held);
+        result
+    }
+
+    /// Copies `content` into a new file at `tmp`, fsyncs it, and returns (sha256, size). Fails
+    /// with `over(limit)` as soon as more than `limit` bytes arrive.
+    fn stream_to(
+        &self,
+        tmp: &Path,
+        mut content: impl Read,
+        limit: u64,
+        over: impl FnOnce(u64) -> Error,
+    ) -> Result<([u8; 32], u64)> {
+        let mut file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(|e| Error::io("creating a temporary blob file", e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; STREAM_BUF];
+        let mut size: u64 = 0;
+        loop {
+            let n = match content.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("reading the content to write", e)),
+            };
+            size += n as u64;
+            if size > limit {
+                return Err(over(limit));
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .map_err(|e| Error::io("writing a temporary blob file", e))?;
+        }
+        file.sync_all()
+            .map_err(|e| Error::io("syncing a temporary blob file", e))?;
+        Ok((hasher.finalize().into(), size))
+    }
+
+    /// Metadata of one entry (the root `/` is always a directory).
+    pub fn stat(&self, tenant: &str, path: &str) -> Result<Entry> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        let r = self.db.begin_read()?;
+        let e = lookup(&r.open_table(ENTRIES)?, tenant, &path)?;
+        e.map(|e| e.to_entry(path.clone()))
+            .ok_or_else(|| Error::NotFound(path.to_string()))
+    }
+
+    /// Whether an entry exists at `path`.
+    pub fn exists(&self, tenant: &str, path: &str) -> Result<bool> {
+        match self.stat(tenant, path) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a file for streaming reads (and seeks) straight from its blob file.
+    pub fn open_read(&self, tenant: &str, path: &str) -> Result<FileReader> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        let mut last: Option<[u8; 32]> = None;
+        // A concurrent overwrite may delete the blob between the lookup and the open: retry.
+        for _ in 0..4 {
+            let e = {
+                let r = self.db.begin_read()?;
+                lookup(&r.open_table(ENTRIES)?, tenant, &path)?
+            };
+            let e = e.ok_or_else(|| Error::NotFound(path.to_string()))?;
+            if e.kind == EntryKind::Dir {
+                return Err(Error::IsADirectory(path.to_string()));
+            }
+            match File::open(self.blob_path(&e.hash)) {
+                Ok(file) => {
+                    let len = file
+                        .metadata()
+                        .map_err(|err| Error::io("inspecting a blob", err))?
+                        .len();
+                    if len != e.size {
+                        return Err(Error::Corrupt(format!(
+                            "blob {} of {path} has {len} bytes, expected {}",
+                            hex::encode(e.hash),
+                            e.size
+                        )));
+                    }
+                    return Ok(FileReader {
+                        file,
+                        entry: e.to_entry(path),
+                    });
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    if last == Some(e.hash) {
+                        return Err(Error::Corrupt(format!(
+                            "blob {} of {path} is missing",
+                            hex::encode(e.hash)
+                        )));
+                    }
+                    last = Some(e.hash);
+                }
+                Err(err) => return Err(Error::io(format!("opening the blob of {path}"), err)),
+            }
+        }
+        Err(Error::Corrupt(format!("blob of {path} keeps disappearing")))
+    }
+
+    /// Reads up to `len` bytes at `offset` (fewer at the end of the file; none past it).
+    pub fn read_range(&self, tenant: &str, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut r = self.open_read(tenant, path)?;
+        let avail = r.len().saturating_sub(offset).min(len);
+        let mut out = Vec::with_capacity(avail as usize);
+        if avail > 0 {
+            r.seek(SeekFrom::Start(offset))
+                .map_err(|e| Error::io("seeking in a blob", e))?;
+            r.take(avail)
+                .read_to_end(&mut out)
+                .map_err(|e| Error::io("reading a blob", e))?;
+        }
+        Ok(out)
+    }
+
+    /// The entries of a directory, sorted by name.
+    pub fn list(&self, tenant: &str, dir: &str) -> Result<Vec<Entry>> {
+        validate_tenant(tenant)?;
+        let dir = TenantPath::parse(dir)?;
+        let r = self.db.begin_read()?;
+        let entries = r.open_table(ENTRIES)?;
+        match lookup(&entries, tenant, &dir)? {
+            None => return Err(Error::NotFound(dir.to_string())),
+            Some(e) if e.kind != EntryKind::Dir => {
+                return Err(Error::NotADirectory(dir.to_string()));
+            }
+            Some(_) => {}
+        }
+        children(&entries, tenant, dir.as_str(), usize::MAX)?
+            .into_iter()
+            .map(|(name, e)| Ok(e.to_entry(dir.join(&name)?)))
+            .collect()
+    }
+
+    /// Creates a directory. With `parents`, missing ancestors are created too and an existing
+    /// directory is not an error (like `mkdir -p`).
+    pub fn mkdir(&self, tenant: &str, path: &str, parents: bool) -> Result<Entry> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        self.commit(tenant, None, |w| {
+            match w.lookup(&path)? {
+                Some(e) if e.kind == EntryKind::Dir && parents => {
+                    return Ok(e.to_entry(path.clone()));
+                }
+                Some(_) => return Err(Error::AlreadyExists(path.to_string())),
+                None => {}
+            }
+            let missing = missing_parents(&w.entries, tenant, &path, parents)?;
+            let mut usage = w.usage()?;
+            let new_files = missing.len() as u64 + 1;
+            w.check_files(usage, new_files)?;
+            let dir = RawEntry::dir(now_ns());
+            for p in missing.iter().chain(std::iter::once(&path)) {
+                w.put(p, &dir)?;
+            }
+            usage.files += new_files;
+            w.set_usage(usage)?;
+            Ok(dir.to_entry(path.clone()))
+        })
+    }
+
+    /// Removes a file or an empty directory.
+    pub fn remove(&self, tenant: &str, path: &str) -> Result<()> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        if path.is_root() {
+            return Err(Error::invalid_path(
+                "/",
+                "the tenant root cannot be removed",
+            ));
+        }
+        self.commit(tenant, None, |w| {
+            let e = w
+                .lookup(&path)?
+                .ok_or_else(|| Error::NotFound(path.to_string()))?;
+            if e.kind == EntryKind::Dir
+                && !children(&w.entries, tenant, path.as_str(), 1)?.is_empty()
+            {
+                return Err(Error::DirectoryNotEmpty(path.to_string()));
+            }
+            let mut usage = w.usage()?;
+            w.drop_entry(&path, &e, &mut usage)?;
+            w.set_usage(usage)
+        })
+    }
+
+    /// Removes a file, or a directory with everything below it, in one transaction.
+    pub fn remove_all(&self, tenant: &str, path: &str) -> Result<()> {
+        validate_tenant(tenant)?;
+        let path = TenantPath::parse(path)?;
+        if path.is_root() {
+            return Err(Error::invalid_path(
+                "/",
+                "the tenant root cannot be removed",
+            ));
+        }
+        self.commit(tenant, None, |w| {
+            let e = w
+                .lookup(&path)?
+                .ok_or_else(|| Error::NotFound(path.to_string()))?;
+            let mut usage = w.usage()?;
+            if e.kind == EntryKind::Dir {
+                for (parent, name, child) in subtree(&w.entries, tenant, &path)? {
+                    let p = TenantPath::parse(&parent)?.join(&name)?;
+                    w.drop_entry(&p, &child, &mut usage)?;
+                }
+            }
+            w.drop_entry(&path, &e, &mut usage)?;
+            w.set_usage(usage)
+        })
+    }
+
+    /// Moves `from` to `to` atomically (one transaction). A file may replace a file and a
+    /// directory may replace an empty directory; the parent of `to` must exist; a directory
+    /// cannot be moved into itself.
+    pub fn rename(&self, tenant: &str, from: &str, to: &str) -> Result<()> {
+        validate_tenant(tenant)?;
+        let from = TenantPath::parse(from)?;
+        let to = TenantPath::parse(to)?;
+        if from.is_root() {
+            return Err(Error::invalid_path(
+                "/",
+                "the tenant root cannot be renamed",
+            ));
+        }
+        if to.is_root() {
+            return Err(Error::invalid_path(
+                "/",
+                "the tenant root cannot be replaced",
+            ));
+        }
+        self.commit(tenant, None, |w| {
+            let src = w
+                .lookup(&from)?
+                .ok_or_else(|| Error::NotFound(from.to_string()))?;
+            if from == to {
+                return Ok(());
+            }
+            if src.kind == EntryKind::Dir && to.starts_with(&from) {
+                return Err(Error::invalid_path(
+                    to.as_str(),
+                    format!("cannot move directory {from} into itself"),
+                ));
+            }
+            missing_parents(&w.entries, tenant, &to, false)?;
+            let mut usage = w.usage()?;
+            if let Some(dst) = w.lookup(&to)? {
+                match (src.kind, dst.kind) {
+                    (EntryKind::File, EntryKind::Dir) => {
+                        return Err(Error::IsADirectory(to.to_string()));
+                    }
+                    (EntryKind::Dir, EntryKind::File) => {
+                        return Err(Error::NotADirectory(to.to_string()));
+                    }
+                    (EntryKind::Dir, EntryKind::Dir) => {
+                        if !children(&w.entries, tenant, to.as_str(), 1)?.is_empty() {
+                            return Err(Error::DirectoryNotEmpty(to.to_string()));
+                        }
+                    }
+                    (EntryKind::File, EntryKind::File) => {}
+                }
+                w.drop_entry(&to, &dst, &mut usage)?;
+            }
+            if src.kind == EntryKind::Dir {
+                let moved = subtree(&w.entries, tenant, &from)?;
+                for (parent, name, e) in moved {
+                    w.entries.remove((tenant, parent.as_str(), name.as_str()))?;
+                    let new_parent = format!("{}{}", to.as_str(), &parent[from.as_str().len()..]);
+                    w.entries.insert(
+                        (tenant, new_parent.as_str(), name.as_str()),
+                        e.encode().as_slice(),
+                    )?;
+                }
+            }
+            w.del(&from)?;
+            w.put(&to, &src)?;
+            w.set_usage(usage)
+        })
+    }
+
+    /// Removes blob files that no entry references and leftover temporary files (except those of
+    /// writes in progress). Runs at [`ZeroFs::open`]; safe to call at any time.
+    pub fn gc(&self) -> Result<GcReport> {
+        let _held = lock(&self.commit_lock);
+        let mut report = GcReport::default();
+        let r = self.db.begin_read()?;
+        let refs = r.open_table(REFS)?;
+        let rd = |d: &Path| {
+            fs::read_dir(d).map_err(|e| Error::io(format!("listing {}", d.display()), e))
+        };
+        for item in rd(&self.blobs)? {
+            let item = item.map_err(|e| Error::io("listing blobs", e))?;
+            let name = item.file_name();
+            let Some(h) = name.to_str().and_then(BlobHash::from_hex) else {
+                continue; // tmp/ and anything foreign
+            };
+            if refs.get(h.0)?.is_none() {
+                let len = item.metadata().map(|m| m.len()).unwrap_or(0);
+                if fs::remove_file(item.path()).is_ok() {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += len;
+                }
+            }
+        }
+        let inflight = lock(&self.inflight).clone();
+        for item in rd(&self.tmp)? {
+            let item = item.map_err(|e| Error::io("listing temporary files", e))?;
+            if !inflight.contains(&item.path()) && fs::remove_file(item.path()).is_ok() {
+                report.tmp_removed += 1;
+            }
+        }
+        if report.blobs_removed > 0 {
+            sync_dir(&self.blobs)?;
+        }
+        Ok(report)
+    }
+}
