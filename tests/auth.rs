@@ -11,18 +11,6 @@ use support::*;
 use zero_auth::{Delegation, Ipld, Keypair};
 use zero_client::{Client, Grant};
 
-fn zero(args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(zero_bin())
-        .args(args)
-        .output()
-        .expect("run zero");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn node_config(data: &Path) -> String {
     format!(
         "[node]\ndata_dir = {:?}\nclock_skew_secs = 0\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n",

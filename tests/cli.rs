@@ -2,21 +2,7 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
-
-fn zero(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(zero_bin())
-        .args(args)
-        .output()
-        .expect("run zero");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn convert_then_run_a_wasip1_command_module() {

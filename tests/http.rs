@@ -6,7 +6,6 @@ mod support;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use support::*;
@@ -397,27 +396,15 @@ fn concurrency_is_capped_per_app() {
         "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_app = 2\n",
     );
     let node = Arc::new(NodeProc::start(&dir, &cfg));
-    let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            let node = node.clone();
-            std::thread::spawn(move || get(&node.url("/sleepy")).status)
-        })
-        .collect();
-    // Wait until both sleepers are inside the app.
-    std::thread::sleep(Duration::from_millis(500));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut third = get(&node.url("/sleepy"));
-    while third.status != 503 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        third = get(&node.url("/sleepy"));
-    }
-    assert_eq!(third.status, 503, "{}", third.body);
-    assert!(third.body.contains("limit of concurrent requests"));
-    // Another app is not affected.
-    assert_eq!(get(&node.url("/")).status, 200);
-    for s in sleepers {
-        assert_eq!(s.join().unwrap(), 504);
-    }
+    // The app's two slots are taken; another app is not affected.
+    assert_concurrency_cap(
+        &node,
+        2,
+        "/sleepy",
+        "/sleepy",
+        "limit of concurrent requests",
+        "/",
+    );
 }
 
 #[test]
@@ -439,25 +426,7 @@ fn concurrency_is_capped_per_tenant() {
         "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_tenant = 2\n",
     );
     let node = Arc::new(NodeProc::start(&dir, &cfg));
-    let sleepers: Vec<_> = (0..2)
-        .map(|_| {
-            let node = node.clone();
-            std::thread::spawn(move || get(&node.url("/sleepy")).status)
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut same_tenant = get(&node.url("/"));
-    while same_tenant.status != 503 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        same_tenant = get(&node.url("/"));
-    }
-    // Another app of the same tenant is refused while the tenant's slots are taken...
-    assert_eq!(same_tenant.status, 503, "{}", same_tenant.body);
-    assert!(same_tenant.body.contains("tenant"), "{}", same_tenant.body);
-    // ...and another tenant is not affected.
-    assert_eq!(get(&node.url("/other")).status, 200);
-    for s in sleepers {
-        assert_eq!(s.join().unwrap(), 504);
-    }
+    // Another app of the same tenant is refused while the tenant's two slots are taken, and
+    // another tenant is not affected.
+    assert_concurrency_cap(&node, 2, "/sleepy", "/", "tenant", "/other");
 }

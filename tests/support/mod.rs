@@ -411,3 +411,48 @@ pub fn post_head_only(addr: SocketAddr, path: &str, content_length: u64) -> Stri
         .unwrap_or_default()
         .to_string()
 }
+
+/// Runs the `zero` CLI and returns its exit code, stdout and stderr.
+pub fn zero(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(zero_bin())
+        .args(args)
+        .output()
+        .expect("run zero");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Occupies `slots` request slots with requests to `busy_path` (a sleeping app), then asserts
+/// that `probe_path` is refused with 503 and a body mentioning `scope`, and that `free_path`
+/// still answers 200; the busy requests end with the wall-clock timeout (504).
+pub fn assert_concurrency_cap(
+    node: &Arc<NodeProc>,
+    slots: usize,
+    busy_path: &'static str,
+    probe_path: &str,
+    scope: &str,
+    free_path: &str,
+) {
+    let busy: Vec<_> = (0..slots)
+        .map(|_| {
+            let node = node.clone();
+            std::thread::spawn(move || get(&node.url(busy_path)).status)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut probe = get(&node.url(probe_path));
+    while probe.status != 503 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        probe = get(&node.url(probe_path));
+    }
+    assert_eq!(probe.status, 503, "{}", probe.body);
+    assert!(probe.body.contains(scope), "{}", probe.body);
+    assert_eq!(get(&node.url(free_path)).status, 200);
+    for b in busy {
+        assert_eq!(b.join().unwrap(), 504);
+    }
+}
