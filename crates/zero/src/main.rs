@@ -27,13 +27,13 @@ enum Command {
         /// The node's configuration file.
         #[arg(long, short, default_value = "zerocore.toml")]
         config: PathBuf,
-        /// Listen address for HTTP, overriding [http] listen (use port 0 for any free port).
+        /// Listen address for HTTP, overriding `[http] listen` (use port 0 for any free port).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Data directory, overriding [node] data_dir.
+        /// Data directory, overriding `[node] data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Log format, overriding [log] format.
+        /// Log format, overriding `[log] format`.
         #[arg(long, value_parser = ["text", "json"])]
         log_format: Option<String>,
     },
