@@ -96,8 +96,8 @@ pub struct GuestLimits {
     pub tables: usize,
     /// Maximum linear memories in the store.
     pub memories: usize,
-    /// CPU budget in epoch ticks (see `zerocore`'s tick length).
-    pub cpu_ticks: u64,
+    /// CPU budget in nanoseconds.
+    pub cpu_ns: u64,
 }
 
 /// Which limit a guest ran into, recorded so that a following trap can be explained.
@@ -113,11 +113,27 @@ pub struct Faults {
     pub panicked: Arc<AtomicBool>,
 }
 
-/// A guest's CPU meter: ticks of the engine epoch during which the guest was running.
-#[derive(Debug, Default, Clone, Copy)]
+/// A guest's CPU meter, updated at every epoch tick while the guest runs.
+#[derive(Debug, Default, Clone)]
 pub struct CpuMeter {
-    /// Ticks used so far.
-    pub used: u64,
+    /// CPU time charged so far, in nanoseconds.
+    pub used_ns: u64,
+    /// Epoch ticks at which the guest was found running.
+    pub ticks: u64,
+    /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
+    /// clock, and the wall clock.
+    pub mark: Arc<Mutex<Option<CpuMark>>>,
+}
+
+/// A point at which a guest resumed running on a thread.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMark {
+    /// The thread.
+    pub thread: std::thread::ThreadId,
+    /// The thread's CPU clock then, in nanoseconds.
+    pub thread_cpu_ns: u64,
+    /// The wall clock then.
+    pub at: std::time::Instant,
 }
 
 /// Per-request typed storage for providers' own state.

@@ -10,8 +10,9 @@
 //!
 //! CPU time is metered with epoch interruption: a ticker thread advances the engine's epoch every
 //! [`TICK`]; each time a running guest reaches a tick boundary it yields to the async executor (so
-//! one busy guest cannot starve others) and one tick is charged to it; when its budget is spent
-//! the guest is stopped with [`CpuLimitExceeded`].
+//! one busy guest cannot starve others) and is charged the CPU time its thread spent on it since
+//! it last resumed (see `cpu_charge`); when its budget is spent the guest is stopped with
+//! [`CpuLimitExceeded`].
 
 #![deny(missing_docs)]
 
@@ -274,6 +275,53 @@ impl std::fmt::Display for Fault {
             }
             Fault::Host(e) => write!(f, "{e}"),
         }
+    }
+}
+
+/// The calling thread's CPU clock in nanoseconds, where the platform has one.
+fn thread_cpu_ns() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is a clock id
+        // every supported unix provides; the call writes only into `ts`.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        if rc == 0 {
+            return Some((ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64);
+        }
+    }
+    None
+}
+
+fn set_mark(mark: &Mutex<Option<zero_provider::CpuMark>>) {
+    if let Some(thread_cpu_ns) = thread_cpu_ns() {
+        *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(zero_provider::CpuMark {
+            thread: std::thread::current().id(),
+            thread_cpu_ns,
+            at: std::time::Instant::now(),
+        });
+    }
+}
+
+/// What to charge a guest at an epoch tick.
+///
+/// When the guest resumed on this same thread (the mark set after its last yield), it is
+/// charged the thread's CPU time since then, capped by the wall time since then: time the
+/// operating system gave to other threads is not charged, and CPU that other tasks used on
+/// this thread while the guest awaited a host call is bounded by the wall clock. Otherwise
+/// (first tick, or the guest moved threads while awaiting a host call) it is charged one tick.
+fn cpu_charge(cpu: &zero_provider::CpuMeter) -> u64 {
+    let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
+    let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
+    match (mark, thread_cpu_ns()) {
+        (Some(m), Some(now)) if m.thread == std::thread::current().id() => {
+            let wall = u64::try_from(m.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            now.saturating_sub(m.thread_cpu_ns).min(wall)
+        }
+        _ => tick,
     }
 }
 
@@ -562,7 +610,6 @@ impl Runtime {
         for p in &self.providers {
             p.configure_wasi(&invocation, &mut builder)?;
         }
-        let tick_ms = TICK.as_millis().max(1) as u64;
         let cpu_ms = self.limits.cpu_time.as_millis() as u64;
         let limits = GuestLimits {
             memory_bytes: self.limits.memory_bytes,
@@ -570,7 +617,7 @@ impl Runtime {
             instances: 64,
             tables: 64,
             memories: 16,
-            cpu_ticks: cpu_ms.div_ceil(tick_ms).max(1),
+            cpu_ns: u64::try_from(self.limits.cpu_time.as_nanos()).unwrap_or(u64::MAX),
         };
         let mut state = HostState::new(invocation, builder.build(), limits, faults);
         for p in &self.providers {
@@ -581,12 +628,21 @@ impl Runtime {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
-            state.cpu.used += 1;
-            if state.cpu.used > state.limits.cpu_ticks {
+            state.cpu.ticks += 1;
+            state.cpu.used_ns = state.cpu.used_ns.saturating_add(cpu_charge(&state.cpu));
+            if state.cpu.used_ns > state.limits.cpu_ns {
                 state.faults.cpu_limit = true;
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
             }
-            Ok(UpdateDeadline::Yield(1))
+            let mark = state.cpu.mark.clone();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    // The guest resumes on this thread right after this future completes.
+                    set_mark(&mark);
+                }),
+            ))
         });
         Ok(store)
     }

@@ -440,7 +440,7 @@ impl Inner {
             if let Err(fault) = &result {
                 tracing::error!(
                     request_id = %rid, tenant = %inv_tenant, app = %inv_app,
-                    fault = fault.kind(), cpu_ticks = store.data().cpu.used,
+                    fault = fault.kind(), cpu_ms = store.data().cpu.used_ns / 1_000_000, cpu_ticks = store.data().cpu.ticks,
                     "request failed: {fault}"
                 );
             }
