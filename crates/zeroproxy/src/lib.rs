@@ -18,6 +18,7 @@ mod body;
 mod outbound;
 mod router;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -25,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -136,9 +136,27 @@ impl HttpApp {
 struct Inner {
     runtime: Arc<Runtime>,
     config: ProxyConfig,
-    router: RwLock<Router>,
+    routing: RwLock<Routing>,
     permits: Arc<Semaphore>,
-    tenant_permits: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Every tenant's concurrency semaphore, kept across routing-table swaps so that requests
+    /// in flight keep counting against the same limit.
+    tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+}
+
+/// The routing table with each routed tenant's semaphore, resolved when the table is
+/// installed so that a request needs no lock beyond the table's read lock.
+#[derive(Default)]
+struct Routing {
+    router: Router,
+    tenants: HashMap<Arc<str>, Arc<Semaphore>>,
+}
+
+impl Routing {
+    fn lookup(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, Arc<Semaphore>)> {
+        let app = self.router.lookup(host, path)?;
+        let tenant = self.tenants.get(&app.tenant)?.clone();
+        Some((app, tenant))
+    }
 }
 
 /// The HTTP event provider.
@@ -164,9 +182,9 @@ impl ZeroProxy {
             inner: Arc::new(Inner {
                 runtime,
                 config,
-                router: RwLock::new(Router::default()),
+                routing: RwLock::new(Routing::default()),
                 permits,
-                tenant_permits: std::sync::Mutex::new(std::collections::HashMap::new()),
+                tenant_permits: std::sync::Mutex::new(HashMap::new()),
             }),
             listener: Mutex::new(Some(listener)),
             local_addr,
@@ -186,8 +204,29 @@ impl ZeroProxy {
     /// Replaces the routing table atomically. A conflict (two apps on the same host and path)
     /// refuses the whole table and leaves the previous one serving.
     pub fn set_apps(&self, apps: Vec<Arc<HttpApp>>) -> Result<(), RouteConflict> {
+        let tenants = {
+            let mut all = self
+                .inner
+                .tenant_permits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let limit = self.inner.config.max_concurrent_per_tenant.max(1);
+            apps.iter()
+                .map(|app| {
+                    let sem = all
+                        .entry(app.tenant.clone())
+                        .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                        .clone();
+                    (app.tenant.clone(), sem)
+                })
+                .collect()
+        };
         let router = Router::build(apps)?;
-        *self.inner.router.write().unwrap_or_else(|p| p.into_inner()) = router;
+        *self
+            .inner
+            .routing
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Routing { router, tenants };
         Ok(())
     }
 }
@@ -316,10 +355,10 @@ impl Inner {
             ));
         };
         let app = {
-            let router = self.router.read().unwrap_or_else(|p| p.into_inner());
-            router.lookup(&host, req.uri().path())
+            let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
+            routing.lookup(&host, req.uri().path())
         };
-        let Some(app) = app else {
+        let Some((app, tenant_semaphore)) = app else {
             return Err((
                 StatusCode::NOT_FOUND,
                 format!("no app is routed at {}", req.uri().path()),
@@ -368,15 +407,6 @@ impl Inner {
             ));
         };
 
-        let tenant_semaphore = self
-            .tenant_permits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.tenant.clone())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.config.max_concurrent_per_tenant.max(1)))
-            })
-            .clone();
         let Ok(tenant_permit) = tenant_semaphore.try_acquire_owned() else {
             tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, "tenant at its concurrent request limit");
             return Err((
@@ -500,9 +530,4 @@ fn error_response(status: StatusCode, message: &str, request_id: &str) -> Respon
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
-}
-
-/// Collects a whole body; used by tests and tools.
-pub async fn collect_body(body: ProxyBody) -> Result<Bytes, body::BoxError> {
-    Ok(body.collect().await?.to_bytes())
 }
