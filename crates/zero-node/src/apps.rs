@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use zero_auth::{Chain, Delegation, ReplayCache, ValidationOptions, Validator};
+use zero_auth::{Chain, ReplayCache, ValidationOptions, Validator};
 use zero_provider::AppSettings;
 use zerocore::Runtime;
 use zeroproxy::{AppState, HttpApp, Route, RouteConflict, ZeroProxy};
@@ -101,20 +101,6 @@ impl Authority {
         )
         .map(Some)
         .map_err(Refusal::auth)
-    }
-
-    /// The CIDs of a component's embedded chain (to find apps affected by a revocation).
-    pub fn chain_cids(bytes: &[u8]) -> Vec<zero_auth::Cid> {
-        let Ok(sections) = zero_component::custom_sections(bytes) else {
-            return vec![];
-        };
-        sections
-            .iter()
-            .filter(|s| s.name == zero_component::UCAN_SECTION)
-            .filter_map(|s| zero_auth::component::decode_section(&bytes[s.data.clone()]).ok())
-            .flatten()
-            .map(|d: Delegation| *d.cid())
-            .collect()
     }
 }
 

@@ -55,7 +55,6 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
 
 /// A running node.
 pub struct Node {
-    runtime: Arc<Runtime>,
     proxy: Arc<ZeroProxy>,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -203,7 +202,6 @@ impl Node {
         };
         tracing::info!(addr = %proxy.local_addr(), "zeroproxy listening on http://{}", proxy.local_addr());
         Ok(Node {
-            runtime,
             proxy,
             shutdown,
             serving,
@@ -225,11 +223,6 @@ impl Node {
     /// The HTTP address actually bound.
     pub fn http_addr(&self) -> std::net::SocketAddr {
         self.proxy.local_addr()
-    }
-
-    /// The runtime.
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
     }
 
     /// Stops accepting, lets requests in flight finish (bounded by the wall-clock limit), and

@@ -311,6 +311,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             zero_node::init_logging(cfg.log.format, &cfg.log.level)?;
             let node = Node::start(cfg).await?;
             println!("zero node ready: curl http://{}/", node.http_addr());
+            println!(
+                "management API: http://{} (node {})",
+                node.admin_addr(),
+                node.did()
+            );
             node.run_until_signal().await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -135,16 +135,6 @@ impl Router {
             .find(|(r, _)| r.matches(host, path))
             .map(|(_, app)| app.clone())
     }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
