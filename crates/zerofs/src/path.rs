@@ -139,7 +139,7 @@ impl TenantPath {
         if self.is_root() {
             return None;
         }
-        let i = self.0.rfind('/').expect("normalized paths start with '/'");
+        let i = self.0.rfind('/')?;
         let parent = if i == 0 { "/" } else { &self.0[..i] };
         Some((parent, &self.0[i + 1..]))
     }

@@ -176,8 +176,13 @@ impl RawEntry {
         };
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&b[2..34]);
-        let size = u64::from_le_bytes(b[34..42].try_into().expect("8 bytes"));
-        let mtime_ns = u64::from_le_bytes(b[42..50].try_into().expect("8 bytes"));
+        let le_u64 = |bytes: &[u8]| {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(bytes);
+            u64::from_le_bytes(n)
+        };
+        let size = le_u64(&b[34..42]);
+        let mtime_ns = le_u64(&b[42..50]);
         Ok(RawEntry {
             kind,
             hash,
@@ -352,14 +357,18 @@ impl W<'_> {
     }
 
     fn put(&mut self, path: &TenantPath, e: &RawEntry) -> Result<()> {
-        let (parent, name) = path.split().expect("never stores the root");
+        let (parent, name) = path
+            .split()
+            .ok_or_else(|| Error::invalid_path(path.as_str(), "the root cannot be replaced"))?;
         self.entries
             .insert((self.tenant, parent, name), e.encode().as_slice())?;
         Ok(())
     }
 
     fn del(&mut self, path: &TenantPath) -> Result<()> {
-        let (parent, name) = path.split().expect("never removes the root");
+        let (parent, name) = path
+            .split()
+            .ok_or_else(|| Error::invalid_path(path.as_str(), "the root cannot be removed"))?;
         self.entries.remove((self.tenant, parent, name))?;
         Ok(())
     }

@@ -472,7 +472,7 @@ fn reopen_finds_everything() {
 /// Measures streamed write/read throughput of a 64 MiB file:
 /// `cargo test --release --test store -- --ignored --nocapture throughput`.
 #[test]
-#[ignore]
+#[ignore = "benchmark, not a check: prints figures; run in release with --ignored"]
 fn throughput_64mib() {
     let (_d, fs) = store();
     let len = 64 * 1024 * 1024;
