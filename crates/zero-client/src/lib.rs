@@ -411,28 +411,11 @@ pub fn describe_chain(chain: &[Delegation]) -> Vec<String> {
                 d.issuer(),
                 d.audience(),
                 d.command(),
-                serde_json_policy(d.policy()),
+                d.policy(),
                 d.cid()
             )
         })
         .collect()
-}
-
-fn serde_json_policy(p: &Policy) -> String {
-    fn to_json(i: &Ipld) -> serde_json::Value {
-        match i {
-            Ipld::Null => serde_json::Value::Null,
-            Ipld::Bool(b) => (*b).into(),
-            Ipld::Integer(n) => serde_json::Value::from(*n as i64),
-            Ipld::Float(f) => serde_json::json!(f),
-            Ipld::String(s) => s.clone().into(),
-            Ipld::Bytes(b) => format!("<{} bytes>", b.len()).into(),
-            Ipld::List(l) => l.iter().map(to_json).collect(),
-            Ipld::Map(m) => m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect(),
-            Ipld::Link(c) => c.to_string().into(),
-        }
-    }
-    to_json(&p.to_ipld()).to_string()
 }
 
 #[cfg(test)]
