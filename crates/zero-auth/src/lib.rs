@@ -98,8 +98,9 @@ pub use invocation::{Invocation, InvocationBuilder, InvocationPayload};
 pub use keys::Keypair;
 pub use policy::Policy;
 pub use validate::{
-    Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW, ReplayCache, RevocationStore,
-    ValidationOptions, Validator, VerifiedInvocation, verify_invocation_offline,
+    Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW, ReplayCache,
+    RevocationStore, ValidationOptions, Validator, VerifiedInvocation, authorize,
+    verify_invocation_offline,
 };
 
 /// Re-export of the CID type that names every token.

@@ -255,6 +255,15 @@ impl Chain {
     }
 }
 
+impl VerifiedInvocation {
+    /// Whether the invoker's chain also allows `command` with `args` (for endpoints that check
+    /// several finer actions under one invocation, such as each table a SQL statement touches).
+    /// An invocation by the subject itself (no proofs) allows everything.
+    pub fn allows(&self, command: &Command, args: &Ipld) -> Result<(), Error> {
+        authorize(&self.capabilities, command, args)
+    }
+}
+
 fn capabilities(links: &[&Delegation]) -> Vec<Capability> {
     links
         .iter()
@@ -267,8 +276,15 @@ fn capabilities(links: &[&Delegation]) -> Vec<Capability> {
         .collect()
 }
 
-/// Commands first (so an escalation is reported as such), then policies.
-fn authorize(capabilities: &[Capability], command: &Command, args: &Ipld) -> Result<(), Error> {
+/// A rule deciding whether a chain's capabilities allow a command with arguments; see
+/// [`Validator::validate_invocation_with`].
+pub type Authorizer = dyn Fn(&[Capability], &Command, &Ipld) -> Result<(), Error> + Sync;
+
+/// Whether `capabilities` (a chain's, root first) allow `command` with `args`: every link's
+/// command must cover `command` ([`Error::InvalidClaim`] otherwise; commands are checked first
+/// so that an escalation is reported as such), then every link's policy must accept `args`
+/// ([`Error::MatchError`] otherwise). An empty list (the subject acting itself) allows everything.
+pub fn authorize(capabilities: &[Capability], command: &Command, args: &Ipld) -> Result<(), Error> {
     for cap in capabilities {
         if !cap.command.covers(command) {
             return Err(Error::InvalidClaim {
@@ -387,6 +403,21 @@ impl<'a> Validator<'a> {
         proofs: &[Delegation],
         now: u64,
     ) -> Result<VerifiedInvocation, Error> {
+        self.validate_invocation_with(invocation, proofs, now, &authorize)
+    }
+
+    /// [`Validator::validate_invocation`] with its last step (checking the chain's commands and
+    /// policies against the invocation's command and arguments) done by `authorize_fn` rather
+    /// than by [`authorize`]. Endpoints whose resources nest use this to apply their own scoping
+    /// rule on top of [`authorize`] (for files: a capability on a directory covers what is
+    /// under it).
+    pub fn validate_invocation_with(
+        &self,
+        invocation: &Invocation,
+        proofs: &[Delegation],
+        now: u64,
+        authorize_fn: &Authorizer,
+    ) -> Result<VerifiedInvocation, Error> {
         let inv_cid = *invocation.cid();
         let links = invocation
             .proofs()
@@ -454,7 +485,7 @@ impl<'a> Validator<'a> {
         }
         let caps = capabilities(&links);
         let args = Ipld::Map(invocation.args().clone());
-        authorize(&caps, invocation.command(), &args)?;
+        authorize_fn(&caps, invocation.command(), &args)?;
         if let Some(cache) = self.replay {
             cache.check_and_record(
                 &inv_cid,
