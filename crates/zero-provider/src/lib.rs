@@ -49,9 +49,41 @@ pub struct AppSettings {
     /// The capabilities granted by the component's embedded token, verified at deploy. `None`:
     /// the component carries no token and gets no capabilities.
     pub capabilities: Option<Arc<zero_auth::Chain>>,
+    /// The owner's credential the code was read with (deployed apps), validated when the code
+    /// was fetched from zerofs.
+    pub owner_credential: Option<Arc<zero_auth::Chain>>,
+    /// Unix seconds after which the app must not serve: the earliest expiry of its capability
+    /// token and of its owner's credential. `None`: neither expires.
+    pub not_after: Option<u64>,
 }
 
 impl AppSettings {
+    /// The earliest expiry of the capability token and the owner's credential, for
+    /// [`AppSettings::not_after`].
+    pub fn earliest_expiry(&self) -> Option<u64> {
+        [&self.capabilities, &self.owner_credential]
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.expiration())
+            .min()
+    }
+
+    /// Why the app must not serve at Unix time `now`, if it must not.
+    pub fn expired(&self, now: u64) -> Option<String> {
+        let at = self.not_after?;
+        if now < at {
+            return None;
+        }
+        let which = match &self.capabilities {
+            Some(c) if c.expiration() == Some(at) => "the component's capability token",
+            _ => "the owner's credential the code was deployed with",
+        };
+        Some(format!(
+            "{which} expired at {at} (Unix seconds); sign the component again with a valid \
+             credential and deploy it"
+        ))
+    }
+
     /// Whether outgoing HTTP to `authority` (`host[:port]`) is allowed.
     pub fn outbound_allowed(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -378,6 +378,18 @@ impl Inner {
             }
         };
 
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Some(reason) = app.settings.expired(now) {
+            tracing::error!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, reason = %reason, "request refused: the app's authority expired");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this app is not available: its authority expired (the node log has the reason)"
+                    .into(),
+            ));
+        }
+
         let max_body = self.config.max_request_body;
         if let Some(len) = req
             .headers()
