@@ -34,6 +34,7 @@ use zerocore::Runtime;
 use zeroproxy::Route;
 
 use crate::apps::{AppSet, AppSpec, Authority, Refusal, build_app, now, persist_deploy};
+use crate::code::Credential;
 use crate::state::{AppRecord, StateStore, TenantRecord};
 
 /// Shared state of the API.
@@ -46,16 +47,27 @@ pub struct Api {
     pub authority: Arc<Authority>,
     /// Persistent state.
     pub state: StateStore,
+    /// The tenant file store (deployed code and tenants' files).
+    pub fs: Arc<zerofs::ZeroFs>,
     /// Largest component upload.
     pub max_upload: usize,
     /// Per-app concurrency for new apps.
     pub max_concurrent_per_app: usize,
 }
 
-type Resp = Response<Full<Bytes>>;
+/// The body of every management response: small JSON documents, or a streamed file download.
+pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+pub(crate) type Resp = Response<Body>;
 
-fn json_response(status: u16, v: serde_json::Value) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+/// A body of bytes known in full.
+pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn json_response(status: u16, v: serde_json::Value) -> Resp {
+    let mut r = Response::new(full_body(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -68,7 +80,7 @@ fn refusal(r: Refusal) -> Resp {
     json_response(r.status, json!({"error": r.error, "message": r.message}))
 }
 
-fn arg_str<'a>(args: &'a BTreeMap<String, Ipld>, key: &str) -> Result<&'a str, Refusal> {
+pub(crate) fn arg_str<'a>(args: &'a BTreeMap<String, Ipld>, key: &str) -> Result<&'a str, Refusal> {
     match args.get(key) {
         Some(Ipld::String(s)) => Ok(s),
         _ => Err(Refusal::new(
@@ -101,7 +113,11 @@ fn arg_strings(args: &BTreeMap<String, Ipld>, key: &str) -> Result<Vec<String>, 
     }
 }
 
-fn expect_arg(args: &BTreeMap<String, Ipld>, key: &str, value: &str) -> Result<(), Refusal> {
+pub(crate) fn expect_arg(
+    args: &BTreeMap<String, Ipld>,
+    key: &str,
+    value: &str,
+) -> Result<(), Refusal> {
     let got = arg_str(args, key)?;
     if got != value {
         return Err(Refusal::new(
@@ -122,6 +138,19 @@ impl Api {
         req: &http::request::Parts,
         command: &str,
     ) -> Result<VerifiedInvocation, Refusal> {
+        self.authorize_with(req, command, &zero_auth::authorize)
+            .map(|(inv, _)| inv)
+    }
+
+    /// Checks the request's invocation for `command`, with `scope` deciding whether the chain's
+    /// capabilities allow the invocation's command and arguments. Returns the verified
+    /// invocation and its delegation chain (root first).
+    pub(crate) fn authorize_with(
+        &self,
+        req: &http::request::Parts,
+        command: &str,
+        scope: &zero_auth::Authorizer,
+    ) -> Result<(VerifiedInvocation, Vec<Delegation>), Refusal> {
         let auth = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -176,11 +205,17 @@ impl Api {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        Validator::new(&self.authority.options)
+        let verified = Validator::new(&self.authority.options)
             .with_revocations(&revoked)
             .with_replay_cache(&self.authority.replay)
-            .validate_invocation(&invocation, &proofs, now())
-            .map_err(|e| Refusal::new(403, e.name(), e.to_string()))
+            .validate_invocation_with(&invocation, &proofs, now(), scope)
+            .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
+        let chain = verified
+            .proofs
+            .iter()
+            .filter_map(|cid| proofs.iter().find(|d| d.cid() == cid).cloned())
+            .collect();
+        Ok((verified, chain))
     }
 
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Resp {
@@ -207,8 +242,16 @@ impl Api {
                 self.deploy(&parts, body, &t, &a).await
             }
             (&Method::GET, ["v1", "tenants", t, "apps"]) => self.list(&parts, t),
-            (&Method::DELETE, ["v1", "tenants", t, "apps", a]) => self.remove(&parts, t, a),
+            (&Method::DELETE, ["v1", "tenants", t, "apps", a]) => self.remove(&parts, t, a).await,
             (&Method::POST, ["v1", "revocations"]) => self.revoke(&parts),
+            (_, ["v1", "tenants", t, "fs", ..]) => {
+                let t = t.to_string();
+                let prefix = format!("/v1/tenants/{t}/fs");
+                let rest = parts.uri.path()[prefix.len()..]
+                    .trim_start_matches('/')
+                    .to_string();
+                self.files(&parts, body, &t, &rest).await
+            }
             _ => Err(Refusal::new(
                 404,
                 "NotFound",
@@ -271,7 +314,7 @@ impl Api {
         ))
     }
 
-    fn require_tenant(&self, tenant: &str) -> Result<(), Refusal> {
+    pub(crate) fn require_tenant(&self, tenant: &str) -> Result<(), Refusal> {
         match self.state.tenant(tenant) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(Refusal::new(
@@ -309,7 +352,7 @@ impl Api {
             })?
             .to_bytes()
             .to_vec();
-        let inv = self.authorize(parts, "/app/deploy")?;
+        let (inv, chain) = self.authorize_with(parts, "/app/deploy", &zero_auth::authorize)?;
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "app", app)?;
         self.require_tenant(tenant)?;
@@ -347,17 +390,32 @@ impl Api {
                 ),
             ));
         }
+        // The code goes to zerofs first (content-addressed, so the serving version's code is
+        // untouched if this deploy fails), then the node reads it back with the deployer's
+        // credential, exactly as it will after a restart.
+        let credential = Credential {
+            holder: inv.issuer.clone(),
+            proofs: chain,
+        };
+        let key = crate::code::code_key(&bytes);
+        let code_path = zerofs::TenantPath::parse(&crate::code::code_path(&key))
+            .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+        credential.check_read(&self.authority, tenant, &code_path)?;
+        crate::code::store(&self.fs, tenant, bytes).await?;
+        let (bytes, owner) =
+            crate::code::fetch(&self.fs, &self.authority, tenant, &key, &credential).await?;
         let spec = AppSpec {
             tenant: tenant.to_string(),
             name: app.to_string(),
             routes,
             allowed_outbound_hosts: outbound.clone(),
+            owner_credential: owner,
         };
         let built = build_app(
             &self.runtime,
             &self.authority,
             spec,
-            bytes.clone(),
+            bytes,
             self.max_concurrent_per_app,
         )
         .await?;
@@ -368,9 +426,16 @@ impl Api {
             component: hash.clone(),
             allowed_outbound_hosts: outbound,
             deployed_at: now(),
+            code: key.clone(),
+            holder: credential.holder.to_string(),
+            credential: credential.encoded_proofs(),
         };
+        let previous = self.recorded_code(tenant, app);
         self.apps
-            .deploy(built, || persist_deploy(&self.state, &record, &bytes))?;
+            .deploy(built, || persist_deploy(&self.state, &record))?;
+        if let Some(old) = previous.filter(|old| *old != key) {
+            self.release_code(tenant, &old).await;
+        }
         tracing::info!(tenant, app, component = %hash, routes = ?routes_text, "app deployed");
         Ok(json_response(
             200,
@@ -397,7 +462,7 @@ impl Api {
         Ok(json_response(200, json!({"tenant": tenant, "apps": apps})))
     }
 
-    fn remove(
+    async fn remove(
         &self,
         parts: &http::request::Parts,
         tenant: &str,
@@ -407,11 +472,15 @@ impl Api {
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "app", app)?;
         self.require_tenant(tenant)?;
+        let code = self.recorded_code(tenant, app);
         let existed = self
             .state
             .remove_app(tenant, app)
             .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
         let served = self.apps.remove(tenant, app);
+        if let Some(hash) = code {
+            self.release_code(tenant, &hash).await;
+        }
         if !existed && !served {
             return Err(Refusal::new(
                 404,
@@ -424,6 +493,39 @@ impl Api {
             200,
             json!({"tenant": tenant, "app": app, "removed": true}),
         ))
+    }
+
+    /// The key of the code recorded for a deployed app.
+    fn recorded_code(&self, tenant: &str, app: &str) -> Option<String> {
+        let records = self.state.apps().ok()?;
+        records
+            .into_iter()
+            .find(|r| r.tenant == tenant && r.name == app)
+            .map(|r| r.code)
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Deletes a tenant's stored code once no deployed app of the tenant uses it any more.
+    async fn release_code(&self, tenant: &str, key: &str) {
+        let in_use = match self.state.apps() {
+            Ok(records) => records.iter().any(|r| r.tenant == tenant && r.code == key),
+            Err(_) => true,
+        };
+        if in_use {
+            return;
+        }
+        let fs = self.fs.clone();
+        let (t, path) = (tenant.to_string(), crate::code::code_path(key));
+        let removed = tokio::task::spawn_blocking(move || fs.remove(&t, &path)).await;
+        match removed {
+            Ok(Ok(())) | Ok(Err(zerofs::Error::NotFound(_))) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
+            }
+            Err(e) => {
+                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
+            }
+        }
     }
 
     fn revoke(&self, parts: &http::request::Parts) -> Result<Resp, Refusal> {
@@ -449,12 +551,20 @@ impl Api {
             .set_revocations(&snapshot)
             .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
         let stopped = self.apps.retain(|app| {
-            let chain = app.settings.capabilities.as_ref()?;
-            chain
-                .capabilities()
-                .iter()
-                .any(|c| c.delegation == cid)
-                .then(|| format!("its capability token {cid} was revoked"))
+            let relies = |chain: &Option<Arc<zero_auth::Chain>>| {
+                chain
+                    .as_ref()
+                    .is_some_and(|c| c.capabilities().iter().any(|c| c.delegation == cid))
+            };
+            if relies(&app.settings.capabilities) {
+                Some(format!("its capability token {cid} was revoked"))
+            } else if relies(&app.settings.owner_credential) {
+                Some(format!(
+                    "the owner's credential {cid} its code was deployed with was revoked"
+                ))
+            } else {
+                None
+            }
         });
         tracing::info!(%cid, stopped = ?stopped, "token revoked");
         Ok(json_response(

@@ -114,6 +114,9 @@ pub struct AppSpec {
     pub routes: Vec<Route>,
     /// Outgoing hosts.
     pub allowed_outbound_hosts: Vec<String>,
+    /// The owner's credential the code was read with (deployed apps; `None` for apps from
+    /// `zerocore.toml` and for the Admin's own deploys).
+    pub owner_credential: Option<Arc<Chain>>,
 }
 
 /// Checks, loads and links a component into an app ready to serve.
@@ -135,15 +138,19 @@ pub async fn build_app(
         .await
         .map_err(|e| Refusal::new(500, "Internal", format!("loading failed: {e}")))?
         .map_err(|e| Refusal::new(422, "LoadError", e.to_string()))?;
+    let mut settings = AppSettings {
+        allowed_outbound_hosts: spec.allowed_outbound_hosts,
+        component: Some(hash.to_string()),
+        capabilities: capabilities.map(Arc::new),
+        owner_credential: spec.owner_credential,
+        not_after: None,
+    };
+    settings.not_after = settings.earliest_expiry();
     let app = HttpApp::new(
         &spec.tenant,
         &spec.name,
         spec.routes,
-        AppSettings {
-            allowed_outbound_hosts: spec.allowed_outbound_hosts,
-            component: Some(hash.to_string()),
-            capabilities: capabilities.map(Arc::new),
-        },
+        settings,
         Ok(loaded),
         max_concurrent,
     );
@@ -270,20 +277,13 @@ impl AppSet {
     }
 }
 
-/// Persists the component and the record of a deploy.
-pub fn persist_deploy(
-    state: &StateStore,
-    record: &crate::state::AppRecord,
-    bytes: &[u8],
-) -> Result<(), Refusal> {
-    state
-        .put_component(&record.component, bytes)
-        .and_then(|_| state.put_app(record))
-        .map_err(|e| {
-            Refusal::new(
-                500,
-                "Storage",
-                format!("could not store the deployment: {e}"),
-            )
-        })
+/// Persists the record of a deploy (the code is already in zerofs).
+pub fn persist_deploy(state: &StateStore, record: &crate::state::AppRecord) -> Result<(), Refusal> {
+    state.put_app(record).map_err(|e| {
+        Refusal::new(
+            500,
+            "Storage",
+            format!("could not store the deployment: {e}"),
+        )
+    })
 }

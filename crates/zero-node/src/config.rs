@@ -94,6 +94,9 @@ pub struct NodeConfig {
     /// `[admin]`: the management API.
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[fs]`: the tenant file store (zerofs).
+    #[serde(default)]
+    pub fs: FsSection,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -323,6 +326,34 @@ impl Default for AdminSection {
         AdminSection {
             listen: default_admin_listen(),
             max_upload: default_max_upload(),
+        }
+    }
+}
+
+/// `[fs]`: the tenant file store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsSection {
+    /// Default quota per tenant: total size of the tenant's files (deployed code included).
+    #[serde(default = "default_fs_quota_bytes")]
+    pub quota_bytes: ByteSize,
+    /// Default quota per tenant: number of files and directories.
+    #[serde(default = "default_fs_quota_files")]
+    pub quota_files: u64,
+}
+
+fn default_fs_quota_bytes() -> ByteSize {
+    ByteSize(1 << 30)
+}
+fn default_fs_quota_files() -> u64 {
+    100_000
+}
+
+impl Default for FsSection {
+    fn default() -> Self {
+        FsSection {
+            quota_bytes: default_fs_quota_bytes(),
+            quota_files: default_fs_quota_files(),
         }
     }
 }

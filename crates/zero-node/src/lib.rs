@@ -9,7 +9,9 @@
 
 pub mod api;
 pub mod apps;
+pub mod code;
 pub mod config;
+mod fsapi;
 pub mod identity;
 pub mod state;
 
@@ -82,6 +84,24 @@ impl Node {
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),
         };
+        let fs_root = data_dir.join("fs");
+        let fs = {
+            let quota = zerofs::Quota {
+                max_bytes: config.fs.quota_bytes.0,
+                max_files: config.fs.quota_files,
+            };
+            let root = fs_root.clone();
+            tokio::task::spawn_blocking(move || zerofs::ZeroFs::open(root, quota))
+                .await
+                .map_err(|e| anyhow::anyhow!("opening the file store failed: {e}"))?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the file store at {}: {e} (is another node using this data directory?)",
+                        fs_root.display()
+                    )
+                })?
+        };
+        let fs = Arc::new(fs);
         let runtime = Arc::new(Runtime::new(&core, providers())?);
         let proxy_config = ProxyConfig {
             listen: config.http.listen,
@@ -129,6 +149,7 @@ impl Node {
                 name: app.name.clone(),
                 routes: routes.clone(),
                 allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
+                owner_credential: None,
             };
             let built = match read_component(&path).await {
                 Ok(bytes) => apps::build_app(
@@ -167,7 +188,7 @@ impl Node {
             let restored = restore_app(
                 &runtime,
                 &authority,
-                &state,
+                &fs,
                 &record,
                 proxy.max_concurrent_per_app(),
             )
@@ -190,6 +211,7 @@ impl Node {
             apps: app_set,
             authority,
             state,
+            fs: fs.clone(),
             max_upload: config.admin.max_upload.0 as usize,
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
         });
@@ -264,20 +286,25 @@ async fn wait_for_signal() {
     }
 }
 
+/// Rebuilds a deployed app at startup: its code is read from zerofs with the owner's
+/// credential (validated now), then checked and compiled like at deploy.
 async fn restore_app(
     runtime: &Arc<Runtime>,
     authority: &apps::Authority,
-    state: &state::StateStore,
+    fs: &Arc<zerofs::ZeroFs>,
     record: &state::AppRecord,
     max_concurrent: usize,
 ) -> Result<Arc<HttpApp>, apps::Refusal> {
-    let bytes = state.component(&record.component).map_err(|e| {
-        apps::Refusal::new(
+    if record.holder.is_empty() || record.code.is_empty() {
+        return Err(apps::Refusal::new(
             500,
             "Storage",
-            format!("component {} is missing: {e}", record.component),
-        )
-    })?;
+            "this deployment predates code storage in zerofs and has no owner's credential; deploy the app again",
+        ));
+    }
+    let credential = code::Credential::decode(&record.holder, &record.credential)?;
+    let (bytes, owner) =
+        code::fetch(fs, authority, &record.tenant, &record.code, &credential).await?;
     let routes = record
         .routes
         .iter()
@@ -288,6 +315,7 @@ async fn restore_app(
         name: record.name.clone(),
         routes,
         allowed_outbound_hosts: record.allowed_outbound_hosts.clone(),
+        owner_credential: owner,
     };
     apps::build_app(runtime, authority, spec, bytes, max_concurrent).await
 }

@@ -1,10 +1,11 @@
-//! The node's persistent management state: tenants, deployed apps, their components and the
-//! revocation list, under `DATA_DIR/state` and `DATA_DIR/components`.
+//! The node's persistent management state: tenants, deployed apps (with the owner's credential)
+//! and the revocation list, under `DATA_DIR/state`. Deployed code itself lives in zerofs (see
+//! [`crate::code`]).
 //!
 //! Every write goes to a temporary file that is fsynced and renamed into place (and the
 //! directory fsynced), so a crash never leaves a half-written record, and a deploy is visible
-//! only once it is durable. (zerofs will take over component storage; the records will move
-//! into the replicated store with the cluster work.)
+//! only once it is durable. (The records move into the replicated store with the cluster
+//! work.)
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -40,13 +41,22 @@ pub struct AppRecord {
     pub allowed_outbound_hosts: Vec<String>,
     /// Unix seconds.
     pub deployed_at: u64,
+    /// The key of the stored code in the tenant's files (see `code::code_key`).
+    #[serde(default)]
+    pub code: String,
+    /// The DID that deployed the app (the owner, or someone the owner delegated to).
+    #[serde(default)]
+    pub holder: String,
+    /// The deployer's delegation chain (standard base64 envelopes, root first): the owner's
+    /// credential the node presents to zerofs to read the code.
+    #[serde(default)]
+    pub credential: Vec<String>,
 }
 
 /// The on-disk state.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     root: PathBuf,
-    components: PathBuf,
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -91,12 +101,11 @@ impl StateStore {
     /// Opens the state under `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<StateStore> {
         let root = data_dir.join("state");
-        let components = data_dir.join("components");
-        for d in [root.join("tenants"), root.join("apps"), components.clone()] {
+        for d in [root.join("tenants"), root.join("apps")] {
             fs::create_dir_all(&d)
                 .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", d.display()))?;
         }
-        Ok(StateStore { root, components })
+        Ok(StateStore { root })
     }
 
     /// All tenants.
@@ -163,25 +172,6 @@ impl StateStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
-    }
-
-    fn component_path(&self, hash: &str) -> PathBuf {
-        let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
-        self.components.join(format!("{hex}.wasm"))
-    }
-
-    /// Stores component bytes under their hash.
-    pub fn put_component(&self, hash: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let p = self.component_path(hash);
-        if p.exists() {
-            return Ok(());
-        }
-        write_atomic(&p, bytes)
-    }
-
-    /// Reads component bytes.
-    pub fn component(&self, hash: &str) -> std::io::Result<Vec<u8>> {
-        fs::read(self.component_path(hash))
     }
 
     /// Revoked token CIDs.

@@ -1,0 +1,249 @@
+//! Deployed code lives in zerofs, in the owning tenant's namespace, and the node reads it there
+//! with the owner's credential (the seed's request path: cache miss → zerofs read with the
+//! owner's credential → validate → compile).
+//!
+//! At deploy, the component is stored under [`code_path`] (content-addressed, so a failed or
+//! replaced deploy never disturbs the code of the version that serves), and the deployer's
+//! delegation chain is kept with the app record as the owner's credential. Whenever the node
+//! needs the code again (a restart, a cache miss), [`fetch`] validates that credential *now*
+//! (signatures, time bounds, revocations, the chain back to the Admin) and checks that it still
+//! allows `/fs/read` of the code path before reading the bytes and checking their hash. A
+//! credential that expired or was revoked refuses the app, with the reason in the log.
+//!
+//! File capabilities use *directory granularity*: a capability on a directory covers everything
+//! under it, so an operation on `/a/b/c` is allowed when the chain allows it on `/a/b/c`, `/a/b`,
+//! `/a` or `/` ([`path_allowed`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use zero_auth::{Chain, ChainExpectations, Command, Delegation, Did, Ipld, Validator};
+use zerofs::{TenantPath, ZeroFs};
+
+use crate::apps::{Authority, Refusal, now};
+
+/// The directory of a tenant's namespace that holds its deployed code. Guests cannot reach it
+/// (see [`is_reserved`]); the owner can read it through the management API.
+pub const CODE_DIR: &str = "/.zero/code";
+
+/// The reserved top-level directory of every tenant's namespace.
+pub const RESERVED_DIR: &str = "/.zero";
+
+/// The key a component's bytes are stored under: the SHA-256 of the whole file, `ucan`
+/// section included (the content hash leaves that section out, so two signings of the same
+/// code share a content hash but not a key).
+pub fn code_key(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Where the component stored under `key` ([`code_key`]) lives in its tenant's namespace.
+pub fn code_path(key: &str) -> String {
+    format!("{CODE_DIR}/{key}.wasm")
+}
+
+/// Whether `path` is in the reserved `/.zero` directory, which only the node writes.
+pub fn is_reserved(path: &TenantPath) -> bool {
+    let reserved = TenantPath::parse(RESERVED_DIR).unwrap_or_else(|_| TenantPath::root());
+    !reserved.is_root() && path.starts_with(&reserved)
+}
+
+/// The arguments a file capability is checked against.
+pub fn fs_args(tenant: &str, path: &str) -> Ipld {
+    Ipld::Map(BTreeMap::from([
+        ("tenant".to_string(), Ipld::String(tenant.to_string())),
+        ("path".to_string(), Ipld::String(path.to_string())),
+    ]))
+}
+
+/// Checks `command` (such as `/fs/read`) on `path` with directory granularity: allowed when
+/// `check` allows it on the path or on one of its ancestor directories. The error returned is
+/// the one for the path itself.
+pub fn path_allowed(
+    check: impl Fn(&Command, &Ipld) -> Result<(), zero_auth::Error>,
+    command: &str,
+    tenant: &str,
+    path: &TenantPath,
+) -> Result<(), zero_auth::Error> {
+    let cmd = Command::parse(command)?;
+    let first = check(&cmd, &fs_args(tenant, path.as_str()));
+    if first.is_ok() {
+        return Ok(());
+    }
+    let mut at = path.parent();
+    while let Some(dir) = at {
+        if check(&cmd, &fs_args(tenant, dir.as_str())).is_ok() {
+            return Ok(());
+        }
+        at = dir.parent();
+    }
+    first
+}
+
+/// The owner's credential kept with a deployed app: who deployed it and the delegation chain
+/// (root first) that authorized them.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// The deployer's DID.
+    pub holder: Did,
+    /// Their delegation chain, root first (empty when the Admin deployed directly).
+    pub proofs: Vec<Delegation>,
+}
+
+impl Credential {
+    /// Decodes a stored credential.
+    pub fn decode(holder: &str, proofs: &[String]) -> Result<Credential, Refusal> {
+        let holder = Did::parse(holder).map_err(|e| {
+            Refusal::new(
+                500,
+                "Storage",
+                format!("the stored deployer DID is damaged: {e}"),
+            )
+        })?;
+        let proofs = proofs
+            .iter()
+            .map(|p| Delegation::from_base64(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                Refusal::new(
+                    500,
+                    "Storage",
+                    format!("the stored credential is damaged: {e}"),
+                )
+            })?;
+        Ok(Credential { holder, proofs })
+    }
+
+    /// The proofs as stored (standard base64 of each envelope).
+    pub fn encoded_proofs(&self) -> Vec<String> {
+        self.proofs.iter().map(Delegation::to_base64).collect()
+    }
+
+    /// Validates the credential now and checks that it allows reading `path` of `tenant`.
+    /// Returns the validated chain (`None` when the Admin itself is the holder).
+    pub fn check_read(
+        &self,
+        authority: &Authority,
+        tenant: &str,
+        path: &TenantPath,
+    ) -> Result<Option<Arc<Chain>>, Refusal> {
+        let owner_refused = |e: zero_auth::Error| {
+            Refusal::new(
+                403,
+                e.name(),
+                format!(
+                    "the owner's credential no longer covers the app's code ({e}); the owner must \
+                     deploy again with a valid credential"
+                ),
+            )
+        };
+        if self.proofs.is_empty() {
+            return match &authority.options.required_root {
+                Some(admin) if *admin == self.holder => Ok(None),
+                _ => Err(Refusal::new(
+                    403,
+                    "UnavailableProof",
+                    "the app was deployed without a delegation chain by someone who is not the \
+                     Admin; deploy it again with the owner's chain",
+                )),
+            };
+        }
+        let revoked = authority
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let chain = Validator::new(&authority.options)
+            .with_revocations(&revoked)
+            .validate_chain(
+                &self.proofs,
+                &ChainExpectations {
+                    audience: Some(self.holder.clone()),
+                    subject: authority.options.required_root.clone(),
+                },
+                now(),
+            )
+            .map_err(owner_refused)?;
+        path_allowed(|c, a| chain.allows(c, a), "/fs/read", tenant, path).map_err(owner_refused)?;
+        Ok(Some(Arc::new(chain)))
+    }
+}
+
+/// Stores a component's bytes at its [`code_path`] in the tenant's namespace (a no-op when
+/// those exact bytes are already stored) and returns their key. Durable before it returns.
+pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, bytes: Vec<u8>) -> Result<String, Refusal> {
+    let fs = fs.clone();
+    let tenant = tenant.to_string();
+    let key = code_key(&bytes);
+    let path = code_path(&key);
+    tokio::task::spawn_blocking(move || {
+        if fs.exists(&tenant, &path)? {
+            return Ok(());
+        }
+        fs.write_with(
+            &tenant,
+            &path,
+            bytes.as_slice(),
+            zerofs::WriteOptions {
+                create_parents: true,
+            },
+        )
+        .map(|_| ())
+    })
+    .await
+    .map_err(|e| Refusal::new(500, "Internal", format!("storing the code failed: {e}")))?
+    .map_err(|e| match e {
+        zerofs::Error::QuotaExceeded { .. } => Refusal::new(
+            507,
+            "QuotaExceeded",
+            format!("the component does not fit in the tenant's file quota: {e}"),
+        ),
+        e => Refusal::new(500, "Storage", format!("could not store the code: {e}")),
+    })?;
+    Ok(key)
+}
+
+/// Reads a deployed app's code (stored under `key`) from zerofs with the owner's credential:
+/// the credential is validated now and must allow `/fs/read` of the code path; the bytes read
+/// must still have that key. Returns the bytes and the owner's validated chain.
+pub async fn fetch(
+    fs: &Arc<ZeroFs>,
+    authority: &Authority,
+    tenant: &str,
+    key: &str,
+    credential: &Credential,
+) -> Result<(Vec<u8>, Option<Arc<Chain>>), Refusal> {
+    let path_text = code_path(key);
+    let path = TenantPath::parse(&path_text)
+        .map_err(|e| Refusal::new(500, "Storage", format!("bad code path: {e}")))?;
+    let owner = credential.check_read(authority, tenant, &path)?;
+    let fs = fs.clone();
+    let t = tenant.to_string();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut reader = fs.open_read(&t, &path_text)?;
+        let mut out = Vec::with_capacity(reader.len().min(1 << 30) as usize);
+        std::io::Read::read_to_end(&mut reader, &mut out).map_err(|source| zerofs::Error::Io {
+            context: "reading the code".to_string(),
+            source,
+        })?;
+        Ok::<_, zerofs::Error>(out)
+    })
+    .await
+    .map_err(|e| Refusal::new(500, "Internal", format!("reading the code failed: {e}")))?
+    .map_err(|e| {
+        Refusal::new(
+            500,
+            "Storage",
+            format!("the app's code {key} cannot be read from zerofs: {e}"),
+        )
+    })?;
+    let found = code_key(&bytes);
+    if found != key {
+        return Err(Refusal::new(
+            500,
+            "HashMismatch",
+            format!("the stored code {key} is damaged (its bytes hash to {found}); deploy again"),
+        ));
+    }
+    Ok((bytes, owner))
+}
