@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tenants;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -188,6 +188,68 @@ pub fn sign_component(
     ))
 }
 
+/// Splits `TENANT:/path` into the tenant and the path.
+pub fn parse_remote(remote: &str) -> anyhow::Result<(&str, &str)> {
+    match remote.split_once(':') {
+        Some((tenant, path)) if !tenant.is_empty() && path.starts_with('/') => Ok((tenant, path)),
+        _ => anyhow::bail!(
+            "`{remote}` is not a tenant file: write TENANT:/path, for example acme:/site/index.html"
+        ),
+    }
+}
+
+/// Writes `path` through `fill` into a temporary file next to it, renamed into place only when
+/// `fill` succeeds: an interrupted download never leaves a partial file.
+pub fn write_file_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.part{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file = std::fs::File::create(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    let filled = fill(&mut file).and_then(|()| {
+        file.sync_all()
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))
+    });
+    if let Err(e) = filled {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Renders the answer of [`Client::fs_list`] as `ls -l`-like lines: kind, size, name.
+pub fn format_listing(answer: &serde_json::Value) -> Vec<String> {
+    let line = |e: &serde_json::Value| {
+        let dir = e["kind"] == "directory";
+        format!(
+            "{} {:>12}  {}{}",
+            if dir { "d" } else { "-" },
+            e["size"].as_u64().unwrap_or(0),
+            e["name"].as_str().unwrap_or(""),
+            if dir { "/" } else { "" }
+        )
+    };
+    match answer["entry"]["kind"].as_str() {
+        Some("file") => vec![line(&answer["entry"])],
+        _ => answer["entries"]
+            .as_array()
+            .map(|a| a.iter().map(line).collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// An error answered by the management API.
 #[derive(Debug)]
 pub struct ApiError {
@@ -296,6 +358,129 @@ impl Client {
         b.sign(&self.key).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
+    /// A request carrying a fresh invocation of `command` with `args` and the proof chain.
+    fn authorized(
+        &mut self,
+        method: &str,
+        path: &str,
+        command: &str,
+        args: BTreeMap<String, Ipld>,
+    ) -> anyhow::Result<ureq::Request> {
+        let inv = self.invocation(command, args)?;
+        let proofs: Vec<String> = self.proofs.iter().map(|d| d.to_base64()).collect();
+        Ok(self
+            .agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("authorization", &format!("Bearer {}", inv.to_base64()))
+            .set("ucan-proofs", &proofs.join(",")))
+    }
+
+    /// The URL path and invocation arguments of a file operation on `tenant`'s `path`.
+    fn file_call(
+        tenant: &str,
+        path: &str,
+        query: &str,
+    ) -> anyhow::Result<(String, BTreeMap<String, Ipld>)> {
+        let path = zerofs::TenantPath::parse(path)
+            .map_err(|e| anyhow::anyhow!("{e} (write file paths like /site/index.html)"))?;
+        let encoded: Vec<String> = path
+            .segments()
+            .map(|s| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
+            .collect();
+        let url = format!("/v1/tenants/{tenant}/fs/{}{query}", encoded.join("/"));
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("path".to_string(), Ipld::String(path.as_str().into())),
+        ]);
+        Ok((url, args))
+    }
+
+    /// Uploads `content` (streamed, chunked) to `path` in `tenant`'s files, creating missing
+    /// parent directories when `parents` is set. Needs `/fs/write`, and `/fs/create` when the
+    /// file is new.
+    pub fn fs_put(
+        &mut self,
+        tenant: &str,
+        path: &str,
+        content: impl std::io::Read,
+        parents: bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (url, args) = Self::file_call(tenant, path, if parents { "?parents" } else { "" })?;
+        let req = self.authorized("PUT", &url, "/fs/write", args)?;
+        let resp = req
+            .set("content-type", "application/octet-stream")
+            .send(content)
+            .map_err(|e| self.call_err(e))?;
+        Ok(resp.into_json()?)
+    }
+
+    /// Downloads `path` of `tenant`'s files into `out` (streamed); returns the bytes written.
+    pub fn fs_get(
+        &mut self,
+        tenant: &str,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        let (url, args) = Self::file_call(tenant, path, "")?;
+        let resp = self
+            .authorized("GET", &url, "/fs/read", args)?
+            .call()
+            .map_err(|e| self.call_err(e))?;
+        let expected: Option<u64> = resp.header("content-length").and_then(|v| v.parse().ok());
+        let n = std::io::copy(&mut resp.into_reader(), out)
+            .map_err(|e| anyhow::anyhow!("the download of {path} failed: {e}"))?;
+        if let Some(expected) = expected
+            && expected != n
+        {
+            anyhow::bail!("the download of {path} ended after {n} of {expected} bytes; retry");
+        }
+        Ok(n)
+    }
+
+    /// Lists a directory (or describes a file) of `tenant`'s files.
+    pub fn fs_list(&mut self, tenant: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+        let (url, args) = Self::file_call(tenant, path, "?list")?;
+        let resp = self
+            .authorized("GET", &url, "/fs/read", args)?
+            .call()
+            .map_err(|e| self.call_err(e))?;
+        Ok(resp.into_json()?)
+    }
+
+    /// Creates a directory (and its missing parents when `parents` is set).
+    pub fn fs_mkdir(
+        &mut self,
+        tenant: &str,
+        path: &str,
+        parents: bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let query = if parents { "?mkdir&parents" } else { "?mkdir" };
+        let (url, args) = Self::file_call(tenant, path, query)?;
+        let resp = self
+            .authorized("POST", &url, "/fs/create", args)?
+            .call()
+            .map_err(|e| self.call_err(e))?;
+        Ok(resp.into_json()?)
+    }
+
+    /// Removes a file or an empty directory (or a whole tree when `recursive` is set).
+    pub fn fs_remove(
+        &mut self,
+        tenant: &str,
+        path: &str,
+        recursive: bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (url, args) = Self::file_call(tenant, path, if recursive { "?recursive" } else { "" })?;
+        let resp = self
+            .authorized("DELETE", &url, "/fs/delete", args)?
+            .call()
+            .map_err(|e| self.call_err(e))?;
+        Ok(resp.into_json()?)
+    }
+
     fn send(
         &mut self,
         method: &str,
@@ -304,13 +489,7 @@ impl Client {
         args: BTreeMap<String, Ipld>,
         body: Option<&[u8]>,
     ) -> anyhow::Result<serde_json::Value> {
-        let inv = self.invocation(command, args)?;
-        let proofs: Vec<String> = self.proofs.iter().map(|d| d.to_base64()).collect();
-        let req = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("authorization", &format!("Bearer {}", inv.to_base64()))
-            .set("ucan-proofs", &proofs.join(","));
+        let req = self.authorized(method, path, command, args)?;
         let result = match body {
             Some(b) => req.set("content-type", "application/wasm").send_bytes(b),
             None => req.call(),

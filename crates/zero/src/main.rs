@@ -135,6 +135,9 @@ enum Command {
         #[command(flatten)]
         auth: ApiAuth,
     },
+    /// A tenant's files in zerofs: put, get, ls, rm, mkdir (streamed, as UCAN invocations).
+    #[command(subcommand)]
+    Fs(FsCommand),
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -230,6 +233,61 @@ enum AppsCommand {
 }
 
 #[derive(Subcommand)]
+enum FsCommand {
+    /// Upload a local file (or `-` for stdin) to TENANT:/path.
+    Put {
+        /// The local file, or `-` for standard input.
+        local: PathBuf,
+        /// Where: TENANT:/path.
+        remote: String,
+        /// Create missing parent directories.
+        #[arg(long, short)]
+        parents: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Download TENANT:/path to a local file (or standard output when omitted or `-`).
+    Get {
+        /// What: TENANT:/path.
+        remote: String,
+        /// The local file to write (written whole or not at all).
+        local: Option<PathBuf>,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// List a directory (or describe a file).
+    Ls {
+        /// What: TENANT:/path.
+        remote: String,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Remove a file or an empty directory.
+    Rm {
+        /// What: TENANT:/path.
+        remote: String,
+        /// Remove a directory and everything under it.
+        #[arg(long, short)]
+        recursive: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Where: TENANT:/path.
+        remote: String,
+        /// Create missing parents too; an existing directory is not an error.
+        #[arg(long, short)]
+        parents: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+}
+
+#[derive(Subcommand)]
 enum UcanCommand {
     /// Verify an invocation and its proofs offline; prints `ok` or the failed check's name last.
     VerifyInvocation {
@@ -252,6 +310,72 @@ fn client(auth: &ApiAuth) -> anyhow::Result<zero_client::Client> {
         None => vec![],
     };
     Ok(zero_client::Client::new(&auth.api, key, proofs))
+}
+
+fn fs_command(cmd: FsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FsCommand::Put {
+            local,
+            remote,
+            parents,
+            auth,
+        } => {
+            let (tenant, path) = zero_client::parse_remote(&remote)?;
+            let mut client = client(&auth)?;
+            let answer = if local.as_os_str() == "-" {
+                client.fs_put(tenant, path, std::io::stdin().lock(), parents)?
+            } else {
+                let file = std::fs::File::open(&local)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", local.display()))?;
+                client.fs_put(tenant, path, std::io::BufReader::new(file), parents)?
+            };
+            print_json(&answer);
+        }
+        FsCommand::Get {
+            remote,
+            local,
+            auth,
+        } => {
+            let (tenant, path) = zero_client::parse_remote(&remote)?;
+            let mut client = client(&auth)?;
+            match local.filter(|l| l.as_os_str() != "-") {
+                None => {
+                    client.fs_get(tenant, path, &mut std::io::stdout().lock())?;
+                }
+                Some(local) => zero_client::write_file_atomically(&local, |out| {
+                    client.fs_get(tenant, path, out).map(|_| ())
+                })?,
+            }
+        }
+        FsCommand::Ls { remote, json, auth } => {
+            let (tenant, path) = zero_client::parse_remote(&remote)?;
+            let answer = client(&auth)?.fs_list(tenant, path)?;
+            if json {
+                print_json(&answer);
+            } else {
+                for line in zero_client::format_listing(&answer) {
+                    println!("{line}");
+                }
+            }
+        }
+        FsCommand::Rm {
+            remote,
+            recursive,
+            auth,
+        } => {
+            let (tenant, path) = zero_client::parse_remote(&remote)?;
+            print_json(&client(&auth)?.fs_remove(tenant, path, recursive)?);
+        }
+        FsCommand::Mkdir {
+            remote,
+            parents,
+            auth,
+        } => {
+            let (tenant, path) = zero_client::parse_remote(&remote)?;
+            print_json(&client(&auth)?.fs_mkdir(tenant, path, parents)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -502,6 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print_json(&client(&auth)?.revoke(&cid)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fs(cmd) => fs_command(cmd),
         Command::Ucan(UcanCommand::VerifyInvocation {
             invocation,
             proof,
