@@ -2,14 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use ipld_core::cid::Cid;
 use ipld_core::ipld::Ipld;
 
 use crate::command::Command;
 use crate::did::Did;
-use crate::envelope::{
-    self, Fields, Kind, MAX_SAFE_INTEGER, RawEnvelope, decode_base64, encode_base64,
-};
+use crate::envelope::{Fields, Kind, MAX_SAFE_INTEGER, Payload, Signed, sealed};
 use crate::error::Error;
 use crate::keys::{Keypair, random_bytes};
 use crate::policy::Policy;
@@ -67,7 +64,7 @@ impl DelegationPayload {
         Ipld::Map(m)
     }
 
-    fn from_fields(mut f: Fields) -> Result<Self, Error> {
+    fn read_fields(mut f: Fields) -> Result<Self, Error> {
         let issuer = f.did("iss")?;
         let audience = f.did("aud")?;
         let subject = f.nullable_did("sub")?;
@@ -94,21 +91,35 @@ impl DelegationPayload {
     }
 }
 
+impl Payload for DelegationPayload {
+    fn issuer(&self) -> &Did {
+        &self.issuer
+    }
+
+    fn to_ipld(&self) -> Ipld {
+        DelegationPayload::to_ipld(self)
+    }
+}
+
+impl sealed::Sealed for DelegationPayload {
+    const KIND: Kind = Kind::Delegation;
+    const WRONG_KIND: &'static str =
+        "expected a delegation (ucan/dlg@1.0.0) but found an invocation";
+
+    fn from_fields(fields: Fields) -> Result<Self, Error> {
+        DelegationPayload::read_fields(fields)
+    }
+}
+
 /// A signed UCAN 1.0 delegation.
 ///
 /// Decoding ([`Delegation::decode`]) is strict: the envelope must be canonical DAG-CBOR with
 /// the Ed25519 varsig header, every required field present with the right type, no unknown
 /// field, a valid command and policy. It never panics. Decoding does **not** check the
 /// signature; [`Delegation::verify_signature`] and the [`Validator`](crate::Validator) do.
-#[derive(Clone, Debug)]
-pub struct Delegation {
-    payload: DelegationPayload,
-    signature: [u8; 64],
-    bytes: Vec<u8>,
-    cid: Cid,
-}
+pub type Delegation = Signed<DelegationPayload>;
 
-impl Delegation {
+impl Signed<DelegationPayload> {
     /// Starts building a delegation to `audience` for `command`, valid until `expiration`
     /// (Unix seconds; `None` never expires, use with care).
     pub fn builder(audience: Did, command: Command, expiration: Option<u64>) -> DelegationBuilder {
@@ -124,104 +135,34 @@ impl Delegation {
         }
     }
 
-    /// Decodes a delegation from its DAG-CBOR envelope.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let raw = envelope::decode_envelope(bytes)?;
-        if raw.kind != Kind::Delegation {
-            return Err(Error::malformed(
-                Some(raw.cid),
-                "expected a delegation (ucan/dlg@1.0.0) but found an invocation",
-            ));
-        }
-        Delegation::from_raw(raw, bytes)
-    }
-
-    /// Decodes a delegation from standard base64 of its envelope.
-    pub fn from_base64(input: &str) -> Result<Self, Error> {
-        Delegation::decode(&decode_base64(input)?)
-    }
-
-    pub(crate) fn from_raw(raw: RawEnvelope, bytes: &[u8]) -> Result<Self, Error> {
-        let payload = DelegationPayload::from_fields(Fields::new(raw.payload, raw.cid))?;
-        let delegation = Delegation {
-            payload,
-            signature: raw.signature,
-            bytes: bytes.to_vec(),
-            cid: raw.cid,
-        };
-        let reencoded = delegation.encode().map_err(|e| e.in_token(raw.cid))?;
-        envelope::ensure_canonical(bytes, &reencoded, raw.cid)?;
-        Ok(delegation)
-    }
-
-    /// Re-encodes the envelope from the decoded fields (gives back the decoded bytes).
-    pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        envelope::encode_envelope(&self.signature, Kind::Delegation, self.payload.to_ipld())
-    }
-
-    /// The envelope bytes as decoded or signed.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Standard base64 of the envelope.
-    pub fn to_base64(&self) -> String {
-        encode_base64(&self.bytes)
-    }
-
-    /// The CID (CIDv1, DAG-CBOR, SHA2-256) naming this delegation.
-    pub fn cid(&self) -> &Cid {
-        &self.cid
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &DelegationPayload {
-        &self.payload
-    }
-
-    /// The Ed25519 signature.
-    pub fn signature(&self) -> &[u8; 64] {
-        &self.signature
-    }
-
-    /// `iss`.
-    pub fn issuer(&self) -> &Did {
-        &self.payload.issuer
-    }
-
     /// `aud`.
     pub fn audience(&self) -> &Did {
-        &self.payload.audience
+        &self.payload().audience
     }
 
     /// `sub` (`None` for a powerline).
     pub fn subject(&self) -> Option<&Did> {
-        self.payload.subject.as_ref()
+        self.payload().subject.as_ref()
     }
 
     /// `cmd`.
     pub fn command(&self) -> &Command {
-        &self.payload.command
+        &self.payload().command
     }
 
     /// `pol`.
     pub fn policy(&self) -> &Policy {
-        &self.payload.policy
+        &self.payload().policy
     }
 
     /// `nbf`.
     pub fn not_before(&self) -> Option<u64> {
-        self.payload.not_before
+        self.payload().not_before
     }
 
     /// `exp`.
     pub fn expiration(&self) -> Option<u64> {
-        self.payload.expiration
-    }
-
-    /// Verifies the signature against the issuer's key.
-    pub fn verify_signature(&self) -> Result<(), Error> {
-        envelope::verify_envelope(&self.bytes, &self.signature, self.issuer(), self.cid)
+        self.payload().expiration
     }
 }
 
@@ -316,8 +257,6 @@ impl DelegationBuilder {
             not_before: self.not_before,
             expiration: self.expiration,
         };
-        let bytes = envelope::sign_envelope(issuer, Kind::Delegation, payload.to_ipld())?;
-        // Decoding what we produced keeps builders and decoders in agreement.
-        Delegation::decode(&bytes)
+        Signed::sign(issuer, &payload)
     }
 }

@@ -69,8 +69,10 @@ pub(crate) fn encode_base64(bytes: &[u8]) -> String {
 
 /// The two kinds of envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// `ucan/dlg@1.0.0`.
     Delegation,
+    /// `ucan/inv@1.0.0`.
     Invocation,
 }
 
@@ -233,7 +235,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Strict reader of a payload map: every accessor removes its field, and [`Fields::finish`]
 /// refuses fields nobody asked for.
-pub(crate) struct Fields {
+pub struct Fields {
     map: BTreeMap<String, Ipld>,
     cid: Cid,
 }
@@ -375,6 +377,126 @@ impl Fields {
     }
 }
 
+/// What a signed token's payload provides to [`Signed`]. Implemented by
+/// [`DelegationPayload`](crate::DelegationPayload) and
+/// [`InvocationPayload`](crate::InvocationPayload) only (the trait is sealed).
+pub trait Payload: Clone + std::fmt::Debug + sealed::Sealed {
+    /// `iss`: the principal who signs the token.
+    fn issuer(&self) -> &Did;
+    /// The payload as an IPLD map (its wire form).
+    fn to_ipld(&self) -> Ipld;
+}
+
+pub(crate) mod sealed {
+    use super::{Error, Fields, Kind};
+
+    /// The envelope-level facts of a payload type, private to this crate.
+    pub trait Sealed: Sized {
+        /// The envelope kind (tag) of this payload.
+        const KIND: Kind;
+        /// Why a token of the other kind is refused.
+        const WRONG_KIND: &'static str;
+        /// Reads the payload from its fields (strict: unknown fields are refused).
+        fn from_fields(fields: Fields) -> Result<Self, Error>;
+    }
+}
+
+/// A signed UCAN 1.0 token: its payload, its Ed25519 signature, the envelope bytes and its CID.
+/// [`Delegation`] and [`Invocation`] are its two kinds.
+///
+/// Decoding is strict and never panics: the envelope must be canonical DAG-CBOR with the Ed25519
+/// varsig header, of the right kind, with every required field present with the right type and
+/// no unknown field. Decoding does **not** check the signature; [`Signed::verify_signature`]
+/// and the [`Validator`](crate::Validator) do.
+#[derive(Clone, Debug)]
+pub struct Signed<P> {
+    payload: P,
+    signature: [u8; 64],
+    bytes: Vec<u8>,
+    cid: Cid,
+}
+
+impl<P: Payload> Signed<P> {
+    /// Decodes a token of this kind from its DAG-CBOR envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let raw = decode_envelope(bytes)?;
+        if raw.kind != P::KIND {
+            return Err(Error::malformed(Some(raw.cid), P::WRONG_KIND));
+        }
+        Signed::from_raw(raw, bytes)
+    }
+
+    /// Decodes a token from standard base64 of its envelope.
+    pub fn from_base64(input: &str) -> Result<Self, Error> {
+        Signed::decode(&decode_base64(input)?)
+    }
+
+    pub(crate) fn from_raw(raw: RawEnvelope, bytes: &[u8]) -> Result<Self, Error> {
+        let payload = P::from_fields(Fields::new(raw.payload, raw.cid))?;
+        let token = Signed {
+            payload,
+            signature: raw.signature,
+            bytes: bytes.to_vec(),
+            cid: raw.cid,
+        };
+        let reencoded = token.encode().map_err(|e| e.in_token(raw.cid))?;
+        ensure_canonical(bytes, &reencoded, raw.cid)?;
+        Ok(token)
+    }
+
+    /// Signs `payload` with `key` (which must be the payload's issuer) and decodes the result,
+    /// which keeps builders and decoders in agreement.
+    pub(crate) fn sign(key: &Keypair, payload: &P) -> Result<Self, Error> {
+        let bytes = sign_envelope(key, P::KIND, payload.to_ipld())?;
+        Signed::decode(&bytes)
+    }
+
+    /// Re-encodes the envelope from the decoded fields (gives back the decoded bytes).
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        encode_envelope(&self.signature, P::KIND, self.payload.to_ipld())
+    }
+
+    /// The envelope bytes as decoded or signed.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Standard base64 of the envelope.
+    pub fn to_base64(&self) -> String {
+        encode_base64(&self.bytes)
+    }
+
+    /// The CID (CIDv1, DAG-CBOR, SHA2-256) naming this token.
+    pub fn cid(&self) -> &Cid {
+        &self.cid
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &P {
+        &self.payload
+    }
+
+    /// The Ed25519 signature.
+    pub fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+
+    /// `iss`.
+    pub fn issuer(&self) -> &Did {
+        self.payload.issuer()
+    }
+
+    /// Verifies the signature against the issuer's key.
+    pub fn verify_signature(&self) -> Result<(), Error> {
+        verify_envelope(
+            &self.bytes,
+            &self.signature,
+            self.payload.issuer(),
+            self.cid,
+        )
+    }
+}
+
 /// Any UCAN token: a delegation or an invocation.
 #[derive(Clone, Debug)]
 pub enum Token {
@@ -389,8 +511,8 @@ impl Token {
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let raw = decode_envelope(bytes)?;
         match raw.kind {
-            Kind::Delegation => Delegation::from_raw(raw, bytes).map(Token::Delegation),
-            Kind::Invocation => Invocation::from_raw(raw, bytes).map(Token::Invocation),
+            Kind::Delegation => Signed::from_raw(raw, bytes).map(Token::Delegation),
+            Kind::Invocation => Signed::from_raw(raw, bytes).map(Token::Invocation),
         }
     }
 

@@ -8,9 +8,7 @@ use ipld_core::ipld::Ipld;
 use crate::command::Command;
 use crate::delegation::Delegation;
 use crate::did::Did;
-use crate::envelope::{
-    self, Fields, Kind, MAX_SAFE_INTEGER, RawEnvelope, decode_base64, encode_base64,
-};
+use crate::envelope::{Fields, Kind, MAX_SAFE_INTEGER, Payload, Signed, sealed};
 use crate::error::Error;
 use crate::keys::{Keypair, random_bytes};
 
@@ -75,7 +73,7 @@ impl InvocationPayload {
         Ipld::Map(m)
     }
 
-    fn from_fields(mut f: Fields) -> Result<Self, Error> {
+    fn read_fields(mut f: Fields) -> Result<Self, Error> {
         let issuer = f.did("iss")?;
         let subject = f.did("sub")?;
         let audience = f.optional_did("aud")?;
@@ -105,19 +103,33 @@ impl InvocationPayload {
     }
 }
 
+impl Payload for InvocationPayload {
+    fn issuer(&self) -> &Did {
+        &self.issuer
+    }
+
+    fn to_ipld(&self) -> Ipld {
+        InvocationPayload::to_ipld(self)
+    }
+}
+
+impl sealed::Sealed for InvocationPayload {
+    const KIND: Kind = Kind::Invocation;
+    const WRONG_KIND: &'static str =
+        "expected an invocation (ucan/inv@1.0.0) but found a delegation";
+
+    fn from_fields(fields: Fields) -> Result<Self, Error> {
+        InvocationPayload::read_fields(fields)
+    }
+}
+
 /// A signed UCAN 1.0 invocation.
 ///
 /// Decoding is strict and never panics, as for [`Delegation`]; it does not check the signature
 /// ([`Invocation::verify_signature`] and the [`Validator`](crate::Validator) do).
-#[derive(Clone, Debug)]
-pub struct Invocation {
-    payload: InvocationPayload,
-    signature: [u8; 64],
-    bytes: Vec<u8>,
-    cid: Cid,
-}
+pub type Invocation = Signed<InvocationPayload>;
 
-impl Invocation {
+impl Signed<InvocationPayload> {
     /// Starts building an invocation of `command` on `subject`, valid until `expiration`
     /// (Unix seconds; the node requires one for replay protection).
     pub fn builder(subject: Did, command: Command, expiration: Option<u64>) -> InvocationBuilder {
@@ -135,104 +147,34 @@ impl Invocation {
         }
     }
 
-    /// Decodes an invocation from its DAG-CBOR envelope.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let raw = envelope::decode_envelope(bytes)?;
-        if raw.kind != Kind::Invocation {
-            return Err(Error::malformed(
-                Some(raw.cid),
-                "expected an invocation (ucan/inv@1.0.0) but found a delegation",
-            ));
-        }
-        Invocation::from_raw(raw, bytes)
-    }
-
-    /// Decodes an invocation from standard base64 of its envelope.
-    pub fn from_base64(input: &str) -> Result<Self, Error> {
-        Invocation::decode(&decode_base64(input)?)
-    }
-
-    pub(crate) fn from_raw(raw: RawEnvelope, bytes: &[u8]) -> Result<Self, Error> {
-        let payload = InvocationPayload::from_fields(Fields::new(raw.payload, raw.cid))?;
-        let invocation = Invocation {
-            payload,
-            signature: raw.signature,
-            bytes: bytes.to_vec(),
-            cid: raw.cid,
-        };
-        let reencoded = invocation.encode().map_err(|e| e.in_token(raw.cid))?;
-        envelope::ensure_canonical(bytes, &reencoded, raw.cid)?;
-        Ok(invocation)
-    }
-
-    /// Re-encodes the envelope from the decoded fields (gives back the decoded bytes).
-    pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        envelope::encode_envelope(&self.signature, Kind::Invocation, self.payload.to_ipld())
-    }
-
-    /// The envelope bytes as decoded or signed.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Standard base64 of the envelope.
-    pub fn to_base64(&self) -> String {
-        encode_base64(&self.bytes)
-    }
-
-    /// The CID naming this invocation (used for replay protection).
-    pub fn cid(&self) -> &Cid {
-        &self.cid
-    }
-
-    /// The payload.
-    pub fn payload(&self) -> &InvocationPayload {
-        &self.payload
-    }
-
-    /// The Ed25519 signature.
-    pub fn signature(&self) -> &[u8; 64] {
-        &self.signature
-    }
-
-    /// `iss`.
-    pub fn issuer(&self) -> &Did {
-        &self.payload.issuer
-    }
-
     /// `sub`.
     pub fn subject(&self) -> &Did {
-        &self.payload.subject
+        &self.payload().subject
     }
 
     /// `aud`.
     pub fn audience(&self) -> Option<&Did> {
-        self.payload.audience.as_ref()
+        self.payload().audience.as_ref()
     }
 
     /// `cmd`.
     pub fn command(&self) -> &Command {
-        &self.payload.command
+        &self.payload().command
     }
 
     /// `args`.
     pub fn args(&self) -> &BTreeMap<String, Ipld> {
-        &self.payload.args
+        &self.payload().args
     }
 
     /// `prf`, root first.
     pub fn proofs(&self) -> &[Cid] {
-        &self.payload.proofs
+        &self.payload().proofs
     }
 
     /// `exp`.
     pub fn expiration(&self) -> Option<u64> {
-        self.payload.expiration
-    }
-
-    /// Verifies the signature against the issuer's key.
-    pub fn verify_signature(&self) -> Result<(), Error> {
-        envelope::verify_envelope(&self.bytes, &self.signature, self.issuer(), self.cid)
+        self.payload().expiration
     }
 }
 
@@ -335,7 +277,6 @@ impl InvocationBuilder {
             issued_at: self.issued_at,
             cause: self.cause,
         };
-        let bytes = envelope::sign_envelope(invoker, Kind::Invocation, payload.to_ipld())?;
-        Invocation::decode(&bytes)
+        Signed::sign(invoker, &payload)
     }
 }

@@ -91,7 +91,8 @@ pub use command::Command;
 pub use delegation::{Delegation, DelegationBuilder, DelegationPayload};
 pub use did::Did;
 pub use envelope::{
-    DELEGATION_TAG, INVOCATION_TAG, Token, VARSIG_ED25519_DAG_CBOR, cid_of, decode_base64,
+    DELEGATION_TAG, INVOCATION_TAG, Payload, Signed, Token, VARSIG_ED25519_DAG_CBOR, cid_of,
+    decode_base64,
 };
 pub use error::{DidErrorKind, Error};
 pub use invocation::{Invocation, InvocationBuilder, InvocationPayload};
