@@ -539,3 +539,69 @@ fn a_refused_upload_is_read_and_answered_not_reset() {
     let e = refusal(beta.fs_put("acme", "/x.bin", &mut body, false).unwrap_err());
     assert_eq!(e.error, "MatchError", "{e}");
 }
+
+#[test]
+fn quotas_refuse_uploads_and_deploys_and_change_nothing() {
+    let w = world_with(
+        "files-quota",
+        "[fs]\nquota_bytes = \"1 MiB\"\nquota_files = 4\n",
+    );
+    let mut owner = owner_client(&w);
+    owner
+        .fs_put(
+            "acme",
+            "/a.bin",
+            std::io::Cursor::new(content(1, 600 << 10)),
+            false,
+        )
+        .unwrap();
+    let e = refusal(
+        owner
+            .fs_put(
+                "acme",
+                "/b.bin",
+                std::io::Cursor::new(content(2, 600 << 10)),
+                false,
+            )
+            .unwrap_err(),
+    );
+    assert_eq!((e.status, e.error.as_str()), (507, "QuotaExceeded"), "{e}");
+    assert!(e.message.contains("bytes"), "{e}");
+    let e = refusal(get_bytes(&mut owner, "acme", "/b.bin").unwrap_err());
+    assert_eq!(e.error, "NotFound", "the refused upload left nothing: {e}");
+    // Replacing a file counts its old size as free.
+    owner
+        .fs_put(
+            "acme",
+            "/a.bin",
+            std::io::Cursor::new(content(3, 900 << 10)),
+            false,
+        )
+        .unwrap();
+
+    for d in ["/d1", "/d2", "/d3"] {
+        owner.fs_mkdir("acme", d, false).unwrap();
+    }
+    let e = refusal(owner.fs_mkdir("acme", "/d4", false).unwrap_err());
+    assert_eq!(e.error, "QuotaExceeded", "{e}");
+    assert!(e.message.contains("files"), "{e}");
+
+    // Deployed code counts too: a component that does not fit is refused, and nothing serves.
+    let bytes = signed(&w, "hello", &grant("/", "[]", None));
+    let e = refusal(
+        owner
+            .deploy("acme", "hello", &["/hello".into()], &[], &bytes)
+            .unwrap_err(),
+    );
+    assert_eq!((e.status, e.error.as_str()), (507, "QuotaExceeded"), "{e}");
+    assert_eq!(get(&w.node.url("/hello")).status, 404);
+    // Other tenants have their own quota.
+    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    beta.fs_put(
+        "beta",
+        "/b.bin",
+        std::io::Cursor::new(content(4, 600 << 10)),
+        false,
+    )
+    .unwrap();
+}

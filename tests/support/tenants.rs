@@ -27,9 +27,14 @@ pub struct World {
 
 /// A node (development mode: its admin key is in the data dir) with tenants `acme` and `beta`.
 pub fn world(name: &str) -> World {
+    world_with(name, "")
+}
+
+/// [`world`] with `extra` appended to the node's configuration (whole TOML sections).
+pub fn world_with(name: &str, extra: &str) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config(&data));
+    let node = NodeProc::start(&dir, &format!("{}\n{extra}\n", node_config(&data)));
     let api = format!("http://{}", node.admin);
     node.wait_log("development mode warning", |v| {
         v["message"]
