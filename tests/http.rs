@@ -20,7 +20,7 @@ fn hello_world_with_request_id_and_access_log() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[App::new("hello", "hello", &["/"])],
         ),
@@ -47,7 +47,7 @@ fn routes_by_host_and_path_prefix() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[
                 App::new("hello", "hello", &["/hello"]),
@@ -74,7 +74,7 @@ fn streaming_echo_of_a_10_mib_body() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             ECHO_LIMITS,
             &[App::new("echo", "echo", &["/echo"])],
         ),
@@ -98,7 +98,7 @@ fn bad_components_are_refused_at_load_with_the_reason() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[
                 App::file("core", guest_p1("p1-command"), &["/core"]),
@@ -148,7 +148,7 @@ fn faults_get_a_5xx_within_their_limit_while_others_keep_being_served() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[
                 App::new("hello", "hello", &["/"]),
@@ -235,7 +235,7 @@ fn guest_stdout_and_stderr_become_tagged_log_lines() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[App::new("logger", "logger", &["/"])],
         ),
@@ -265,7 +265,7 @@ fn outgoing_http_is_denied_unless_the_host_is_allowed() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[App::new("denied", "outgoing", &["/denied"]), allowed],
         ),
@@ -287,7 +287,7 @@ fn body_size_caps() {
     let dir = test_dir("caps");
     let extra = format!("{TEST_LIMITS}\n");
     let cfg = config(
-        &shared_data_dir(),
+        &node_data_dir(),
         &extra,
         &[
             App::new("echo", "echo", &["/echo"]),
@@ -328,7 +328,7 @@ fn components_built_against_other_wasi_versions_are_served() {
     let node = NodeProc::start(
         &dir,
         &config(
-            &shared_data_dir(),
+            &node_data_dir(),
             TEST_LIMITS,
             &[
                 App::new("newer", "newer_wasi", &["/newer"]),
@@ -346,7 +346,9 @@ fn components_built_against_other_wasi_versions_are_served() {
 fn aot_artifacts_are_reused_after_a_restart() {
     let dir = test_dir("aot");
     let data = dir.join("data");
-    let cfg = config(&data, TEST_LIMITS, &[App::new("hello", "hello", &["/"])]);
+    // Its own artifact directory (DATA_DIR/aot), not the one shared by the other tests.
+    let extra = format!("{TEST_LIMITS}\n[engine]\npooling = true\n");
+    let cfg = config(&data, &extra, &[App::new("hello", "hello", &["/"])]);
     let first = NodeProc::start(&dir, &cfg);
     first.wait_log("compile", |v| {
         v["source"] == "compile" && v["app"].as_str().is_some_and(|a| a.contains("t1/hello"))
@@ -384,7 +386,7 @@ fn aot_artifacts_are_reused_after_a_restart() {
 fn concurrency_is_capped_per_app() {
     let dir = test_dir("concurrency");
     let cfg = config(
-        &shared_data_dir(),
+        &node_data_dir(),
         TEST_LIMITS,
         &[
             App::new("sleepy", "sleepy", &["/sleepy"]),
@@ -413,7 +415,7 @@ fn concurrency_is_capped_per_tenant() {
     let mut other = App::new("other", "hello", &["/other"]);
     other.tenant = "t2";
     let cfg = config(
-        &shared_data_dir(),
+        &node_data_dir(),
         TEST_LIMITS,
         &[
             App::new("sleepy", "sleepy", &["/sleepy"]),

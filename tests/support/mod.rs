@@ -299,10 +299,19 @@ memory = "64 MiB"
 "#;
 
 /// A configuration listening on an ephemeral loopback port with `data_dir`, `extra` sections
-/// and the apps.
+/// and the apps. Unless `extra` has an `[engine]` section, compiled artifacts go to a directory
+/// shared by every test node ([`shared_artifact_dir`]).
 pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
+    let engine = if extra.contains("[engine]") {
+        String::new()
+    } else {
+        format!(
+            "\n[engine]\nartifact_dir = {:?}\n",
+            shared_artifact_dir().display().to_string()
+        )
+    };
     let mut s = format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n{engine}",
         data_dir.display().to_string()
     );
     for a in apps {
@@ -318,9 +327,20 @@ pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
     s
 }
 
-/// A data directory shared by tests so that compiled artifacts are reused between nodes.
-pub fn shared_data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-shared-data")
+/// Compiled artifacts shared by every test node, so that each component compiles once.
+pub fn shared_artifact_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-shared-aot")
+}
+
+/// A fresh data directory for one node (a data directory belongs to one node at a time; the
+/// file store locks it). Artifacts are shared through [`config`].
+pub fn node_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("e2e-data-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 /// A fresh directory for one test.

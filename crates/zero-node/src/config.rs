@@ -290,6 +290,10 @@ pub struct EngineSection {
     /// Use the pooling allocator when the host allows it.
     #[serde(default = "default_true")]
     pub pooling: bool,
+    /// Where compiled artifacts are kept (default: `DATA_DIR/aot`). Several nodes on one
+    /// machine may share it: artifacts are written atomically and checked before use.
+    #[serde(default)]
+    pub artifact_dir: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -298,7 +302,10 @@ fn default_true() -> bool {
 
 impl Default for EngineSection {
     fn default() -> Self {
-        EngineSection { pooling: true }
+        EngineSection {
+            pooling: true,
+            artifact_dir: None,
+        }
     }
 }
 

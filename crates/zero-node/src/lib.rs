@@ -79,7 +79,10 @@ impl Node {
         })?;
         let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
         let core = CoreConfig {
-            data_dir: data_dir.clone(),
+            artifact_dir: match &config.engine.artifact_dir {
+                Some(dir) => config.resolve(dir),
+                None => data_dir.join("aot"),
+            },
             limits: config.core_limits(),
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),

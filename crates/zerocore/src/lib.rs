@@ -78,8 +78,9 @@ impl Default for Limits {
 /// How the runtime is built.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// The node's data directory; artifacts go to `DATA_DIR/aot`.
-    pub data_dir: PathBuf,
+    /// Where compiled artifacts are kept (the node uses `DATA_DIR/aot` unless
+    /// `[engine] artifact_dir` says otherwise). Nodes may share it.
+    pub artifact_dir: PathBuf,
     /// Per-request limits.
     pub limits: Limits,
     /// Try the pooling allocator (falls back to on-demand allocation if it cannot reserve its
@@ -92,7 +93,7 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
-            data_dir: PathBuf::from(".zero-data"),
+            artifact_dir: PathBuf::from(".zero-data/aot"),
             limits: Limits::default(),
             pooling: true,
             pool_instances: 300,
@@ -399,13 +400,12 @@ impl Runtime {
             p.add_to_linker(&mut linker)
                 .map_err(|e| anyhow::anyhow!("provider {} failed to register: {e:#}", p.name()))?;
         }
-        let artifacts =
-            ArtifactStore::open(&config.data_dir.join("aot"), &engine).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create the artifact directory under {}: {e}",
-                    config.data_dir.display()
-                )
-            })?;
+        let artifacts = ArtifactStore::open(&config.artifact_dir, &engine).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the artifact directory under {}: {e}",
+                config.artifact_dir.display()
+            )
+        })?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -656,7 +656,7 @@ mod tests {
     fn refuses_core_modules_and_garbage_before_compiling() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = CoreConfig {
-            data_dir: dir.path().to_path_buf(),
+            artifact_dir: dir.path().join("aot"),
             pooling: false,
             ..CoreConfig::default()
         };
@@ -675,7 +675,7 @@ mod tests {
     fn pooling_falls_back_to_on_demand_when_the_pool_cannot_be_reserved() {
         let dir = tempfile::tempdir().unwrap();
         let ok = CoreConfig {
-            data_dir: dir.path().to_path_buf(),
+            artifact_dir: dir.path().join("aot"),
             pool_instances: 8,
             ..CoreConfig::default()
         };
@@ -695,7 +695,7 @@ mod tests {
     fn compiles_once_then_uses_cache_and_artifact() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = CoreConfig {
-            data_dir: dir.path().to_path_buf(),
+            artifact_dir: dir.path().join("aot"),
             pooling: false,
             ..CoreConfig::default()
         };
