@@ -448,7 +448,11 @@ pub fn format_query_result(v: &serde_json::Value) -> String {
     };
     let columns: Vec<String> = v["columns"]
         .as_array()
-        .map(|a| a.iter().map(|c| c.as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| c.as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default();
     if columns.is_empty() {
         let n = v["rows_affected"].as_u64().unwrap_or(0);
@@ -458,7 +462,11 @@ pub fn format_query_result(v: &serde_json::Value) -> String {
         .as_array()
         .map(|rows| {
             rows.iter()
-                .map(|r| r.as_array().map(|r| r.iter().map(cell).collect()).unwrap_or_default())
+                .map(|r| {
+                    r.as_array()
+                        .map(|r| r.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -489,7 +497,11 @@ pub fn format_query_result(v: &serde_json::Value) -> String {
     for r in &rows {
         out.push(line(r));
     }
-    out.push(format!("({} row{})", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    out.push(format!(
+        "({} row{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
     out.join("\n")
 }
 

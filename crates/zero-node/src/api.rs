@@ -578,7 +578,13 @@ impl Api {
         .map_err(|e| Refusal::new(500, "Database", format!("the database task failed: {e}")))?
         .map_err(db_refusal)?;
         let (rows, exec) = result;
-        tracing::info!(tenant, db, rows = rows.rows.len(), rows_affected = exec.rows_affected, "database query");
+        tracing::info!(
+            tenant,
+            db,
+            rows = rows.rows.len(),
+            rows_affected = exec.rows_affected,
+            "database query"
+        );
         Ok(json_response(
             200,
             json!({

@@ -359,7 +359,9 @@ impl Database {
         };
         match run.run(sql, params, Mode::Both)? {
             Outcome::Both(q, e) => Ok((q, e)),
-            _ => Err(Error::Sqlite("internal: unexpected statement outcome".into())),
+            _ => Err(Error::Sqlite(
+                "internal: unexpected statement outcome".into(),
+            )),
         }
     }
 

@@ -74,10 +74,12 @@ impl ChainGrants {
         let Some(chain) = &self.chain else {
             return false;
         };
-        Action::ALL.iter().any(|a| match Command::parse(a.command()) {
-            Ok(cmd) => chain.capabilities().iter().all(|c| c.command.covers(&cmd)),
-            Err(_) => false,
-        })
+        Action::ALL
+            .iter()
+            .any(|a| match Command::parse(a.command()) {
+                Ok(cmd) => chain.capabilities().iter().all(|c| c.command.covers(&cmd)),
+                Err(_) => false,
+            })
     }
 
     fn ask(&self, action: Action, db: &str, table: &str) -> bool {
@@ -233,7 +235,9 @@ fn to_wit_exec(r: crate::ExecResult) -> wit::ExecResult {
 }
 
 /// Runs SQLite work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> wasmtime::Result<T> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> wasmtime::Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| wasmtime::Error::msg(format!("zerodb: the database task failed: {e}")))
