@@ -729,3 +729,123 @@ fn every_acknowledged_insert_survives_kill_9() {
         "{a}"
     );
 }
+
+#[test]
+fn todo_example_signed_as_its_readme_says_serves_its_json_api() {
+    let w = world("db-todo");
+    let owner_key = w.dir.join("owner.key");
+    w.acme.owner.save(&owner_key).unwrap();
+    let chain = w.dir.join("acme.ucan");
+    zero_client::write_chain(&chain, &w.acme.chain).unwrap();
+    let signed = w.dir.join("todo.zero.wasm");
+    let (code, out, err) = zero(&[
+        "sign",
+        guest_wasm("todo").to_str().unwrap(),
+        "--key",
+        owner_key.to_str().unwrap(),
+        "--proof",
+        chain.to_str().unwrap(),
+        "--cmd",
+        "/db",
+        "--policy",
+        r#"[["==", ".db", "todo"]]"#,
+        "-o",
+        signed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = zero(&[
+        "deploy",
+        signed.to_str().unwrap(),
+        "--tenant",
+        "acme",
+        "--route",
+        "/todos",
+        "--key",
+        owner_key.to_str().unwrap(),
+        "--proof",
+        chain.to_str().unwrap(),
+        "--api",
+        &w.api,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let url = |p: &str| w.node.url(p);
+    let post = |body: &str| match agent().post(&url("/todos")).send_string(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let r = get(&url("/todos"));
+    assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+    let (status, body) = post(r#"{"title": "milk"}"#);
+    assert_eq!((status, body.as_str()), (201, r#"{"id":1}"#));
+    let (status, body) = post(r#"{"title": "eggs"}"#);
+    assert_eq!((status, body.as_str()), (201, r#"{"id":2}"#));
+    let (status, body) = post(r#"{"nope": 1}"#);
+    assert_eq!(status, 400, "{body}");
+    let r = get(&url("/todos/1"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"done":false,"id":1,"title":"milk"}"#)
+    );
+    let r = get(&url("/todos"));
+    let list: Json = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{}", r.body);
+    let del = |p: &str| match agent().delete(&url(p)).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(del("/todos/1"), 204);
+    assert_eq!(del("/todos/1"), 404);
+    assert_eq!(get(&url("/todos/1")).status, 404);
+    assert_eq!(get(&url("/todos/x")).status, 400);
+    // The owner sees the same data through the management API.
+    let v = w.sql(&w.acme, "acme", "todo", "SELECT title FROM todos", &[]);
+    assert_eq!(v["rows"], json!([["eggs"]]));
+
+    // Another tenant's copy, signed for the `todos` table only: it works on its own data and
+    // sees none of acme's; signed for reading only, its writes are refused with the reason.
+    let sign_beta = |cmd: &str| {
+        let g = Grant {
+            command: cmd.into(),
+            policy: zero_client::parse_policy(
+                r#"[["==", ".db", "todo"], ["==", ".table", "todos"]]"#,
+            )
+            .unwrap(),
+            expires_in: None,
+        };
+        let bytes = std::fs::read(guest_wasm("todo")).unwrap();
+        zero_client::sign_component(&bytes, &w.beta.owner, &w.beta.chain, &g).unwrap()
+    };
+    w.owner(&w.beta)
+        .deploy(
+            "beta",
+            "todo",
+            &["/beta/todos".into()],
+            &[],
+            &sign_beta("/db"),
+        )
+        .unwrap();
+    let r = get(&url("/beta/todos"));
+    assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+    w.owner(&w.beta)
+        .deploy(
+            "beta",
+            "todo-ro",
+            &["/ro/todos".into()],
+            &[],
+            &sign_beta("/db/read"),
+        )
+        .unwrap();
+    let r = get(&url("/ro/todos"));
+    assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+    let r = match agent()
+        .post(&url("/ro/todos"))
+        .send_string(r#"{"title": "x"}"#)
+    {
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert_eq!(r.0, 403, "{}", r.1);
+    assert!(r.1.contains("write on table `todos`"), "{}", r.1);
+}

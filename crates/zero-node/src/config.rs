@@ -577,6 +577,36 @@ mod tests {
     }
 
     #[test]
+    fn db_section_is_optional_checked_and_maps_to_engine_limits() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.db.limits(), zerodb::Limits::default());
+        let c = NodeConfig::parse(
+            "[db]\nmax_statement = \"4 KiB\"\nmax_rows = 7\nstatement_time_ms = 50\nmax_database_size = \"1 MiB\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let l = c.db.limits();
+        assert_eq!(
+            (
+                l.max_statement_bytes,
+                l.max_rows,
+                l.max_statement_time.as_millis(),
+                l.max_database_bytes
+            ),
+            (4096, 7, 50, 1 << 20)
+        );
+        let e = NodeConfig::parse("[db]\nmax_row = 7\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("unknown field") && e.contains("max_row"), "{e}");
+        let e = NodeConfig::parse("[db]\nmax_rows = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("[db]"), "{e}");
+        let e = NodeConfig::parse("[db]\nmax_database_size = 100\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("max_database_size"), "{e}");
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.db.limits(), zerodb::Limits::default());
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = NodeConfig::parse("", Path::new("/etc/zero")).unwrap();
         assert_eq!(

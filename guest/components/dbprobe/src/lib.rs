@@ -93,7 +93,12 @@ fn to_value(v: &Json) -> Value {
         Json::Object(o) => Value::Blob(
             o.get("blob")
                 .and_then(Json::as_array)
-                .map(|a| a.iter().filter_map(|b| b.as_u64()).map(|b| b as u8).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|b| b.as_u64())
+                        .map(|b| b as u8)
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         Json::Array(_) => Value::Null,
@@ -162,11 +167,8 @@ fn read_body(request: &IncomingRequest) -> Vec<u8> {
 }
 
 fn respond(response_out: ResponseOutparam, status: u16, body: &[u8]) {
-    let headers = Fields::from_list(&[(
-        "content-type".to_string(),
-        b"application/json".to_vec(),
-    )])
-    .expect("valid header");
+    let headers = Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())])
+        .expect("valid header");
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);
     let out = response.body().expect("outgoing body");

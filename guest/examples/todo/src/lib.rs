@@ -16,8 +16,7 @@
 use serde_json::{Value as Json, json};
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam,
+    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 
 wit_bindgen::generate!({
@@ -65,7 +64,10 @@ fn route(request: &IncomingRequest) -> Reply {
         (Method::Post, []) => create(&db, &read_body(request)),
         (Method::Get, [id]) => with_id(id, |id| get(&db, id)),
         (Method::Delete, [id]) => with_id(id, |id| delete(&db, id)),
-        (_, [] | [_]) => error(405, "method not allowed: use GET, POST /todos or GET, DELETE /todos/{id}"),
+        (_, [] | [_]) => error(
+            405,
+            "method not allowed: use GET, POST /todos or GET, DELETE /todos/{id}",
+        ),
         _ => error(404, "not found: use /todos or /todos/{id}"),
     }
 }
@@ -102,15 +104,27 @@ fn todo_json(row: &[Value]) -> Json {
 }
 
 fn list(db: &Database) -> Reply {
-    match with_table(db, || db.query("SELECT id, title, done FROM todos ORDER BY id LIMIT 1000", &[])) {
-        Ok(rows) => Reply(200, Some(Json::Array(rows.rows.iter().map(|r| todo_json(r)).collect()))),
+    match with_table(db, || {
+        db.query(
+            "SELECT id, title, done FROM todos ORDER BY id LIMIT 1000",
+            &[],
+        )
+    }) {
+        Ok(rows) => Reply(
+            200,
+            Some(Json::Array(
+                rows.rows.iter().map(|r| todo_json(r)).collect(),
+            )),
+        ),
         Err(e) => db_error(&e),
     }
 }
 
 fn get(db: &Database, id: i64) -> Reply {
     let params = [Value::Integer(id)];
-    match with_table(db, || db.query("SELECT id, title, done FROM todos WHERE id = ?", &params)) {
+    match with_table(db, || {
+        db.query("SELECT id, title, done FROM todos WHERE id = ?", &params)
+    }) {
         Ok(rows) => match rows.rows.first() {
             Some(row) => Reply(200, Some(todo_json(row))),
             None => error(404, &format!("no todo {id}")),
@@ -128,7 +142,9 @@ fn create(db: &Database, body: &[u8]) -> Reply {
         Err(e) => return error(400, &format!("the body is not JSON: {e}")),
     };
     let params = [Value::Text(title)];
-    match with_table(db, || db.execute("INSERT INTO todos (title) VALUES (?)", &params)) {
+    match with_table(db, || {
+        db.execute("INSERT INTO todos (title) VALUES (?)", &params)
+    }) {
         Ok(r) => Reply(201, Some(json!({"id": r.last_insert_id}))),
         Err(e) => db_error(&e),
     }
@@ -176,11 +192,8 @@ fn read_body(request: &IncomingRequest) -> Vec<u8> {
 
 fn respond(response_out: ResponseOutparam, status: u16, body: Option<Json>) {
     let headers = match &body {
-        Some(_) => Fields::from_list(&[(
-            "content-type".to_string(),
-            b"application/json".to_vec(),
-        )])
-        .unwrap_or_else(|_| Fields::new()),
+        Some(_) => Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())])
+            .unwrap_or_else(|_| Fields::new()),
         None => Fields::new(),
     };
     let response = OutgoingResponse::new(headers);
