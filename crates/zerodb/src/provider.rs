@@ -89,6 +89,13 @@ impl ChainGrants {
         let Ok(cmd) = Command::parse(action.command()) else {
             return false;
         };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if chain.expiration().is_some_and(|exp| exp <= now) {
+            tracing::debug!(tenant = %self.tenant, db, table, %action, "zerodb: the component's capability token has expired");
+            return false;
+        }
         let mut args = std::collections::BTreeMap::new();
         args.insert("tenant".to_owned(), Ipld::String(self.tenant.to_string()));
         if let Some(c) = &self.component {
