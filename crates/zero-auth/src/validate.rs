@@ -342,6 +342,16 @@ pub struct VerifiedInvocation {
     pub capabilities: Vec<Capability>,
 }
 
+impl VerifiedInvocation {
+    /// Whether the invocation's chain also allows `command` with `args` (for endpoints whose
+    /// one invocation performs several finer actions, such as the tables a SQL statement
+    /// touches): the same check as [`Chain::allows`], on [`VerifiedInvocation::capabilities`].
+    /// With no proofs (the subject invoking directly) everything is allowed.
+    pub fn allows(&self, command: &Command, args: &Ipld) -> Result<(), Error> {
+        authorize(&self.capabilities, command, args)
+    }
+}
+
 /// Checks invocations and delegation chains.
 ///
 /// Checks, in order: every proof is available, every signature, revocation, time bounds (with

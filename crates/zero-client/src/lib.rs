@@ -489,9 +489,21 @@ impl Client {
         args: BTreeMap<String, Ipld>,
         body: Option<&[u8]>,
     ) -> anyhow::Result<serde_json::Value> {
+        self.send_typed(method, path, command, args, body, "application/wasm")
+    }
+
+    fn send_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        command: &str,
+        args: BTreeMap<String, Ipld>,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> anyhow::Result<serde_json::Value> {
         let req = self.authorized(method, path, command, args)?;
         let result = match body {
-            Some(b) => req.set("content-type", "application/wasm").send_bytes(b),
+            Some(b) => req.set("content-type", content_type).send_bytes(b),
             None => req.call(),
         };
         Ok(result.map_err(|e| self.call_err(e))?.into_json()?)
@@ -567,11 +579,109 @@ impl Client {
         )
     }
 
+    /// Runs one SQL statement on database `db` of `tenant` (`/db/query`; the node then checks
+    /// every table the statement touches against the same chain). `params` are JSON values:
+    /// null, numbers, strings, booleans, or `{"hex": "…"}` for blobs. The answer has `columns`,
+    /// `rows`, `rows_affected` and `last_insert_id`.
+    pub fn db_query(
+        &mut self,
+        tenant: &str,
+        db: &str,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("db".to_string(), Ipld::String(db.into())),
+            ("sql".to_string(), Ipld::String(sql.into())),
+        ]);
+        let body = serde_json::json!({"sql": sql, "params": params}).to_string();
+        self.send_typed(
+            "POST",
+            &format!("/v1/tenants/{tenant}/db/{db}/query"),
+            "/db/query",
+            args,
+            Some(body.as_bytes()),
+            "application/json",
+        )
+    }
+
     /// Revokes a delegation by CID.
     pub fn revoke(&mut self, cid: &str) -> anyhow::Result<serde_json::Value> {
         let args = BTreeMap::from([("cid".to_string(), Ipld::String(cid.into()))]);
         self.send("POST", "/v1/revocations", "/ucan/revoke", args, None)
     }
+}
+
+/// Renders a `db_query` answer for a terminal: an aligned table of the rows when the statement
+/// returned columns, otherwise `N rows affected`.
+pub fn format_query_result(v: &serde_json::Value) -> String {
+    let cell = |c: &serde_json::Value| match c {
+        serde_json::Value::Null => "NULL".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => match o.get("hex").and_then(|h| h.as_str()) {
+            Some(h) => format!("x'{h}'"),
+            None => c.to_string(),
+        },
+        other => other.to_string(),
+    };
+    let columns: Vec<String> = v["columns"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| c.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if columns.is_empty() {
+        let n = v["rows_affected"].as_u64().unwrap_or(0);
+        return format!("{n} row{} affected", if n == 1 { "" } else { "s" });
+    }
+    let rows: Vec<Vec<String>> = v["rows"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    r.as_array()
+                        .map(|r| r.iter().map(cell).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(&columns)];
+    out.push(
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("-+-"),
+    );
+    for r in &rows {
+        out.push(line(r));
+    }
+    out.push(format!(
+        "({} row{})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
+    out.join("\n")
 }
 
 /// A human-readable description of a chain (for `zero inspect` and `zero grant`).
@@ -638,6 +748,24 @@ mod tests {
         assert_eq!(chain[1].subject(), Some(admin.did()));
         let err = extend_chain(&other, std::slice::from_ref(&d), owner.did(), &grant).unwrap_err();
         assert!(err.to_string().contains("held by"), "{err}");
+    }
+
+    #[test]
+    fn query_results_render_as_aligned_tables_or_counts() {
+        let v = serde_json::json!({
+            "columns": ["id", "title"],
+            "rows": [[1, "milk"], [10, null], [2, {"hex": "00ff"}]],
+            "rows_affected": 0,
+        });
+        let text = format_query_result(&v);
+        assert_eq!(
+            text,
+            "id | title\n---+--------\n1  | milk\n10 | NULL\n2  | x'00ff'\n(3 rows)"
+        );
+        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 1});
+        assert_eq!(format_query_result(&w), "1 row affected");
+        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 3});
+        assert_eq!(format_query_result(&w), "3 rows affected");
     }
 
     #[test]

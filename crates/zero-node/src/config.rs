@@ -97,6 +97,9 @@ pub struct NodeConfig {
     /// `[fs]`: the tenant file store (zerofs).
     #[serde(default)]
     pub fs: FsSection,
+    /// `[db]`: limits of the tenants' SQL databases (zerodb).
+    #[serde(default)]
+    pub db: DbSection,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -365,6 +368,60 @@ impl Default for FsSection {
     }
 }
 
+/// `[db]`: limits applied to every tenant database (zerodb).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbSection {
+    /// Longest SQL statement accepted (use parameters for large values).
+    #[serde(default = "default_db_statement")]
+    pub max_statement: ByteSize,
+    /// Most rows one query may return.
+    #[serde(default = "default_db_rows")]
+    pub max_rows: usize,
+    /// Longest time one statement may run, in milliseconds.
+    #[serde(default = "default_db_time")]
+    pub statement_time_ms: u64,
+    /// Largest size of one database file.
+    #[serde(default = "default_db_size")]
+    pub max_database_size: ByteSize,
+}
+
+fn default_db_statement() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_statement_bytes as u64)
+}
+fn default_db_rows() -> usize {
+    zerodb::Limits::default().max_rows
+}
+fn default_db_time() -> u64 {
+    zerodb::Limits::default().max_statement_time.as_millis() as u64
+}
+fn default_db_size() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_database_bytes)
+}
+
+impl Default for DbSection {
+    fn default() -> Self {
+        DbSection {
+            max_statement: default_db_statement(),
+            max_rows: default_db_rows(),
+            statement_time_ms: default_db_time(),
+            max_database_size: default_db_size(),
+        }
+    }
+}
+
+impl DbSection {
+    /// The engine's limits.
+    pub fn limits(&self) -> zerodb::Limits {
+        zerodb::Limits {
+            max_statement_bytes: usize::try_from(self.max_statement.0).unwrap_or(usize::MAX),
+            max_rows: self.max_rows,
+            max_statement_time: Duration::from_millis(self.statement_time_ms),
+            max_database_bytes: self.max_database_size.0,
+        }
+    }
+}
+
 /// One `[[app]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -442,6 +499,15 @@ impl NodeConfig {
         if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0
         {
             return Err("[http] max_concurrent_requests, max_concurrent_requests_per_app and max_concurrent_requests_per_tenant must be at least 1".into());
+        }
+        let db = &self.db;
+        if db.max_statement.0 == 0 || db.max_rows == 0 || db.statement_time_ms == 0 {
+            return Err(
+                "[db] max_statement, max_rows and statement_time_ms must be greater than 0".into(),
+            );
+        }
+        if db.max_database_size.0 < (64 << 10) {
+            return Err("[db] max_database_size must be at least 64 KiB".into());
         }
         if let Some(admin) = &self.node.admin {
             zero_auth::Did::parse(admin)
@@ -546,6 +612,36 @@ mod tests {
         assert!(e.contains("lowercase"), "{e}");
         let e = NodeConfig::parse("[http]\nlisten = \"nowhere\"\n", Path::new(".")).unwrap_err();
         assert!(e.contains("listen") || e.contains("address"), "{e}");
+    }
+
+    #[test]
+    fn db_section_is_optional_checked_and_maps_to_engine_limits() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.db.limits(), zerodb::Limits::default());
+        let c = NodeConfig::parse(
+            "[db]\nmax_statement = \"4 KiB\"\nmax_rows = 7\nstatement_time_ms = 50\nmax_database_size = \"1 MiB\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let l = c.db.limits();
+        assert_eq!(
+            (
+                l.max_statement_bytes,
+                l.max_rows,
+                l.max_statement_time.as_millis(),
+                l.max_database_bytes
+            ),
+            (4096, 7, 50, 1 << 20)
+        );
+        let e = NodeConfig::parse("[db]\nmax_row = 7\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("unknown field") && e.contains("max_row"), "{e}");
+        let e = NodeConfig::parse("[db]\nmax_rows = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("[db]"), "{e}");
+        let e = NodeConfig::parse("[db]\nmax_database_size = 100\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("max_database_size"), "{e}");
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.db.limits(), zerodb::Limits::default());
     }
 
     #[test]

@@ -27,9 +27,13 @@ use zeroproxy::{HttpApp, HttpResources, ProxyConfig, Route, ZeroProxy};
 pub use config::{LogFormat, NodeConfig};
 
 /// The resource providers of this node, in registration order. The single place where providers
-/// are named.
-pub fn providers() -> Vec<Arc<dyn ResourceProvider>> {
-    vec![Arc::new(WasiBase), Arc::new(HttpResources)]
+/// are named. `databases` are the tenants' SQL databases (opened once by [`Node::start`]).
+pub fn providers(databases: Arc<zerodb::Databases>) -> Vec<Arc<dyn ResourceProvider>> {
+    vec![
+        Arc::new(WasiBase),
+        Arc::new(HttpResources),
+        Arc::new(zerodb::DbProvider::new(databases)),
+    ]
 }
 
 /// Sets up logging to stderr: human-readable or JSON, filtered by `RUST_LOG` if set, else by
@@ -105,7 +109,16 @@ impl Node {
                 })?
         };
         let fs = Arc::new(fs);
-        let runtime = Arc::new(Runtime::new(&core, providers())?);
+        let db_root = data_dir.join("db");
+        let databases = Arc::new(
+            zerodb::Databases::open(&db_root, config.db.limits()).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the database directory {}: {e} (set [node] data_dir to a writable place)",
+                    db_root.display()
+                )
+            })?,
+        );
+        let runtime = Arc::new(Runtime::new(&core, providers(databases.clone()))?);
         let proxy_config = ProxyConfig {
             listen: config.http.listen,
             max_request_body: config.http.max_request_body.0,
@@ -217,6 +230,7 @@ impl Node {
             fs: fs.clone(),
             max_upload: config.admin.max_upload.0 as usize,
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
+            databases,
         });
         tokio::spawn(api::serve(api, admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);

@@ -138,6 +138,9 @@ enum Command {
     /// A tenant's files in zerofs: put, get, ls, rm, mkdir (streamed, as UCAN invocations).
     #[command(subcommand)]
     Fs(FsCommand),
+    /// Tenant databases (zerodb) over the management API.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -282,6 +285,25 @@ enum FsCommand {
         /// Create missing parents too; an existing directory is not an error.
         #[arg(long, short)]
         parents: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Run one SQL statement (a query, a write or a migration such as CREATE TABLE).
+    Query {
+        /// TENANT/DB, e.g. acme/todo.
+        target: String,
+        /// The SQL statement.
+        sql: String,
+        /// A parameter as JSON: 42, 1.5, "text", null, {"hex": "00ff"} (repeatable, in order).
+        #[arg(long = "param", value_name = "JSON")]
+        params: Vec<String>,
+        /// Print the node's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         auth: ApiAuth,
     },
@@ -620,6 +642,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apps(AppsCommand::Remove { tenant, app, auth }) => {
             print_json(&client(&auth)?.remove_app(&tenant, &app)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db(DbCommand::Query {
+            target,
+            sql,
+            params,
+            json,
+            auth,
+        }) => {
+            let (tenant, db) = target.split_once('/').ok_or_else(|| {
+                anyhow::anyhow!("`{target}` is not TENANT/DB; write it like acme/todo")
+            })?;
+            let params = params
+                .iter()
+                .map(|p| {
+                    serde_json::from_str(p).map_err(|e| {
+                        anyhow::anyhow!(
+                            "--param {p}: not JSON ({e}); write 42, 1.5, '\"text\"', null or '{{\"hex\": \"00ff\"}}'"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+            let v = client(&auth)?.db_query(tenant, db, &sql, &params)?;
+            if json {
+                print_json(&v);
+            } else {
+                println!("{}", zero_client::format_query_result(&v));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Revoke { cid, auth } => {

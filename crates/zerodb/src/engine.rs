@@ -342,6 +342,29 @@ impl Database {
         res.map(|()| value)
     }
 
+    /// Runs one statement and returns both its rows and what it changed (for callers that do
+    /// not know in advance whether a statement reads or writes, like `zero db query`).
+    pub fn run(
+        &self,
+        grants: &dyn Grants,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<(QueryResult, ExecResult)> {
+        let inner = lock(&self.inner);
+        let run = Runner {
+            db: self,
+            conn: &inner.conn,
+            state: &inner.state,
+            grants,
+        };
+        match run.run(sql, params, Mode::Both)? {
+            Outcome::Both(q, e) => Ok((q, e)),
+            _ => Err(Error::Sqlite(
+                "internal: unexpected statement outcome".into(),
+            )),
+        }
+    }
+
     /// Runs several statements in one transaction; all or nothing.
     pub fn batch(
         &self,
@@ -400,11 +423,13 @@ struct Runner<'a> {
 enum Mode {
     Exec,
     Query,
+    Both,
 }
 
 enum Outcome {
     Exec(ExecResult),
     Query(QueryResult),
+    Both(QueryResult, ExecResult),
 }
 
 impl Runner<'_> {
@@ -419,14 +444,14 @@ impl Runner<'_> {
     fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
         match self.run(sql, params, Mode::Exec)? {
             Outcome::Exec(r) => Ok(r),
-            Outcome::Query(_) => unreachable!("exec mode returns ExecResult"),
+            _ => unreachable!("exec mode returns ExecResult"),
         }
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<QueryResult> {
         match self.run(sql, params, Mode::Query)? {
             Outcome::Query(r) => Ok(r),
-            Outcome::Exec(_) => unreachable!("query mode returns QueryResult"),
+            _ => unreachable!("query mode returns QueryResult"),
         }
     }
 
@@ -512,7 +537,7 @@ impl Runner<'_> {
                         limit: limits.max_rows as u64,
                     }));
                 }
-                if let Mode::Query = mode {
+                if let Mode::Query | Mode::Both = mode {
                     let mut vals = Vec::with_capacity(ncols);
                     for i in 0..ncols {
                         vals.push(Value::from(row.get_ref(i)?));
@@ -522,12 +547,14 @@ impl Runner<'_> {
                     out.push(Vec::new());
                 }
             }
+            let exec = ExecResult {
+                rows_affected: if readonly { 0 } else { self.conn.changes() },
+                last_insert_id: self.conn.last_insert_rowid(),
+            };
             Ok(Ok(match mode {
                 Mode::Query => Outcome::Query(QueryResult { columns, rows: out }),
-                Mode::Exec => Outcome::Exec(ExecResult {
-                    rows_affected: if readonly { 0 } else { self.conn.changes() },
-                    last_insert_id: self.conn.last_insert_rowid(),
-                }),
+                Mode::Exec => Outcome::Exec(exec),
+                Mode::Both => Outcome::Both(QueryResult { columns, rows: out }, exec),
             }))
         })();
         drop(stmt);

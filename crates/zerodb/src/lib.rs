@@ -3,8 +3,8 @@
 //! Every (tenant, database) pair is one SQLite file at `root/<tenant>/<name>.sqlite`, opened by
 //! [`Databases::database`] in WAL mode with `synchronous=FULL` (an acknowledged commit survives a
 //! crash), foreign keys on, `trusted_schema=OFF`, `SQLITE_DBCONFIG_DEFENSIVE` on and extension
-//! loading disabled. Guests reach it later through the `zero:db` WIT interface; this crate is the
-//! engine layer underneath.
+//! loading disabled. Guests reach it through the `zero:db` WIT interface (`wit/zero-db`), served
+//! by [`provider::DbProvider`]; the management API and `zero db query` use [`Database`] directly.
 //!
 //! # Capabilities
 //!
@@ -51,9 +51,11 @@
 mod engine;
 mod error;
 mod grants;
+pub mod provider;
 
 pub use engine::{
     Access, Database, Databases, ExecResult, Limits, QueryResult, Transaction, Value, validate_name,
 };
 pub use error::{Error, Result};
 pub use grants::{Action, Grants, StaticGrants};
+pub use provider::DbProvider;

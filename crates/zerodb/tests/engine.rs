@@ -715,3 +715,39 @@ fn tenants_are_isolated_and_names_validated() {
         Value::Text("acme-only".into())
     );
 }
+
+#[test]
+fn run_returns_rows_and_changes_and_checks_tables_like_query() {
+    let (_dir, _dbs, db) = setup(Limits::default());
+    schema(&db);
+    let a = admin();
+    let (rows, exec) = db
+        .run(
+            &a,
+            "INSERT INTO users (name) VALUES (?)",
+            &[Value::Text("cy".into())],
+        )
+        .unwrap();
+    assert!(rows.columns.is_empty() && rows.rows.is_empty());
+    assert_eq!((exec.rows_affected, exec.last_insert_id), (1, 3));
+    let (rows, exec) = db
+        .run(
+            &a,
+            "SELECT name FROM users WHERE id = ?",
+            &[Value::Integer(3)],
+        )
+        .unwrap();
+    assert_eq!(rows.columns, vec!["name".to_string()]);
+    assert_eq!(rows.rows, vec![vec![Value::Text("cy".into())]]);
+    assert_eq!(exec.rows_affected, 0);
+    let (rows, exec) = db
+        .run(&a, "UPDATE users SET name = upper(name) RETURNING id", &[])
+        .unwrap();
+    assert_eq!((rows.rows.len(), exec.rows_affected), (3, 3));
+    let only_todos = grants(&[(Action::Read, "todos")]);
+    denied(
+        db.run(&only_todos, "SELECT name FROM users", &[]),
+        Action::Read,
+        "users",
+    );
+}
