@@ -255,15 +255,6 @@ impl Chain {
     }
 }
 
-impl VerifiedInvocation {
-    /// Whether the invoker's chain also allows `command` with `args` (for endpoints that check
-    /// several finer actions under one invocation, such as each table a SQL statement touches).
-    /// An invocation by the subject itself (no proofs) allows everything.
-    pub fn allows(&self, command: &Command, args: &Ipld) -> Result<(), Error> {
-        authorize(&self.capabilities, command, args)
-    }
-}
-
 fn capabilities(links: &[&Delegation]) -> Vec<Capability> {
     links
         .iter()

@@ -11,6 +11,7 @@ pub mod api;
 pub mod apps;
 pub mod code;
 pub mod config;
+mod dbapi;
 mod fsapi;
 pub mod identity;
 pub mod state;
