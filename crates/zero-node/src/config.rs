@@ -94,6 +94,9 @@ pub struct NodeConfig {
     /// `[admin]`: the management API.
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[fs]`: the tenant file store.
+    #[serde(default)]
+    pub fs: FsSection,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -132,6 +135,35 @@ impl Default for NodeSection {
             data_dir: default_data_dir(),
             admin: None,
             clock_skew_secs: default_skew(),
+        }
+    }
+}
+
+/// `[fs]`: the tenant file store (zerofs, under `<data_dir>/fs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsSection {
+    /// Default limit on the total size of each tenant's files.
+    #[serde(default = "default_fs_max_bytes")]
+    pub max_bytes_per_tenant: ByteSize,
+    /// Default limit on the number of files and directories of each tenant.
+    #[serde(default = "default_fs_max_files")]
+    pub max_files_per_tenant: u64,
+}
+
+fn default_fs_max_bytes() -> ByteSize {
+    ByteSize(10 << 30)
+}
+
+fn default_fs_max_files() -> u64 {
+    1_000_000
+}
+
+impl Default for FsSection {
+    fn default() -> Self {
+        FsSection {
+            max_bytes_per_tenant: default_fs_max_bytes(),
+            max_files_per_tenant: default_fs_max_files(),
         }
     }
 }

@@ -25,9 +25,13 @@ use zeroproxy::{HttpApp, HttpResources, ProxyConfig, Route, ZeroProxy};
 pub use config::{LogFormat, NodeConfig};
 
 /// The resource providers of this node, in registration order. The single place where providers
-/// are named.
-pub fn providers() -> Vec<Arc<dyn ResourceProvider>> {
-    vec![Arc::new(WasiBase), Arc::new(HttpResources)]
+/// are named. `fs` is the node's tenant file store, served to components as `wasi:filesystem`.
+pub fn providers(fs: Arc<zerofs::ZeroFs>) -> Vec<Arc<dyn ResourceProvider>> {
+    vec![
+        Arc::new(WasiBase),
+        Arc::new(HttpResources),
+        Arc::new(zerofs::wasi::FsProvider::new(fs)),
+    ]
 }
 
 /// Sets up logging to stderr: human-readable or JSON, filtered by `RUST_LOG` if set, else by
@@ -82,7 +86,22 @@ impl Node {
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),
         };
-        let runtime = Arc::new(Runtime::new(&core, providers())?);
+        let fs_root = data_dir.join("fs");
+        let fs = zerofs::ZeroFs::open(
+            &fs_root,
+            zerofs::Quota {
+                max_bytes: config.fs.max_bytes_per_tenant.0,
+                max_files: config.fs.max_files_per_tenant,
+            },
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the file store at {}: {e} (is another node using this data_dir?)",
+                fs_root.display()
+            )
+        })?;
+        let fs = Arc::new(fs);
+        let runtime = Arc::new(Runtime::new(&core, providers(fs.clone()))?);
         let proxy_config = ProxyConfig {
             listen: config.http.listen,
             max_request_body: config.http.max_request_body.0,
