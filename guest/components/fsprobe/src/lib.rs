@@ -72,13 +72,19 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
     match op {
         "read" => fs::read_to_string(path),
         "write" => {
-            let mut f = fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(path)?;
             f.write_all(data.as_bytes())?;
             f.sync_all()?;
             Ok(String::new())
         }
         "create" => {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)?;
             f.write_all(data.as_bytes())?;
             f.sync_all()?;
             Ok(String::new())
@@ -133,7 +139,11 @@ fn symlink(target: &str, link: &str) -> std::io::Result<()> {
         .iter()
         .filter_map(|(d, name)| {
             let rest = link.strip_prefix(name.as_str())?;
-            let rest = if name == "/" { rest } else { rest.strip_prefix('/')? };
+            let rest = if name == "/" {
+                rest
+            } else {
+                rest.strip_prefix('/')?
+            };
             Some((d, rest))
         })
         .max_by_key(|(_, rest)| std::cmp::Reverse(rest.len()))

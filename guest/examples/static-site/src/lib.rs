@@ -66,7 +66,9 @@ fn respond(out: ResponseOutparam, status: u16, ctype: &str, body: &[u8]) {
     let _ = headers.set("content-length", &[body.len().to_string().into_bytes()]);
     let response = OutgoingResponse::new(headers);
     let _ = response.set_status_code(status);
-    let Ok(outgoing) = response.body() else { return };
+    let Ok(outgoing) = response.body() else {
+        return;
+    };
     ResponseOutparam::set(out, Ok(response));
     if !body.is_empty()
         && let Ok(stream) = outgoing.write()
@@ -127,7 +129,9 @@ impl Guest for Component {
         let _ = headers.set("content-type", &[content_type(&path).as_bytes().to_vec()]);
         let _ = headers.set("content-length", &[len.to_string().into_bytes()]);
         let response = OutgoingResponse::new(headers);
-        let Ok(outgoing) = response.body() else { return };
+        let Ok(outgoing) = response.body() else {
+            return;
+        };
         ResponseOutparam::set(response_out, Ok(response));
         if !head && let Ok(stream) = outgoing.write() {
             let mut buf = vec![0u8; CHUNK];
