@@ -298,11 +298,24 @@ memory = "64 MiB"
 
 /// A configuration listening on an ephemeral loopback port with `data_dir`, `extra` sections
 /// and the apps.
+///
+/// Nodes sharing [`shared_data_dir`] (to reuse compiled artifacts) run at the same time, and a
+/// file store can be opened by one node only, so each such configuration gets its own `[fs]`
+/// root.
 pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
     let mut s = format!(
         "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
         data_dir.display().to_string()
     );
+    if data_dir == shared_data_dir() {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = data_dir.join(format!("fs-{}-{n}", std::process::id()));
+        s.push_str(&format!(
+            "\n[fs]\nroot = {:?}\n",
+            root.display().to_string()
+        ));
+    }
     for a in apps {
         s.push_str(&format!(
             "\n[[app]]\ntenant = {:?}\nname = {:?}\ncomponent = {:?}\nroutes = {:?}\nallowed_outbound_hosts = {:?}\n",

@@ -143,6 +143,9 @@ impl Default for NodeSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FsSection {
+    /// Where the store lives (default: `<data_dir>/fs`). Only one node may open a store.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
     /// Default limit on the total size of each tenant's files.
     #[serde(default = "default_fs_max_bytes")]
     pub max_bytes_per_tenant: ByteSize,
@@ -162,6 +165,7 @@ fn default_fs_max_files() -> u64 {
 impl Default for FsSection {
     fn default() -> Self {
         FsSection {
+            root: None,
             max_bytes_per_tenant: default_fs_max_bytes(),
             max_files_per_tenant: default_fs_max_files(),
         }

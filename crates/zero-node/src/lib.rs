@@ -86,7 +86,10 @@ impl Node {
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),
         };
-        let fs_root = data_dir.join("fs");
+        let fs_root = match &config.fs.root {
+            Some(root) => config.resolve(root),
+            None => data_dir.join("fs"),
+        };
         let fs = zerofs::ZeroFs::open(
             &fs_root,
             zerofs::Quota {
