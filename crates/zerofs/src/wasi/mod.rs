@@ -9,11 +9,14 @@
 //! [`access`] for the directory-granularity rule). Mapping:
 //! - read: `read`, `read-via-stream`, `stat`, `stat-at`, `metadata-hash(-at)`, opening a file
 //!   with the `read` flag; `read-directory` needs the directory to be *visible* and lists only
-//!   visible entries (a directory that merely leads to a grant shows only that way down);
+//!   visible entries (a directory that merely leads to a grant shows only that way down), and a
+//!   directory on the way to a grant may be opened and stat'ed without the read right;
 //! - write: `write`, `write-via-stream`, `append-via-stream`, `set-size`, opening with the
 //!   `write` flag or `truncate`, `sync`/`sync-data` of a written file;
 //! - create: `open-at` with `create` of a file that does not exist, `create-directory-at`, the
-//!   destination of `rename-at` when it does not exist (write when it does);
+//!   destination of `rename-at` when it does not exist (write when it does). The descriptor that
+//!   created a file may write its content without the write right (writing the first content is
+//!   part of creating a file; `std::fs::File::create_new` needs it), other descriptors may not;
 //! - delete: `unlink-file-at`, `remove-directory-at`, the source of `rename-at`.
 //!
 //! Paths given to `*-at` functions must be relative and must not contain `..`: an absolute
@@ -44,7 +47,10 @@
 //! # Reads
 //!
 //! `read` and `read-via-stream` read at most 64 KiB per call into one host buffer that is then
-//! copied into the guest's memory; the host never holds a whole file.
+//! copied into the guest's memory; the host never holds a whole file. A stream reads from the
+//! blob file it opened, so it sees one version of the file from start to end even if the file
+//! is replaced meanwhile. Capabilities cannot change during a store's life (the chain is fixed
+//! at deployment), so a stream is checked once, when it is created.
 
 pub mod access;
 
