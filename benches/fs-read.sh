@@ -10,8 +10,7 @@ cd "$(dirname "$0")/.."
 SIZE_MIB="${1:-100}"
 
 bash scripts/build-guests.sh >/dev/null
-cargo build --release -q -p zero
-cargo build --release -q -p zerofs --example put
+cargo build --release -q -p zero -p zerofs --bin zero --example put
 
 WORK=$(mktemp -d)
 PID=""

@@ -402,20 +402,28 @@ impl Ctx<'_> {
         }
     }
 
-    fn stat_path(&mut self, path: &TenantPath) -> FsResult<DescriptorStat> {
+    /// The entry at `path` for stat-like calls, which need the read right, except on a
+    /// directory that leads to a granted root (so the way down can be walked). The right is
+    /// checked before the lookup where possible, so a refusal does not reveal existence.
+    fn entry_for_stat(&mut self, path: &TenantPath) -> FsResult<crate::Entry> {
         self.require_visible(path)?;
+        let leads_to_grant = self.st.access.roots().iter().any(|r| r.starts_with(path));
+        if !leads_to_grant {
+            self.require(Right::Read, path)?;
+        }
         let entry = self
             .st
             .fs
             .stat(&self.st.tenant, path.as_str())
             .map_err(|e| code(&e))?;
-        // A directory that only leads to a grant may be stat'ed (to walk down); anything
-        // else needs the read right.
-        if entry.kind == EntryKind::File
-            || !self.st.access.roots().iter().any(|r| r.starts_with(path))
-        {
+        if entry.kind == EntryKind::File && leads_to_grant {
             self.require(Right::Read, path)?;
         }
+        Ok(entry)
+    }
+
+    fn stat_path(&mut self, path: &TenantPath) -> FsResult<DescriptorStat> {
+        let entry = self.entry_for_stat(path)?;
         let t = Some(datetime(entry.mtime_ns));
         Ok(DescriptorStat {
             type_: match entry.kind {
@@ -431,19 +439,7 @@ impl Ctx<'_> {
     }
 
     fn hash_path(&mut self, path: &TenantPath) -> FsResult<MetadataHashValue> {
-        self.require_visible(path)?;
-        let entry = self
-            .st
-            .fs
-            .stat(&self.st.tenant, path.as_str())
-            .map_err(|e| code(&e))?;
-        self.require(Right::Read, path).or_else(|e| {
-            if entry.kind == EntryKind::Dir {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+        let entry = self.entry_for_stat(path)?;
         let mut bytes = [0u8; 16];
         match entry.hash {
             Some(h) => bytes.copy_from_slice(&h.0[..16]),
@@ -1184,4 +1180,46 @@ impl OutputStream for FileOutput {
 #[async_trait::async_trait]
 impl Pollable for FileOutput {
     async fn ready(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_resolve_below_their_directory_only() {
+        let d = TenantPath::parse("/site").unwrap();
+        assert_eq!(resolve(&d, "a/./b.txt").unwrap().as_str(), "/site/a/b.txt");
+        assert_eq!(resolve(&d, ".").unwrap().as_str(), "/site");
+        for escape in [
+            "..",
+            "../secret",
+            "a/../../b",
+            "a/..",
+            "/etc/passwd",
+            "/site/a",
+            "a\0b",
+        ] {
+            assert_eq!(
+                resolve(&d, escape),
+                Err(ErrorCode::NotPermitted),
+                "{escape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_wasi_codes() {
+        assert_eq!(code(&Error::NotFound("/a".into())), ErrorCode::NoEntry);
+        assert_eq!(
+            code(&Error::DirectoryNotEmpty("/a".into())),
+            ErrorCode::NotEmpty
+        );
+        let quota = Error::QuotaExceeded {
+            tenant: "t".into(),
+            limit: 1,
+            kind: crate::QuotaKind::Bytes,
+        };
+        assert_eq!(code(&quota), ErrorCode::InsufficientSpace);
+    }
 }
