@@ -28,11 +28,17 @@ use zeroproxy::{HttpApp, HttpResources, ProxyConfig, Route, ZeroProxy};
 pub use config::{LogFormat, NodeConfig};
 
 /// The resource providers of this node, in registration order. The single place where providers
-/// are named. `databases` are the tenants' SQL databases (opened once by [`Node::start`]).
-pub fn providers(databases: Arc<zerodb::Databases>) -> Vec<Arc<dyn ResourceProvider>> {
+/// are named. `fs` is the tenants' file store, served to components as `wasi:filesystem`, and
+/// `databases` are the tenants' SQL databases, served as `zero:db` (both opened once by
+/// [`Node::start`]).
+pub fn providers(
+    fs: Arc<zerofs::ZeroFs>,
+    databases: Arc<zerodb::Databases>,
+) -> Vec<Arc<dyn ResourceProvider>> {
     vec![
         Arc::new(WasiBase),
         Arc::new(HttpResources),
+        Arc::new(zerofs::wasi::FsProvider::new(fs)),
         Arc::new(zerodb::DbProvider::new(databases)),
     ]
 }
@@ -119,7 +125,10 @@ impl Node {
                 )
             })?,
         );
-        let runtime = Arc::new(Runtime::new(&core, providers(databases.clone()))?);
+        let runtime = Arc::new(Runtime::new(
+            &core,
+            providers(fs.clone(), databases.clone()),
+        )?);
         let proxy_config = ProxyConfig {
             listen: config.http.listen,
             max_request_body: config.http.max_request_body.0,

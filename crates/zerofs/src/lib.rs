@@ -37,6 +37,7 @@
 mod error;
 mod path;
 mod store;
+pub mod wasi;
 
 pub use error::{Error, QuotaKind, Result};
 pub use path::{MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, TenantPath, validate_tenant};

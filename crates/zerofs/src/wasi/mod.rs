@@ -1,0 +1,1225 @@
+//! The `wasi:filesystem` provider: `wasi:filesystem/types` and `wasi:filesystem/preopens`
+//! (WASI 0.2.12, the version wasmtime-wasi 48 links) over a [`ZeroFs`], for the calling
+//! component's tenant and within its capabilities.
+//!
+//! # Capabilities
+//!
+//! Rights are the UCAN commands `/fs/read`, `/fs/write`, `/fs/create` and `/fs/delete`, checked
+//! with arguments `{tenant, component, path}` on every call that needs them (see
+//! [`access`] for the directory-granularity rule). Mapping:
+//! - read: `read`, `read-via-stream`, `stat`, `stat-at`, `metadata-hash(-at)`, opening a file
+//!   with the `read` flag; `read-directory` needs the directory to be *visible* and lists only
+//!   visible entries (a directory that merely leads to a grant shows only that way down), and a
+//!   directory on the way to a grant may be opened and stat'ed without the read right;
+//! - write: `write`, `write-via-stream`, `append-via-stream`, `set-size`, opening with the
+//!   `write` flag or `truncate`, `sync`/`sync-data` of a written file;
+//! - create: `open-at` with `create` of a file that does not exist, `create-directory-at`, the
+//!   destination of `rename-at` when it does not exist (write when it does). The descriptor that
+//!   created a file may write its content without the write right (writing the first content is
+//!   part of creating a file; `std::fs::File::create_new` needs it), other descriptors may not;
+//! - delete: `unlink-file-at`, `remove-directory-at`, the source of `rename-at`.
+//!
+//! Paths given to `*-at` functions must be relative and must not contain `..`: an absolute
+//! path, a `..` segment or a symlink operation is refused with `not-permitted`, before anything
+//! is looked up. A path no right makes visible is refused with `access` whether or not it
+//! exists, so a refusal never reveals what lies outside the grants. Symlinks and hard links do
+//! not exist in zerofs; `symlink-at`, `readlink-at` and `link-at` are refused, and so are
+//! `set-times`/`set-times-at` (zerofs keeps the time of the last publication only).
+//!
+//! # Preopens
+//!
+//! The granted roots ([`access::Access::roots`]) that exist as directories are preopened under
+//! their tenant path (`/site`), so a guest's `std::fs::read("/site/index.html")` works; a root
+//! that names a file (or does not exist yet) preopens its parent directory. A component with no
+//! filesystem grant sees no preopens.
+//!
+//! # Writes
+//!
+//! zerofs publishes whole files atomically. A descriptor opened for writing stages its content
+//! in an unnamed host temporary file: a copy of the current content (made on the first write,
+//! unless the file was truncated), never the whole file in memory. The staged content is
+//! published to zerofs in one atomic commit on `sync`/`sync-data` (which report quota errors)
+//! and when the last handle to it (descriptor or stream) is dropped, including when the store
+//! ends (errors then go to the node log). A reader therefore sees the old or the new content,
+//! never a partial one. The host functions are blocking (local disk and an embedded database),
+//! like zerofs itself.
+//!
+//! # Reads
+//!
+//! `read` and `read-via-stream` read at most 64 KiB per call into one host buffer that is then
+//! copied into the guest's memory; the host never holds a whole file. A stream reads from the
+//! blob file it opened, so it sees one version of the file from start to end even if the file
+//! is replaced meanwhile. Capabilities cannot change during a store's life (the chain is fixed
+//! at deployment), so a stream is checked once, when it is created.
+
+pub mod access;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
+use zero_provider::{HostState, Provider, ResourceProvider};
+
+use crate::{EntryKind, Error, TenantPath, ZeroFs};
+use access::{Access, ChainGrants, Right};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "zerocore:zerofs/host",
+        imports: { default: trappable },
+        require_store_data_send: true,
+        with: {
+            "wasi:io": wasmtime_wasi_io::bindings::wasi::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:filesystem/types.descriptor": super::Descriptor,
+            "wasi:filesystem/types.directory-entry-stream": super::DirectoryEntries,
+        },
+    });
+}
+
+use bindings::wasi::filesystem::{preopens, types};
+use types::{
+    Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode,
+    MetadataHashValue, NewTimestamp, OpenFlags, PathFlags,
+};
+
+/// Largest read served by one host call (and the buffer a stream reads into).
+pub const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// The filesystem provider, sharing the node's store.
+#[derive(Debug, Clone)]
+pub struct FsProvider {
+    fs: Arc<ZeroFs>,
+}
+
+impl FsProvider {
+    /// A provider serving `wasi:filesystem` from `fs`.
+    pub fn new(fs: Arc<ZeroFs>) -> Self {
+        FsProvider { fs }
+    }
+}
+
+impl Provider for FsProvider {
+    fn name(&self) -> &'static str {
+        "zerofs"
+    }
+}
+
+impl ResourceProvider for FsProvider {
+    fn interfaces(&self) -> Vec<String> {
+        vec![
+            "wasi:filesystem/types".to_string(),
+            "wasi:filesystem/preopens".to_string(),
+        ]
+    }
+
+    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+        types::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        preopens::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+        Ok(())
+    }
+
+    fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
+        let inv = &state.invocation;
+        let grants = inv.settings.capabilities.as_ref().map(|chain| {
+            Box::new(ChainGrants::new(
+                chain.clone(),
+                &inv.tenant,
+                inv.settings.component.as_deref(),
+            )) as Box<dyn access::Grants>
+        });
+        state.extensions.insert(FsState {
+            fs: self.fs.clone(),
+            tenant: inv.tenant.to_string(),
+            access: Access::new(grants),
+        });
+        Ok(())
+    }
+}
+
+/// Per-store state of the provider.
+struct FsState {
+    fs: Arc<ZeroFs>,
+    tenant: String,
+    access: Access,
+}
+
+/// An open file or directory of the guest.
+pub struct Descriptor {
+    path: TenantPath,
+    flags: DescriptorFlags,
+    kind: Kind,
+}
+
+enum Kind {
+    Dir,
+    File(Arc<Mutex<OpenFile>>),
+}
+
+/// The listing returned by `read-directory`, already filtered to visible entries.
+pub struct DirectoryEntries {
+    entries: std::vec::IntoIter<DirectoryEntry>,
+}
+
+/// A file opened by the guest: the snapshot it reads, and the staged content it writes.
+struct OpenFile {
+    fs: Arc<ZeroFs>,
+    tenant: String,
+    path: TenantPath,
+    /// Staged content, once the file was written, truncated or resized.
+    staged: Option<File>,
+    /// Whether `staged` differs from what zerofs holds.
+    dirty: bool,
+    /// Whether this descriptor created the file: its first content is part of the creation,
+    /// so writing through it needs the create right only.
+    created_here: bool,
+}
+
+fn lock(f: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
+    match f.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl OpenFile {
+    /// The staged copy, creating it from the current content (or empty) on first use.
+    fn stage(&mut self, empty: bool) -> Result<&File, ErrorCode> {
+        if self.staged.is_none() {
+            let mut tmp = tempfile::tempfile().map_err(|e| {
+                tracing::error!(error = %e, "cannot create a temporary file to stage a write");
+                ErrorCode::Io
+            })?;
+            if !empty {
+                match self.fs.open_read(&self.tenant, self.path.as_str()) {
+                    Ok(mut reader) => {
+                        std::io::copy(&mut reader, &mut tmp).map_err(|e| {
+                            tracing::error!(error = %e, "cannot stage a copy of a file");
+                            ErrorCode::Io
+                        })?;
+                    }
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(code(&e)),
+                }
+            }
+            self.staged = Some(tmp);
+        }
+        self.staged.as_ref().ok_or(ErrorCode::Io)
+    }
+
+    /// Publishes the staged content atomically, if it changed.
+    fn publish(&mut self) -> Result<(), Error> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let Some(file) = self.staged.as_mut() else {
+            return Ok(());
+        };
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("rewinding a staged write", e))?;
+        self.fs
+            .write(&self.tenant, self.path.as_str(), &mut *file)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn size(&self) -> Result<u64, ErrorCode> {
+        match &self.staged {
+            Some(f) => f.metadata().map(|m| m.len()).map_err(|_| ErrorCode::Io),
+            None => match self.fs.stat(&self.tenant, self.path.as_str()) {
+                Ok(e) => Ok(e.size),
+                Err(e) => Err(code(&e)),
+            },
+        }
+    }
+
+    /// Reads up to `len` (≤ [`MAX_READ_CHUNK`]) bytes at `offset`.
+    fn read_at(&mut self, len: usize, offset: u64) -> Result<Vec<u8>, ErrorCode> {
+        let mut buf = vec![0u8; len.min(MAX_READ_CHUNK)];
+        let n = match &self.staged {
+            Some(f) => read_full_at(f, &mut buf, offset)?,
+            None => {
+                let mut reader = self
+                    .fs
+                    .open_read(&self.tenant, self.path.as_str())
+                    .map_err(|e| code(&e))?;
+                reader
+                    .seek(SeekFrom::Start(offset))
+                    .map_err(|_| ErrorCode::Io)?;
+                read_full(&mut reader, &mut buf)?
+            }
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Err(e) = self.publish() {
+            tracing::error!(tenant = %self.tenant, path = %self.path, error = %e,
+                "a file written by a guest could not be published when it was closed; the previous content stays");
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> Result<usize, ErrorCode> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(ErrorCode::Io),
+        }
+    }
+    Ok(n)
+}
+
+fn read_full_at(f: &File, buf: &mut [u8], offset: u64) -> Result<usize, ErrorCode> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(ErrorCode::Io),
+        }
+    }
+    Ok(n)
+}
+
+/// The WASI error for a zerofs error.
+fn code(e: &Error) -> ErrorCode {
+    match e {
+        Error::NotFound(_) => ErrorCode::NoEntry,
+        Error::AlreadyExists(_) => ErrorCode::Exist,
+        Error::NotADirectory(_) => ErrorCode::NotDirectory,
+        Error::IsADirectory(_) => ErrorCode::IsDirectory,
+        Error::DirectoryNotEmpty(_) => ErrorCode::NotEmpty,
+        Error::InvalidPath { .. } => ErrorCode::Invalid,
+        Error::InvalidTenant { .. } => ErrorCode::Access,
+        Error::QuotaExceeded { .. } => ErrorCode::InsufficientSpace,
+        Error::Io { .. } | Error::Corrupt(_) => {
+            tracing::error!(error = %e, "zerofs failed while serving wasi:filesystem");
+            ErrorCode::Io
+        }
+    }
+}
+
+/// Resolves a guest path relative to a directory: relative only, no `..`, no empty segment.
+fn resolve(dir: &TenantPath, rel: &str) -> Result<TenantPath, ErrorCode> {
+    if rel.starts_with('/') || rel.contains('\0') {
+        return Err(ErrorCode::NotPermitted);
+    }
+    let mut out = dir.clone();
+    for seg in rel.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return Err(ErrorCode::NotPermitted),
+            s => out = out.join(s).map_err(|_| ErrorCode::Invalid)?,
+        }
+    }
+    Ok(out)
+}
+
+fn datetime(ns: u64) -> wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
+    wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetime {
+        seconds: ns / 1_000_000_000,
+        nanoseconds: (ns % 1_000_000_000) as u32,
+    }
+}
+
+type FsResult<T> = Result<T, ErrorCode>;
+
+/// Borrowed view of what a host call needs.
+struct Ctx<'a> {
+    table: &'a mut wasmtime::component::ResourceTable,
+    st: &'a mut FsState,
+}
+
+fn ctx(h: &mut HostState) -> FsResult<Ctx<'_>> {
+    let st = h.extensions.get_mut::<FsState>().ok_or_else(|| {
+        tracing::error!("wasi:filesystem called in a store the zerofs provider did not configure");
+        ErrorCode::Io
+    })?;
+    Ok(Ctx {
+        table: &mut h.table,
+        st,
+    })
+}
+
+impl Ctx<'_> {
+    fn desc(&self, d: &Resource<Descriptor>) -> FsResult<&Descriptor> {
+        self.table.get(d).map_err(|_| ErrorCode::BadDescriptor)
+    }
+
+    fn dir(&self, d: &Resource<Descriptor>) -> FsResult<TenantPath> {
+        let desc = self.desc(d)?;
+        match desc.kind {
+            Kind::Dir => Ok(desc.path.clone()),
+            Kind::File(_) => Err(ErrorCode::NotDirectory),
+        }
+    }
+
+    fn file(
+        &self,
+        d: &Resource<Descriptor>,
+    ) -> FsResult<(TenantPath, DescriptorFlags, Arc<Mutex<OpenFile>>)> {
+        let desc = self.desc(d)?;
+        match &desc.kind {
+            Kind::File(f) => Ok((desc.path.clone(), desc.flags, f.clone())),
+            Kind::Dir => Err(ErrorCode::IsDirectory),
+        }
+    }
+
+    fn require(&mut self, right: Right, path: &TenantPath) -> FsResult<()> {
+        if self.st.access.allowed(right, path) {
+            Ok(())
+        } else {
+            Err(ErrorCode::Access)
+        }
+    }
+
+    /// The write right on an open file, unless this descriptor created it.
+    fn require_write(&mut self, path: &TenantPath, file: &Mutex<OpenFile>) -> FsResult<()> {
+        if lock(file).created_here {
+            return Ok(());
+        }
+        self.require(Right::Write, path)
+    }
+
+    fn require_visible(&mut self, path: &TenantPath) -> FsResult<()> {
+        if self.st.access.visible(path) {
+            Ok(())
+        } else {
+            Err(ErrorCode::Access)
+        }
+    }
+
+    /// The entry at `path` for stat-like calls, which need the read right, except on a
+    /// directory that leads to a granted root (so the way down can be walked). The right is
+    /// checked before the lookup where possible, so a refusal does not reveal existence.
+    fn entry_for_stat(&mut self, path: &TenantPath) -> FsResult<crate::Entry> {
+        self.require_visible(path)?;
+        let leads_to_grant = self.st.access.roots().iter().any(|r| r.starts_with(path));
+        if !leads_to_grant {
+            self.require(Right::Read, path)?;
+        }
+        let entry = self
+            .st
+            .fs
+            .stat(&self.st.tenant, path.as_str())
+            .map_err(|e| code(&e))?;
+        if entry.kind == EntryKind::File && leads_to_grant {
+            self.require(Right::Read, path)?;
+        }
+        Ok(entry)
+    }
+
+    fn stat_path(&mut self, path: &TenantPath) -> FsResult<DescriptorStat> {
+        let entry = self.entry_for_stat(path)?;
+        let t = Some(datetime(entry.mtime_ns));
+        Ok(DescriptorStat {
+            type_: match entry.kind {
+                EntryKind::File => DescriptorType::RegularFile,
+                EntryKind::Dir => DescriptorType::Directory,
+            },
+            link_count: 1,
+            size: entry.size,
+            data_access_timestamp: t,
+            data_modification_timestamp: t,
+            status_change_timestamp: t,
+        })
+    }
+
+    fn hash_path(&mut self, path: &TenantPath) -> FsResult<MetadataHashValue> {
+        let entry = self.entry_for_stat(path)?;
+        let mut bytes = [0u8; 16];
+        match entry.hash {
+            Some(h) => bytes.copy_from_slice(&h.0[..16]),
+            None => {
+                use sha2::Digest;
+                let d = sha2::Sha256::digest(format!("{}\0{}", self.st.tenant, path).as_bytes());
+                bytes.copy_from_slice(&d[..16]);
+            }
+        }
+        let (lo, hi) = bytes.split_at(8);
+        Ok(MetadataHashValue {
+            lower: u64::from_le_bytes(lo.try_into().map_err(|_| ErrorCode::Io)?),
+            upper: u64::from_le_bytes(hi.try_into().map_err(|_| ErrorCode::Io)?) ^ entry.mtime_ns,
+        })
+    }
+
+    fn open_at(
+        &mut self,
+        dir: &Resource<Descriptor>,
+        path: &str,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> FsResult<Descriptor> {
+        let base = self.dir(dir)?;
+        let path = resolve(&base, path)?;
+        self.require_visible(&path)?;
+        let tenant = self.st.tenant.clone();
+        let existing = match self.st.fs.stat(&tenant, path.as_str()) {
+            Ok(e) => Some(e),
+            Err(Error::NotFound(_)) | Err(Error::NotADirectory(_)) => None,
+            Err(e) => return Err(code(&e)),
+        };
+        let wants_write =
+            flags.contains(DescriptorFlags::WRITE) || oflags.contains(OpenFlags::TRUNCATE);
+        match existing {
+            Some(entry) => {
+                if oflags.contains(OpenFlags::CREATE) && oflags.contains(OpenFlags::EXCLUSIVE) {
+                    return Err(ErrorCode::Exist);
+                }
+                if entry.kind == EntryKind::Dir {
+                    if wants_write {
+                        return Err(ErrorCode::IsDirectory);
+                    }
+                    return Ok(Descriptor {
+                        path,
+                        flags,
+                        kind: Kind::Dir,
+                    });
+                }
+                if oflags.contains(OpenFlags::DIRECTORY) {
+                    return Err(ErrorCode::NotDirectory);
+                }
+                if flags.contains(DescriptorFlags::READ) {
+                    self.require(Right::Read, &path)?;
+                }
+                if wants_write {
+                    self.require(Right::Write, &path)?;
+                }
+                let mut file = OpenFile {
+                    fs: self.st.fs.clone(),
+                    tenant,
+                    path: path.clone(),
+                    staged: None,
+                    dirty: false,
+                    created_here: false,
+                };
+                if oflags.contains(OpenFlags::TRUNCATE) && entry.size > 0 {
+                    file.stage(true)?;
+                    file.dirty = true;
+                }
+                Ok(Descriptor {
+                    path,
+                    flags,
+                    kind: Kind::File(Arc::new(Mutex::new(file))),
+                })
+            }
+            None => {
+                if !oflags.contains(OpenFlags::CREATE) {
+                    return Err(ErrorCode::NoEntry);
+                }
+                if oflags.contains(OpenFlags::DIRECTORY) {
+                    return Err(ErrorCode::Invalid);
+                }
+                self.require(Right::Create, &path)?;
+                if flags.contains(DescriptorFlags::READ) {
+                    self.require(Right::Read, &path)?;
+                }
+                // The new, empty file exists as soon as open-at returns.
+                self.st
+                    .fs
+                    .write(&tenant, path.as_str(), std::io::empty())
+                    .map_err(|e| code(&e))?;
+                let file = OpenFile {
+                    fs: self.st.fs.clone(),
+                    tenant,
+                    path: path.clone(),
+                    staged: None,
+                    dirty: false,
+                    created_here: true,
+                };
+                Ok(Descriptor {
+                    path,
+                    flags,
+                    kind: Kind::File(Arc::new(Mutex::new(file))),
+                })
+            }
+        }
+    }
+
+    fn rename_at(
+        &mut self,
+        from_dir: &Resource<Descriptor>,
+        from: &str,
+        to_dir: &Resource<Descriptor>,
+        to: &str,
+    ) -> FsResult<()> {
+        let from = resolve(&self.dir(from_dir)?, from)?;
+        let to = resolve(&self.dir(to_dir)?, to)?;
+        self.require(Right::Delete, &from)?;
+        let tenant = self.st.tenant.clone();
+        let dest_exists = match self.st.fs.exists(&tenant, to.as_str()) {
+            Ok(b) => b,
+            Err(e) => return Err(code(&e)),
+        };
+        if dest_exists {
+            self.require(Right::Write, &to)?;
+        } else {
+            self.require(Right::Create, &to)?;
+        }
+        self.st
+            .fs
+            .rename(&tenant, from.as_str(), to.as_str())
+            .map_err(|e| code(&e))
+    }
+}
+
+impl types::Host for HostState {
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<wasmtime_wasi_io::bindings::wasi::io::error::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        let err = self.table.get(&err)?;
+        Ok(err.downcast_ref::<ErrorCode>().copied())
+    }
+}
+
+macro_rules! ok {
+    ($e:expr) => {
+        Ok((|| -> FsResult<_> { $e })())
+    };
+}
+
+impl types::HostDescriptor for HostState {
+    fn read_via_stream(
+        &mut self,
+        d: Resource<Descriptor>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi::p2::DynInputStream>, ErrorCode>> {
+        let stream = (|| -> FsResult<FileInput> {
+            let mut c = ctx(self)?;
+            let (path, _, file) = c.file(&d)?;
+            c.require(Right::Read, &path)?;
+            let source = {
+                let f = lock(&file);
+                match &f.staged {
+                    Some(tmp) => Source::Staged(tmp.try_clone().map_err(|_| ErrorCode::Io)?),
+                    None => {
+                        let mut r =
+                            f.fs.open_read(&f.tenant, f.path.as_str())
+                                .map_err(|e| code(&e))?;
+                        r.seek(SeekFrom::Start(offset)).map_err(|_| ErrorCode::Io)?;
+                        Source::Blob(r)
+                    }
+                }
+            };
+            Ok(FileInput {
+                source,
+                pos: offset,
+                _file: file,
+            })
+        })();
+        match stream {
+            Ok(s) => {
+                let s: wasmtime_wasi::p2::DynInputStream = Box::new(s);
+                Ok(Ok(self.table.push(s)?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn write_via_stream(
+        &mut self,
+        d: Resource<Descriptor>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi::p2::DynOutputStream>, ErrorCode>> {
+        self.output_stream(d, Some(offset))
+    }
+
+    fn append_via_stream(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi::p2::DynOutputStream>, ErrorCode>> {
+        self.output_stream(d, None)
+    }
+
+    fn advise(
+        &mut self,
+        d: Resource<Descriptor>,
+        _offset: u64,
+        _length: u64,
+        _advice: Advice,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        // Advice is only a hint; there is nothing to tune over content-addressed blobs.
+        ok!({
+            ctx(self)?.file(&d)?;
+            Ok(())
+        })
+    }
+
+    fn sync_data(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<Result<(), ErrorCode>> {
+        self.sync(d)
+    }
+
+    fn get_flags(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<DescriptorFlags, ErrorCode>> {
+        ok!(Ok(ctx(self)?.desc(&d)?.flags))
+    }
+
+    fn get_type(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<DescriptorType, ErrorCode>> {
+        ok!(Ok(match ctx(self)?.desc(&d)?.kind {
+            Kind::Dir => DescriptorType::Directory,
+            Kind::File(_) => DescriptorType::RegularFile,
+        }))
+    }
+
+    fn set_size(
+        &mut self,
+        d: Resource<Descriptor>,
+        size: u64,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let (path, flags, file) = c.file(&d)?;
+            if !flags.contains(DescriptorFlags::WRITE) {
+                return Err(ErrorCode::BadDescriptor);
+            }
+            c.require_write(&path, &file)?;
+            let mut f = lock(&file);
+            f.stage(size == 0)?
+                .set_len(size)
+                .map_err(|_| ErrorCode::Io)?;
+            f.dirty = true;
+            Ok(())
+        })
+    }
+
+    fn set_times(
+        &mut self,
+        d: Resource<Descriptor>,
+        _atime: NewTimestamp,
+        _mtime: NewTimestamp,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            ctx(self)?.desc(&d)?;
+            // zerofs records the time of each publication; it cannot store a chosen time.
+            Err(ErrorCode::Unsupported)
+        })
+    }
+
+    fn read(
+        &mut self,
+        d: Resource<Descriptor>,
+        len: u64,
+        offset: u64,
+    ) -> wasmtime::Result<Result<(Vec<u8>, bool), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let (path, flags, file) = c.file(&d)?;
+            if !flags.contains(DescriptorFlags::READ) {
+                return Err(ErrorCode::BadDescriptor);
+            }
+            c.require(Right::Read, &path)?;
+            let mut f = lock(&file);
+            let want = usize::try_from(len).unwrap_or(usize::MAX);
+            let data = f.read_at(want, offset)?;
+            let eof = data.is_empty() || offset.saturating_add(data.len() as u64) >= f.size()?;
+            Ok((data, eof && want > 0))
+        })
+    }
+
+    fn write(
+        &mut self,
+        d: Resource<Descriptor>,
+        buf: Vec<u8>,
+        offset: u64,
+    ) -> wasmtime::Result<Result<u64, ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let (path, flags, file) = c.file(&d)?;
+            if !flags.contains(DescriptorFlags::WRITE) {
+                return Err(ErrorCode::BadDescriptor);
+            }
+            c.require_write(&path, &file)?;
+            let mut f = lock(&file);
+            f.stage(false)?
+                .write_all_at(&buf, offset)
+                .map_err(|_| ErrorCode::Io)?;
+            f.dirty = true;
+            Ok(buf.len() as u64)
+        })
+    }
+
+    fn read_directory(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<Resource<DirectoryEntries>, ErrorCode>> {
+        let listing = (|| -> FsResult<DirectoryEntries> {
+            let mut c = ctx(self)?;
+            let dir = c.dir(&d)?;
+            c.require_visible(&dir)?;
+            let entries =
+                c.st.fs
+                    .list(&c.st.tenant, dir.as_str())
+                    .map_err(|e| code(&e))?;
+            let mut out = Vec::new();
+            for e in entries {
+                if !c.st.access.visible(&e.path) {
+                    continue;
+                }
+                let Some(name) = e.path.file_name() else {
+                    continue;
+                };
+                out.push(DirectoryEntry {
+                    type_: match e.kind {
+                        EntryKind::File => DescriptorType::RegularFile,
+                        EntryKind::Dir => DescriptorType::Directory,
+                    },
+                    name: name.to_string(),
+                });
+            }
+            Ok(DirectoryEntries {
+                entries: out.into_iter(),
+            })
+        })();
+        match listing {
+            Ok(l) => Ok(Ok(self.table.push(l)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn sync(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let desc = c.desc(&d)?;
+            let Kind::File(file) = &desc.kind else {
+                return Ok(());
+            };
+            let (path, file) = (desc.path.clone(), file.clone());
+            if !lock(&file).dirty {
+                return Ok(());
+            }
+            c.require_write(&path, &file)?;
+            let mut f = lock(&file);
+            f.publish().map_err(|e| {
+                tracing::warn!(tenant = %f.tenant, path = %f.path, error = %e, "publishing a guest's write failed");
+                code(&e)
+            })
+        })
+    }
+
+    fn create_directory_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = resolve(&c.dir(&d)?, &path)?;
+            c.require(Right::Create, &path)?;
+            c.st.fs
+                .mkdir(&c.st.tenant, path.as_str(), false)
+                .map(|_| ())
+                .map_err(|e| code(&e))
+        })
+    }
+
+    fn stat(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<DescriptorStat, ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let desc = c.desc(&d)?;
+            let path = desc.path.clone();
+            let staged_size = match &desc.kind {
+                Kind::File(f) => {
+                    let f = lock(f);
+                    match &f.staged {
+                        Some(_) => Some(f.size()?),
+                        None => None,
+                    }
+                }
+                Kind::Dir => None,
+            };
+            let mut stat = c.stat_path(&path)?;
+            if let Some(size) = staged_size {
+                stat.size = size;
+            }
+            Ok(stat)
+        })
+    }
+
+    fn stat_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        _flags: PathFlags,
+        path: String,
+    ) -> wasmtime::Result<Result<DescriptorStat, ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = resolve(&c.dir(&d)?, &path)?;
+            c.stat_path(&path)
+        })
+    }
+
+    fn set_times_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        _flags: PathFlags,
+        path: String,
+        _atime: NewTimestamp,
+        _mtime: NewTimestamp,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let c = ctx(self)?;
+            resolve(&c.dir(&d)?, &path)?;
+            Err(ErrorCode::Unsupported)
+        })
+    }
+
+    fn link_at(
+        &mut self,
+        _d: Resource<Descriptor>,
+        _old_flags: PathFlags,
+        _old_path: String,
+        _new_d: Resource<Descriptor>,
+        _new_path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        // zerofs has no hard links.
+        Ok(Err(ErrorCode::NotPermitted))
+    }
+
+    fn open_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        _path_flags: PathFlags,
+        path: String,
+        oflags: OpenFlags,
+        flags: DescriptorFlags,
+    ) -> wasmtime::Result<Result<Resource<Descriptor>, ErrorCode>> {
+        let opened = (|| ctx(self)?.open_at(&d, &path, oflags, flags))();
+        match opened {
+            Ok(desc) => Ok(Ok(self.table.push(desc)?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn readlink_at(
+        &mut self,
+        _d: Resource<Descriptor>,
+        _path: String,
+    ) -> wasmtime::Result<Result<String, ErrorCode>> {
+        // zerofs has no symbolic links.
+        Ok(Err(ErrorCode::NotPermitted))
+    }
+
+    fn remove_directory_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = resolve(&c.dir(&d)?, &path)?;
+            c.require(Right::Delete, &path)?;
+            let tenant = c.st.tenant.clone();
+            match c.st.fs.stat(&tenant, path.as_str()) {
+                Ok(e) if e.kind == EntryKind::File => return Err(ErrorCode::NotDirectory),
+                Ok(_) => {}
+                Err(e) => return Err(code(&e)),
+            }
+            if path.is_root() {
+                return Err(ErrorCode::Busy);
+            }
+            c.st.fs.remove(&tenant, path.as_str()).map_err(|e| code(&e))
+        })
+    }
+
+    fn rename_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        old_path: String,
+        new_d: Resource<Descriptor>,
+        new_path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!(ctx(self)?.rename_at(&d, &old_path, &new_d, &new_path))
+    }
+
+    fn symlink_at(
+        &mut self,
+        _d: Resource<Descriptor>,
+        _old_path: String,
+        _new_path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        // zerofs has no symbolic links.
+        Ok(Err(ErrorCode::NotPermitted))
+    }
+
+    fn unlink_file_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        path: String,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = resolve(&c.dir(&d)?, &path)?;
+            c.require(Right::Delete, &path)?;
+            let tenant = c.st.tenant.clone();
+            match c.st.fs.stat(&tenant, path.as_str()) {
+                Ok(e) if e.kind == EntryKind::Dir => return Err(ErrorCode::IsDirectory),
+                Ok(_) => {}
+                Err(e) => return Err(code(&e)),
+            }
+            c.st.fs.remove(&tenant, path.as_str()).map_err(|e| code(&e))
+        })
+    }
+
+    fn is_same_object(
+        &mut self,
+        a: Resource<Descriptor>,
+        b: Resource<Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        let a = self.table.get(&a)?.path.clone();
+        let b = &self.table.get(&b)?.path;
+        Ok(&a == b)
+    }
+
+    fn metadata_hash(
+        &mut self,
+        d: Resource<Descriptor>,
+    ) -> wasmtime::Result<Result<MetadataHashValue, ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = c.desc(&d)?.path.clone();
+            c.hash_path(&path)
+        })
+    }
+
+    fn metadata_hash_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        _flags: PathFlags,
+        path: String,
+    ) -> wasmtime::Result<Result<MetadataHashValue, ErrorCode>> {
+        ok!({
+            let mut c = ctx(self)?;
+            let path = resolve(&c.dir(&d)?, &path)?;
+            c.hash_path(&path)
+        })
+    }
+
+    fn drop(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<()> {
+        // Dropping the last handle of a written file publishes it (see `OpenFile`'s Drop).
+        self.table.delete(d)?;
+        Ok(())
+    }
+}
+
+impl HostStateExt for HostState {
+    fn output_stream(
+        &mut self,
+        d: Resource<Descriptor>,
+        offset: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi::p2::DynOutputStream>, ErrorCode>> {
+        let stream = (|| -> FsResult<FileOutput> {
+            let mut c = ctx(self)?;
+            let (path, flags, file) = c.file(&d)?;
+            if !flags.contains(DescriptorFlags::WRITE) {
+                return Err(ErrorCode::BadDescriptor);
+            }
+            c.require_write(&path, &file)?;
+            Ok(FileOutput { file, pos: offset })
+        })();
+        match stream {
+            Ok(s) => {
+                let s: wasmtime_wasi::p2::DynOutputStream = Box::new(s);
+                Ok(Ok(self.table.push(s)?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+}
+
+trait HostStateExt {
+    fn output_stream(
+        &mut self,
+        d: Resource<Descriptor>,
+        offset: Option<u64>,
+    ) -> wasmtime::Result<Result<Resource<wasmtime_wasi::p2::DynOutputStream>, ErrorCode>>;
+}
+
+impl types::HostDirectoryEntryStream for HostState {
+    fn read_directory_entry(
+        &mut self,
+        s: Resource<DirectoryEntries>,
+    ) -> wasmtime::Result<Result<Option<DirectoryEntry>, ErrorCode>> {
+        Ok(Ok(self.table.get_mut(&s)?.entries.next()))
+    }
+
+    fn drop(&mut self, s: Resource<DirectoryEntries>) -> wasmtime::Result<()> {
+        self.table.delete(s)?;
+        Ok(())
+    }
+}
+
+impl preopens::Host for HostState {
+    fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
+        let Some(st) = self.extensions.get_mut::<FsState>() else {
+            return Ok(Vec::new());
+        };
+        let mut dirs: Vec<TenantPath> = Vec::new();
+        for root in st.access.roots() {
+            let dir = match st.fs.stat(&st.tenant, root.as_str()) {
+                Ok(e) if e.kind == EntryKind::Dir => Some(root),
+                // A file (or a root not created yet) preopens its parent directory.
+                Ok(_) | Err(Error::NotFound(_)) => root
+                    .parent()
+                    .filter(|p| matches!(st.fs.stat(&st.tenant, p.as_str()), Ok(e) if e.kind == EntryKind::Dir)),
+                Err(_) => None,
+            };
+            if let Some(dir) = dir
+                && !dirs.contains(&dir)
+            {
+                dirs.push(dir);
+            }
+        }
+        let mut out = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let name = dir.to_string();
+            let desc = Descriptor {
+                path: dir,
+                flags: DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY,
+                kind: Kind::Dir,
+            };
+            out.push((self.table.push(desc)?, name));
+        }
+        Ok(out)
+    }
+}
+
+/// Where a read stream takes its bytes from.
+enum Source {
+    /// The published blob, as it was when the stream was opened.
+    Blob(crate::FileReader),
+    /// The descriptor's staged (unpublished) content.
+    Staged(File),
+}
+
+/// `read-via-stream`: reads in chunks of at most [`MAX_READ_CHUNK`] bytes.
+struct FileInput {
+    source: Source,
+    pos: u64,
+    /// Keeps the open file (and so its staged content) alive while the stream is.
+    _file: Arc<Mutex<OpenFile>>,
+}
+
+impl InputStream for FileInput {
+    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
+        let mut buf = vec![0u8; size.min(MAX_READ_CHUNK)];
+        let n = match &mut self.source {
+            Source::Blob(r) => read_full(r, &mut buf),
+            Source::Staged(f) => read_full_at(f, &mut buf, self.pos),
+        }
+        .map_err(|e| StreamError::LastOperationFailed(wasmtime::Error::new(e)))?;
+        if n == 0 && size > 0 {
+            return Err(StreamError::Closed);
+        }
+        buf.truncate(n);
+        self.pos += n as u64;
+        Ok(Bytes::from(buf))
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for FileInput {
+    async fn ready(&mut self) {}
+}
+
+/// `write-via-stream` (at a position) and `append-via-stream` (`pos: None`).
+struct FileOutput {
+    file: Arc<Mutex<OpenFile>>,
+    pos: Option<u64>,
+}
+
+impl OutputStream for FileOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        let fail = |e: ErrorCode| StreamError::LastOperationFailed(wasmtime::Error::new(e));
+        let mut f = lock(&self.file);
+        let tmp = f.stage(false).map_err(fail)?;
+        let at = match self.pos {
+            Some(p) => p,
+            None => tmp.metadata().map_err(|_| fail(ErrorCode::Io))?.len(),
+        };
+        tmp.write_all_at(&bytes, at)
+            .map_err(|_| fail(ErrorCode::Io))?;
+        if let Some(p) = &mut self.pos {
+            *p += bytes.len() as u64;
+        }
+        f.dirty = true;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        // Content is published on sync or close; a flush has nothing more to do.
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_READ_CHUNK)
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for FileOutput {
+    async fn ready(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_paths_resolve_below_their_directory_only() {
+        let d = TenantPath::parse("/site").unwrap();
+        assert_eq!(resolve(&d, "a/./b.txt").unwrap().as_str(), "/site/a/b.txt");
+        assert_eq!(resolve(&d, ".").unwrap().as_str(), "/site");
+        for escape in [
+            "..",
+            "../secret",
+            "a/../../b",
+            "a/..",
+            "/etc/passwd",
+            "/site/a",
+            "a\0b",
+        ] {
+            assert_eq!(
+                resolve(&d, escape),
+                Err(ErrorCode::NotPermitted),
+                "{escape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn store_errors_map_to_wasi_codes() {
+        assert_eq!(code(&Error::NotFound("/a".into())), ErrorCode::NoEntry);
+        assert_eq!(
+            code(&Error::DirectoryNotEmpty("/a".into())),
+            ErrorCode::NotEmpty
+        );
+        let quota = Error::QuotaExceeded {
+            tenant: "t".into(),
+            limit: 1,
+            kind: crate::QuotaKind::Bytes,
+        };
+        assert_eq!(code(&quota), ErrorCode::InsufficientSpace);
+    }
+}

@@ -1,0 +1,444 @@
+//! End-to-end tests of `wasi:filesystem` over zerofs on a real node: components signed with
+//! `/fs/*` grants at file and directory granularity, each right paired with its refusal,
+//! traversal attempts, filtered listings, tenant isolation and the static-site example.
+//!
+//! Files are seeded by opening the node's store (`<data_dir>/fs`) directly while the node is
+//! stopped (redb allows one process at a time).
+
+mod support;
+
+use std::io::Read;
+use std::path::Path;
+
+use support::*;
+use zero_auth::{Delegation, Keypair};
+use zero_client::{Client, Grant};
+
+fn node_config(data: &Path) -> String {
+    format!(
+        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nmax_response_body = \"64 MiB\"\n{LIMITS}\n",
+        data.display().to_string()
+    )
+}
+
+/// Room for 20 MiB through a debug build of the node.
+const LIMITS: &str = r#"
+[limits]
+cpu_time_ms = 10000
+wall_time_ms = 30000
+memory = "64 MiB"
+"#;
+
+struct World {
+    node: NodeProc,
+    acme: Client,
+    acme_owner: Keypair,
+    acme_chain: Vec<Delegation>,
+    beta: Client,
+    beta_owner: Keypair,
+    beta_chain: Vec<Delegation>,
+}
+
+fn copy_key(k: &Keypair) -> Keypair {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.key");
+    k.save(&p).unwrap();
+    Keypair::load(&p).unwrap()
+}
+
+/// A node with tenants `acme` and `beta`, whose files `seed` writes while the node is stopped.
+fn world(name: &str, seed: impl FnOnce(&zerofs::ZeroFs)) -> World {
+    let dir = test_dir(name);
+    let data = dir.join("data");
+    let node = NodeProc::start(&dir, &node_config(&data));
+    let api = format!("http://{}", node.admin);
+    let admin = Keypair::load(data.join("admin.key")).unwrap();
+    let acme_owner = Keypair::generate().unwrap();
+    let beta_owner = Keypair::generate().unwrap();
+    let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
+    admin_client
+        .create_tenant("acme", acme_owner.did())
+        .unwrap();
+    admin_client
+        .create_tenant("beta", beta_owner.did())
+        .unwrap();
+    node.stop();
+    {
+        let fs = zerofs::ZeroFs::open(data.join("fs"), zerofs::Quota::UNLIMITED).unwrap();
+        seed(&fs);
+    }
+    let node = NodeProc::start(&dir, &node_config(&data));
+    let api = format!("http://{}", node.admin);
+    let acme_chain =
+        vec![zero_client::owner_delegation(&admin, "acme", acme_owner.did(), None).unwrap()];
+    let beta_chain =
+        vec![zero_client::owner_delegation(&admin, "beta", beta_owner.did(), None).unwrap()];
+    World {
+        node,
+        acme: Client::new(&api, copy_key(&acme_owner), acme_chain.clone()),
+        acme_owner,
+        acme_chain,
+        beta: Client::new(&api, copy_key(&beta_owner), beta_chain.clone()),
+        beta_owner,
+        beta_chain,
+    }
+}
+
+fn put(fs: &zerofs::ZeroFs, tenant: &str, path: &str, content: &[u8]) {
+    fs.write_with(
+        tenant,
+        path,
+        content,
+        zerofs::WriteOptions {
+            create_parents: true,
+        },
+    )
+    .unwrap();
+}
+
+/// Signs `wasm` for acme with `cmd` scoped by `policy` and deploys it as `name` on `/name`.
+fn deploy_acme(w: &mut World, wasm: &str, name: &str, cmd: &str, policy: &str) {
+    let bytes = std::fs::read(guest_wasm(wasm)).unwrap();
+    let grant = Grant {
+        command: cmd.into(),
+        policy: zero_client::parse_policy(policy).unwrap(),
+        expires_in: None,
+    };
+    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
+    w.acme
+        .deploy("acme", name, &[format!("/{name}")], &[], &signed)
+        .unwrap();
+}
+
+/// Runs one fsprobe operation: `Ok(data)` or `Err(io error kind)`.
+fn probe(w: &World, app: &str, op: &str, path: &str, extra: &str) -> Result<String, String> {
+    let r = get(&w.node.url(&format!("/{app}?op={op}&path={path}{extra}")));
+    assert_eq!(r.status, 200, "{app} {op} {path}: {}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    if v["ok"] == true {
+        Ok(v["data"].as_str().unwrap().to_string())
+    } else {
+        Err(v["error"].as_str().unwrap().to_string())
+    }
+}
+
+const DENIED: &str = "PermissionDenied";
+
+fn path_policy(path: &str) -> String {
+    format!(r#"[["==", ".path", "{path}"]]"#)
+}
+
+#[test]
+fn each_right_works_at_file_and_directory_granularity_and_is_refused_without_its_grant() {
+    let mut w = world("fs-rights", |fs| {
+        put(fs, "acme", "/data/f.txt", b"file f");
+        put(fs, "acme", "/data/g.txt", b"file g");
+        put(fs, "acme", "/d/x.txt", b"x");
+        put(fs, "acme", "/d/keep.txt", b"keep");
+        put(fs, "acme", "/e/1.txt", b"one");
+        fs.mkdir("acme", "/e/sub", false).unwrap();
+        put(fs, "acme", "/secret/key.txt", b"s3cret");
+    });
+    // File granularity.
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "rf",
+        "/fs/read",
+        &path_policy("/data/f.txt"),
+    );
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "wf",
+        "/fs/write",
+        &path_policy("/data/f.txt"),
+    );
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "cf",
+        "/fs/create",
+        &path_policy("/data/new.txt"),
+    );
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "df",
+        "/fs/delete",
+        &path_policy("/data/g.txt"),
+    );
+    // Directory granularity.
+    deploy_acme(&mut w, "fsprobe", "rd", "/fs/read", &path_policy("/d"));
+    deploy_acme(&mut w, "fsprobe", "wd", "/fs/write", &path_policy("/d"));
+    deploy_acme(&mut w, "fsprobe", "cd", "/fs/create", &path_policy("/d"));
+    deploy_acme(&mut w, "fsprobe", "dd", "/fs/delete", &path_policy("/e"));
+    deploy_acme(&mut w, "fsprobe", "all", "/fs", &path_policy("/d"));
+    // Unsigned.
+    let unsigned = std::fs::read(guest_wasm("fsprobe")).unwrap();
+    w.acme
+        .deploy("acme", "none", &["/none".into()], &[], &unsigned)
+        .unwrap();
+
+    // read, file granularity: the file, not its sibling; the listing shows only the file.
+    assert_eq!(
+        probe(&w, "rf", "read", "/data/f.txt", ""),
+        Ok("file f".into())
+    );
+    assert_eq!(
+        probe(&w, "rf", "read", "/data/g.txt", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(probe(&w, "rf", "readdir", "/data", ""), Ok("f.txt".into()));
+    assert_eq!(
+        probe(&w, "rf", "stat", "/data/f.txt", ""),
+        Ok("file:6".into())
+    );
+    assert_eq!(
+        probe(&w, "rf", "stat", "/data/g.txt", ""),
+        Err(DENIED.into())
+    );
+    // An invisible path is refused the same way whether it exists or not.
+    assert_eq!(
+        probe(&w, "rf", "stat", "/data/nothing", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "rf", "read", "/data/nothing", ""),
+        Err(DENIED.into())
+    );
+
+    // read, directory granularity, and its refusal (wd has write but not read on /d).
+    assert_eq!(probe(&w, "rd", "read", "/d/x.txt", ""), Ok("x".into()));
+    assert_eq!(
+        probe(&w, "rd", "readdir", "/d", ""),
+        Ok("keep.txt,x.txt".into())
+    );
+    assert_eq!(probe(&w, "wd", "read", "/d/x.txt", ""), Err(DENIED.into()));
+
+    // write, file granularity.
+    assert_eq!(
+        probe(&w, "wf", "write", "/data/f.txt", "&data=new-f"),
+        Ok("".into())
+    );
+    assert_eq!(
+        probe(&w, "rf", "read", "/data/f.txt", ""),
+        Ok("new-f".into())
+    );
+    assert_eq!(
+        probe(&w, "wf", "append", "/data/f.txt", "&data=+more"),
+        Ok("".into())
+    );
+    assert_eq!(
+        probe(&w, "rf", "read", "/data/f.txt", ""),
+        Ok("new-f more".into())
+    );
+    assert_eq!(
+        probe(&w, "wf", "write", "/data/g.txt", "&data=evil"),
+        Err(DENIED.into())
+    );
+    // write, directory granularity, and its refusal (rd reads /d but may not write it).
+    assert_eq!(
+        probe(&w, "wd", "write", "/d/x.txt", "&data=xx"),
+        Ok("".into())
+    );
+    assert_eq!(probe(&w, "rd", "read", "/d/x.txt", ""), Ok("xx".into()));
+    assert_eq!(
+        probe(&w, "wd", "truncate", "/d/keep.txt", ""),
+        Ok("".into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "stat", "/d/keep.txt", ""),
+        Ok("file:0".into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "write", "/d/x.txt", "&data=no"),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "append", "/d/x.txt", "&data=no"),
+        Err(DENIED.into())
+    );
+    assert_eq!(probe(&w, "rd", "read", "/d/x.txt", ""), Ok("xx".into()));
+
+    // create, file granularity: exactly the granted name, with its first content; the
+    // content of an existing file is out of reach.
+    assert_eq!(
+        probe(&w, "cf", "create", "/data/new.txt", "&data=n"),
+        Ok("".into())
+    );
+    assert_eq!(
+        probe(&w, "cf", "create", "/data/new.txt", "&data=n"),
+        Err("AlreadyExists".into())
+    );
+    assert_eq!(
+        probe(&w, "cf", "write", "/data/new.txt", "&data=again"),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "cf", "create", "/data/other.txt", "&data="),
+        Err(DENIED.into())
+    );
+    // create, directory granularity, and the refusals.
+    assert_eq!(probe(&w, "cd", "mkdir", "/d/sub", ""), Ok("".into()));
+    assert_eq!(
+        probe(&w, "cd", "create", "/d/sub/c.txt", "&data=c"),
+        Ok("".into())
+    );
+    assert_eq!(probe(&w, "rd", "read", "/d/sub/c.txt", ""), Ok("c".into()));
+    assert_eq!(probe(&w, "rd", "mkdir", "/d/sub2", ""), Err(DENIED.into()));
+    assert_eq!(
+        probe(&w, "wd", "create", "/d/w.txt", "&data=w"),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "readdir", "/d", ""),
+        Ok("keep.txt,sub,x.txt".into())
+    );
+
+    // delete, file granularity.
+    assert_eq!(
+        probe(&w, "df", "unlink", "/data/f.txt", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(probe(&w, "df", "unlink", "/data/g.txt", ""), Ok("".into()));
+    assert_eq!(probe(&w, "rf", "readdir", "/data", ""), Ok("f.txt".into()));
+    // delete, directory granularity, and the refusals.
+    assert_eq!(probe(&w, "dd", "unlink", "/e/1.txt", ""), Ok("".into()));
+    assert_eq!(probe(&w, "dd", "rmdir", "/e/sub", ""), Ok("".into()));
+    assert_eq!(
+        probe(&w, "rd", "unlink", "/d/x.txt", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(probe(&w, "wd", "rmdir", "/d/sub", ""), Err(DENIED.into()));
+    assert_eq!(probe(&w, "rd", "read", "/d/x.txt", ""), Ok("xx".into()));
+
+    // rename = delete on the source + create on the destination.
+    assert_eq!(
+        probe(&w, "all", "rename", "/d/x.txt", "&to=/d/y.txt"),
+        Ok("".into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "readdir", "/d", ""),
+        Ok("keep.txt,sub,y.txt".into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "rename", "/d/y.txt", "&to=/d/z.txt"),
+        Err(DENIED.into())
+    );
+
+    // Traversal and escapes: `..`, absolute paths outside the grant, symlinks.
+    assert_eq!(
+        probe(&w, "rd", "read", "/d/../secret/key.txt", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "read", "/d/sub/../../secret/key.txt", ""),
+        Err(DENIED.into())
+    );
+    assert!(probe(&w, "rd", "read", "/secret/key.txt", "").is_err());
+    assert!(probe(&w, "rd", "read", "../secret/key.txt", "").is_err());
+    assert!(probe(&w, "rd", "readdir", "/", "").is_err());
+    assert_eq!(
+        probe(&w, "all", "symlink", "/secret/key.txt", "&to=/d/link"),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "all", "symlink", "../secret", "&to=/d/link"),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "rd", "readdir", "/d", ""),
+        Ok("keep.txt,sub,y.txt".into())
+    );
+
+    // An unsigned component sees no files at all.
+    assert!(probe(&w, "none", "readdir", "/", "").is_err());
+    assert!(probe(&w, "none", "read", "/d/keep.txt", "").is_err());
+    assert!(probe(&w, "none", "create", "/d/n.txt", "&data=n").is_err());
+    w.node.stop();
+}
+
+#[test]
+fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outside() {
+    let big: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let big_for_seed = big.clone();
+    let mut w = world("fs-site", move |fs| {
+        put(fs, "acme", "/site/index.html", b"<h1>acme</h1>");
+        put(fs, "acme", "/site/style.css", b"body{}");
+        put(fs, "acme", "/site/docs/index.html", b"docs");
+        put(fs, "acme", "/site/big.bin", &big_for_seed);
+        put(fs, "acme", "/secret.txt", b"s3cret");
+        put(fs, "beta", "/site/index.html", b"<h1>beta</h1>");
+    });
+    let bytes = std::fs::read(guest_wasm("static_site")).unwrap();
+    let grant = Grant {
+        command: "/fs/read".into(),
+        policy: zero_client::parse_policy(&path_policy("/site")).unwrap(),
+        expires_in: None,
+    };
+    let acme = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
+    let beta = zero_client::sign_component(&bytes, &w.beta_owner, &w.beta_chain, &grant).unwrap();
+    w.acme
+        .deploy("acme", "site", &["acme.test/".into()], &[], &acme)
+        .unwrap();
+    w.beta
+        .deploy("beta", "site", &["beta.test/".into()], &[], &beta)
+        .unwrap();
+
+    let host = |h: &str, path: &str| get_with(&w.node.url(path), "host", h);
+    let r = host("acme.test", "/");
+    assert_eq!((r.status, r.body.as_str()), (200, "<h1>acme</h1>"));
+    let r = host("beta.test", "/");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "<h1>beta</h1>"),
+        "each tenant sees its own /site"
+    );
+    assert_eq!(host("acme.test", "/docs").body, "docs");
+    assert_eq!(host("acme.test", "/style.css").body, "body{}");
+    assert_eq!(host("beta.test", "/style.css").status, 404);
+    assert_eq!(host("acme.test", "/missing.html").status, 404);
+    // Nothing outside /site, however the path is spelled.
+    for path in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/docs/../../secret.txt",
+    ] {
+        let r = host("acme.test", path);
+        assert_ne!(r.status, 200, "{path}");
+        assert!(!r.body.contains("s3cret"), "{path}");
+    }
+    let post = agent()
+        .post(&w.node.url("/"))
+        .set("host", "acme.test")
+        .send_string("x");
+    match post {
+        Err(ureq::Error::Status(405, _)) => {}
+        other => panic!("POST must answer 405, got {other:?}"),
+    }
+
+    // 20 MiB through the component, byte for byte.
+    let resp = agent()
+        .get(&w.node.url("/big.bin"))
+        .set("host", "acme.test")
+        .call()
+        .unwrap();
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/octet-stream")
+    );
+    let mut got = Vec::new();
+    if let Err(e) = resp.into_reader().read_to_end(&mut got) {
+        panic!(
+            "reading the large file failed after {} bytes: {e}; node log:\n{}",
+            got.len(),
+            w.node.logs.lock().unwrap().join("\n")
+        );
+    }
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the streamed bytes differ from the stored file");
+    w.node.stop();
+}
