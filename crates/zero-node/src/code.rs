@@ -22,12 +22,9 @@ use zerofs::{TenantPath, ZeroFs};
 
 use crate::apps::{Authority, Refusal, now};
 
-/// The directory of a tenant's namespace that holds its deployed code. Guests cannot reach it
-/// (see [`is_reserved`]); the owner can read it through the management API.
+/// The directory of a tenant's namespace that holds its deployed code, inside the reserved
+/// [`zerofs::RESERVED_DIR`]: components cannot see it, and the owner can only read it.
 pub const CODE_DIR: &str = "/.zero/code";
-
-/// The reserved top-level directory of every tenant's namespace.
-pub const RESERVED_DIR: &str = "/.zero";
 
 /// The key a component's bytes are stored under: the SHA-256 of the whole file, `ucan`
 /// section included (the content hash leaves that section out, so two signings of the same
@@ -40,12 +37,6 @@ pub fn code_key(bytes: &[u8]) -> String {
 /// Where the component stored under `key` ([`code_key`]) lives in its tenant's namespace.
 pub fn code_path(key: &str) -> String {
     format!("{CODE_DIR}/{key}.wasm")
-}
-
-/// Whether `path` is in the reserved `/.zero` directory, which only the node writes.
-pub fn is_reserved(path: &TenantPath) -> bool {
-    let reserved = TenantPath::parse(RESERVED_DIR).unwrap_or_else(|_| TenantPath::root());
-    !reserved.is_root() && path.starts_with(&reserved)
 }
 
 /// The arguments a file capability is checked against.
@@ -67,15 +58,13 @@ pub fn path_allowed(
 ) -> Result<(), zero_auth::Error> {
     let cmd = Command::parse(command)?;
     let first = check(&cmd, &fs_args(tenant, path.as_str()));
-    if first.is_ok() {
+    if first.is_ok()
+        || path
+            .ancestors()
+            .skip(1)
+            .any(|dir| check(&cmd, &fs_args(tenant, dir.as_str())).is_ok())
+    {
         return Ok(());
-    }
-    let mut at = path.parent();
-    while let Some(dir) = at {
-        if check(&cmd, &fs_args(tenant, dir.as_str())).is_ok() {
-            return Ok(());
-        }
-        at = dir.parent();
     }
     first
 }

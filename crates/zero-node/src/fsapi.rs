@@ -29,7 +29,7 @@ use zerofs::{Entry, EntryKind, TenantPath, ZeroFs};
 
 use crate::api::{Api, Body, Resp, expect_arg, json_response};
 use crate::apps::Refusal;
-use crate::code::{is_reserved, path_allowed};
+use crate::code::path_allowed;
 
 /// Bytes per chunk read from a blob for a download.
 const CHUNK: usize = 256 * 1024;
@@ -116,16 +116,12 @@ fn directory_scope(
     let Ok(path) = TenantPath::parse(path) else {
         return first;
     };
-    let mut at = path.parent();
-    while let Some(dir) = at {
+    let covered = path.ancestors().skip(1).any(|dir| {
         let mut m = map.clone();
         m.insert("path".into(), Ipld::String(dir.as_str().to_string()));
-        if zero_auth::authorize(caps, cmd, &Ipld::Map(m)).is_ok() {
-            return Ok(());
-        }
-        at = dir.parent();
-    }
-    first
+        zero_auth::authorize(caps, cmd, &Ipld::Map(m)).is_ok()
+    });
+    if covered { Ok(()) } else { first }
 }
 
 /// A blocking reader fed with the chunks of an HTTP request body.
@@ -256,13 +252,13 @@ impl Api {
         expect_arg(&inv.args, "path", path.as_str())?;
         self.require_tenant(tenant)?;
         let writes = !matches!(op, Op::Get | Op::List);
-        if writes && is_reserved(path) {
+        if writes && path.is_reserved() {
             return Err(Refusal::new(
                 403,
                 "Reserved",
                 format!(
                     "{} is reserved for the node (deployed code lives there); choose another path",
-                    crate::code::RESERVED_DIR
+                    zerofs::RESERVED_DIR
                 ),
             ));
         }

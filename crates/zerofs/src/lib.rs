@@ -40,7 +40,10 @@ mod store;
 pub mod wasi;
 
 pub use error::{Error, QuotaKind, Result};
-pub use path::{MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, TenantPath, validate_tenant};
+pub use path::{
+    MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, RESERVED_DIR, RESERVED_NAME, TenantPath,
+    validate_tenant,
+};
 pub use store::{
     BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, Usage, WriteOptions, ZeroFs,
 };

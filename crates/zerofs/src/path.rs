@@ -34,6 +34,14 @@ pub fn validate_tenant(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The name of the reserved top-level directory of every tenant's namespace.
+pub const RESERVED_NAME: &str = ".zero";
+
+/// The reserved top-level directory of every tenant's namespace, where the node keeps the
+/// tenant's deployed code: readable by the owner through the management API, never writable
+/// through it, and invisible to components.
+pub const RESERVED_DIR: &str = "/.zero";
+
 /// A normalized absolute path inside one tenant's namespace, such as `/a/b.txt`.
 ///
 /// Parsing resolves `.` and `..` segments; a `..` that would climb above the tenant root is
@@ -125,6 +133,18 @@ impl TenantPath {
             format!("{}/{name}", self.0)
         };
         TenantPath::parse(&joined)
+    }
+
+    /// The path itself, then each of its ancestors up to the root: the places where a
+    /// directory-granular capability covering this path may be granted.
+    pub fn ancestors(&self) -> impl Iterator<Item = TenantPath> {
+        std::iter::successors(Some(self.clone()), TenantPath::parent)
+    }
+
+    /// Whether this path is in the reserved [`RESERVED_DIR`] (deployed code), which only the
+    /// node changes and components never see.
+    pub fn is_reserved(&self) -> bool {
+        self.segments().next() == Some(RESERVED_NAME)
     }
 
     /// Whether `self` is `other` or lies below it (component-wise, so `/ab` is not under `/a`).

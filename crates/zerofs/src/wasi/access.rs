@@ -204,16 +204,10 @@ impl Access {
         answer
     }
 
-    /// Whether `right` is allowed on `path`: granted on it or on one of its ancestors.
+    /// Whether `right` is allowed on `path`: granted on it or on one of its ancestors. Nothing
+    /// is ever allowed in the reserved directory (the tenant's deployed code).
     pub fn allowed(&mut self, right: Right, path: &TenantPath) -> bool {
-        let mut cur = Some(path.clone());
-        while let Some(p) = cur {
-            if self.grants_exactly(right, &p) {
-                return true;
-            }
-            cur = p.parent();
-        }
-        false
+        !path.is_reserved() && path.ancestors().any(|p| self.grants_exactly(right, &p))
     }
 
     /// Whether some right covers `path`.
@@ -314,6 +308,23 @@ mod tests {
         // A named root the grants do not actually cover is not a root.
         let mut stale = Access::new(Some(Box::new(Fixed(vec![], vec!["/x"]))));
         assert!(stale.roots().is_empty());
+    }
+
+    #[test]
+    fn the_reserved_directory_is_never_allowed_nor_visible() {
+        let all: Vec<(Right, &str)> = Right::ALL.iter().map(|&r| (r, "/")).collect();
+        let mut a = Access::new(Some(Box::new(Fixed(all, vec![]))));
+        for r in Right::ALL {
+            assert!(!a.allowed(r, &p("/.zero")), "{r:?}");
+            assert!(!a.allowed(r, &p("/.zero/code/x.wasm")), "{r:?}");
+        }
+        assert!(!a.visible(&p("/.zero")));
+        assert!(a.allowed(Right::Read, &p("/.zeroth")), "only the exact name is reserved");
+        let mut named = Access::new(Some(Box::new(Fixed(
+            vec![(Right::Read, "/.zero/code")],
+            vec!["/.zero/code"],
+        ))));
+        assert!(named.roots().is_empty(), "a grant naming it preopens nothing");
     }
 
     #[test]
