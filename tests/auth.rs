@@ -53,6 +53,22 @@ fn admin_creates_a_tenant_owner_signs_and_deploys_with_the_cli_and_curl_reaches_
         "-o",
         signed.to_str().unwrap(),
     ]);
+    assert_eq!(code, 2, "signing must name the capability: {out}{err}");
+    assert!(err.contains("--cmd"), "{err}");
+    let (code, out, err) = zero(&[
+        "sign",
+        guest_wasm("hello").to_str().unwrap(),
+        "--key",
+        owner_key.to_str().unwrap(),
+        "--proof",
+        chain.to_str().unwrap(),
+        "--cmd",
+        "/fs/read",
+        "--policy",
+        r#"[["==", ".path", "/public"]]"#,
+        "-o",
+        signed.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, _) = zero(&["inspect", signed.to_str().unwrap()]);
     assert_eq!(code, 0);

@@ -93,8 +93,10 @@ enum Command {
         /// The chain you hold (e.g. the owner chain from `zero tenant create`).
         #[arg(long)]
         proof: PathBuf,
-        /// The command the component may use (`/` for everything the chain allows).
-        #[arg(long, default_value = "/")]
+        /// The capability the component gets, e.g. `/fs/read` or `/db` (with --policy to scope
+        /// it). Required: name what the component needs; `/` grants everything your chain
+        /// allows (every file and database of the tenant).
+        #[arg(long)]
         cmd: String,
         /// Policy on the arguments, as JSON.
         #[arg(long, default_value = "[]")]
