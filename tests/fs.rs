@@ -442,3 +442,52 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
     assert!(got == big, "the streamed bytes differ from the stored file");
     w.node.stop();
 }
+
+#[test]
+fn guest_writes_are_held_to_the_tenant_quota_before_they_are_staged() {
+    let w = support::tenants::world_with("fs-quota", "[fs]\nquota_bytes = \"256 KiB\"\n");
+    let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
+    let grant = Grant {
+        command: "/fs".into(),
+        policy: zero_client::parse_policy(&path_policy("/")).unwrap(),
+        expires_in: None,
+    };
+    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    owner
+        .deploy("acme", "probe", &["/probe".into()], &[], &signed)
+        .unwrap();
+    let fill = |path: &str, size: usize| {
+        let r = get(&w
+            .node
+            .url(&format!("/probe?op=fill&path={path}&data={size}")));
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    // The deployed code counts against the quota too; what is left still takes a small file.
+    let v = fill("/small.bin", 16 << 10);
+    assert_eq!(v["ok"], true, "{v}");
+    // A write past the quota fails at the write that crosses it, not after staging it all: a
+    // 1 GiB fill could not even be staged within the request's CPU budget (it would end in a
+    // 5xx), so an answer at all shows that the refusal came early.
+    let v = fill("/big.bin", 1 << 30);
+    assert_eq!(v["ok"], false, "{v}");
+    // `insufficient-space` reaches std as ENOSPC (51) from `descriptor.write`, or as EIO (29)
+    // when wasi-libc writes through an output stream, whose errors it does not translate.
+    assert!(
+        v["errno"] == 51 || v["errno"] == 29,
+        "the guest sees the write refused: {v}"
+    );
+    // Like a POSIX file after ENOSPC, what the guest wrote before the refusal is published
+    // when it closes the file; the tenant never goes over its quota.
+    let listing = owner.fs_list("acme", "/").unwrap();
+    let entries = listing["entries"].as_array().unwrap();
+    let size = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["size"].as_u64().unwrap())
+    };
+    assert_eq!(size("small.bin"), Some(16 << 10), "{listing}");
+    assert!(size("big.bin").unwrap_or(0) < 256 << 10, "{listing}");
+}

@@ -319,12 +319,18 @@ mod tests {
             assert!(!a.allowed(r, &p("/.zero/code/x.wasm")), "{r:?}");
         }
         assert!(!a.visible(&p("/.zero")));
-        assert!(a.allowed(Right::Read, &p("/.zeroth")), "only the exact name is reserved");
+        assert!(
+            a.allowed(Right::Read, &p("/.zeroth")),
+            "only the exact name is reserved"
+        );
         let mut named = Access::new(Some(Box::new(Fixed(
             vec![(Right::Read, "/.zero/code")],
             vec!["/.zero/code"],
         ))));
-        assert!(named.roots().is_empty(), "a grant naming it preopens nothing");
+        assert!(
+            named.roots().is_empty(),
+            "a grant naming it preopens nothing"
+        );
     }
 
     #[test]

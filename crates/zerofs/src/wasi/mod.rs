@@ -178,6 +178,9 @@ struct OpenFile {
     /// Whether this descriptor created the file: its first content is part of the creation,
     /// so writing through it needs the create right only.
     created_here: bool,
+    /// The largest size the staged file may reach without exceeding the tenant's byte quota
+    /// once published (computed when needed, refreshed before refusing).
+    room: Option<u64>,
 }
 
 fn lock(f: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
@@ -210,6 +213,37 @@ impl OpenFile {
             self.staged = Some(tmp);
         }
         self.staged.as_ref().ok_or(ErrorCode::Io)
+    }
+
+    /// The largest size this file may have when published: what the tenant's byte quota leaves,
+    /// counting the file's current published size as free.
+    fn compute_room(&self) -> Result<u64, ErrorCode> {
+        let quota = self.fs.quota(&self.tenant).map_err(|e| code(&e))?;
+        let usage = self.fs.usage(&self.tenant).map_err(|e| code(&e))?;
+        let current = match self.fs.stat(&self.tenant, self.path.as_str()) {
+            Ok(e) => e.size,
+            Err(Error::NotFound(_)) => 0,
+            Err(e) => return Err(code(&e)),
+        };
+        Ok(quota
+            .max_bytes
+            .saturating_sub(usage.bytes)
+            .saturating_add(current))
+    }
+
+    /// Refuses (with `insufficient-space`) a staged size the tenant's quota could never
+    /// publish, so that a guest cannot fill the host's temporary space before the quota
+    /// refuses the publication.
+    fn ensure_room(&mut self, size: u64) -> Result<(), ErrorCode> {
+        if self.room.is_some_and(|room| size <= room) {
+            return Ok(());
+        }
+        let room = self.compute_room()?;
+        self.room = Some(room);
+        if size > room {
+            return Err(ErrorCode::InsufficientSpace);
+        }
+        Ok(())
     }
 
     /// Publishes the staged content atomically, if it changed.
@@ -503,6 +537,7 @@ impl Ctx<'_> {
                     tenant,
                     path: path.clone(),
                     staged: None,
+                    room: None,
                     dirty: false,
                     created_here: false,
                 };
@@ -537,6 +572,7 @@ impl Ctx<'_> {
                     tenant,
                     path: path.clone(),
                     staged: None,
+                    room: None,
                     dirty: false,
                     created_here: true,
                 };
@@ -693,6 +729,7 @@ impl types::HostDescriptor for HostState {
             }
             c.require_write(&path, &file)?;
             let mut f = lock(&file);
+            f.ensure_room(size)?;
             f.stage(size == 0)?
                 .set_len(size)
                 .map_err(|_| ErrorCode::Io)?;
@@ -749,6 +786,7 @@ impl types::HostDescriptor for HostState {
             }
             c.require_write(&path, &file)?;
             let mut f = lock(&file);
+            f.ensure_room(offset.saturating_add(buf.len() as u64))?;
             f.stage(false)?
                 .write_all_at(&buf, offset)
                 .map_err(|_| ErrorCode::Io)?;
@@ -1158,6 +1196,9 @@ impl OutputStream for FileOutput {
             Some(p) => p,
             None => tmp.metadata().map_err(|_| fail(ErrorCode::Io))?.len(),
         };
+        f.ensure_room(at.saturating_add(bytes.len() as u64))
+            .map_err(fail)?;
+        let tmp = f.stage(false).map_err(fail)?;
         tmp.write_all_at(&bytes, at)
             .map_err(|_| fail(ErrorCode::Io))?;
         if let Some(p) = &mut self.pos {

@@ -89,6 +89,24 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
             f.sync_all()?;
             Ok(String::new())
         }
+        "fill" => {
+            // Writes `data` (a decimal size) bytes in 64 KiB chunks, then syncs.
+            let size: usize = data.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            let chunk = vec![b'z'; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                f.write_all(&chunk[..n])?;
+                left -= n;
+            }
+            f.sync_all()?;
+            Ok(String::new())
+        }
         "append" => {
             let mut f = fs::OpenOptions::new().append(true).open(path)?;
             f.write_all(data.as_bytes())?;
@@ -170,7 +188,11 @@ impl Guest for Component {
         );
         let json = match result {
             Ok(data) => format!("{{\"ok\":true,\"data\":\"{}\"}}", escape(&data)),
-            Err(e) => format!("{{\"ok\":false,\"error\":\"{:?}\"}}", e.kind()),
+            Err(e) => format!(
+                "{{\"ok\":false,\"error\":\"{:?}\",\"errno\":{}}}",
+                e.kind(),
+                e.raw_os_error().unwrap_or(-1)
+            ),
         };
         let Ok(headers) =
             Fields::from_list(&[("content-type".to_string(), b"application/json".to_vec())])
