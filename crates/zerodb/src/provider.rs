@@ -11,7 +11,9 @@
 //! database.
 //!
 //! SQLite work runs on tokio's blocking pool (`spawn_blocking`), so a slow statement never stalls
-//! the executor threads that serve other requests.
+//! the executor threads that serve other requests. Measured with `benches/todo.sh` (2 cores,
+//! shared): a point read served at 0.70-0.73 of the hello app's req/s with `spawn_blocking`, and
+//! at 0.56 with `block_in_place` (which also parks the executor thread for the statement).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
