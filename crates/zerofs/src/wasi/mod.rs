@@ -41,8 +41,10 @@
 //! published to zerofs in one atomic commit on `sync`/`sync-data` (which report quota errors)
 //! and when the last handle to it (descriptor or stream) is dropped, including when the store
 //! ends (errors then go to the node log). A reader therefore sees the old or the new content,
-//! never a partial one. The host functions are blocking (local disk and an embedded database),
-//! like zerofs itself.
+//! never a partial one. The host functions are synchronous (local disk and an embedded
+//! database, like zerofs itself); the long ones, copying a file into staging and publishing it
+//! with its fsyncs, step off the async worker thread (`block_in_place`) so that other requests
+//! on that thread are not held up while they run.
 //!
 //! # Reads
 //!
@@ -199,16 +201,20 @@ impl OpenFile {
                 ErrorCode::Io
             })?;
             if !empty {
-                match self.fs.open_read(&self.tenant, self.path.as_str()) {
-                    Ok(mut reader) => {
-                        std::io::copy(&mut reader, &mut tmp).map_err(|e| {
-                            tracing::error!(error = %e, "cannot stage a copy of a file");
-                            ErrorCode::Io
-                        })?;
-                    }
-                    Err(Error::NotFound(_)) => {}
-                    Err(e) => return Err(code(&e)),
-                }
+                let copied =
+                    off_worker(
+                        || match self.fs.open_read(&self.tenant, self.path.as_str()) {
+                            Ok(mut reader) => std::io::copy(&mut reader, &mut tmp)
+                                .map(|_| ())
+                                .map_err(|e| {
+                                    tracing::error!(error = %e, "cannot stage a copy of a file");
+                                    ErrorCode::Io
+                                }),
+                            Err(Error::NotFound(_)) => Ok(()),
+                            Err(e) => Err(code(&e)),
+                        },
+                    );
+                copied?;
             }
             self.staged = Some(tmp);
         }
@@ -256,8 +262,8 @@ impl OpenFile {
         };
         file.seek(SeekFrom::Start(0))
             .map_err(|e| Error::io("rewinding a staged write", e))?;
-        self.fs
-            .write(&self.tenant, self.path.as_str(), &mut *file)?;
+        let (fs, tenant, path) = (&self.fs, &self.tenant, &self.path);
+        off_worker(|| fs.write(tenant, path.as_str(), &mut *file))?;
         self.dirty = false;
         Ok(())
     }
@@ -299,6 +305,19 @@ impl Drop for OpenFile {
             tracing::error!(tenant = %self.tenant, path = %self.path, error = %e,
                 "a file written by a guest could not be published when it was closed; the previous content stays");
         }
+    }
+}
+
+/// Runs long blocking work (copying or publishing a whole file, with its fsyncs) so that it
+/// does not hold up the other tasks of the async worker thread it was called on: through
+/// `block_in_place` on a multi-threaded tokio runtime, directly elsewhere. Short calls (a
+/// 64 KiB read, a metadata lookup) run inline.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
