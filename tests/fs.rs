@@ -2,14 +2,14 @@
 //! `/fs/*` grants at file and directory granularity, each right paired with its refusal,
 //! traversal attempts, filtered listings, tenant isolation and the static-site example.
 //!
-//! Files are seeded by opening the node's store (`<data_dir>/fs`) directly while the node is
-//! stopped (redb allows one process at a time).
+//! Files are seeded by the tenants' owners through the management API (`zero fs put`).
 
 mod support;
 
 use std::io::Read;
 use std::path::Path;
 
+use support::tenants::copy_key;
 use support::*;
 use zero_auth::{Delegation, Keypair};
 use zero_client::{Client, Grant};
@@ -39,15 +39,9 @@ struct World {
     beta_chain: Vec<Delegation>,
 }
 
-fn copy_key(k: &Keypair) -> Keypair {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("k.key");
-    k.save(&p).unwrap();
-    Keypair::load(&p).unwrap()
-}
-
-/// A node with tenants `acme` and `beta`, whose files `seed` writes while the node is stopped.
-fn world(name: &str, seed: impl FnOnce(&zerofs::ZeroFs)) -> World {
+/// A node with tenants `acme` and `beta`, whose owners then upload the files `seed` names
+/// through the management API (`zero fs put`).
+fn world(name: &str, seed: impl FnOnce(&mut Seed)) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
     let node = NodeProc::start(&dir, &node_config(&data));
@@ -62,18 +56,11 @@ fn world(name: &str, seed: impl FnOnce(&zerofs::ZeroFs)) -> World {
     admin_client
         .create_tenant("beta", beta_owner.did())
         .unwrap();
-    node.stop();
-    {
-        let fs = zerofs::ZeroFs::open(data.join("fs"), zerofs::Quota::UNLIMITED).unwrap();
-        seed(&fs);
-    }
-    let node = NodeProc::start(&dir, &node_config(&data));
-    let api = format!("http://{}", node.admin);
     let acme_chain =
         vec![zero_client::owner_delegation(&admin, "acme", acme_owner.did(), None).unwrap()];
     let beta_chain =
         vec![zero_client::owner_delegation(&admin, "beta", beta_owner.did(), None).unwrap()];
-    World {
+    let mut w = World {
         node,
         acme: Client::new(&api, copy_key(&acme_owner), acme_chain.clone()),
         acme_owner,
@@ -81,19 +68,38 @@ fn world(name: &str, seed: impl FnOnce(&zerofs::ZeroFs)) -> World {
         beta: Client::new(&api, copy_key(&beta_owner), beta_chain.clone()),
         beta_owner,
         beta_chain,
-    }
+    };
+    seed(&mut Seed {
+        acme: &mut w.acme,
+        beta: &mut w.beta,
+    });
+    w
 }
 
-fn put(fs: &zerofs::ZeroFs, tenant: &str, path: &str, content: &[u8]) {
-    fs.write_with(
-        tenant,
-        path,
-        content,
-        zerofs::WriteOptions {
-            create_parents: true,
-        },
-    )
-    .unwrap();
+/// Uploads files as each tenant's owner.
+struct Seed<'a> {
+    acme: &'a mut Client,
+    beta: &'a mut Client,
+}
+
+impl Seed<'_> {
+    fn owner(&mut self, tenant: &str) -> &mut Client {
+        match tenant {
+            "acme" => self.acme,
+            "beta" => self.beta,
+            other => panic!("no tenant {other} in this world"),
+        }
+    }
+
+    fn put(&mut self, tenant: &str, path: &str, content: &[u8]) {
+        self.owner(tenant)
+            .fs_put(tenant, path, content, true)
+            .unwrap();
+    }
+
+    fn mkdir(&mut self, tenant: &str, path: &str) {
+        self.owner(tenant).fs_mkdir(tenant, path, true).unwrap();
+    }
 }
 
 /// Signs `wasm` for acme with `cmd` scoped by `policy` and deploys it as `name` on `/name`.
@@ -131,13 +137,13 @@ fn path_policy(path: &str) -> String {
 #[test]
 fn each_right_works_at_file_and_directory_granularity_and_is_refused_without_its_grant() {
     let mut w = world("fs-rights", |fs| {
-        put(fs, "acme", "/data/f.txt", b"file f");
-        put(fs, "acme", "/data/g.txt", b"file g");
-        put(fs, "acme", "/d/x.txt", b"x");
-        put(fs, "acme", "/d/keep.txt", b"keep");
-        put(fs, "acme", "/e/1.txt", b"one");
-        fs.mkdir("acme", "/e/sub", false).unwrap();
-        put(fs, "acme", "/secret/key.txt", b"s3cret");
+        fs.put("acme", "/data/f.txt", b"file f");
+        fs.put("acme", "/data/g.txt", b"file g");
+        fs.put("acme", "/d/x.txt", b"x");
+        fs.put("acme", "/d/keep.txt", b"keep");
+        fs.put("acme", "/e/1.txt", b"one");
+        fs.mkdir("acme", "/e/sub");
+        fs.put("acme", "/secret/key.txt", b"s3cret");
     });
     // File granularity.
     deploy_acme(
@@ -366,12 +372,12 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
         .collect();
     let big_for_seed = big.clone();
     let mut w = world("fs-site", move |fs| {
-        put(fs, "acme", "/site/index.html", b"<h1>acme</h1>");
-        put(fs, "acme", "/site/style.css", b"body{}");
-        put(fs, "acme", "/site/docs/index.html", b"docs");
-        put(fs, "acme", "/site/big.bin", &big_for_seed);
-        put(fs, "acme", "/secret.txt", b"s3cret");
-        put(fs, "beta", "/site/index.html", b"<h1>beta</h1>");
+        fs.put("acme", "/site/index.html", b"<h1>acme</h1>");
+        fs.put("acme", "/site/style.css", b"body{}");
+        fs.put("acme", "/site/docs/index.html", b"docs");
+        fs.put("acme", "/site/big.bin", &big_for_seed);
+        fs.put("acme", "/secret.txt", b"s3cret");
+        fs.put("beta", "/site/index.html", b"<h1>beta</h1>");
     });
     let bytes = std::fs::read(guest_wasm("static_site")).unwrap();
     let grant = Grant {

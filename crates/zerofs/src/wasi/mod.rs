@@ -604,6 +604,31 @@ impl Ctx<'_> {
         }
     }
 
+    /// `unlink-file-at` (`kind` File) and `remove-directory-at` (`kind` Dir): the delete right,
+    /// then the entry must be of that kind (the tenant root is never removed).
+    fn remove_at(&mut self, d: &Resource<Descriptor>, path: &str, kind: EntryKind) -> FsResult<()> {
+        let path = resolve(&self.dir(d)?, path)?;
+        self.require(Right::Delete, &path)?;
+        let tenant = self.st.tenant.clone();
+        match self.st.fs.stat(&tenant, path.as_str()) {
+            Ok(e) if e.kind != kind => {
+                return Err(match kind {
+                    EntryKind::Dir => ErrorCode::NotDirectory,
+                    EntryKind::File => ErrorCode::IsDirectory,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => return Err(code(&e)),
+        }
+        if path.is_root() {
+            return Err(ErrorCode::Busy);
+        }
+        self.st
+            .fs
+            .remove(&tenant, path.as_str())
+            .map_err(|e| code(&e))
+    }
+
     fn rename_at(
         &mut self,
         from_dir: &Resource<Descriptor>,
@@ -983,21 +1008,7 @@ impl types::HostDescriptor for HostState {
         d: Resource<Descriptor>,
         path: String,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        ok!({
-            let mut c = ctx(self)?;
-            let path = resolve(&c.dir(&d)?, &path)?;
-            c.require(Right::Delete, &path)?;
-            let tenant = c.st.tenant.clone();
-            match c.st.fs.stat(&tenant, path.as_str()) {
-                Ok(e) if e.kind == EntryKind::File => return Err(ErrorCode::NotDirectory),
-                Ok(_) => {}
-                Err(e) => return Err(code(&e)),
-            }
-            if path.is_root() {
-                return Err(ErrorCode::Busy);
-            }
-            c.st.fs.remove(&tenant, path.as_str()).map_err(|e| code(&e))
-        })
+        ok!(ctx(self)?.remove_at(&d, &path, EntryKind::Dir))
     }
 
     fn rename_at(
@@ -1025,18 +1036,7 @@ impl types::HostDescriptor for HostState {
         d: Resource<Descriptor>,
         path: String,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        ok!({
-            let mut c = ctx(self)?;
-            let path = resolve(&c.dir(&d)?, &path)?;
-            c.require(Right::Delete, &path)?;
-            let tenant = c.st.tenant.clone();
-            match c.st.fs.stat(&tenant, path.as_str()) {
-                Ok(e) if e.kind == EntryKind::Dir => return Err(ErrorCode::IsDirectory),
-                Ok(_) => {}
-                Err(e) => return Err(code(&e)),
-            }
-            c.st.fs.remove(&tenant, path.as_str()).map_err(|e| code(&e))
-        })
+        ok!(ctx(self)?.remove_at(&d, &path, EntryKind::File))
     }
 
     fn is_same_object(
