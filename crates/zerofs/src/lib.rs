@@ -3,8 +3,10 @@
 //! Every tenant has its own namespace of directories and files, addressed by normalized
 //! absolute [`TenantPath`]s (`/a/b.txt`) that cannot climb out of it. The core reads deployed
 //! code from zerofs with the owner's credential, and components reach their granted paths
-//! through `wasi:filesystem`; both go through [`ZeroFs`], which is the storage layer only
-//! (capability checks and the WASI binding live above it).
+//! through `wasi:filesystem`; both go through [`ZeroFs`], the storage layer, which knows nothing
+//! of capabilities. The [`wasi`] module is the provider that serves `wasi:filesystem` to
+//! components over it, checking each call against the component's token; the node's management
+//! API (`zero fs`) and its code storage check the caller's chain before calling [`ZeroFs`].
 //!
 //! # Layout
 //!
