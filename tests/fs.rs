@@ -417,6 +417,23 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
         assert_ne!(r.status, 200, "{path}");
         assert!(!r.body.contains("s3cret"), "{path}");
     }
+    // Mounted under a path prefix, it serves paths within the app (the node passes them in
+    // `zero-path-info`, replacing whatever a client sent in that header).
+    w.acme
+        .deploy("acme", "docs", &["/www".into()], &[], &acme)
+        .unwrap();
+    assert_eq!(get(&w.node.url("/www/")).body, "<h1>acme</h1>");
+    assert_eq!(get(&w.node.url("/www/docs/")).body, "docs");
+    assert_eq!(get(&w.node.url("/www")).body, "<h1>acme</h1>");
+    let spoofed = get_with(
+        &w.node.url("/www/style.css"),
+        "zero-path-info",
+        "/docs/index.html",
+    );
+    assert_eq!(
+        spoofed.body, "body{}",
+        "a client cannot choose the path info"
+    );
     let post = agent()
         .post(&w.node.url("/"))
         .set("host", "acme.test")

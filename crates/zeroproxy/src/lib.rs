@@ -152,10 +152,10 @@ struct Routing {
 }
 
 impl Routing {
-    fn lookup(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, Arc<Semaphore>)> {
-        let app = self.router.lookup(host, path)?;
+    fn lookup(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, usize, Arc<Semaphore>)> {
+        let (app, prefix) = self.router.route(host, path)?;
         let tenant = self.tenants.get(&app.tenant)?.clone();
-        Some((app, tenant))
+        Some((app, prefix, tenant))
     }
 }
 
@@ -310,6 +310,32 @@ pub(crate) struct AccessInfo {
     pub start: Instant,
 }
 
+/// Header giving the guest the request path within the app: the path after the matched route
+/// prefix, always starting with `/` (`/api/users` routed at `/api` gives `/users`).
+pub const PATH_INFO_HEADER: &str = "zero-path-info";
+
+/// Header giving the guest the matched route's path prefix (`/api`, or `/`).
+pub const ROUTE_HEADER: &str = "zero-matched-route";
+
+/// Replaces any client-sent routing headers with the node's own: a guest can trust them.
+fn set_route_headers(req: &mut Request<Incoming>, prefix_len: usize) {
+    let path = req.uri().path();
+    let (prefix, rest) = path.split_at(prefix_len.min(path.len()));
+    let info = if rest.is_empty() { "/" } else { rest };
+    let prefix = if prefix.is_empty() { "/" } else { prefix };
+    let values = (
+        HeaderValue::from_str(info).ok(),
+        HeaderValue::from_str(prefix).ok(),
+    );
+    let headers = req.headers_mut();
+    headers.remove(PATH_INFO_HEADER);
+    headers.remove(ROUTE_HEADER);
+    if let (Some(info), Some(prefix)) = values {
+        headers.insert(PATH_INFO_HEADER, info);
+        headers.insert(ROUTE_HEADER, prefix);
+    }
+}
+
 impl Inner {
     async fn handle(
         self: Arc<Self>,
@@ -339,7 +365,7 @@ impl Inner {
 
     async fn dispatch(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         access: &mut AccessInfo,
     ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
         let host = req.uri().host().map(str::to_string).or_else(|| {
@@ -358,12 +384,13 @@ impl Inner {
             let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
             routing.lookup(&host, req.uri().path())
         };
-        let Some((app, tenant_semaphore)) = app else {
+        let Some((app, prefix_len, tenant_semaphore)) = app else {
             return Err((
                 StatusCode::NOT_FOUND,
                 format!("no app is routed at {}", req.uri().path()),
             ));
         };
+        set_route_headers(&mut req, prefix_len);
         access.tenant = Some(app.tenant.clone());
         access.app = Some(app.name.clone());
         let pre = match &app.state {

@@ -130,10 +130,23 @@ impl Router {
 
     /// Finds the app for a request.
     pub fn lookup(&self, host: &str, path: &str) -> Option<Arc<HttpApp>> {
+        self.route(host, path).map(|(app, _)| app)
+    }
+
+    /// The app serving `host` and `path`, with the length of the matched path prefix (0 for a
+    /// route on `/`): what follows it is the path within the app.
+    pub fn route(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, usize)> {
         self.entries
             .iter()
             .find(|(r, _)| r.matches(host, path))
-            .map(|(_, app)| app.clone())
+            .map(|(r, app)| {
+                let prefix = if r.path_prefix == "/" {
+                    0
+                } else {
+                    r.path_prefix.len()
+                };
+                (app.clone(), prefix)
+            })
     }
 }
 
@@ -194,5 +207,8 @@ mod tests {
     fn no_route_no_app() {
         let router = Router::build(vec![app("t", "api", &["/api"])]).unwrap();
         assert!(router.lookup("h", "/other").is_none());
+        let prefix = |h: &str, p: &str| router.route(h, p).map(|(_, n)| n);
+        assert_eq!(prefix("any", "/api/x"), Some(4));
+        assert_eq!(prefix("any", "/"), Some(0));
     }
 }

@@ -113,7 +113,17 @@ impl Guest for Component {
                 return respond(response_out, 405, "text/plain", b"method not allowed\n");
             }
         };
-        let request_path = request.path_with_query().unwrap_or_else(|| "/".to_string());
+        // The path within the app: the node strips the route prefix it matched (an app mounted
+        // at `/docs` serves `/docs/a.html` from `/site/a.html`) and passes the rest in
+        // `zero-path-info`; without it (another host), the whole request path.
+        let path_info = request
+            .headers()
+            .get("zero-path-info")
+            .into_iter()
+            .next()
+            .and_then(|v| String::from_utf8(v).ok());
+        let request_path = path_info
+            .unwrap_or_else(|| request.path_with_query().unwrap_or_else(|| "/".to_string()));
         let Some(path) = file_for(&request_path) else {
             return respond(response_out, 404, "text/plain", b"not found\n");
         };
