@@ -207,8 +207,15 @@ mod tests {
     fn no_route_no_app() {
         let router = Router::build(vec![app("t", "api", &["/api"])]).unwrap();
         assert!(router.lookup("h", "/other").is_none());
-        let prefix = |h: &str, p: &str| router.route(h, p).map(|(_, n)| n);
-        assert_eq!(prefix("any", "/api/x"), Some(4));
-        assert_eq!(prefix("any", "/"), Some(0));
+    }
+
+    #[test]
+    fn route_gives_the_matched_prefix_length() {
+        let router =
+            Router::build(vec![app("t", "root", &["/"]), app("t", "api", &["/api"])]).unwrap();
+        let prefix = |p: &str| router.route("any", p).map(|(_, n)| n);
+        assert_eq!(prefix("/api/x"), Some(4));
+        assert_eq!(prefix("/api"), Some(4));
+        assert_eq!(prefix("/other"), Some(0), "a route on / strips nothing");
     }
 }
