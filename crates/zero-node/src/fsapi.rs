@@ -277,12 +277,24 @@ impl Api {
         let parents = has_flag(query, "parents");
         let exists = {
             let (fs, t, p) = (fs.clone(), tenant.to_string(), path.clone());
-            blocking(move || fs.exists(&t, p.as_str())).await?
+            blocking(move || fs.exists(&t, p.as_str())).await
         };
-        if !exists {
-            path_allowed(|c, a| inv.allows(c, a), "/fs/create", tenant, &path)
-                .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
-        }
+        let checked = exists.and_then(|exists| {
+            if !exists {
+                path_allowed(|c, a| inv.allows(c, a), "/fs/create", tenant, &path)
+                    .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
+            }
+            Ok(exists)
+        });
+        let exists = match checked {
+            Ok(exists) => exists,
+            Err(refusal) => {
+                // As for the earlier checks: read the upload before refusing, so that the
+                // client gets the answer and its connection stays usable.
+                drain(body, self.max_upload).await;
+                return Err(refusal);
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
         let writer = {
             let (t, p) = (tenant.to_string(), path.clone());
