@@ -77,6 +77,21 @@ pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// Reads a whole request body of at most `limit` bytes; `what` names it in the refusal.
+pub(crate) async fn read_body(body: Incoming, limit: usize, what: &str) -> Result<Bytes, Refusal> {
+    Limited::new(body, limit)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| {
+            Refusal::new(
+                413,
+                "TooLarge",
+                format!("{what} failed or exceeds {limit} bytes: {e}"),
+            )
+        })
+}
+
 pub(crate) fn json_response(status: u16, v: serde_json::Value) -> Resp {
     let mut r = Response::new(full_body(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -352,20 +367,8 @@ impl Api {
     ) -> Result<Resp, Refusal> {
         // The upload is read (bounded) before any check so that a refusal never races the
         // client's upload on the same connection.
-        let bytes = Limited::new(body, self.max_upload)
-            .collect()
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    413,
-                    "TooLarge",
-                    format!(
-                        "the component upload failed or exceeds {} bytes: {e}",
-                        self.max_upload
-                    ),
-                )
-            })?
-            .to_bytes()
+        let bytes = read_body(body, self.max_upload, "the component upload")
+            .await?
             .to_vec();
         let (inv, chain) = self.authorize_with(parts, "/app/deploy", &zero_auth::authorize)?;
         expect_arg(&inv.args, "tenant", tenant)?;

@@ -7,12 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
 use zero_auth::{Ipld, VerifiedInvocation};
 
-use crate::api::{Api, Resp, expect_arg, json_response};
+use crate::api::{Api, Resp, expect_arg, json_response, read_body};
 use crate::apps::Refusal;
 
 /// Largest body of a database query request.
@@ -95,17 +94,7 @@ impl Api {
         tenant: &str,
         db: &str,
     ) -> Result<Resp, Refusal> {
-        let bytes = Limited::new(body, MAX_QUERY_BODY)
-            .collect()
-            .await
-            .map_err(|e| {
-                Refusal::new(
-                    413,
-                    "TooLarge",
-                    format!("the query request failed or exceeds {MAX_QUERY_BODY} bytes: {e}"),
-                )
-            })?
-            .to_bytes();
+        let bytes = read_body(body, MAX_QUERY_BODY, "the query request").await?;
         let inv = self.authorize(parts, "/db/query")?;
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "db", db)?;
