@@ -443,11 +443,7 @@ impl Client {
     /// Lists a directory (or describes a file) of `tenant`'s files.
     pub fn fs_list(&mut self, tenant: &str, path: &str) -> anyhow::Result<serde_json::Value> {
         let (url, args) = Self::file_call(tenant, path, "?list")?;
-        let resp = self
-            .authorized("GET", &url, "/fs/read", args)?
-            .call()
-            .map_err(|e| self.call_err(e))?;
-        Ok(resp.into_json()?)
+        self.send("GET", &url, "/fs/read", args, None)
     }
 
     /// Creates a directory (and its missing parents when `parents` is set).
@@ -459,11 +455,7 @@ impl Client {
     ) -> anyhow::Result<serde_json::Value> {
         let query = if parents { "?mkdir&parents" } else { "?mkdir" };
         let (url, args) = Self::file_call(tenant, path, query)?;
-        let resp = self
-            .authorized("POST", &url, "/fs/create", args)?
-            .call()
-            .map_err(|e| self.call_err(e))?;
-        Ok(resp.into_json()?)
+        self.send("POST", &url, "/fs/create", args, None)
     }
 
     /// Removes a file or an empty directory (or a whole tree when `recursive` is set).
@@ -474,11 +466,7 @@ impl Client {
         recursive: bool,
     ) -> anyhow::Result<serde_json::Value> {
         let (url, args) = Self::file_call(tenant, path, if recursive { "?recursive" } else { "" })?;
-        let resp = self
-            .authorized("DELETE", &url, "/fs/delete", args)?
-            .call()
-            .map_err(|e| self.call_err(e))?;
-        Ok(resp.into_json()?)
+        self.send("DELETE", &url, "/fs/delete", args, None)
     }
 
     fn send(
