@@ -405,10 +405,14 @@ impl Inner {
             }
         };
 
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if let Some(reason) = app.settings.expired(now) {
+        // Most apps never expire; read the clock only for those that do.
+        let expired = app.settings.not_after.and_then(|_| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            app.settings.expired(now)
+        });
+        if let Some(reason) = expired {
             tracing::error!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, reason = %reason, "request refused: the app's authority expired");
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
