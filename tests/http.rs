@@ -382,6 +382,77 @@ fn aot_artifacts_are_reused_after_a_restart() {
     assert_eq!(get(&third.url("/")).body, "Hello, World!\n");
 }
 
+/// An attacker who can write a shared artifact directory, but cannot read the node's artifact
+/// key (mode 0600 in its data dir), cannot make the node load native code of their choosing: a
+/// well-formed artifact with an unkeyed checksum is refused and recompiled, and a node with
+/// another key keeps its own files beside the first node's.
+#[test]
+fn a_writable_artifact_dir_cannot_feed_native_code_to_the_node() {
+    use sha2::Digest;
+    let dir = test_dir("aot-mac");
+    let shared = dir.join("shared-aot");
+    let extra = format!(
+        "{TEST_LIMITS}\n[engine]\npooling = false\nartifact_dir = {:?}\n",
+        shared.display().to_string()
+    );
+    let data = dir.join("data");
+    let cfg = config(&data, &extra, &[App::new("hello", "hello", &["/"])]);
+    let node = NodeProc::start(&dir, &cfg);
+    node.wait_log("compile", |v| v["source"] == "compile");
+    node.stop();
+    let key = data.join("artifact.key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the artifact key is private to the node");
+    }
+    let artifacts: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    // The attacker replaces the artifact with "their" code and a correct-looking trailer.
+    let original = std::fs::read(&artifacts[0]).unwrap();
+    let mut body = original[..original.len() - 40].to_vec();
+    let mid = body.len() / 2;
+    body[mid] ^= 0x5a;
+    let mut forged = body.clone();
+    forged.extend_from_slice(&sha2::Sha256::digest(&body));
+    forged.extend_from_slice(b"ZEROAOT2");
+    std::fs::write(&artifacts[0], &forged).unwrap();
+
+    let node = NodeProc::start(&dir, &cfg);
+    node.wait_log("rejection", |v| {
+        msg(v).contains("precompiled artifact rejected")
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("artifact key"))
+    });
+    node.wait_log("recompile", |v| v["source"] == "compile");
+    assert_eq!(get(&node.url("/")).body, "Hello, World!\n");
+    node.stop();
+    assert_ne!(
+        std::fs::read(&artifacts[0]).unwrap(),
+        forged,
+        "the forged artifact was replaced by the node's own"
+    );
+
+    // A second node with its own key shares the directory but not the artifacts.
+    let other_dir = dir.join("other");
+    let other = NodeProc::start(
+        &other_dir,
+        &config(
+            &other_dir.join("data"),
+            &extra,
+            &[App::new("hello", "hello", &["/"])],
+        ),
+    );
+    other.wait_log("compile", |v| v["source"] == "compile");
+    assert_eq!(get(&other.url("/")).body, "Hello, World!\n");
+    assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 2);
+}
+
 #[test]
 fn concurrency_is_capped_per_app() {
     let dir = test_dir("concurrency");

@@ -306,8 +306,12 @@ pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
         String::new()
     } else {
         format!(
-            "\n[engine]\nartifact_dir = {:?}\n",
-            shared_artifact_dir().display().to_string()
+            "\n[engine]\nartifact_dir = {:?}\nartifact_key = {:?}\n",
+            shared_artifact_dir().display().to_string(),
+            shared_artifact_dir()
+                .with_extension("key")
+                .display()
+                .to_string()
         )
     };
     let mut s = format!(

@@ -32,9 +32,15 @@ pub fn world(name: &str) -> World {
 
 /// [`world`] with `extra` appended to the node's configuration (whole TOML sections).
 pub fn world_with(name: &str, extra: &str) -> World {
+    world_edited(name, &|cfg| format!("{cfg}\n{extra}\n"))
+}
+
+/// [`world`] with the node's configuration rewritten by `edit` (to add keys to a section that
+/// [`node_config`] already has).
+pub fn world_edited(name: &str, edit: &dyn Fn(&str) -> String) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &format!("{}\n{extra}\n", node_config(&data)));
+    let node = NodeProc::start(&dir, &edit(&node_config(&data)));
     let api = format!("http://{}", node.admin);
     node.wait_log("development mode warning", |v| {
         v["message"]

@@ -497,15 +497,31 @@ impl Client {
         Ok(result.map_err(|e| self.call_err(e))?.into_json()?)
     }
 
-    /// Records a tenant with its owner (Admin only).
+    /// Records a tenant with its owner (Admin only), granting it no host.
     pub fn create_tenant(
         &mut self,
         tenant: &str,
         owner: &Did,
     ) -> anyhow::Result<serde_json::Value> {
+        self.create_tenant_with_hosts(tenant, owner, &[])
+    }
+
+    /// Records a tenant with its owner and the hosts its apps may claim routes on
+    /// (`acme.example`, `*.acme.example`); Admin only. Calling it again for an existing tenant
+    /// with the same owner replaces its host grants.
+    pub fn create_tenant_with_hosts(
+        &mut self,
+        tenant: &str,
+        owner: &Did,
+        hosts: &[String],
+    ) -> anyhow::Result<serde_json::Value> {
         let args = BTreeMap::from([
             ("tenant".to_string(), Ipld::String(tenant.into())),
             ("owner".to_string(), Ipld::String(owner.to_string())),
+            (
+                "hosts".to_string(),
+                Ipld::List(hosts.iter().map(|h| Ipld::String(h.clone())).collect()),
+            ),
         ]);
         self.send("POST", "/v1/tenants", "/tenant/create", args, None)
     }

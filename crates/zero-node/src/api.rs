@@ -302,6 +302,25 @@ impl Api {
 
     fn create_tenant(&self, parts: &http::request::Parts) -> Result<Resp, Refusal> {
         let inv = self.authorize(parts, "/tenant/create")?;
+        // A tenant's owner holds `/` within the tenant, which covers `/tenant/create` for its
+        // own name; creating tenants and granting them hosts is the Admin's, so the chain must
+        // delegate tenant administration itself, not everything.
+        let tenant_admin = zero_auth::Command::parse("/tenant")
+            .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+        if let Some(cap) = inv
+            .capabilities
+            .iter()
+            .find(|c| !tenant_admin.covers(&c.command))
+        {
+            return Err(Refusal::new(
+                403,
+                "InvalidClaim",
+                format!(
+                    "creating tenants and granting hosts takes the Admin's key or a delegation of                      `/tenant/create` itself; the chain delegates `{}` (delegation {}), which does                      not grant tenant administration",
+                    cap.command, cap.delegation
+                ),
+            ));
+        }
         let name = arg_str(&inv.args, "tenant")?.to_string();
         let owner = arg_str(&inv.args, "owner")?.to_string();
         if !crate::config::valid_name(&name) {
@@ -313,40 +332,69 @@ impl Api {
         }
         zero_auth::Did::parse(&owner)
             .map_err(|e| Refusal::new(400, "InvalidArgs", format!("args.owner: {e}")))?;
+        let mut hosts = arg_strings(&inv.args, "hosts")?
+            .iter()
+            .map(|h| crate::apps::parse_host_grant(h).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        hosts.sort();
+        hosts.dedup();
         let existing = self
             .state
             .tenant(&name)
             .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
-        if let Some(t) = existing {
-            if t.owner == owner {
-                return Ok(json_response(
-                    200,
-                    json!({"tenant": name, "owner": owner, "created": false}),
+        let created = match existing {
+            Some(t) if t.owner != owner => {
+                return Err(Refusal::new(
+                    409,
+                    "TenantExists",
+                    format!("tenant `{name}` already exists"),
                 ));
             }
-            return Err(Refusal::new(
-                409,
-                "TenantExists",
-                format!("tenant `{name}` already exists"),
-            ));
-        }
-        self.state
-            .put_tenant(&TenantRecord {
-                name: name.clone(),
-                owner: owner.clone(),
-                created_at: now(),
-            })
-            .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
-        tracing::info!(tenant = %name, owner = %owner, "tenant created");
+            Some(t) if t.hosts == hosts => {
+                return Ok(json_response(
+                    200,
+                    json!({"tenant": name, "owner": owner, "hosts": hosts, "created": false}),
+                ));
+            }
+            Some(t) => {
+                // The Admin changes the tenant's host grants: record them, then stop the apps
+                // whose host routes are no longer granted.
+                let record = TenantRecord { hosts: hosts.clone(), ..t };
+                self.state
+                    .put_tenant(&record)
+                    .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
+                let stopped = self.apps.retain_deployed(|app| {
+                    (*app.tenant == *name)
+                        .then(|| crate::apps::ungranted_host(&record, &app.routes))
+                        .flatten()
+                        .map(|host| format!("the Admin no longer grants host `{host}` to its tenant"))
+                });
+                tracing::info!(tenant = %name, hosts = ?hosts, stopped = ?stopped, "tenant hosts changed");
+                false
+            }
+            None => {
+                self.state
+                    .put_tenant(&TenantRecord {
+                        name: name.clone(),
+                        owner: owner.clone(),
+                        created_at: now(),
+                        hosts: hosts.clone(),
+                    })
+                    .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
+                tracing::info!(tenant = %name, owner = %owner, hosts = ?hosts, "tenant created");
+                true
+            }
+        };
         Ok(json_response(
-            201,
-            json!({"tenant": name, "owner": owner, "created": true}),
+            if created { 201 } else { 200 },
+            json!({"tenant": name, "owner": owner, "hosts": hosts, "created": created}),
         ))
     }
 
-    pub(crate) fn require_tenant(&self, tenant: &str) -> Result<(), Refusal> {
+    /// The tenant's record, or `UnknownTenant`.
+    pub(crate) fn tenant_record(&self, tenant: &str) -> Result<TenantRecord, Refusal> {
         match self.state.tenant(tenant) {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(t)) => Ok(t),
             Ok(None) => Err(Refusal::new(
                 404,
                 "UnknownTenant",
@@ -356,6 +404,10 @@ impl Api {
             )),
             Err(e) => Err(Refusal::new(500, "Storage", e.to_string())),
         }
+    }
+
+    pub(crate) fn require_tenant(&self, tenant: &str) -> Result<(), Refusal> {
+        self.tenant_record(tenant).map(|_| ())
     }
 
     async fn deploy(
@@ -373,7 +425,7 @@ impl Api {
         let (inv, chain) = self.authorize_with(parts, "/app/deploy", &zero_auth::authorize)?;
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "app", app)?;
-        self.require_tenant(tenant)?;
+        let tenant_record = self.tenant_record(tenant)?;
         if !crate::config::valid_name(app) {
             return Err(Refusal::new(
                 400,
@@ -393,6 +445,7 @@ impl Api {
             .iter()
             .map(|r| Route::parse(r).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
             .collect::<Result<Vec<_>, _>>()?;
+        crate::apps::check_host_grants(&tenant_record, &routes)?;
         let outbound = arg_strings(&inv.args, "allowed_outbound_hosts")?;
         let claimed = arg_str(&inv.args, "component")?.to_string();
 
@@ -420,8 +473,38 @@ impl Api {
             .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
         credential.check_read(&self.authority, tenant, &code_path)?;
         crate::code::store(&self.fs, tenant, bytes).await?;
+        let previous = self.recorded_code(tenant, app);
+        let result = self
+            .install(tenant, app, &key, &credential, routes, &routes_text, outbound, &hash)
+            .await;
+        match &result {
+            // Code no app uses any more: the replaced version's, or this deploy's when it failed.
+            Ok(_) => {
+                if let Some(old) = previous.filter(|old| *old != key) {
+                    self.release_code(tenant, &old).await;
+                }
+            }
+            Err(_) => self.release_code(tenant, &key).await,
+        }
+        result
+    }
+
+    /// Second half of a deploy, once the code is stored: reads it back with the deployer's
+    /// credential, builds the app and swaps it in atomically with its durable record.
+    #[allow(clippy::too_many_arguments)]
+    async fn install(
+        &self,
+        tenant: &str,
+        app: &str,
+        key: &str,
+        credential: &Credential,
+        routes: Vec<Route>,
+        routes_text: &[String],
+        outbound: Vec<String>,
+        hash: &str,
+    ) -> Result<Resp, Refusal> {
         let (bytes, owner) =
-            crate::code::fetch(&self.fs, &self.authority, tenant, &key, &credential).await?;
+            crate::code::fetch(&self.fs, &self.authority, tenant, key, credential).await?;
         let spec = AppSpec {
             tenant: tenant.to_string(),
             name: app.to_string(),
@@ -440,20 +523,16 @@ impl Api {
         let record = AppRecord {
             tenant: tenant.to_string(),
             name: app.to_string(),
-            routes: routes_text.clone(),
-            component: hash.clone(),
+            routes: routes_text.to_vec(),
+            component: hash.to_string(),
             allowed_outbound_hosts: outbound,
             deployed_at: now(),
-            code: key.clone(),
+            code: key.to_string(),
             holder: credential.holder.to_string(),
             credential: credential.encoded_proofs(),
         };
-        let previous = self.recorded_code(tenant, app);
         self.apps
             .deploy(built, || persist_deploy(&self.state, &record))?;
-        if let Some(old) = previous.filter(|old| *old != key) {
-            self.release_code(tenant, &old).await;
-        }
         tracing::info!(tenant, app, component = %hash, routes = ?routes_text, "app deployed");
         Ok(json_response(
             200,

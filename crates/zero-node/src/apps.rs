@@ -11,7 +11,7 @@ use zero_provider::AppSettings;
 use zerocore::Runtime;
 use zeroproxy::{AppState, HttpApp, Route, RouteConflict, ZeroProxy};
 
-use crate::state::StateStore;
+use crate::state::{StateStore, TenantRecord};
 
 /// Unix seconds now.
 pub fn now() -> u64 {
@@ -104,6 +104,48 @@ impl Authority {
     }
 }
 
+/// Parses a host the Admin grants to a tenant: a host name (`acme.example`) or `*.` and a host
+/// name for every subdomain (`*.acme.example`); returned lowercase.
+pub fn parse_host_grant(h: &str) -> Result<String, String> {
+    let name = h.strip_prefix("*.").unwrap_or(h);
+    if name.is_empty() || name.starts_with('.') || name.ends_with('.') || name.contains("..") {
+        return Err(format!(
+            "`{h}` is not a host to grant: write a host name such as `acme.example`, or `*.acme.example` for its subdomains"
+        ));
+    }
+    Route::parse(&format!("{name}/")).map_err(|_| {
+        format!(
+            "`{h}` is not a host to grant: letters, digits, `-` and `.` only, no port (e.g. `acme.example` or `*.acme.example`)"
+        )
+    })?;
+    Ok(h.to_ascii_lowercase())
+}
+
+/// The first host claimed by `routes` that the Admin has not granted to `tenant`.
+pub fn ungranted_host<'a>(tenant: &TenantRecord, routes: &'a [Route]) -> Option<&'a str> {
+    routes
+        .iter()
+        .filter_map(|r| r.host.as_deref())
+        .find(|h| !tenant.has_host(h))
+}
+
+/// Refuses routes on hosts the Admin has not granted to the tenant (`HostNotGranted`). Host-less
+/// routes need no grant; a host route does, since it would shadow every other tenant's
+/// host-less routes for requests naming that host.
+pub fn check_host_grants(tenant: &TenantRecord, routes: &[Route]) -> Result<(), Refusal> {
+    match ungranted_host(tenant, routes) {
+        None => Ok(()),
+        Some(host) => Err(Refusal::new(
+            403,
+            "HostNotGranted",
+            format!(
+                "a route on host `{host}` needs the Admin's grant of that host to tenant `{}`;                  the Admin grants it with `zero tenant create {} --owner DID --host {host}`                  (or deploy on a host-less route such as `/app`)",
+                tenant.name, tenant.name
+            ),
+        )),
+    }
+}
+
 /// A description of an app to build.
 pub struct AppSpec {
     /// Tenant.
@@ -163,79 +205,122 @@ pub async fn build_app(
 /// The apps a node serves, and the swap of the routing table.
 pub struct AppSet {
     proxy: Arc<ZeroProxy>,
-    /// Apps from `zerocore.toml` (keyed `tenant/name`).
-    configured: Vec<Arc<HttpApp>>,
-    /// Apps deployed over the API.
-    deployed: Mutex<BTreeMap<(String, String), Arc<HttpApp>>>,
+    inner: Mutex<Apps>,
+    max_apps_per_tenant: usize,
 }
 
-impl AppSet {
-    /// A set with the configured apps.
-    pub fn new(proxy: Arc<ZeroProxy>, configured: Vec<Arc<HttpApp>>) -> AppSet {
-        AppSet {
-            proxy,
-            configured,
-            deployed: Mutex::new(BTreeMap::new()),
-        }
-    }
+/// The apps from `zerocore.toml` and those deployed over the API (keyed `(tenant, name)`).
+#[derive(Clone)]
+struct Apps {
+    configured: Vec<Arc<HttpApp>>,
+    deployed: BTreeMap<(String, String), Arc<HttpApp>>,
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), Arc<HttpApp>>> {
-        self.deployed.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn all(&self, deployed: &BTreeMap<(String, String), Arc<HttpApp>>) -> Vec<Arc<HttpApp>> {
+impl Apps {
+    fn all(&self) -> Vec<Arc<HttpApp>> {
         self.configured
             .iter()
             .cloned()
-            .chain(deployed.values().cloned())
+            .chain(self.deployed.values().cloned())
             .collect()
+    }
+}
+
+impl AppSet {
+    /// A set with the configured apps, taking at most `max_apps_per_tenant` deployed apps per
+    /// tenant.
+    pub fn new(
+        proxy: Arc<ZeroProxy>,
+        configured: Vec<Arc<HttpApp>>,
+        max_apps_per_tenant: usize,
+    ) -> AppSet {
+        AppSet {
+            proxy,
+            inner: Mutex::new(Apps {
+                configured,
+                deployed: BTreeMap::new(),
+            }),
+            max_apps_per_tenant,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Apps> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Installs the current set in the proxy.
     pub fn publish(&self) -> Result<(), RouteConflict> {
-        let deployed = self.lock();
-        self.proxy.set_apps(self.all(&deployed))
+        let apps = self.lock();
+        self.proxy.set_apps(apps.all())
     }
 
     /// Adds or replaces a deployed app, atomically: `persist` runs after the routing table was
     /// validated and before it is swapped; if either fails, the previous version keeps serving.
+    /// Routes are owned (see [`zeroproxy::Router::build`]): a route equal to, above or below
+    /// another tenant's route is refused with `RouteConflict`, without naming the other tenant.
     pub fn deploy(
         &self,
         app: Arc<HttpApp>,
         persist: impl FnOnce() -> Result<(), Refusal>,
     ) -> Result<(), Refusal> {
-        let mut deployed = self.lock();
+        self.install(app, persist, true)
+    }
+
+    fn install(
+        &self,
+        app: Arc<HttpApp>,
+        persist: impl FnOnce() -> Result<(), Refusal>,
+        capped: bool,
+    ) -> Result<(), Refusal> {
+        let mut apps = self.lock();
         let key = (app.tenant.to_string(), app.name.to_string());
-        let mut candidate = deployed.clone();
-        candidate.insert(key.clone(), app.clone());
-        if let Err(c) = zeroproxy::Router::build(self.all(&candidate)) {
+        let of_tenant = apps.deployed.keys().filter(|(t, _)| *t == key.0).count();
+        if capped && !apps.deployed.contains_key(&key) && of_tenant >= self.max_apps_per_tenant {
             return Err(Refusal::new(
                 409,
-                "RouteConflict",
+                "TooManyApps",
                 format!(
-                    "route `{}` is already in use by another app; choose another path or host",
-                    c.route
+                    "tenant `{}` already has {of_tenant} apps, the most this node takes                      ([admin] max_apps_per_tenant = {}); remove one with `zero apps remove` or                      replace an existing app",
+                    key.0, self.max_apps_per_tenant
                 ),
             ));
         }
+        let mut candidate = apps.clone();
+        candidate.deployed.insert(key, app.clone());
+        if let Err(c) = zeroproxy::Router::build(candidate.all()) {
+            let own = c.first.split('/').next() == Some(&*app.tenant);
+            let message = if own {
+                format!(
+                    "route `{}` is already served by your app `{}`; choose another path or host",
+                    c.route, c.first
+                )
+            } else {
+                format!(
+                    "route `{}` overlaps a route another app already serves (the same path, or                      one above or below it); a path belongs to the tenant that claimed it first:                      choose another path, or a host the Admin granted you",
+                    c.route
+                )
+            };
+            return Err(Refusal::new(409, "RouteConflict", message));
+        }
         persist()?;
         self.proxy
-            .set_apps(self.all(&candidate))
+            .set_apps(candidate.all())
             .map_err(|c| Refusal::new(409, "RouteConflict", c.to_string()))?;
-        *deployed = candidate;
+        *apps = candidate;
         Ok(())
     }
 
     /// Removes a deployed app; `false` if the tenant has no such app.
     pub fn remove(&self, tenant: &str, name: &str) -> bool {
-        let mut deployed = self.lock();
-        if deployed
+        let mut apps = self.lock();
+        if apps
+            .deployed
             .remove(&(tenant.to_string(), name.to_string()))
             .is_none()
         {
             return false;
         }
-        if let Err(e) = self.proxy.set_apps(self.all(&deployed)) {
+        if let Err(e) = self.proxy.set_apps(apps.all()) {
             tracing::error!(error = %e, "routing table rebuild failed after a removal");
         }
         true
@@ -244,23 +329,41 @@ impl AppSet {
     /// The deployed apps of a tenant.
     pub fn of_tenant(&self, tenant: &str) -> Vec<Arc<HttpApp>> {
         self.lock()
+            .deployed
             .iter()
             .filter(|((t, _), _)| t == tenant)
             .map(|(_, a)| a.clone())
             .collect()
     }
 
-    /// Inserts an app restored at startup (no persistence; routing published later).
+    /// Inserts an app restored at startup (no persistence, and not held to the per-tenant cap,
+    /// which may have been lowered since the deploy).
     pub fn restore(&self, app: Arc<HttpApp>) -> Result<(), Refusal> {
-        self.deploy(app, || Ok(()))
+        self.install(app, || Ok(()), false)
     }
 
-    /// Stops serving every deployed app for which `refuse` returns a reason (used after a
-    /// revocation); returns the affected `tenant/app` names.
-    pub fn retain(&self, mut refuse: impl FnMut(&HttpApp) -> Option<String>) -> Vec<String> {
-        let mut deployed = self.lock();
+    /// Stops serving every app for which `refuse` returns a reason (after a revocation, or a
+    /// host grant withdrawn); returns the affected `tenant/app` names. A deployed app is
+    /// removed from routing; an app from `zerocore.toml` keeps its routes, which answer 503
+    /// with the reason in the log, until the operator changes the file.
+    pub fn retain(&self, refuse: impl FnMut(&HttpApp) -> Option<String>) -> Vec<String> {
+        self.stop_where(refuse, true)
+    }
+
+    /// [`AppSet::retain`] for deployed apps only (apps from `zerocore.toml` are the operator's:
+    /// their host routes need no grant).
+    pub fn retain_deployed(&self, refuse: impl FnMut(&HttpApp) -> Option<String>) -> Vec<String> {
+        self.stop_where(refuse, false)
+    }
+
+    fn stop_where(
+        &self,
+        mut refuse: impl FnMut(&HttpApp) -> Option<String>,
+        configured_too: bool,
+    ) -> Vec<String> {
+        let mut apps = self.lock();
         let mut stopped = Vec::new();
-        deployed.retain(|(t, n), app| match refuse(app) {
+        apps.deployed.retain(|(t, n), app| match refuse(app) {
             Some(reason) => {
                 tracing::warn!(tenant = %t, app = %n, "app stopped: {reason}");
                 stopped.push(format!("{t}/{n}"));
@@ -268,10 +371,27 @@ impl AppSet {
             }
             None => true,
         });
+        for app in apps.configured.iter_mut().filter(|_| configured_too) {
+            if matches!(app.state, AppState::Failed(_)) {
+                continue;
+            }
+            if let Some(reason) = refuse(app) {
+                tracing::warn!(tenant = %app.tenant, app = %app.name, "app stopped: {reason}");
+                stopped.push(format!("{}/{}", app.tenant, app.name));
+                *app = Arc::new(HttpApp::new(
+                    &app.tenant,
+                    &app.name,
+                    app.routes.clone(),
+                    AppSettings::default(),
+                    Err(format!("stopped: {reason}")),
+                    1,
+                ));
+            }
+        }
         if !stopped.is_empty()
-            && let Err(e) = self.proxy.set_apps(self.all(&deployed))
+            && let Err(e) = self.proxy.set_apps(apps.all())
         {
-            tracing::error!(error = %e, "routing table rebuild failed after a revocation");
+            tracing::error!(error = %e, "routing table rebuild failed after stopping apps");
         }
         stopped
     }

@@ -297,6 +297,12 @@ pub struct EngineSection {
     /// machine may share it: artifacts are written atomically and checked before use.
     #[serde(default)]
     pub artifact_dir: Option<PathBuf>,
+    /// The secret key file that authenticates compiled artifacts (default:
+    /// `DATA_DIR/artifact.key`, created on first start, mode 0600). Nodes that share an
+    /// `artifact_dir` reuse each other's artifacts only when they also share this key; an
+    /// artifact written without it is never loaded.
+    #[serde(default)]
+    pub artifact_key: Option<PathBuf>,
 }
 
 fn default_true() -> bool {
@@ -308,6 +314,7 @@ impl Default for EngineSection {
         EngineSection {
             pooling: true,
             artifact_dir: None,
+            artifact_key: None,
         }
     }
 }
@@ -322,6 +329,14 @@ pub struct AdminSection {
     /// Largest component upload.
     #[serde(default = "default_max_upload")]
     pub max_upload: ByteSize,
+    /// Most apps one tenant may have deployed at once (default 100): each holds compiled code
+    /// in the node's memory.
+    #[serde(default = "default_max_apps_per_tenant")]
+    pub max_apps_per_tenant: usize,
+}
+
+fn default_max_apps_per_tenant() -> usize {
+    100
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -336,6 +351,7 @@ impl Default for AdminSection {
         AdminSection {
             listen: default_admin_listen(),
             max_upload: default_max_upload(),
+            max_apps_per_tenant: default_max_apps_per_tenant(),
         }
     }
 }

@@ -94,6 +94,10 @@ impl Node {
                 Some(dir) => config.resolve(dir),
                 None => data_dir.join("aot"),
             },
+            artifact_key: match &config.engine.artifact_key {
+                Some(key) => config.resolve(key),
+                None => data_dir.join("artifact.key"),
+            },
             limits: config.core_limits(),
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),
@@ -208,13 +212,18 @@ impl Node {
             };
             apps.push(app);
         }
-        let app_set = Arc::new(apps::AppSet::new(proxy.clone(), apps));
+        let app_set = Arc::new(apps::AppSet::new(
+            proxy.clone(),
+            apps,
+            config.admin.max_apps_per_tenant,
+        ));
         app_set.publish()?;
         for record in state.apps()? {
             let restored = restore_app(
                 &runtime,
                 &authority,
                 &fs,
+                &state,
                 &record,
                 proxy.max_concurrent_per_app(),
             )
@@ -319,6 +328,7 @@ async fn restore_app(
     runtime: &Arc<Runtime>,
     authority: &apps::Authority,
     fs: &Arc<zerofs::ZeroFs>,
+    state: &state::StateStore,
     record: &state::AppRecord,
     max_concurrent: usize,
 ) -> Result<Arc<HttpApp>, apps::Refusal> {
@@ -337,6 +347,17 @@ async fn restore_app(
         .iter()
         .map(|r| Route::parse(r).map_err(|e| apps::Refusal::new(500, "Storage", e)))
         .collect::<Result<Vec<_>, _>>()?;
+    let tenant = state
+        .tenant(&record.tenant)
+        .map_err(|e| apps::Refusal::new(500, "Storage", e.to_string()))?
+        .ok_or_else(|| {
+            apps::Refusal::new(
+                500,
+                "Storage",
+                format!("the app's tenant `{}` has no record", record.tenant),
+            )
+        })?;
+    apps::check_host_grants(&tenant, &routes)?;
     let spec = apps::AppSpec {
         tenant: record.tenant.clone(),
         name: record.name.clone(),

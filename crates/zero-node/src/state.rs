@@ -23,6 +23,34 @@ pub struct TenantRecord {
     pub owner: String,
     /// Unix seconds.
     pub created_at: u64,
+    /// The hosts the Admin granted to the tenant: its apps may claim routes on them (`acme.example`,
+    /// or `*.acme.example` for every subdomain). Host-less routes need no grant.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+impl TenantRecord {
+    /// Whether the Admin granted `host` (lowercase, no port) to this tenant.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.hosts.iter().any(|granted| host_grant_covers(granted, host))
+    }
+}
+
+/// Whether a host grant (`acme.example`, or `*.acme.example` for its subdomains, not itself)
+/// covers `host`. Both are compared case-insensitively.
+pub fn host_grant_covers(granted: &str, host: &str) -> bool {
+    match granted.strip_prefix("*.") {
+        Some(suffix) => host
+            .len()
+            .checked_sub(suffix.len() + 1)
+            .is_some_and(|cut| {
+                host.is_char_boundary(cut)
+                    && host[cut..].starts_with('.')
+                    && host[cut + 1..].eq_ignore_ascii_case(suffix)
+                    && cut > 0
+            }),
+        None => granted.eq_ignore_ascii_case(host),
+    }
 }
 
 /// A deployed app.
@@ -95,6 +123,24 @@ fn read_json_dir<T: for<'de> Deserialize<'de>>(dir: &Path) -> anyhow::Result<Vec
         out.push(v);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_grant_covers;
+
+    #[test]
+    fn host_grants() {
+        assert!(host_grant_covers("acme.example", "acme.example"));
+        assert!(host_grant_covers("acme.example", "ACME.example"));
+        assert!(!host_grant_covers("acme.example", "www.acme.example"));
+        assert!(host_grant_covers("*.acme.example", "www.acme.example"));
+        assert!(host_grant_covers("*.acme.example", "a.b.acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "evilacme.example"));
+        assert!(!host_grant_covers("*.acme.example", ".acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "é.acme.example.x"));
+    }
 }
 
 impl StateStore {

@@ -199,6 +199,10 @@ enum TenantCommand {
         /// The owner's DID.
         #[arg(long)]
         owner: String,
+        /// A host the tenant's apps may claim routes on (`acme.example`, or `*.acme.example`
+        /// for its subdomains); repeatable. Running the command again replaces the grants.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
         /// The Admin's key.
         #[arg(long)]
         key: PathBuf,
@@ -545,6 +549,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenant(TenantCommand::Create {
             name,
             owner,
+            hosts,
             key,
             output,
             expires_in,
@@ -554,7 +559,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let owner = zero_auth::Did::parse(&owner)?;
             let delegation = zero_client::owner_delegation(&admin, &name, &owner, expires_in)?;
             let mut c = zero_client::Client::new(&api, admin, vec![]);
-            let v = c.create_tenant(&name, &owner)?;
+            let v = c.create_tenant_with_hosts(&name, &owner, &hosts)?;
             zero_client::write_chain(&output, std::slice::from_ref(&delegation))?;
             print_json(&v);
             eprintln!("owner chain written to {}", output.display());

@@ -25,7 +25,7 @@ pub use wasi::WasiBase;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -81,6 +81,10 @@ pub struct CoreConfig {
     /// Where compiled artifacts are kept (the node uses `DATA_DIR/aot` unless
     /// `[engine] artifact_dir` says otherwise). Nodes may share it.
     pub artifact_dir: PathBuf,
+    /// The secret key file that authenticates artifacts (created if missing; the node uses
+    /// `DATA_DIR/artifact.key` unless `[engine] artifact_key` says otherwise). Nodes share
+    /// artifacts only when they share this key.
+    pub artifact_key: PathBuf,
     /// Per-request limits.
     pub limits: Limits,
     /// Try the pooling allocator (falls back to on-demand allocation if it cannot reserve its
@@ -94,6 +98,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             artifact_dir: PathBuf::from(".zero-data/aot"),
+            artifact_key: PathBuf::from(".zero-data/artifact.key"),
             limits: Limits::default(),
             pooling: true,
             pool_instances: 300,
@@ -332,7 +337,9 @@ pub struct Runtime {
     linker: Linker<HostState>,
     providers: Vec<Arc<dyn ResourceProvider>>,
     artifacts: ArtifactStore,
-    cache: Mutex<HashMap<ContentHash, Arc<LoadedComponent>>>,
+    /// Components by content hash, held only while something (an app) uses them: code no app
+    /// uses is dropped with its last user, so the cache is bounded by what is deployed.
+    cache: Mutex<HashMap<ContentHash, Weak<LoadedComponent>>>,
     limits: Limits,
     stats: Stats,
     pooling: bool,
@@ -400,7 +407,13 @@ impl Runtime {
             p.add_to_linker(&mut linker)
                 .map_err(|e| anyhow::anyhow!("provider {} failed to register: {e:#}", p.name()))?;
         }
-        let artifacts = ArtifactStore::open(&config.artifact_dir, &engine).map_err(|e| {
+        let key = aot::ArtifactKey::load_or_create(&config.artifact_key).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read or create the artifact key {}: {e}",
+                config.artifact_key.display()
+            )
+        })?;
+        let artifacts = ArtifactStore::open(&config.artifact_dir, &engine, key).map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the artifact directory under {}: {e}",
                 config.artifact_dir.display()
@@ -472,10 +485,10 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, LoadError> {
         zero_component::expect_component(bytes, what)?;
         let hash = zero_component::content_hash(bytes)?;
-        if let Some(hit) = self.lock_cache().get(&hash) {
+        if let Some(hit) = self.lock_cache().get(&hash).and_then(Weak::upgrade) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%hash, app = what, "component served from the in-memory cache");
-            return Ok(hit.clone());
+            return Ok(hit);
         }
         let component = self.compile_or_load_artifact(bytes, &hash, what)?;
         let pre = self.link(&component, bytes, what)?;
@@ -484,11 +497,21 @@ impl Runtime {
             component,
             pre,
         });
-        self.lock_cache().insert(hash, loaded.clone());
+        let mut cache = self.lock_cache();
+        cache.retain(|_, entry| entry.strong_count() > 0);
+        cache.insert(hash, Arc::downgrade(&loaded));
         Ok(loaded)
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Arc<LoadedComponent>>> {
+    /// How many loaded components are in memory (held by some user).
+    pub fn cached_components(&self) -> usize {
+        self.lock_cache()
+            .values()
+            .filter(|e| e.strong_count() > 0)
+            .count()
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Weak<LoadedComponent>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -657,6 +680,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = CoreConfig {
             artifact_dir: dir.path().join("aot"),
+            artifact_key: dir.path().join("artifact.key"),
             pooling: false,
             ..CoreConfig::default()
         };
@@ -676,6 +700,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ok = CoreConfig {
             artifact_dir: dir.path().join("aot"),
+            artifact_key: dir.path().join("artifact.key"),
             pool_instances: 8,
             ..CoreConfig::default()
         };
@@ -696,16 +721,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = CoreConfig {
             artifact_dir: dir.path().join("aot"),
+            artifact_key: dir.path().join("artifact.key"),
             pooling: false,
             ..CoreConfig::default()
         };
         let component = wasm_encoder::Component::new().finish();
         {
             let rt = Runtime::new(&cfg, vec![]).unwrap();
-            rt.load(&component, "c").unwrap();
+            let held = rt.load(&component, "c").unwrap();
             rt.load(&component, "c").unwrap();
             assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
             assert_eq!(rt.stats().cache_hits.load(Ordering::Relaxed), 1);
+            assert_eq!(rt.cached_components(), 1);
+            // Code nobody holds leaves memory; the artifact on disk brings it back cheaply.
+            drop(held);
+            assert_eq!(rt.cached_components(), 0);
+            rt.load(&component, "c").unwrap();
+            assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
+            assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
         }
         let rt = Runtime::new(&cfg, vec![]).unwrap();
         rt.load(&component, "c").unwrap();

@@ -1,8 +1,16 @@
-//! Routing by host and path prefix.
+//! Routing by host and path prefix, and who owns which routes.
 //!
 //! A route names an optional host (exact, case-insensitive, port ignored) and a path prefix
 //! matched on segment boundaries: `/api` matches `/api` and `/api/x` but not `/apix`. Routes with
 //! a host win over host-less ones; among those, the longest prefix wins.
+//!
+//! **Routes are owned by tenants.** Within one host scope (host-less, or one host), a tenant's
+//! prefix owns everything under it: another tenant's route that is equal to it, above it or
+//! below it at a segment boundary is a [`RouteConflict`], so a tenant can never receive a request
+//! addressed to a path another tenant serves (a route on `/` owns every path of its scope).
+//! One tenant may nest its own routes (`/` and `/api`), and the longest prefix wins among them.
+//! Host routes are only shadowing host-less ones for requests naming that host; who may claim a
+//! host is decided before a table is built (the Admin grants hosts to tenants).
 
 use std::sync::Arc;
 
@@ -83,18 +91,34 @@ impl std::fmt::Display for Route {
     }
 }
 
-/// Two apps claim the same route.
+/// Two apps claim the same route, or overlapping routes of different tenants.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "route `{route}` is claimed by both `{first}` and `{second}`; give one of them another path or host"
+    "route `{route}` of `{second}` overlaps route `{existing}` of `{first}`; give one of them another path or host"
 )]
 pub struct RouteConflict {
-    /// The contested route.
+    /// The route that was refused.
     pub route: String,
+    /// The route it overlaps (equal to it, above or below it).
+    pub existing: String,
     /// The app that had it first (as `tenant/app`).
     pub first: String,
     /// The app that also wants it.
     pub second: String,
+}
+
+impl Route {
+    /// The prefixes of this route's path at segment boundaries, from `/` down to the path
+    /// itself: `/a/b` gives `/`, `/a`, `/a/b`.
+    fn ancestors(&self) -> impl Iterator<Item = &str> {
+        let p = self.path_prefix.as_str();
+        std::iter::once("/").chain(
+            p.char_indices()
+                .filter(|&(i, c)| c == '/' && i > 0)
+                .map(move |(i, _)| &p[..i])
+                .chain((p != "/").then_some(p)),
+        )
+    }
 }
 
 /// The routing table.
@@ -103,22 +127,64 @@ pub struct Router {
     entries: Vec<(Route, Arc<HttpApp>)>,
 }
 
+type Claims<'a> = std::collections::BTreeMap<(Option<&'a str>, &'a str), &'a Arc<HttpApp>>;
+
+/// The first claim that `route` of `app` may not coexist with: the same route of another app,
+/// or another tenant's route above or below it in the same host scope.
+fn conflict<'a>(
+    claims: &Claims<'a>,
+    route: &'a Route,
+    app: &Arc<HttpApp>,
+) -> Option<(String, &'a Arc<HttpApp>)> {
+    let host = route.host.as_deref();
+    let other_tenant = |other: &Arc<HttpApp>| other.tenant != app.tenant;
+    let path = route.path_prefix.as_str();
+    if let Some(other) = claims.get(&(host, path)) {
+        return Some((path.to_string(), other));
+    }
+    for above in route.ancestors() {
+        if let Some(other) = claims.get(&(host, above)).filter(|o| other_tenant(o)) {
+            return Some((above.to_string(), other));
+        }
+    }
+    // Everything below `path` sorts between `path/` and `path0` (`0` follows `/` in ASCII); on
+    // `/` that is every other path.
+    let (low, high) = if path == "/" {
+        ("/".to_string(), "0".to_string())
+    } else {
+        (format!("{path}/"), format!("{path}0"))
+    };
+    claims
+        .range((host, low.as_str())..(host, high.as_str()))
+        .find(|(_, o)| other_tenant(o))
+        .map(|((_, p), o)| (p.to_string(), *o))
+}
+
 impl Router {
-    /// Builds a table, refusing duplicate routes.
+    /// Builds a table, refusing the same route twice and overlapping routes of different
+    /// tenants in one host scope (see the module documentation).
     pub fn build(apps: Vec<Arc<HttpApp>>) -> Result<Router, RouteConflict> {
-        let mut entries: Vec<(Route, Arc<HttpApp>)> = Vec::new();
-        for app in apps {
+        let mut claims: Claims = Claims::new();
+        for app in &apps {
             for route in &app.routes {
-                if let Some((_, other)) = entries.iter().find(|(r, _)| r == route) {
+                if let Some((existing, other)) = conflict(&claims, route, app) {
                     return Err(RouteConflict {
                         route: route.to_string(),
+                        existing: match &route.host {
+                            Some(h) => format!("{h}{existing}"),
+                            None => existing,
+                        },
                         first: format!("{}/{}", other.tenant, other.name),
                         second: format!("{}/{}", app.tenant, app.name),
                     });
                 }
-                entries.push((route.clone(), app.clone()));
+                claims.insert((route.host.as_deref(), route.path_prefix.as_str()), app);
             }
         }
+        let mut entries: Vec<(Route, Arc<HttpApp>)> = apps
+            .iter()
+            .flat_map(|app| app.routes.iter().map(|r| (r.clone(), app.clone())))
+            .collect();
         entries.sort_by(|(a, _), (b, _)| {
             b.host
                 .is_some()
@@ -201,6 +267,65 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("a/one") && err.to_string().contains("b/two"));
+        let err = Router::build(vec![app("t", "one", &["/x"]), app("t", "two", &["/x"])])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("t/two"), "{err}");
+    }
+
+    #[test]
+    fn ancestors_stop_at_segment_boundaries() {
+        let r = Route::parse("/a/bc/d").unwrap();
+        assert_eq!(r.ancestors().collect::<Vec<_>>(), ["/", "/a", "/a/bc", "/a/bc/d"]);
+        let root = Route::parse("/").unwrap();
+        assert_eq!(root.ancestors().collect::<Vec<_>>(), ["/"]);
+    }
+
+    #[test]
+    fn another_tenants_route_above_below_or_equal_is_a_conflict() {
+        let overlaps = |first: &str, second: &str| {
+            let a = app("a", "one", &[first]);
+            let b = app("b", "two", &[second]);
+            let ab = Router::build(vec![a.clone(), b.clone()]).is_err();
+            let ba = Router::build(vec![b, a]).is_err();
+            assert_eq!(ab, ba, "{first} vs {second}: order must not matter");
+            ab
+        };
+        assert!(overlaps("/hello", "/hello/login"), "below");
+        assert!(overlaps("/hello/login", "/hello"), "above");
+        assert!(overlaps("/hello", "/hello"), "equal");
+        assert!(overlaps("/", "/anything/at/all"), "a root owns its scope");
+        assert!(overlaps("/a/b/c", "/"), "a root over another's route");
+        assert!(!overlaps("/hello", "/hellothere"), "not a segment boundary");
+        assert!(!overlaps("/hello", "/hello-world"), "`-` sorts before `/`");
+        assert!(!overlaps("/a/b", "/a/c"), "siblings");
+        assert!(!overlaps("x.example/", "/"), "different host scopes");
+        assert!(overlaps("x.example/", "x.example/api"), "same host");
+        assert!(!overlaps("x.example/", "y.example/"), "different hosts");
+    }
+
+    #[test]
+    fn one_tenant_nests_its_own_routes() {
+        let router = Router::build(vec![
+            app("t", "root", &["/"]),
+            app("t", "api", &["/api"]),
+            app("t", "deep", &["/api/v2"]),
+        ])
+        .unwrap();
+        let name = |p: &str| router.lookup("h", p).map(|a| a.name.to_string());
+        assert_eq!(name("/api/v2/x").as_deref(), Some("deep"));
+        assert_eq!(name("/api/v1").as_deref(), Some("api"));
+        assert_eq!(name("/x").as_deref(), Some("root"));
+        // A second tenant under any of them is refused.
+        let mut apps = vec![
+            app("t", "root", &["/"]),
+            app("t", "api", &["/api"]),
+            app("u", "intruder", &["/api/v2/login"]),
+        ];
+        assert!(Router::build(apps.clone()).is_err());
+        apps.pop();
+        apps.push(app("u", "intruder", &["/elsewhere"]));
+        assert!(Router::build(apps).is_err(), "t's `/` owns every path");
     }
 
     #[test]
