@@ -136,7 +136,7 @@ fn has_body(headers: &http::HeaderMap) -> bool {
 /// `100 Continue` (and so sends no body), reads and discards up to `limit` bytes of it first,
 /// without buffering, so that a client that sends its whole body before reading the answer
 /// gets the refusal rather than a reset connection. The answer then closes the connection
-/// (see [`Api::route`]).
+/// (see `Api::answer`).
 pub(crate) async fn refuse_unread(
     parts: &http::request::Parts,
     mut body: Incoming,

@@ -721,6 +721,51 @@ mod tests {
     }
 
     #[test]
+    fn admin_and_replay_bounds_have_defaults_are_set_and_refuse_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(
+            (
+                c.node.max_invocation_lifetime_secs,
+                c.node.replay_entries_per_principal,
+                c.node.max_revocations_per_principal
+            ),
+            (900, 10_000, 1_000)
+        );
+        assert_eq!(
+            (
+                c.admin.max_proofs,
+                c.admin.max_token_bytes.0,
+                c.admin.header_read_timeout_ms,
+                c.admin.request_timeout_ms,
+                c.admin.max_connections
+            ),
+            (16, 32 << 10, 10_000, 300_000, 64)
+        );
+        let c = NodeConfig::parse(
+            "[node]\nmax_invocation_lifetime_secs = 60\n[admin]\nmax_proofs = 4\nmax_token_bytes = \"8 KiB\"\nmax_connections = 2\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.node.max_invocation_lifetime_secs, 60);
+        assert_eq!(
+            (
+                c.admin.max_proofs,
+                c.admin.max_token_bytes.0,
+                c.admin.max_connections
+            ),
+            (4, 8192, 2)
+        );
+        let e = NodeConfig::parse("[admin]\nmax_connections = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("max_connections"), "{e}");
+        let e = NodeConfig::parse("[node]\nreplay_entries_per_principal = 0\n", Path::new("."))
+            .unwrap_err();
+        assert!(e.contains("replay_entries_per_principal"), "{e}");
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.admin.max_proofs, 16);
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = NodeConfig::parse("", Path::new("/etc/zero")).unwrap();
         assert_eq!(

@@ -238,3 +238,65 @@ impl ReplayJournal for ReplayStore {
         self.write(entry, expired).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(cid: &Cid, principal: &str, forget_after: Option<u64>) -> RevocationRecord {
+        RevocationRecord {
+            cid: cid.to_string(),
+            revoker: principal.to_string(),
+            principal: principal.to_string(),
+            forget_after,
+            revoked_at: 0,
+        }
+    }
+
+    #[test]
+    fn revocations_are_bounded_per_principal_and_forgotten_once_expired() {
+        let dir = std::env::temp_dir().join(format!("zero-revocations-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = StateStore::open(&dir).unwrap();
+        let cid = |n: u8| zero_auth::cid_of(&[n]);
+        let revs = Revocations::load(&state, 2, 100).unwrap();
+        // Two live revocations for principal a; the third is refused; b and the Admin are not.
+        for n in [1, 2] {
+            let added = revs.add(&state, cid(n), record(&cid(n), "a", Some(1000)), 100);
+            assert_eq!(added.unwrap(), Added::New);
+        }
+        let refused = revs
+            .add(&state, cid(3), record(&cid(3), "a", Some(1000)), 100)
+            .unwrap_err();
+        assert_eq!(
+            (refused.status, refused.error.as_str()),
+            (429, "TooManyRevocations")
+        );
+        revs.add(&state, cid(4), record(&cid(4), "b", None), 100)
+            .unwrap();
+        revs.add(&state, cid(5), record(&cid(5), "", None), 100)
+            .unwrap();
+        assert_eq!(
+            revs.add(&state, cid(1), record(&cid(1), "a", Some(1000)), 100)
+                .unwrap(),
+            Added::Already
+        );
+        assert!(revs.is_revoked(&cid(1)) && !revs.is_revoked(&cid(3)));
+        // After the revoked delegations expire, their records no longer count and are deleted.
+        revs.add(&state, cid(3), record(&cid(3), "a", Some(5000)), 2000)
+            .unwrap();
+        assert!(!revs.is_revoked(&cid(1)));
+        // One file per revocation, reloaded as they are; expired ones are dropped at load.
+        let reloaded = Revocations::load(&state, 2, 2000).unwrap();
+        assert_eq!(reloaded.len(), 3);
+        let reloaded = Revocations::load(&state, 2, 6000).unwrap();
+        assert_eq!(reloaded.len(), 2, "cid(3) expired at 5000");
+        assert_eq!(
+            std::fs::read_dir(dir.join("state/revocations"))
+                .unwrap()
+                .count(),
+            2
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
