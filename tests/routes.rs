@@ -233,7 +233,7 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
 
 #[test]
 fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
-    let w = world_edited("routes-code", &|cfg| {
+    let w = world_edited("routes-code", |cfg| {
         cfg.replace("[admin]\n", "[admin]\nmax_apps_per_tenant = 2\n")
     });
     let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
