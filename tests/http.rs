@@ -480,6 +480,32 @@ fn concurrency_is_capped_per_app() {
     );
 }
 
+/// Config-file apps count as their tenant's routes: an operator's file in which one tenant's
+/// route lies under another's is refused at start, naming both apps.
+#[test]
+fn a_config_with_overlapping_routes_of_two_tenants_refuses_to_start() {
+    let dir = test_dir("config-overlap");
+    let mut other = App::new("grab", "hello", &["/hello/login"]);
+    other.tenant = "t2";
+    let cfg = config(
+        &node_data_dir(),
+        TEST_LIMITS,
+        &[App::new("hello", "hello", &["/hello"]), other],
+    );
+    std::fs::write(dir.join("zerocore.toml"), &cfg).unwrap();
+    let out = std::process::Command::new(zero_bin())
+        .args(["serve", "--config"])
+        .arg(dir.join("zerocore.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/hello/login") && err.contains("t1/hello") && err.contains("t2/grab"),
+        "{err}"
+    );
+}
+
 #[test]
 fn concurrency_is_capped_per_tenant() {
     let dir = test_dir("tenant-concurrency");
@@ -490,7 +516,7 @@ fn concurrency_is_capped_per_tenant() {
         TEST_LIMITS,
         &[
             App::new("sleepy", "sleepy", &["/sleepy"]),
-            App::new("hello", "hello", &["/"]),
+            App::new("hello", "hello", &["/hello"]),
             other,
         ],
     )
@@ -500,6 +526,6 @@ fn concurrency_is_capped_per_tenant() {
     );
     let node = Arc::new(NodeProc::start(&dir, &cfg));
     // Another app of the same tenant is refused while the tenant's two slots are taken, and
-    // another tenant is not affected.
-    assert_concurrency_cap(&node, 2, "/sleepy", "/", "tenant", "/other");
+    // another tenant is not affected. (t1 cannot hold `/`: t2's `/other` would be under it.)
+    assert_concurrency_cap(&node, 2, "/sleepy", "/hello", "tenant", "/other");
 }

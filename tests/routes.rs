@@ -214,7 +214,7 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
         .unwrap();
     let bytes = std::fs::read(&signed_path).unwrap();
     let chain = zero_auth::component::decode_section(&bytes[token.data]).unwrap();
-    let leaf = chain.capabilities().last().unwrap().delegation.to_string();
+    let leaf = chain.last().unwrap().cid().to_string();
     let mut admin = Client::new(&api, admin, vec![]);
     let v = admin.revoke(&leaf).unwrap();
     assert_eq!(v["stopped_apps"], 1, "{v}");
@@ -240,6 +240,8 @@ fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
     let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
     acme.deploy("acme", "site", &["/site".into()], &[], &wasm("hello"))
         .unwrap();
+    beta.deploy("beta", "b0", &["/b0".into()], &[], &wasm("hello"))
+        .unwrap();
     let code = |c: &mut Client, t: &str| -> Vec<String> {
         match c.fs_list(t, "/.zero/code") {
             Ok(v) => v["entries"]
@@ -263,7 +265,7 @@ fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
         ));
         assert_eq!(e.error, "RouteConflict");
     }
-    assert_eq!(code(&mut beta, "beta"), Vec::<String>::new());
+    assert_eq!(code(&mut beta, "beta").len(), 1, "only b0's code is stored");
     // A refused redeploy of a serving app keeps the serving version's code.
     let e = refused(acme.deploy("acme", "site", &["/".into(), "/site".into()], &[], &wasm("hello")));
     assert_eq!(e.error, "RouteConflict", "{}", e.message);
@@ -283,4 +285,5 @@ fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
     // The cap is per tenant: beta is unaffected.
     beta.deploy("beta", "one", &["/b1".into()], &[], &wasm("hello"))
         .unwrap();
+    assert_eq!(get(&w.node.url("/b1")).body, HELLO);
 }

@@ -281,8 +281,15 @@ impl AppSet {
             ));
         }
         let mut candidate = apps.clone();
-        candidate.deployed.insert(key, app.clone());
-        if let Err(c) = zeroproxy::Router::build(candidate.all()) {
+        candidate.deployed.insert(key.clone(), app.clone());
+        // The new app goes last, so that a conflict names its route and the other app.
+        let mut table: Vec<Arc<HttpApp>> = apps
+            .all()
+            .into_iter()
+            .filter(|a| !(*a.tenant == *key.0 && *a.name == *key.1))
+            .collect();
+        table.push(app.clone());
+        if let Err(c) = zeroproxy::Router::build(table) {
             let own = c.first.split('/').next() == Some(&*app.tenant);
             let message = if own {
                 format!(
