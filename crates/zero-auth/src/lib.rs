@@ -100,7 +100,7 @@ pub use keys::Keypair;
 pub use policy::Policy;
 pub use validate::{
     Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW, ReplayCache,
-    RevocationStore, ValidationOptions, Validator, VerifiedInvocation, authorize,
+    RevocationStore, ValidationOptions, Validator, VerifiedInvocation, authorize, authorize_paths,
     verify_invocation_offline,
 };
 
