@@ -682,6 +682,28 @@ fn a_negative_file_delegation_excludes_the_directory_and_everything_under_it() {
     assert_eq!(listing["entries"][0]["name"], "x", "{listing}");
     let e = refusal(reader_client.fs_list("acme", "/secret").unwrap_err());
     assert_eq!(e.error, "MatchError", "{e}");
+    // A delegation narrowed further down the chain covers the narrower subtree (each link's
+    // policy is read hierarchically on the same path), and the exclusion still holds.
+    owner
+        .fs_put("acme", "/public/sub/z", &b"z"[..], true)
+        .unwrap();
+    let mut narrow = {
+        let key = Keypair::generate().unwrap();
+        let chain = zero_client::extend_chain(
+            &reader,
+            &zero_client::read_chain(&reader_chain).unwrap(),
+            key.did(),
+            &grant("/fs/read", r#"[["==", ".path", "/public/sub"]]"#, None),
+        )
+        .unwrap();
+        Client::new(&w.api, key, chain)
+    };
+    assert_eq!(
+        get_bytes(&mut narrow, "acme", "/public/sub/z").unwrap(),
+        b"z"
+    );
+    let e = refusal(get_bytes(&mut narrow, "acme", "/public/x").unwrap_err());
+    assert_eq!(e.error, "MatchError", "{e}");
     w.node.stop();
 }
 
@@ -805,5 +827,58 @@ fn stalled_uploads_and_downloads_time_out_and_release_what_they_hold() {
     drop(d);
     // The legitimate use keeps working.
     assert_eq!(get_bytes(&mut owner, "acme", "/big.bin").unwrap(), big);
+    w.node.stop();
+}
+
+#[test]
+fn a_trickling_upload_is_refused_at_the_total_transfer_limit() {
+    let w = world_with(
+        "files-trickle",
+        "[fs]\ntransfer_idle_timeout_ms = 1000\ntransfer_timeout_ms = 1500\n",
+    );
+    let mut owner = owner_client(&w);
+    // The attack: never idle long enough for the idle limit, never done.
+    let mut s = raw_request(
+        &w,
+        &mut owner,
+        "PUT",
+        "/fs/write",
+        "/slow.bin",
+        Some(1 << 20),
+    );
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(10)
+        && !String::from_utf8_lossy(&answer).contains('}')
+    {
+        let _ = std::io::Write::write_all(&mut s, b"x");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("TransferTimeout")
+            && answer.contains("did not finish within 1500 ms")
+            && answer.contains("transfer_timeout_ms"),
+        "{answer}"
+    );
+    drop(s);
+    let e = refusal(get_bytes(&mut owner, "acme", "/slow.bin").unwrap_err());
+    assert_eq!(e.error, "NotFound", "{e}");
+    // The legitimate use: an upload that finishes in time.
+    owner
+        .fs_put("acme", "/fast.bin", &b"quick"[..], false)
+        .unwrap();
+    assert_eq!(
+        get_bytes(&mut owner, "acme", "/fast.bin").unwrap(),
+        b"quick"
+    );
     w.node.stop();
 }

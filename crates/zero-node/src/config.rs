@@ -681,6 +681,22 @@ mod tests {
     }
 
     #[test]
+    fn fs_limits_have_defaults_and_refuse_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.fs.max_open_per_instance, 256);
+        assert_eq!(c.fs.transfer_idle_timeout_ms, 30_000);
+        assert_eq!(c.fs.transfer_timeout_ms, 900_000);
+        let e = NodeConfig::parse("[fs]\nmax_open_per_instance = 0\n", Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("max_open_per_instance must be at least 1"),
+            "{e}"
+        );
+        let e =
+            NodeConfig::parse("[fs]\ntransfer_idle_timeout_ms = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("transfer_idle_timeout_ms"), "{e}");
+    }
+
+    #[test]
     fn relative_paths_resolve_against_the_file() {
         let c = NodeConfig::parse("", Path::new("/etc/zero")).unwrap();
         assert_eq!(

@@ -511,3 +511,35 @@ async fn get(
     headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(size));
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn timeouts_say_which_limit_ran_out() {
+        let limits = TransferLimits {
+            idle: Duration::from_millis(500),
+            total: Duration::from_secs(60),
+        };
+        let now = tokio::time::Instant::now();
+        let far = now + Duration::from_secs(60);
+        assert!(limits.next_wait(far) <= now + Duration::from_secs(1));
+        assert_eq!(limits.next_wait(now), now);
+        let idle = limits.upload_timeout(far);
+        assert_eq!((idle.status, idle.error.as_str()), (408, "TransferTimeout"));
+        assert!(
+            idle.message.contains("sent nothing for 500 ms"),
+            "{}",
+            idle.message
+        );
+        let total = limits.upload_timeout(now);
+        assert!(
+            total
+                .message
+                .contains("did not finish within 60000 ms ([fs] transfer_timeout_ms)"),
+            "{}",
+            total.message
+        );
+    }
+}
