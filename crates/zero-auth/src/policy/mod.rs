@@ -480,12 +480,6 @@ impl Statement {
         self.evaluate(value) == Truth::True
     }
 
-    /// Whether the statement holds on `value` with the top-level argument `field` read as a
-    /// path in a tree, as in [`Policy::check_hierarchical`].
-    pub fn holds_hierarchical(&self, value: &Ipld, field: &str) -> bool {
-        self.evaluate_in(value, Some(field)) == Truth::True
-    }
-
     /// Whether the statement (outside quantifier bodies) has a selector on `field`.
     fn mentions(&self, field: &str) -> bool {
         match self {
