@@ -428,6 +428,18 @@ async fn drain(mut body: Incoming, limit: usize, limits: TransferLimits) {
     }
 }
 
+/// Reads the next [`CHUNK`] of a download on a short blocking task (an empty chunk at the end).
+fn read_chunk(
+    mut reader: zerofs::FileReader,
+) -> tokio::task::JoinHandle<std::io::Result<(zerofs::FileReader, Vec<u8>)>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK];
+        let n = reader.read(&mut buf)?;
+        buf.truncate(n);
+        Ok((reader, buf))
+    })
+}
+
 /// Streams a file's content: a task reads the blob in [`CHUNK`]-sized pieces, each on a short
 /// blocking task, and hands them to the response, waiting at most `limits.idle` for the client
 /// to take each one and `limits.total` in all; past either, the download is cut off and the
@@ -445,19 +457,10 @@ async fn get(
     let end = tokio::time::Instant::now() + limits.total;
     let tenant_name = tenant.to_string();
     tokio::spawn(async move {
-        let mut reader = Some(reader);
-        loop {
-            let Some(mut r) = reader.take() else { break };
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; CHUNK];
-                let n = r.read(&mut buf);
-                n.map(|n| {
-                    buf.truncate(n);
-                    (r, buf)
-                })
-            })
-            .await;
-            let (r, buf) = match read {
+        // One chunk is read ahead while the previous one waits for the client.
+        let mut next = Some(read_chunk(reader));
+        while let Some(reading) = next.take() {
+            let (r, buf) = match reading.await {
                 Ok(Ok((_, buf))) if buf.is_empty() => break,
                 Ok(Ok(read)) => read,
                 Ok(Err(e)) => {
@@ -469,10 +472,11 @@ async fn get(
                     break;
                 }
             };
+            let ahead = read_chunk(r);
             match tokio::time::timeout_at(limits.next_wait(end), tx.send(Ok(Bytes::from(buf))))
                 .await
             {
-                Ok(Ok(())) => reader = Some(r),
+                Ok(Ok(())) => next = Some(ahead),
                 // The client went away.
                 Ok(Err(_)) => break,
                 Err(_) => {
