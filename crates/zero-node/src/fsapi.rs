@@ -314,7 +314,14 @@ impl Api {
                 fs.check_write(&t, p.as_str(), opts)?;
                 fs.stage(&t)
             })
-            .await?
+            .await
+        };
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(refusal) => {
+                drain(body, self.max_upload, limits).await;
+                return Err(refusal);
+            }
         };
         let mut upload = Upload {
             fs: fs.clone(),
@@ -345,7 +352,16 @@ impl Api {
             };
             pending.extend_from_slice(&data);
             if pending.len() >= CHUNK {
-                pending = upload.append(pending).await?;
+                pending = match upload.append(pending).await {
+                    Ok(emptied) => emptied,
+                    Err(refusal) => {
+                        // Read the rest (within bounds) so that the client gets the refusal
+                        // rather than a connection reset mid-upload.
+                        drop(upload);
+                        drain(body, self.max_upload, limits).await;
+                        return Err(refusal);
+                    }
+                };
             }
         }
         if !pending.is_empty() {
