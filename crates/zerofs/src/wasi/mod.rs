@@ -1427,6 +1427,44 @@ mod tests {
     }
 
     #[test]
+    fn staging_and_publishing_stop_at_the_requests_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(ZeroFs::open(dir.path(), crate::Quota::UNLIMITED).unwrap());
+        fs.write("t", "/f", &b"old"[..]).unwrap();
+        let mut f = OpenFile {
+            fs: fs.clone(),
+            tenant: "t".into(),
+            path: TenantPath::parse("/f").unwrap(),
+            staged: None,
+            dirty: false,
+            created_here: false,
+            closed: false,
+            deadline: Some(Instant::now()),
+        };
+        // Copying the current content into staging is work for the request: past its time it
+        // stops with `busy`.
+        assert_eq!(f.stage(false).err(), Some(ErrorCode::Busy));
+        // So is publishing: nothing reaches the tree, and the reservation is returned.
+        f.stage_for(true, 3)
+            .unwrap()
+            .write_all_at(b"new", 0)
+            .unwrap();
+        f.dirty = true;
+        assert!(matches!(f.publish(), Err(Error::TimedOut(_))));
+        assert_eq!(fs.read_range("t", "/f", 0, 10).unwrap(), b"old");
+        assert_eq!(fs.staged_bytes("t"), 0);
+        // Without a deadline the same write is published.
+        f.deadline = None;
+        f.stage_for(true, 3)
+            .unwrap()
+            .write_all_at(b"new", 0)
+            .unwrap();
+        f.dirty = true;
+        f.publish().unwrap();
+        assert_eq!(fs.read_range("t", "/f", 0, 10).unwrap(), b"new");
+    }
+
+    #[test]
     fn store_errors_map_to_wasi_codes() {
         assert_eq!(code(&Error::NotFound("/a".into())), ErrorCode::NoEntry);
         assert_eq!(
