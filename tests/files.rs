@@ -605,3 +605,280 @@ fn quotas_refuse_uploads_and_deploys_and_change_nothing() {
     )
     .unwrap();
 }
+
+#[test]
+fn a_negative_file_delegation_excludes_the_directory_and_everything_under_it() {
+    let w = world("files-negative");
+    let mut owner = owner_client(&w);
+    for (path, body) in [
+        ("/secret/x", &b"the secret"[..]),
+        ("/secret/deep/y", b"deeper"),
+        ("/public/x", b"public"),
+    ] {
+        owner.fs_put("acme", path, body, true).unwrap();
+    }
+    // The owner hands out read access to everything but /secret, with the CLI.
+    let dir = test_dir("files-negative-local");
+    let owner_key = dir.join("owner.key");
+    w.acme_owner.save(&owner_key).unwrap();
+    let owner_chain = dir.join("owner.ucan");
+    zero_client::write_chain(&owner_chain, &w.acme_chain).unwrap();
+    let reader = Keypair::generate().unwrap();
+    let reader_key = dir.join("reader.key");
+    reader.save(&reader_key).unwrap();
+    let reader_chain = dir.join("reader.ucan");
+    let (code, _, err) = zero(&[
+        "grant",
+        "--key",
+        owner_key.to_str().unwrap(),
+        "--proof",
+        owner_chain.to_str().unwrap(),
+        "--audience",
+        reader.did().as_ref(),
+        "--cmd",
+        "/fs/read",
+        "--policy",
+        r#"[["!=", ".path", "/secret"]]"#,
+        "-o",
+        reader_chain.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let fs_get = |path: &str| {
+        zero(&[
+            "fs",
+            "get",
+            path,
+            "--api",
+            &w.api,
+            "--key",
+            reader_key.to_str().unwrap(),
+            "--proof",
+            reader_chain.to_str().unwrap(),
+        ])
+    };
+    // The legitimate use: anything outside /secret.
+    let (code, out, err) = fs_get("acme:/public/x");
+    assert_eq!((code, out.as_str()), (0, "public"), "{err}");
+    // The attack: the exclusion held at `/` and at `/secret/deep` (neither is `/secret`),
+    // which used to grant everything under /secret.
+    for attack in ["acme:/secret/x", "acme:/secret/deep/y", "acme:/secret"] {
+        let (code, out, err) = fs_get(attack);
+        assert_eq!(code, 1, "{attack} must be refused: {out}");
+        assert!(err.contains("MatchError"), "{attack}: {err}");
+        assert!(
+            err.contains(r#"["!=", ".path", "/secret"]"#)
+                && err.contains("excludes a directory and everything under it"),
+            "the refusal names the statement and how paths are read: {err}"
+        );
+        assert!(!err.contains("the secret"), "{err}");
+    }
+    // Listing is scoped the same way: `/` is readable, `/secret` is not.
+    let mut reader_client = Client::new(
+        &w.api,
+        copy_key(&reader),
+        zero_client::read_chain(&reader_chain).unwrap(),
+    );
+    let listing = reader_client.fs_list("acme", "/public").unwrap();
+    assert_eq!(listing["entries"][0]["name"], "x", "{listing}");
+    let e = refusal(reader_client.fs_list("acme", "/secret").unwrap_err());
+    assert_eq!(e.error, "MatchError", "{e}");
+    // A delegation narrowed further down the chain covers the narrower subtree (each link's
+    // policy is read hierarchically on the same path), and the exclusion still holds.
+    owner
+        .fs_put("acme", "/public/sub/z", &b"z"[..], true)
+        .unwrap();
+    let mut narrow = {
+        let key = Keypair::generate().unwrap();
+        let chain = zero_client::extend_chain(
+            &reader,
+            &zero_client::read_chain(&reader_chain).unwrap(),
+            key.did(),
+            &grant("/fs/read", r#"[["==", ".path", "/public/sub"]]"#, None),
+        )
+        .unwrap();
+        Client::new(&w.api, key, chain)
+    };
+    assert_eq!(
+        get_bytes(&mut narrow, "acme", "/public/sub/z").unwrap(),
+        b"z"
+    );
+    let e = refusal(get_bytes(&mut narrow, "acme", "/public/x").unwrap_err());
+    assert_eq!(e.error, "MatchError", "{e}");
+    w.node.stop();
+}
+
+/// A raw HTTP/1.1 request to the management API with a fresh invocation of `client`'s, whose
+/// body the caller then sends (or not) on the returned stream.
+fn raw_request(
+    w: &World,
+    client: &mut Client,
+    method: &str,
+    command: &str,
+    path: &str,
+    content_length: Option<u64>,
+) -> std::net::TcpStream {
+    use std::io::Write;
+    let args = std::collections::BTreeMap::from([
+        ("tenant".to_string(), zero_auth::Ipld::String("acme".into())),
+        ("path".to_string(), zero_auth::Ipld::String(path.into())),
+    ]);
+    let inv = client.invocation(command, args).unwrap();
+    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let mut s = std::net::TcpStream::connect(w.node.admin).unwrap();
+    let length = content_length.map_or(String::new(), |n| format!("content-length: {n}\r\n"));
+    write!(
+        s,
+        "{method} /v1/tenants/acme/fs{path} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\nucan-proofs: {}\r\n{length}\r\n",
+        w.node.admin,
+        inv.to_base64(),
+        proofs.join(",")
+    )
+    .unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// Open file descriptors of process `pid` that point into the node's blob store.
+fn blob_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|target| target.to_string_lossy().contains("/fs/blobs/"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn stalled_uploads_and_downloads_time_out_and_release_what_they_hold() {
+    let w = world_with(
+        "files-stall",
+        "[fs]\nquota_bytes = \"64 MiB\"\ntransfer_idle_timeout_ms = 600\ntransfer_timeout_ms = 60000\n",
+    );
+    let mut owner = owner_client(&w);
+    let pid = w.node.child.id();
+
+    // The attack: an upload that announces 60 MiB, sends 40 MiB and then nothing. It must not
+    // hold a thread, a temporary file or its 40 MiB of the tenant's quota: it is refused once
+    // the client has been idle for transfer_idle_timeout_ms.
+    let mut s = raw_request(
+        &w,
+        &mut owner,
+        "PUT",
+        "/fs/write",
+        "/stalled.bin",
+        Some(60 << 20),
+    );
+    std::io::Write::write_all(&mut s, &content(9, 40 << 20)).unwrap();
+    let started = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("}") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("TransferTimeout")
+            && answer.contains("sent nothing for 600 ms")
+            && answer.contains("transfer_idle_timeout_ms"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(s);
+    let e = refusal(get_bytes(&mut owner, "acme", "/stalled.bin").unwrap_err());
+    assert_eq!(e.error, "NotFound", "the stalled upload left nothing: {e}");
+    // Its share of the quota was returned: 48 MiB of the 64 still fit. (The download below
+    // is larger than what the loopback socket buffers absorb, so it does stall.)
+    let big = content(10, 48 << 20);
+    owner
+        .fs_put("acme", "/big.bin", std::io::Cursor::new(big.clone()), false)
+        .unwrap();
+    assert_eq!(get_bytes(&mut owner, "acme", "/big.bin").unwrap(), big);
+
+    // The attack: a download whose client stops reading. The node cuts it off after the idle
+    // time and closes the blob file.
+    let mut d = raw_request(&w, &mut owner, "GET", "/fs/read", "/big.bin", None);
+    let mut head = [0u8; 512];
+    let n = d.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while blob_fds(pid) > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        blob_fds(pid),
+        0,
+        "the stalled download's blob file is closed"
+    );
+    w.node.wait_log("the cut-off download", |v| {
+        v["message"].as_str().is_some_and(|m| {
+            m.contains("download cut off") && m.contains("accepted nothing for 600 ms")
+        })
+    });
+    drop(d);
+    // The legitimate use keeps working.
+    assert_eq!(get_bytes(&mut owner, "acme", "/big.bin").unwrap(), big);
+    w.node.stop();
+}
+
+#[test]
+fn a_trickling_upload_is_refused_at_the_total_transfer_limit() {
+    let w = world_with(
+        "files-trickle",
+        "[fs]\ntransfer_idle_timeout_ms = 1000\ntransfer_timeout_ms = 1500\n",
+    );
+    let mut owner = owner_client(&w);
+    // The attack: never idle long enough for the idle limit, never done.
+    let mut s = raw_request(
+        &w,
+        &mut owner,
+        "PUT",
+        "/fs/write",
+        "/slow.bin",
+        Some(1 << 20),
+    );
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(10)
+        && !String::from_utf8_lossy(&answer).contains('}')
+    {
+        let _ = std::io::Write::write_all(&mut s, b"x");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("TransferTimeout")
+            && answer.contains("did not finish within 1500 ms")
+            && answer.contains("transfer_timeout_ms"),
+        "{answer}"
+    );
+    drop(s);
+    let e = refusal(get_bytes(&mut owner, "acme", "/slow.bin").unwrap_err());
+    assert_eq!(e.error, "NotFound", "{e}");
+    // The legitimate use: an upload that finishes in time.
+    owner
+        .fs_put("acme", "/fast.bin", &b"quick"[..], false)
+        .unwrap();
+    assert_eq!(
+        get_bytes(&mut owner, "acme", "/fast.bin").unwrap(),
+        b"quick"
+    );
+    w.node.stop();
+}

@@ -514,3 +514,182 @@ fn guest_writes_are_held_to_the_tenant_quota_before_they_are_staged() {
     assert_eq!(size("small.bin"), Some(16 << 10), "{listing}");
     assert!(size("big.bin").unwrap_or(0) < 256 << 10, "{listing}");
 }
+
+#[test]
+fn a_negative_grant_excludes_the_directory_and_everything_under_it_for_components() {
+    let mut w = world("fs-negative", |fs| {
+        fs.put("acme", "/secret/x", b"the secret");
+        fs.put("acme", "/secret/deep/y", b"deeper");
+        fs.put("acme", "/public/x", b"public");
+        fs.put("acme", "/site/index.html", b"index");
+        fs.put("acme", "/site/private/key", b"key");
+    });
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "ne",
+        "/fs/read",
+        r#"[["!=", ".path", "/secret"]]"#,
+    );
+    deploy_acme(
+        &mut w,
+        "fsprobe",
+        "notlike",
+        "/fs/read",
+        r#"[["==", ".path", "/site"], ["not", ["like", ".path", "/site/priv*"]]]"#,
+    );
+    // The legitimate use: everything outside the excluded directory.
+    assert_eq!(
+        probe(&w, "ne", "read", "/public/x", ""),
+        Ok("public".into())
+    );
+    assert_eq!(
+        probe(&w, "ne", "readdir", "/", ""),
+        Ok("public,site".into()),
+        "the excluded directory is not even listed"
+    );
+    // The attack: the exclusion held at `/` and at `/secret/deep`, which used to grant
+    // everything under /secret.
+    for attack in ["/secret/x", "/secret/deep/y"] {
+        assert_eq!(
+            probe(&w, "ne", "read", attack, ""),
+            Err(DENIED.into()),
+            "{attack}"
+        );
+    }
+    assert_eq!(probe(&w, "ne", "stat", "/secret", ""), Err(DENIED.into()));
+    assert_eq!(
+        probe(&w, "ne", "readdir", "/secret/deep", ""),
+        Err(DENIED.into())
+    );
+    // A positive grant with a `not like` exclusion: the site, without its private part.
+    assert_eq!(
+        probe(&w, "notlike", "read", "/site/index.html", ""),
+        Ok("index".into())
+    );
+    assert_eq!(
+        probe(&w, "notlike", "read", "/site/private/key", ""),
+        Err(DENIED.into())
+    );
+    assert_eq!(
+        probe(&w, "notlike", "readdir", "/site", ""),
+        Ok("index.html".into())
+    );
+    w.node.stop();
+}
+
+/// The tenants' world with `extra` configuration and fsprobe deployed as `probe` with every
+/// right on the whole tenant; returns it with the owner's client.
+fn probe_world(name: &str, extra: &str) -> (support::tenants::World, Client) {
+    let w = support::tenants::world_with(name, extra);
+    let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
+    let grant = Grant {
+        command: "/fs".into(),
+        policy: zero_client::parse_policy(&path_policy("/")).unwrap(),
+        expires_in: None,
+    };
+    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    owner
+        .deploy("acme", "probe", &["/probe".into()], &[], &signed)
+        .unwrap();
+    (w, owner)
+}
+
+fn probe_json(w: &support::tenants::World, query: &str) -> serde_json::Value {
+    let r = get(&w.node.url(&format!("/probe?{query}")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn a_guest_opening_files_in_a_loop_hits_the_open_file_limit_and_the_node_keeps_serving() {
+    let (w, mut owner) = probe_world("fs-open-limit", "[fs]\nmax_open_per_instance = 32\n");
+    owner
+        .fs_put("acme", "/f.txt", &b"content"[..], false)
+        .unwrap();
+    // The legitimate use: a handful of open files.
+    let v = probe_json(&w, "op=hold&path=/f.txt&data=16");
+    assert_eq!(v["data"], "16", "{v}");
+    // The attack: open the same file until something gives. The preopened directory holds one
+    // of the 32 places; the 32nd open fails with ENOMEM (48), WASI's closest errno to EMFILE.
+    let v = probe_json(&w, "op=hold&path=/f.txt&data=100000");
+    assert_eq!(v["data"], "31:OutOfMemory:48", "{v}");
+    w.node.wait_log("the open-file refusal", |v| {
+        v["message"].as_str().is_some_and(|m| {
+            m.contains("too many open files") && m.contains("max_open_per_instance = 32")
+        })
+    });
+    // The places are per instance: the next request opens files again.
+    let v = probe_json(&w, "op=read&path=/f.txt");
+    assert_eq!(v["data"], "content", "{v}");
+    let v = probe_json(&w, "op=hold&path=/f.txt&data=31");
+    assert_eq!(v["data"], "31", "{v}");
+    w.node.stop();
+}
+
+#[test]
+fn open_staged_files_share_the_tenant_quota_instead_of_each_reaching_it() {
+    let (w, mut owner) = probe_world("fs-staged-sum", "[fs]\nquota_bytes = \"2 MiB\"\n");
+    let usage = |owner: &mut Client| -> u64 {
+        let listing = owner.fs_list("acme", "/").unwrap();
+        listing["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["size"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    // The legitimate use: two 700 KiB files written side by side fit.
+    let v = probe_json(&w, &format!("op=spread&path=/ok&data=2:{}", 700 << 10));
+    assert_eq!(v["data"], "2", "{v}");
+    owner.fs_remove("acme", "/ok0", false).unwrap();
+    owner.fs_remove("acme", "/ok1", false).unwrap();
+    // The attack: four files open at once, each within what the quota leaves (about 1.8 MiB
+    // next to the deployed code), together far beyond it. The third file's write that crosses
+    // what is left fails: staged content is held to the quota as a sum.
+    let v = probe_json(&w, &format!("op=spread&path=/s&data=4:{}", 700 << 10));
+    let answer = v["data"].as_str().unwrap();
+    assert!(
+        answer == "2:StorageFull:51"
+            || answer == "2:Other:29"
+            || answer.starts_with("2:Uncategorized:29"),
+        "the third file is refused while it is staged: {v}"
+    );
+    let listed = usage(&mut owner);
+    assert!(
+        listed <= 2 << 20,
+        "the tenant stays within its quota: {listed}"
+    );
+    w.node.stop();
+}
+
+#[test]
+fn a_write_the_guest_never_closes_is_discarded_with_its_request_not_published_after() {
+    let (w, mut owner) = probe_world("fs-leak", "");
+    owner.fs_put("acme", "/f.txt", &b"old"[..], false).unwrap();
+    let read = |owner: &mut Client| {
+        let mut out = Vec::new();
+        owner.fs_get("acme", "/f.txt", &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    // The attack: stage a write, keep the file open and return (or spin until the node stops
+    // the request). Nothing may be hashed, fsynced or published after the request ended.
+    let v = probe_json(&w, "op=leak&path=/f.txt&data=leaked");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(read(&mut owner), "old");
+    w.node.wait_log("the discarded write", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a write staged by a guest was discarded"))
+            && v["path"] == "/f.txt"
+    });
+    let r = get(&w.node.url("/probe?op=leak&path=/f.txt&data=leaked&to=spin"));
+    assert_eq!(r.status, 500, "the spinning request is stopped: {}", r.body);
+    assert_eq!(read(&mut owner), "old");
+    // The legitimate use: a write the guest closes is published within its request.
+    let v = probe_json(&w, "op=write&path=/f.txt&data=new");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(read(&mut owner), "new");
+    w.node.stop();
+}

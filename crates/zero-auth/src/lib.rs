@@ -102,7 +102,7 @@ pub use validate::{
     Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW,
     DEFAULT_MAX_INVOCATION_LIFETIME, REVOKE_COMMAND, ReplayCache, ReplayEntry, ReplayJournal,
     RevocationStore, ValidationOptions, Validator, VerifiedInvocation, VerifiedRevocation,
-    authorize, verify_invocation_offline,
+    authorize, authorize_paths, verify_invocation_offline,
 };
 
 /// Re-export of the CID type that names every token.

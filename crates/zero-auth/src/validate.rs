@@ -365,6 +365,30 @@ pub type Authorizer = dyn Fn(&[Capability], &Command, &Ipld) -> Result<(), Error
 /// so that an escalation is reported as such), then every link's policy must accept `args`
 /// ([`Error::MatchError`] otherwise). An empty list (the subject acting itself) allows everything.
 pub fn authorize(capabilities: &[Capability], command: &Command, args: &Ipld) -> Result<(), Error> {
+    authorize_in(capabilities, command, args, None)
+}
+
+/// [`authorize`] for resources that nest, with the top-level argument `field` (for files,
+/// `path`) read as a path in a tree ([`Policy::check_hierarchical`]): a policy statement
+/// `["==", ".path", D]` covers `D` and everything under it, `["!=", ".path", D]` excludes `D`
+/// and everything under it, and `["like", ".path", G]` holds when the path or one of its
+/// ancestor directories matches `G`. This is the one rule for directory coverage; callers do
+/// not walk ancestors themselves.
+pub fn authorize_paths(
+    capabilities: &[Capability],
+    command: &Command,
+    args: &Ipld,
+    field: &str,
+) -> Result<(), Error> {
+    authorize_in(capabilities, command, args, Some(field))
+}
+
+fn authorize_in(
+    capabilities: &[Capability],
+    command: &Command,
+    args: &Ipld,
+    tree: Option<&str>,
+) -> Result<(), Error> {
     for cap in capabilities {
         if !cap.command.covers(command) {
             return Err(Error::InvalidClaim {
@@ -379,7 +403,11 @@ pub fn authorize(capabilities: &[Capability], command: &Command, args: &Ipld) ->
         }
     }
     for cap in capabilities {
-        cap.policy.check(args).map_err(|m| Error::MatchError {
+        let checked = match tree {
+            Some(field) => cap.policy.check_hierarchical(args, field),
+            None => cap.policy.check(args),
+        };
+        checked.map_err(|m| Error::MatchError {
             token: cap.delegation.into(),
             statement: m.statement,
             reason: m.reason,

@@ -75,6 +75,8 @@ pub struct Api {
     pub fs: Arc<zerofs::ZeroFs>,
     /// Largest component upload.
     pub max_upload: usize,
+    /// Time limits of file uploads and downloads (`[fs] transfer_*`).
+    pub fs_transfer: crate::fsapi::TransferLimits,
     /// Per-app concurrency for new apps.
     pub max_concurrent_per_app: usize,
     /// The tenants' SQL databases.

@@ -11,13 +11,12 @@
 //! credential that expired or was revoked refuses the app, with the reason in the log.
 //!
 //! File capabilities use *directory granularity*: a capability on a directory covers everything
-//! under it, so an operation on `/a/b/c` is allowed when the chain allows it on `/a/b/c`, `/a/b`,
-//! `/a` or `/` ([`path_allowed`]).
+//! under it, and an exclusion of a directory excludes everything under it ([`path_allowed`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use zero_auth::{Chain, ChainExpectations, Command, Delegation, Did, Ipld, Validator};
+use zero_auth::{Capability, Chain, ChainExpectations, Command, Delegation, Did, Ipld, Validator};
 use zerofs::{TenantPath, ZeroFs};
 
 use crate::apps::{Authority, Refusal, now};
@@ -47,26 +46,18 @@ pub fn fs_args(tenant: &str, path: &str) -> Ipld {
     ]))
 }
 
-/// Checks `command` (such as `/fs/read`) on `path` with directory granularity: allowed when
-/// `check` allows it on the path or on one of its ancestor directories. The error returned is
-/// the one for the path itself.
+/// Checks `command` (such as `/fs/read`) on `path` against `capabilities` (a chain's, root
+/// first) with directory granularity: zero-auth's rule for paths
+/// ([`zero_auth::authorize_paths`]), under which a grant on a directory covers everything under
+/// it and an exclusion of a directory excludes everything under it.
 pub fn path_allowed(
-    check: impl Fn(&Command, &Ipld) -> Result<(), zero_auth::Error>,
+    capabilities: &[Capability],
     command: &str,
     tenant: &str,
     path: &TenantPath,
 ) -> Result<(), zero_auth::Error> {
     let cmd = Command::parse(command)?;
-    let first = check(&cmd, &fs_args(tenant, path.as_str()));
-    if first.is_ok()
-        || path
-            .ancestors()
-            .skip(1)
-            .any(|dir| check(&cmd, &fs_args(tenant, dir.as_str())).is_ok())
-    {
-        return Ok(());
-    }
-    first
+    zero_auth::authorize_paths(capabilities, &cmd, &fs_args(tenant, path.as_str()), "path")
 }
 
 /// The owner's credential kept with a deployed app: who deployed it and the delegation chain
@@ -148,7 +139,7 @@ impl Credential {
                 now(),
             )
             .map_err(owner_refused)?;
-        path_allowed(|c, a| chain.allows(c, a), "/fs/read", tenant, path).map_err(owner_refused)?;
+        path_allowed(chain.capabilities(), "/fs/read", tenant, path).map_err(owner_refused)?;
         Ok(Some(Arc::new(chain)))
     }
 }

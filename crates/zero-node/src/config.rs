@@ -424,6 +424,16 @@ pub struct FsSection {
     /// Default quota per tenant: number of files and directories.
     #[serde(default = "default_fs_quota_files")]
     pub quota_files: u64,
+    /// Most descriptors, directory listings and file streams one instance may hold open.
+    #[serde(default = "default_fs_max_open")]
+    pub max_open_per_instance: usize,
+    /// Longest wait for the client during a management upload or download (no byte sent or
+    /// accepted), in milliseconds.
+    #[serde(default = "default_fs_transfer_idle")]
+    pub transfer_idle_timeout_ms: u64,
+    /// Longest management upload or download, in milliseconds.
+    #[serde(default = "default_fs_transfer_total")]
+    pub transfer_timeout_ms: u64,
 }
 
 fn default_fs_quota_bytes() -> ByteSize {
@@ -432,12 +442,24 @@ fn default_fs_quota_bytes() -> ByteSize {
 fn default_fs_quota_files() -> u64 {
     100_000
 }
+fn default_fs_max_open() -> usize {
+    zerofs::wasi::DEFAULT_MAX_OPEN_PER_INSTANCE
+}
+fn default_fs_transfer_idle() -> u64 {
+    30_000
+}
+fn default_fs_transfer_total() -> u64 {
+    900_000
+}
 
 impl Default for FsSection {
     fn default() -> Self {
         FsSection {
             quota_bytes: default_fs_quota_bytes(),
             quota_files: default_fs_quota_files(),
+            max_open_per_instance: default_fs_max_open(),
+            transfer_idle_timeout_ms: default_fs_transfer_idle(),
+            transfer_timeout_ms: default_fs_transfer_total(),
         }
     }
 }
@@ -573,6 +595,20 @@ impl NodeConfig {
         if self.http.max_concurrent_requests == 0 || self.http.max_concurrent_requests_per_app == 0
         {
             return Err("[http] max_concurrent_requests, max_concurrent_requests_per_app and max_concurrent_requests_per_tenant must be at least 1".into());
+        }
+        let fs = &self.fs;
+        if fs.max_open_per_instance == 0 {
+            return Err(
+                "[fs] max_open_per_instance must be at least 1 (a component needs its \
+                        preopened directories)"
+                    .into(),
+            );
+        }
+        if fs.transfer_idle_timeout_ms == 0 || fs.transfer_timeout_ms == 0 {
+            return Err(
+                "[fs] transfer_idle_timeout_ms and transfer_timeout_ms must be greater than 0"
+                    .into(),
+            );
         }
         let db = &self.db;
         if db.max_statement.0 == 0 || db.max_rows == 0 || db.statement_time_ms == 0 {
@@ -779,6 +815,22 @@ mod tests {
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.admin.max_proofs, 16);
+    }
+
+    #[test]
+    fn fs_limits_have_defaults_and_refuse_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.fs.max_open_per_instance, 256);
+        assert_eq!(c.fs.transfer_idle_timeout_ms, 30_000);
+        assert_eq!(c.fs.transfer_timeout_ms, 900_000);
+        let e = NodeConfig::parse("[fs]\nmax_open_per_instance = 0\n", Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("max_open_per_instance must be at least 1"),
+            "{e}"
+        );
+        let e =
+            NodeConfig::parse("[fs]\ntransfer_idle_timeout_ms = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("transfer_idle_timeout_ms"), "{e}");
     }
 
     #[test]

@@ -11,13 +11,24 @@
 //!
 //! `path` is the URL path after `/fs` (percent-decoded, normalized); the invocation's `path`
 //! argument must name the same path. Capabilities use directory granularity: a capability whose
-//! policy accepts a directory covers everything under it ([`crate::code::path_allowed`]).
+//! policy accepts a directory covers everything under it, and one that excludes a directory
+//! (`["!=", ".path", D]`) excludes everything under it ([`zero_auth::authorize_paths`]).
 //! The reserved directory `/.zero` (deployed code) can be read and listed but not changed.
 //! Uploads stream into zerofs (hashed, fsynced, published in one durable transaction: an upload
 //! cut short never leaves a partial file); downloads stream from the blob file.
+//!
+//! No transfer holds a thread while it waits for its client: every chunk is written to (or
+//! read from) disk by one short blocking task, and the waits happen on the async side, bounded
+//! by [`TransferLimits`] (`[fs] transfer_idle_timeout_ms` for a client that sends or accepts
+//! nothing, `[fs] transfer_timeout_ms` for the whole transfer). An upload that runs out of
+//! time is refused with `TransferTimeout` (408) and leaves nothing behind (its staged content
+//! and its share of the tenant's quota are released); a download that runs out of time is cut
+//! off, and its file closed.
 
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -25,14 +36,48 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
 use zero_auth::{Capability, Command, Ipld, VerifiedInvocation};
-use zerofs::{Entry, EntryKind, TenantPath, ZeroFs};
+use zerofs::{Entry, EntryKind, StagedWrite, TenantPath, ZeroFs};
 
 use crate::api::{Api, Body, Resp, expect_arg, json_response};
 use crate::apps::Refusal;
 use crate::code::path_allowed;
 
-/// Bytes per chunk read from a blob for a download.
+/// Bytes per chunk read from a blob for a download, and written at once for an upload.
 const CHUNK: usize = 256 * 1024;
+
+/// Time limits of file uploads and downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferLimits {
+    /// Longest wait for the client to send (upload) or accept (download) the next bytes.
+    pub idle: Duration,
+    /// Longest transfer, from the start of the upload or download to its end.
+    pub total: Duration,
+}
+
+impl TransferLimits {
+    /// When the next wait ends: after `idle`, or at the transfer's `end`, whichever is first.
+    fn next_wait(&self, end: tokio::time::Instant) -> tokio::time::Instant {
+        (tokio::time::Instant::now() + self.idle).min(end)
+    }
+
+    /// The refusal of an upload that ran out of time.
+    fn upload_timeout(&self, end: tokio::time::Instant) -> Refusal {
+        let message = if tokio::time::Instant::now() >= end {
+            format!(
+                "the upload did not finish within {} ms ([fs] transfer_timeout_ms); nothing was \
+                 written: upload again over a faster link, or ask the operator to raise the limit",
+                self.total.as_millis()
+            )
+        } else {
+            format!(
+                "the upload sent nothing for {} ms ([fs] transfer_idle_timeout_ms); nothing was \
+                 written: keep the upload flowing, or ask the operator to raise the limit",
+                self.idle.as_millis()
+            )
+        };
+        Refusal::new(408, "TransferTimeout", message)
+    }
+}
 
 /// The operation a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +118,7 @@ fn fs_refusal(e: zerofs::Error) -> Refusal {
         E::DirectoryNotEmpty(_) => (409, "DirectoryNotEmpty"),
         E::InvalidPath { .. } | E::InvalidTenant { .. } => (400, "InvalidPath"),
         E::QuotaExceeded { .. } => (507, "QuotaExceeded"),
+        E::TimedOut(_) => (408, "TransferTimeout"),
         E::Io { .. } | E::Corrupt(_) => (500, "Storage"),
     };
     Refusal::new(status, name, e.to_string())
@@ -98,52 +144,14 @@ async fn blocking<T: Send + 'static>(
         .map_err(fs_refusal)
 }
 
-/// A capability check with directory granularity: the invocation's `path` argument is
-/// accepted when a capability covers it or one of its ancestors.
+/// A capability check with directory granularity: zero-auth's rule for paths
+/// ([`zero_auth::authorize_paths`] on the `path` argument).
 fn directory_scope(
     caps: &[Capability],
     cmd: &Command,
     args: &Ipld,
 ) -> Result<(), zero_auth::Error> {
-    let first = zero_auth::authorize(caps, cmd, args);
-    if first.is_ok() {
-        return first;
-    }
-    let Ipld::Map(map) = args else { return first };
-    let Some(Ipld::String(path)) = map.get("path") else {
-        return first;
-    };
-    let Ok(path) = TenantPath::parse(path) else {
-        return first;
-    };
-    let covered = path.ancestors().skip(1).any(|dir| {
-        let mut m = map.clone();
-        m.insert("path".into(), Ipld::String(dir.as_str().to_string()));
-        zero_auth::authorize(caps, cmd, &Ipld::Map(m)).is_ok()
-    });
-    if covered { Ok(()) } else { first }
-}
-
-/// A blocking reader fed with the chunks of an HTTP request body.
-struct BodyReader {
-    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
+    zero_auth::authorize_paths(caps, cmd, args, "path")
 }
 
 impl Api {
@@ -185,7 +193,7 @@ impl Api {
                 if op == Op::Put {
                     // Read (a bounded part of) the upload before refusing, so that the client
                     // gets the refusal rather than a connection reset mid-upload.
-                    drain(body, self.max_upload).await;
+                    drain(body, self.max_upload, self.fs_transfer).await;
                 }
                 return Err(refusal);
             }
@@ -193,7 +201,7 @@ impl Api {
         let fs = self.fs.clone();
         match op {
             Op::Put => self.put(&inv, fs, tenant, path, body, query).await,
-            Op::Get => get(fs, tenant, path).await,
+            Op::Get => get(fs, tenant, path, self.fs_transfer).await,
             Op::List => {
                 let (t, p) = (tenant.to_string(), path.clone());
                 let (entry, children) = blocking(move || {
@@ -281,7 +289,7 @@ impl Api {
         };
         let checked = exists.and_then(|exists| {
             if !exists {
-                path_allowed(|c, a| inv.allows(c, a), "/fs/create", tenant, &path)
+                path_allowed(&inv.capabilities, "/fs/create", tenant, &path)
                     .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
             }
             Ok(exists)
@@ -291,60 +299,83 @@ impl Api {
             Err(refusal) => {
                 // As for the earlier checks: read the upload before refusing, so that the
                 // client gets the answer and its connection stays usable.
-                drain(body, self.max_upload).await;
+                drain(body, self.max_upload, self.fs_transfer).await;
                 return Err(refusal);
             }
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-        let writer = {
-            let (t, p) = (tenant.to_string(), path.clone());
-            tokio::task::spawn_blocking(move || {
-                let reader = BodyReader {
-                    rx,
-                    current: Bytes::new(),
-                };
-                fs.write_with(
-                    &t,
-                    p.as_str(),
-                    reader,
-                    zerofs::WriteOptions {
-                        create_parents: parents,
-                    },
-                )
+        let limits = self.fs_transfer;
+        let end = tokio::time::Instant::now() + limits.total;
+        let opts = zerofs::WriteOptions {
+            create_parents: parents,
+        };
+        let staged = {
+            let (fs, t, p) = (fs.clone(), tenant.to_string(), path.clone());
+            blocking(move || {
+                fs.check_write(&t, p.as_str(), opts)?;
+                fs.stage(&t)
             })
+            .await
+        };
+        let staged = match staged {
+            Ok(staged) => staged,
+            Err(refusal) => {
+                drain(body, self.max_upload, limits).await;
+                return Err(refusal);
+            }
+        };
+        let mut upload = Upload {
+            fs: fs.clone(),
+            path: path.clone(),
+            staged: Some(staged),
+            size: 0,
         };
         let mut body = body;
-        let mut interrupted = None;
-        while let Some(frame) = body.frame().await {
-            let chunk = match frame {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => data,
-                    Err(_) => continue,
-                },
-                Err(e) => {
-                    let message = format!("the upload was interrupted: {e}");
-                    let _ = tx.send(Err(std::io::Error::other(message.clone()))).await;
-                    interrupted = Some(message);
-                    break;
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
+        loop {
+            let frame = match tokio::time::timeout_at(limits.next_wait(end), body.frame()).await {
+                Err(_) => {
+                    tracing::warn!(tenant, path = %path, "upload timed out; nothing was written");
+                    return Err(limits.upload_timeout(end));
                 }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(Refusal::new(
+                        400,
+                        "UploadInterrupted",
+                        format!("the upload was interrupted: {e}; nothing was written"),
+                    ));
+                }
+                Ok(Some(Ok(frame))) => frame,
             };
-            if tx.send(Ok(chunk)).await.is_err() {
-                // The store stopped reading (quota, bad path): its error is reported below.
-                break;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.extend_from_slice(&data);
+            if pending.len() >= CHUNK {
+                pending = match upload.append(pending).await {
+                    Ok(emptied) => emptied,
+                    Err(refusal) => {
+                        // Read the rest (within bounds) so that the client gets the refusal
+                        // rather than a connection reset mid-upload.
+                        drop(upload);
+                        drain(body, self.max_upload, limits).await;
+                        return Err(refusal);
+                    }
+                };
             }
         }
-        drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| Refusal::new(500, "Internal", format!("the upload failed: {e}")))?;
-        if let Some(message) = interrupted {
-            return Err(Refusal::new(
-                400,
-                "UploadInterrupted",
-                format!("{message}; nothing was written"),
-            ));
+        if !pending.is_empty() {
+            upload.append(pending).await?;
         }
-        let entry = written.map_err(fs_refusal)?;
+        let staged = upload
+            .staged
+            .take()
+            .ok_or_else(|| Refusal::new(500, "Internal", "the upload lost its staged content"))?;
+        let deadline = end.into_std();
+        let entry = {
+            let p = path.clone();
+            blocking(move || fs.publish(staged, p.as_str(), opts, Some(deadline))).await?
+        };
         tracing::info!(tenant, path = %path, size = entry.size, "file written");
         Ok(json_response(
             if exists { 200 } else { 201 },
@@ -353,10 +384,57 @@ impl Api {
     }
 }
 
-/// Reads and discards up to `limit` bytes of a request body.
-async fn drain(mut body: Incoming, limit: usize) {
+/// An upload in progress: its staged content, written chunk by chunk on short blocking tasks
+/// (so that no thread waits for the client). Dropping it aborts the upload.
+struct Upload {
+    fs: Arc<ZeroFs>,
+    path: TenantPath,
+    staged: Option<StagedWrite>,
+    size: u64,
+}
+
+impl Upload {
+    /// Reserves room for `chunk` in the tenant's quota and writes it at the end of the staged
+    /// content; gives the buffer back, emptied, for the next chunk.
+    async fn append(&mut self, mut chunk: Vec<u8>) -> Result<Vec<u8>, Refusal> {
+        let mut staged = self
+            .staged
+            .take()
+            .ok_or_else(|| Refusal::new(500, "Internal", "the upload lost its staged content"))?;
+        let (fs, path, at) = (self.fs.clone(), self.path.clone(), self.size);
+        let len = chunk.len() as u64;
+        let (staged, chunk) = tokio::task::spawn_blocking(move || {
+            let written = fs
+                .reserve(&mut staged, path.as_str(), at + len)
+                .and_then(|()| {
+                    staged
+                        .file()
+                        .write_all_at(&chunk, at)
+                        .map_err(|source| zerofs::Error::Io {
+                            context: "writing an upload".to_string(),
+                            source,
+                        })
+                });
+            chunk.clear();
+            written.map(|()| (staged, chunk))
+        })
+        .await
+        .map_err(|e| Refusal::new(500, "Internal", format!("the upload failed: {e}")))?
+        .map_err(fs_refusal)?;
+        self.staged = Some(staged);
+        self.size += len;
+        Ok(chunk)
+    }
+}
+
+/// Reads and discards up to `limit` bytes of a request body, waiting for the client no longer
+/// than the transfer limits allow.
+async fn drain(mut body: Incoming, limit: usize, limits: TransferLimits) {
+    let end = tokio::time::Instant::now() + limits.total;
     let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout_at(limits.next_wait(end), body.frame()).await
+    {
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen > limit {
@@ -366,26 +444,75 @@ async fn drain(mut body: Incoming, limit: usize) {
     }
 }
 
-/// Streams a file's content (the blob is read in [`CHUNK`]-sized pieces on a blocking thread).
-async fn get(fs: Arc<ZeroFs>, tenant: &str, path: TenantPath) -> Result<Resp, Refusal> {
+/// Reads the next [`CHUNK`] of a download on a short blocking task (an empty chunk at the end).
+fn read_chunk(
+    mut reader: zerofs::FileReader,
+) -> tokio::task::JoinHandle<std::io::Result<(zerofs::FileReader, Vec<u8>)>> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK];
+        let n = reader.read(&mut buf)?;
+        buf.truncate(n);
+        Ok((reader, buf))
+    })
+}
+
+/// Streams a file's content: a task reads the blob in [`CHUNK`]-sized pieces, each on a short
+/// blocking task, and hands them to the response, waiting at most `limits.idle` for the client
+/// to take each one and `limits.total` in all; past either, the download is cut off and the
+/// file closed.
+async fn get(
+    fs: Arc<ZeroFs>,
+    tenant: &str,
+    path: TenantPath,
+    limits: TransferLimits,
+) -> Result<Resp, Refusal> {
     let (t, p) = (tenant.to_string(), path.clone());
     let reader = blocking(move || fs.open_read(&t, p.as_str())).await?;
     let size = reader.len();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut reader = reader;
-        loop {
-            let mut buf = vec![0u8; CHUNK];
-            match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
+    let end = tokio::time::Instant::now() + limits.total;
+    let tenant_name = tenant.to_string();
+    tokio::spawn(async move {
+        // One chunk is read ahead while the previous one waits for the client.
+        let mut next = Some(read_chunk(reader));
+        while let Some(reading) = next.take() {
+            let (r, buf) = match reading.await {
+                Ok(Ok((_, buf))) if buf.is_empty() => break,
+                Ok(Ok(read)) => read,
+                Ok(Err(e)) => {
+                    let _ = tx.try_send(Err(e));
+                    break;
                 }
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
+                    let _ = tx.try_send(Err(std::io::Error::other(e.to_string())));
+                    break;
+                }
+            };
+            let ahead = read_chunk(r);
+            match tokio::time::timeout_at(limits.next_wait(end), tx.send(Ok(Bytes::from(buf))))
+                .await
+            {
+                Ok(Ok(())) => next = Some(ahead),
+                // The client went away.
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    let which = if tokio::time::Instant::now() >= end {
+                        format!(
+                            "did not finish within {} ms ([fs] transfer_timeout_ms)",
+                            limits.total.as_millis()
+                        )
+                    } else {
+                        format!(
+                            "accepted nothing for {} ms ([fs] transfer_idle_timeout_ms)",
+                            limits.idle.as_millis()
+                        )
+                    };
+                    tracing::warn!(tenant = %tenant_name, path = %path,
+                        "download cut off: the client {which}; the file is closed");
+                    let _ = tx.try_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the download {which}"),
+                    )));
                     break;
                 }
             }
@@ -403,4 +530,36 @@ async fn get(fs: Arc<ZeroFs>, tenant: &str, path: TenantPath) -> Result<Resp, Re
     );
     headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(size));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn timeouts_say_which_limit_ran_out() {
+        let limits = TransferLimits {
+            idle: Duration::from_millis(500),
+            total: Duration::from_secs(60),
+        };
+        let now = tokio::time::Instant::now();
+        let far = now + Duration::from_secs(60);
+        assert!(limits.next_wait(far) <= now + Duration::from_secs(1));
+        assert_eq!(limits.next_wait(now), now);
+        let idle = limits.upload_timeout(far);
+        assert_eq!((idle.status, idle.error.as_str()), (408, "TransferTimeout"));
+        assert!(
+            idle.message.contains("sent nothing for 500 ms"),
+            "{}",
+            idle.message
+        );
+        let total = limits.upload_timeout(now);
+        assert!(
+            total
+                .message
+                .contains("did not finish within 60000 ms ([fs] transfer_timeout_ms)"),
+            "{}",
+            total.message
+        );
+    }
 }

@@ -12,7 +12,7 @@ pub mod apps;
 pub mod code;
 pub mod config;
 mod dbapi;
-mod fsapi;
+pub mod fsapi;
 pub mod identity;
 pub mod revocation;
 pub mod state;
@@ -34,12 +34,13 @@ pub use config::{LogFormat, NodeConfig};
 /// [`Node::start`]).
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
+    fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
 ) -> Vec<Arc<dyn ResourceProvider>> {
     vec![
         Arc::new(WasiBase),
         Arc::new(HttpResources),
-        Arc::new(zerofs::wasi::FsProvider::new(fs)),
+        Arc::new(zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits)),
         Arc::new(zerodb::DbProvider::new(databases)),
     ]
 }
@@ -132,7 +133,14 @@ impl Node {
         );
         let runtime = Arc::new(Runtime::new(
             &core,
-            providers(fs.clone(), databases.clone()),
+            providers(
+                fs.clone(),
+                zerofs::wasi::FsLimits {
+                    max_open_per_instance: config.fs.max_open_per_instance,
+                    request_time: Some(Duration::from_millis(config.limits.wall_time_ms)),
+                },
+                databases.clone(),
+            ),
         )?);
         let proxy_config = ProxyConfig {
             listen: config.http.listen,
@@ -261,6 +269,10 @@ impl Node {
             state,
             fs: fs.clone(),
             max_upload: config.admin.max_upload.0 as usize,
+            fs_transfer: fsapi::TransferLimits {
+                idle: Duration::from_millis(config.fs.transfer_idle_timeout_ms),
+                total: Duration::from_millis(config.fs.transfer_timeout_ms),
+            },
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,
             limits: api::AdminLimits::from_config(&config),

@@ -75,6 +75,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A time limit ran out before the operation finished (for a write: before it was
+    /// published); nothing was changed. The message says which limit.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The store's data is inconsistent (a missing or damaged blob, an undecodable entry, a
     /// database error other than I/O).
     #[error("store corrupt or unusable: {0}")]

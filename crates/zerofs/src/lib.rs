@@ -27,7 +27,9 @@
 //! - **Streaming**: writes and reads go through `Read`/`Seek` in bounded chunks; no whole file
 //!   is held in memory.
 //! - **Quotas** per tenant (bytes and entries) are checked before and while streaming and again
-//!   in the commit; a refused operation changes nothing.
+//!   in the commit; a refused operation changes nothing. Content being staged (guest writes,
+//!   uploads) reserves from one pool per tenant, so all staged writes of a tenant together stay
+//!   within what its byte quota leaves ([`ZeroFs::reserve`]).
 //! - **Replication-ready**: every mutation is one metadata transaction over immutable blobs,
 //!   so it can later be shipped as a Raft log entry plus the blobs it references.
 //! - **Garbage collection**: a blob whose count drops to zero is deleted after the commit;
@@ -47,5 +49,6 @@ pub use path::{
     validate_tenant,
 };
 pub use store::{
-    BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, Usage, WriteOptions, ZeroFs,
+    BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, StagedWrite, Usage, WriteOptions,
+    ZeroFs,
 };

@@ -135,8 +135,7 @@ impl TenantPath {
         TenantPath::parse(&joined)
     }
 
-    /// The path itself, then each of its ancestors up to the root: the places where a
-    /// directory-granular capability covering this path may be granted.
+    /// The path itself, then each of its ancestors up to the root.
     pub fn ancestors(&self) -> impl Iterator<Item = TenantPath> {
         std::iter::successors(Some(self.clone()), TenantPath::parent)
     }

@@ -1,13 +1,13 @@
 //! The store: blob files plus the redb metadata tree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use sha2::{Digest, Sha256};
@@ -27,6 +27,9 @@ const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("blob_refs");
 type EntriesTable<'t> = Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>;
 
 const STREAM_BUF: usize = 256 * 1024;
+/// Staging reservations grow in steps of this size (or less, up to what the quota leaves), so
+/// that a write of many small pieces does not look up the tenant's usage for every piece.
+const RESERVE_STEP: u64 = 1 << 20;
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 1 + 32 + 8 + 8;
 
@@ -432,16 +435,91 @@ impl W<'_> {
     }
 }
 
-/// Removes its temporary file (if still there) and unregisters it, however staging ends.
-struct TmpGuard<'a> {
-    path: PathBuf,
-    inflight: &'a Mutex<HashSet<PathBuf>>,
+/// What the store and its staged writes share: the temporary directory, the temporary files
+/// in use (kept by [`ZeroFs::gc`]), and the bytes each tenant has reserved for staging.
+#[derive(Debug)]
+struct Staging {
+    tmp: PathBuf,
+    inflight: Mutex<HashSet<PathBuf>>,
+    /// Tenant → bytes reserved by all of its staged writes (of every request and upload).
+    reserved: Mutex<HashMap<String, u64>>,
+    counter: AtomicU64,
 }
 
-impl Drop for TmpGuard<'_> {
+impl Staging {
+    /// Returns `bytes` of `tenant`'s reservation.
+    fn release(&self, tenant: &str, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut reserved = lock(&self.reserved);
+        if let Some(total) = reserved.get_mut(tenant) {
+            *total = total.saturating_sub(bytes);
+            if *total == 0 {
+                reserved.remove(tenant);
+            }
+        }
+    }
+}
+
+/// A write being staged: a temporary file in the store, and the share of its tenant's byte
+/// quota it has reserved.
+///
+/// Every staged write of a tenant (guest writes of all its requests, management uploads)
+/// reserves from one per-tenant pool: together they never hold more than the tenant's byte
+/// quota leaves ([`ZeroFs::reserve`]), so many open staged files cannot each grow to the quota.
+/// The content reaches the tenant's tree only through [`ZeroFs::publish`]; dropping a staged
+/// write aborts it: its temporary file is removed and its reservation returned.
+#[derive(Debug)]
+pub struct StagedWrite {
+    staging: Arc<Staging>,
+    tenant: String,
+    path: PathBuf,
+    file: File,
+    reserved: u64,
+}
+
+impl StagedWrite {
+    /// The staged content, for positioned reads and writes (`FileExt::read_at`/`write_at`).
+    /// Writing past [`StagedWrite::reserved`] bytes is the caller's error: reserve first.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The size the staged content may reach: the bytes it has reserved.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// The staged content's current size.
+    pub fn len(&self) -> Result<u64> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| Error::io("inspecting a staged write", e))
+    }
+
+    /// Whether the staged content is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl Drop for StagedWrite {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        lock(self.inflight).remove(&self.path);
+        lock(&self.staging.inflight).remove(&self.path);
+        self.staging.release(&self.tenant, self.reserved);
+    }
+}
+
+/// Fails with [`Error::TimedOut`] once `deadline` has passed.
+fn check_deadline(deadline: Option<Instant>, what: &str) -> Result<()> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(Error::TimedOut(format!(
+            "{what} did not finish within the time its request had; nothing was changed"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -499,15 +577,13 @@ impl Seek for FileReader {
 /// may open a root at a time; a second open fails.
 pub struct ZeroFs {
     blobs: PathBuf,
-    tmp: PathBuf,
     db: Database,
     default_quota: Quota,
     /// Serializes blob placement, metadata commits and blob deletion, so that a blob is never
     /// deleted between a writer's dedupe check and its commit.
     commit_lock: Mutex<()>,
-    /// Temporary files of writes in progress (kept by [`ZeroFs::gc`]).
-    inflight: Mutex<HashSet<PathBuf>>,
-    tmp_counter: AtomicU64,
+    /// Temporary files of writes in progress and the tenants' staging reservations.
+    staging: Arc<Staging>,
 }
 
 impl fmt::Debug for ZeroFs {
@@ -540,12 +616,15 @@ impl ZeroFs {
         txn.commit()?;
         let fs = ZeroFs {
             blobs,
-            tmp,
             db,
             default_quota,
             commit_lock: Mutex::new(()),
-            inflight: Mutex::new(HashSet::new()),
-            tmp_counter: AtomicU64::new(0),
+            staging: Arc::new(Staging {
+                tmp,
+                inflight: Mutex::new(HashSet::new()),
+                reserved: Mutex::new(HashMap::new()),
+                counter: AtomicU64::new(0),
+            }),
         };
         fs.gc()?;
         Ok(fs)
@@ -633,13 +712,14 @@ impl ZeroFs {
 
     /// Creates or replaces the file at `path` with the content read from `content`.
     ///
-    /// The content streams (in 256 KiB chunks) into a temporary file while it is hashed; the
-    /// file is fsynced and renamed to `blobs/<sha256>` (or dropped if that blob already exists),
-    /// the blob directory is fsynced, and one durable redb transaction then publishes the entry,
-    /// the tenant's usage and the blob's reference count. The new content is visible only once
-    /// that commit returns; a crash at any earlier point leaves the previous state. The bytes
-    /// quota is enforced while streaming: the write fails as soon as the stream passes what the
-    /// tenant has left (counting the size of a file being replaced as free).
+    /// The content streams (in 256 KiB chunks) into a staged write ([`ZeroFs::stage`]) while it
+    /// is hashed; the file is fsynced and renamed to `blobs/<sha256>` (or dropped if that blob
+    /// already exists), the blob directory is fsynced, and one durable redb transaction then
+    /// publishes the entry, the tenant's usage and the blob's reference count. The new content
+    /// is visible only once that commit returns; a crash at any earlier point leaves the
+    /// previous state. The bytes quota is enforced while streaming, together with every other
+    /// staged write of the tenant ([`ZeroFs::reserve`]): the write fails as soon as the stream
+    /// passes what the tenant has left (counting the size of a file being replaced as free).
     pub fn write_with(
         &self,
         tenant: &str,
@@ -647,64 +727,187 @@ impl ZeroFs {
         content: impl Read,
         opts: WriteOptions,
     ) -> Result<Entry> {
+        let path = self.check_write(tenant, path, opts)?;
+        let mut staged = self.stage(tenant)?;
+        let (hash, size) = self.stream_to(&mut staged, &path, content)?;
+        self.place_and_commit(staged, &path, hash, size, opts)
+    }
+
+    /// The checks a write of `path` can fail before any content is staged: the path names no
+    /// directory, its parents exist (or `opts` creates them), and the entries quota has room
+    /// for what the write adds. Returns the parsed path. (Everything is checked again when the
+    /// write is published.)
+    pub fn check_write(&self, tenant: &str, path: &str, opts: WriteOptions) -> Result<TenantPath> {
         validate_tenant(tenant)?;
         let path = TenantPath::parse(path)?;
         if path.is_root() {
             return Err(Error::IsADirectory(path.to_string()));
         }
-        // Early checks, so that a doomed write does not stream at all.
-        let (remaining, max_bytes) = {
+        let r = self.db.begin_read()?;
+        let entries = r.open_table(ENTRIES)?;
+        let missing = missing_parents(&entries, tenant, &path, opts.create_parents)?;
+        let existing = lookup(&entries, tenant, &path)?;
+        if is_dir(&existing) {
+            return Err(Error::IsADirectory(path.to_string()));
+        }
+        let usage = get_usage(&r.open_table(USAGE)?, tenant)?;
+        let quota = get_quota(&r.open_table(QUOTAS)?, tenant, self.default_quota)?;
+        let new_files = missing.len() as u64 + u64::from(existing.is_none());
+        if new_files > 0 && usage.files.saturating_add(new_files) > quota.max_files {
+            return Err(Error::QuotaExceeded {
+                tenant: tenant.to_string(),
+                limit: quota.max_files,
+                kind: QuotaKind::Files,
+            });
+        }
+        Ok(path)
+    }
+
+    /// Starts a staged write for `tenant`: an empty temporary file with nothing reserved. Grow
+    /// its reservation with [`ZeroFs::reserve`] before writing, publish it with
+    /// [`ZeroFs::publish`]; dropping it aborts the write.
+    pub fn stage(&self, tenant: &str) -> Result<StagedWrite> {
+        validate_tenant(tenant)?;
+        let n = self.staging.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.staging.tmp.join(format!("{}-{n}", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating a temporary file to stage a write", e))?;
+        lock(&self.staging.inflight).insert(path.clone());
+        Ok(StagedWrite {
+            staging: self.staging.clone(),
+            tenant: tenant.to_string(),
+            path,
+            file,
+            reserved: 0,
+        })
+    }
+
+    /// Lets `staged`, a write that will replace the file at `path`, hold `size` bytes.
+    ///
+    /// The tenant's staged writes reserve from one pool: the sum of their reservations may not
+    /// exceed what the byte quota leaves (the quota minus the usage, counting the current size
+    /// of `path` as free, since publishing replaces it). Past that, [`Error::QuotaExceeded`]
+    /// and nothing changes. A reservation only grows (in steps of up to 1 MiB) and is returned
+    /// when the write is published or dropped.
+    pub fn reserve(&self, staged: &mut StagedWrite, path: &str, size: u64) -> Result<()> {
+        if size <= staged.reserved {
+            return Ok(());
+        }
+        let path = TenantPath::parse(path)?;
+        let tenant = staged.tenant.as_str();
+        let (quota, usage, current) = {
             let r = self.db.begin_read()?;
-            let entries = r.open_table(ENTRIES)?;
-            let missing = missing_parents(&entries, tenant, &path, opts.create_parents)?;
-            let existing = lookup(&entries, tenant, &path)?;
-            if is_dir(&existing) {
-                return Err(Error::IsADirectory(path.to_string()));
-            }
-            let usage = get_usage(&r.open_table(USAGE)?, tenant)?;
-            let quota = get_quota(&r.open_table(QUOTAS)?, tenant, self.default_quota)?;
-            let new_files = missing.len() as u64 + u64::from(existing.is_none());
-            if new_files > 0 && usage.files.saturating_add(new_files) > quota.max_files {
-                return Err(Error::QuotaExceeded {
-                    tenant: tenant.to_string(),
-                    limit: quota.max_files,
-                    kind: QuotaKind::Files,
-                });
-            }
-            let old = existing.map_or(0, |e| e.size);
+            let current = lookup(&r.open_table(ENTRIES)?, tenant, &path)?
+                .filter(|e| e.kind == EntryKind::File)
+                .map_or(0, |e| e.size);
             (
-                quota
-                    .max_bytes
-                    .saturating_sub(usage.bytes)
-                    .saturating_add(old),
-                quota.max_bytes,
+                get_quota(&r.open_table(QUOTAS)?, tenant, self.default_quota)?,
+                get_usage(&r.open_table(USAGE)?, tenant)?,
+                current,
             )
         };
-
-        // Stream to a temporary file while hashing.
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp_path = self.tmp.join(format!("{}-{n}", std::process::id()));
-        lock(&self.inflight).insert(tmp_path.clone());
-        let guard = TmpGuard {
-            path: tmp_path,
-            inflight: &self.inflight,
-        };
-        let (hash, size) =
-            self.stream_to(&guard.path, content, remaining, |_| Error::QuotaExceeded {
+        let room = quota
+            .max_bytes
+            .saturating_sub(usage.bytes)
+            .saturating_add(current);
+        let mut reserved = lock(&self.staging.reserved);
+        let total = reserved.entry(tenant.to_string()).or_insert(0);
+        let others = total.saturating_sub(staged.reserved);
+        let left = room.saturating_sub(others);
+        if size > left {
+            if *total == 0 {
+                reserved.remove(tenant);
+            }
+            return Err(Error::QuotaExceeded {
                 tenant: tenant.to_string(),
-                limit: max_bytes,
+                limit: quota.max_bytes,
                 kind: QuotaKind::Bytes,
-            })?;
+            });
+        }
+        let target = size
+            .saturating_add(RESERVE_STEP - 1)
+            .saturating_div(RESERVE_STEP)
+            .saturating_mul(RESERVE_STEP)
+            .min(left)
+            .max(size);
+        *total = others.saturating_add(target);
+        staged.reserved = target;
+        Ok(())
+    }
 
+    /// The bytes `tenant`'s staged writes have reserved now.
+    pub fn staged_bytes(&self, tenant: &str) -> u64 {
+        lock(&self.staging.reserved)
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Publishes a staged write as the file at `path`: hashes and fsyncs the staged content,
+    /// moves it to its blob and commits the entry in one durable transaction (as
+    /// [`ZeroFs::write_with`] does). With a `deadline`, the work stops with
+    /// [`Error::TimedOut`] (nothing published) once it passes, so a request cannot make the
+    /// host work on its behalf beyond its own time. The reservation is returned either way.
+    pub fn publish(
+        &self,
+        staged: StagedWrite,
+        path: &str,
+        opts: WriteOptions,
+        deadline: Option<Instant>,
+    ) -> Result<Entry> {
+        let path = TenantPath::parse(path)?;
+        if path.is_root() {
+            return Err(Error::IsADirectory(path.to_string()));
+        }
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; STREAM_BUF];
+        let mut size: u64 = 0;
+        let what = format!("publishing {path}");
+        loop {
+            check_deadline(deadline, &what)?;
+            let n = match std::os::unix::fs::FileExt::read_at(&staged.file, &mut buf, size) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("reading a staged write", e)),
+            };
+            hasher.update(&buf[..n]);
+            size += n as u64;
+        }
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| Error::io("syncing a staged write", e))?;
+        check_deadline(deadline, &what)?;
+        self.place_and_commit(staged, &path, hasher.finalize().into(), size, opts)
+    }
+
+    /// Moves a staged, fsynced content (of this `hash` and `size`) to its blob and commits the
+    /// entry at `path`, its usage and the blob's reference count; the quota is checked again
+    /// in the commit. The staged write's reservation is returned after the commit.
+    fn place_and_commit(
+        &self,
+        staged: StagedWrite,
+        path: &TenantPath,
+        hash: [u8; 32],
+        size: u64,
+        opts: WriteOptions,
+    ) -> Result<Entry> {
+        let tenant = staged.tenant.clone();
+        let tenant = tenant.as_str();
+        let path = path.clone();
         // Place the blob and commit, under the commit lock.
         let held = lock(&self.commit_lock);
         let blob = self.blob_path(&hash);
         let present = fs::metadata(&blob).map(|m| m.is_file() && m.len() == size);
         if !matches!(present, Ok(true)) {
-            fs::rename(&guard.path, &blob)
+            fs::rename(&staged.path, &blob)
                 .map_err(|e| Error::io(format!("publishing blob {}", hex::encode(hash)), e))?;
         }
-        drop(guard);
         sync_dir(&self.blobs)?;
         let result = self.commit(tenant, Some(&held), |w| {
             let missing = missing_parents(&w.entries, tenant, &path, opts.create_parents)?;
@@ -749,23 +952,20 @@ impl ZeroFs {
             }
         }
         drop(held);
+        // The usage now counts the file: return the reservation.
+        drop(staged);
         result
     }
 
-    /// Copies `content` into a new file at `tmp`, fsyncs it, and returns (sha256, size). Fails
-    /// with `over(limit)` as soon as more than `limit` bytes arrive.
+    /// Copies `content` into `staged` while hashing it, growing its reservation for the file
+    /// at `path` as it goes (so the write fails as soon as the content passes what the
+    /// tenant's quota leaves), then fsyncs it. Returns (sha256, size).
     fn stream_to(
         &self,
-        tmp: &Path,
+        staged: &mut StagedWrite,
+        path: &TenantPath,
         mut content: impl Read,
-        limit: u64,
-        over: impl FnOnce(u64) -> Error,
     ) -> Result<([u8; 32], u64)> {
-        let mut file = File::options()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(|e| Error::io("creating a temporary blob file", e))?;
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; STREAM_BUF];
         let mut size: u64 = 0;
@@ -776,15 +976,17 @@ impl ZeroFs {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::io("reading the content to write", e)),
             };
+            self.reserve(staged, path.as_str(), size + n as u64)?;
             size += n as u64;
-            if size > limit {
-                return Err(over(limit));
-            }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
+            staged
+                .file
+                .write_all(&buf[..n])
                 .map_err(|e| Error::io("writing a temporary blob file", e))?;
         }
-        file.sync_all()
+        staged
+            .file
+            .sync_all()
             .map_err(|e| Error::io("syncing a temporary blob file", e))?;
         Ok((hasher.finalize().into(), size))
     }
@@ -1060,8 +1262,8 @@ impl ZeroFs {
                 }
             }
         }
-        let inflight = lock(&self.inflight).clone();
-        for item in rd(&self.tmp)? {
+        let inflight = lock(&self.staging.inflight).clone();
+        for item in rd(&self.staging.tmp)? {
             let item = item.map_err(|e| Error::io("listing temporary files", e))?;
             if !inflight.contains(&item.path()) && fs::remove_file(item.path()).is_ok() {
                 report.tmp_removed += 1;

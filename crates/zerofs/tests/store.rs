@@ -490,3 +490,79 @@ fn throughput_64mib() {
         mib / rd.as_secs_f64()
     );
 }
+
+#[test]
+fn staged_writes_of_a_tenant_share_one_reservation_of_its_quota() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = ZeroFs::open(
+        dir.path(),
+        Quota {
+            max_bytes: 10 << 20,
+            max_files: 100,
+        },
+    )
+    .unwrap();
+    fs.write("acme", "/old.bin", &[7u8; 1 << 20][..]).unwrap();
+    // Three staged writes: together they may hold what the quota leaves (9 MiB), plus the
+    // size of the file each replaces.
+    let mut a = fs.stage("acme").unwrap();
+    let mut b = fs.stage("acme").unwrap();
+    let mut c = fs.stage("acme").unwrap();
+    fs.reserve(&mut a, "/a.bin", 4 << 20).unwrap();
+    fs.reserve(&mut b, "/b.bin", 4 << 20).unwrap();
+    let err = fs.reserve(&mut c, "/c.bin", 2 << 20).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::QuotaExceeded {
+                kind: QuotaKind::Bytes,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Replacing /old.bin counts its size as free.
+    fs.reserve(&mut c, "/old.bin", 2 << 20).unwrap();
+    assert_eq!(fs.staged_bytes("acme"), 10 << 20);
+    // Another tenant is not affected.
+    let mut other = fs.stage("beta").unwrap();
+    fs.reserve(&mut other, "/x", 9 << 20).unwrap();
+    drop(other);
+    // Dropping a staged write aborts it: its file goes and its reservation returns.
+    drop(b);
+    assert_eq!(fs.staged_bytes("acme"), 6 << 20);
+    let mut d = fs.stage("acme").unwrap();
+    fs.reserve(&mut d, "/d.bin", 3 << 20).unwrap();
+    // Publishing returns the reservation once the usage counts the file.
+    a.file().write_all_at(&[1u8; 4 << 20], 0).unwrap();
+    let e = fs
+        .publish(a, "/a.bin", WriteOptions::default(), None)
+        .unwrap();
+    assert_eq!(e.size, 4 << 20);
+    assert_eq!(read_all(&fs, "acme", "/a.bin"), vec![1u8; 4 << 20]);
+    assert_eq!(fs.staged_bytes("acme"), 5 << 20);
+    assert_eq!(fs.usage("acme").unwrap().bytes, 5 << 20);
+    drop((c, d));
+    assert_eq!(fs.staged_bytes("acme"), 0);
+    assert_eq!(tmp_count(dir.path()), 0, "aborted writes leave no file");
+}
+
+#[test]
+fn a_publish_past_its_deadline_changes_nothing() {
+    use std::os::unix::fs::FileExt;
+    let (dir, fs) = store();
+    fs.write("acme", "/f", &b"old"[..]).unwrap();
+    let mut s = fs.stage("acme").unwrap();
+    fs.reserve(&mut s, "/f", 3).unwrap();
+    s.file().write_all_at(b"new", 0).unwrap();
+    let past = std::time::Instant::now();
+    let err = fs
+        .publish(s, "/f", WriteOptions::default(), Some(past))
+        .unwrap_err();
+    assert!(matches!(err, Error::TimedOut(_)), "{err}");
+    assert!(err.to_string().contains("publishing /f"), "{err}");
+    assert_eq!(read_all(&fs, "acme", "/f"), b"old");
+    assert_eq!(fs.staged_bytes("acme"), 0);
+    assert_eq!(tmp_count(dir.path()), 0);
+}

@@ -20,6 +20,25 @@
 //! definitely true lets the invocation through. A `not` can therefore never turn a missing
 //! value into a permission. (A missing map key itself selects `null`, as the spec requires, so
 //! `["!=", ".role", "admin"]` holds when `role` is absent.)
+//!
+//! # Hierarchical paths
+//!
+//! Resources that nest (files in directories) are checked with [`Policy::check_hierarchical`],
+//! which reads one top-level argument (for files, `.path`) as a path in a tree: a capability on
+//! a directory covers everything under it, and an exclusion of a directory excludes everything
+//! under it. For statements on that argument (other statements are unchanged):
+//!
+//! | statement | holds when the path `P` |
+//! |-----------|-------------------------|
+//! | `["==", ".path", D]` | is `D` or lies under `D` (`/a/b` is under `/a` and `/`, not under `/ab`) |
+//! | `["!=", ".path", D]` | is neither `D` nor under `D`: the negation of `==` |
+//! | `["like", ".path", G]` | or one of its ancestor directories matches `G` |
+//!
+//! `not`, `and` and `or` compose these as usual (three-valued, so an unresolvable selector
+//! still fails closed). Quantifier bodies (`all`, `any`) select from elements, not from the
+//! arguments, so they are evaluated plainly. Because coverage is decided per statement, a
+//! negative statement can never be satisfied by evaluating it at an ancestor: `["!=", ".path",
+//! "/secret"]` refuses `/secret` and everything under it, while it allows `/public/x`.
 
 mod glob;
 mod selector;
@@ -151,13 +170,48 @@ impl Policy {
 
     /// Checks `args` against every statement, returning the first that does not hold.
     pub fn check(&self, args: &Ipld) -> Result<(), Mismatch> {
+        self.check_in(args, None)
+    }
+
+    /// Checks `args` against every statement with the top-level argument `field` read as a
+    /// path in a tree (see [Hierarchical paths](self#hierarchical-paths)): `==` on it covers a
+    /// directory and everything under it, `!=` excludes them, `like` holds when the path or
+    /// one of its ancestors matches.
+    ///
+    /// ```
+    /// use zero_auth::{Ipld, Policy};
+    /// let s = |v: &str| Ipld::String(v.into());
+    /// let not_secret = Policy::from_ipld(&Ipld::List(vec![Ipld::List(vec![
+    ///     s("!="), s(".path"), s("/secret"),
+    /// ])]))?;
+    /// let args = |p: &str| Ipld::Map([("path".to_string(), s(p))].into());
+    /// assert!(not_secret.check_hierarchical(&args("/public/x"), "path").is_ok());
+    /// assert!(not_secret.check_hierarchical(&args("/secret/x"), "path").is_err());
+    /// // The plain check compares strings only: "/secret/x" is not "/secret".
+    /// assert!(not_secret.check(&args("/secret/x")).is_ok());
+    /// # Ok::<(), zero_auth::Error>(())
+    /// ```
+    pub fn check_hierarchical(&self, args: &Ipld, field: &str) -> Result<(), Mismatch> {
+        self.check_in(args, Some(field))
+    }
+
+    fn check_in(&self, args: &Ipld, tree: Option<&str>) -> Result<(), Mismatch> {
         for statement in &self.statements {
-            match statement.evaluate(args) {
+            match statement.evaluate_in(args, tree) {
                 Truth::True => {}
                 Truth::False => {
+                    let reason = match tree {
+                        Some(field) if statement.mentions(field) => format!(
+                            "the statement is false for these arguments (`.{field}` is read as \
+                             a path: `==` covers a directory and everything under it, `!=` \
+                             excludes a directory and everything under it, `like` holds when \
+                             the path or one of its directories matches)"
+                        ),
+                        _ => "the statement is false for these arguments".into(),
+                    };
                     return Err(Mismatch {
                         statement: statement.to_string(),
-                        reason: "the statement is false for these arguments".into(),
+                        reason,
                     });
                 }
                 Truth::Unknown(why) => {
@@ -426,12 +480,48 @@ impl Statement {
         self.evaluate(value) == Truth::True
     }
 
+    /// Whether the statement (outside quantifier bodies) has a selector on `field`.
+    fn mentions(&self, field: &str) -> bool {
+        match self {
+            Statement::Equal(s, _)
+            | Statement::NotEqual(s, _)
+            | Statement::GreaterThan(s, _)
+            | Statement::GreaterOrEqual(s, _)
+            | Statement::LessThan(s, _)
+            | Statement::LessOrEqual(s, _)
+            | Statement::Like(s, _)
+            | Statement::All(s, _)
+            | Statement::Any(s, _) => s.is_field(field),
+            Statement::Not(inner) => inner.mentions(field),
+            Statement::And(items) | Statement::Or(items) => items.iter().any(|s| s.mentions(field)),
+        }
+    }
+
     fn evaluate(&self, value: &Ipld) -> Truth {
+        self.evaluate_in(value, None)
+    }
+
+    /// Evaluates on `value`; with `tree`, statements on that top-level field read it as a
+    /// path (see [Hierarchical paths](self#hierarchical-paths)).
+    fn evaluate_in(&self, value: &Ipld, tree: Option<&str>) -> Truth {
         let select = |s: &Selector, f: &dyn Fn(&Ipld) -> bool| match s.select(value) {
             Ok(v) => Truth::from_bool(f(&v)),
             Err(why) => Truth::Unknown(why.0),
         };
+        let on_tree = |s: &Selector| tree.is_some_and(|field| s.is_field(field));
         match self {
+            Statement::Equal(s, Ipld::String(dir)) if on_tree(s) => select(s, &|v| match v {
+                Ipld::String(path) => is_within(path, dir),
+                _ => false,
+            }),
+            Statement::NotEqual(s, Ipld::String(dir)) if on_tree(s) => select(s, &|v| match v {
+                Ipld::String(path) => !is_within(path, dir),
+                _ => true,
+            }),
+            Statement::Like(s, p) if on_tree(s) => select(
+                s,
+                &|v| matches!(v, Ipld::String(path) if path_and_ancestors(path).any(|a| p.matches(a))),
+            ),
             Statement::Equal(s, lit) => select(s, &|v| ipld_eq(v, lit)),
             Statement::NotEqual(s, lit) => select(s, &|v| !ipld_eq(v, lit)),
             Statement::GreaterThan(s, n) => {
@@ -447,13 +537,13 @@ impl Statement {
             Statement::Like(s, p) => {
                 select(s, &|v| matches!(v, Ipld::String(text) if p.matches(text)))
             }
-            Statement::Not(inner) => inner.evaluate(value).not(),
-            Statement::And(items) => all_of(items.iter().map(|s| s.evaluate(value))),
+            Statement::Not(inner) => inner.evaluate_in(value, tree).not(),
+            Statement::And(items) => all_of(items.iter().map(|s| s.evaluate_in(value, tree))),
             Statement::Or(items) => {
                 if items.is_empty() {
                     Truth::True
                 } else {
-                    any_of(items.iter().map(|s| s.evaluate(value)))
+                    any_of(items.iter().map(|s| s.evaluate_in(value, tree)))
                 }
             }
             Statement::All(s, body) | Statement::Any(s, body) => {
@@ -565,6 +655,38 @@ fn ipld_eq(a: &Ipld, b: &Ipld) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Whether `path` is `dir` or lies under it. Only an absolute `dir` has anything under it;
+/// `/` has every absolute path under it; a `dir` with a trailing `/` (not a normalized path)
+/// has nothing under it, as no normalized path contains `//`.
+fn is_within(path: &str, dir: &str) -> bool {
+    if path == dir {
+        return true;
+    }
+    if !dir.starts_with('/') {
+        return false;
+    }
+    if dir == "/" {
+        return path.starts_with('/');
+    }
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// `path`, then each of its ancestor directories up to `/` (`/a/b` → `/a/b`, `/a`, `/`). A
+/// relative path yields only itself.
+fn path_and_ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| {
+        if *p == "/" || !p.starts_with('/') {
+            return None;
+        }
+        match p.rfind('/') {
+            Some(0) => Some("/"),
+            Some(i) => Some(&p[..i]),
+            None => None,
+        }
+    })
 }
 
 /// Renders IPLD as DAG-JSON-like text for messages, cut at about `max` characters.
@@ -794,5 +916,182 @@ mod tests {
         );
         let err = p.check(&Ipld::Map(Default::default())).unwrap_err();
         assert_eq!(err.statement, r#"["==", ".a", [1, 2.0]]"#);
+    }
+    fn tree_args(path: &str) -> Ipld {
+        Ipld::Map(
+            [
+                ("tenant".to_string(), s("acme")),
+                ("path".to_string(), s(path)),
+            ]
+            .into(),
+        )
+    }
+
+    fn tree_policy(items: Vec<Ipld>) -> Policy {
+        Policy::from_ipld(&l(items)).unwrap()
+    }
+
+    fn grants(policy: &Policy, path: &str) -> bool {
+        policy.check_hierarchical(&tree_args(path), "path").is_ok()
+    }
+
+    #[test]
+    fn hierarchical_equality_covers_a_subtree_and_inequality_excludes_it() {
+        let eq = tree_policy(vec![l(vec![s("=="), s(".path"), s("/site")])]);
+        for yes in ["/site", "/site/a", "/site/a/b.html"] {
+            assert!(grants(&eq, yes), "{yes}");
+        }
+        for no in ["/", "/sites", "/sit", "/other/site"] {
+            assert!(!grants(&eq, no), "{no}");
+        }
+        let ne = tree_policy(vec![l(vec![s("!="), s(".path"), s("/secret")])]);
+        for no in ["/secret", "/secret/x", "/secret/a/b"] {
+            assert!(!grants(&ne, no), "{no}");
+        }
+        for yes in ["/", "/public/x", "/secrets", "/a/secret"] {
+            assert!(grants(&ne, yes), "{yes}");
+        }
+        let not_eq = tree_policy(vec![l(vec![
+            s("not"),
+            l(vec![s("=="), s(".path"), s("/secret")]),
+        ])]);
+        assert!(!grants(&not_eq, "/secret/x"));
+        assert!(grants(&not_eq, "/public/x"));
+        // `/` covers every path; a non-normalized or relative directory covers nothing more
+        // than its exact string.
+        let root = tree_policy(vec![l(vec![s("=="), s(".path"), s("/")])]);
+        assert!(grants(&root, "/") && grants(&root, "/a/b"));
+        for odd in ["", "site", "/site/"] {
+            let p = tree_policy(vec![l(vec![s("=="), s(".path"), s(odd)])]);
+            assert!(!grants(&p, "/site/a"), "{odd:?}");
+            assert!(!grants(&p, "/a"), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn hierarchical_like_matches_the_path_or_an_ancestor() {
+        let html = tree_policy(vec![l(vec![s("like"), s(".path"), s("/site/*.html")])]);
+        assert!(grants(&html, "/site/a.html"));
+        assert!(
+            grants(&html, "/site/a.html/inside"),
+            "a matching directory covers its tree"
+        );
+        assert!(!grants(&html, "/site/a.css"));
+        let not_private = tree_policy(vec![
+            l(vec![s("=="), s(".path"), s("/site")]),
+            l(vec![
+                s("not"),
+                l(vec![s("like"), s(".path"), s("/site/private*")]),
+            ]),
+        ]);
+        assert!(grants(&not_private, "/site/index.html"));
+        assert!(!grants(&not_private, "/site/private"));
+        assert!(!grants(&not_private, "/site/private-2/deep/x"));
+    }
+
+    #[test]
+    fn hierarchical_mode_leaves_other_statements_and_fail_closed_logic_alone() {
+        let p = tree_policy(vec![
+            l(vec![s("=="), s(".tenant"), s("acme")]),
+            l(vec![s("!="), s(".path"), s("/secret")]),
+        ]);
+        assert!(grants(&p, "/ok"));
+        let other_tenant = Ipld::Map(
+            [
+                ("tenant".to_string(), s("beta")),
+                ("path".to_string(), s("/ok")),
+            ]
+            .into(),
+        );
+        assert!(p.check_hierarchical(&other_tenant, "path").is_err());
+        // An unresolvable selector stays undetermined under `not`.
+        let unresolved = tree_policy(vec![l(vec![
+            s("not"),
+            l(vec![s("=="), s(".path.x"), s("/a")]),
+        ])]);
+        assert!(!grants(&unresolved, "/b"));
+        // The refusal explains how paths are read.
+        let err = p
+            .check_hierarchical(&tree_args("/secret/x"), "path")
+            .unwrap_err();
+        assert_eq!(err.statement, r#"["!=", ".path", "/secret"]"#);
+        assert!(
+            err.reason
+                .contains("excludes a directory and everything under it"),
+            "{err}"
+        );
+        // Quantifier bodies select from elements: no tree reading there.
+        let any = tree_policy(vec![l(vec![
+            s("any"),
+            s(".paths"),
+            l(vec![s("=="), s("."), s("/a")]),
+        ])]);
+        let list = Ipld::Map([("paths".to_string(), l(vec![s("/a/b")]))].into());
+        assert!(any.check_hierarchical(&list, "path").is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Normalized absolute paths over a few names, some prefixes of others (`a`, `ab`).
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::sample::select(vec!["a", "ab", "b", "secret"]), 0..4)
+                .prop_map(|segs| format!("/{}", segs.join("/")))
+        }
+
+        fn join(dir: &str, rest: &str) -> String {
+            if dir == "/" {
+                rest.to_string()
+            } else if rest == "/" {
+                dir.to_string()
+            } else {
+                format!("{dir}{rest}")
+            }
+        }
+
+        /// The reference: `path` is `dir` or under it, by segments.
+        fn under(path: &str, dir: &str) -> bool {
+            let segs = |p: &str| -> Vec<String> {
+                p.split('/')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            };
+            let (p, d) = (segs(path), segs(dir));
+            p.len() >= d.len() && p[..d.len()] == d[..]
+        }
+
+        proptest! {
+            #[test]
+            fn inequality_never_grants_anything_under_the_excluded_directory(
+                dir in path(), rest in path(),
+            ) {
+                let ne = tree_policy(vec![l(vec![s("!="), s(".path"), s(&dir)])]);
+                prop_assert!(!grants(&ne, &join(&dir, &rest)));
+            }
+
+            #[test]
+            fn equality_grants_exactly_the_subtree(dir in path(), p in path()) {
+                let eq = tree_policy(vec![l(vec![s("=="), s(".path"), s(&dir)])]);
+                let ne = tree_policy(vec![l(vec![s("!="), s(".path"), s(&dir)])]);
+                prop_assert_eq!(grants(&eq, &p), under(&p, &dir));
+                prop_assert_eq!(grants(&ne, &p), !under(&p, &dir));
+            }
+
+            #[test]
+            fn positive_grants_match_the_ancestor_walk(dir in path(), p in path()) {
+                // A positive statement covers exactly what evaluating it plainly at the path or
+                // one of its ancestors covered (the rule before the hierarchical mode).
+                for stmt in [
+                    l(vec![s("=="), s(".path"), s(&dir)]),
+                    l(vec![s("like"), s(".path"), s(&format!("{}*", dir.trim_end_matches('/')))]),
+                ] {
+                    let policy = tree_policy(vec![stmt]);
+                    let walk = path_and_ancestors(&p).any(|a| policy.check(&tree_args(a)).is_ok());
+                    prop_assert_eq!(grants(&policy, &p), walk);
+                }
+            }
+        }
     }
 }

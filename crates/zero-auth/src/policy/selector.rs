@@ -104,6 +104,12 @@ impl Selector {
         self.segments.is_empty()
     }
 
+    /// Whether this selector picks exactly the top-level map field `name` (`.name`,
+    /// `.["name"]`, optional or not).
+    pub fn is_field(&self, name: &str) -> bool {
+        matches!(self.segments.as_slice(), [Segment { step: Step::Field(f), .. }] if f == name)
+    }
+
     /// Applies the selector to a value.
     pub fn select<'a>(&self, value: &'a Ipld) -> Result<Cow<'a, Ipld>, Unresolved> {
         select_from(&self.segments, value).map_err(|why| {

@@ -1,10 +1,11 @@
 //! The capability rule of the filesystem provider: which rights cover which tenant paths, and
 //! which directories a component sees as preopens.
 //!
-//! A grant on a directory covers everything under it: an operation with right `R` on tenant path
-//! `P` is allowed iff the component's chain allows `/fs/<R>` with arguments
-//! `{tenant, component, path: A}` for some `A` in `P, parent(P), …, /`. Answers are cached per
-//! store (the chain cannot change while a store lives).
+//! An operation with right `R` on tenant path `P` is allowed iff the component's chain allows
+//! `/fs/<R>` with arguments `{tenant, component, path: P}` under zero-auth's rule for paths
+//! ([`zero_auth::authorize_paths`]): a grant on a directory covers everything under it, and an
+//! exclusion (`["!=", ".path", D]`, or a `not`) excludes `D` and everything under it. Answers
+//! are cached per store (the chain cannot change while a store lives).
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -43,9 +44,10 @@ impl Right {
     }
 }
 
-/// Answers "does the chain allow right R on exactly this path string" (no ancestor walk).
+/// Answers "does the chain allow right R on this path" (directory coverage included).
 pub trait Grants: Send {
-    /// Whether `right` is granted on `path` itself.
+    /// Whether `right` is granted on `path`, by a grant on it or on a directory above it and
+    /// not taken away by an exclusion of it or of a directory above it.
     fn grants(&self, right: Right, path: &str) -> bool;
     /// Candidate roots named by the grants' path policies (see [`roots_of_policies`]), and
     /// whether some grant names no path root at all.
@@ -84,7 +86,8 @@ impl Grants for ChainGrants {
             args.insert("component".to_string(), Ipld::String(c.clone()));
         }
         args.insert("path".to_string(), Ipld::String(path.to_string()));
-        self.chain.allows(command, &Ipld::Map(args)).is_ok()
+        zero_auth::authorize_paths(self.chain.capabilities(), command, &Ipld::Map(args), "path")
+            .is_ok()
     }
 
     fn named_roots(&self) -> Vec<String> {
@@ -174,7 +177,7 @@ pub fn like_prefix(pattern: &str) -> Option<String> {
     })
 }
 
-/// The per-store access oracle: ancestor coverage over [`Grants`], with cached answers.
+/// The per-store access oracle over [`Grants`], with cached answers.
 pub struct Access {
     grants: Option<Box<dyn Grants>>,
     cache: HashMap<(Right, String), bool>,
@@ -191,7 +194,7 @@ impl Access {
         }
     }
 
-    fn grants_exactly(&mut self, right: Right, path: &TenantPath) -> bool {
+    fn granted(&mut self, right: Right, path: &TenantPath) -> bool {
         let Some(grants) = &self.grants else {
             return false;
         };
@@ -204,10 +207,10 @@ impl Access {
         answer
     }
 
-    /// Whether `right` is allowed on `path`: granted on it or on one of its ancestors. Nothing
-    /// is ever allowed in the reserved directory (the tenant's deployed code).
+    /// Whether `right` is allowed on `path` ([`Grants::grants`]). Nothing is ever allowed in
+    /// the reserved directory (the tenant's deployed code).
     pub fn allowed(&mut self, right: Right, path: &TenantPath) -> bool {
-        !path.is_reserved() && path.ancestors().any(|p| self.grants_exactly(right, &p))
+        !path.is_reserved() && self.granted(right, path)
     }
 
     /// Whether some right covers `path`.
@@ -252,15 +255,45 @@ mod tests {
     use super::*;
     use zero_auth::Policy;
 
-    /// Grants given as (right, exact path) pairs plus named roots.
+    /// Grants given as (right, path) pairs, each read as the policy `["==", ".path", path]`
+    /// with zero-auth's rule for paths, plus named roots.
     struct Fixed(Vec<(Right, &'static str)>, Vec<&'static str>);
 
     impl Grants for Fixed {
         fn grants(&self, right: Right, path: &str) -> bool {
-            self.0.iter().any(|(r, p)| *r == right && *p == path)
+            let args = Ipld::Map([("path".to_string(), Ipld::String(path.into()))].into());
+            self.0.iter().any(|(r, p)| {
+                *r == right
+                    && path_policy("==", p)
+                        .check_hierarchical(&args, "path")
+                        .is_ok()
+            })
         }
         fn named_roots(&self) -> Vec<String> {
             self.1.iter().map(|s| s.to_string()).collect()
+        }
+    }
+
+    fn path_policy(op: &str, path: &str) -> Policy {
+        let s = |v: &str| Ipld::String(v.to_string());
+        Policy::from_ipld(&Ipld::List(vec![Ipld::List(vec![
+            s(op),
+            s(".path"),
+            s(path),
+        ])]))
+        .unwrap()
+    }
+
+    /// Every right, scoped by one policy.
+    struct Scoped(Policy);
+
+    impl Grants for Scoped {
+        fn grants(&self, _right: Right, path: &str) -> bool {
+            let args = Ipld::Map([("path".to_string(), Ipld::String(path.into()))].into());
+            self.0.check_hierarchical(&args, "path").is_ok()
+        }
+        fn named_roots(&self) -> Vec<String> {
+            roots_of_policies(self.0.statements())
         }
     }
 
@@ -331,6 +364,18 @@ mod tests {
             named.roots().is_empty(),
             "a grant naming it preopens nothing"
         );
+    }
+
+    #[test]
+    fn an_excluded_directory_stays_excluded_below_it_and_is_not_listed() {
+        let mut a = Access::new(Some(Box::new(Scoped(path_policy("!=", "/secret")))));
+        assert!(a.allowed(Right::Read, &p("/public/x")));
+        assert!(a.allowed(Right::Read, &p("/")));
+        for hidden in ["/secret", "/secret/x", "/secret/a/b"] {
+            assert!(!a.allowed(Right::Read, &p(hidden)), "{hidden}");
+            assert!(!a.visible(&p(hidden)), "{hidden}");
+        }
+        assert_eq!(a.roots(), vec![TenantPath::root()]);
     }
 
     #[test]

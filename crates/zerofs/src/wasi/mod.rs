@@ -36,15 +36,31 @@
 //! # Writes
 //!
 //! zerofs publishes whole files atomically. A descriptor opened for writing stages its content
-//! in an unnamed host temporary file: a copy of the current content (made on the first write,
-//! unless the file was truncated), never the whole file in memory. The staged content is
+//! in a zerofs staged write ([`ZeroFs::stage`]): a copy of the current content (made on the
+//! first write, unless the file was truncated), never the whole file in memory. Staged bytes
+//! are reserved from the tenant's byte quota, in one pool shared by every staged write of the
+//! tenant (all its requests and uploads), so that open staged files cannot each grow to the
+//! quota; a write past what is left fails with `insufficient-space`. The staged content is
 //! published to zerofs in one atomic commit on `sync`/`sync-data` (which report quota errors)
-//! and when the last handle to it (descriptor or stream) is dropped, including when the store
-//! ends (errors then go to the node log). A reader therefore sees the old or the new content,
-//! never a partial one. The host functions are synchronous (local disk and an embedded
-//! database, like zerofs itself); the long ones, copying a file into staging and publishing it
-//! with its fsyncs, step off the async worker thread (`block_in_place`) so that other requests
-//! on that thread are not held up while they run.
+//! and when the guest closes the descriptor (errors then go to the node log); streams of a
+//! closed descriptor cannot write any more. Publishing happens only in those calls, within the
+//! request: a staged write still open when the request ends (the guest returned, trapped or ran
+//! out of time) is discarded, never published afterwards. A reader therefore sees the old or
+//! the new content, never a partial one. The host functions are synchronous (local disk and an
+//! embedded database, like zerofs itself); the long ones, copying a file into staging and
+//! publishing it with its fsyncs, step off the async worker thread (`block_in_place`) so that
+//! other requests on that thread are not held up while they run, and stop (`busy`, nothing
+//! changed) once the request's wall-clock time is over, so no request makes the host work for
+//! it beyond its own time limit.
+//!
+//! # Open resources
+//!
+//! Descriptors, directory listings and file streams count against a per-instance limit
+//! ([`FsLimits::max_open_per_instance`], `[fs] max_open_per_instance`); past it, opening one
+//! more fails with `insufficient-memory` (ENOMEM, the closest WASI has to "too many open
+//! files"), and the node log says which limit. The host keeps at most one OS file descriptor
+//! per such resource (a descriptor holds one only while it stages a write, a read stream one for
+//! the blob it reads), so a guest cannot exhaust the node's file descriptors.
 //!
 //! # Reads
 //!
@@ -59,14 +75,16 @@ pub mod access;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, StreamResult};
 use zero_provider::{HostState, Provider, ResourceProvider};
 
-use crate::{EntryKind, Error, TenantPath, ZeroFs};
+use crate::{EntryKind, Error, StagedWrite, TenantPath, WriteOptions, ZeroFs};
 use access::{Access, ChainGrants, Right};
 
 mod bindings {
@@ -93,16 +111,53 @@ use types::{
 /// Largest read served by one host call (and the buffer a stream reads into).
 pub const MAX_READ_CHUNK: usize = 64 * 1024;
 
+/// Bytes copied per step when a file is copied into staging (the request's deadline is checked
+/// between steps).
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// Limits the provider applies to every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsLimits {
+    /// Most descriptors, directory listings and file streams one instance may hold open at
+    /// once (`[fs] max_open_per_instance`).
+    pub max_open_per_instance: usize,
+    /// The wall-clock time of one request: host work for it (copying into staging,
+    /// publishing) stops once this has passed since its store was created. `None`: no bound.
+    pub request_time: Option<Duration>,
+}
+
+impl Default for FsLimits {
+    fn default() -> Self {
+        FsLimits {
+            max_open_per_instance: DEFAULT_MAX_OPEN_PER_INSTANCE,
+            request_time: None,
+        }
+    }
+}
+
+/// The default of [`FsLimits::max_open_per_instance`].
+pub const DEFAULT_MAX_OPEN_PER_INSTANCE: usize = 256;
+
 /// The filesystem provider, sharing the node's store.
 #[derive(Debug, Clone)]
 pub struct FsProvider {
     fs: Arc<ZeroFs>,
+    limits: FsLimits,
 }
 
 impl FsProvider {
-    /// A provider serving `wasi:filesystem` from `fs`.
+    /// A provider serving `wasi:filesystem` from `fs`, with the default [`FsLimits`].
     pub fn new(fs: Arc<ZeroFs>) -> Self {
-        FsProvider { fs }
+        FsProvider {
+            fs,
+            limits: FsLimits::default(),
+        }
+    }
+
+    /// The same provider with these limits.
+    pub fn with_limits(mut self, limits: FsLimits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -139,6 +194,17 @@ impl ResourceProvider for FsProvider {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
             access: Access::new(grants),
+            open: Arc::new(OpenCount {
+                open: AtomicUsize::new(0),
+                max: self.limits.max_open_per_instance,
+                warned: AtomicBool::new(false),
+                tenant: inv.tenant.to_string(),
+                request_id: inv.request_id.to_string(),
+            }),
+            deadline: self
+                .limits
+                .request_time
+                .and_then(|t| Instant::now().checked_add(t)),
         });
         Ok(())
     }
@@ -149,6 +215,55 @@ struct FsState {
     fs: Arc<ZeroFs>,
     tenant: String,
     access: Access,
+    /// The instance's open resources.
+    open: Arc<OpenCount>,
+    /// When the request's wall-clock time is over.
+    deadline: Option<Instant>,
+}
+
+/// How many resources an instance holds open, against its limit.
+struct OpenCount {
+    open: AtomicUsize,
+    max: usize,
+    /// Whether the refusal was logged already (once per instance).
+    warned: AtomicBool,
+    tenant: String,
+    request_id: String,
+}
+
+/// One open resource of an instance; dropping it frees its place.
+struct Slot(Arc<OpenCount>);
+
+impl OpenCount {
+    /// Takes a place for one more resource, or refuses with `insufficient-memory` at the limit.
+    fn acquire(self: &Arc<Self>) -> FsResult<Slot> {
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(self.clone())),
+            Err(_) => {
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        tenant = %self.tenant, request_id = %self.request_id, limit = self.max,
+                        "too many open files: the instance holds {} open descriptors, directory \
+                         listings and streams (limit [fs] max_open_per_instance = {}); further \
+                         opens fail with insufficient-memory until it closes some",
+                        self.max, self.max
+                    );
+                }
+                Err(ErrorCode::InsufficientMemory)
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// An open file or directory of the guest.
@@ -156,6 +271,7 @@ pub struct Descriptor {
     path: TenantPath,
     flags: DescriptorFlags,
     kind: Kind,
+    _slot: Slot,
 }
 
 enum Kind {
@@ -166,6 +282,7 @@ enum Kind {
 /// The listing returned by `read-directory`, already filtered to visible entries.
 pub struct DirectoryEntries {
     entries: std::vec::IntoIter<DirectoryEntry>,
+    _slot: Slot,
 }
 
 /// A file opened by the guest: the snapshot it reads, and the staged content it writes.
@@ -173,16 +290,18 @@ struct OpenFile {
     fs: Arc<ZeroFs>,
     tenant: String,
     path: TenantPath,
-    /// Staged content, once the file was written, truncated or resized.
-    staged: Option<File>,
+    /// Staged content, once the file was written, truncated or resized (and until published).
+    staged: Option<StagedWrite>,
     /// Whether `staged` differs from what zerofs holds.
     dirty: bool,
     /// Whether this descriptor created the file: its first content is part of the creation,
     /// so writing through it needs the create right only.
     created_here: bool,
-    /// The largest size the staged file may reach without exceeding the tenant's byte quota
-    /// once published (computed when needed, refreshed before refusing).
-    room: Option<u64>,
+    /// Whether the guest closed the descriptor (its content was published then); streams of
+    /// it can no longer write.
+    closed: bool,
+    /// When the request's wall-clock time is over: copying and publishing stop then.
+    deadline: Option<Instant>,
 }
 
 fn lock(f: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
@@ -193,84 +312,95 @@ fn lock(f: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
 }
 
 impl OpenFile {
-    /// The staged copy, creating it from the current content (or empty) on first use.
-    fn stage(&mut self, empty: bool) -> Result<&File, ErrorCode> {
+    fn new(st: &FsState, path: &TenantPath, created_here: bool) -> Self {
+        OpenFile {
+            fs: st.fs.clone(),
+            tenant: st.tenant.clone(),
+            path: path.clone(),
+            staged: None,
+            dirty: false,
+            created_here,
+            closed: false,
+            deadline: st.deadline,
+        }
+    }
+
+    /// The staged copy, creating it from the current content (or empty) on first use. The copy
+    /// reserves the current size from the tenant's quota first and stops at the deadline.
+    fn stage(&mut self, empty: bool) -> Result<&mut StagedWrite, ErrorCode> {
         if self.staged.is_none() {
-            let mut tmp = tempfile::tempfile().map_err(|e| {
-                tracing::error!(error = %e, "cannot create a temporary file to stage a write");
-                ErrorCode::Io
-            })?;
-            if !empty {
-                let copied =
-                    off_worker(
-                        || match self.fs.open_read(&self.tenant, self.path.as_str()) {
-                            Ok(mut reader) => std::io::copy(&mut reader, &mut tmp)
-                                .map(|_| ())
-                                .map_err(|e| {
-                                    tracing::error!(error = %e, "cannot stage a copy of a file");
-                                    ErrorCode::Io
-                                }),
-                            Err(Error::NotFound(_)) => Ok(()),
-                            Err(e) => Err(code(&e)),
-                        },
-                    );
-                copied?;
-            }
-            self.staged = Some(tmp);
+            let (fs, tenant, path, deadline) = (&self.fs, &self.tenant, &self.path, self.deadline);
+            let staged = off_worker(|| -> Result<StagedWrite, Error> {
+                let mut staged = fs.stage(tenant)?;
+                if empty {
+                    return Ok(staged);
+                }
+                let mut reader = match fs.open_read(tenant, path.as_str()) {
+                    Ok(r) => r,
+                    Err(Error::NotFound(_)) => return Ok(staged),
+                    Err(e) => return Err(e),
+                };
+                fs.reserve(&mut staged, path.as_str(), reader.len())?;
+                let mut buf = vec![0u8; COPY_CHUNK];
+                let mut at = 0u64;
+                loop {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(Error::TimedOut(format!(
+                            "copying {path} to stage a write did not finish within the \
+                             request's wall-clock time"
+                        )));
+                    }
+                    let n = reader
+                        .read(&mut buf)
+                        .map_err(|e| Error::io("copying a file to stage a write", e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    staged
+                        .file()
+                        .write_all_at(&buf[..n], at)
+                        .map_err(|e| Error::io("copying a file to stage a write", e))?;
+                    at += n as u64;
+                }
+                Ok(staged)
+            })
+            .map_err(|e| code(&e))?;
+            self.staged = Some(staged);
         }
-        self.staged.as_ref().ok_or(ErrorCode::Io)
+        self.staged.as_mut().ok_or(ErrorCode::Io)
     }
 
-    /// The largest size this file may have when published: what the tenant's byte quota leaves,
-    /// counting the file's current published size as free.
-    fn compute_room(&self) -> Result<u64, ErrorCode> {
-        let quota = self.fs.quota(&self.tenant).map_err(|e| code(&e))?;
-        let usage = self.fs.usage(&self.tenant).map_err(|e| code(&e))?;
-        let current = match self.fs.stat(&self.tenant, self.path.as_str()) {
-            Ok(e) => e.size,
-            Err(Error::NotFound(_)) => 0,
-            Err(e) => return Err(code(&e)),
-        };
-        Ok(quota
-            .max_bytes
-            .saturating_sub(usage.bytes)
-            .saturating_add(current))
+    /// Stages (see [`OpenFile::stage`]) and reserves room for a staged size of `size` bytes,
+    /// refusing with `insufficient-space` what the tenant's quota (shared with every other
+    /// staged write of the tenant) could never publish, so that a guest cannot fill the host's
+    /// temporary space before the quota refuses the publication.
+    fn stage_for(&mut self, empty: bool, size: u64) -> Result<&File, ErrorCode> {
+        self.stage(empty)?;
+        let (fs, path) = (&self.fs, &self.path);
+        let staged = self.staged.as_mut().ok_or(ErrorCode::Io)?;
+        fs.reserve(staged, path.as_str(), size)
+            .map_err(|e| code(&e))?;
+        Ok(staged.file())
     }
 
-    /// Refuses (with `insufficient-space`) a staged size the tenant's quota could never
-    /// publish, so that a guest cannot fill the host's temporary space before the quota
-    /// refuses the publication.
-    fn ensure_room(&mut self, size: u64) -> Result<(), ErrorCode> {
-        if self.room.is_some_and(|room| size <= room) {
-            return Ok(());
-        }
-        let room = self.compute_room()?;
-        self.room = Some(room);
-        if size > room {
-            return Err(ErrorCode::InsufficientSpace);
-        }
-        Ok(())
-    }
-
-    /// Publishes the staged content atomically, if it changed.
+    /// Publishes the staged content atomically, if it changed. The staged write is used up
+    /// either way: after a failure the file keeps its published content.
     fn publish(&mut self) -> Result<(), Error> {
         if !self.dirty {
             return Ok(());
         }
-        let Some(file) = self.staged.as_mut() else {
+        self.dirty = false;
+        let Some(staged) = self.staged.take() else {
             return Ok(());
         };
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("rewinding a staged write", e))?;
-        let (fs, tenant, path) = (&self.fs, &self.tenant, &self.path);
-        off_worker(|| fs.write(tenant, path.as_str(), &mut *file))?;
-        self.dirty = false;
+        let (fs, path, deadline) = (&self.fs, &self.path, self.deadline);
+        off_worker(|| fs.publish(staged, path.as_str(), WriteOptions::default(), deadline))?;
         Ok(())
     }
 
     fn size(&self) -> Result<u64, ErrorCode> {
         match &self.staged {
-            Some(f) => f.metadata().map(|m| m.len()).map_err(|_| ErrorCode::Io),
+            Some(f) => f.len().map_err(|e| code(&e)),
             None => match self.fs.stat(&self.tenant, self.path.as_str()) {
                 Ok(e) => Ok(e.size),
                 Err(e) => Err(code(&e)),
@@ -282,7 +412,7 @@ impl OpenFile {
     fn read_at(&mut self, len: usize, offset: u64) -> Result<Vec<u8>, ErrorCode> {
         let mut buf = vec![0u8; len.min(MAX_READ_CHUNK)];
         let n = match &self.staged {
-            Some(f) => read_full_at(f, &mut buf, offset)?,
+            Some(f) => read_full_at(f.file(), &mut buf, offset)?,
             None => {
                 let mut reader = self
                     .fs
@@ -301,9 +431,12 @@ impl OpenFile {
 
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        if let Err(e) = self.publish() {
-            tracing::error!(tenant = %self.tenant, path = %self.path, error = %e,
-                "a file written by a guest could not be published when it was closed; the previous content stays");
+        // Only the guest's own calls (sync, closing the descriptor) publish, within its
+        // request; what is still unpublished when the last handle goes is discarded.
+        if self.dirty && self.staged.is_some() {
+            tracing::warn!(tenant = %self.tenant, path = %self.path,
+                "a write staged by a guest was discarded: the guest neither synced nor closed \
+                 the file before its request ended; the previous content stays");
         }
     }
 }
@@ -358,6 +491,10 @@ fn code(e: &Error) -> ErrorCode {
         Error::InvalidPath { .. } => ErrorCode::Invalid,
         Error::InvalidTenant { .. } => ErrorCode::Access,
         Error::QuotaExceeded { .. } => ErrorCode::InsufficientSpace,
+        Error::TimedOut(_) => {
+            tracing::warn!(error = %e, "a filesystem call ran out of its request's time");
+            ErrorCode::Busy
+        }
         Error::Io { .. } | Error::Corrupt(_) => {
             tracing::error!(error = %e, "zerofs failed while serving wasi:filesystem");
             ErrorCode::Io
@@ -517,6 +654,7 @@ impl Ctx<'_> {
         flags: DescriptorFlags,
     ) -> FsResult<Descriptor> {
         let base = self.dir(dir)?;
+        let slot = self.st.open.acquire()?;
         let path = resolve(&base, path)?;
         self.require_visible(&path)?;
         let tenant = self.st.tenant.clone();
@@ -540,6 +678,7 @@ impl Ctx<'_> {
                         path,
                         flags,
                         kind: Kind::Dir,
+                        _slot: slot,
                     });
                 }
                 if oflags.contains(OpenFlags::DIRECTORY) {
@@ -551,15 +690,7 @@ impl Ctx<'_> {
                 if wants_write {
                     self.require(Right::Write, &path)?;
                 }
-                let mut file = OpenFile {
-                    fs: self.st.fs.clone(),
-                    tenant,
-                    path: path.clone(),
-                    staged: None,
-                    room: None,
-                    dirty: false,
-                    created_here: false,
-                };
+                let mut file = OpenFile::new(self.st, &path, false);
                 if oflags.contains(OpenFlags::TRUNCATE) && entry.size > 0 {
                     file.stage(true)?;
                     file.dirty = true;
@@ -568,6 +699,7 @@ impl Ctx<'_> {
                     path,
                     flags,
                     kind: Kind::File(Arc::new(Mutex::new(file))),
+                    _slot: slot,
                 })
             }
             None => {
@@ -586,19 +718,12 @@ impl Ctx<'_> {
                     .fs
                     .write(&tenant, path.as_str(), std::io::empty())
                     .map_err(|e| code(&e))?;
-                let file = OpenFile {
-                    fs: self.st.fs.clone(),
-                    tenant,
-                    path: path.clone(),
-                    staged: None,
-                    room: None,
-                    dirty: false,
-                    created_here: true,
-                };
+                let file = OpenFile::new(self.st, &path, true);
                 Ok(Descriptor {
                     path,
                     flags,
                     kind: Kind::File(Arc::new(Mutex::new(file))),
+                    _slot: slot,
                 })
             }
         }
@@ -682,10 +807,11 @@ impl types::HostDescriptor for HostState {
             let mut c = ctx(self)?;
             let (path, _, file) = c.file(&d)?;
             c.require(Right::Read, &path)?;
+            let slot = c.st.open.acquire()?;
             let source = {
                 let f = lock(&file);
                 match &f.staged {
-                    Some(tmp) => Source::Staged(tmp.try_clone().map_err(|_| ErrorCode::Io)?),
+                    Some(tmp) => Source::Staged(tmp.file().try_clone().map_err(|_| ErrorCode::Io)?),
                     None => {
                         let mut r =
                             f.fs.open_read(&f.tenant, f.path.as_str())
@@ -699,6 +825,7 @@ impl types::HostDescriptor for HostState {
                 source,
                 pos: offset,
                 _file: file,
+                _slot: slot,
             })
         })();
         match stream {
@@ -773,8 +900,7 @@ impl types::HostDescriptor for HostState {
             }
             c.require_write(&path, &file)?;
             let mut f = lock(&file);
-            f.ensure_room(size)?;
-            f.stage(size == 0)?
+            f.stage_for(size == 0, size)?
                 .set_len(size)
                 .map_err(|_| ErrorCode::Io)?;
             f.dirty = true;
@@ -830,8 +956,7 @@ impl types::HostDescriptor for HostState {
             }
             c.require_write(&path, &file)?;
             let mut f = lock(&file);
-            f.ensure_room(offset.saturating_add(buf.len() as u64))?;
-            f.stage(false)?
+            f.stage_for(false, offset.saturating_add(buf.len() as u64))?
                 .write_all_at(&buf, offset)
                 .map_err(|_| ErrorCode::Io)?;
             f.dirty = true;
@@ -847,6 +972,7 @@ impl types::HostDescriptor for HostState {
             let mut c = ctx(self)?;
             let dir = c.dir(&d)?;
             c.require_visible(&dir)?;
+            let slot = c.st.open.acquire()?;
             let entries =
                 c.st.fs
                     .list(&c.st.tenant, dir.as_str())
@@ -869,6 +995,7 @@ impl types::HostDescriptor for HostState {
             }
             Ok(DirectoryEntries {
                 entries: out.into_iter(),
+                _slot: slot,
             })
         })();
         match listing {
@@ -1074,8 +1201,17 @@ impl types::HostDescriptor for HostState {
     }
 
     fn drop(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<()> {
-        // Dropping the last handle of a written file publishes it (see `OpenFile`'s Drop).
-        self.table.delete(d)?;
+        // The guest closing a written file publishes it, within its request.
+        let desc = self.table.delete(d)?;
+        if let Kind::File(file) = &desc.kind {
+            let mut f = lock(file);
+            f.closed = true;
+            if let Err(e) = f.publish() {
+                tracing::error!(tenant = %f.tenant, path = %f.path, error = %e,
+                    "a file written by a guest could not be published when it was closed; the \
+                     previous content stays");
+            }
+        }
         Ok(())
     }
 }
@@ -1093,7 +1229,12 @@ impl HostStateExt for HostState {
                 return Err(ErrorCode::BadDescriptor);
             }
             c.require_write(&path, &file)?;
-            Ok(FileOutput { file, pos: offset })
+            let slot = c.st.open.acquire()?;
+            Ok(FileOutput {
+                file,
+                pos: offset,
+                _slot: slot,
+            })
         })();
         match stream {
             Ok(s) => {
@@ -1151,10 +1292,19 @@ impl preopens::Host for HostState {
         let mut out = Vec::with_capacity(dirs.len());
         for dir in dirs {
             let name = dir.to_string();
+            let slot = st.open.acquire().map_err(|_| {
+                wasmtime::Error::msg(format!(
+                    "too many open files: the instance already holds {} open descriptors, \
+                     directory listings and streams (limit [fs] max_open_per_instance), so its \
+                     preopened directories cannot be opened again",
+                    st.open.max
+                ))
+            })?;
             let desc = Descriptor {
                 path: dir,
                 flags: DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY,
                 kind: Kind::Dir,
+                _slot: slot,
             };
             out.push((self.table.push(desc)?, name));
         }
@@ -1176,6 +1326,7 @@ struct FileInput {
     pos: u64,
     /// Keeps the open file (and so its staged content) alive while the stream is.
     _file: Arc<Mutex<OpenFile>>,
+    _slot: Slot,
 }
 
 impl InputStream for FileInput {
@@ -1204,21 +1355,28 @@ impl Pollable for FileInput {
 struct FileOutput {
     file: Arc<Mutex<OpenFile>>,
     pos: Option<u64>,
+    _slot: Slot,
 }
 
 impl OutputStream for FileOutput {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let fail = |e: ErrorCode| StreamError::LastOperationFailed(wasmtime::Error::new(e));
         let mut f = lock(&self.file);
-        let tmp = f.stage(false).map_err(fail)?;
+        if f.closed {
+            // The descriptor was closed and its content published; nothing can join it.
+            return Err(StreamError::Closed);
+        }
         let at = match self.pos {
             Some(p) => p,
-            None => tmp.metadata().map_err(|_| fail(ErrorCode::Io))?.len(),
+            None => f
+                .stage(false)
+                .map_err(fail)?
+                .len()
+                .map_err(|e| fail(code(&e)))?,
         };
-        f.ensure_room(at.saturating_add(bytes.len() as u64))
-            .map_err(fail)?;
-        let tmp = f.stage(false).map_err(fail)?;
-        tmp.write_all_at(&bytes, at)
+        f.stage_for(false, at.saturating_add(bytes.len() as u64))
+            .map_err(fail)?
+            .write_all_at(&bytes, at)
             .map_err(|_| fail(ErrorCode::Io))?;
         if let Some(p) = &mut self.pos {
             *p += bytes.len() as u64;
@@ -1266,6 +1424,44 @@ mod tests {
                 "{escape:?}"
             );
         }
+    }
+
+    #[test]
+    fn staging_and_publishing_stop_at_the_requests_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = Arc::new(ZeroFs::open(dir.path(), crate::Quota::UNLIMITED).unwrap());
+        fs.write("t", "/f", &b"old"[..]).unwrap();
+        let mut f = OpenFile {
+            fs: fs.clone(),
+            tenant: "t".into(),
+            path: TenantPath::parse("/f").unwrap(),
+            staged: None,
+            dirty: false,
+            created_here: false,
+            closed: false,
+            deadline: Some(Instant::now()),
+        };
+        // Copying the current content into staging is work for the request: past its time it
+        // stops with `busy`.
+        assert_eq!(f.stage(false).err(), Some(ErrorCode::Busy));
+        // So is publishing: nothing reaches the tree, and the reservation is returned.
+        f.stage_for(true, 3)
+            .unwrap()
+            .write_all_at(b"new", 0)
+            .unwrap();
+        f.dirty = true;
+        assert!(matches!(f.publish(), Err(Error::TimedOut(_))));
+        assert_eq!(fs.read_range("t", "/f", 0, 10).unwrap(), b"old");
+        assert_eq!(fs.staged_bytes("t"), 0);
+        // Without a deadline the same write is published.
+        f.deadline = None;
+        f.stage_for(true, 3)
+            .unwrap()
+            .write_all_at(b"new", 0)
+            .unwrap();
+        f.dirty = true;
+        f.publish().unwrap();
+        assert_eq!(fs.read_range("t", "/f", 0, 10).unwrap(), b"new");
     }
 
     #[test]

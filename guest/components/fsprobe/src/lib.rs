@@ -5,7 +5,11 @@
 //! Operations: `read` (content), `write` (overwrite an existing file with D), `create` (a new
 //! file with D), `append` (D), `truncate` (to length 0), `mkdir`, `rmdir`, `unlink`, `readdir`
 //! (names, sorted, comma-separated), `stat` (`file:SIZE` or `dir`), `rename` (P to Q),
-//! `symlink` (a link at Q pointing to P).
+//! `symlink` (a link at Q pointing to P), `fill` (D bytes), `hold` (opens P D times, keeping
+//! every handle open: `COUNT` opened, then `:KIND:ERRNO` of the first failure), `spread` (D is
+//! `N:SIZE`: opens files P0…P(N-1) together and writes SIZE bytes to each: `COUNT` written in
+//! full, then `:KIND:ERRNO` of the first failure), `leak` (writes D to P and never closes it;
+//! with `to=spin`, then spins until the node stops it).
 
 use std::io::Write;
 
@@ -107,6 +111,63 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
             f.sync_all()?;
             Ok(String::new())
         }
+        "hold" => {
+            let n: usize = data.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
+            let mut held = Vec::with_capacity(n);
+            for _ in 0..n {
+                match fs::File::open(path) {
+                    Ok(f) => held.push(f),
+                    Err(e) => return Ok(format!("{}:{}", held.len(), describe(&e))),
+                }
+            }
+            Ok(held.len().to_string())
+        }
+        "spread" => {
+            let (n, size) = data
+                .split_once(':')
+                .and_then(|(n, s)| Some((n.parse::<usize>().ok()?, s.parse::<usize>().ok()?)))
+                .ok_or(std::io::ErrorKind::InvalidInput)?;
+            let mut files = Vec::with_capacity(n);
+            for i in 0..n {
+                files.push(
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(format!("{path}{i}"))?,
+                );
+            }
+            let chunk = vec![b's'; 64 * 1024];
+            let mut done = 0;
+            for f in &mut files {
+                let mut left = size;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    if let Err(e) = f.write_all(&chunk[..k]) {
+                        return Ok(format!("{done}:{}", describe(&e)));
+                    }
+                    left -= k;
+                }
+                done += 1;
+            }
+            Ok(done.to_string())
+        }
+        "leak" => {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            f.write_all(data.as_bytes())?;
+            std::mem::forget(f);
+            if to == "spin" {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            Ok(String::new())
+        }
         "append" => {
             let mut f = fs::OpenOptions::new().append(true).open(path)?;
             f.write_all(data.as_bytes())?;
@@ -145,6 +206,11 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
             format!("unknown op {other}"),
         )),
     }
+}
+
+/// `KIND:ERRNO` of an I/O error.
+fn describe(e: &std::io::Error) -> String {
+    format!("{:?}:{}", e.kind(), e.raw_os_error().unwrap_or(-1))
 }
 
 /// Creates a symbolic link at `link` (absolute, resolved against the preopens) pointing to
