@@ -54,8 +54,9 @@ mod grants;
 pub mod provider;
 
 pub use engine::{
-    Access, Database, Databases, ExecResult, Limits, QueryResult, Transaction, Value, validate_name,
+    Access, CELL_OVERHEAD, CancelOnDrop, Control, Database, Databases, ExecResult, Limits,
+    QueryResult, Transaction, Value, validate_name,
 };
 pub use error::{Error, Result};
-pub use grants::{Action, Grants, StaticGrants};
+pub use grants::{Action, ChainGrants, Grants, StaticGrants};
 pub use provider::DbProvider;
