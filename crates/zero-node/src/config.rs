@@ -384,6 +384,55 @@ pub struct DbSection {
     /// Largest size of one database file.
     #[serde(default = "default_db_size")]
     pub max_database_size: ByteSize,
+    /// Largest string or blob SQLite may build or store (`SQLITE_LIMIT_LENGTH`).
+    #[serde(default = "default_db_value")]
+    pub max_value_size: ByteSize,
+    /// Largest result of one query (each value's bytes plus 32 per value).
+    #[serde(default = "default_db_result")]
+    pub max_result_size: ByteSize,
+    /// Most statements in one batch.
+    #[serde(default = "default_db_batch")]
+    pub max_batch_statements: usize,
+    /// Most databases per tenant.
+    #[serde(default = "default_db_count")]
+    pub max_databases_per_tenant: usize,
+    /// Most bytes all of a tenant's databases may take together.
+    #[serde(default = "default_db_quota")]
+    pub tenant_quota: ByteSize,
+    /// Most database connections open at once on the node.
+    #[serde(default = "default_db_open")]
+    pub max_open_databases: usize,
+    /// Most database connections open at once per tenant.
+    #[serde(default = "default_db_open_tenant")]
+    pub max_open_databases_per_tenant: usize,
+    /// Most memory SQLite may allocate in the node process (0: no limit).
+    #[serde(default = "default_db_heap")]
+    pub max_sqlite_memory: ByteSize,
+}
+
+fn default_db_value() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_value_bytes as u64)
+}
+fn default_db_result() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_result_bytes as u64)
+}
+fn default_db_batch() -> usize {
+    zerodb::Limits::default().max_batch_statements
+}
+fn default_db_count() -> usize {
+    zerodb::Limits::default().max_databases_per_tenant
+}
+fn default_db_quota() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_tenant_bytes)
+}
+fn default_db_open() -> usize {
+    zerodb::Limits::default().max_open_databases
+}
+fn default_db_open_tenant() -> usize {
+    zerodb::Limits::default().max_open_databases_per_tenant
+}
+fn default_db_heap() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_sqlite_heap_bytes)
 }
 
 fn default_db_statement() -> ByteSize {
@@ -406,6 +455,14 @@ impl Default for DbSection {
             max_rows: default_db_rows(),
             statement_time_ms: default_db_time(),
             max_database_size: default_db_size(),
+            max_value_size: default_db_value(),
+            max_result_size: default_db_result(),
+            max_batch_statements: default_db_batch(),
+            max_databases_per_tenant: default_db_count(),
+            tenant_quota: default_db_quota(),
+            max_open_databases: default_db_open(),
+            max_open_databases_per_tenant: default_db_open_tenant(),
+            max_sqlite_memory: default_db_heap(),
         }
     }
 }
@@ -418,6 +475,14 @@ impl DbSection {
             max_rows: self.max_rows,
             max_statement_time: Duration::from_millis(self.statement_time_ms),
             max_database_bytes: self.max_database_size.0,
+            max_value_bytes: usize::try_from(self.max_value_size.0).unwrap_or(usize::MAX),
+            max_result_bytes: usize::try_from(self.max_result_size.0).unwrap_or(usize::MAX),
+            max_batch_statements: self.max_batch_statements,
+            max_databases_per_tenant: self.max_databases_per_tenant,
+            max_tenant_bytes: self.tenant_quota.0,
+            max_open_databases: self.max_open_databases,
+            max_open_databases_per_tenant: self.max_open_databases_per_tenant,
+            max_sqlite_heap_bytes: self.max_sqlite_memory.0,
         }
     }
 }
@@ -508,6 +573,28 @@ impl NodeConfig {
         }
         if db.max_database_size.0 < (64 << 10) {
             return Err("[db] max_database_size must be at least 64 KiB".into());
+        }
+        if db.max_value_size.0 < 1024 || db.max_value_size.0 > (1 << 30) {
+            return Err("[db] max_value_size must be between 1 KiB and 1 GiB".into());
+        }
+        if db.max_result_size.0 < 1024 {
+            return Err("[db] max_result_size must be at least 1 KiB".into());
+        }
+        if db.max_batch_statements == 0
+            || db.max_databases_per_tenant == 0
+            || db.max_open_databases == 0
+            || db.max_open_databases_per_tenant == 0
+        {
+            return Err("[db] max_batch_statements, max_databases_per_tenant, max_open_databases and max_open_databases_per_tenant must be at least 1".into());
+        }
+        if db.max_open_databases_per_tenant > db.max_open_databases {
+            return Err("[db] max_open_databases_per_tenant must not exceed max_open_databases (one tenant could then hold every connection)".into());
+        }
+        if db.tenant_quota.0 < db.max_database_size.0 {
+            return Err("[db] tenant_quota must be at least max_database_size".into());
+        }
+        if db.max_sqlite_memory.0 != 0 && db.max_sqlite_memory.0 < (16 << 20) {
+            return Err("[db] max_sqlite_memory must be 0 (no limit) or at least 16 MiB".into());
         }
         if let Some(admin) = &self.node.admin {
             zero_auth::Did::parse(admin)

@@ -1,15 +1,19 @@
 //! The database endpoint of the management API: `POST /v1/tenants/{t}/db/{db}/query` with a
 //! JSON body `{"sql": "…", "params": [...]}`, invoked with `/db/query` (args `tenant`, `db`,
-//! `sql`). Every table the statement touches is then checked against the invoker's chain with
-//! `/db/read`, `/db/write`, `/db/create` or `/db/delete` (args `tenant`, `db`, `table`), exactly
-//! as for a component, so the owner can run migrations and admin queries in their own tenant
-//! and nowhere else.
-
-use std::collections::BTreeMap;
+//! `sql`).
+//!
+//! The invocation is checked like any other (signatures, time, revocation, replay, every link
+//! covering `/db/query`), except that its policies are not evaluated on the invocation's own
+//! arguments, which name no table: instead the chain must be able to allow some `/db` action on
+//! some table of that database ([`zerodb::ChainGrants::check_database`]), and then every table
+//! the statement touches is checked against the chain with `/db/read`, `/db/write`,
+//! `/db/create` or `/db/delete` and the invocation's arguments plus `.table`, by the same
+//! [`zerodb::ChainGrants`] that checks components. So a delegation scoped with
+//! `[["==", ".db", "app"], ["==", ".table", "todos"]]` works here exactly as for a component.
 
 use hyper::body::Incoming;
 use serde_json::json;
-use zero_auth::{Ipld, VerifiedInvocation};
+use zero_auth::{Capability, Command, Ipld};
 
 use crate::api::{Api, Resp, expect_arg, json_response, read_body};
 use crate::apps::Refusal;
@@ -17,24 +21,27 @@ use crate::apps::Refusal;
 /// Largest body of a database query request.
 const MAX_QUERY_BODY: usize = 4 << 20;
 
-/// Table-level grants from a management invocation's chain.
-struct InvocationGrants {
-    inv: VerifiedInvocation,
-    tenant: String,
-}
-
-impl zerodb::Grants for InvocationGrants {
-    fn allows(&self, action: zerodb::Action, db: &str, table: &str) -> bool {
-        let Ok(cmd) = zero_auth::Command::parse(action.command()) else {
-            return false;
-        };
-        let args = Ipld::Map(BTreeMap::from([
-            ("tenant".to_string(), Ipld::String(self.tenant.clone())),
-            ("db".to_string(), Ipld::String(db.to_string())),
-            ("table".to_string(), Ipld::String(table.to_string())),
-        ]));
-        self.inv.allows(&cmd, &args).is_ok()
+/// The invocation-level check of `/db/query`: every link covers the command, and the chain can
+/// reach the invoked database for some table (the per-table checks follow).
+fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
+    if let Some(cap) = caps.iter().find(|c| !c.command.covers(cmd)) {
+        return Err(zero_auth::Error::InvalidClaim {
+            token: Box::new(cap.delegation),
+            reason: format!(
+                "command `{cmd}` is not covered by the delegated command `{}`; ask for a \
+                 delegation of `/db` (or of `{cmd}` together with the table commands)",
+                cap.command
+            ),
+        });
     }
+    let Ipld::Map(map) = args else {
+        return zero_auth::authorize(caps, cmd, args);
+    };
+    let Some(Ipld::String(db)) = map.get("db") else {
+        // Reported by the argument checks of the endpoint.
+        return Ok(());
+    };
+    zerodb::ChainGrants::new(Some(caps.to_vec()), map.clone(), None).check_database(db)
 }
 
 fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refusal> {
@@ -78,6 +85,9 @@ fn db_refusal(e: zerodb::Error) -> Refusal {
         zerodb::Error::PermissionDenied { .. } => (403, "PermissionDenied"),
         zerodb::Error::Syntax { .. } => (400, "Syntax"),
         zerodb::Error::Constraint { .. } => (409, "Constraint"),
+        zerodb::Error::LimitExceeded { kind, .. } if *kind == "open_databases" => {
+            (503, "LimitExceeded")
+        }
         zerodb::Error::LimitExceeded { .. } => (413, "LimitExceeded"),
         zerodb::Error::Refused { .. } => (400, "Refused"),
         zerodb::Error::InvalidName(_) => (400, "InvalidArgs"),
@@ -95,7 +105,7 @@ impl Api {
         db: &str,
     ) -> Result<Resp, Refusal> {
         let bytes = read_body(body, MAX_QUERY_BODY, "the query request").await?;
-        let inv = self.authorize(parts, "/db/query")?;
+        let (inv, _) = self.authorize_with(parts, "/db/query", &scope)?;
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "db", db)?;
         let request: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -125,19 +135,20 @@ impl Api {
             }
         };
         self.require_tenant(tenant)?;
-        let grants = InvocationGrants {
-            inv,
-            tenant: tenant.to_string(),
-        };
+        let grants =
+            zerodb::ChainGrants::new(Some(inv.capabilities.clone()), inv.args.clone(), None);
         let (databases, tenant_s, db_s, sql_s) = (
             self.databases.clone(),
             tenant.to_string(),
             db.to_string(),
             sql.to_string(),
         );
+        // Cancelled when this future is dropped (the client went away).
+        let ctl = zerodb::Control::new();
+        let _cancel = ctl.cancel_on_drop();
         let result = tokio::task::spawn_blocking(move || {
             let database = databases.database(&tenant_s, &db_s)?;
-            database.run(&grants, &sql_s, &params)
+            database.run_with(&ctl, &grants, &sql_s, &params)
         })
         .await
         .map_err(|e| Refusal::new(500, "Database", format!("the database task failed: {e}")))?
