@@ -1192,6 +1192,7 @@ fn statements_are_bounded_by_the_request_cpu_budget_and_batches_by_count() {
         Err(e) => panic!("{e}"),
     };
     let took = started.elapsed();
+    eprintln!("the slow statement's request ended with {status} after {took:?}: {body}");
     if status == 200 {
         let a: Json = serde_json::from_str(&body).unwrap();
         assert_eq!(a["error"]["limit_kind"], "time", "{a}");

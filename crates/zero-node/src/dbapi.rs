@@ -12,10 +12,9 @@
 //! `[["==", ".db", "app"], ["==", ".table", "todos"]]` works here exactly as for a component.
 
 use hyper::body::Incoming;
-use serde_json::json;
 use zero_auth::{Capability, Command, Ipld};
 
-use crate::api::{Api, Resp, expect_arg, json_response, read_body};
+use crate::api::{Api, Resp, expect_arg, read_body};
 use crate::apps::Refusal;
 
 /// Largest body of a database query request.
@@ -70,13 +69,46 @@ fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refus
     })
 }
 
-fn value_to_json(v: zerodb::Value) -> serde_json::Value {
-    match v {
-        zerodb::Value::Null => serde_json::Value::Null,
-        zerodb::Value::Integer(i) => json!(i),
-        zerodb::Value::Real(f) => json!(f),
-        zerodb::Value::Text(s) => json!(s),
-        zerodb::Value::Blob(b) => json!({"hex": hex::encode(b)}),
+/// The answer, serialized straight from the rows (no intermediate JSON tree, whose per-value
+/// overhead would multiply the result's size).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    columns: &'a [String],
+    rows: Rows<'a>,
+    rows_affected: u64,
+    last_insert_id: i64,
+}
+
+struct Rows<'a>(&'a [Vec<zerodb::Value>]);
+struct Row<'a>(&'a [zerodb::Value]);
+struct Cell<'a>(&'a zerodb::Value);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| Row(r)))
+    }
+}
+
+impl serde::Serialize for Row<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Cell))
+    }
+}
+
+impl serde::Serialize for Cell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            zerodb::Value::Null => s.serialize_unit(),
+            zerodb::Value::Integer(i) => s.serialize_i64(*i),
+            zerodb::Value::Real(f) => s.serialize_f64(*f),
+            zerodb::Value::Text(t) => s.serialize_str(t),
+            zerodb::Value::Blob(b) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("hex", &hex::encode(b))?;
+                m.end()
+            }
+        }
     }
 }
 
@@ -161,14 +193,19 @@ impl Api {
             rows_affected = exec.rows_affected,
             "database query"
         );
-        Ok(json_response(
-            200,
-            json!({
-                "columns": rows.columns,
-                "rows": rows.rows.into_iter().map(|r| r.into_iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "rows_affected": exec.rows_affected,
-                "last_insert_id": exec.last_insert_id,
-            }),
-        ))
+        let body = serde_json::to_vec(&Answer {
+            columns: &rows.columns,
+            rows: Rows(&rows.rows),
+            rows_affected: exec.rows_affected,
+            last_insert_id: exec.last_insert_id,
+        })
+        .map_err(|e| Refusal::new(500, "Database", format!("encoding the answer: {e}")))?;
+        drop(rows);
+        let mut resp = http::Response::new(crate::api::full_body(body));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
     }
 }

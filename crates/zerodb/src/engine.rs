@@ -81,7 +81,10 @@ impl Default for Limits {
 #[derive(Clone, Debug, Default)]
 pub struct Control {
     cancel: Arc<AtomicBool>,
+    /// The budget, counted from when the call's first statement starts (for the whole call:
+    /// every statement of a batch).
     budget: Option<Duration>,
+    started: std::sync::OnceLock<Instant>,
 }
 
 impl Control {
@@ -90,8 +93,9 @@ impl Control {
         Self::default()
     }
 
-    /// With a time budget: statements of this call stop with a `cpu` limit error when it runs
-    /// out (the statement limit still applies when it is shorter).
+    /// With a time budget: statements of this call (all of them together, from when the first
+    /// one starts running) stop with a `cpu` limit error when it runs out (the statement limit
+    /// still applies when it is shorter).
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = Some(budget);
         self
@@ -200,6 +204,8 @@ struct Entry {
     analyze: bool,
     /// `CREATE TRIGGER` / `DROP TRIGGER` on the table.
     trigger: bool,
+    /// `CREATE TABLE` of the table.
+    create_table: bool,
 }
 
 /// Why SQLite's progress handler stopped a statement.
@@ -866,10 +872,14 @@ impl Runner<'_> {
             let mut st = lock(self.state);
             st.stepping = true;
             let now = Instant::now();
-            st.deadline = Some(match self.ctl.budget {
-                Some(b) if b < limits.max_statement_time => {
+            let until = self
+                .ctl
+                .budget
+                .map(|b| (b, *self.ctl.started.get_or_init(|| now) + b));
+            st.deadline = Some(match until {
+                Some((b, until)) if until < now + limits.max_statement_time => {
                     st.budget_ms = b.as_millis() as u64;
-                    (now + b, Interrupt::Budget)
+                    (until, Interrupt::Budget)
                 }
                 _ => (now + limits.max_statement_time, Interrupt::Time),
             });
@@ -952,7 +962,7 @@ impl Runner<'_> {
             .any(|e| (e.schema_op || e.analyze) && !is_internal(&e.table));
         let creates_table = entries
             .iter()
-            .any(|e| e.schema_op && e.action == Action::Create && !is_internal(&e.table));
+            .any(|e| e.create_table && !is_internal(&e.table));
         if creates_table && saw_select {
             // CREATE TABLE … AS SELECT is the one schema statement that runs a query, and
             // SQLite's bookkeeping reads of sqlite_* tables cannot be told from the query's.
@@ -1198,7 +1208,7 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
         AuthAction::Insert { table_name } => (Action::Write, table_name, Kind::Plain),
         AuthAction::Update { table_name, .. } => (Action::Write, table_name, Kind::Plain),
         AuthAction::Delete { table_name } => (Action::Delete, table_name, Kind::Plain),
-        AuthAction::CreateTable { table_name } => (Action::Create, table_name, Kind::Schema),
+        AuthAction::CreateTable { table_name } => (Action::Create, table_name, Kind::CreateTable),
         AuthAction::CreateIndex { table_name, .. } => (Action::Create, table_name, Kind::Schema),
         AuthAction::CreateView { view_name } => (Action::Create, view_name, Kind::Schema),
         AuthAction::CreateTrigger { table_name, .. } => (Action::Create, table_name, Kind::Trigger),
@@ -1314,7 +1324,9 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
 enum Kind {
     /// Reading or changing rows.
     Plain,
-    /// Creating, altering or dropping a table, index or view.
+    /// Creating a table.
+    CreateTable,
+    /// Creating, altering or dropping an index or view, altering or dropping a table.
     Schema,
     /// Creating or dropping a trigger.
     Trigger,
@@ -1341,9 +1353,10 @@ fn record(st: &mut State, action: Action, table: &str, kind: Kind) -> Authorizat
     st.entries.push(Entry {
         action,
         table: table.to_owned(),
-        schema_op: matches!(kind, Kind::Schema | Kind::Trigger),
+        schema_op: matches!(kind, Kind::Schema | Kind::Trigger | Kind::CreateTable),
         analyze: kind == Kind::Analyze,
         trigger: kind == Kind::Trigger,
+        create_table: kind == Kind::CreateTable,
     });
     Authorization::Allow
 }

@@ -30,7 +30,7 @@ fn named(items: &[(Action, &str)]) -> Req {
 
 fn statement() -> impl Strategy<Value = (String, Req)> {
     let tbl = 1u8..=3;
-    (0u8..24, tbl.clone(), tbl, 0i64..5).prop_map(|(kind, i, j, k)| {
+    (0u8..25, tbl.clone(), tbl, 0i64..5).prop_map(|(kind, i, j, k)| {
         use Action::*;
         let (ti, tj) = (t(i), t(j));
         match kind {
@@ -67,6 +67,12 @@ fn statement() -> impl Strategy<Value = (String, Req)> {
             23 => (
                 format!("CREATE TABLE c{k} AS SELECT a, b FROM {ti}"),
                 named(&[(Create, "no CREATE TABLE AS")]),
+            ),
+            24 => (
+                format!(
+                    "ALTER TABLE {ti} ADD COLUMN c{k} INTEGER NOT NULL DEFAULT 0 CHECK (c{k} >= 0)"
+                ),
+                req(&[(Create, i)]),
             ),
             0 => (format!("SELECT a, b FROM {ti}"), req(&[(Read, i)])),
             1 => (

@@ -319,6 +319,18 @@ fn joins_subqueries_views_triggers_cannot_reach_forbidden_tables() {
         "sqlite_stat1",
     );
     db.execute(&c, "ANALYZE todos", &[]).unwrap();
+    // Schema changes SQLite checks with its own queries keep working for a table's grantee.
+    db.execute(
+        &c,
+        "ALTER TABLE todos ADD COLUMN z INTEGER NOT NULL DEFAULT 0 CHECK (z >= 0)",
+        &[],
+    )
+    .unwrap();
+    db.execute(&c, "CREATE INDEX todos_z ON todos (z)", &[])
+        .unwrap();
+    db.execute(&c, "DROP INDEX todos_z", &[]).unwrap();
+    db.execute(&c, "ALTER TABLE users RENAME COLUMN name TO full_name", &[])
+        .unwrap();
     // sqlite_schema is not readable without a grant.
     denied(
         db.query(&g, "SELECT sql FROM sqlite_schema", &[]),
