@@ -697,6 +697,27 @@ fn a_delegation_scoped_to_a_table_works_over_the_management_api() {
         assert!(!msg.contains("milk"), "{msg}");
     }
     assert!(!w.data.join("db/acme/fresh.sqlite").exists());
+    // A read-only delegation (`/db/read` on todos) reads, and its writes are refused by name.
+    let reader = Keypair::generate().unwrap();
+    let chain = zero_client::extend_chain(
+        &w.acme.owner,
+        &w.acme.chain,
+        reader.did(),
+        &Grant {
+            command: "/db/read".into(),
+            policy: zero_client::parse_policy(r#"[["==", ".table", "todos"]]"#).unwrap(),
+            expires_in: None,
+        },
+    )
+    .unwrap();
+    let mut r = Client::new(&w.api, reader, chain);
+    let v = r
+        .db_query("acme", "app", "SELECT t FROM todos", &[])
+        .unwrap();
+    assert_eq!(v["rows"], json!([["milk"]]));
+    let (status, _, msg) = api_refusal(r.db_query("acme", "app", "DELETE FROM todos", &[]));
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("delete on table `todos`"), "{msg}");
     let v = o.db_query("acme", "other", "SELECT 1 AS one", &[]).unwrap();
     assert_eq!(v["rows"], json!([[1]]));
 }

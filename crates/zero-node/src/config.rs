@@ -726,6 +726,38 @@ mod tests {
         assert!(e.contains("[db]"), "{e}");
         let e = NodeConfig::parse("[db]\nmax_database_size = 100\n", Path::new(".")).unwrap_err();
         assert!(e.contains("max_database_size"), "{e}");
+        let c = NodeConfig::parse(
+            "[db]\nmax_value_size = \"1 MiB\"\nmax_result_size = \"2 MiB\"\nmax_batch_statements = 3\nmax_databases_per_tenant = 4\ntenant_quota = \"1 GiB\"\nmax_open_databases = 6\nmax_open_databases_per_tenant = 2\nmax_sqlite_memory = 0\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let l = c.db.limits();
+        assert_eq!(
+            (
+                l.max_value_bytes,
+                l.max_result_bytes,
+                l.max_batch_statements,
+                l.max_databases_per_tenant,
+                l.max_tenant_bytes,
+                l.max_open_databases,
+                l.max_open_databases_per_tenant,
+                l.max_sqlite_heap_bytes
+            ),
+            (1 << 20, 2 << 20, 3, 4, 1 << 30, 6, 2, 0)
+        );
+        for (bad, needle) in [
+            (
+                "max_open_databases = 2\nmax_open_databases_per_tenant = 3",
+                "must not exceed",
+            ),
+            ("tenant_quota = \"1 MiB\"", "tenant_quota"),
+            ("max_value_size = 10", "max_value_size"),
+            ("max_batch_statements = 0", "max_batch_statements"),
+            ("max_sqlite_memory = \"1 MiB\"", "max_sqlite_memory"),
+        ] {
+            let e = NodeConfig::parse(&format!("[db]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.db.limits(), zerodb::Limits::default());

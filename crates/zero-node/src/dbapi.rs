@@ -3,9 +3,10 @@
 //! `sql`).
 //!
 //! The invocation is checked like any other (signatures, time, revocation, replay, every link
-//! covering `/db/query`), except that its policies are not evaluated on the invocation's own
-//! arguments, which name no table: instead the chain must be able to allow some `/db` action on
-//! some table of that database ([`zerodb::ChainGrants::check_database`]), and then every table
+//! covering `/db/query` or a table command), except that its policies are not evaluated on the
+//! invocation's own arguments, which name no table: instead the chain must be able to allow
+//! some `/db` action on some table of that database
+//! ([`zerodb::ChainGrants::check_database`]), and then every table
 //! the statement touches is checked against the chain with `/db/read`, `/db/write`,
 //! `/db/create` or `/db/delete` and the invocation's arguments plus `.table`, by the same
 //! [`zerodb::ChainGrants`] that checks components. So a delegation scoped with
@@ -20,15 +21,24 @@ use crate::apps::Refusal;
 /// Largest body of a database query request.
 const MAX_QUERY_BODY: usize = 4 << 20;
 
-/// The invocation-level check of `/db/query`: every link covers the command, and the chain can
-/// reach the invoked database for some table (the per-table checks follow).
+/// The invocation-level check of `/db/query`: every link covers the command or one of the
+/// table commands (so a `/db/read` delegation can be used to read), and the chain can reach the
+/// invoked database for some table. Each table is then checked with its own command.
 fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
-    if let Some(cap) = caps.iter().find(|c| !c.command.covers(cmd)) {
+    let table_commands: Vec<Command> = zerodb::Action::ALL
+        .iter()
+        .filter_map(|a| Command::parse(a.command()).ok())
+        .collect();
+    if let Some(cap) = caps
+        .iter()
+        .find(|c| !c.command.covers(cmd) && !table_commands.iter().any(|t| c.command.covers(t)))
+    {
         return Err(zero_auth::Error::InvalidClaim {
             token: Box::new(cap.delegation),
             reason: format!(
                 "command `{cmd}` is not covered by the delegated command `{}`; ask for a \
-                 delegation of `/db` (or of `{cmd}` together with the table commands)",
+                 delegation of `/db` (or of `/db/read`, `/db/write`, `/db/create` or \
+                 `/db/delete`, scoped with .db and .table)",
                 cap.command
             ),
         });
