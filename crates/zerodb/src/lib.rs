@@ -21,7 +21,8 @@
 //!
 //! What cannot be attributed safely is refused: creating or dropping a trigger needs every
 //! right on every table of the database ([`Grants::allows_every_table`]), because its body
-//! later runs on behalf of others; `CREATE TABLE … AS SELECT` is refused (create the table,
+//! later runs on behalf of others (dropping a table that has triggers drops them, so it needs
+//! the same); `CREATE TABLE … AS SELECT` is refused (create the table,
 //! then `INSERT … SELECT`), because it is the one schema statement that runs a query and
 //! SQLite's own reads of its tables could not be told apart from the query's. Accesses to
 //! SQLite's own `sqlite_*` tables are skipped only as the bookkeeping of a statement that
