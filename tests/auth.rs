@@ -526,3 +526,591 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("MatchError"));
 }
+
+/// Sends `head` (request line and headers, blank line included) then `body_len` zero bytes on
+/// a fresh connection, and reads the answer until the node closes the connection.
+fn raw_exchange(addr: std::net::SocketAddr, head: &str, body_len: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        if s.write_all(&chunk[..n]).is_err() {
+            break;
+        }
+        sent += n;
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Restarts the world's node on the same data directory and configuration.
+fn restart(w: World) -> World {
+    let dir = w.node.dir.clone();
+    let config = std::fs::read_to_string(dir.join("zerocore.toml")).unwrap();
+    let World {
+        node,
+        admin,
+        acme_owner,
+        acme_chain,
+        beta_owner,
+        beta_chain,
+        ..
+    } = w;
+    node.stop();
+    let node = NodeProc::start(&dir, &config);
+    let api = format!("http://{}", node.admin);
+    World {
+        node,
+        api,
+        admin,
+        acme_owner,
+        acme_chain,
+        beta_owner,
+        beta_chain,
+    }
+}
+
+#[test]
+fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
+    let w = world_with_node("revoke-authority", "max_revocations_per_principal = 2", "");
+    let dir = w.node.dir.clone();
+    // beta deploys an app signed with beta's own chain.
+    let hello = std::fs::read(guest_wasm("hello")).unwrap();
+    let beta_signed = zero_client::sign_component(
+        &hello,
+        &w.beta_owner,
+        &w.beta_chain,
+        &grant("/", "[]", None),
+    )
+    .unwrap();
+    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    beta.deploy("beta", "site", &["/beta".into()], &[], &beta_signed)
+        .unwrap();
+    assert_eq!(get(&w.node.url("/beta")).status, 200);
+
+    // The attack: acme's owner revokes beta's root delegation, presenting beta's chain...
+    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let e = refused(acme.revoke_in_chain(None, &w.beta_chain));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (403, "InvalidClaim"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("may not revoke") && e.message.contains("only those issuers"),
+        "{}",
+        e.message
+    );
+    // ...or by CID alone...
+    let e = refused(acme.revoke(&w.beta_chain[0].cid().to_string()));
+    assert_eq!(e.error, "InvalidClaim", "{}", e.message);
+    assert!(e.message.contains("args.path"), "{}", e.message);
+    // ...or in the old form: `/ucan/revoke` with `{cid, tenant: "acme"}` under acme's chain.
+    let old = acme
+        .invocation(
+            "/ucan/revoke",
+            BTreeMap::from([
+                (
+                    "cid".to_string(),
+                    Ipld::String(w.beta_chain[0].cid().to_string()),
+                ),
+                ("tenant".to_string(), Ipld::String("acme".into())),
+            ]),
+        )
+        .unwrap();
+    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let r = raw_call(&w.api, "POST", "/v1/revocations", &old.to_base64(), &proofs);
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(
+        r.1.contains("InvalidClaim") && r.1.contains("no `prf`"),
+        "{}",
+        r.1
+    );
+    // beta's app is untouched.
+    assert_eq!(get(&w.node.url("/beta")).status, 200);
+    beta.list_apps("beta").unwrap();
+
+    // The legitimate use, with the CLI: acme's owner revokes the delegation it gave to CI.
+    let ci = Keypair::generate().unwrap();
+    let ci_chain = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        ci.did(),
+        &grant("/app", "[]", Some(3600)),
+    )
+    .unwrap();
+    let ci_file = dir.join("ci.ucan");
+    zero_client::write_chain(&ci_file, &ci_chain).unwrap();
+    let owner_key = dir.join("owner.key");
+    w.acme_owner.save(&owner_key).unwrap();
+    let mut ci_client = Client::new(&w.api, copy_key(&ci), ci_chain.clone());
+    ci_client.list_apps("acme").unwrap();
+    let (code, out, err) = zero(&[
+        "revoke",
+        "--chain",
+        ci_file.to_str().unwrap(),
+        "--key",
+        owner_key.to_str().unwrap(),
+        "--api",
+        &w.api,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&ci_chain[1].cid().to_string()), "{out}");
+    let e = refused(ci_client.list_apps("acme"));
+    assert_eq!(e.error, "Revoked", "{}", e.message);
+    acme.list_apps("acme").unwrap();
+    // Revoking again is idempotent.
+    let again = acme.revoke_in_chain(None, &ci_chain).unwrap();
+    assert_eq!(again["already_revoked"], true, "{again}");
+
+    // The revocation set is bounded per principal: acme may hold 2, then is refused, while
+    // beta and the Admin are not affected.
+    let second = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        ci.did(),
+        &grant("/app/list", "[]", Some(3600)),
+    )
+    .unwrap();
+    acme.revoke_in_chain(None, &second).unwrap();
+    let third = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        ci.did(),
+        &grant("/app/list", "[]", Some(3600)),
+    )
+    .unwrap();
+    let e = refused(acme.revoke_in_chain(None, &third));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (429, "TooManyRevocations"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains("max_revocations_per_principal"),
+        "{}",
+        e.message
+    );
+    let beta_ci = zero_client::extend_chain(
+        &w.beta_owner,
+        &w.beta_chain,
+        ci.did(),
+        &grant("/app/list", "[]", Some(3600)),
+    )
+    .unwrap();
+    beta.revoke_in_chain(None, &beta_ci).unwrap();
+    let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
+    admin.revoke(&third[1].cid().to_string()).unwrap();
+
+    // One record per revocation on disk, and they hold after a restart.
+    let records = std::fs::read_dir(dir.join("data/state/revocations"))
+        .unwrap()
+        .count();
+    assert_eq!(records, 4);
+    let w = restart(w);
+    let mut ci_client = Client::new(&w.api, copy_key(&ci), ci_chain);
+    let e = refused(ci_client.list_apps("acme"));
+    assert_eq!(e.error, "Revoked", "{}", e.message);
+    // The Admin still revokes anyone's delegation; beta's app stops.
+    let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
+    let answer = admin.revoke_in_chain(None, &w.beta_chain).unwrap();
+    assert_eq!(answer["stopped_apps"], 1, "{answer}");
+    assert_eq!(get(&w.node.url("/beta")).status, 404);
+}
+
+#[test]
+fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_principal() {
+    let w = world_with_node("replay", "replay_entries_per_principal = 6", "");
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let node_did = owner.node_info().unwrap()["did"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let node_did = zero_auth::Did::parse(&node_did).unwrap();
+    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let list = |exp: Option<u64>, aud: Option<&zero_auth::Did>| {
+        let mut b = zero_auth::Invocation::builder(
+            w.admin.did().clone(),
+            zero_auth::Command::parse("/app/list").unwrap(),
+            exp,
+        )
+        .arg("tenant", Ipld::String("acme".into()))
+        .proofs(w.acme_chain.iter().map(|p| *p.cid()).collect());
+        if let Some(aud) = aud {
+            b = b.audience(aud.clone());
+        }
+        b.sign(&w.acme_owner).unwrap()
+    };
+    let call = |inv: &zero_auth::Invocation| {
+        raw_call(
+            &w.api,
+            "GET",
+            "/v1/tenants/acme/apps",
+            &inv.to_base64(),
+            &proofs,
+        )
+    };
+
+    // An invocation valid for ten days (the flood that used to fill the shared cache).
+    let r = call(&list(Some(zero_client::now() + 864_000), Some(&node_did)));
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(
+        r.1.contains("LifetimeTooLong") && r.1.contains("within 900 s"),
+        "{}",
+        r.1
+    );
+    // No `exp` at all.
+    let r = call(&list(None, Some(&node_did)));
+    assert!(
+        r.1.contains("LifetimeTooLong") && r.1.contains("no expiration"),
+        "{}",
+        r.1
+    );
+    // No `aud`: refused, naming this node.
+    let r = call(&list(Some(zero_client::now() + 60), None));
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(
+        r.1.contains("InvalidAudience") && r.1.contains("has no `aud`"),
+        "{}",
+        r.1
+    );
+    assert!(r.1.contains(node_did.as_str()), "{}", r.1);
+
+    // acme's principal fills its bucket (6 live invocations, one above)...
+    let kept = list(Some(zero_client::now() + 600), Some(&node_did));
+    assert_eq!(call(&kept).0, 200);
+    for _ in 0..5 {
+        owner.list_apps("acme").unwrap();
+    }
+    // ...and is then refused, with when to retry, whoever in acme's chain signs...
+    let e = refused(owner.list_apps("acme"));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (429, "TooManyInvocations"),
+        "{}",
+        e.message
+    );
+    assert!(e.message.contains("retry after"), "{}", e.message);
+    let ci = Keypair::generate().unwrap();
+    let ci_chain = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        ci.did(),
+        &grant("/app/list", "[]", Some(600)),
+    )
+    .unwrap();
+    let e = refused(Client::new(&w.api, ci, ci_chain).list_apps("acme"));
+    assert_eq!(e.error, "TooManyInvocations", "{}", e.message);
+    // ...while beta and the Admin are not locked out.
+    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    beta.list_apps("beta").unwrap();
+    let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
+    admin.list_apps("acme").unwrap();
+
+    // Single use across restarts: replayed after a restart, the invocation is refused.
+    let w = restart(w);
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &kept.to_base64(),
+        &proofs,
+    );
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(r.1.contains("Replayed"), "{}", r.1);
+    // (The bucket, restored too, still holds acme's live invocations.)
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    assert_eq!(refused(owner.list_apps("acme")).error, "TooManyInvocations");
+    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    beta.list_apps("beta").unwrap();
+}
+
+#[test]
+fn the_management_api_checks_tokens_before_reading_bodies() {
+    let w = world("admin-bodies");
+    let pid = w.node.child.id();
+    let before = peak_rss_kib(pid);
+
+    // A 48 MiB deploy without any invocation: refused from the headers; the body is read
+    // and dropped, never buffered, and the connection is closed after the answer.
+    let resp = raw_exchange(
+        w.node.admin,
+        &format!(
+            "PUT /v1/tenants/acme/apps/x HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            48 << 20
+        ),
+        48 << 20,
+    );
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(resp.contains("MissingInvocation"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    // The same for a database query.
+    let resp = raw_exchange(
+        w.node.admin,
+        &format!(
+            "POST /v1/tenants/acme/db/main/query HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            2 << 20
+        ),
+        2 << 20,
+    );
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    let grown = peak_rss_kib(pid).saturating_sub(before);
+    println!("peak RSS growth over a refused 48 MiB deploy and 2 MiB query: {grown} KiB");
+    assert!(
+        grown < 24 << 10,
+        "the node buffered a refused upload: +{grown} KiB"
+    );
+    // A client that waits for `100 Continue` gets the refusal without sending its body.
+    let resp = raw_exchange(
+        w.node.admin,
+        "PUT /v1/tenants/acme/apps/x HTTP/1.1\r\nhost: t\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n",
+        0,
+    );
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(!resp.contains("100 Continue"), "{resp}");
+
+    // The CLI's client sends its whole upload before reading: it still gets the JSON refusal
+    // of a 20 MiB deploy into another tenant...
+    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let hello = std::fs::read(guest_wasm("hello")).unwrap();
+    let big = zero_component::append_custom_section(&hello, "padding", &vec![0u8; 20 << 20]);
+    let e = refused(acme.deploy("beta", "x", &["/x".into()], &[], &big));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (403, "MatchError"),
+        "{}",
+        e.message
+    );
+    // ...and the legitimate deploy works as before.
+    let hello = signed(&w, "hello", &grant("/", "[]", None));
+    acme.deploy("acme", "hello", &["/hello".into()], &[], &hello)
+        .unwrap();
+    assert_eq!(get(&w.node.url("/hello")).status, 200);
+
+    // Proofs are capped in number and size before any is decoded or verified.
+    let one = w.acme_chain[0].to_base64();
+    let inv = acme
+        .invocation(
+            "/app/list",
+            BTreeMap::from([("tenant".into(), Ipld::String("acme".into()))]),
+        )
+        .unwrap();
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &inv.to_base64(),
+        &vec![one.clone(); 17],
+    );
+    assert_eq!(r.0, 400, "{r:?}");
+    assert!(
+        r.1.contains("TooManyProofs") && r.1.contains("max_proofs"),
+        "{}",
+        r.1
+    );
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &inv.to_base64(),
+        &["A".repeat(40 << 10)],
+    );
+    assert_eq!(r.0, 431, "{r:?}");
+    assert!(
+        r.1.contains("TooLarge") && r.1.contains("max_token_bytes"),
+        "{}",
+        r.1
+    );
+
+    // Paths are parsed by segment: a non-ASCII segment after repeated slashes, raw or
+    // percent-encoded, is answered (it used to panic the task on a byte offset).
+    for path in [
+        "/////v1/tenants/\u{e9}/fs",
+        "/////v1/tenants/%C3%A9/fs/a",
+        "/v1/%FF/x",
+    ] {
+        let resp = raw_exchange(
+            w.node.admin,
+            &format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"),
+            0,
+        );
+        assert!(resp.starts_with("HTTP/1.1 4"), "{path}: {resp}");
+        assert!(resp.contains("\"error\""), "{path}: {resp}");
+    }
+    let r = agent().get(&format!("{}/v1/node", w.api)).call().unwrap();
+    assert_eq!(r.status(), 200);
+    acme.list_apps("acme").unwrap();
+}
+
+#[test]
+fn the_management_listener_bounds_header_time_request_time_and_connections() {
+    let w = world_edited("admin-listener", |c| {
+        c.replacen(
+            "[admin]\n",
+            "[admin]\nheader_read_timeout_ms = 800\nrequest_timeout_ms = 1500\nmax_connections = 3\n",
+            1,
+        )
+    });
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let addr = w.node.admin;
+
+    // Headers sent too slowly: the connection is closed after the header timeout.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /v1/node HTTP/1.1\r\nhost: t\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains("200 OK"),
+        "an incomplete request was answered"
+    );
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+
+    // Connections are limited: with 3 silent connections open, a 4th request waits until the
+    // silent ones are dropped (header timeout), then is served.
+    let idle: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let resp = raw_exchange(
+        addr,
+        "GET /v1/node HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+        0,
+    );
+    let waited = started.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "the 4th connection was served at once ({waited:?}) despite max_connections = 3"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    drop(idle);
+
+    // A body sent too slowly: the request is answered with a timeout after request_timeout_ms.
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let inv = owner
+        .invocation(
+            "/db/query",
+            BTreeMap::from([
+                ("tenant".into(), Ipld::String("acme".into())),
+                ("db".into(), Ipld::String("main".into())),
+                ("sql".into(), Ipld::String("SELECT 1".into())),
+            ]),
+        )
+        .unwrap();
+    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/tenants/acme/db/main/query HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {}\r\nucan-proofs: {}\r\ncontent-length: 1000\r\n\r\n{{\"sql\"",
+        inv.to_base64(),
+        proofs.join(",")
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let resp = String::from_utf8_lossy(&out);
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(
+        resp.contains("Timeout") && resp.contains("request_timeout_ms"),
+        "{resp}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // The legitimate calls work.
+    owner.list_apps("acme").unwrap();
+    let v = owner
+        .db_query("acme", "main", "SELECT 1 AS one", &[])
+        .unwrap();
+    assert_eq!(v["rows"][0][0], 1, "{v}");
+}
+
+#[test]
+fn signatures_of_the_wrong_form_are_refused_as_invalid_signature() {
+    let w = world("signature-form");
+    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let inv = owner
+        .invocation(
+            "/app/list",
+            BTreeMap::from([("tenant".into(), Ipld::String("acme".into()))]),
+        )
+        .unwrap();
+    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    // The invocation with its signature cut to 63 bytes, canonically encoded otherwise: an
+    // envelope starts with a 2-element list (0x82) and the signature's bytes header (0x58
+    // 0x40: 64 bytes), followed by the signature.
+    let short_sig = |bytes: &[u8]| {
+        assert_eq!(&bytes[..3], &[0x82, 0x58, 0x40]);
+        let mut out = vec![0x82, 0x58, 0x3f];
+        out.extend_from_slice(&bytes[3..66]);
+        out.extend_from_slice(&bytes[67..]);
+        out
+    };
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &b64(&short_sig(inv.as_bytes())),
+        &proofs,
+    );
+    assert!(r.1.contains("\"InvalidSignature\""), "{r:?}");
+    assert!(r.1.contains("63 bytes"), "{}", r.1);
+    // The same for a delegation in the chain.
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &inv.to_base64(),
+        &[b64(&short_sig(w.acme_chain[0].as_bytes()))],
+    );
+    assert!(r.1.contains("\"InvalidSignature\""), "{r:?}");
+    // A non-canonical envelope (its array length in a longer form than needed).
+    let mut long = vec![0x98, 0x02];
+    long.extend_from_slice(&inv.as_bytes()[1..]);
+    let r = raw_call(&w.api, "GET", "/v1/tenants/acme/apps", &b64(&long), &proofs);
+    assert!(r.1.contains("\"InvalidSignature\""), "{r:?}");
+    assert!(r.1.contains("canonical"), "{}", r.1);
+    // The untouched invocation is accepted.
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &inv.to_base64(),
+        &proofs,
+    );
+    assert_eq!(r.0, 200, "{r:?}");
+}

@@ -32,9 +32,22 @@ pub fn world(name: &str) -> World {
 
 /// [`world`] with `extra` appended to the node's configuration (whole TOML sections).
 pub fn world_with(name: &str, extra: &str) -> World {
+    world_with_node(name, "", extra)
+}
+
+/// [`world_with`], with `node_extra` added to the `[node]` section (`key = value` lines).
+pub fn world_with_node(name: &str, node_extra: &str, extra: &str) -> World {
+    world_edited(name, |base| {
+        let base = base.replacen("[node]\n", &format!("[node]\n{node_extra}\n"), 1);
+        format!("{base}\n{extra}\n")
+    })
+}
+
+/// [`world`] with the node's configuration (from [`node_config`]) rewritten by `edit`.
+pub fn world_edited(name: &str, edit: impl FnOnce(String) -> String) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &format!("{}\n{extra}\n", node_config(&data)));
+    let node = NodeProc::start(&dir, &edit(node_config(&data)));
     let api = format!("http://{}", node.admin);
     node.wait_log("development mode warning", |v| {
         v["message"]

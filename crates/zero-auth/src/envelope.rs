@@ -87,7 +87,9 @@ impl Kind {
 
 /// A structurally valid envelope, before its payload is interpreted.
 pub(crate) struct RawEnvelope {
-    pub(crate) signature: [u8; 64],
+    /// The signature as found; its length is checked once the issuer is known, so that a
+    /// signature of the wrong form is refused as [`Error::InvalidSignature`].
+    pub(crate) signature: Vec<u8>,
     pub(crate) kind: Kind,
     pub(crate) payload: BTreeMap<String, Ipld>,
     pub(crate) cid: Cid,
@@ -97,9 +99,33 @@ pub(crate) struct RawEnvelope {
 /// back `bytes` (canonical form).
 pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<RawEnvelope, Error> {
     let cid = cid_of(bytes);
-    let value: Ipld = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| Error::Decode {
-        reason: format!("not a valid DAG-CBOR token: {e}"),
-    })?;
+    let value: Ipld = match serde_ipld_dagcbor::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            // Valid CBOR that is not in the canonical DAG-CBOR form (an integer or length
+            // not in its shortest form, map keys out of order): the signature, made over the
+            // canonical bytes, cannot be checked, which is the UCAN verdict InvalidSignature.
+            let non_canonical = matches!(
+                e,
+                serde_ipld_dagcbor::DecodeError::NonMinimal { .. }
+                    | serde_ipld_dagcbor::DecodeError::UnorderedKey
+            );
+            if non_canonical && let Some(issuer) = lenient_issuer(bytes) {
+                return Err(Error::InvalidSignature {
+                    token: cid.into(),
+                    issuer,
+                    reason: format!(
+                        "the token is not in canonical DAG-CBOR form ({e}), and its signature is \
+                         checked over the canonical bytes; have it re-signed with a conforming \
+                         UCAN library"
+                    ),
+                });
+            }
+            return Err(Error::Decode {
+                reason: format!("not a valid DAG-CBOR token: {e}"),
+            });
+        }
+    };
     let bad = |reason: &str| Error::malformed(Some(cid), format!("bad UCAN envelope: {reason}"));
     let Ipld::List(items) = value else {
         return Err(bad("expected a 2-element list [signature, signed payload]"));
@@ -108,15 +134,9 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<RawEnvelope, Error> {
     let (Some(sig), Some(signed), None) = (items.next(), items.next(), items.next()) else {
         return Err(bad("expected a 2-element list [signature, signed payload]"));
     };
-    let Ipld::Bytes(sig) = sig else {
+    let Ipld::Bytes(signature) = sig else {
         return Err(bad("the signature must be bytes"));
     };
-    let signature: [u8; 64] = sig.as_slice().try_into().map_err(|_| {
-        bad(&format!(
-            "an Ed25519 signature is 64 bytes, found {}",
-            sig.len()
-        ))
-    })?;
     let Ipld::Map(mut signed) = signed else {
         return Err(bad("the signed payload must be a map"));
     };
@@ -156,6 +176,31 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<RawEnvelope, Error> {
         kind,
         payload,
         cid,
+    })
+}
+
+/// The issuer (`iss`) of an envelope read leniently (any valid CBOR, canonical or not), to
+/// name it in the refusal of a non-canonical token; `None` when it has no readable issuer.
+fn lenient_issuer(bytes: &[u8]) -> Option<Did> {
+    use cbor4ii::core::Value;
+    use cbor4ii::core::dec::Decode;
+    let mut reader = cbor4ii::core::utils::SliceReader::new(bytes);
+    let Ok(Value::Array(items)) = Value::decode(&mut reader) else {
+        return None;
+    };
+    let Some(Value::Map(signed)) = items.get(1) else {
+        return None;
+    };
+    signed.iter().find_map(|(k, v)| match (k, v) {
+        (Value::Text(tag), Value::Map(payload))
+            if tag == DELEGATION_TAG || tag == INVOCATION_TAG =>
+        {
+            payload.iter().find_map(|(k, v)| match (k, v) {
+                (Value::Text(k), Value::Text(iss)) if k == "iss" => Did::parse(iss).ok(),
+                _ => None,
+            })
+        }
+        _ => None,
     })
 }
 
@@ -212,21 +257,47 @@ pub(crate) fn verify_envelope(
         _ => Err(Error::InvalidSignature {
             token: cid.into(),
             issuer: issuer.clone(),
+            reason: "the signature does not verify against the issuer's key (the token was \
+                     altered or forged)"
+                .into(),
         }),
     }
 }
 
-/// Checks that re-encoding gave back the input.
-pub(crate) fn ensure_canonical(input: &[u8], reencoded: &[u8], cid: Cid) -> Result<(), Error> {
+/// Checks that re-encoding gave back the input. The signature covers the canonical encoding
+/// of the signed payload, so a token in another form cannot have its signature checked: it is
+/// refused as [`Error::InvalidSignature`], the UCAN name for a signature that does not verify.
+pub(crate) fn ensure_canonical(
+    input: &[u8],
+    reencoded: &[u8],
+    cid: Cid,
+    issuer: &Did,
+) -> Result<(), Error> {
     if input == reencoded {
         Ok(())
     } else {
-        Err(Error::malformed(
-            Some(cid),
-            "the token is not in canonical DAG-CBOR form (re-encoding it gives different \
-             bytes); re-encode it with a conforming UCAN library",
-        ))
+        Err(Error::InvalidSignature {
+            token: cid.into(),
+            issuer: issuer.clone(),
+            reason: "the token is not in canonical DAG-CBOR form (re-encoding it gives \
+                     different bytes), and its signature is checked over the canonical bytes; \
+                     have it re-signed with a conforming UCAN library"
+                .into(),
+        })
     }
+}
+
+/// The signature as a 64-byte Ed25519 signature, or [`Error::InvalidSignature`] naming its
+/// length.
+fn signature_of(raw: &[u8], cid: Cid, issuer: &Did) -> Result<[u8; 64], Error> {
+    raw.try_into().map_err(|_| Error::InvalidSignature {
+        token: cid.into(),
+        issuer: issuer.clone(),
+        reason: format!(
+            "the signature is {} bytes long, and an Ed25519 signature is 64 bytes",
+            raw.len()
+        ),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -433,14 +504,15 @@ impl<P: Payload> Signed<P> {
 
     pub(crate) fn from_raw(raw: RawEnvelope, bytes: &[u8]) -> Result<Self, Error> {
         let payload = P::from_fields(Fields::new(raw.payload, raw.cid))?;
+        let signature = signature_of(&raw.signature, raw.cid, payload.issuer())?;
         let token = Signed {
             payload,
-            signature: raw.signature,
+            signature,
             bytes: bytes.to_vec(),
             cid: raw.cid,
         };
         let reencoded = token.encode().map_err(|e| e.in_token(raw.cid))?;
-        ensure_canonical(bytes, &reencoded, raw.cid)?;
+        ensure_canonical(bytes, &reencoded, raw.cid, token.issuer())?;
         Ok(token)
     }
 

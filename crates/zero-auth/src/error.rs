@@ -70,12 +70,16 @@ impl fmt::Display for DidErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// A token's signature does not verify against its issuer's key.
+    /// A token's signature does not verify against its issuer's key, or cannot be checked
+    /// because of its form: a signature that is not 64 bytes long, or an envelope that is not in
+    /// canonical DAG-CBOR form (the signature is checked over the canonical bytes).
     InvalidSignature {
         /// The token whose signature failed.
         token: Box<Cid>,
         /// The issuer that should have signed it.
         issuer: Did,
+        /// Why the signature was refused.
+        reason: String,
     },
     /// A token's `exp` is in the past (beyond the clock-skew allowance).
     Expired {
@@ -161,6 +165,37 @@ pub enum Error {
         /// Details.
         detail: String,
     },
+    /// An invocation lives longer than the executor accepts: it has no `exp`, or its `exp` is
+    /// further ahead than [`ValidationOptions::max_invocation_lifetime`](crate::ValidationOptions)
+    /// (plus the clock-skew allowance).
+    LifetimeTooLong {
+        /// The invocation.
+        token: Box<Cid>,
+        /// Seconds from now to its `exp`; `None` when it has no `exp`.
+        expires_in: Option<u64>,
+        /// The longest lifetime accepted, in seconds.
+        max: u64,
+    },
+    /// The replay cache already remembers as many live (unexpired) invocations of this
+    /// principal as it keeps per principal; the principal's invocations are refused until some
+    /// expire. Other principals are not affected.
+    TooManyInvocations {
+        /// The invocation refused.
+        token: Box<Cid>,
+        /// The principal whose bucket is full (the audience of the chain's root delegation,
+        /// or the invoker when it invokes directly).
+        principal: Did,
+        /// Invocations kept per principal.
+        limit: usize,
+        /// Unix time at which the earliest remembered invocation expires.
+        retry_at: u64,
+    },
+    /// Remembering the invocation failed (the replay journal could not be written), so it is
+    /// refused: an invocation that could run twice after a restart is never accepted.
+    Storage {
+        /// What failed.
+        reason: String,
+    },
     /// The delegation chain does not start at the required root issuer (e.g. the node's Admin).
     UntrustedRoot {
         /// The root token of the chain (or the invocation when it has no proofs).
@@ -216,6 +251,9 @@ impl Error {
             Error::HashMismatch { .. } => "HashMismatch",
             Error::Replayed { .. } => "Replayed",
             Error::UntrustedRoot { .. } => "UntrustedRoot",
+            Error::LifetimeTooLong { .. } => "LifetimeTooLong",
+            Error::TooManyInvocations { .. } => "TooManyInvocations",
+            Error::Storage { .. } => "Storage",
             Error::Decode { .. } => "Decode",
             Error::Malformed { .. } => "Malformed",
             Error::InvalidDid { .. } => "InvalidDid",
@@ -236,11 +274,14 @@ impl Error {
             | Error::MatchError { token, .. }
             | Error::Revoked { token }
             | Error::Replayed { token, .. }
-            | Error::UntrustedRoot { token, .. } => Some(&**token),
+            | Error::UntrustedRoot { token, .. }
+            | Error::LifetimeTooLong { token, .. }
+            | Error::TooManyInvocations { token, .. } => Some(&**token),
             Error::Malformed { token, .. } => token.as_deref(),
             Error::HashMismatch { .. }
             | Error::Decode { .. }
             | Error::InvalidDid { .. }
+            | Error::Storage { .. }
             | Error::KeyFile { .. } => None,
         }
     }
@@ -287,10 +328,14 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidSignature { token, issuer } => write!(
+            Error::InvalidSignature {
+                token,
+                issuer,
+                reason,
+            } => write!(
                 f,
-                "InvalidSignature: token {token} is not validly signed by its issuer {issuer}; \
-                 it was altered or forged: ask the issuer for a freshly signed token"
+                "InvalidSignature: token {token} is not validly signed by its issuer {issuer}: \
+                 {reason}; ask the issuer for a freshly signed token"
             ),
             Error::Expired { token, exp, now } => write!(
                 f,
@@ -358,6 +403,42 @@ impl fmt::Display for Error {
             Error::Replayed { token, detail } => {
                 write!(f, "Replayed: invocation {token}: {detail}")
             }
+            Error::LifetimeTooLong {
+                token,
+                expires_in: None,
+                max,
+            } => write!(
+                f,
+                "LifetimeTooLong: invocation {token} has no expiration (`exp`), so it could be \
+                 used forever; sign invocations that expire within {max} s (the zero CLI does)"
+            ),
+            Error::LifetimeTooLong {
+                token,
+                expires_in: Some(secs),
+                max,
+            } => write!(
+                f,
+                "LifetimeTooLong: invocation {token} expires in {secs} s, but this executor \
+                 accepts invocations that expire within {max} s; sign it again with an `exp` \
+                 at most {max} s ahead (invocations are single-use and short-lived)"
+            ),
+            Error::TooManyInvocations {
+                token,
+                principal,
+                limit,
+                retry_at,
+            } => write!(
+                f,
+                "TooManyInvocations: invocation {token} refused: {principal} already has {limit} \
+                 unexpired invocations remembered against replay, the most kept per principal; \
+                 retry after {retry_at} (Unix seconds), when the earliest expires, and sign \
+                 invocations with a shorter `exp` (other principals are not affected)"
+            ),
+            Error::Storage { reason } => write!(
+                f,
+                "Storage: the invocation could not be recorded against replay ({reason}), so it \
+                 was not executed; retry once the node's storage is writable"
+            ),
             Error::UntrustedRoot {
                 token,
                 root,

@@ -99,9 +99,10 @@ pub use invocation::{Invocation, InvocationBuilder, InvocationPayload};
 pub use keys::Keypair;
 pub use policy::Policy;
 pub use validate::{
-    Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW, ReplayCache,
-    RevocationStore, ValidationOptions, Validator, VerifiedInvocation, authorize,
-    verify_invocation_offline,
+    Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW,
+    DEFAULT_MAX_INVOCATION_LIFETIME, REVOKE_COMMAND, ReplayCache, ReplayEntry, ReplayJournal,
+    RevocationStore, ValidationOptions, Validator, VerifiedInvocation, VerifiedRevocation,
+    authorize, verify_invocation_offline,
 };
 
 /// Re-export of the CID type that names every token.

@@ -29,7 +29,14 @@ pub struct ValidationOptions {
     /// When set, an invocation must be addressed to this executor: its `aud`, or its `sub`
     /// when it has no `aud`; otherwise [`Error::InvalidAudience`].
     pub executor: Option<Did>,
+    /// When set, an invocation must have an `exp` at most this many seconds ahead (plus
+    /// `clock_skew`); otherwise [`Error::LifetimeTooLong`]. Short-lived invocations keep the
+    /// replay cache small. Default [`DEFAULT_MAX_INVOCATION_LIFETIME`].
+    pub max_invocation_lifetime: Option<u64>,
 }
+
+/// Default longest invocation lifetime, in seconds (15 minutes).
+pub const DEFAULT_MAX_INVOCATION_LIFETIME: u64 = 900;
 
 impl Default for ValidationOptions {
     fn default() -> Self {
@@ -37,6 +44,7 @@ impl Default for ValidationOptions {
             clock_skew: DEFAULT_CLOCK_SKEW,
             required_root: None,
             executor: None,
+            max_invocation_lifetime: Some(DEFAULT_MAX_INVOCATION_LIFETIME),
         }
     }
 }
@@ -60,6 +68,26 @@ impl RevocationStore for BTreeSet<Cid> {
     }
 }
 
+/// One invocation remembered by a [`ReplayCache`]: who it counts against, its CID and until
+/// when it must be remembered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplayEntry {
+    /// The principal it counts against (see [`ReplayCache`]).
+    pub principal: Did,
+    /// The invocation's CID.
+    pub invocation: Cid,
+    /// Unix time after which the entry may be forgotten (`exp + clock_skew`).
+    pub deadline: u64,
+}
+
+/// Durable storage of a [`ReplayCache`], so that an invocation stays single-use across
+/// restarts (for zerocore, a table in the node's state; with the cluster, the replicated log).
+pub trait ReplayJournal: Send + Sync {
+    /// Durably records `entry` and forgets the `expired` invocations (whose deadlines passed),
+    /// before the invocation is executed. An error refuses the invocation.
+    fn record(&self, entry: &ReplayEntry, expired: &[Cid]) -> Result<(), String>;
+}
+
 /// Remembers executed invocations so that none runs twice, in bounded memory.
 ///
 /// Rules:
@@ -67,39 +95,103 @@ impl RevocationStore for BTreeSet<Cid> {
 ///   it would have to be remembered forever.
 /// - An entry is kept until its deadline, `exp + clock_skew`; after that the validator refuses
 ///   the invocation as [`Error::Expired`] anyway, so the entry is dropped.
-/// - At most `capacity` entries are kept. When the cache is full, the entry with the earliest
-///   deadline is evicted and its deadline becomes the cache's *floor*: from then on any
-///   invocation whose deadline is not later than the floor is refused as
-///   [`Error::Replayed`], because the cache can no longer prove it was not seen. Memory stays
-///   bounded and a replay is never accepted; under memory pressure only invocations that are
-///   about to expire are refused.
+/// - Entries are kept per **principal**: the audience of the chain's root delegation (the
+///   principal the root of authority delegated to, e.g. a tenant's owner, whoever in the owner's
+///   chain signs the invocation), or the invoker itself when it invokes without proofs (the
+///   Admin). At most `per_principal` live entries are kept for each. When a principal's bucket
+///   is full, that principal's new invocations are refused ([`Error::TooManyInvocations`])
+///   until its entries expire; no entry is ever evicted early, so a replay is never accepted
+///   and one principal cannot crowd out another. Since delegations from the root are issued
+///   by the root alone, the number of principals (and so the memory) is bounded by what the
+///   root delegates.
+/// - With a [`ReplayJournal`], every entry is recorded durably before the invocation is
+///   accepted, and [`ReplayCache::with_journal`] restores the live ones after a restart.
 ///
 /// The cache is internally synchronized and can be shared between threads.
-#[derive(Debug)]
 pub struct ReplayCache {
-    capacity: usize,
-    state: Mutex<ReplayState>,
+    per_principal: usize,
+    journal: Option<Box<dyn ReplayJournal>>,
+    state: Mutex<HashMap<Did, Bucket>>,
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("per_principal", &self.per_principal)
+            .field("journal", &self.journal.is_some())
+            .field("len", &self.len())
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
-struct ReplayState {
+struct Bucket {
     deadlines: HashMap<Cid, u64>,
     by_deadline: BTreeSet<(u64, Cid)>,
-    floor: Option<u64>,
+}
+
+impl Bucket {
+    fn insert(&mut self, cid: Cid, deadline: u64) {
+        if let Some(old) = self.deadlines.insert(cid, deadline) {
+            self.by_deadline.remove(&(old, cid));
+        }
+        self.by_deadline.insert((deadline, cid));
+    }
+
+    /// Drops the entries whose deadline is before `now`; returns their CIDs.
+    fn expire(&mut self, now: u64) -> Vec<Cid> {
+        let mut gone = Vec::new();
+        while let Some(&(d, cid)) = self.by_deadline.first() {
+            if d >= now {
+                break;
+            }
+            self.by_deadline.remove(&(d, cid));
+            self.deadlines.remove(&cid);
+            gone.push(cid);
+        }
+        gone
+    }
 }
 
 impl ReplayCache {
-    /// A cache holding at most `capacity` invocations (at least 1).
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `per_principal` live invocations per principal (at least 1),
+    /// in memory only.
+    pub fn new(per_principal: usize) -> Self {
         ReplayCache {
-            capacity: capacity.max(1),
-            state: Mutex::new(ReplayState::default()),
+            per_principal: per_principal.max(1),
+            journal: None,
+            state: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The number of invocations currently remembered.
+    /// A cache that records every entry in `journal` before accepting the invocation, starting
+    /// from the `restored` entries (those read back from the journal; entries whose deadline is
+    /// before `now` are skipped).
+    pub fn with_journal(
+        per_principal: usize,
+        journal: Box<dyn ReplayJournal>,
+        restored: impl IntoIterator<Item = ReplayEntry>,
+        now: u64,
+    ) -> Self {
+        let mut buckets: HashMap<Did, Bucket> = HashMap::new();
+        for e in restored {
+            if e.deadline >= now {
+                buckets
+                    .entry(e.principal)
+                    .or_default()
+                    .insert(e.invocation, e.deadline);
+            }
+        }
+        ReplayCache {
+            per_principal: per_principal.max(1),
+            journal: Some(journal),
+            state: Mutex::new(buckets),
+        }
+    }
+
+    /// The number of invocations currently remembered, all principals together.
     pub fn len(&self) -> usize {
-        self.lock().deadlines.len()
+        self.lock().values().map(|b| b.deadlines.len()).sum()
     }
 
     /// Whether no invocation is remembered.
@@ -107,14 +199,21 @@ impl ReplayCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayState> {
+    /// The number of invocations currently remembered for `principal`.
+    pub fn len_of(&self, principal: &Did) -> usize {
+        self.lock().get(principal).map_or(0, |b| b.deadlines.len())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Did, Bucket>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records an invocation as executed at `now`, or refuses it if it was seen before (or
-    /// cannot be proven unseen, see the type's rules).
+    /// Records an invocation of `principal` as executed at `now`, or refuses it if it was seen
+    /// before, if the principal's bucket is full, or if the journal cannot record it (see the
+    /// type's rules).
     pub fn check_and_record(
         &self,
+        principal: &Did,
         invocation: &Cid,
         expiration: Option<u64>,
         now: u64,
@@ -130,15 +229,10 @@ impl ReplayCache {
         };
         let deadline = exp.saturating_add(clock_skew);
         let mut state = self.lock();
+        let bucket = state.entry(principal.clone()).or_default();
         // Forget invocations whose deadline has passed: they are refused as expired anyway.
-        while let Some(&(d, cid)) = state.by_deadline.first() {
-            if d >= now {
-                break;
-            }
-            state.by_deadline.remove(&(d, cid));
-            state.deadlines.remove(&cid);
-        }
-        if let Some(seen_until) = state.deadlines.get(invocation) {
+        let expired = bucket.expire(now);
+        if let Some(seen_until) = bucket.deadlines.get(invocation) {
             return Err(Error::Replayed {
                 token: (*invocation).into(),
                 detail: format!(
@@ -147,31 +241,26 @@ impl ReplayCache {
                 ),
             });
         }
-        let refuse_below_floor = |floor: u64| Error::Replayed {
-            token: (*invocation).into(),
-            detail: format!(
-                "the replay cache is full and has forgotten invocations expiring up to {floor}, \
-                 so it cannot prove this one (valid until {deadline}) was not already executed; \
-                 sign it again with a later `exp`"
-            ),
-        };
-        if let Some(floor) = state.floor.filter(|f| deadline <= *f) {
-            return Err(refuse_below_floor(floor));
+        if bucket.deadlines.len() >= self.per_principal {
+            let retry_at = bucket.by_deadline.first().map_or(now, |(d, _)| *d);
+            return Err(Error::TooManyInvocations {
+                token: (*invocation).into(),
+                principal: principal.clone(),
+                limit: self.per_principal,
+                retry_at,
+            });
         }
-        if state.deadlines.len() >= self.capacity {
-            let earliest = state.by_deadline.first().copied();
-            if let Some((d, cid)) = earliest {
-                if deadline <= d {
-                    // The newcomer would be the first evicted: refuse it instead.
-                    return Err(refuse_below_floor(d));
-                }
-                state.by_deadline.remove(&(d, cid));
-                state.deadlines.remove(&cid);
-                state.floor = Some(state.floor.map_or(d, |f| f.max(d)));
-            }
+        if let Some(journal) = &self.journal {
+            let entry = ReplayEntry {
+                principal: principal.clone(),
+                invocation: *invocation,
+                deadline,
+            };
+            journal
+                .record(&entry, &expired)
+                .map_err(|reason| Error::Storage { reason })?;
         }
-        state.deadlines.insert(*invocation, deadline);
-        state.by_deadline.insert((deadline, *invocation));
+        bucket.insert(*invocation, deadline);
         Ok(())
     }
 }
@@ -331,6 +420,9 @@ pub struct VerifiedInvocation {
     pub expiration: Option<u64>,
     /// The capabilities of the chain, root first (empty when the subject invokes directly).
     pub capabilities: Vec<Capability>,
+    /// The principal the invocation counts against in the replay cache: the audience of the
+    /// root delegation, or the invoker when there are no proofs (see [`ReplayCache`]).
+    pub principal: Did,
 }
 
 impl VerifiedInvocation {
@@ -341,6 +433,30 @@ impl VerifiedInvocation {
     pub fn allows(&self, command: &Command, args: &Ipld) -> Result<(), Error> {
         authorize(&self.capabilities, command, args)
     }
+}
+
+/// The command of a revocation (see [`Validator::validate_revocation`]).
+pub const REVOKE_COMMAND: &str = "/ucan/revoke";
+
+/// A revocation that passed every check of [`Validator::validate_revocation`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedRevocation {
+    /// The revocation invocation's CID.
+    pub invocation: Cid,
+    /// Who revokes (the invocation's issuer).
+    pub revoker: Did,
+    /// The principal the revocation counts against: the audience of the path's root
+    /// delegation, or the revoker when it revokes by CID alone (the root of authority).
+    pub principal: Did,
+    /// The revoked delegation.
+    pub revoked: Cid,
+    /// The revoked delegation's `exp`, when the path was given and it has one: after it (plus
+    /// the clock skew) the revocation no longer matters and may be forgotten.
+    pub revoked_expiration: Option<u64>,
+    /// The path given (root first; empty when revoked by CID alone).
+    pub path: Vec<Cid>,
+    /// Whether the revoker is the required root (the Admin).
+    pub by_root: bool,
 }
 
 /// Checks invocations and delegation chains.
@@ -438,6 +554,7 @@ impl<'a> Validator<'a> {
         self.check_links(&links, now)?;
         self.check_revoked(inv_cid)?;
         self.check_time(inv_cid, None, invocation.expiration(), now)?;
+        self.check_lifetime(invocation, now)?;
 
         let (root_issuer, root_cid) = match (links.first(), links.last()) {
             (Some(root), Some(leaf)) => {
@@ -487,8 +604,13 @@ impl<'a> Validator<'a> {
         let caps = capabilities(&links);
         let args = Ipld::Map(invocation.args().clone());
         authorize_fn(&caps, invocation.command(), &args)?;
+        let principal = links
+            .first()
+            .map_or(invocation.issuer(), |root| root.audience())
+            .clone();
         if let Some(cache) = self.replay {
             cache.check_and_record(
+                &principal,
                 &inv_cid,
                 invocation.expiration(),
                 now,
@@ -496,6 +618,7 @@ impl<'a> Validator<'a> {
             )?;
         }
         Ok(VerifiedInvocation {
+            principal,
             cid: inv_cid,
             issuer: invocation.issuer().clone(),
             subject: invocation.subject().clone(),
@@ -506,6 +629,171 @@ impl<'a> Validator<'a> {
             root_issuer: root_issuer.clone(),
             expiration: invocation.expiration(),
             capabilities: caps,
+        })
+    }
+
+    /// Validates a revocation at Unix time `now`: an invocation of [`REVOKE_COMMAND`] with the
+    /// arguments of the UCAN revocation spec, `revoke` (the CID link of the delegation to
+    /// revoke) and `path` (the CID links of the revoked delegation's chain, root first,
+    /// containing it; optional for the required root). `delegations` must hold every
+    /// delegation named in `path`.
+    ///
+    /// Only an issuer of a delegation in the revoked delegation's own chain, up to and
+    /// including it, may revoke it, or the required root (the Admin), which may also revoke by
+    /// CID alone. So the path must be a valid chain (signatures, principal and subject
+    /// alignment, rooted at the required root) that contains the revoked delegation, and the
+    /// invoker must be one of its issuers at or before it ([`Error::InvalidClaim`] otherwise).
+    /// Time bounds of the path are not checked (revoking a token that is not valid yet is
+    /// legitimate), but a revoked link before the revoked delegation refuses the revocation
+    /// ([`Error::Revoked`]). The invocation itself is checked like any other (signature, time
+    /// bounds, lifetime, executor, replay) and carries no `prf`: the path is its authority.
+    pub fn validate_revocation(
+        &self,
+        invocation: &Invocation,
+        delegations: &[Delegation],
+        now: u64,
+    ) -> Result<VerifiedRevocation, Error> {
+        let inv_cid = *invocation.cid();
+        let claim = |reason: String| Error::InvalidClaim {
+            token: inv_cid.into(),
+            reason,
+        };
+        if invocation.command().as_str() != REVOKE_COMMAND {
+            return Err(claim(format!(
+                "a revocation is an invocation of `{REVOKE_COMMAND}`, not `{}`",
+                invocation.command()
+            )));
+        }
+        invocation.verify_signature()?;
+        self.check_revoked(inv_cid)?;
+        self.check_time(inv_cid, None, invocation.expiration(), now)?;
+        self.check_lifetime(invocation, now)?;
+        if !invocation.proofs().is_empty() {
+            return Err(claim(
+                "a revocation carries no `prf`: the revoker's authority is to be an issuer in \
+                 the revoked delegation's chain, given in args.path"
+                    .into(),
+            ));
+        }
+        let bad_args = |what: &str| Error::malformed(Some(inv_cid), what.to_string());
+        let revoked = match invocation.args().get("revoke") {
+            Some(Ipld::Link(cid)) => *cid,
+            _ => {
+                return Err(bad_args(
+                    "args.revoke must be the CID link of the delegation to revoke",
+                ));
+            }
+        };
+        let path: Vec<Cid> = match invocation.args().get("path") {
+            None => vec![],
+            Some(Ipld::List(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Ipld::Link(cid) => Ok(*cid),
+                    _ => Err(bad_args(
+                        "args.path must be a list of CID links (the revoked delegation's chain, root first)",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(bad_args(
+                    "args.path must be a list of CID links (the revoked delegation's chain, root first)",
+                ));
+            }
+        };
+        if let Some(executor) = &self.options.executor {
+            let target = invocation.audience().unwrap_or(invocation.subject());
+            if target != executor {
+                return Err(Error::InvalidAudience {
+                    token: inv_cid.into(),
+                    expected: format!("{executor} (this executor)"),
+                    found: target.to_string(),
+                });
+            }
+        }
+        let revoker = invocation.issuer();
+        let by_root = self.options.required_root.as_ref() == Some(revoker);
+        let (principal, revoked_expiration) = if path.is_empty() {
+            if !by_root {
+                return Err(claim(format!(
+                    "{revoker} may revoke {revoked} only as an issuer in its chain: give the \
+                     revoked delegation's chain (root first) in args.path (`zero revoke --chain \
+                     FILE`); only the root of authority may revoke by CID alone"
+                )));
+            }
+            if invocation.subject() != revoker {
+                return Err(Error::InvalidSubject {
+                    token: inv_cid.into(),
+                    expected: format!("{revoker} (the revoker)"),
+                    found: invocation.subject().to_string(),
+                });
+            }
+            (revoker.clone(), None)
+        } else {
+            let links = path
+                .iter()
+                .map(|cid| {
+                    delegations
+                        .iter()
+                        .find(|d| d.cid() == cid)
+                        .ok_or(Error::UnavailableProof {
+                            token: inv_cid.into(),
+                            proof: *cid,
+                        })
+                })
+                .collect::<Result<Vec<&Delegation>, Error>>()?;
+            for d in &links {
+                d.verify_signature()?;
+            }
+            let (subject, _) = align(&links)?;
+            let root = links
+                .first()
+                .ok_or_else(|| Error::malformed(Some(inv_cid), "args.path is empty"))?;
+            self.check_root(root.issuer(), *root.cid())?;
+            let Some(pos) = links.iter().position(|d| *d.cid() == revoked) else {
+                return Err(claim(format!(
+                    "args.path does not contain the revoked delegation {revoked}; give its \
+                     chain, root first, up to and including it"
+                )));
+            };
+            let upto = links.get(..=pos).unwrap_or_default();
+            if !by_root && !upto.iter().any(|d| d.issuer() == revoker) {
+                return Err(claim(format!(
+                    "{revoker} issued none of the delegations in the chain of {revoked} (up to \
+                     and including it), so it may not revoke it; only those issuers and the \
+                     root of authority may"
+                )));
+            }
+            if invocation.subject() != subject {
+                return Err(Error::InvalidSubject {
+                    token: inv_cid.into(),
+                    expected: subject.to_string(),
+                    found: invocation.subject().to_string(),
+                });
+            }
+            for d in upto.iter().take(pos) {
+                self.check_revoked(*d.cid())?;
+            }
+            let target = upto.last().and_then(|d| d.expiration());
+            (root.audience().clone(), target)
+        };
+        if let Some(cache) = self.replay {
+            cache.check_and_record(
+                &principal,
+                &inv_cid,
+                invocation.expiration(),
+                now,
+                self.options.clock_skew,
+            )?;
+        }
+        Ok(VerifiedRevocation {
+            invocation: inv_cid,
+            revoker: revoker.clone(),
+            principal,
+            revoked,
+            revoked_expiration,
+            path,
+            by_root,
         })
     }
 
@@ -563,6 +851,22 @@ impl<'a> Validator<'a> {
             self.check_time(*d.cid(), d.not_before(), d.expiration(), now)?;
         }
         Ok(())
+    }
+
+    /// The invocation's `exp` is present and within the lifetime cap, if there is one.
+    fn check_lifetime(&self, invocation: &Invocation, now: u64) -> Result<(), Error> {
+        let Some(max) = self.options.max_invocation_lifetime else {
+            return Ok(());
+        };
+        let expires_in = invocation.expiration().map(|e| e.saturating_sub(now));
+        match expires_in {
+            Some(secs) if secs <= max.saturating_add(self.options.clock_skew) => Ok(()),
+            _ => Err(Error::LifetimeTooLong {
+                token: (*invocation.cid()).into(),
+                expires_in,
+                max,
+            }),
+        }
     }
 
     fn check_revoked(&self, token: Cid) -> Result<(), Error> {

@@ -227,3 +227,72 @@ fn every_fixture_policy_gives_its_verdict() {
     assert_eq!(counts["invalid"], 8);
     println!("policy fixtures ok: {counts:?}");
 }
+
+/// The fixture's first delegation (bytes) and its issuer's DID.
+fn fixture_token() -> (Vec<u8>, String) {
+    let text = std::fs::read_to_string(fixtures_dir().join("delegation.json")).unwrap();
+    let fixture: Value = serde_json::from_str(&text).unwrap();
+    let case = &fixture["valid"][0];
+    let bytes = STANDARD.decode(case["token"].as_str().unwrap()).unwrap();
+    let iss = case["envelope"]["payload"]["iss"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (bytes, iss)
+}
+
+#[test]
+fn signatures_of_the_wrong_form_are_refused_as_invalid_signature() {
+    let (bytes, iss) = fixture_token();
+    let raw: Ipld = serde_ipld_dagcbor::from_slice(&bytes).unwrap();
+    let Ipld::List(mut parts) = raw else {
+        panic!("envelope is a list")
+    };
+    // A signature one byte short, in an otherwise canonical envelope.
+    let Ipld::Bytes(sig) = &parts[0] else {
+        panic!("signature is bytes")
+    };
+    parts[0] = Ipld::Bytes(sig[..63].to_vec());
+    let short = serde_ipld_dagcbor::to_vec(&Ipld::List(parts.clone())).unwrap();
+    // A signature one byte long.
+    parts[0] = Ipld::Bytes(vec![7]);
+    let tiny = serde_ipld_dagcbor::to_vec(&Ipld::List(parts)).unwrap();
+    // The same token with the signed map's two keys in the other order (`h` last): same
+    // data, not the canonical encoding (DAG-CBOR sorts keys by length, then bytes).
+    let sig_end = 3 + 64;
+    let h_entry = [
+        &[0x61, b'h', 0x48][..],
+        &zero_auth::VARSIG_ED25519_DAG_CBOR[..],
+    ]
+    .concat();
+    assert_eq!(bytes[sig_end], 0xa2, "a 2-entry map follows the signature");
+    assert_eq!(
+        &bytes[sig_end + 1..sig_end + 1 + h_entry.len()],
+        &h_entry[..]
+    );
+    let mut long_header = bytes[..=sig_end].to_vec();
+    long_header.extend_from_slice(&bytes[sig_end + 1 + h_entry.len()..]);
+    long_header.extend_from_slice(&h_entry);
+    // The envelope's array length in a non-minimal form (0x98 0x02 instead of 0x82).
+    let mut non_minimal = vec![0x98, 0x02];
+    non_minimal.extend_from_slice(&bytes[1..]);
+    for (what, token, detail) in [
+        ("a 63-byte signature", short, "63 bytes"),
+        ("a 1-byte signature", tiny, "1 bytes"),
+        ("keys out of order", long_header, "canonical"),
+        ("a non-minimal length", non_minimal, "canonical"),
+    ] {
+        for err in [
+            Delegation::decode(&token).unwrap_err(),
+            Token::decode(&token).unwrap_err(),
+        ] {
+            println!("{what}: {err}");
+            assert_eq!(err.name(), "InvalidSignature", "{what}: {err}");
+            assert!(err.to_string().contains(detail), "{what}: {err}");
+            assert!(
+                err.to_string().contains(&iss),
+                "{what}: names the issuer: {err}"
+            );
+        }
+    }
+}

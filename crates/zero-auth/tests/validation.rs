@@ -3,10 +3,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use zero_auth::{
     Chain, ChainExpectations, Delegation, Error, Invocation, Ipld, Keypair, Policy, ReplayCache,
-    ValidationOptions, Validator, verify_invocation_offline,
+    ReplayEntry, ReplayJournal, ValidationOptions, Validator, verify_invocation_offline,
 };
 
 use common::{NOW, cmd, delegate, invoke, key, l, policy, s};
@@ -598,13 +600,14 @@ fn replayed_invocation_is_refused() {
     let bad = read(&w, "/etc/passwd", &[&root, &leaf]);
     assert!(v.validate_invocation(&bad, &proofs, NOW).is_err());
     assert_eq!(cache.len(), 2);
-    // An invocation without expiry cannot be protected against replay.
+    // An invocation without expiry cannot be protected against replay (it is refused by the
+    // lifetime cap before it reaches the cache).
     let forever = read_forever(&w, &root, &leaf);
     assert_eq!(
         v.validate_invocation(&forever, &proofs, NOW)
             .unwrap_err()
             .name(),
-        "InvalidClaim"
+        "LifetimeTooLong"
     );
 }
 
@@ -620,56 +623,298 @@ fn read_forever(w: &World, root: &Delegation, leaf: &Delegation) -> Invocation {
 }
 
 #[test]
-fn replay_cache_memory_is_bounded_and_never_accepts_a_replay() {
+fn replay_cache_is_bounded_per_principal_and_never_accepts_a_replay() {
     let cache = ReplayCache::new(2);
     let cid = |n: u8| zero_auth::cid_of(&[n]);
-    cache.check_and_record(&cid(1), Some(100), 0, 0).unwrap();
-    cache.check_and_record(&cid(2), Some(200), 0, 0).unwrap();
-    // Full: the earliest (deadline 100) is evicted and becomes the floor.
-    cache.check_and_record(&cid(3), Some(300), 0, 0).unwrap();
-    assert_eq!(cache.len(), 2);
-    // cid(1) was forgotten, but its deadline is under the floor: still refused.
+    let (a, b) = (key(10).did().clone(), key(11).did().clone());
+    cache
+        .check_and_record(&a, &cid(1), Some(100), 0, 0)
+        .unwrap();
+    cache
+        .check_and_record(&a, &cid(2), Some(200), 0, 0)
+        .unwrap();
+    // a's bucket is full: a's next invocation is refused (nothing is evicted, so nothing can
+    // be replayed), and the error says when to retry.
+    let e = cache
+        .check_and_record(&a, &cid(3), Some(300), 0, 0)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::TooManyInvocations { limit: 2, retry_at: 100, ref principal, .. } if *principal == a),
+        "{e}"
+    );
+    assert!(e.to_string().contains("retry after 100"), "{e}");
+    // Another principal is not affected by a's full bucket.
+    cache
+        .check_and_record(&b, &cid(4), Some(300), 0, 0)
+        .unwrap();
+    // Replays are refused.
     assert_eq!(
         cache
-            .check_and_record(&cid(1), Some(100), 0, 0)
+            .check_and_record(&a, &cid(1), Some(100), 0, 0)
             .unwrap_err()
             .name(),
         "Replayed"
     );
-    // A newcomer that would be evicted first is refused rather than accepted blindly.
-    assert_eq!(
-        cache
-            .check_and_record(&cid(4), Some(150), 0, 0)
-            .unwrap_err()
-            .name(),
-        "Replayed"
-    );
-    assert_eq!(
-        cache
-            .check_and_record(&cid(2), Some(200), 0, 0)
-            .unwrap_err()
-            .name(),
-        "Replayed"
-    );
-    // Once past their deadline, entries are dropped (the validator refuses them as expired).
-    cache.check_and_record(&cid(5), Some(400), 250, 0).unwrap();
-    assert_eq!(cache.len(), 2);
-    cache.check_and_record(&cid(6), Some(1000), 350, 0).unwrap();
-    assert_eq!(cache.len(), 2, "cid(3) expired and was dropped");
+    // Once past their deadline, entries are dropped (the validator refuses them as expired)
+    // and the principal may invoke again.
+    cache
+        .check_and_record(&a, &cid(5), Some(400), 150, 0)
+        .unwrap();
+    assert_eq!((cache.len_of(&a), cache.len_of(&b), cache.len()), (2, 1, 3));
     // The skew extends how long an entry is kept.
     let skewed = ReplayCache::new(4);
-    skewed.check_and_record(&cid(7), Some(100), 0, 60).unwrap();
+    skewed
+        .check_and_record(&a, &cid(7), Some(100), 0, 60)
+        .unwrap();
     assert_eq!(
         skewed
-            .check_and_record(&cid(7), Some(100), 150, 60)
+            .check_and_record(&a, &cid(7), Some(100), 150, 60)
             .unwrap_err()
             .name(),
         "Replayed"
     );
     skewed
-        .check_and_record(&cid(8), Some(500), 170, 60)
+        .check_and_record(&a, &cid(8), Some(500), 170, 60)
         .unwrap();
     assert_eq!(skewed.len(), 1, "cid(7) dropped after 100 + 60");
+}
+
+/// A journal in memory, shared with the test so that it can look inside and make it fail.
+#[derive(Clone, Default)]
+struct MemJournal {
+    entries: Arc<Mutex<Vec<ReplayEntry>>>,
+    fail: Arc<AtomicBool>,
+}
+
+impl ReplayJournal for MemJournal {
+    fn record(&self, entry: &ReplayEntry, expired: &[zero_auth::Cid]) -> Result<(), String> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err("disk full".into());
+        }
+        let mut entries = self.entries.lock().unwrap();
+        entries.retain(|e| !expired.contains(&e.invocation));
+        entries.push(entry.clone());
+        Ok(())
+    }
+}
+
+#[test]
+fn replay_state_is_journaled_before_acceptance_and_survives_a_restart() {
+    let w = world();
+    let (root, leaf) = chain(&w);
+    let proofs = [root.clone(), leaf.clone()];
+    let inv = read(&w, "/data/x", &[&root, &leaf]);
+    let opts = options(&w);
+    let journal = MemJournal::default();
+    let cache = ReplayCache::with_journal(8, Box::new(journal.clone()), vec![], NOW);
+    let verified = Validator::new(&opts)
+        .with_replay_cache(&cache)
+        .validate_invocation(&inv, &proofs, NOW)
+        .unwrap();
+    // The invocation counts against alice, the principal the root delegated to.
+    assert_eq!(&verified.principal, w.alice.did());
+    assert_eq!(
+        *journal.entries.lock().unwrap(),
+        vec![ReplayEntry {
+            principal: w.alice.did().clone(),
+            invocation: *inv.cid(),
+            deadline: NOW + 60 + opts.clock_skew,
+        }]
+    );
+
+    // "Restart": a new cache from the journal still refuses the replay.
+    let restored = journal.entries.lock().unwrap().clone();
+    let cache = ReplayCache::with_journal(8, Box::new(journal.clone()), restored.clone(), NOW);
+    let err = Validator::new(&opts)
+        .with_replay_cache(&cache)
+        .validate_invocation(&inv, &proofs, NOW + 1)
+        .unwrap_err();
+    assert_eq!(err.name(), "Replayed", "{err}");
+    // Entries already expired when the node starts are not restored.
+    let later = ReplayCache::with_journal(8, Box::new(journal.clone()), restored, NOW + 500);
+    assert!(later.is_empty());
+
+    // A journal that cannot record refuses the invocation, which is then not remembered.
+    journal.fail.store(true, Ordering::SeqCst);
+    let fresh = read(&w, "/data/y", &[&root, &leaf]);
+    let err = Validator::new(&opts)
+        .with_replay_cache(&cache)
+        .validate_invocation(&fresh, &proofs, NOW)
+        .unwrap_err();
+    assert_eq!(err.name(), "Storage", "{err}");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    journal.fail.store(false, Ordering::SeqCst);
+    Validator::new(&opts)
+        .with_replay_cache(&cache)
+        .validate_invocation(&fresh, &proofs, NOW)
+        .unwrap();
+}
+
+#[test]
+fn invocations_must_be_short_lived() {
+    let w = world();
+    let (root, leaf) = chain(&w);
+    let proofs = [root.clone(), leaf.clone()];
+    let at = |exp: Option<u64>| {
+        invoke(
+            &w.bob,
+            &w.admin,
+            "/fs/read",
+            &[("path", s("/data/x"))],
+            &[&root, &leaf],
+            exp,
+        )
+    };
+    let opts = options(&w);
+    let max = zero_auth::DEFAULT_MAX_INVOCATION_LIFETIME;
+    assert_eq!(opts.max_invocation_lifetime, Some(max));
+    let v = Validator::new(&opts);
+    // Within the cap (plus the clock skew): accepted.
+    v.validate_invocation(&at(Some(NOW + max)), &proofs, NOW)
+        .unwrap();
+    v.validate_invocation(&at(Some(NOW + max + opts.clock_skew)), &proofs, NOW)
+        .unwrap();
+    // Ten days ahead: refused, saying by how much and what to do.
+    let err = v
+        .validate_invocation(&at(Some(NOW + 864_000)), &proofs, NOW)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::LifetimeTooLong { expires_in: Some(864_000), max: m, .. } if m == max),
+        "{err}"
+    );
+    assert!(err.to_string().contains("within 900 s"), "{err}");
+    // No `exp` at all: refused too.
+    let err = v.validate_invocation(&at(None), &proofs, NOW).unwrap_err();
+    assert_eq!(err.name(), "LifetimeTooLong", "{err}");
+    assert!(err.to_string().contains("no expiration"), "{err}");
+    // Without a cap (a library user's choice), the long one passes.
+    let uncapped = ValidationOptions {
+        max_invocation_lifetime: None,
+        ..options(&w)
+    };
+    Validator::new(&uncapped)
+        .validate_invocation(&at(Some(NOW + 864_000)), &proofs, NOW)
+        .unwrap();
+}
+
+/// A revocation of `target` by `by`, with `path` as args.path (omitted when empty).
+fn revocation(w: &World, by: &Keypair, target: &Delegation, path: &[&Delegation]) -> Invocation {
+    let mut args = vec![("revoke", Ipld::Link(*target.cid()))];
+    if !path.is_empty() {
+        args.push((
+            "path",
+            l(path.iter().map(|d| Ipld::Link(*d.cid())).collect()),
+        ));
+    }
+    invoke(by, &w.admin, "/ucan/revoke", &args, &[], Some(NOW + 60))
+}
+
+#[test]
+fn only_an_issuer_in_the_revoked_chain_or_the_root_may_revoke() {
+    let w = world();
+    let (root, leaf) = chain(&w); // admin → alice → bob
+    let mallory_root = delegate(
+        &w.admin,
+        &w.mallory,
+        Some(&w.admin),
+        "/",
+        Policy::empty(),
+        Some(NOW + 3600),
+    );
+    let all = [root.clone(), leaf.clone(), mallory_root.clone()];
+    let opts = options(&w);
+    let v = Validator::new(&opts);
+    let check = |inv: &Invocation| v.validate_revocation(inv, &all, NOW);
+
+    // Alice issued the leaf: she may revoke it, given its chain.
+    let ok = check(&revocation(&w, &w.alice, &leaf, &[&root, &leaf])).unwrap();
+    assert_eq!(ok.revoked, *leaf.cid());
+    assert_eq!(&ok.principal, w.alice.did());
+    assert_eq!(ok.revoked_expiration, Some(NOW + 3600));
+    assert!(!ok.by_root);
+    // The root of authority may revoke anything, with or without the chain.
+    assert!(
+        check(&revocation(&w, &w.admin, &root, &[]))
+            .unwrap()
+            .by_root
+    );
+    check(&revocation(&w, &w.admin, &leaf, &[&root, &leaf])).unwrap();
+
+    // Bob only received the leaf; Mallory is in another chain; Alice did not issue the root.
+    for (who, target, path) in [
+        (&w.bob, &leaf, vec![&root, &leaf]),
+        (&w.mallory, &leaf, vec![&root, &leaf]),
+        (&w.alice, &root, vec![&root, &leaf]),
+    ] {
+        let err = check(&revocation(&w, who, target, &path)).unwrap_err();
+        assert_eq!(err.name(), "InvalidClaim", "{err}");
+        assert!(err.to_string().contains("may not revoke"), "{err}");
+    }
+    // Mallory's own chain as the "path" does not contain the target.
+    let err = check(&revocation(&w, &w.mallory, &leaf, &[&mallory_root])).unwrap_err();
+    assert!(err.to_string().contains("does not contain"), "{err}");
+    // By CID alone: only the root.
+    let err = check(&revocation(&w, &w.alice, &leaf, &[])).unwrap_err();
+    assert!(err.to_string().contains("args.path"), "{err}");
+    // A path delegation that was not supplied.
+    let err = v
+        .validate_revocation(
+            &revocation(&w, &w.alice, &leaf, &[&root, &leaf]),
+            std::slice::from_ref(&leaf),
+            NOW,
+        )
+        .unwrap_err();
+    assert_eq!(err.name(), "UnavailableProof", "{err}");
+    // A chain rooted elsewhere (a self-made "admin") proves nothing.
+    let fake = key(9);
+    let fake_root = delegate(&fake, &w.alice, Some(&fake), "/", Policy::empty(), None);
+    let fake_leaf = delegate(&w.alice, &w.bob, Some(&fake), "/", Policy::empty(), None);
+    let anywhere = ValidationOptions {
+        executor: None,
+        ..options(&w)
+    };
+    let err = Validator::new(&anywhere)
+        .validate_revocation(
+            &invoke(
+                &w.alice,
+                &fake,
+                "/ucan/revoke",
+                &[
+                    ("revoke", Ipld::Link(*fake_leaf.cid())),
+                    (
+                        "path",
+                        l(vec![
+                            Ipld::Link(*fake_root.cid()),
+                            Ipld::Link(*fake_leaf.cid()),
+                        ]),
+                    ),
+                ],
+                &[],
+                Some(NOW + 60),
+            ),
+            &[fake_root, fake_leaf],
+            NOW,
+        )
+        .unwrap_err();
+    assert_eq!(err.name(), "UntrustedRoot", "{err}");
+    // A revocation carries no `prf` (the old form, authorized by a `/ucan/revoke` grant).
+    let with_prf = invoke(
+        &w.alice,
+        &w.admin,
+        "/ucan/revoke",
+        &[("revoke", Ipld::Link(*leaf.cid()))],
+        &[&root],
+        Some(NOW + 60),
+    );
+    let err = check(&with_prf).unwrap_err();
+    assert!(err.to_string().contains("no `prf`"), "{err}");
+    // A revocation whose path runs through an already revoked link is refused.
+    let revoked: HashSet<zero_auth::Cid> = [*root.cid()].into();
+    let err = Validator::new(&opts)
+        .with_revocations(&revoked)
+        .validate_revocation(&revocation(&w, &w.alice, &leaf, &[&root, &leaf]), &all, NOW)
+        .unwrap_err();
+    assert_eq!(err.name(), "Revoked", "{err}");
 }
 
 #[test]

@@ -48,6 +48,31 @@ pub fn read_chain(path: &Path) -> anyhow::Result<Vec<Delegation>> {
     Ok(chain)
 }
 
+/// Reads a delegation chain from a chain file, or from the `ucan` section of a signed
+/// component (a file that starts with the WebAssembly magic bytes).
+pub fn read_chain_or_component(path: &Path) -> anyhow::Result<Vec<Delegation>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if !bytes.starts_with(b"\0asm") {
+        return read_chain(path);
+    }
+    let sections = zero_component::custom_sections(&bytes)?;
+    let section = sections
+        .iter()
+        .find(|s| s.name == zero_component::UCAN_SECTION)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} carries no capability token (no `ucan` section)",
+                path.display()
+            )
+        })?;
+    let data = bytes
+        .get(section.data.clone())
+        .ok_or_else(|| anyhow::anyhow!("{}: the `ucan` section is cut short", path.display()))?;
+    zero_auth::component::decode_section(data)
+        .map_err(|e| anyhow::anyhow!("{}: the embedded token is unreadable: {e}", path.display()))
+}
+
 /// Writes a chain file.
 pub fn write_chain(path: &Path, chain: &[Delegation]) -> anyhow::Result<()> {
     let mut text = String::from(
@@ -594,10 +619,80 @@ impl Client {
         )
     }
 
-    /// Revokes a delegation by CID.
+    /// Revokes a delegation by CID alone (`/ucan/revoke`): allowed to the Admin only; others
+    /// use [`Client::revoke_in_chain`].
     pub fn revoke(&mut self, cid: &str) -> anyhow::Result<serde_json::Value> {
-        let args = BTreeMap::from([("cid".to_string(), Ipld::String(cid.into()))]);
-        self.send("POST", "/v1/revocations", "/ucan/revoke", args, None)
+        self.revoke_in_chain(Some(cid), &[])
+    }
+
+    /// Revokes a delegation (`/ucan/revoke`). `chain` is the revoked delegation's chain, root
+    /// first (a chain file, or the chain embedded in a signed component): the node accepts the
+    /// revocation only from an issuer of a delegation in it, up to and including the revoked
+    /// one, or from the Admin. `cid` names the revoked delegation (default: the chain's last);
+    /// with no chain, only the Admin may revoke, by CID alone. The key signs; the client's own
+    /// proofs are not used (a revocation's authority is the chain, not a delegation to revoke).
+    pub fn revoke_in_chain(
+        &mut self,
+        cid: Option<&str>,
+        chain: &[Delegation],
+    ) -> anyhow::Result<serde_json::Value> {
+        if self.node_did.is_none() {
+            self.node_info()?;
+        }
+        let revoked = match (cid, chain.last()) {
+            (Some(c), _) => zero_auth::Cid::try_from(c)
+                .map_err(|e| anyhow::anyhow!("`{c}` is not a CID: {e}"))?,
+            (None, Some(last)) => *last.cid(),
+            (None, None) => anyhow::bail!(
+                "name the delegation to revoke: its CID, or --chain with the chain that ends with it"
+            ),
+        };
+        let path: &[Delegation] = if chain.is_empty() {
+            chain
+        } else {
+            let pos = chain
+                .iter()
+                .position(|d| *d.cid() == revoked)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{revoked} is not in the given chain; give the chain that contains the delegation to revoke"
+                    )
+                })?;
+            chain.get(..=pos).unwrap_or(chain)
+        };
+        let subject = match path.first() {
+            Some(root) => root
+                .subject()
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("the chain's root delegation has no subject"))?,
+            None => self.key.did().clone(),
+        };
+        let mut args = BTreeMap::from([("revoke".to_string(), Ipld::Link(revoked))]);
+        if !path.is_empty() {
+            args.insert(
+                "path".to_string(),
+                Ipld::List(path.iter().map(|d| Ipld::Link(*d.cid())).collect()),
+            );
+        }
+        let mut b = Invocation::builder(
+            subject,
+            Command::parse(zero_auth::REVOKE_COMMAND).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(now() + 300),
+        )
+        .args(args);
+        if let Some(node) = &self.node_did {
+            b = b.audience(node.clone());
+        }
+        let inv = b.sign(&self.key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let proofs: Vec<String> = path.iter().map(|d| d.to_base64()).collect();
+        let mut req = self
+            .agent
+            .post(&format!("{}/v1/revocations", self.base))
+            .set("authorization", &format!("Bearer {}", inv.to_base64()));
+        if !proofs.is_empty() {
+            req = req.set("ucan-proofs", &proofs.join(","));
+        }
+        Ok(req.call().map_err(|e| self.call_err(e))?.into_json()?)
     }
 }
 

@@ -15,7 +15,7 @@
 //! | `PUT /v1/tenants/{t}/apps/{a}` (body: component) | `/app/deploy` | `tenant`, `app`, `routes`, `component`, `allowed_outbound_hosts` |
 //! | `GET /v1/tenants/{t}/apps` | `/app/list` | `tenant` |
 //! | `DELETE /v1/tenants/{t}/apps/{a}` | `/app/remove` | `tenant`, `app` |
-//! | `POST /v1/revocations` | `/ucan/revoke` | `cid` |
+//! | `POST /v1/revocations` | `/ucan/revoke` | `revoke` (CID link), `path` (CID links, root first) |
 //! | `POST /v1/tenants/{t}/db/{db}/query` (body: `{"sql": …, "params": […]}`) | `/db/query` | `tenant`, `db`, `sql` |
 //! | `PUT`, `GET`, `POST ?mkdir`, `DELETE /v1/tenants/{t}/fs/{path}` | `/fs/write`, `/fs/read`, `/fs/create`, `/fs/delete` | `tenant`, `path` |
 //!
@@ -25,17 +25,32 @@
 //! chain grants `/` within the tenant, can do everything in their tenant and nothing elsewhere).
 //! Parameters are JSON: `null`, integers, floats, strings, booleans (as 0/1) and `{"hex": "…"}`
 //! for blobs; result cells use the same forms.
+//!
+//! Before any request body is read, the invocation is checked from the headers alone (at most
+//! `[admin] max_proofs` proofs and `[admin] max_token_bytes` of tokens); a refused upload is
+//! drained without being buffered (bounded by the endpoint's size limit, skipped when the
+//! client sent `Expect: 100-continue`) and answered with `Connection: close`. Invocations must
+//! be addressed to this node (`aud`), expire within `[node] max_invocation_lifetime_secs`, and
+//! run once, across restarts. The listener bounds the time to receive headers, the time to
+//! answer, and the number of connections (`[admin] header_read_timeout_ms`,
+//! `request_timeout_ms`, `max_connections`).
+//!
+//! A revocation (`/ucan/revoke`) is allowed to the Admin, or to an issuer of a delegation in
+//! the revoked delegation's own chain, up to and including it: the invocation names the revoked
+//! delegation (`revoke`) and its chain (`path`, root first), whose delegations travel in
+//! `ucan-proofs`; it carries no `prf` (see `zero_auth::Validator::validate_revocation`).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use zero_auth::{Delegation, Invocation, Ipld, Validator, VerifiedInvocation};
@@ -64,6 +79,109 @@ pub struct Api {
     pub max_concurrent_per_app: usize,
     /// The tenants' SQL databases.
     pub databases: Arc<zerodb::Databases>,
+    /// Bounds on requests and connections.
+    pub limits: AdminLimits,
+}
+
+/// Bounds of the management API (`[admin]` in `zerocore.toml`).
+#[derive(Debug, Clone)]
+pub struct AdminLimits {
+    /// Most delegations in `ucan-proofs` (and in an invocation's `prf` or revocation path).
+    pub max_proofs: usize,
+    /// Largest total size of the `authorization` and `ucan-proofs` headers.
+    pub max_token_bytes: usize,
+    /// Time allowed to receive a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time allowed from a request's headers to its response's headers.
+    pub request_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl AdminLimits {
+    /// The limits set in `config`.
+    pub fn from_config(config: &crate::NodeConfig) -> AdminLimits {
+        let a = &config.admin;
+        AdminLimits {
+            max_proofs: a.max_proofs,
+            max_token_bytes: usize::try_from(a.max_token_bytes.0).unwrap_or(usize::MAX),
+            header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(a.request_timeout_ms),
+            max_connections: a.max_connections,
+        }
+    }
+}
+
+/// The refusal of a token check, with its status: 429 when the principal has too many live
+/// invocations, 500 when the replay journal cannot be written, 403 otherwise.
+pub(crate) fn auth_refusal(e: zero_auth::Error) -> Refusal {
+    let status = match e {
+        zero_auth::Error::TooManyInvocations { .. } => 429,
+        zero_auth::Error::Storage { .. } => 500,
+        _ => 403,
+    };
+    Refusal::new(status, e.name(), e.to_string())
+}
+
+/// Whether the request announces a body (a length above 0, or a chunked body).
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// Answers `refusal` to a request whose body was not read: unless the client waits for
+/// `100 Continue` (and so sends no body), reads and discards up to `limit` bytes of it first,
+/// without buffering, so that a client that sends its whole body before reading the answer
+/// gets the refusal rather than a reset connection. The answer then closes the connection
+/// (see `Api::answer`).
+pub(crate) async fn refuse_unread(
+    parts: &http::request::Parts,
+    mut body: Incoming,
+    limit: usize,
+    refusal: Refusal,
+) -> Refusal {
+    let expects_continue = parts
+        .headers
+        .get(http::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if !expects_continue {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > limit {
+                    break;
+                }
+            }
+        }
+    }
+    refusal
+}
+
+/// The request path as percent-decoded segments (leading and trailing `/` ignored), with the
+/// raw segments beside them. Never slices a string at a byte offset.
+fn path_segments(path: &str) -> Result<(Vec<String>, Vec<&str>), Refusal> {
+    let raw: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let decoded = raw
+        .iter()
+        .map(|seg| {
+            percent_encoding::percent_decode_str(seg)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| {
+                    Refusal::new(
+                        400,
+                        "InvalidPath",
+                        "a segment of the request path is not valid UTF-8 once percent-decoded",
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((decoded, raw))
 }
 
 /// The body of every management response: small JSON documents, or a streamed file download.
@@ -168,15 +286,28 @@ impl Api {
             .map(|(inv, _)| inv)
     }
 
-    /// Checks the request's invocation for `command`, with `scope` deciding whether the chain's
-    /// capabilities allow the invocation's command and arguments. Returns the verified
-    /// invocation and its delegation chain (root first).
-    pub(crate) fn authorize_with(
-        &self,
-        req: &http::request::Parts,
-        command: &str,
-        scope: &zero_auth::Authorizer,
-    ) -> Result<(VerifiedInvocation, Vec<Delegation>), Refusal> {
+    /// Reads the invocation and its proofs from the request's headers, within the bounds
+    /// (`[admin] max_token_bytes` in all, `[admin] max_proofs` proofs), before anything is
+    /// verified.
+    fn tokens(&self, req: &http::request::Parts) -> Result<(Invocation, Vec<Delegation>), Refusal> {
+        let limits = &self.limits;
+        let size: usize = [http::header::AUTHORIZATION.as_str(), "ucan-proofs"]
+            .iter()
+            .flat_map(|h| req.headers.get_all(*h).iter())
+            .map(|v| v.len())
+            .sum();
+        if size > limits.max_token_bytes {
+            return Err(Refusal::new(
+                431,
+                "TooLarge",
+                format!(
+                    "the invocation and its proofs take {size} bytes, more than this node accepts \
+                     ({} bytes, [admin] max_token_bytes); send only the delegations the invocation \
+                     cites",
+                    limits.max_token_bytes
+                ),
+            ));
+        }
         let auth = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -189,20 +320,40 @@ impl Api {
                     "send a UCAN invocation as `Authorization: Bearer <base64>` (the zero CLI does this for you)",
                 )
             })?;
-        let invocation = Invocation::from_base64(auth.trim())
-            .map_err(|e| Refusal::new(401, e.name(), e.to_string()))?;
-        let mut proofs = Vec::new();
-        if let Some(v) = req.headers.get("ucan-proofs") {
+        let mut encoded = Vec::new();
+        for v in req.headers.get_all("ucan-proofs") {
             let v = v.to_str().map_err(|_| {
                 Refusal::new(400, "Malformed", "the ucan-proofs header is not ASCII")
             })?;
-            for p in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                proofs.push(
-                    Delegation::from_base64(p)
-                        .map_err(|e| Refusal::new(401, e.name(), e.to_string()))?,
-                );
-            }
+            encoded.extend(v.split(',').map(str::trim).filter(|p| !p.is_empty()));
         }
+        if encoded.len() > limits.max_proofs {
+            return Err(Refusal::new(
+                400,
+                "TooManyProofs",
+                format!(
+                    "the request carries {} proofs, more than this node accepts ({}, [admin] \
+                     max_proofs); send only the delegations the invocation cites, or obtain a \
+                     shorter chain",
+                    encoded.len(),
+                    limits.max_proofs
+                ),
+            ));
+        }
+        let invocation = Invocation::from_base64(auth.trim())
+            .map_err(|e| Refusal::new(401, e.name(), e.to_string()))?;
+        let proofs = encoded
+            .into_iter()
+            .map(|p| {
+                Delegation::from_base64(p).map_err(|e| Refusal::new(401, e.name(), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((invocation, proofs))
+    }
+
+    /// The checks every management invocation gets before its chain: the endpoint's command,
+    /// and an `aud` naming this node.
+    fn check_addressed(&self, invocation: &Invocation, command: &str) -> Result<(), Refusal> {
         if invocation.command().as_str() != command {
             return Err(Refusal::new(
                 403,
@@ -213,29 +364,56 @@ impl Api {
                 ),
             ));
         }
-        if let Some(aud) = invocation.audience()
-            && aud != &self.authority.node_did
-        {
-            return Err(Refusal::new(
+        let node = &self.authority.node_did;
+        match invocation.audience() {
+            Some(aud) if aud == node => Ok(()),
+            Some(aud) => Err(Refusal::new(
                 403,
                 "InvalidAudience",
                 format!(
-                    "the invocation is addressed to {aud}, not to this node ({})",
-                    self.authority.node_did
+                    "the invocation is addressed to {aud}, not to this node ({node}); sign it with \
+                     `aud` set to this node's DID (GET /v1/node tells it; the zero CLI does this)"
+                ),
+            )),
+            None => Err(Refusal::new(
+                403,
+                "InvalidAudience",
+                format!(
+                    "the invocation has no `aud`; management invocations must be addressed to \
+                     this node ({node}) so that they cannot be replayed elsewhere (the zero CLI \
+                     does this)"
+                ),
+            )),
+        }
+    }
+
+    /// Checks the request's invocation for `command`, with `scope` deciding whether the chain's
+    /// capabilities allow the invocation's command and arguments. Returns the verified
+    /// invocation and its delegation chain (root first). Reads headers only.
+    pub(crate) fn authorize_with(
+        &self,
+        req: &http::request::Parts,
+        command: &str,
+        scope: &zero_auth::Authorizer,
+    ) -> Result<(VerifiedInvocation, Vec<Delegation>), Refusal> {
+        let (invocation, proofs) = self.tokens(req)?;
+        self.check_addressed(&invocation, command)?;
+        if invocation.proofs().len() > self.limits.max_proofs {
+            return Err(Refusal::new(
+                400,
+                "TooManyProofs",
+                format!(
+                    "the invocation cites {} proofs, more than this node accepts ({}, [admin] max_proofs)",
+                    invocation.proofs().len(),
+                    self.limits.max_proofs
                 ),
             ));
         }
-        let revoked = self
-            .authority
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let verified = Validator::new(&self.authority.options)
-            .with_revocations(&revoked)
+            .with_revocations(&self.authority.revocations)
             .with_replay_cache(&self.authority.replay)
             .validate_invocation_with(&invocation, &proofs, now(), scope)
-            .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
+            .map_err(auth_refusal)?;
         let chain = verified
             .proofs
             .iter()
@@ -246,13 +424,10 @@ impl Api {
 
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let (parts, body) = req.into_parts();
-        let segs: Vec<String> = parts
-            .uri
-            .path()
-            .trim_matches('/')
-            .split('/')
-            .map(str::to_string)
-            .collect();
+        let (segs, raw) = match path_segments(parts.uri.path()) {
+            Ok(v) => v,
+            Err(r) => return self.answer(&parts, Err(r)),
+        };
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let result = match (&parts.method, segs.as_slice()) {
             (&Method::GET, ["v1", "node"]) => Ok(json_response(
@@ -272,10 +447,8 @@ impl Api {
             (&Method::POST, ["v1", "revocations"]) => self.revoke(&parts),
             (_, ["v1", "tenants", t, "fs", ..]) => {
                 let t = t.to_string();
-                let prefix = format!("/v1/tenants/{t}/fs");
-                let rest = parts.uri.path()[prefix.len()..]
-                    .trim_start_matches('/')
-                    .to_string();
+                // The file path stays percent-encoded: the file endpoint decodes it.
+                let rest = raw.get(4..).unwrap_or_default().join("/");
                 self.files(&parts, body, &t, &rest).await
             }
             (&Method::POST, ["v1", "tenants", t, "db", d, "query"]) => {
@@ -292,10 +465,22 @@ impl Api {
                 ),
             )),
         };
-        let resp = result.unwrap_or_else(|r| {
+        self.answer(&parts, result)
+    }
+
+    /// Logs and renders the outcome of a call. A refused request that announced a body gets
+    /// `Connection: close`: its body may not have been read (see [`refuse_unread`]).
+    fn answer(&self, parts: &http::request::Parts, result: Result<Resp, Refusal>) -> Resp {
+        let mut resp = result.unwrap_or_else(|r| {
             tracing::warn!(target: "management", method = %parts.method, path = %parts.uri.path(), error = %r.error, "refused: {}", r.message);
             refusal(r)
         });
+        if resp.status().as_u16() >= 400 && has_body(&parts.headers) {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         tracing::info!(target: "management", method = %parts.method, path = %parts.uri.path(), status = resp.status().as_u16(), "management call");
         resp
     }
@@ -365,14 +550,22 @@ impl Api {
         tenant: &str,
         app: &str,
     ) -> Result<Resp, Refusal> {
-        // The upload is read (bounded) before any check so that a refusal never races the
-        // client's upload on the same connection.
+        // Authorized from the headers before a byte of the upload is read; a refused upload
+        // is drained unbuffered so that the client still reads the refusal.
+        let checked = self
+            .authorize_with(parts, "/app/deploy", &zero_auth::authorize)
+            .and_then(|(inv, chain)| {
+                expect_arg(&inv.args, "tenant", tenant)?;
+                expect_arg(&inv.args, "app", app)?;
+                Ok((inv, chain))
+            });
+        let (inv, chain) = match checked {
+            Ok(v) => v,
+            Err(r) => return Err(refuse_unread(parts, body, self.max_upload, r).await),
+        };
         let bytes = read_body(body, self.max_upload, "the component upload")
             .await?
             .to_vec();
-        let (inv, chain) = self.authorize_with(parts, "/app/deploy", &zero_auth::authorize)?;
-        expect_arg(&inv.args, "tenant", tenant)?;
-        expect_arg(&inv.args, "app", app)?;
         self.require_tenant(tenant)?;
         if !crate::config::valid_name(app) {
             return Err(Refusal::new(
@@ -546,28 +739,48 @@ impl Api {
         }
     }
 
+    /// `POST /v1/revocations`: see the module documentation for who may revoke.
     fn revoke(&self, parts: &http::request::Parts) -> Result<Resp, Refusal> {
-        let inv = self.authorize(parts, "/ucan/revoke")?;
-        let cid_text = arg_str(&inv.args, "cid")?;
-        let cid = zero_auth::Cid::try_from(cid_text).map_err(|e| {
-            Refusal::new(
-                400,
-                "InvalidArgs",
-                format!("args.cid `{cid_text}` is not a CID: {e}"),
-            )
-        })?;
-        let snapshot = {
-            let mut set = self
-                .authority
-                .revocations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            set.insert(cid);
-            set.clone()
+        let (invocation, delegations) = self.tokens(parts)?;
+        self.check_addressed(&invocation, zero_auth::REVOKE_COMMAND)?;
+        let path_len = match invocation.args().get("path") {
+            Some(Ipld::List(items)) => items.len(),
+            _ => 0,
         };
-        self.state
-            .set_revocations(&snapshot)
-            .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
+        if path_len > self.limits.max_proofs {
+            return Err(Refusal::new(
+                400,
+                "TooManyProofs",
+                format!(
+                    "args.path names {path_len} delegations, more than this node accepts ({}, [admin] max_proofs)",
+                    self.limits.max_proofs
+                ),
+            ));
+        }
+        let now = now();
+        let verified = Validator::new(&self.authority.options)
+            .with_revocations(&self.authority.revocations)
+            .with_replay_cache(&self.authority.replay)
+            .validate_revocation(&invocation, &delegations, now)
+            .map_err(auth_refusal)?;
+        let cid = verified.revoked;
+        let record = crate::revocation::RevocationRecord {
+            cid: cid.to_string(),
+            revoker: verified.revoker.to_string(),
+            principal: if verified.by_root {
+                String::new()
+            } else {
+                verified.principal.to_string()
+            },
+            forget_after: verified
+                .revoked_expiration
+                .map(|e| e.saturating_add(self.authority.options.clock_skew)),
+            revoked_at: now,
+        };
+        let added = self
+            .authority
+            .revocations
+            .add(&self.state, cid, record, now)?;
         let stopped = self.apps.retain(|app| {
             let relies = |chain: &Option<Arc<zero_auth::Chain>>| {
                 chain
@@ -584,38 +797,129 @@ impl Api {
                 None
             }
         });
-        tracing::info!(%cid, stopped = ?stopped, "token revoked");
+        let already = added == crate::revocation::Added::Already;
+        tracing::info!(%cid, revoker = %verified.revoker, already, stopped = ?stopped, "token revoked");
         Ok(json_response(
             200,
-            json!({"revoked": cid.to_string(), "stopped_apps": stopped.len()}),
+            json!({
+                "revoked": cid.to_string(),
+                "already_revoked": already,
+                "stopped_apps": stopped.len(),
+            }),
         ))
     }
 }
 
-/// Serves the management API until `shutdown` turns true.
+/// Serves the management API until `shutdown` turns true: at most `[admin] max_connections`
+/// connections at once (further ones wait in the listen backlog), each request's headers
+/// within `header_read_timeout_ms` and its answer within `request_timeout_ms`.
 pub async fn serve(
     api: Arc<Api>,
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = api.limits.clone();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The request head must hold the tokens and a few other headers, nothing more.
+    let head_bytes = limits.max_token_bytes.saturating_add(16 << 10).max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(head_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(8)
+        .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _remote)) = accepted else { continue };
-                let api = api.clone();
-                let service = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, Infallible>(api.route(req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
             _ = shutdown.changed() => break,
-        }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _remote)) => stream,
+                Err(e) => {
+                    tracing::warn!(target: "management", error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let api = api.clone();
+        let builder = builder.clone();
+        let header_timeout = limits.header_read_timeout;
+        let timeout = limits.request_timeout;
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let api = api.clone();
+            async move {
+                let (method, path) = (req.method().clone(), req.uri().path().to_string());
+                let resp = match tokio::time::timeout(timeout, api.route(req)).await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        tracing::warn!(target: "management", %method, %path, "refused: the request timed out");
+                        let mut r = refusal(Refusal::new(
+                            408,
+                            "Timeout",
+                            format!(
+                                "the request was not answered within {} ms ([admin] \
+                                 request_timeout_ms); send the body faster or raise the limit",
+                                timeout.as_millis()
+                            ),
+                        ));
+                        r.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                        r
+                    }
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let _permit = permit;
+            // hyper's header timeout starts once the HTTP version is known; a client that
+            // sends nothing must not hold a connection slot either.
+            if !version_known(&stream, header_timeout).await {
+                return;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = conn.await;
+        });
     }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits, at most `timeout`, until the client has sent enough to tell HTTP/1 from HTTP/2 (what
+/// the connection builder reads first, with no timeout of its own); `false` when it did not, or
+/// closed the connection.
+async fn version_known(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            if n >= H2_PREFACE.len() || buf.get(..n) != H2_PREFACE.get(..n) {
+                return true;
+            }
+            // Part of the HTTP/2 preface: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }
 
 /// Binds the management listener.

@@ -58,7 +58,7 @@ pub struct Authority {
     /// The node's DID (audience of management invocations).
     pub node_did: zero_auth::Did,
     /// Revoked CIDs.
-    pub revocations: Mutex<std::collections::BTreeSet<zero_auth::Cid>>,
+    pub revocations: crate::revocation::Revocations,
     /// Seen invocations.
     pub replay: ReplayCache,
 }
@@ -86,12 +86,7 @@ impl Authority {
             .map_err(Refusal::auth)?;
         let hash = zero_component::content_hash(bytes)
             .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
-        let revoked = self
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let validator = Validator::new(&self.options).with_revocations(&revoked);
+        let validator = Validator::new(&self.options).with_revocations(&self.revocations);
         zero_auth::component::verify_component_chain(
             &validator,
             &chain,

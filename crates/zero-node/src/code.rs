@@ -137,13 +137,8 @@ impl Credential {
                 )),
             };
         }
-        let revoked = authority
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let chain = Validator::new(&authority.options)
-            .with_revocations(&revoked)
+            .with_revocations(&authority.revocations)
             .validate_chain(
                 &self.proofs,
                 &ChainExpectations {

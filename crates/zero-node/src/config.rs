@@ -122,6 +122,27 @@ pub struct NodeSection {
     /// Seconds of clock difference tolerated on tokens' `nbf` and `exp`.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
+    /// Longest lifetime of a management invocation: its `exp` may be at most this many seconds
+    /// ahead (plus the clock skew).
+    #[serde(default = "default_invocation_lifetime")]
+    pub max_invocation_lifetime_secs: u64,
+    /// Unexpired invocations remembered against replay per principal (the principal the Admin
+    /// delegated to, or the Admin); beyond, that principal is refused until some expire.
+    #[serde(default = "default_replay_per_principal")]
+    pub replay_entries_per_principal: usize,
+    /// Revocations of unexpired delegations kept per principal (the Admin's are not bounded).
+    #[serde(default = "default_revocations_per_principal")]
+    pub max_revocations_per_principal: usize,
+}
+
+fn default_invocation_lifetime() -> u64 {
+    zero_auth::DEFAULT_MAX_INVOCATION_LIFETIME
+}
+fn default_replay_per_principal() -> usize {
+    10_000
+}
+fn default_revocations_per_principal() -> usize {
+    1_000
 }
 
 fn default_skew() -> u64 {
@@ -138,6 +159,9 @@ impl Default for NodeSection {
             data_dir: default_data_dir(),
             admin: None,
             clock_skew_secs: default_skew(),
+            max_invocation_lifetime_secs: default_invocation_lifetime(),
+            replay_entries_per_principal: default_replay_per_principal(),
+            max_revocations_per_principal: default_revocations_per_principal(),
         }
     }
 }
@@ -322,6 +346,35 @@ pub struct AdminSection {
     /// Largest component upload.
     #[serde(default = "default_max_upload")]
     pub max_upload: ByteSize,
+    /// Most delegations in the `ucan-proofs` header (and in an invocation's `prf`).
+    #[serde(default = "default_max_proofs")]
+    pub max_proofs: usize,
+    /// Largest total size of the `authorization` and `ucan-proofs` headers.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: ByteSize,
+    /// Time allowed to receive a request's headers (also bounds idle connections).
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// Time allowed from a request's headers to its response's headers (the request body is
+    /// read within it; a download's body streams after it).
+    #[serde(default = "default_admin_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Connections served at once; further ones wait to be accepted.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_proofs() -> usize {
+    16
+}
+fn default_max_token_bytes() -> ByteSize {
+    ByteSize(32 << 10)
+}
+fn default_admin_request_timeout() -> u64 {
+    300_000
+}
+fn default_admin_connections() -> usize {
+    64
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -336,6 +389,11 @@ impl Default for AdminSection {
         AdminSection {
             listen: default_admin_listen(),
             max_upload: default_max_upload(),
+            max_proofs: default_max_proofs(),
+            max_token_bytes: default_max_token_bytes(),
+            header_read_timeout_ms: default_header_timeout(),
+            request_timeout_ms: default_admin_request_timeout(),
+            max_connections: default_admin_connections(),
         }
     }
 }
@@ -596,6 +654,24 @@ impl NodeConfig {
         if db.max_sqlite_memory.0 != 0 && db.max_sqlite_memory.0 < (16 << 20) {
             return Err("[db] max_sqlite_memory must be 0 (no limit) or at least 16 MiB".into());
         }
+        let n = &self.node;
+        if n.max_invocation_lifetime_secs == 0
+            || n.replay_entries_per_principal == 0
+            || n.max_revocations_per_principal == 0
+        {
+            return Err("[node] max_invocation_lifetime_secs, replay_entries_per_principal and max_revocations_per_principal must be greater than 0".into());
+        }
+        let a = &self.admin;
+        if a.max_proofs == 0
+            || a.header_read_timeout_ms == 0
+            || a.request_timeout_ms == 0
+            || a.max_connections == 0
+        {
+            return Err("[admin] max_proofs, header_read_timeout_ms, request_timeout_ms and max_connections must be greater than 0".into());
+        }
+        if a.max_token_bytes.0 < 1024 {
+            return Err("[admin] max_token_bytes must be at least 1 KiB".into());
+        }
         if let Some(admin) = &self.node.admin {
             zero_auth::Did::parse(admin)
                 .map_err(|e| format!("[node] admin must be a did:key (see `zero key did`): {e}"))?;
@@ -761,6 +837,51 @@ mod tests {
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.db.limits(), zerodb::Limits::default());
+    }
+
+    #[test]
+    fn admin_and_replay_bounds_have_defaults_are_set_and_refuse_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(
+            (
+                c.node.max_invocation_lifetime_secs,
+                c.node.replay_entries_per_principal,
+                c.node.max_revocations_per_principal
+            ),
+            (900, 10_000, 1_000)
+        );
+        assert_eq!(
+            (
+                c.admin.max_proofs,
+                c.admin.max_token_bytes.0,
+                c.admin.header_read_timeout_ms,
+                c.admin.request_timeout_ms,
+                c.admin.max_connections
+            ),
+            (16, 32 << 10, 10_000, 300_000, 64)
+        );
+        let c = NodeConfig::parse(
+            "[node]\nmax_invocation_lifetime_secs = 60\n[admin]\nmax_proofs = 4\nmax_token_bytes = \"8 KiB\"\nmax_connections = 2\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.node.max_invocation_lifetime_secs, 60);
+        assert_eq!(
+            (
+                c.admin.max_proofs,
+                c.admin.max_token_bytes.0,
+                c.admin.max_connections
+            ),
+            (4, 8192, 2)
+        );
+        let e = NodeConfig::parse("[admin]\nmax_connections = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("max_connections"), "{e}");
+        let e = NodeConfig::parse("[node]\nreplay_entries_per_principal = 0\n", Path::new("."))
+            .unwrap_err();
+        assert!(e.contains("replay_entries_per_principal"), "{e}");
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.admin.max_proofs, 16);
     }
 
     #[test]

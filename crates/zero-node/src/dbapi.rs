@@ -15,7 +15,7 @@
 use hyper::body::Incoming;
 use zero_auth::{Capability, Command, Ipld};
 
-use crate::api::{Api, Resp, expect_arg, read_body};
+use crate::api::{Api, Resp, expect_arg, read_body, refuse_unread};
 use crate::apps::Refusal;
 
 /// Largest body of a database query request.
@@ -146,10 +146,20 @@ impl Api {
         tenant: &str,
         db: &str,
     ) -> Result<Resp, Refusal> {
+        // Authorized from the headers (the statement is in the invocation's args) before the
+        // body is read; a refused body is drained unbuffered.
+        let checked = self
+            .authorize_with(parts, "/db/query", &scope)
+            .and_then(|(inv, _)| {
+                expect_arg(&inv.args, "tenant", tenant)?;
+                expect_arg(&inv.args, "db", db)?;
+                Ok(inv)
+            });
+        let inv = match checked {
+            Ok(inv) => inv,
+            Err(r) => return Err(refuse_unread(parts, body, MAX_QUERY_BODY, r).await),
+        };
         let bytes = read_body(body, MAX_QUERY_BODY, "the query request").await?;
-        let (inv, _) = self.authorize_with(parts, "/db/query", &scope)?;
-        expect_arg(&inv.args, "tenant", tenant)?;
-        expect_arg(&inv.args, "db", db)?;
         let request: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             Refusal::new(
                 400,

@@ -14,6 +14,7 @@ pub mod config;
 mod dbapi;
 mod fsapi;
 pub mod identity;
+pub mod revocation;
 pub mod state;
 
 use std::path::Path;
@@ -151,15 +152,27 @@ impl Node {
         }
         tracing::info!(node = %identity.node.did(), admin = %identity.admin, "node identity");
         let state = state::StateStore::open(&data_dir)?;
+        let started = apps::now();
+        let (journal, live) = revocation::ReplayStore::open(state.dir(), started)?;
         let authority = Arc::new(apps::Authority {
             options: zero_auth::ValidationOptions {
                 required_root: Some(identity.admin.clone()),
                 clock_skew: config.node.clock_skew_secs,
+                max_invocation_lifetime: Some(config.node.max_invocation_lifetime_secs),
                 ..Default::default()
             },
             node_did: identity.node.did().clone(),
-            revocations: std::sync::Mutex::new(state.revocations()?),
-            replay: zero_auth::ReplayCache::new(100_000),
+            revocations: revocation::Revocations::load(
+                &state,
+                config.node.max_revocations_per_principal,
+                started,
+            )?,
+            replay: zero_auth::ReplayCache::with_journal(
+                config.node.replay_entries_per_principal,
+                Box::new(journal),
+                live,
+                started,
+            ),
         });
 
         let mut apps = Vec::new();
@@ -241,6 +254,7 @@ impl Node {
             max_upload: config.admin.max_upload.0 as usize,
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,
+            limits: api::AdminLimits::from_config(&config),
         });
         tokio::spawn(api::serve(api, admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);

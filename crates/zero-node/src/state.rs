@@ -1,5 +1,6 @@
 //! The node's persistent management state: tenants, deployed apps (with the owner's credential)
-//! and the revocation list, under `DATA_DIR/state`. Deployed code itself lives in zerofs (see
+//! and the revocations (one record each), under `DATA_DIR/state`; the replay journal is
+//! `DATA_DIR/state/replay.redb` (see [`crate::revocation`]). Deployed code itself lives in zerofs (see
 //! [`crate::code`]).
 //!
 //! Every write goes to a temporary file that is fsynced and renamed into place (and the
@@ -7,12 +8,13 @@
 //! only once it is durable. (The records move into the replicated store with the cluster
 //! work.)
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::revocation::RevocationRecord;
 
 /// A tenant and its owner.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -174,27 +176,57 @@ impl StateStore {
         }
     }
 
-    /// Revoked token CIDs.
-    pub fn revocations(&self) -> anyhow::Result<BTreeSet<zero_auth::Cid>> {
+    /// The stored revocations: one record per file under `revocations/`, plus the CIDs of
+    /// the list `revocations.json` written by earlier versions (read, never rewritten).
+    pub fn revocations(&self) -> anyhow::Result<Vec<RevocationRecord>> {
         let p = self.root.join("revocations.json");
-        let list: Vec<String> = match fs::read(&p) {
+        let legacy: Vec<String> = match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| anyhow::anyhow!("{} is damaged ({e})", p.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", p.display())),
         };
-        list.iter()
-            .map(|s| {
-                zero_auth::Cid::try_from(s.as_str())
-                    .map_err(|e| anyhow::anyhow!("{}: bad CID `{s}`: {e}", p.display()))
+        let mut out: Vec<RevocationRecord> = legacy
+            .into_iter()
+            .map(|cid| RevocationRecord {
+                cid,
+                revoker: String::new(),
+                principal: String::new(),
+                forget_after: None,
+                revoked_at: 0,
             })
-            .collect()
+            .collect();
+        out.extend(read_json_dir::<RevocationRecord>(
+            &self.root.join("revocations"),
+        )?);
+        Ok(out)
     }
 
-    /// Adds revoked CIDs.
-    pub fn set_revocations(&self, set: &BTreeSet<zero_auth::Cid>) -> std::io::Result<()> {
-        let list: Vec<String> = set.iter().map(|c| c.to_string()).collect();
-        let bytes = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
-        write_atomic(&self.root.join("revocations.json"), &bytes)
+    /// Records one revocation (its own file; nothing else is rewritten).
+    pub fn put_revocation(&self, r: &RevocationRecord) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        write_atomic(&self.revocation_path(&r.cid)?, &bytes)
+    }
+
+    /// Deletes the record of a revocation that no longer matters (its delegation expired).
+    pub fn remove_revocation(&self, cid: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.revocation_path(cid)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn revocation_path(&self, cid: &str) -> std::io::Result<PathBuf> {
+        // A CID in its base32 text form is lowercase letters and digits only.
+        if cid.is_empty() || !cid.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(std::io::Error::other(format!("`{cid}` is not a CID")));
+        }
+        Ok(self.root.join("revocations").join(format!("{cid}.json")))
+    }
+
+    /// The directory of the state (for the replay journal).
+    pub fn dir(&self) -> &Path {
+        &self.root
     }
 }

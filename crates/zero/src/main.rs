@@ -130,12 +130,21 @@ enum Command {
     /// List or remove deployed apps.
     #[command(subcommand)]
     Apps(AppsCommand),
-    /// Revoke a delegation by CID; components and invocations relying on it are refused.
+    /// Revoke a delegation; components and invocations relying on it are refused. Allowed to
+    /// an issuer of a delegation in its chain (up to and including it) and to the Admin.
     Revoke {
-        /// The CID of the delegation.
-        cid: String,
-        #[command(flatten)]
-        auth: ApiAuth,
+        /// The CID of the delegation (default: the last one of --chain).
+        cid: Option<String>,
+        /// The revoked delegation's chain, root first: a chain file (such as one `zero grant`
+        /// wrote) or a signed component. Omit only when the Admin revokes by CID.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        /// Management API of the node.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        api: String,
+        /// The revoker's key: an issuer in the chain, or the Admin.
+        #[arg(long)]
+        key: PathBuf,
     },
     /// A tenant's files in zerofs: put, get, ls, rm, mkdir (streamed, as UCAN invocations).
     #[command(subcommand)]
@@ -674,8 +683,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Revoke { cid, auth } => {
-            print_json(&client(&auth)?.revoke(&cid)?);
+        Command::Revoke {
+            cid,
+            chain,
+            api,
+            key,
+        } => {
+            let chain = match &chain {
+                Some(p) => zero_client::read_chain_or_component(p)?,
+                None => vec![],
+            };
+            let mut client = zero_client::Client::new(&api, zero_client::load_key(&key)?, vec![]);
+            print_json(&client.revoke_in_chain(cid.as_deref(), &chain)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Fs(cmd) => fs_command(cmd),
