@@ -26,8 +26,13 @@ max_database_size = "256 KiB"
 "#;
 
 fn node_config(data: &Path, db_limits: &str) -> String {
+    node_config_admin(data, "", db_limits)
+}
+
+/// [`node_config`] with more `[admin]` settings.
+fn node_config_admin(data: &Path, admin: &str, db_limits: &str) -> String {
     format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n{db_limits}\n",
+        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n{db_limits}\n",
         data.display().to_string()
     )
 }
@@ -59,9 +64,13 @@ fn world(name: &str) -> World {
 }
 
 fn world_with(name: &str, db_limits: &str) -> World {
+    world_admin(name, "", db_limits)
+}
+
+fn world_admin(name: &str, admin: &str, db_limits: &str) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config(&data, db_limits));
+    let node = NodeProc::start(&dir, &node_config_admin(&data, admin, db_limits));
     let api = format!("http://{}", node.admin);
     let admin = Keypair::load(data.join("admin.key")).unwrap();
     let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
@@ -1362,4 +1371,29 @@ fn components_cannot_plant_triggers_or_copy_sqlite_tables() {
     assert_eq!(a["ok"]["rows_affected"], 1, "{a}");
     let v = owner("SELECT title FROM todos ORDER BY id");
     assert_eq!(v["rows"], json!([["milk"], ["eggs!"]]));
+}
+
+#[test]
+fn a_statement_stops_when_its_management_request_ends() {
+    // The management request times out after 1 s; the statement would be allowed 8 s.
+    let w = world_admin(
+        "db-cancel",
+        "request_timeout_ms = 1000",
+        "[db]\nstatement_time_ms = 8000\n",
+    );
+    w.sql(&w.acme, "acme", "c", "CREATE TABLE t (n)", &[]);
+    let slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let (status, name, msg) = api_refusal(w.owner(&w.acme).db_query("acme", "c", slow, &[]));
+    assert_eq!((status, name.as_str()), (408, "Timeout"), "{msg}");
+    // The statement was cancelled with its request: the database (one connection) is free at
+    // once, instead of being held for the rest of the 8 s.
+    let started = std::time::Instant::now();
+    let v = w.sql(&w.acme, "acme", "c", "SELECT count(*) AS n FROM t", &[]);
+    assert_eq!(v["rows"], json!([[0]]));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the next query waited {waited:?}"
+    );
 }
