@@ -26,8 +26,13 @@ max_database_size = "256 KiB"
 "#;
 
 fn node_config(data: &Path, db_limits: &str) -> String {
+    node_config_admin(data, "", db_limits)
+}
+
+/// [`node_config`] with more `[admin]` settings.
+fn node_config_admin(data: &Path, admin: &str, db_limits: &str) -> String {
     format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n{db_limits}\n",
+        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n{db_limits}\n",
         data.display().to_string()
     )
 }
@@ -59,9 +64,13 @@ fn world(name: &str) -> World {
 }
 
 fn world_with(name: &str, db_limits: &str) -> World {
+    world_admin(name, "", db_limits)
+}
+
+fn world_admin(name: &str, admin: &str, db_limits: &str) -> World {
     let dir = test_dir(name);
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config(&data, db_limits));
+    let node = NodeProc::start(&dir, &node_config_admin(&data, admin, db_limits));
     let api = format!("http://{}", node.admin);
     let admin = Keypair::load(data.join("admin.key")).unwrap();
     let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
@@ -589,54 +598,137 @@ fn tenants_are_isolated_and_zero_db_query_serves_only_the_owner() {
     assert!(err.contains("no such table: nope"), "{err}");
 }
 
+/// The management API's refusal of `r`, as (status, error name, message).
+fn api_refusal(r: anyhow::Result<Json>) -> (u16, String, String) {
+    let e = r.expect_err("expected a refusal");
+    let e = e.downcast::<zero_client::ApiError>().unwrap();
+    (e.status, e.error.clone(), e.message.clone())
+}
+
 #[test]
-fn table_grants_apply_to_management_queries_too() {
+fn a_delegation_scoped_to_a_table_works_over_the_management_api() {
     let w = world("db-mgmt-grants");
-    // The owner delegates to a colleague every /db command, on `todos` only (the /db/query
-    // invocation itself names no table, which selects null).
-    let colleague = Keypair::generate().unwrap();
-    let grant = |cmd: &str, policy: &str| Grant {
-        command: cmd.into(),
-        policy: zero_client::parse_policy(policy).unwrap(),
-        expires_in: None,
+    let owner = |sql: &str| w.sql(&w.acme, "acme", "app", sql, &[]);
+    owner("CREATE TABLE todos (id INTEGER PRIMARY KEY, t TEXT)");
+    owner("CREATE TABLE keys (id INTEGER PRIMARY KEY, k TEXT)");
+    owner("INSERT INTO keys (k) VALUES ('s3cret')");
+    owner("CREATE VIEW key_view AS SELECT k FROM keys");
+    // The owner delegates every /db command on `todos` of `app` to a teammate, exactly as
+    // the README shows.
+    let teammate = Keypair::generate().unwrap();
+    let delegate = |to: &Keypair, policy: &str| {
+        let chain = zero_client::extend_chain(
+            &w.acme.owner,
+            &w.acme.chain,
+            to.did(),
+            &Grant {
+                command: "/db".into(),
+                policy: zero_client::parse_policy(policy).unwrap(),
+                expires_in: None,
+            },
+        )
+        .unwrap();
+        Client::new(&w.api, copy_key(to), chain)
     };
-    w.sql(&w.acme, "acme", "app", "CREATE TABLE todos (t TEXT)", &[]);
-    w.sql(&w.acme, "acme", "app", "CREATE TABLE users (u TEXT)", &[]);
+    let mut c = delegate(
+        &teammate,
+        r#"[["==", ".db", "app"], ["==", ".table", "todos"]]"#,
+    );
+    let mut q = |sql: &str| c.db_query("acme", "app", sql, &[]);
+    let v = q("INSERT INTO todos (t) VALUES ('milk'), ('eggs')").unwrap();
+    assert_eq!(v["rows_affected"], 2, "{v}");
+    let v = q("SELECT t FROM todos ORDER BY id").unwrap();
+    assert_eq!(v["rows"], json!([["milk"], ["eggs"]]));
+    let v = q("DELETE FROM todos WHERE t = 'eggs'").unwrap();
+    assert_eq!(v["rows_affected"], 1, "{v}");
+    // Every way of touching `keys` is refused, naming it.
+    for (sql, action) in [
+        ("SELECT k FROM keys", "read"),
+        (
+            "SELECT t, k FROM todos JOIN keys ON keys.id = todos.id",
+            "read",
+        ),
+        (
+            "SELECT t FROM todos WHERE id IN (SELECT id FROM keys)",
+            "read",
+        ),
+        ("INSERT INTO todos (t) SELECT k FROM keys", "read"),
+        ("DELETE FROM keys", "delete"),
+        ("SELECT * FROM key_view", "read"),
+    ] {
+        let (status, name, msg) = api_refusal(q(sql));
+        assert_eq!(
+            (status, name.as_str()),
+            (403, "PermissionDenied"),
+            "{sql}: {msg}"
+        );
+        let table = if sql.contains("key_view") && !msg.contains("`keys`") {
+            "key_view"
+        } else {
+            "keys"
+        };
+        assert!(
+            msg.contains(&format!("{action} on table `{table}`")),
+            "{sql}: {msg}"
+        );
+    }
+    // A trigger the owner put on todos that touches keys: the teammate's insert fires it, and
+    // is refused naming keys (the body runs with the rights of whoever fires it).
+    owner(
+        "CREATE TRIGGER audit AFTER INSERT ON todos BEGIN UPDATE keys SET k = k WHERE id = new.id; END",
+    );
+    let (status, _, msg) = api_refusal(q("INSERT INTO todos (t) VALUES ('x')"));
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("on table `keys`"), "{msg}");
+    // The teammate cannot plant a trigger of their own.
+    let (status, name, msg) = api_refusal(q(
+        "CREATE TRIGGER mine AFTER DELETE ON todos BEGIN SELECT 1; END",
+    ));
+    assert_eq!((status, name.as_str()), (400, "Refused"), "{msg}");
+    assert!(msg.contains("every right on every table"), "{msg}");
+    let v = owner("SELECT t FROM todos");
+    assert_eq!(v["rows"], json!([["milk"]]));
+    let v = owner("SELECT k FROM keys");
+    assert_eq!(v["rows"], json!([["s3cret"]]));
+
+    // A delegate scoped to another database gets nothing here, not even `SELECT 1`, and
+    // creates no database by asking.
+    let other = Keypair::generate().unwrap();
+    let mut o = delegate(&other, r#"[["==", ".db", "other"]]"#);
+    for (db, sql) in [
+        ("app", "SELECT t FROM todos"),
+        ("app", "SELECT 1"),
+        ("fresh", "SELECT 1"),
+    ] {
+        let (status, name, msg) = api_refusal(o.db_query("acme", db, sql, &[]));
+        assert_eq!((status, name.as_str()), (403, "MatchError"), "{msg}");
+        assert!(msg.contains(".db") && msg.contains("other"), "{msg}");
+        assert!(!msg.contains("milk"), "{msg}");
+    }
+    assert!(!w.data.join("db/acme/fresh.sqlite").exists());
+    // A read-only delegation (`/db/read` on todos) reads, and its writes are refused by name.
+    let reader = Keypair::generate().unwrap();
     let chain = zero_client::extend_chain(
         &w.acme.owner,
         &w.acme.chain,
-        colleague.did(),
-        &grant(
-            "/db",
-            r#"[["or", [["==", ".table", "todos"], ["==", ".table", null]]]]"#,
-        ),
+        reader.did(),
+        &Grant {
+            command: "/db/read".into(),
+            policy: zero_client::parse_policy(r#"[["==", ".table", "todos"]]"#).unwrap(),
+            expires_in: None,
+        },
     )
     .unwrap();
-    let mut c = Client::new(&w.api, colleague, chain);
-    let v = c
+    let mut r = Client::new(&w.api, reader, chain);
+    let v = r
         .db_query("acme", "app", "SELECT t FROM todos", &[])
         .unwrap();
-    assert_eq!(v["columns"], json!(["t"]));
-    let e = c
-        .db_query("acme", "app", "SELECT u FROM users", &[])
-        .expect_err("users is not granted");
-    let e = e.downcast::<zero_client::ApiError>().unwrap();
-    assert_eq!(
-        (e.status, e.error.as_str()),
-        (403, "PermissionDenied"),
-        "{}",
-        e.message
-    );
-    assert!(e.message.contains("read on table `users`"), "{}", e.message);
-    let e = c
-        .db_query("acme", "app", "INSERT INTO users VALUES ('x')", &[])
-        .expect_err("users is not granted");
-    let e = e.downcast::<zero_client::ApiError>().unwrap();
-    assert!(
-        e.message.contains("write on table `users`"),
-        "{}",
-        e.message
-    );
+    assert_eq!(v["rows"], json!([["milk"]]));
+    let (status, _, msg) = api_refusal(r.db_query("acme", "app", "DELETE FROM todos", &[]));
+    assert_eq!(status, 403, "{msg}");
+    assert!(msg.contains("delete on table `todos`"), "{msg}");
+    let v = o.db_query("acme", "other", "SELECT 1 AS one", &[]).unwrap();
+    assert_eq!(v["rows"], json!([[1]]));
 }
 
 #[test]
@@ -848,4 +940,460 @@ fn todo_example_signed_as_its_readme_says_serves_its_json_api() {
     };
     assert_eq!(r.0, 403, "{}", r.1);
     assert!(r.1.contains("write on table `todos`"), "{}", r.1);
+}
+
+/// The process's peak resident set (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// Asserts a management refusal `LimitExceeded` naming `kind`.
+fn assert_api_limit(r: anyhow::Result<Json>, kind: &str) {
+    let (status, name, msg) = api_refusal(r);
+    assert_eq!((status, name.as_str()), (413, "LimitExceeded"), "{msg}");
+    assert!(msg.contains(&format!("{kind} limit is")), "{msg}");
+}
+
+#[test]
+fn sql_cannot_make_the_node_allocate_beyond_its_bounds() {
+    // Default value size (4 MiB); results up to 8 MiB.
+    let w = world_with(
+        "db-memory",
+        "[db]\nstatement_time_ms = 5000\nmax_result_size = \"8 MiB\"\nmax_database_size = \"16 MiB\"\n",
+    );
+    w.deploy_probe(&w.acme, "acme", "mem", "/db", r#"[["==", ".db", "x"]]"#);
+    w.sql(&w.beta, "beta", "b", "CREATE TABLE t (v TEXT)", &[]);
+    w.sql(&w.beta, "beta", "b", "INSERT INTO t VALUES ('ok')", &[]);
+    // Warm up both paths so that the baseline includes the node's steady state.
+    w.sql(&w.acme, "acme", "x", "SELECT 1", &[]);
+    probe(&w.node, "mem", query("x", "SELECT 1", json!([])));
+    let before = peak_rss_kib(w.node.child.id());
+
+    let attacks = [
+        "SELECT zeroblob(300000000)",
+        "SELECT randomblob(300000000)",
+        "SELECT printf('%.*c', 300000000, 'x')",
+        "SELECT length(replace(hex(zeroblob(2000)), '0', hex(zeroblob(2000))))",
+        "WITH RECURSIVE c(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM c WHERE length(s) < 300000000) SELECT length(s) FROM c",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 300000) SELECT length(group_concat(printf('%0300d', x))) FROM c",
+    ];
+    // Two of each at once through the management API, while another tenant is served.
+    std::thread::scope(|scope| {
+        let mut running = Vec::new();
+        for sql in attacks {
+            for _ in 0..2 {
+                let mut c = w.owner(&w.acme);
+                running.push(scope.spawn(move || (sql, c.db_query("acme", "x", sql, &[]))));
+            }
+        }
+        let v = w.sql(&w.beta, "beta", "b", "SELECT v FROM t", &[]);
+        assert_eq!(v["rows"], json!([["ok"]]));
+        for h in running {
+            let (sql, r) = h.join().unwrap();
+            let (status, name, msg) = api_refusal(r);
+            assert_eq!(
+                (status, name.as_str()),
+                (413, "LimitExceeded"),
+                "{sql}: {msg}"
+            );
+            assert!(
+                msg.contains("value_size limit is 4194304") && msg.contains("string or blob"),
+                "{sql}: {msg}"
+            );
+        }
+    });
+    // And through a component, twice at once.
+    std::thread::scope(|scope| {
+        let running: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    probe(
+                        &w.node,
+                        "mem",
+                        query("x", "SELECT zeroblob(300000000)", json!([])),
+                    )
+                })
+            })
+            .collect();
+        for h in running {
+            let a = h.join().unwrap();
+            assert_eq!(a["error"]["kind"], "limit-exceeded", "{a}");
+            assert_eq!(a["error"]["limit_kind"], "value-size", "{a}");
+            assert_eq!(a["error"]["limit"], 4 << 20, "{a}");
+        }
+    });
+    // Many values, each under the value limit, cannot add up to a huge result either.
+    let many = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 40) SELECT zeroblob(1000000) FROM c";
+    assert_api_limit(
+        w.owner(&w.acme).db_query("acme", "x", many, &[]),
+        "result_size",
+    );
+    let a = probe(&w.node, "mem", query("x", many, json!([])));
+    assert_eq!(a["error"]["limit_kind"], "result-size", "{a}");
+    assert!(
+        a["error"]["message"].as_str().unwrap().contains("8388608"),
+        "{a}"
+    );
+
+    let grown = peak_rss_kib(w.node.child.id()).saturating_sub(before);
+    eprintln!("VmHWM before the attacks: {before} KiB, grown by {grown} KiB");
+    assert!(
+        grown < 256 * 1024,
+        "the node's peak memory grew by {grown} KiB"
+    );
+
+    // Legitimate large values under the limits keep working.
+    let v = w.sql(
+        &w.acme,
+        "acme",
+        "x",
+        "SELECT length(zeroblob(4000000)) AS n",
+        &[],
+    );
+    assert_eq!(v["rows"], json!([[4000000]]));
+    let v = w.sql(&w.acme, "acme", "x", "SELECT zeroblob(3) AS b", &[]);
+    assert_eq!(v["rows"], json!([[{"hex": "000000"}]]));
+    let a = probe(
+        &w.node,
+        "mem",
+        execute("x", "CREATE TABLE big (b BLOB)", json!([])),
+    );
+    assert!(a["ok"].is_object(), "{a}");
+    let a = probe(
+        &w.node,
+        "mem",
+        execute("x", "INSERT INTO big VALUES (zeroblob(2000000))", json!([])),
+    );
+    assert_eq!(a["ok"]["rows_affected"], 1, "{a}");
+    let a = probe(
+        &w.node,
+        "mem",
+        query("x", "SELECT length(b) FROM big", json!([])),
+    );
+    assert_eq!(rows(&a), &vec![json!([2000000])], "{a}");
+    let v = w.sql(&w.beta, "beta", "b", "SELECT v FROM t", &[]);
+    assert_eq!(v["rows"], json!([["ok"]]));
+}
+
+/// Open file descriptors of process `pid` on SQLite database files of `tenant`.
+fn sqlite_fds(pid: u32, tenant: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| {
+            let p = p.to_string_lossy();
+            p.contains(&format!("/db/{tenant}/")) && p.ends_with(".sqlite")
+        })
+        .count()
+}
+
+#[test]
+fn databases_are_granted_before_creation_counted_against_quotas_and_pooled() {
+    let w = world_with(
+        "db-count",
+        "[db]\nmax_database_size = \"256 KiB\"\ntenant_quota = \"384 KiB\"\nmax_databases_per_tenant = 3\nmax_open_databases = 4\nmax_open_databases_per_tenant = 2\n",
+    );
+    let node = &w.node;
+    // A component limited to `todo` cannot create (or open) any other database.
+    w.deploy_probe(&w.acme, "acme", "todo", "/db", r#"[["==", ".db", "todo"]]"#);
+    let a = probe(node, "todo", query("other", "SELECT 1", json!([])));
+    assert_eq!(a["error"]["kind"], "permission-denied", "{a}");
+    assert_eq!(a["error"]["database"], "other", "{a}");
+    let msg = a["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("database `other`") && msg.contains(".db"),
+        "{msg}"
+    );
+    assert!(!w.data.join("db/acme/other.sqlite").exists());
+    let a = probe(node, "todo", query("todo", "SELECT 1", json!([])));
+    assert_eq!(rows(&a), &vec![json!([1])], "{a}");
+
+    // A component allowed any database name is held to the tenant's count…
+    w.deploy_probe(&w.acme, "acme", "any", "/db", r#"[["like", ".db", "d*"]]"#);
+    let a = probe(
+        node,
+        "any",
+        json!({"op": "open-many", "dbs": ["d1", "d2", "d3"]}),
+    );
+    assert_eq!(a["error"]["kind"], "limit-exceeded", "{a}");
+    assert_eq!(a["error"]["limit_kind"], "databases", "{a}");
+    assert_eq!(a["error"]["limit"], 3, "{a}");
+    assert_eq!(
+        a["opened"], 2,
+        "todo, d1 and d2 are the tenant's three databases: {a}"
+    );
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("databases limit is 3"),
+        "{a}"
+    );
+    // …while another tenant still creates its own.
+    let v = w.sql(&w.beta, "beta", "d3", "SELECT 1 AS one", &[]);
+    assert_eq!(v["rows"], json!([[1]]));
+
+    // …and to one quota over all its databases (384 KiB, each database up to 256 KiB).
+    for db in ["d1", "d2"] {
+        let a = probe(
+            node,
+            "any",
+            execute(db, "CREATE TABLE b (x BLOB)", json!([])),
+        );
+        assert!(a["ok"].is_object(), "{a}");
+    }
+    let a = probe(
+        node,
+        "any",
+        execute("d1", "INSERT INTO b VALUES (zeroblob(200000))", json!([])),
+    );
+    assert_eq!(a["ok"]["rows_affected"], 1, "{a}");
+    let a = probe(
+        node,
+        "any",
+        execute("d2", "INSERT INTO b VALUES (zeroblob(200000))", json!([])),
+    );
+    assert_eq!(a["error"]["limit_kind"], "quota", "{a}");
+    assert_eq!(a["error"]["limit"], 384 << 10, "{a}");
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota limit is 393216"),
+        "{a}"
+    );
+    let a = probe(
+        node,
+        "any",
+        execute("d2", "INSERT INTO b VALUES (zeroblob(1000))", json!([])),
+    );
+    assert_eq!(a["ok"]["rows_affected"], 1, "small writes still fit: {a}");
+
+    // Connections are pooled: acme used three databases, at most two stay open; each one
+    // reopens on demand.
+    for db in ["todo", "d1", "d2", "todo", "d1"] {
+        let a = probe(node, "any", query(db, "SELECT 1", json!([])));
+        if db != "todo" {
+            assert_eq!(rows(&a), &vec![json!([1])], "{a}");
+        }
+        let fds = sqlite_fds(node.child.id(), "acme");
+        assert!(fds <= 2, "{fds} acme database files open after {db}");
+    }
+    let v = w.sql(&w.acme, "acme", "todo", "SELECT 1 AS one", &[]);
+    assert_eq!(v["rows"], json!([[1]]));
+
+    // One request cannot hold more than 16 database handles.
+    let dbs: Vec<String> = (0..17).map(|_| "d1".to_string()).collect();
+    let a = probe(node, "any", json!({"op": "open-many", "dbs": dbs}));
+    assert_eq!(a["error"]["limit_kind"], "open-databases", "{a}");
+    assert_eq!(a["opened"], 16, "{a}");
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("handles limit is 16"),
+        "{a}"
+    );
+}
+
+#[test]
+fn statements_are_bounded_by_the_request_cpu_budget_and_batches_by_count() {
+    let w = world_with(
+        "db-budget",
+        "[db]\nstatement_time_ms = 5000\nmax_batch_statements = 5\n",
+    );
+    w.deploy_probe(&w.acme, "acme", "cpu", "/db", r#"[["==", ".db", "b"]]"#);
+    // TEST_LIMITS give a request 300 ms of CPU: a statement allowed 5 s stops when the
+    // request's budget is spent, and the request ends as a CPU-limit fault.
+    let slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let started = std::time::Instant::now();
+    let (status, body) = match agent()
+        .post(&w.node.url("/cpu"))
+        .send_string(&query("b", slow, json!([])).to_string())
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let took = started.elapsed();
+    eprintln!("the slow statement's request ended with {status} after {took:?}: {body}");
+    if status == 200 {
+        let a: Json = serde_json::from_str(&body).unwrap();
+        assert_eq!(a["error"]["limit_kind"], "time", "{a}");
+        assert!(
+            a["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cpu limit is"),
+            "{a}"
+        );
+    } else {
+        assert!(status >= 500, "{status} {body}");
+        w.node
+            .wait_log("a CPU-limit fault", |v| v.to_string().contains("cpu_limit"));
+    }
+    assert!(took < Duration::from_secs(3), "the statement ran {took:?}");
+    // The database is free again at once, for the same tenant and the owner.
+    let v = w.sql(&w.acme, "acme", "b", "SELECT 1 AS one", &[]);
+    assert_eq!(v["rows"], json!([[1]]));
+    let a = probe(&w.node, "cpu", query("b", "SELECT 2", json!([])));
+    assert_eq!(rows(&a), &vec![json!([2])], "{a}");
+
+    // A batch has at most 5 statements.
+    let a = probe(
+        &w.node,
+        "cpu",
+        execute("b", "CREATE TABLE t (n)", json!([])),
+    );
+    assert!(a["ok"].is_object(), "{a}");
+    let batch = |n: usize| {
+        let statements: Vec<Json> = (0..n)
+            .map(|i| json!({"sql": "INSERT INTO t VALUES (?)", "params": [i]}))
+            .collect();
+        json!({"db": "b", "op": "batch", "statements": statements})
+    };
+    let a = probe(&w.node, "cpu", batch(6));
+    assert_eq!(a["error"]["limit_kind"], "statements", "{a}");
+    assert_eq!(a["error"]["limit"], 5, "{a}");
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer statements per batch"),
+        "{a}"
+    );
+    let a = probe(&w.node, "cpu", batch(5));
+    assert_eq!(a["ok"].as_array().map(Vec::len), Some(5), "{a}");
+    let v = w.sql(&w.acme, "acme", "b", "SELECT count(*) FROM t", &[]);
+    assert_eq!(v["rows"], json!([[5]]));
+}
+
+#[test]
+fn components_cannot_plant_triggers_or_copy_sqlite_tables() {
+    let w = world("db-authorizer");
+    let owner = |sql: &str| w.sql(&w.acme, "acme", "app", sql, &[]);
+    owner("CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT)");
+    owner("CREATE TABLE keys (id INTEGER PRIMARY KEY, k TEXT)");
+    owner("CREATE INDEX keys_k ON keys (k)");
+    owner("INSERT INTO keys (k) VALUES ('s3cret')");
+    owner("ANALYZE");
+    w.deploy_probe(
+        &w.acme,
+        "acme",
+        "narrow",
+        "/db",
+        r#"[["==", ".db", "app"], ["==", ".table", "todos"]]"#,
+    );
+    let node = &w.node;
+    // A trigger planted on todos would later run with the rights of whoever inserts.
+    let a = probe(
+        node,
+        "narrow",
+        execute(
+            "app",
+            "CREATE TRIGGER steal AFTER INSERT ON todos BEGIN INSERT INTO todos (title) SELECT k FROM keys; END",
+            json!([]),
+        ),
+    );
+    assert_eq!(a["error"]["kind"], "refused", "{a}");
+    let msg = a["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("CREATE TRIGGER on table `todos`")
+            && msg.contains("every right on every table"),
+        "{msg}"
+    );
+    // SQLite's tables (schema, statistics with sampled rows) are not copied out either.
+    for sql in [
+        "INSERT INTO todos (title) SELECT sql FROM sqlite_master",
+        "INSERT INTO todos (title) SELECT sample FROM sqlite_stat4",
+    ] {
+        let a = probe(node, "narrow", execute("app", sql, json!([])));
+        assert_eq!(a["error"]["kind"], "permission-denied", "{sql}: {a}");
+        assert!(
+            a["error"]["table"].as_str().unwrap().starts_with("sqlite_"),
+            "{sql}: {a}"
+        );
+    }
+    let a = probe(
+        node,
+        "narrow",
+        execute(
+            "app",
+            "CREATE TABLE todos2 AS SELECT * FROM sqlite_stat4",
+            json!([]),
+        ),
+    );
+    assert_eq!(a["error"]["kind"], "refused", "{a}");
+    assert!(
+        a["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("INSERT INTO"),
+        "{a}"
+    );
+    // ANALYZE reads every table it summarises.
+    assert_denied(
+        &probe(node, "narrow", execute("app", "ANALYZE", json!([]))),
+        "read",
+        "keys",
+    );
+    // The legitimate uses keep working.
+    let a = probe(node, "narrow", execute("app", "ANALYZE todos", json!([])));
+    assert!(a["ok"].is_object(), "{a}");
+    let a = probe(
+        node,
+        "narrow",
+        execute(
+            "app",
+            "INSERT INTO todos (title) VALUES ('milk')",
+            json!([]),
+        ),
+    );
+    assert_eq!(a["ok"]["rows_affected"], 1, "{a}");
+    owner(
+        "CREATE TRIGGER stamp AFTER INSERT ON todos BEGIN UPDATE todos SET title = title || '!' WHERE id = new.id; END",
+    );
+    let a = probe(
+        node,
+        "narrow",
+        execute(
+            "app",
+            "INSERT INTO todos (title) VALUES ('eggs')",
+            json!([]),
+        ),
+    );
+    assert_eq!(a["ok"]["rows_affected"], 1, "{a}");
+    let v = owner("SELECT title FROM todos ORDER BY id");
+    assert_eq!(v["rows"], json!([["milk"], ["eggs!"]]));
+}
+
+#[test]
+fn a_statement_stops_when_its_management_request_ends() {
+    // The management request times out after 1 s; the statement would be allowed 8 s.
+    let w = world_admin(
+        "db-cancel",
+        "request_timeout_ms = 1000",
+        "[db]\nstatement_time_ms = 8000\n",
+    );
+    w.sql(&w.acme, "acme", "c", "CREATE TABLE t (n)", &[]);
+    let slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let (status, name, msg) = api_refusal(w.owner(&w.acme).db_query("acme", "c", slow, &[]));
+    assert_eq!((status, name.as_str()), (408, "Timeout"), "{msg}");
+    // The statement was cancelled with its request: the database (one connection) is free at
+    // once, instead of being held for the rest of the 8 s.
+    let started = std::time::Instant::now();
+    let v = w.sql(&w.acme, "acme", "c", "SELECT count(*) AS n FROM t", &[]);
+    assert_eq!(v["rows"], json!([[0]]));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(4),
+        "the next query waited {waited:?}"
+    );
 }

@@ -480,6 +480,55 @@ pub struct DbSection {
     /// Largest size of one database file.
     #[serde(default = "default_db_size")]
     pub max_database_size: ByteSize,
+    /// Largest string or blob SQLite may build or store (`SQLITE_LIMIT_LENGTH`).
+    #[serde(default = "default_db_value")]
+    pub max_value_size: ByteSize,
+    /// Largest result of one query (each value's bytes plus 32 per value).
+    #[serde(default = "default_db_result")]
+    pub max_result_size: ByteSize,
+    /// Most statements in one batch.
+    #[serde(default = "default_db_batch")]
+    pub max_batch_statements: usize,
+    /// Most databases per tenant.
+    #[serde(default = "default_db_count")]
+    pub max_databases_per_tenant: usize,
+    /// Most bytes all of a tenant's databases may take together.
+    #[serde(default = "default_db_quota")]
+    pub tenant_quota: ByteSize,
+    /// Most database connections open at once on the node.
+    #[serde(default = "default_db_open")]
+    pub max_open_databases: usize,
+    /// Most database connections open at once per tenant.
+    #[serde(default = "default_db_open_tenant")]
+    pub max_open_databases_per_tenant: usize,
+    /// Most memory SQLite may allocate in the node process (0: no limit).
+    #[serde(default = "default_db_heap")]
+    pub max_sqlite_memory: ByteSize,
+}
+
+fn default_db_value() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_value_bytes as u64)
+}
+fn default_db_result() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_result_bytes as u64)
+}
+fn default_db_batch() -> usize {
+    zerodb::Limits::default().max_batch_statements
+}
+fn default_db_count() -> usize {
+    zerodb::Limits::default().max_databases_per_tenant
+}
+fn default_db_quota() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_tenant_bytes)
+}
+fn default_db_open() -> usize {
+    zerodb::Limits::default().max_open_databases
+}
+fn default_db_open_tenant() -> usize {
+    zerodb::Limits::default().max_open_databases_per_tenant
+}
+fn default_db_heap() -> ByteSize {
+    ByteSize(zerodb::Limits::default().max_sqlite_heap_bytes)
 }
 
 fn default_db_statement() -> ByteSize {
@@ -502,6 +551,14 @@ impl Default for DbSection {
             max_rows: default_db_rows(),
             statement_time_ms: default_db_time(),
             max_database_size: default_db_size(),
+            max_value_size: default_db_value(),
+            max_result_size: default_db_result(),
+            max_batch_statements: default_db_batch(),
+            max_databases_per_tenant: default_db_count(),
+            tenant_quota: default_db_quota(),
+            max_open_databases: default_db_open(),
+            max_open_databases_per_tenant: default_db_open_tenant(),
+            max_sqlite_memory: default_db_heap(),
         }
     }
 }
@@ -514,6 +571,14 @@ impl DbSection {
             max_rows: self.max_rows,
             max_statement_time: Duration::from_millis(self.statement_time_ms),
             max_database_bytes: self.max_database_size.0,
+            max_value_bytes: usize::try_from(self.max_value_size.0).unwrap_or(usize::MAX),
+            max_result_bytes: usize::try_from(self.max_result_size.0).unwrap_or(usize::MAX),
+            max_batch_statements: self.max_batch_statements,
+            max_databases_per_tenant: self.max_databases_per_tenant,
+            max_tenant_bytes: self.tenant_quota.0,
+            max_open_databases: self.max_open_databases,
+            max_open_databases_per_tenant: self.max_open_databases_per_tenant,
+            max_sqlite_heap_bytes: self.max_sqlite_memory.0,
         }
     }
 }
@@ -618,6 +683,28 @@ impl NodeConfig {
         }
         if db.max_database_size.0 < (64 << 10) {
             return Err("[db] max_database_size must be at least 64 KiB".into());
+        }
+        if db.max_value_size.0 < 1024 || db.max_value_size.0 > (1 << 30) {
+            return Err("[db] max_value_size must be between 1 KiB and 1 GiB".into());
+        }
+        if db.max_result_size.0 < 1024 {
+            return Err("[db] max_result_size must be at least 1 KiB".into());
+        }
+        if db.max_batch_statements == 0
+            || db.max_databases_per_tenant == 0
+            || db.max_open_databases == 0
+            || db.max_open_databases_per_tenant == 0
+        {
+            return Err("[db] max_batch_statements, max_databases_per_tenant, max_open_databases and max_open_databases_per_tenant must be at least 1".into());
+        }
+        if db.max_open_databases_per_tenant > db.max_open_databases {
+            return Err("[db] max_open_databases_per_tenant must not exceed max_open_databases (one tenant could then hold every connection)".into());
+        }
+        if db.tenant_quota.0 < db.max_database_size.0 {
+            return Err("[db] tenant_quota must be at least max_database_size".into());
+        }
+        if db.max_sqlite_memory.0 != 0 && db.max_sqlite_memory.0 < (16 << 20) {
+            return Err("[db] max_sqlite_memory must be 0 (no limit) or at least 16 MiB".into());
         }
         let n = &self.node;
         if n.max_invocation_lifetime_secs == 0
@@ -767,6 +854,38 @@ mod tests {
         assert!(e.contains("[db]"), "{e}");
         let e = NodeConfig::parse("[db]\nmax_database_size = 100\n", Path::new(".")).unwrap_err();
         assert!(e.contains("max_database_size"), "{e}");
+        let c = NodeConfig::parse(
+            "[db]\nmax_value_size = \"1 MiB\"\nmax_result_size = \"2 MiB\"\nmax_batch_statements = 3\nmax_databases_per_tenant = 4\ntenant_quota = \"1 GiB\"\nmax_open_databases = 6\nmax_open_databases_per_tenant = 2\nmax_sqlite_memory = 0\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let l = c.db.limits();
+        assert_eq!(
+            (
+                l.max_value_bytes,
+                l.max_result_bytes,
+                l.max_batch_statements,
+                l.max_databases_per_tenant,
+                l.max_tenant_bytes,
+                l.max_open_databases,
+                l.max_open_databases_per_tenant,
+                l.max_sqlite_heap_bytes
+            ),
+            (1 << 20, 2 << 20, 3, 4, 1 << 30, 6, 2, 0)
+        );
+        for (bad, needle) in [
+            (
+                "max_open_databases = 2\nmax_open_databases_per_tenant = 3",
+                "must not exceed",
+            ),
+            ("tenant_quota = \"1 MiB\"", "tenant_quota"),
+            ("max_value_size = 10", "max_value_size"),
+            ("max_batch_statements = 0", "max_batch_statements"),
+            ("max_sqlite_memory = \"1 MiB\"", "max_sqlite_memory"),
+        ] {
+            let e = NodeConfig::parse(&format!("[db]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.db.limits(), zerodb::Limits::default());

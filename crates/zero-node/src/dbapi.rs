@@ -1,40 +1,56 @@
 //! The database endpoint of the management API: `POST /v1/tenants/{t}/db/{db}/query` with a
 //! JSON body `{"sql": "…", "params": [...]}`, invoked with `/db/query` (args `tenant`, `db`,
-//! `sql`). Every table the statement touches is then checked against the invoker's chain with
-//! `/db/read`, `/db/write`, `/db/create` or `/db/delete` (args `tenant`, `db`, `table`), exactly
-//! as for a component, so the owner can run migrations and admin queries in their own tenant
-//! and nowhere else.
-
-use std::collections::BTreeMap;
+//! `sql`).
+//!
+//! The invocation is checked like any other (signatures, time, revocation, replay, every link
+//! covering `/db/query` or a table command), except that its policies are not evaluated on the
+//! invocation's own arguments, which name no table: instead the chain must be able to allow
+//! some `/db` action on some table of that database
+//! ([`zerodb::ChainGrants::check_database`]), and then every table
+//! the statement touches is checked against the chain with `/db/read`, `/db/write`,
+//! `/db/create` or `/db/delete` and the invocation's arguments plus `.table`, by the same
+//! [`zerodb::ChainGrants`] that checks components. So a delegation scoped with
+//! `[["==", ".db", "app"], ["==", ".table", "todos"]]` works here exactly as for a component.
 
 use hyper::body::Incoming;
-use serde_json::json;
-use zero_auth::{Ipld, VerifiedInvocation};
+use zero_auth::{Capability, Command, Ipld};
 
-use crate::api::{Api, Resp, expect_arg, json_response, read_body, refuse_unread};
+use crate::api::{Api, Resp, expect_arg, read_body, refuse_unread};
 use crate::apps::Refusal;
 
 /// Largest body of a database query request.
 const MAX_QUERY_BODY: usize = 4 << 20;
 
-/// Table-level grants from a management invocation's chain.
-struct InvocationGrants {
-    inv: VerifiedInvocation,
-    tenant: String,
-}
-
-impl zerodb::Grants for InvocationGrants {
-    fn allows(&self, action: zerodb::Action, db: &str, table: &str) -> bool {
-        let Ok(cmd) = zero_auth::Command::parse(action.command()) else {
-            return false;
-        };
-        let args = Ipld::Map(BTreeMap::from([
-            ("tenant".to_string(), Ipld::String(self.tenant.clone())),
-            ("db".to_string(), Ipld::String(db.to_string())),
-            ("table".to_string(), Ipld::String(table.to_string())),
-        ]));
-        self.inv.allows(&cmd, &args).is_ok()
+/// The invocation-level check of `/db/query`: every link covers the command or one of the
+/// table commands (so a `/db/read` delegation can be used to read), and the chain can reach the
+/// invoked database for some table. Each table is then checked with its own command.
+fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
+    let table_commands: Vec<Command> = zerodb::Action::ALL
+        .iter()
+        .filter_map(|a| Command::parse(a.command()).ok())
+        .collect();
+    if let Some(cap) = caps
+        .iter()
+        .find(|c| !c.command.covers(cmd) && !table_commands.iter().any(|t| c.command.covers(t)))
+    {
+        return Err(zero_auth::Error::InvalidClaim {
+            token: Box::new(cap.delegation),
+            reason: format!(
+                "command `{cmd}` is not covered by the delegated command `{}`; ask for a \
+                 delegation of `/db` (or of `/db/read`, `/db/write`, `/db/create` or \
+                 `/db/delete`, scoped with .db and .table)",
+                cap.command
+            ),
+        });
     }
+    let Ipld::Map(map) = args else {
+        return zero_auth::authorize(caps, cmd, args);
+    };
+    let Some(Ipld::String(db)) = map.get("db") else {
+        // Reported by the argument checks of the endpoint.
+        return Ok(());
+    };
+    zerodb::ChainGrants::new(Some(caps.to_vec()), map.clone(), None).check_database(db)
 }
 
 fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refusal> {
@@ -63,13 +79,46 @@ fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refus
     })
 }
 
-fn value_to_json(v: zerodb::Value) -> serde_json::Value {
-    match v {
-        zerodb::Value::Null => serde_json::Value::Null,
-        zerodb::Value::Integer(i) => json!(i),
-        zerodb::Value::Real(f) => json!(f),
-        zerodb::Value::Text(s) => json!(s),
-        zerodb::Value::Blob(b) => json!({"hex": hex::encode(b)}),
+/// The answer, serialized straight from the rows (no intermediate JSON tree, whose per-value
+/// overhead would multiply the result's size).
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    columns: &'a [String],
+    rows: Rows<'a>,
+    rows_affected: u64,
+    last_insert_id: i64,
+}
+
+struct Rows<'a>(&'a [Vec<zerodb::Value>]);
+struct Row<'a>(&'a [zerodb::Value]);
+struct Cell<'a>(&'a zerodb::Value);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| Row(r)))
+    }
+}
+
+impl serde::Serialize for Row<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(Cell))
+    }
+}
+
+impl serde::Serialize for Cell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            zerodb::Value::Null => s.serialize_unit(),
+            zerodb::Value::Integer(i) => s.serialize_i64(*i),
+            zerodb::Value::Real(f) => s.serialize_f64(*f),
+            zerodb::Value::Text(t) => s.serialize_str(t),
+            zerodb::Value::Blob(b) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("hex", &hex::encode(b))?;
+                m.end()
+            }
+        }
     }
 }
 
@@ -78,6 +127,9 @@ fn db_refusal(e: zerodb::Error) -> Refusal {
         zerodb::Error::PermissionDenied { .. } => (403, "PermissionDenied"),
         zerodb::Error::Syntax { .. } => (400, "Syntax"),
         zerodb::Error::Constraint { .. } => (409, "Constraint"),
+        zerodb::Error::LimitExceeded { kind, .. } if *kind == "open_databases" => {
+            (503, "LimitExceeded")
+        }
         zerodb::Error::LimitExceeded { .. } => (413, "LimitExceeded"),
         zerodb::Error::Refused { .. } => (400, "Refused"),
         zerodb::Error::InvalidName(_) => (400, "InvalidArgs"),
@@ -96,11 +148,13 @@ impl Api {
     ) -> Result<Resp, Refusal> {
         // Authorized from the headers (the statement is in the invocation's args) before the
         // body is read; a refused body is drained unbuffered.
-        let checked = self.authorize(parts, "/db/query").and_then(|inv| {
-            expect_arg(&inv.args, "tenant", tenant)?;
-            expect_arg(&inv.args, "db", db)?;
-            Ok(inv)
-        });
+        let checked = self
+            .authorize_with(parts, "/db/query", &scope)
+            .and_then(|(inv, _)| {
+                expect_arg(&inv.args, "tenant", tenant)?;
+                expect_arg(&inv.args, "db", db)?;
+                Ok(inv)
+            });
         let inv = match checked {
             Ok(inv) => inv,
             Err(r) => return Err(refuse_unread(parts, body, MAX_QUERY_BODY, r).await),
@@ -133,19 +187,20 @@ impl Api {
             }
         };
         self.require_tenant(tenant)?;
-        let grants = InvocationGrants {
-            inv,
-            tenant: tenant.to_string(),
-        };
+        let grants =
+            zerodb::ChainGrants::new(Some(inv.capabilities.clone()), inv.args.clone(), None);
         let (databases, tenant_s, db_s, sql_s) = (
             self.databases.clone(),
             tenant.to_string(),
             db.to_string(),
             sql.to_string(),
         );
+        // Cancelled when this future is dropped (the client went away).
+        let ctl = zerodb::Control::new();
+        let _cancel = ctl.cancel_on_drop();
         let result = tokio::task::spawn_blocking(move || {
             let database = databases.database(&tenant_s, &db_s)?;
-            database.run(&grants, &sql_s, &params)
+            database.run_with(&ctl, &grants, &sql_s, &params)
         })
         .await
         .map_err(|e| Refusal::new(500, "Database", format!("the database task failed: {e}")))?
@@ -158,14 +213,19 @@ impl Api {
             rows_affected = exec.rows_affected,
             "database query"
         );
-        Ok(json_response(
-            200,
-            json!({
-                "columns": rows.columns,
-                "rows": rows.rows.into_iter().map(|r| r.into_iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                "rows_affected": exec.rows_affected,
-                "last_insert_id": exec.last_insert_id,
-            }),
-        ))
+        let body = serde_json::to_vec(&Answer {
+            columns: &rows.columns,
+            rows: Rows(&rows.rows),
+            rows_affected: exec.rows_affected,
+            last_insert_id: exec.last_insert_id,
+        })
+        .map_err(|e| Refusal::new(500, "Database", format!("encoding the answer: {e}")))?;
+        drop(rows);
+        let mut resp = http::Response::new(crate::api::full_body(body));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
     }
 }

@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -16,7 +17,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 use crate::error::NONDETERMINISTIC_WHY;
 use crate::{Action, Error, Grants, Result};
 
-/// Per-statement and per-database limits.
+/// Per-statement, per-database, per-tenant and node-wide limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum statement length in bytes, checked before the statement is prepared.
@@ -27,7 +28,33 @@ pub struct Limits {
     pub max_statement_time: Duration,
     /// Maximum size of one database file in bytes (`PRAGMA max_page_count`).
     pub max_database_bytes: u64,
+    /// Largest string or blob SQLite may build or store (`SQLITE_LIMIT_LENGTH`): bounds
+    /// `zeroblob`, `randomblob`, `printf`, `group_concat`, `||` and bound parameters.
+    pub max_value_bytes: usize,
+    /// Largest result of one query: the sum over its cells of the value's bytes plus
+    /// [`CELL_OVERHEAD`] each.
+    pub max_result_bytes: usize,
+    /// Most statements in one batch.
+    pub max_batch_statements: usize,
+    /// Most databases one tenant may have.
+    pub max_databases_per_tenant: usize,
+    /// Most bytes all databases of one tenant may take together (files and their WAL).
+    pub max_tenant_bytes: u64,
+    /// Most database connections open at once on the node (each holds three file
+    /// descriptors); the least recently used idle one is closed to make room.
+    pub max_open_databases: usize,
+    /// Most database connections one tenant may have open at once.
+    pub max_open_databases_per_tenant: usize,
+    /// Most bytes SQLite may allocate in the whole process (`sqlite3_hard_heap_limit64`),
+    /// page caches included; 0 leaves it unset.
+    pub max_sqlite_heap_bytes: u64,
 }
+
+/// What one result cell costs against [`Limits::max_result_bytes`] on top of its bytes.
+pub const CELL_OVERHEAD: usize = 32;
+
+/// Page cache of each connection, in KiB (`PRAGMA cache_size = -N`).
+const CACHE_KIB: u64 = 2048;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -36,7 +63,68 @@ impl Default for Limits {
             max_rows: 10_000,
             max_statement_time: Duration::from_secs(1),
             max_database_bytes: 256 * 1024 * 1024,
+            max_value_bytes: 4 << 20,
+            max_result_bytes: 16 << 20,
+            max_batch_statements: 100,
+            max_databases_per_tenant: 32,
+            max_tenant_bytes: 1 << 30,
+            max_open_databases: 64,
+            max_open_databases_per_tenant: 8,
+            max_sqlite_heap_bytes: 256 << 20,
         }
+    }
+}
+
+/// How one call may be stopped early: a cancellation flag (set when the request that made the
+/// call ends, see [`Control::cancel_on_drop`]) and an optional time budget that shortens every
+/// statement's deadline (the request's remaining CPU budget).
+#[derive(Clone, Debug, Default)]
+pub struct Control {
+    cancel: Arc<AtomicBool>,
+    /// The budget, counted from when the call's first statement starts (for the whole call:
+    /// every statement of a batch).
+    budget: Option<Duration>,
+    started: std::sync::OnceLock<Instant>,
+}
+
+impl Control {
+    /// A control that never cancels, with no budget beyond the statement time limit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// With a time budget: statements of this call (all of them together, from when the first
+    /// one starts running) stop with a `cpu` limit error when it runs out (the statement limit
+    /// still applies when it is shorter).
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Stops the running statement (at SQLite's next progress check) and every later one.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Control::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// A guard that cancels this control when dropped: hold it in the future awaiting the
+    /// database work, so that the work stops when the request ends (timeout, client gone).
+    pub fn cancel_on_drop(&self) -> CancelOnDrop {
+        CancelOnDrop(self.cancel.clone())
+    }
+}
+
+/// Cancels a [`Control`] when dropped.
+#[derive(Debug)]
+pub struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -112,6 +200,23 @@ struct Entry {
     table: String,
     /// The SQLite action code was a schema change (CREATE/DROP/ALTER).
     schema_op: bool,
+    /// `ANALYZE` of the table (recorded as a read of it).
+    analyze: bool,
+    /// `CREATE TRIGGER` / `DROP TRIGGER` on the table.
+    trigger: bool,
+    /// `CREATE TABLE` of the table.
+    create_table: bool,
+}
+
+/// Why SQLite's progress handler stopped a statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Interrupt {
+    /// The statement time limit.
+    Time,
+    /// The call's budget (the request's remaining CPU time).
+    Budget,
+    /// The call was cancelled (its request ended).
+    Cancelled,
 }
 
 /// Shared between the connection's callbacks (authorizer, progress handler, functions) and the
@@ -122,8 +227,15 @@ struct State {
     internal: bool,
     /// Accesses recorded while preparing the current statement.
     entries: Vec<Entry>,
+    /// The statement contains a SELECT (SQLite reported `SQLITE_SELECT`).
+    saw_select: bool,
+    /// The statement is an `ALTER TABLE` (SQLite then runs its own `pragma_quick_check`).
+    saw_alter: bool,
     /// The first refusal (ATTACH, PRAGMA, ...) seen while preparing.
     refusal: Option<(String, String)>,
+    /// The approved statement creates, alters, drops or analyzes an object of the caller's,
+    /// so SQLite's own accesses to its `sqlite_*` tables are its bookkeeping.
+    bookkeeping: bool,
     /// True while the approved statement runs; a re-prepare may only use approved accesses.
     stepping: bool,
     approved: Vec<(Action, String)>,
@@ -131,22 +243,30 @@ struct State {
     /// The current statement writes: non-deterministic functions are refused.
     writing: bool,
     nondeterministic: Option<String>,
-    deadline: Option<Instant>,
-    timed_out: bool,
+    deadline: Option<(Instant, Interrupt)>,
+    /// The call's budget in milliseconds, when it set the deadline.
+    budget_ms: u64,
+    cancel: Option<Arc<AtomicBool>>,
+    interrupted: Option<Interrupt>,
+    /// The size limit in force for the current write: `("size", bytes)` or `("quota", bytes)`.
+    size_limit: Option<(&'static str, u64)>,
     last_accesses: Vec<Access>,
 }
 
 impl State {
     fn reset(&mut self) {
         self.entries.clear();
+        self.saw_select = false;
+        self.saw_alter = false;
         self.refusal = None;
+        self.bookkeeping = false;
         self.stepping = false;
         self.approved.clear();
         self.stepping_denial = None;
         self.writing = false;
         self.nondeterministic = None;
         self.deadline = None;
-        self.timed_out = false;
+        self.interrupted = None;
     }
 }
 
@@ -167,40 +287,110 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// The set of databases under one root directory: `root/<tenant>/<name>.sqlite`.
-pub struct Databases {
+/// What every database of one [`Databases`] shares: the root, the limits and the pool of open
+/// connections.
+struct Shared {
     root: PathBuf,
     limits: Limits,
+    pool: Mutex<Pool>,
+    /// Every database handed out, so that the pool can close any idle one.
+    registry: Mutex<HashMap<(String, String), Weak<Database>>>,
+}
+
+/// The open connections, for the node-wide and per-tenant bounds and LRU closing.
+#[derive(Default)]
+struct Pool {
+    clock: u64,
+    /// (tenant, name) → last use, for every database whose connection is open.
+    open: HashMap<(String, String), u64>,
+}
+
+impl Shared {
+    fn tenant_dir(&self, tenant: &str) -> PathBuf {
+        self.root.join(tenant)
+    }
+
+    /// Bytes taken by the databases of `tenant` other than `except` (their files and WALs;
+    /// the `-shm` index is SQLite's shared memory, not data).
+    fn tenant_bytes_except(&self, tenant: &str, except: &str) -> u64 {
+        let Ok(dir) = std::fs::read_dir(self.tenant_dir(tenant)) else {
+            return 0;
+        };
+        let skip = [format!("{except}.sqlite"), format!("{except}.sqlite-wal")];
+        dir.filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                (name.ends_with(".sqlite") || name.ends_with(".sqlite-wal"))
+                    && !skip.contains(&name)
+            })
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Number of databases `tenant` has on disk.
+    fn tenant_databases(&self, tenant: &str) -> usize {
+        let Ok(dir) = std::fs::read_dir(self.tenant_dir(tenant)) else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".sqlite"))
+            .count()
+    }
+}
+
+/// The set of databases under one root directory: `root/<tenant>/<name>.sqlite`.
+///
+/// Connections are pooled: at most [`Limits::max_open_databases`] are open on the node and
+/// [`Limits::max_open_databases_per_tenant`] per tenant; opening one more closes the least
+/// recently used idle connection (it is reopened on its next statement), and when every
+/// connection in the way is busy the call fails with `open_databases`.
+pub struct Databases {
+    shared: Arc<Shared>,
     open: Mutex<HashMap<(String, String), Arc<Database>>>,
 }
 
 impl Databases {
-    /// Opens (creating if needed) the root directory.
+    /// Opens (creating if needed) the root directory, and sets SQLite's process-wide heap
+    /// limit from [`Limits::max_sqlite_heap_bytes`].
     pub fn open(root: impl AsRef<Path>, limits: Limits) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(&root)?;
+        if limits.max_sqlite_heap_bytes > 0 {
+            let n = i64::try_from(limits.max_sqlite_heap_bytes).unwrap_or(i64::MAX);
+            // SAFETY: sqlite3_hard_heap_limit64 only stores the limit (under SQLite's own
+            // mutex) and returns the previous one; it takes no pointers.
+            unsafe {
+                rusqlite::ffi::sqlite3_hard_heap_limit64(n);
+            }
+        }
         Ok(Databases {
-            root,
-            limits,
+            shared: Arc::new(Shared {
+                root,
+                limits,
+                pool: Mutex::new(Pool::default()),
+                registry: Mutex::new(HashMap::new()),
+            }),
             open: Mutex::new(HashMap::new()),
         })
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.shared.root
     }
 
     /// The limits applied to every database.
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        &self.shared.limits
     }
 
     /// The file of database `name` of `tenant`, after validating both names.
     pub fn path_of(&self, tenant: &str, name: &str) -> Result<PathBuf> {
         validate_name(tenant)?;
         validate_name(name)?;
-        Ok(self.root.join(tenant).join(format!("{name}.sqlite")))
+        Ok(self.shared.root.join(tenant).join(format!("{name}.sqlite")))
     }
 
     /// Whether database `name` of `tenant` exists on disk.
@@ -208,40 +398,63 @@ impl Databases {
         Ok(self.path_of(tenant, name)?.exists())
     }
 
-    /// Opens database `name` of `tenant`, creating it if it does not exist. The same
-    /// [`Database`] is returned for the same (tenant, name) while this value lives.
+    /// Number of connections open now (node-wide).
+    pub fn open_connections(&self) -> usize {
+        lock(&self.shared.pool).open.len()
+    }
+
+    /// Opens database `name` of `tenant`, creating it if it does not exist (refused with
+    /// `databases` when the tenant already has [`Limits::max_databases_per_tenant`]). The same
+    /// [`Database`] is returned for the same (tenant, name) while this value lives. Check the
+    /// caller's right to the database before calling this.
     pub fn database(&self, tenant: &str, name: &str) -> Result<Arc<Database>> {
         let path = self.path_of(tenant, name)?;
         let mut open = lock(&self.open);
-        if let Some(db) = open.get(&(tenant.to_owned(), name.to_owned())) {
+        let key = (tenant.to_owned(), name.to_owned());
+        if let Some(db) = open.get(&key) {
             return Ok(db.clone());
+        }
+        if !path.exists() {
+            let limit = self.shared.limits.max_databases_per_tenant;
+            if self.shared.tenant_databases(tenant) >= limit {
+                return Err(Error::LimitExceeded {
+                    kind: "databases",
+                    limit: limit as u64,
+                });
+            }
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Arc::new(Database::open_file(
-            tenant,
-            name,
-            &path,
-            self.limits.clone(),
-        )?);
-        open.insert((tenant.to_owned(), name.to_owned()), db.clone());
+        let db = Arc::new(Database {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            path,
+            shared: self.shared.clone(),
+            inner: Mutex::new(None),
+            state: Arc::new(Mutex::new(State::default())),
+        });
+        lock(&self.shared.registry).insert(key.clone(), Arc::downgrade(&db));
+        // Open (and so create) the file now, so that it counts against the tenant at once.
+        drop(db.connection()?);
+        open.insert(key, db.clone());
         Ok(db)
     }
 }
 
 struct Inner {
     conn: Connection,
-    state: Arc<Mutex<State>>,
 }
 
-/// One tenant's SQLite database. Statements are serialized on one connection.
+/// One tenant's SQLite database. Statements are serialized on one connection, opened on
+/// demand and closed when the pool needs room.
 pub struct Database {
     tenant: String,
     name: String,
     path: PathBuf,
-    limits: Limits,
-    inner: Mutex<Inner>,
+    shared: Arc<Shared>,
+    inner: Mutex<Option<Inner>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -254,24 +467,126 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// The connection of a [`Database`], held for one call.
+struct Conn<'a>(MutexGuard<'a, Option<Inner>>);
+
+impl Conn<'_> {
+    fn conn(&self) -> Result<&Connection> {
+        self.0
+            .as_ref()
+            .map(|i| &i.conn)
+            .ok_or_else(|| Error::Sqlite("internal: the connection is closed".into()))
+    }
+}
+
 impl Database {
-    fn open_file(tenant: &str, name: &str, path: &Path, limits: Limits) -> Result<Self> {
-        let state = Arc::new(Mutex::new(State {
-            internal: true,
-            ..State::default()
-        }));
-        let conn = open_connection(path, &limits, &state)
-            .map_err(|e| map_error(e, &lock(&state), &limits, name))?;
-        lock(&state).internal = false;
-        Ok(Database {
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-            path: path.to_path_buf(),
-            limits,
-            inner: Mutex::new(Inner { conn, state }),
-        })
+    fn limits(&self) -> &Limits {
+        &self.shared.limits
     }
 
+    fn key(&self) -> (String, String) {
+        (self.tenant.clone(), self.name.clone())
+    }
+
+    /// Locks this database's connection, opening it when closed (and closing the least
+    /// recently used idle connections beyond the pool's bounds).
+    fn connection(&self) -> Result<Conn<'_>> {
+        let mut guard = lock(&self.inner);
+        if guard.is_some() {
+            let mut pool = lock(&self.shared.pool);
+            pool.clock += 1;
+            let now = pool.clock;
+            pool.open.insert(self.key(), now);
+            return Ok(Conn(guard));
+        }
+        self.make_room()?;
+        let limits = self.limits().clone();
+        {
+            let mut st = lock(&self.state);
+            st.internal = true;
+        }
+        let opened = open_connection(&self.path, &limits, &self.state);
+        let mut st = lock(&self.state);
+        st.internal = false;
+        let conn = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                let err = map_error(e, &st, &limits, &self.name);
+                drop(st);
+                lock(&self.shared.pool).open.remove(&self.key());
+                return Err(err);
+            }
+        };
+        drop(st);
+        *guard = Some(Inner { conn });
+        Ok(Conn(guard))
+    }
+
+    /// Reserves a slot in the pool for this database, closing least recently used idle
+    /// connections (node-wide, then of this tenant) beyond the bounds.
+    fn make_room(&self) -> Result<()> {
+        let limits = self.limits();
+        let databases = self.open_databases_snapshot();
+        let mut pool = lock(&self.shared.pool);
+        let me = self.key();
+        loop {
+            let total = pool.open.len();
+            let mine = pool.open.keys().filter(|(t, _)| *t == self.tenant).count();
+            let (over_tenant, over_node) = (
+                mine >= limits.max_open_databases_per_tenant,
+                total >= limits.max_open_databases,
+            );
+            if !over_tenant && !over_node {
+                break;
+            }
+            let mut candidates: Vec<(u64, (String, String))> = pool
+                .open
+                .iter()
+                .filter(|(k, _)| **k != me && (!over_tenant || k.0 == self.tenant))
+                .map(|(k, t)| (*t, k.clone()))
+                .collect();
+            candidates.sort();
+            let mut closed = false;
+            for (_, key) in candidates {
+                let Some(db) = databases.get(&key) else {
+                    // Not ours to close (should not happen): forget it.
+                    pool.open.remove(&key);
+                    closed = true;
+                    break;
+                };
+                if let Ok(mut inner) = db.inner.try_lock()
+                    && let Some(i) = inner.take()
+                {
+                    drop(i);
+                    pool.open.remove(&key);
+                    closed = true;
+                    break;
+                }
+            }
+            if !closed {
+                let (kind, limit) = if over_tenant {
+                    ("open_databases", limits.max_open_databases_per_tenant)
+                } else {
+                    ("open_databases", limits.max_open_databases)
+                };
+                return Err(Error::LimitExceeded {
+                    kind,
+                    limit: limit as u64,
+                });
+            }
+        }
+        pool.clock += 1;
+        let now = pool.clock;
+        pool.open.insert(me, now);
+        Ok(())
+    }
+
+    fn open_databases_snapshot(&self) -> HashMap<(String, String), Arc<Database>> {
+        lock(&self.shared.registry)
+            .iter()
+            .filter_map(|(k, w)| w.upgrade().map(|d| (k.clone(), d)))
+            .collect()
+    }
     /// The tenant owning this database.
     pub fn tenant(&self) -> &str {
         &self.tenant
@@ -289,26 +604,51 @@ impl Database {
 
     /// Runs one statement that does not return rows (or whose rows are discarded).
     pub fn execute(&self, grants: &dyn Grants, sql: &str, params: &[Value]) -> Result<ExecResult> {
-        let inner = lock(&self.inner);
-        let run = Runner {
-            db: self,
-            conn: &inner.conn,
-            state: &inner.state,
-            grants,
-        };
-        run.execute(sql, params)
+        self.execute_with(&Control::new(), grants, sql, params)
+    }
+
+    /// [`Database::execute`] under `ctl`.
+    pub fn execute_with(
+        &self,
+        ctl: &Control,
+        grants: &dyn Grants,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<ExecResult> {
+        let conn = self.connection()?;
+        self.runner(&conn, grants, ctl)?.execute(sql, params)
     }
 
     /// Runs one statement and returns its rows.
     pub fn query(&self, grants: &dyn Grants, sql: &str, params: &[Value]) -> Result<QueryResult> {
-        let inner = lock(&self.inner);
-        let run = Runner {
+        self.query_with(&Control::new(), grants, sql, params)
+    }
+
+    /// [`Database::query`] under `ctl`.
+    pub fn query_with(
+        &self,
+        ctl: &Control,
+        grants: &dyn Grants,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<QueryResult> {
+        let conn = self.connection()?;
+        self.runner(&conn, grants, ctl)?.query(sql, params)
+    }
+
+    fn runner<'a>(
+        &'a self,
+        conn: &'a Conn<'_>,
+        grants: &'a dyn Grants,
+        ctl: &'a Control,
+    ) -> Result<Runner<'a>> {
+        Ok(Runner {
             db: self,
-            conn: &inner.conn,
-            state: &inner.state,
+            conn: conn.conn()?,
+            state: &self.state,
             grants,
-        };
-        run.query(sql, params)
+            ctl,
+        })
     }
 
     /// Runs `f` inside one transaction (`BEGIN IMMEDIATE`): committed atomically if `f` returns
@@ -318,13 +658,18 @@ impl Database {
         grants: &dyn Grants,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<T> {
-        let inner = lock(&self.inner);
-        let run = Runner {
-            db: self,
-            conn: &inner.conn,
-            state: &inner.state,
-            grants,
-        };
+        self.transaction_with(&Control::new(), grants, f)
+    }
+
+    /// [`Database::transaction`] under `ctl`: a cancelled call is rolled back.
+    pub fn transaction_with<T>(
+        &self,
+        ctl: &Control,
+        grants: &dyn Grants,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let conn = self.connection()?;
+        let run = self.runner(&conn, grants, ctl)?;
         run.internal("BEGIN IMMEDIATE")?;
         let mut tx = Transaction { run, done: false };
         let value = f(&mut tx)?;
@@ -334,6 +679,9 @@ impl Database {
                 "the transaction was rolled back by SQLite after an error; nothing was committed"
                     .into(),
             ));
+        }
+        if ctl.is_cancelled() {
+            return Err(Error::Cancelled);
         }
         let res = tx.run.internal("COMMIT");
         if res.is_ok() {
@@ -350,14 +698,22 @@ impl Database {
         sql: &str,
         params: &[Value],
     ) -> Result<(QueryResult, ExecResult)> {
-        let inner = lock(&self.inner);
-        let run = Runner {
-            db: self,
-            conn: &inner.conn,
-            state: &inner.state,
-            grants,
-        };
-        match run.run(sql, params, Mode::Both)? {
+        self.run_with(&Control::new(), grants, sql, params)
+    }
+
+    /// [`Database::run`] under `ctl`.
+    pub fn run_with(
+        &self,
+        ctl: &Control,
+        grants: &dyn Grants,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<(QueryResult, ExecResult)> {
+        let conn = self.connection()?;
+        match self
+            .runner(&conn, grants, ctl)?
+            .run(sql, params, Mode::Both)?
+        {
             Outcome::Both(q, e) => Ok((q, e)),
             _ => Err(Error::Sqlite(
                 "internal: unexpected statement outcome".into(),
@@ -365,16 +721,39 @@ impl Database {
         }
     }
 
-    /// Runs several statements in one transaction; all or nothing.
+    /// Runs several statements in one transaction; all or nothing. At most
+    /// [`Limits::max_batch_statements`] statements.
     pub fn batch(
         &self,
         grants: &dyn Grants,
         statements: &[(&str, Vec<Value>)],
     ) -> Result<Vec<ExecResult>> {
-        self.transaction(grants, |tx| {
+        self.batch_with(&Control::new(), grants, statements)
+    }
+
+    /// [`Database::batch`] under `ctl`: cancelling stops it between statements too.
+    pub fn batch_with(
+        &self,
+        ctl: &Control,
+        grants: &dyn Grants,
+        statements: &[(&str, Vec<Value>)],
+    ) -> Result<Vec<ExecResult>> {
+        let limit = self.limits().max_batch_statements;
+        if statements.len() > limit {
+            return Err(Error::LimitExceeded {
+                kind: "statements",
+                limit: limit as u64,
+            });
+        }
+        self.transaction_with(ctl, grants, |tx| {
             statements
                 .iter()
-                .map(|(sql, params)| tx.execute(sql, params))
+                .map(|(sql, params)| {
+                    if ctl.is_cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    tx.execute(sql, params)
+                })
                 .collect()
         })
     }
@@ -382,8 +761,8 @@ impl Database {
     /// The accesses the last statement performed (recorded by the authorizer when it was
     /// prepared), excluding SQLite's internal bookkeeping of schema operations.
     pub fn last_accesses(&self) -> Vec<Access> {
-        let inner = lock(&self.inner);
-        lock(&inner.state).last_accesses.clone()
+        let _conn = lock(&self.inner);
+        lock(&self.state).last_accesses.clone()
     }
 }
 
@@ -418,6 +797,7 @@ struct Runner<'a> {
     conn: &'a Connection,
     state: &'a Arc<Mutex<State>>,
     grants: &'a dyn Grants,
+    ctl: &'a Control,
 }
 
 enum Mode {
@@ -438,7 +818,7 @@ impl Runner<'_> {
         let r = self.conn.execute_batch(sql);
         let mut st = lock(self.state);
         st.internal = false;
-        r.map_err(|e| map_error(e, &st, &self.db.limits, &self.db.name))
+        r.map_err(|e| map_error(e, &st, self.db.limits(), &self.db.name))
     }
 
     fn execute(&self, sql: &str, params: &[Value]) -> Result<ExecResult> {
@@ -456,7 +836,7 @@ impl Runner<'_> {
     }
 
     fn run(&self, sql: &str, params: &[Value], mode: Mode) -> Result<Outcome> {
-        let limits = &self.db.limits;
+        let limits = self.db.limits();
         lock(self.state).last_accesses.clear();
         if sql.len() > limits.max_statement_bytes {
             return Err(Error::LimitExceeded {
@@ -464,56 +844,47 @@ impl Runner<'_> {
                 limit: limits.max_statement_bytes as u64,
             });
         }
+        if self.ctl.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
         lock(self.state).reset();
         let prepared = self.conn.prepare(sql);
         let mut stmt = {
             let mut st = lock(self.state);
             let stmt = prepared.map_err(|e| map_error(e, &st, limits, &self.db.name))?;
-            // Phase 2: every access recorded while preparing must be granted.
             let entries = std::mem::take(&mut st.entries);
-            let schema = entries.iter().any(|e| e.schema_op);
-            let mut accesses = Vec::new();
-            let schema_tables: Vec<&str> = entries
+            let accesses = self.check_entries(&entries, st.saw_select)?;
+            st.last_accesses = accesses;
+            st.bookkeeping = entries
                 .iter()
-                .filter(|e| e.schema_op)
-                .map(|e| e.table.as_str())
-                .collect();
-            for e in &entries {
-                if is_internal(&e.table) && schema {
-                    continue;
-                }
-                // SQLite's own checks while altering or indexing a table (e.g. ALTER TABLE
-                // verifying existing rows) read that table: part of the schema operation.
-                if e.action == Action::Read && schema_tables.contains(&e.table.as_str()) {
-                    continue;
-                }
-                let a = Access {
-                    action: e.action,
-                    table: e.table.clone(),
-                };
-                if !accesses.contains(&a) {
-                    accesses.push(a);
-                }
-            }
-            st.last_accesses = accesses.clone();
-            for a in &accesses {
-                if !self.grants.allows(a.action, &self.db.name, &a.table) {
-                    return Err(Error::PermissionDenied {
-                        action: a.action,
-                        db: self.db.name.clone(),
-                        table: a.table.clone(),
-                    });
-                }
-            }
+                .any(|e| (e.schema_op || e.analyze) && !is_internal(&e.table));
             st.writing = entries.iter().any(|e| e.action != Action::Read);
             st.approved = entries
                 .iter()
                 .map(|e| (e.action, e.table.clone()))
                 .collect();
-            st.stepping = true;
-            st.deadline = Some(Instant::now() + limits.max_statement_time);
             stmt
         };
+        if !stmt.readonly() {
+            self.set_size_limit()?;
+        }
+        {
+            let mut st = lock(self.state);
+            st.stepping = true;
+            let now = Instant::now();
+            let until = self
+                .ctl
+                .budget
+                .map(|b| (b, *self.ctl.started.get_or_init(|| now) + b));
+            st.deadline = Some(match until {
+                Some((b, until)) if until < now + limits.max_statement_time => {
+                    st.budget_ms = b.as_millis() as u64;
+                    (until, Interrupt::Budget)
+                }
+                _ => (now + limits.max_statement_time, Interrupt::Time),
+            });
+            st.cancel = Some(self.ctl.cancel.clone());
+        }
         let result = (|| -> rusqlite::Result<std::result::Result<Outcome, Error>> {
             let expected = stmt.parameter_count();
             if expected != params.len() {
@@ -529,6 +900,7 @@ impl Runner<'_> {
             let readonly = stmt.readonly();
             let ncols = columns.len();
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
             while let Some(row) = rows.next()? {
                 if out.len() >= limits.max_rows {
@@ -540,7 +912,16 @@ impl Runner<'_> {
                 if let Mode::Query | Mode::Both = mode {
                     let mut vals = Vec::with_capacity(ncols);
                     for i in 0..ncols {
-                        vals.push(Value::from(row.get_ref(i)?));
+                        let v = row.get_ref(i)?;
+                        // Counted before copying, so an oversized result is never built.
+                        bytes = bytes.saturating_add(cell_bytes(&v));
+                        if bytes > limits.max_result_bytes {
+                            return Ok(Err(Error::LimitExceeded {
+                                kind: "result_size",
+                                limit: limits.max_result_bytes as u64,
+                            }));
+                        }
+                        vals.push(Value::from(v));
                     }
                     out.push(vals);
                 } else {
@@ -566,8 +947,138 @@ impl Runner<'_> {
         st.stepping = false;
         st.writing = false;
         st.deadline = None;
+        st.cancel = None;
         out
     }
+
+    /// Phase 2 of a statement: every access the authorizer recorded while preparing must be
+    /// granted. Returns the caller-visible accesses.
+    fn check_entries(&self, entries: &[Entry], saw_select: bool) -> Result<Vec<Access>> {
+        let db = &self.db.name;
+        // The objects the statement itself creates, alters, drops or analyzes; SQLite's own
+        // bookkeeping of sqlite_* tables is skipped only in such statements.
+        let primary = entries
+            .iter()
+            .any(|e| (e.schema_op || e.analyze) && !is_internal(&e.table));
+        let creates_table = entries
+            .iter()
+            .any(|e| e.create_table && !is_internal(&e.table));
+        if creates_table && saw_select {
+            // CREATE TABLE … AS SELECT is the one schema statement that runs a query, and
+            // SQLite's bookkeeping reads of sqlite_* tables cannot be told from the query's.
+            return Err(refused(
+                "CREATE TABLE … AS SELECT",
+                "create the table with its columns, then copy the rows with \
+                 INSERT INTO … SELECT …, which is checked like any other write",
+            ));
+        }
+        let schema_tables: Vec<&str> = entries
+            .iter()
+            .filter(|e| e.schema_op)
+            .map(|e| e.table.as_str())
+            .collect();
+        let mut accesses = Vec::new();
+        // The statement's own schema operation first, so that a refusal names it.
+        let ordered = entries
+            .iter()
+            .filter(|e| e.schema_op)
+            .chain(entries.iter().filter(|e| !e.schema_op));
+        for e in ordered {
+            if e.trigger {
+                // A trigger runs later on behalf of whoever fires it: only a caller holding
+                // every right on every table may create or drop one.
+                let missing = Action::ALL
+                    .into_iter()
+                    .find(|a| !self.grants.allows_every_table(*a, db));
+                if let Some(a) = missing {
+                    return Err(refused(
+                        format!(
+                            "{} TRIGGER on table `{}`",
+                            if e.action == Action::Create {
+                                "CREATE"
+                            } else {
+                                "DROP"
+                            },
+                            e.table
+                        ),
+                        format!(
+                            "a trigger runs later with the rights of whoever fires it, so \
+                             creating or dropping one needs every right on every table of \
+                             database `{db}` (/db/read, /db/write, /db/create and /db/delete \
+                             with no .table restriction; {} is missing); ask the database's \
+                             owner to create it",
+                            a.command()
+                        ),
+                    ));
+                }
+            }
+            if is_internal(&e.table) && primary {
+                continue;
+            }
+            // SQLite's own checks while altering or indexing a table (e.g. ALTER TABLE
+            // verifying existing rows) read that table: part of the schema operation.
+            if e.action == Action::Read && !e.analyze && schema_tables.contains(&e.table.as_str()) {
+                continue;
+            }
+            let a = Access {
+                action: e.action,
+                table: e.table.clone(),
+            };
+            if !accesses.contains(&a) {
+                accesses.push(a);
+            }
+        }
+        for a in &accesses {
+            if !self.grants.allows(a.action, db, &a.table) {
+                return Err(Error::PermissionDenied {
+                    action: a.action,
+                    db: db.clone(),
+                    table: a.table.clone(),
+                });
+            }
+        }
+        Ok(accesses)
+    }
+
+    /// Sets `max_page_count` for a write: the database's own limit, or what is left of the
+    /// tenant's quota after its other databases, whichever is smaller.
+    fn set_size_limit(&self) -> Result<()> {
+        let limits = self.db.limits();
+        let others = self
+            .db
+            .shared
+            .tenant_bytes_except(&self.db.tenant, &self.db.name);
+        let left = limits.max_tenant_bytes.saturating_sub(others);
+        let (kind, limit, bytes) = if left < limits.max_database_bytes {
+            ("quota", limits.max_tenant_bytes, left)
+        } else {
+            ("size", limits.max_database_bytes, limits.max_database_bytes)
+        };
+        lock(self.state).size_limit = Some((kind, limit));
+        lock(self.state).internal = true;
+        let r = (|| -> rusqlite::Result<()> {
+            let page_size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = (bytes / page_size.max(512) as u64).max(1);
+            let _: i64 =
+                self.conn
+                    .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |r| {
+                        r.get(0)
+                    })?;
+            Ok(())
+        })();
+        let mut st = lock(self.state);
+        st.internal = false;
+        r.map_err(|e| map_error(e, &st, limits, &self.db.name))
+    }
+}
+
+/// What one result cell costs against [`Limits::max_result_bytes`].
+fn cell_bytes(v: &ValueRef<'_>) -> usize {
+    CELL_OVERHEAD
+        + match v {
+            ValueRef::Text(t) | ValueRef::Blob(t) => t.len(),
+            _ => 0,
+        }
 }
 
 /// Tables SQLite maintains itself (`sqlite_schema`, `sqlite_sequence`, `sqlite_stat1`, ...).
@@ -600,11 +1111,21 @@ fn map_error(e: rusqlite::Error, st: &State, limits: &Limits, db: &str) -> Error
             NONDETERMINISTIC_WHY,
         );
     }
-    if st.timed_out {
-        return Error::LimitExceeded {
-            kind: "time",
-            limit: limits.max_statement_time.as_millis() as u64,
-        };
+    match st.interrupted {
+        Some(Interrupt::Time) => {
+            return Error::LimitExceeded {
+                kind: "time",
+                limit: limits.max_statement_time.as_millis() as u64,
+            };
+        }
+        Some(Interrupt::Budget) => {
+            return Error::LimitExceeded {
+                kind: "cpu",
+                limit: st.budget_ms,
+            };
+        }
+        Some(Interrupt::Cancelled) => return Error::Cancelled,
+        None => {}
     }
     match e {
         rusqlite::Error::SqlInputError { msg, offset, .. } => Error::Syntax {
@@ -615,17 +1136,22 @@ fn map_error(e: rusqlite::Error, st: &State, limits: &Limits, db: &str) -> Error
             let message = msg.unwrap_or_else(|| err.to_string());
             match err.code {
                 ErrorCode::ConstraintViolation => Error::Constraint { message },
-                ErrorCode::DiskFull => Error::LimitExceeded {
-                    kind: "size",
-                    limit: limits.max_database_bytes,
+                ErrorCode::DiskFull => {
+                    let (kind, limit) =
+                        st.size_limit.unwrap_or(("size", limits.max_database_bytes));
+                    Error::LimitExceeded { kind, limit }
+                }
+                ErrorCode::OutOfMemory => Error::LimitExceeded {
+                    kind: "memory",
+                    limit: limits.max_sqlite_heap_bytes,
                 },
                 ErrorCode::OperationInterrupted => Error::LimitExceeded {
                     kind: "time",
                     limit: limits.max_statement_time.as_millis() as u64,
                 },
                 ErrorCode::TooBig => Error::LimitExceeded {
-                    kind: "statement_length",
-                    limit: limits.max_statement_bytes as u64,
+                    kind: "value_size",
+                    limit: limits.max_value_bytes as u64,
                 },
                 ErrorCode::AuthorizationForStatementDenied => {
                     refused("statement", format!("not authorized: {message}"))
@@ -671,22 +1197,39 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
         return Authorization::Allow;
     }
     let db = ctx.database_name.unwrap_or("main");
-    // (action, table, schema_op)
-    let access: (Action, &str, bool) = match ctx.action {
-        AuthAction::Select | AuthAction::Recursive => return Authorization::Allow,
-        AuthAction::Read { table_name, .. } => (Action::Read, table_name, false),
-        AuthAction::Insert { table_name } => (Action::Write, table_name, false),
-        AuthAction::Update { table_name, .. } => (Action::Write, table_name, false),
-        AuthAction::Delete { table_name } => (Action::Delete, table_name, false),
-        AuthAction::CreateTable { table_name } => (Action::Create, table_name, true),
-        AuthAction::CreateIndex { table_name, .. } => (Action::Create, table_name, true),
-        AuthAction::CreateView { view_name } => (Action::Create, view_name, true),
-        AuthAction::CreateTrigger { table_name, .. } => (Action::Create, table_name, true),
-        AuthAction::AlterTable { table_name, .. } => (Action::Create, table_name, true),
-        AuthAction::DropTable { table_name } => (Action::Delete, table_name, true),
-        AuthAction::DropIndex { table_name, .. } => (Action::Delete, table_name, true),
-        AuthAction::DropView { view_name } => (Action::Delete, view_name, true),
-        AuthAction::DropTrigger { table_name, .. } => (Action::Delete, table_name, true),
+    // (action, table, kind)
+    let access: (Action, &str, Kind) = match ctx.action {
+        AuthAction::Select => {
+            st.saw_select = true;
+            return Authorization::Allow;
+        }
+        AuthAction::Recursive => return Authorization::Allow,
+        AuthAction::Read { table_name, .. } => (Action::Read, table_name, Kind::Plain),
+        AuthAction::Insert { table_name } => (Action::Write, table_name, Kind::Plain),
+        AuthAction::Update { table_name, .. } => (Action::Write, table_name, Kind::Plain),
+        AuthAction::Delete { table_name } => (Action::Delete, table_name, Kind::Plain),
+        AuthAction::CreateTable { table_name } => (Action::Create, table_name, Kind::CreateTable),
+        AuthAction::CreateIndex { table_name, .. } => (Action::Create, table_name, Kind::Schema),
+        AuthAction::CreateView { view_name } => (Action::Create, view_name, Kind::Schema),
+        AuthAction::CreateTrigger { table_name, .. } => (Action::Create, table_name, Kind::Trigger),
+        AuthAction::AlterTable { table_name, .. } => {
+            st.saw_alter = true;
+            (Action::Create, table_name, Kind::Schema)
+        }
+        AuthAction::DropTable { table_name } => (Action::Delete, table_name, Kind::Schema),
+        AuthAction::DropIndex { table_name, .. } => (Action::Delete, table_name, Kind::Schema),
+        AuthAction::DropView { view_name } => (Action::Delete, view_name, Kind::Schema),
+        AuthAction::DropTrigger { table_name, .. } => (Action::Delete, table_name, Kind::Trigger),
+        // ANALYZE summarises the table's rows (samples included) into sqlite_stat*: a read.
+        AuthAction::Analyze { table_name } => (Action::Read, table_name, Kind::Analyze),
+        AuthAction::Pragma {
+            pragma_name,
+            pragma_value,
+        } if st.saw_alter && pragma_name.eq_ignore_ascii_case("quick_check") => {
+            // SQLite's own check of existing rows after ALTER TABLE ADD COLUMN … NOT NULL/CHECK.
+            let _ = pragma_value;
+            return Authorization::Allow;
+        }
         AuthAction::Function { function_name } => {
             if function_name.eq_ignore_ascii_case("load_extension") {
                 return refuse(
@@ -703,7 +1246,7 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
         } => {
             return match pragma_allowed(pragma_name, pragma_value) {
                 Some(None) => Authorization::Allow,
-                Some(Some(table)) => record(st, Action::Read, &table, false),
+                Some(Some(table)) => record(st, Action::Read, &table, Kind::Plain),
                 None => refuse(
                     st,
                     format!("PRAGMA {pragma_name}"),
@@ -743,9 +1286,9 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
         AuthAction::CreateVtable { .. } | AuthAction::DropVtable { .. } => {
             return refuse(st, "virtual tables", "virtual tables are not supported");
         }
-        // Rebuilding indexes or statistics changes no data; SQLite also issues these
-        // internally (e.g. for ALTER TABLE).
-        AuthAction::Reindex { .. } | AuthAction::Analyze { .. } => return Authorization::Allow,
+        // Rebuilding indexes changes no data; SQLite also issues this internally (e.g. for
+        // ALTER TABLE).
+        AuthAction::Reindex { .. } => return Authorization::Allow,
         other => {
             return refuse(
                 st,
@@ -754,8 +1297,11 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
             );
         }
     };
-    let (action, table, schema_op) = access;
+    let (action, table, kind) = access;
     let table = table.to_ascii_lowercase();
+    if st.saw_alter && table == "pragma_quick_check" {
+        return Authorization::Allow;
+    }
     if table.starts_with("pragma_") {
         return refuse(
             st,
@@ -770,10 +1316,29 @@ fn authorize(st: &mut State, ctx: AuthContext<'_>) -> Authorization {
             "only the main database is reachable",
         );
     }
-    record(st, action, &table, schema_op)
+    record(st, action, &table, kind)
 }
 
-fn record(st: &mut State, action: Action, table: &str, schema_op: bool) -> Authorization {
+/// How an access was reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Reading or changing rows.
+    Plain,
+    /// Creating a table.
+    CreateTable,
+    /// Creating, altering or dropping an index or view, altering or dropping a table.
+    Schema,
+    /// Creating or dropping a trigger.
+    Trigger,
+    /// `ANALYZE` of a table.
+    Analyze,
+}
+
+fn record(st: &mut State, action: Action, table: &str, kind: Kind) -> Authorization {
+    if st.stepping && st.bookkeeping && is_internal(table) {
+        // SQLite's own reads while it runs a schema statement (ANALYZE loading sqlite_stat*).
+        return Authorization::Allow;
+    }
     if st.stepping {
         // SQLite re-prepared the statement (schema changed): only already-approved accesses.
         let ok = st.approved.iter().any(|(a, t)| *a == action && t == table);
@@ -788,7 +1353,10 @@ fn record(st: &mut State, action: Action, table: &str, schema_op: bool) -> Autho
     st.entries.push(Entry {
         action,
         table: table.to_owned(),
-        schema_op,
+        schema_op: matches!(kind, Kind::Schema | Kind::Trigger | Kind::CreateTable),
+        analyze: kind == Kind::Analyze,
+        trigger: kind == Kind::Trigger,
+        create_table: kind == Kind::CreateTable,
     });
     Authorization::Allow
 }
@@ -840,9 +1408,19 @@ fn to_rusqlite(v: ValueRef<'_>) -> rusqlite::types::Value {
     }
 }
 
-fn register_functions(conn: &Connection, state: &Arc<Mutex<State>>) -> rusqlite::Result<()> {
-    // Built-in implementations, reached through a private in-memory connection.
-    let helper = Arc::new(Mutex::new(Connection::open_in_memory()?));
+fn register_functions(
+    conn: &Connection,
+    limits: &Limits,
+    state: &Arc<Mutex<State>>,
+) -> rusqlite::Result<()> {
+    // Built-in implementations, reached through a private in-memory connection, under the
+    // same value limit (so that `randomblob(N)` cannot allocate past it either).
+    let helper = Connection::open_in_memory()?;
+    helper.set_limit(
+        Limit::SQLITE_LIMIT_LENGTH,
+        limit_i32(limits.max_value_bytes),
+    )?;
+    let helper = Arc::new(Mutex::new(helper));
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_INNOCUOUS;
     let all: Vec<(&'static str, i32)> = [("random", 0), ("randomblob", 1)]
         .into_iter()
@@ -882,7 +1460,44 @@ fn register_functions(conn: &Connection, state: &Arc<Mutex<State>>) -> rusqlite:
             h.query_row(&sql, rusqlite::params_from_iter(args.iter()), |r| {
                 r.get::<_, rusqlite::types::Value>(0)
             })
+            .map_err(|e| match e {
+                // Without a message, so that SQLite keeps the code (SQLITE_TOOBIG, NOMEM).
+                rusqlite::Error::SqliteFailure(err, _) => rusqlite::Error::SqliteFailure(err, None),
+                other => other,
+            })
         })?;
+    }
+    Ok(())
+}
+
+fn limit_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX).max(1)
+}
+
+/// SQLite's run-time limits: the value and statement lengths from [`Limits`], and fixed bounds
+/// on what one statement may ask the parser and the VM to build.
+fn set_limits(conn: &Connection, limits: &Limits) -> rusqlite::Result<()> {
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_LENGTH,
+        limit_i32(limits.max_value_bytes),
+    )?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_SQL_LENGTH,
+        limit_i32(limits.max_statement_bytes),
+    )?;
+    for (limit, value) in [
+        (Limit::SQLITE_LIMIT_ATTACHED, 0),
+        (Limit::SQLITE_LIMIT_COLUMN, 1000),
+        (Limit::SQLITE_LIMIT_EXPR_DEPTH, 200),
+        (Limit::SQLITE_LIMIT_COMPOUND_SELECT, 100),
+        (Limit::SQLITE_LIMIT_VDBE_OP, 1_000_000),
+        (Limit::SQLITE_LIMIT_FUNCTION_ARG, 100),
+        (Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 10_000),
+        (Limit::SQLITE_LIMIT_VARIABLE_NUMBER, 1000),
+        (Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 16),
+        (Limit::SQLITE_LIMIT_WORKER_THREADS, 0),
+    ] {
+        conn.set_limit(limit, value)?;
     }
     Ok(())
 }
@@ -904,11 +1519,7 @@ fn open_connection(
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_ATTACH_WRITE, false)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DML, false)?;
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DQS_DDL, false)?;
-    let sql_len = i32::try_from(limits.max_statement_bytes)
-        .unwrap_or(i32::MAX)
-        .max(1);
-    conn.set_limit(Limit::SQLITE_LIMIT_SQL_LENGTH, sql_len)?;
-    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    set_limits(&conn, limits)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -917,16 +1528,17 @@ fn open_connection(
             Some(format!("could not enable WAL (journal_mode is {mode})")),
         ));
     }
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;",
-    )?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF; \
+         PRAGMA cache_size = -{CACHE_KIB}; PRAGMA temp_store = FILE; PRAGMA mmap_size = 0;"
+    ))?;
     let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
     let max_pages = (limits.max_database_bytes / page_size.max(512) as u64).max(2);
     let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |r| {
         r.get(0)
     })?;
     conn.set_prepared_statement_cache_capacity(0);
-    register_functions(&conn, state)?;
+    register_functions(&conn, limits, state)?;
     let st = state.clone();
     let mut conn = conn;
     conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -937,9 +1549,17 @@ fn open_connection(
         1000,
         Some(move || {
             let mut st = lock(&st);
+            if st
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                st.interrupted = Some(Interrupt::Cancelled);
+                return true;
+            }
             match st.deadline {
-                Some(d) if Instant::now() >= d => {
-                    st.timed_out = true;
+                Some((d, why)) if Instant::now() >= d => {
+                    st.interrupted = Some(why);
                     true
                 }
                 _ => false,

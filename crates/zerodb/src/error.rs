@@ -41,7 +41,12 @@ pub enum Error {
     #[error("limit exceeded: {kind} limit is {limit}; {}", limit_hint(kind))]
     LimitExceeded {
         /// Which limit: `"statement_length"` (bytes), `"rows"` (rows returned), `"time"`
-        /// (milliseconds per statement) or `"size"` (bytes per database).
+        /// (milliseconds per statement), `"size"` (bytes per database), `"value_size"` (bytes
+        /// of one string or blob), `"result_size"` (bytes of one result), `"statements"`
+        /// (statements per batch), `"databases"` (databases per tenant), `"quota"` (bytes of
+        /// all of a tenant's databases), `"open_databases"` (connections open at once),
+        /// `"handles"` (databases open by one request), `"cpu"` (the request's remaining CPU
+        /// budget, milliseconds) or `"memory"` (bytes SQLite may allocate on the node).
         kind: &'static str,
         /// The configured value of that limit.
         limit: u64,
@@ -54,6 +59,10 @@ pub enum Error {
         /// Why, and what to do instead.
         why: String,
     },
+    /// The request that made the call ended (timed out or its client went away) before the
+    /// statement finished; it had no effect.
+    #[error("cancelled: the request ended before the statement finished; nothing was changed")]
+    Cancelled,
     /// A tenant or database name is not valid.
     #[error(
         "invalid name `{0}`: tenant and database names are 1 to 63 characters of a-z, 0-9, `-` and `_`"
@@ -73,6 +82,25 @@ fn limit_hint(kind: &str) -> &'static str {
         "rows" => "add a LIMIT clause or page through the results",
         "time" => "the statement was interrupted; add an index or narrow the query",
         "size" => "the database is full; delete data or ask for a larger quota",
+        "value_size" => {
+            "a string or blob would be larger than that many bytes; store large values as files"
+        }
+        "result_size" => {
+            "the result would be larger than that many bytes; select fewer columns or rows, or page through them"
+        }
+        "statements" => "send fewer statements per batch",
+        "databases" => "the tenant has that many databases; drop one or ask for a larger limit",
+        "quota" => {
+            "the tenant's databases together take that many bytes; delete data or ask for a larger quota"
+        }
+        "open_databases" => {
+            "that many databases are in use right now; retry shortly or use fewer databases at once"
+        }
+        "handles" => "this request opened that many databases; reuse the open handle",
+        "cpu" => {
+            "the request's CPU budget (milliseconds left) ran out while the statement ran; narrow the query"
+        }
+        "memory" => "SQLite's memory on this node is exhausted; retry with a smaller statement",
         _ => "reduce the work done by the statement",
     }
 }

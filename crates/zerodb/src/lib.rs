@@ -14,8 +14,24 @@
 //! views, triggers, subqueries and joins. Each (action, table) must be granted (`/db/read`,
 //! `/db/write`, `/db/create`, `/db/delete` scoped by `.db` and `.table`), or the call fails with
 //! [`Error::PermissionDenied`] naming the action and table, before anything runs. A view does
-//! not launder access: reading a view needs read access to the tables under it. SQLite's own
-//! bookkeeping of `sqlite_*` tables is allowed for schema operations only.
+//! not launder access: reading a view needs read access to the tables under it (SQLite reports
+//! the reads of the underlying tables, with the view as their context, as well as the read of
+//! the view), and a trigger's body is checked against the rights of whoever fires it (SQLite
+//! compiles the body into the firing statement and reports its accesses then).
+//!
+//! What cannot be attributed safely is refused: creating or dropping a trigger needs every
+//! right on every table of the database ([`Grants::allows_every_table`]), because its body
+//! later runs on behalf of others (dropping a table that has triggers drops them, so it needs
+//! the same); `CREATE TABLE … AS SELECT` is refused (create the table,
+//! then `INSERT … SELECT`), because it is the one schema statement that runs a query and
+//! SQLite's own reads of its tables could not be told apart from the query's. Accesses to
+//! SQLite's own `sqlite_*` tables are skipped only as the bookkeeping of a statement that
+//! creates, alters, drops or analyzes one of the caller's objects (itself checked); otherwise
+//! reading or dropping them needs a grant on them like any table. `ANALYZE t` needs read on
+//! `t`, since it copies samples of its rows into `sqlite_stat4`.
+//!
+//! Before a database is opened, and so before it can be created, the caller's chain must be
+//! able to reach it ([`ChainGrants::check_database`]).
 //!
 //! `ATTACH`/`DETACH`, `load_extension()`, TEMP objects, virtual tables, user-issued
 //! `BEGIN`/`COMMIT`/`SAVEPOINT` (use [`Database::transaction`]) and every `PRAGMA` except the
@@ -44,8 +60,17 @@
 //! # Limits
 //!
 //! [`Limits`]: statement length (checked before preparing), rows returned, wall-clock time per
-//! statement (SQLite progress handler) and database size (`max_page_count`), each reported as
-//! [`Error::LimitExceeded`] with its kind.
+//! statement (SQLite progress handler), database size (`max_page_count`), value size
+//! (`SQLITE_LIMIT_LENGTH`, also on the helper that computes `randomblob`), result size (counted
+//! before each value is copied), statements per batch, databases per tenant, the tenant's
+//! quota over all its databases (`max_page_count` set before each write from what the others
+//! use), connections open node-wide and per tenant (a pool closing the least recently used
+//! idle connection) and SQLite's process-wide heap (`sqlite3_hard_heap_limit64`), each
+//! reported as [`Error::LimitExceeded`] with its kind. Each connection also has fixed SQLite
+//! limits (columns, expression depth, compound selects, VDBE program size, function
+//! arguments, variables, LIKE pattern length, trigger depth), a 2 MiB page cache and a
+//! file-backed temp store. A [`Control`] cancels a call's statements when its request ends and
+//! bounds them by the request's remaining CPU budget.
 #![deny(missing_docs)]
 
 mod engine;
@@ -54,8 +79,9 @@ mod grants;
 pub mod provider;
 
 pub use engine::{
-    Access, Database, Databases, ExecResult, Limits, QueryResult, Transaction, Value, validate_name,
+    Access, CELL_OVERHEAD, CancelOnDrop, Control, Database, Databases, ExecResult, Limits,
+    QueryResult, Transaction, Value, validate_name,
 };
 pub use error::{Error, Result};
-pub use grants::{Action, Grants, StaticGrants};
+pub use grants::{Action, ChainGrants, Grants, StaticGrants};
 pub use provider::DbProvider;

@@ -15,14 +15,15 @@
 //! shared): a point read served at 0.70-0.73 of the hello app's req/s with `spawn_blocking`, and
 //! at 0.56 with `block_in_place` (which also parks the executor thread for the statement).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource};
-use zero_auth::{Chain, Command, Ipld};
+use zero_auth::Ipld;
 use zero_provider::{HostState, Invocation, Provider, ResourceProvider};
 
-use crate::{Action, Database, Databases, Grants};
+use crate::{Action, ChainGrants, Control, Database, Databases};
 
 // Generated code: the WIT types carry the WIT's docs; the generated glue (linker helpers,
 // world struct) has none of its own.
@@ -49,89 +50,33 @@ pub struct DbHandle {
     db: Arc<Database>,
 }
 
-/// Answers table-level questions from a component's capability chain, caching every answer
-/// for the life of one store (one request).
-pub struct ChainGrants {
-    chain: Option<Arc<Chain>>,
-    tenant: Arc<str>,
-    component: Option<String>,
-    cache: Mutex<HashMap<(Action, String, String), bool>>,
-}
-
-impl ChainGrants {
-    /// Grants for `invocation`: its tenant, its component hash and its capability chain (`None`:
-    /// nothing is granted).
-    pub fn new(invocation: &Invocation) -> Self {
-        ChainGrants {
-            chain: invocation.settings.capabilities.clone(),
-            tenant: invocation.tenant.clone(),
-            component: invocation.settings.component.clone(),
-            cache: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Whether the chain delegates any `/db/*` command at all (checked when a database is
-    /// opened, before any table is known).
-    pub fn any_db_command(&self) -> bool {
-        let Some(chain) = &self.chain else {
-            return false;
-        };
-        Action::ALL
-            .iter()
-            .any(|a| match Command::parse(a.command()) {
-                Ok(cmd) => chain.capabilities().iter().all(|c| c.command.covers(&cmd)),
-                Err(_) => false,
-            })
-    }
-
-    fn ask(&self, action: Action, db: &str, table: &str) -> bool {
-        let Some(chain) = &self.chain else {
-            return false;
-        };
-        let Ok(cmd) = Command::parse(action.command()) else {
-            return false;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if chain.expiration().is_some_and(|exp| exp <= now) {
-            tracing::debug!(tenant = %self.tenant, db, table, %action, "zerodb: the component's capability token has expired");
-            return false;
-        }
-        let mut args = std::collections::BTreeMap::new();
-        args.insert("tenant".to_owned(), Ipld::String(self.tenant.to_string()));
-        if let Some(c) = &self.component {
-            args.insert("component".to_owned(), Ipld::String(c.clone()));
-        }
-        args.insert("db".to_owned(), Ipld::String(db.to_owned()));
-        args.insert("table".to_owned(), Ipld::String(table.to_owned()));
-        match chain.allows(&cmd, &Ipld::Map(args)) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(tenant = %self.tenant, db, table, %action, "zerodb: capability refused: {e}");
-                false
-            }
-        }
-    }
-}
-
-impl Grants for ChainGrants {
-    fn allows(&self, action: Action, db: &str, table: &str) -> bool {
-        let key = (action, db.to_owned(), table.to_owned());
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(answer) = cache.get(&key) {
-            return *answer;
-        }
-        let answer = self.ask(action, db, table);
-        cache.insert(key, answer);
-        answer
-    }
-}
-
 /// Per-store state of the provider, kept in [`HostState::extensions`].
 struct DbStore {
     databases: Arc<Databases>,
     grants: Arc<ChainGrants>,
+    /// Databases opened by this request (each handle holds a resource-table entry).
+    handles: usize,
+}
+
+/// Most databases one request may open (handles in its resource table).
+pub const MAX_HANDLES_PER_REQUEST: usize = 16;
+
+/// The grants of a component's store: its chain, asked with `tenant` and `component`.
+fn component_grants(invocation: &Invocation) -> ChainGrants {
+    let chain = invocation.settings.capabilities.as_deref();
+    let mut base = BTreeMap::new();
+    base.insert(
+        "tenant".to_owned(),
+        Ipld::String(invocation.tenant.to_string()),
+    );
+    if let Some(c) = &invocation.settings.component {
+        base.insert("component".to_owned(), Ipld::String(c.clone()));
+    }
+    ChainGrants::new(
+        chain.map(|c| c.capabilities().to_vec()),
+        base,
+        chain.and_then(|c| c.expiration()),
+    )
 }
 
 /// The zerodb resource provider.
@@ -163,10 +108,11 @@ impl ResourceProvider for DbProvider {
     }
 
     fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
-        let grants = Arc::new(ChainGrants::new(&state.invocation));
+        let grants = Arc::new(component_grants(&state.invocation));
         state.extensions.insert(DbStore {
             databases: self.databases.clone(),
             grants,
+            handles: 0,
         });
         Ok(())
     }
@@ -194,7 +140,14 @@ pub fn to_wit_error(e: crate::Error) -> wit::Error {
                 kind: match kind {
                     "statement_length" => wit::LimitKind::StatementLength,
                     "rows" => wit::LimitKind::Rows,
-                    "time" => wit::LimitKind::Time,
+                    "time" | "cpu" => wit::LimitKind::Time,
+                    "value_size" => wit::LimitKind::ValueSize,
+                    "result_size" => wit::LimitKind::ResultSize,
+                    "statements" => wit::LimitKind::Statements,
+                    "databases" => wit::LimitKind::Databases,
+                    "quota" => wit::LimitKind::Quota,
+                    "open_databases" | "handles" => wit::LimitKind::OpenDatabases,
+                    "memory" => wit::LimitKind::Memory,
                     _ => wit::LimitKind::Size,
                 },
                 limit,
@@ -203,7 +156,9 @@ pub fn to_wit_error(e: crate::Error) -> wit::Error {
         }
         crate::Error::Refused { .. } => wit::Error::Refused(message),
         crate::Error::InvalidName(_) => wit::Error::Invalid(message),
-        crate::Error::Sqlite(_) | crate::Error::Io(_) => wit::Error::Other(message),
+        crate::Error::Cancelled | crate::Error::Sqlite(_) | crate::Error::Io(_) => {
+            wit::Error::Other(message)
+        }
     }
 }
 
@@ -243,13 +198,48 @@ fn to_wit_exec(r: crate::ExecResult) -> wit::ExecResult {
     }
 }
 
-/// Runs SQLite work on the blocking pool.
+/// Runs SQLite work on the blocking pool under a [`Control`] that is cancelled when the
+/// awaiting future is dropped (the request ended: wall timeout, client gone), with the
+/// request's remaining CPU budget as the statements' budget; the CPU time the work used on
+/// its thread is charged to the request's CPU meter.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
+    state: &mut HostState,
+    f: impl FnOnce(&Control) -> T + Send + 'static,
 ) -> wasmtime::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| wasmtime::Error::msg(format!("zerodb: the database task failed: {e}")))
+    let left = state.limits.cpu_ns.saturating_sub(state.cpu.used_ns);
+    let ctl = Control::new().with_budget(Duration::from_nanos(left));
+    let guard = ctl.cancel_on_drop();
+    let (value, used) = tokio::task::spawn_blocking(move || {
+        let start = thread_cpu_ns();
+        let value = f(&ctl);
+        (value, thread_cpu_ns().saturating_sub(start))
+    })
+    .await
+    .map_err(|e| wasmtime::Error::msg(format!("zerodb: the database task failed: {e}")))?;
+    drop(guard);
+    // Charged to the meter; the next epoch tick ends the guest if the budget is spent.
+    state.cpu.used_ns = state.cpu.used_ns.saturating_add(used);
+    Ok(value)
+}
+
+/// The calling thread's CPU clock in nanoseconds (0 where the platform has none).
+fn thread_cpu_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is a clock id
+        // every supported unix provides; the call writes only into `ts`.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        if rc == 0 {
+            return (ts.tv_sec as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(ts.tv_nsec as u64);
+        }
+    }
+    0
 }
 
 fn store(state: &HostState) -> wasmtime::Result<&DbStore> {
@@ -277,11 +267,17 @@ impl wit::HostDatabase for HostState {
         if let Err(e) = crate::validate_name(&name) {
             return Ok(Err(to_wit_error(e)));
         }
-        if !st.grants.any_db_command() {
-            let why = if st.grants.chain.is_none() {
-                "the component carries no capability token"
+        if st.handles >= MAX_HANDLES_PER_REQUEST {
+            return Ok(Err(to_wit_error(crate::Error::LimitExceeded {
+                kind: "handles",
+                limit: MAX_HANDLES_PER_REQUEST as u64,
+            })));
+        }
+        if let Err(e) = st.grants.check_database(&name) {
+            let why = if !st.grants.has_chain() {
+                "the component carries no capability token".to_owned()
             } else {
-                "the component's capability token grants no /db command"
+                format!("the component's capability token does not reach it ({e})")
             };
             return Ok(Err(wit::Error::PermissionDenied(wit::PermissionDenied {
                 database: name.clone(),
@@ -289,15 +285,21 @@ impl wit::HostDatabase for HostState {
                 table: None,
                 message: format!(
                     "permission denied: database `{name}`: {why}; sign the component with a \
-                     /db capability, e.g. `zero sign --cmd /db --policy '[[\"==\", \".db\", \"{name}\"]]'`"
+                     /db capability for it, e.g. `zero sign --cmd /db --policy '[[\"==\", \".db\", \"{name}\"]]'`"
                 ),
             })));
         }
         let databases = st.databases.clone();
         let tenant = self.invocation.tenant.clone();
-        let opened = blocking(move || databases.database(&tenant, &name)).await?;
+        let opened = blocking(self, move |_| databases.database(&tenant, &name)).await?;
         match opened {
-            Ok(db) => Ok(Ok(self.table.push(DbHandle { db })?)),
+            Ok(db) => {
+                let handle = self.table.push(DbHandle { db })?;
+                if let Some(st) = self.extensions.get_mut::<DbStore>() {
+                    st.handles += 1;
+                }
+                Ok(Ok(handle))
+            }
             Err(e) => Ok(Err(to_wit_error(e))),
         }
     }
@@ -310,7 +312,7 @@ impl wit::HostDatabase for HostState {
     ) -> wasmtime::Result<Result<wit::Rows, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
-        let result = blocking(move || db.query(&*grants, &sql, &params)).await?;
+        let result = blocking(self, move |ctl| db.query_with(ctl, &*grants, &sql, &params)).await?;
         Ok(result
             .map(|r| wit::Rows {
                 columns: r.columns,
@@ -331,7 +333,10 @@ impl wit::HostDatabase for HostState {
     ) -> wasmtime::Result<Result<wit::ExecResult, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
-        let result = blocking(move || db.execute(&*grants, &sql, &params)).await?;
+        let result = blocking(self, move |ctl| {
+            db.execute_with(ctl, &*grants, &sql, &params)
+        })
+        .await?;
         Ok(result.map(to_wit_exec).map_err(to_wit_error))
     }
 
@@ -341,14 +346,14 @@ impl wit::HostDatabase for HostState {
         statements: Vec<wit::Statement>,
     ) -> wasmtime::Result<Result<Vec<wit::ExecResult>, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
-        let result = blocking(move || {
+        let result = blocking(self, move |ctl| {
             let (sqls, params): (Vec<String>, Vec<Vec<crate::Value>>) = statements
                 .into_iter()
                 .map(|s| (s.sql, s.params.into_iter().map(from_wit_value).collect()))
                 .unzip();
             let stmts: Vec<(&str, Vec<crate::Value>)> =
                 sqls.iter().map(String::as_str).zip(params).collect();
-            db.batch(&*grants, &stmts)
+            db.batch_with(ctl, &*grants, &stmts)
         })
         .await?;
         Ok(result
@@ -358,6 +363,9 @@ impl wit::HostDatabase for HostState {
 
     async fn drop(&mut self, handle: Resource<DbHandle>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
+        if let Some(st) = self.extensions.get_mut::<DbStore>() {
+            st.handles = st.handles.saturating_sub(1);
+        }
         Ok(())
     }
 }

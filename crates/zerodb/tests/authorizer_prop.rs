@@ -1,5 +1,12 @@
 //! Property: under random grants, a statement that succeeds performed only granted actions (as
 //! logged by the authorizer), and a statement touching an ungranted table fails.
+//!
+//! Besides plain tables `t1`..`t3` (which the statements create and drop), the database has
+//! `t4`, the view `t7` over `t4`, and `t5` with an admin's trigger copying every insert into
+//! `t6`: reading the view needs read on `t4`, inserting into `t5` needs write on `t6`. Creating
+//! a trigger needs every right on every table (never granted here), `CREATE TABLE … AS SELECT`
+//! is refused, `ANALYZE t` needs read on `t`, and SQLite's own `sqlite_*` tables need a grant of
+//! their own to be read or dropped (never granted here), whatever the statement around them.
 
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -17,12 +24,56 @@ fn req(items: &[(Action, u8)]) -> Req {
 }
 
 /// A statement and the (action, table) pairs it certainly performs.
+fn named(items: &[(Action, &str)]) -> Req {
+    items.iter().map(|(a, t)| (*a, t.to_string())).collect()
+}
+
 fn statement() -> impl Strategy<Value = (String, Req)> {
     let tbl = 1u8..=3;
-    (0u8..14, tbl.clone(), tbl, 0i64..5).prop_map(|(kind, i, j, k)| {
+    (0u8..25, tbl.clone(), tbl, 0i64..5).prop_map(|(kind, i, j, k)| {
         use Action::*;
         let (ti, tj) = (t(i), t(j));
         match kind {
+            14 => ("SELECT a FROM t7".into(), req(&[(Read, 7), (Read, 4)])),
+            15 => (
+                format!("SELECT a FROM {ti} WHERE a IN (SELECT a FROM t7)"),
+                req(&[(Read, i), (Read, 7), (Read, 4)]),
+            ),
+            16 => (
+                format!("INSERT INTO t5 (a, b) VALUES ({k}, 'x')"),
+                req(&[(Write, 5), (Write, 6)]),
+            ),
+            17 => (
+                format!("CREATE TRIGGER tg{k}_{ti} AFTER INSERT ON {ti} BEGIN SELECT 1; END"),
+                named(&[(Create, "every table")]),
+            ),
+            18 => (
+                format!("CREATE TABLE c{k} AS SELECT * FROM sqlite_master"),
+                named(&[(Read, "sqlite_master")]),
+            ),
+            19 => (format!("ANALYZE {ti}"), req(&[(Read, i)])),
+            20 => (
+                format!("INSERT INTO {ti} (a, b) SELECT rootpage, sql FROM sqlite_master"),
+                named(&[(Write, &ti), (Read, "sqlite_master")]),
+            ),
+            21 => (
+                "SELECT * FROM sqlite_stat1".into(),
+                named(&[(Read, "sqlite_stat1")]),
+            ),
+            22 => (
+                "DROP TABLE sqlite_stat1".into(),
+                named(&[(Delete, "sqlite_stat1")]),
+            ),
+            23 => (
+                format!("CREATE TABLE c{k} AS SELECT a, b FROM {ti}"),
+                named(&[(Create, "no CREATE TABLE AS")]),
+            ),
+            24 => (
+                format!(
+                    "ALTER TABLE {ti} ADD COLUMN c{k} INTEGER NOT NULL DEFAULT 0 CHECK (c{k} >= 0)"
+                ),
+                req(&[(Create, i)]),
+            ),
             0 => (format!("SELECT a, b FROM {ti}"), req(&[(Read, i)])),
             1 => (
                 format!("SELECT a FROM {ti} WHERE a > {k}"),
@@ -76,21 +127,24 @@ static CASE: AtomicUsize = AtomicUsize::new(0);
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
-    fn authorizer_enforces_grants(mask in 0u16..4096, stmts in prop::collection::vec(statement(), 1..8)) {
+    fn authorizer_enforces_grants(mask in 0u32..(1 << 28), stmts in prop::collection::vec(statement(), 1..8)) {
         let dir = tempfile::tempdir().unwrap();
         let dbs = Databases::open(dir.path(), Limits::default()).unwrap();
         let name = format!("p{}", CASE.fetch_add(1, Ordering::Relaxed));
         let db = dbs.database("prop", &name).unwrap();
         let admin = StaticGrants::all();
-        for i in 1..=3 {
+        for i in 1..=6 {
             db.execute(&admin, &format!("CREATE TABLE t{i} (a INTEGER, b TEXT)"), &[]).unwrap();
             db.execute(&admin, &format!("INSERT INTO t{i} VALUES (1, 'x'), (2, 'y'), (3, 'z')"), &[]).unwrap();
         }
+        db.execute(&admin, "CREATE INDEX t1a ON t1(a)", &[]).unwrap();
+        db.execute(&admin, "CREATE VIEW t7 AS SELECT a, b FROM t4", &[]).unwrap();
+        db.execute(&admin, "CREATE TRIGGER copy AFTER INSERT ON t5 BEGIN INSERT INTO t6 (a, b) VALUES (new.a, new.b); END", &[]).unwrap();
         let mut granted: Req = BTreeSet::new();
         let mut g = StaticGrants::new();
         for (ai, a) in Action::ALL.iter().enumerate() {
-            for ti in 1..=3u8 {
-                if mask & (1 << (ai * 3 + ti as usize - 1)) != 0 {
+            for ti in 1..=7u8 {
+                if mask & (1 << (ai * 7 + ti as usize - 1)) != 0 {
                     granted.insert((*a, t(ti)));
                     g.insert(*a, &name, &t(ti));
                 }
@@ -110,6 +164,12 @@ proptest! {
                 }
                 Err(Error::PermissionDenied { action, table, .. }) => {
                     prop_assert!(!granted.contains(&(*action, table.clone())), "{sql}: denied a granted {action} {table}");
+                }
+                Err(Error::Refused { what, .. }) => {
+                    prop_assert!(
+                        what.contains("TRIGGER") || what.contains("AS SELECT"),
+                        "{sql}: unexpected refusal {what}"
+                    );
                 }
                 Err(_) => {}
             }

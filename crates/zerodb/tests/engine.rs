@@ -258,17 +258,79 @@ fn joins_subqueries_views_triggers_cannot_reach_forbidden_tables() {
             .rows[0][0],
         Value::Integer(2)
     );
-    // Creating a trigger needs create on the table it is attached to.
-    let c = grants(&[(Action::Create, "users")]);
+    // Creating a trigger needs every right on every table, since its body runs later with the
+    // rights of whoever fires it: even every action on both tables is not enough.
+    let mut c = zerodb::StaticGrants::new();
+    for a in Action::ALL {
+        c.insert(a, "*", "todos");
+        c.insert(a, "*", "users");
+    }
+    let r = db.execute(
+        &c,
+        "CREATE TRIGGER t2 AFTER DELETE ON todos BEGIN SELECT 1; END",
+        &[],
+    );
+    assert!(
+        matches!(&r, Err(Error::Refused { what, why }) if what.contains("CREATE TRIGGER on table `todos`") && why.contains("every right on every table")),
+        "{r:?}"
+    );
+    let r = db.execute(&c, "DROP TRIGGER todo_audit", &[]);
+    assert!(
+        matches!(&r, Err(Error::Refused { what, .. }) if what.contains("DROP TRIGGER")),
+        "{r:?}"
+    );
+    db.execute(
+        &admin(),
+        "CREATE TRIGGER t2 AFTER DELETE ON todos BEGIN SELECT 1; END",
+        &[],
+    )
+    .unwrap();
+    // SQLite's tables are reachable only with their own grant, also inside schema statements.
+    let r = db.execute(&c, "CREATE TABLE copy AS SELECT * FROM sqlite_master", &[]);
+    assert!(
+        matches!(&r, Err(Error::Refused { what, .. }) if what.contains("AS SELECT")),
+        "{r:?}"
+    );
     denied(
         db.execute(
             &c,
-            "CREATE TRIGGER t2 AFTER DELETE ON todos BEGIN SELECT 1; END",
+            "INSERT INTO users (name) SELECT sql FROM sqlite_master",
             &[],
         ),
-        Action::Create,
-        "todos",
+        Action::Read,
+        "sqlite_master",
     );
+    // ANALYZE summarises rows (samples included) into sqlite_stat*: it reads every table.
+    let only_todos = grants(&[(Action::Read, "todos")]);
+    denied(
+        db.execute(&only_todos, "ANALYZE", &[]),
+        Action::Read,
+        "users",
+    );
+    db.execute(&admin(), "ANALYZE", &[]).unwrap();
+    denied(
+        db.query(&c, "SELECT * FROM sqlite_stat1", &[]),
+        Action::Read,
+        "sqlite_stat1",
+    );
+    denied(
+        db.execute(&c, "DROP TABLE sqlite_stat1", &[]),
+        Action::Delete,
+        "sqlite_stat1",
+    );
+    db.execute(&c, "ANALYZE todos", &[]).unwrap();
+    // Schema changes SQLite checks with its own queries keep working for a table's grantee.
+    db.execute(
+        &c,
+        "ALTER TABLE todos ADD COLUMN z INTEGER NOT NULL DEFAULT 0 CHECK (z >= 0)",
+        &[],
+    )
+    .unwrap();
+    db.execute(&c, "CREATE INDEX todos_z ON todos (z)", &[])
+        .unwrap();
+    db.execute(&c, "DROP INDEX todos_z", &[]).unwrap();
+    db.execute(&c, "ALTER TABLE users RENAME COLUMN name TO full_name", &[])
+        .unwrap();
     // sqlite_schema is not readable without a grant.
     denied(
         db.query(&g, "SELECT sql FROM sqlite_schema", &[]),
@@ -519,6 +581,7 @@ fn limits_trip_with_clear_errors() {
         max_rows: 5,
         max_statement_time: Duration::from_millis(200),
         max_database_bytes: 64 * 1024,
+        ..Limits::default()
     };
     let (_d, _dbs, db) = setup(limits);
     let a = admin();
@@ -749,5 +812,209 @@ fn run_returns_rows_and_changes_and_checks_tables_like_query() {
         db.run(&only_todos, "SELECT name FROM users", &[]),
         Action::Read,
         "users",
+    );
+}
+
+#[test]
+fn values_results_and_batches_are_bounded() {
+    let limits = Limits {
+        max_value_bytes: 64 << 10,
+        max_result_bytes: 100 << 10,
+        max_batch_statements: 3,
+        max_rows: 1000,
+        ..Limits::default()
+    };
+    let (_d, _dbs, db) = setup(limits);
+    let a = admin();
+    for sql in [
+        "SELECT zeroblob(1000000)",
+        "SELECT randomblob(1000000)",
+        "SELECT printf('%.*c', 1000000, 'x')",
+        "WITH RECURSIVE c(s) AS (SELECT 'x' UNION ALL SELECT s || s FROM c) SELECT length(s) FROM c",
+    ] {
+        let e = db.query(&a, sql, &[]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LimitExceeded {
+                    kind: "value_size",
+                    limit: 65536
+                }
+            ),
+            "{sql}: {e:?}"
+        );
+        assert!(e.to_string().contains("string or blob"), "{e}");
+    }
+    let e = db
+        .query(&a, "SELECT ?", &[Value::Blob(vec![0; 100_000])])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "value_size",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        db.query(&a, "SELECT length(zeroblob(60000))", &[])
+            .unwrap()
+            .rows,
+        vec![vec![Value::Integer(60000)]]
+    );
+    let e = db
+        .query(
+            &a,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 10) SELECT zeroblob(60000) FROM c",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "result_size",
+                limit: 102400
+            }
+        ),
+        "{e:?}"
+    );
+    // Many small cells count their overhead too.
+    let e = db
+        .query(
+            &a,
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 999) SELECT x, x, x, x FROM c",
+            &[],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "result_size",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    db.execute(&a, "CREATE TABLE t (x)", &[]).unwrap();
+    let stmt = |n: i64| ("INSERT INTO t VALUES (?)", vec![Value::Integer(n)]);
+    let e = db
+        .batch(&a, &[stmt(1), stmt(2), stmt(3), stmt(4)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "statements",
+                limit: 3
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(db.batch(&a, &[stmt(1), stmt(2), stmt(3)]).unwrap().len(), 3);
+}
+
+#[test]
+fn a_cancelled_call_stops_its_statement_and_a_budget_shortens_it() {
+    let limits = Limits {
+        max_statement_time: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let (_d, _dbs, db) = setup(limits);
+    let a = admin();
+    let slow =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    let ctl = zerodb::Control::new();
+    let started = std::time::Instant::now();
+    let r = std::thread::scope(|s| {
+        let h = s.spawn(|| db.query_with(&ctl, &a, slow, &[]));
+        std::thread::sleep(Duration::from_millis(200));
+        drop(ctl.cancel_on_drop());
+        h.join().unwrap()
+    });
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A cancelled call runs nothing more.
+    let r = db.execute_with(&ctl, &a, "CREATE TABLE never (x)", &[]);
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert!(db.query(&a, "SELECT * FROM never", &[]).is_err());
+    // A budget shorter than the statement limit stops the statement as `cpu`.
+    let ctl = zerodb::Control::new().with_budget(Duration::from_millis(100));
+    let r = db.query_with(&ctl, &a, slow, &[]);
+    assert!(
+        matches!(
+            r,
+            Err(Error::LimitExceeded {
+                kind: "cpu",
+                limit: 100
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(db.query(&a, "SELECT 1", &[]).unwrap().rows.len(), 1);
+}
+
+#[test]
+fn tenants_have_a_database_count_a_quota_and_a_bounded_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_database_bytes: 256 << 10,
+        max_tenant_bytes: 400 << 10,
+        max_databases_per_tenant: 2,
+        max_open_databases: 3,
+        max_open_databases_per_tenant: 2,
+        ..Limits::default()
+    };
+    let dbs = Databases::open(dir.path(), limits).unwrap();
+    let a = admin();
+    let one = dbs.database("t", "one").unwrap();
+    let two = dbs.database("t", "two").unwrap();
+    let e = dbs.database("t", "three").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "databases",
+                limit: 2
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!dbs.exists("t", "three").unwrap());
+    for db in [&one, &two] {
+        db.execute(&a, "CREATE TABLE b (x)", &[]).unwrap();
+    }
+    one.execute(&a, "INSERT INTO b VALUES (zeroblob(200000))", &[])
+        .unwrap();
+    let e = two
+        .execute(&a, "INSERT INTO b VALUES (zeroblob(250000))", &[])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LimitExceeded {
+                kind: "quota",
+                limit: 409600
+            }
+        ),
+        "{e:?}"
+    );
+    two.execute(&a, "INSERT INTO b VALUES (zeroblob(1000))", &[])
+        .unwrap();
+    // The pool: two per tenant, three on the node; the least recently used idle one closes.
+    let u: Vec<_> = (0..2)
+        .map(|i| dbs.database("u", &format!("u{i}")).unwrap())
+        .collect();
+    assert!(dbs.open_connections() <= 3);
+    for db in u.iter().chain([&one, &two]) {
+        assert_eq!(db.query(&a, "SELECT 1", &[]).unwrap().rows.len(), 1);
+        assert!(dbs.open_connections() <= 3, "{}", dbs.open_connections());
+    }
+    assert_eq!(
+        one.query(&a, "SELECT length(x) FROM b", &[]).unwrap().rows,
+        vec![vec![Value::Integer(200000)]]
     );
 }

@@ -3,6 +3,8 @@
 //! "statements": [{"sql": SQL, "params": [...]}]}` and it answers `200` with
 //! `{"ok": RESULT}` or `{"error": {"kind": ..., ...}}` describing the `zero:db` error variant.
 //! Parameters are JSON: null, integers, floats, strings, `{"blob": [bytes]}`.
+//! `{"op": "open-many", "dbs": [NAME, ...]}` opens every named database in one request and keeps
+//! the handles open, answering `{"ok": {"opened": N}}` or the first error with `"opened"`.
 
 use serde_json::{Value as Json, json};
 use wasi::exports::http::incoming_handler::Guest;
@@ -33,6 +35,16 @@ impl Guest for Component {
 }
 
 fn run(req: &Json) -> Json {
+    if req["op"] == "open-many" {
+        let mut handles = Vec::new();
+        for name in req["dbs"].as_array().into_iter().flatten() {
+            match Database::open(name.as_str().unwrap_or("")) {
+                Ok(db) => handles.push(db),
+                Err(e) => return json!({"error": error_json(&e), "opened": handles.len()}),
+            }
+        }
+        return json!({"ok": {"opened": handles.len()}});
+    }
     let name = req["db"].as_str().unwrap_or("probe");
     let db = match Database::open(name) {
         Ok(db) => db,
@@ -142,6 +154,13 @@ fn error_json(e: &Error) -> Json {
                 LimitKind::Rows => "rows",
                 LimitKind::Time => "time",
                 LimitKind::Size => "size",
+                LimitKind::ValueSize => "value-size",
+                LimitKind::ResultSize => "result-size",
+                LimitKind::Statements => "statements",
+                LimitKind::Databases => "databases",
+                LimitKind::Quota => "quota",
+                LimitKind::OpenDatabases => "open-databases",
+                LimitKind::Memory => "memory",
             },
             "limit": l.limit,
             "message": l.message,
