@@ -50,11 +50,12 @@ fn world(name: &str, seed: impl FnOnce(&mut Seed)) -> World {
     let acme_owner = Keypair::generate().unwrap();
     let beta_owner = Keypair::generate().unwrap();
     let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
+    // Each tenant's static site is served on a host the Admin granted it.
     admin_client
-        .create_tenant("acme", acme_owner.did())
+        .create_tenant_with_hosts("acme", acme_owner.did(), &["acme.test".into()])
         .unwrap();
     admin_client
-        .create_tenant("beta", beta_owner.did())
+        .create_tenant_with_hosts("beta", beta_owner.did(), &["beta.test".into()])
         .unwrap();
     let acme_chain =
         vec![zero_client::owner_delegation(&admin, "acme", acme_owner.did(), None).unwrap()];

@@ -50,7 +50,11 @@ fn a_route_equal_to_above_or_below_another_tenants_route_is_refused() {
         &wasm("newer_wasi"),
     ));
     assert_eq!(e.error, "RouteConflict", "{}", e.message);
-    assert_eq!(get(&w.node.url("/beta")).status, 404, "nothing was installed");
+    assert_eq!(
+        get(&w.node.url("/beta")).status,
+        404,
+        "nothing was installed"
+    );
 
     // acme still receives everything under its prefix.
     for path in ["/hello", "/hello/login", "/hello/a/b/c"] {
@@ -73,8 +77,14 @@ fn a_route_equal_to_above_or_below_another_tenants_route_is_refused() {
     assert_eq!(get(&w.node.url("/hello/x")).body, HELLO);
 
     // acme nests its own routes freely (the longest prefix wins), but not over beta's.
-    acme.deploy("acme", "api", &["/hello/api".into()], &[], &wasm("newer_wasi"))
-        .unwrap();
+    acme.deploy(
+        "acme",
+        "api",
+        &["/hello/api".into()],
+        &[],
+        &wasm("newer_wasi"),
+    )
+    .unwrap();
     assert_eq!(get(&w.node.url("/hello/api/v1")).body, NEWER);
     assert_eq!(get(&w.node.url("/hello/other")).body, HELLO);
     let e = refused(acme.deploy("acme", "root", &["/".into()], &[], &wasm("hello")));
@@ -121,15 +131,33 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
 
     // An owner cannot grant itself a host: its `/` within the tenant covers
     // `/tenant/create`, but tenant administration is the Admin's.
-    let e = refused(beta.create_tenant_with_hosts("beta", w.beta_owner.did(), &["localhost".into()]));
-    assert_eq!((e.status, e.error.as_str()), (403, "InvalidClaim"), "{}", e.message);
+    let e =
+        refused(beta.create_tenant_with_hosts("beta", w.beta_owner.did(), &["localhost".into()]));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (403, "InvalidClaim"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("/tenant/create"), "{}", e.message);
-    let e = refused(beta.deploy("beta", "grab", &["localhost/".into()], &[], &wasm("newer_wasi")));
+    let e = refused(beta.deploy(
+        "beta",
+        "grab",
+        &["localhost/".into()],
+        &[],
+        &wasm("newer_wasi"),
+    ));
     assert_eq!(e.error, "HostNotGranted");
 
     // Bad host grants are refused with directions.
-    let e = refused(admin.create_tenant_with_hosts("beta", w.beta_owner.did(), &["bad host".into()]));
-    assert_eq!((e.status, e.error.as_str()), (400, "InvalidArgs"), "{}", e.message);
+    let e =
+        refused(admin.create_tenant_with_hosts("beta", w.beta_owner.did(), &["bad host".into()]));
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (400, "InvalidArgs"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("acme.example"), "{}", e.message);
 
     // Legitimate: the Admin grants `localhost` (and subdomains of `beta.test`) to beta.
@@ -150,19 +178,38 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
     )
     .unwrap();
     let on = |host: &str, path: &str| get_with(&w.node.url(path), "host", host);
-    assert_eq!(on("localhost", "/hello").body, NEWER, "beta owns host localhost");
-    assert_eq!(get_with(&w.node.url("/x"), "host", "www.beta.test").body, NEWER);
+    assert_eq!(
+        on("localhost", "/hello").body,
+        NEWER,
+        "beta owns host localhost"
+    );
+    assert_eq!(
+        get_with(&w.node.url("/x"), "host", "www.beta.test").body,
+        NEWER
+    );
     // Requests naming any other host still reach acme's host-less route.
     assert_eq!(on("127.0.0.1", "/hello").body, HELLO);
     // A wildcard grant covers subdomains, not the domain itself.
-    let e = refused(beta.deploy("beta", "apex", &["beta.test/".into()], &[], &wasm("newer_wasi")));
+    let e = refused(beta.deploy(
+        "beta",
+        "apex",
+        &["beta.test/".into()],
+        &[],
+        &wasm("newer_wasi"),
+    ));
     assert_eq!(e.error, "HostNotGranted");
 
     // Another tenant cannot take a granted host's routes either, even with its own grant.
     admin
         .create_tenant_with_hosts("acme", w.acme_owner.did(), &["localhost".into()])
         .unwrap();
-    let e = refused(acme.deploy("acme", "steal", &["localhost/api".into()], &[], &wasm("hello")));
+    let e = refused(acme.deploy(
+        "acme",
+        "steal",
+        &["localhost/api".into()],
+        &[],
+        &wasm("hello"),
+    ));
     assert_eq!(e.error, "RouteConflict", "{}", e.message);
 
     // Withdrawing the grant stops beta's host routes at once, and after a restart too.
@@ -170,7 +217,10 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
         .create_tenant_with_hosts("beta", w.beta_owner.did(), &[])
         .unwrap();
     assert_eq!(on("localhost", "/hello").body, HELLO);
-    assert_eq!(get_with(&w.node.url("/x"), "host", "www.beta.test").status, 404);
+    assert_eq!(
+        get_with(&w.node.url("/x"), "host", "www.beta.test").status,
+        404
+    );
 }
 
 #[test]
@@ -179,7 +229,11 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
     // acme's owner signs a component; the operator serves it from zerocore.toml.
     let dir = test_dir("routes-config-app");
     let signed_path = dir.join("hello.zero.wasm");
-    std::fs::write(&signed_path, signed(&w, "hello", &grant("/fs/read", "[]", None))).unwrap();
+    std::fs::write(
+        &signed_path,
+        signed(&w, "hello", &grant("/fs/read", "[]", None)),
+    )
+    .unwrap();
     let data = w.node.dir.join("data");
     let World {
         node,
@@ -200,7 +254,13 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
 
     // A config-file app's routes are its tenant's routes: beta cannot mount under them.
     let mut beta = Client::new(&api, copy_key(&beta_owner), beta_chain);
-    let e = refused(beta.deploy("beta", "grab", &["/cfg/login".into()], &[], &wasm("newer_wasi")));
+    let e = refused(beta.deploy(
+        "beta",
+        "grab",
+        &["/cfg/login".into()],
+        &[],
+        &wasm("newer_wasi"),
+    ));
     assert_eq!(e.error, "RouteConflict", "{}", e.message);
     beta.deploy("beta", "ok", &["/beta".into()], &[], &wasm("newer_wasi"))
         .unwrap();
@@ -267,7 +327,13 @@ fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
     }
     assert_eq!(code(&mut beta, "beta").len(), 1, "only b0's code is stored");
     // A refused redeploy of a serving app keeps the serving version's code.
-    let e = refused(acme.deploy("acme", "site", &["/".into(), "/site".into()], &[], &wasm("hello")));
+    let e = refused(acme.deploy(
+        "acme",
+        "site",
+        &["/".into(), "/site".into()],
+        &[],
+        &wasm("hello"),
+    ));
     assert_eq!(e.error, "RouteConflict", "{}", e.message);
     assert_eq!(code(&mut acme, "acme").len(), 1);
     assert_eq!(get(&w.node.url("/site")).body, HELLO);
@@ -276,12 +342,21 @@ fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
     acme.deploy("acme", "two", &["/two".into()], &[], &wasm("newer_wasi"))
         .unwrap();
     let e = refused(acme.deploy("acme", "three", &["/three".into()], &[], &wasm("hello")));
-    assert_eq!((e.status, e.error.as_str()), (409, "TooManyApps"), "{}", e.message);
+    assert_eq!(
+        (e.status, e.error.as_str()),
+        (409, "TooManyApps"),
+        "{}",
+        e.message
+    );
     assert!(e.message.contains("max_apps_per_tenant"), "{}", e.message);
     acme.deploy("acme", "two", &["/two".into()], &[], &wasm("hello"))
         .unwrap();
     assert_eq!(get(&w.node.url("/two")).body, HELLO);
-    assert_eq!(code(&mut acme, "acme").len(), 1, "both apps run the same code now");
+    assert_eq!(
+        code(&mut acme, "acme").len(),
+        1,
+        "both apps run the same code now"
+    );
     // The cap is per tenant: beta is unaffected.
     beta.deploy("beta", "one", &["/b1".into()], &[], &wasm("hello"))
         .unwrap();

@@ -521,7 +521,9 @@ impl Api {
             .map_err(|e| Refusal::new(400, "InvalidArgs", format!("args.owner: {e}")))?;
         let mut hosts = arg_strings(&inv.args, "hosts")?
             .iter()
-            .map(|h| crate::apps::parse_host_grant(h).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
+            .map(|h| {
+                crate::apps::parse_host_grant(h).map_err(|e| Refusal::new(400, "InvalidArgs", e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         hosts.sort();
         hosts.dedup();
@@ -546,7 +548,10 @@ impl Api {
             Some(t) => {
                 // The Admin changes the tenant's host grants: record them, then stop the apps
                 // whose host routes are no longer granted.
-                let record = TenantRecord { hosts: hosts.clone(), ..t };
+                let record = TenantRecord {
+                    hosts: hosts.clone(),
+                    ..t
+                };
                 self.state
                     .put_tenant(&record)
                     .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
@@ -554,7 +559,9 @@ impl Api {
                     (*app.tenant == *name)
                         .then(|| crate::apps::ungranted_host(&record, &app.routes))
                         .flatten()
-                        .map(|host| format!("the Admin no longer grants host `{host}` to its tenant"))
+                        .map(|host| {
+                            format!("the Admin no longer grants host `{host}` to its tenant")
+                        })
                 });
                 tracing::info!(tenant = %name, hosts = ?hosts, stopped = ?stopped, "tenant hosts changed");
                 false
@@ -670,7 +677,16 @@ impl Api {
         crate::code::store(&self.fs, tenant, bytes).await?;
         let previous = self.recorded_code(tenant, app);
         let result = self
-            .install(tenant, app, &key, &credential, routes, &routes_text, outbound, &hash)
+            .install(
+                tenant,
+                app,
+                &key,
+                &credential,
+                routes,
+                &routes_text,
+                outbound,
+                &hash,
+            )
             .await;
         match &result {
             // Code no app uses any more: the replaced version's, or this deploy's when it failed.

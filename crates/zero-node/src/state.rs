@@ -34,7 +34,9 @@ pub struct TenantRecord {
 impl TenantRecord {
     /// Whether the Admin granted `host` (lowercase, no port) to this tenant.
     pub fn has_host(&self, host: &str) -> bool {
-        self.hosts.iter().any(|granted| host_grant_covers(granted, host))
+        self.hosts
+            .iter()
+            .any(|granted| host_grant_covers(granted, host))
     }
 }
 
@@ -42,15 +44,12 @@ impl TenantRecord {
 /// covers `host`. Both are compared case-insensitively.
 pub fn host_grant_covers(granted: &str, host: &str) -> bool {
     match granted.strip_prefix("*.") {
-        Some(suffix) => host
-            .len()
-            .checked_sub(suffix.len() + 1)
-            .is_some_and(|cut| {
-                host.is_char_boundary(cut)
-                    && host[cut..].starts_with('.')
-                    && host[cut + 1..].eq_ignore_ascii_case(suffix)
-                    && cut > 0
-            }),
+        Some(suffix) => host.len().checked_sub(suffix.len() + 1).is_some_and(|cut| {
+            host.is_char_boundary(cut)
+                && host[cut..].starts_with('.')
+                && host[cut + 1..].eq_ignore_ascii_case(suffix)
+                && cut > 0
+        }),
         None => granted.eq_ignore_ascii_case(host),
     }
 }

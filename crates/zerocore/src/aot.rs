@@ -135,7 +135,9 @@ pub enum ArtifactError {
     #[error("artifact has no valid zerocore trailer (truncated or foreign file)")]
     NoTrailer,
     /// The MAC does not match: the file was corrupted, or written without this node's key.
-    #[error("artifact authentication failed (corrupted, or not written with this node's artifact key)")]
+    #[error(
+        "artifact authentication failed (corrupted, or not written with this node's artifact key)"
+    )]
     Checksum,
     /// The file could not be read.
     #[error("reading the artifact failed: {0}")]
@@ -199,7 +201,13 @@ impl ArtifactStore {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(artifact)?;
-        f.write_all(&self.key.mac(hash, &self.tag, artifact).finalize().into_bytes())?;
+        f.write_all(
+            &self
+                .key
+                .mac(hash, &self.tag, artifact)
+                .finalize()
+                .into_bytes(),
+        )?;
         f.write_all(MAGIC)?;
         f.sync_all()?;
         drop(f);
@@ -287,6 +295,9 @@ mod tests {
         }
         fs::write(&path, b"short").unwrap();
         let err = ArtifactKey::load_or_create(&path).unwrap_err().to_string();
-        assert!(err.contains("5 bytes") && err.contains("remove it"), "{err}");
+        assert!(
+            err.contains("5 bytes") && err.contains("remove it"),
+            "{err}"
+        );
     }
 }

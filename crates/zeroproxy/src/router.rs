@@ -276,7 +276,10 @@ mod tests {
     #[test]
     fn ancestors_stop_at_segment_boundaries() {
         let r = Route::parse("/a/bc/d").unwrap();
-        assert_eq!(r.ancestors().collect::<Vec<_>>(), ["/", "/a", "/a/bc", "/a/bc/d"]);
+        assert_eq!(
+            r.ancestors().collect::<Vec<_>>(),
+            ["/", "/a", "/a/bc", "/a/bc/d"]
+        );
         let root = Route::parse("/").unwrap();
         assert_eq!(root.ancestors().collect::<Vec<_>>(), ["/"]);
     }
