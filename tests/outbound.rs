@@ -351,3 +351,43 @@ fn outbound_calls_end_when_the_request_ends() {
     );
     assert!(closed_at <= answered + Duration::from_secs(2));
 }
+
+/// https goes through TLS on the checked address with the request's host name as SNI (the
+/// certificate is checked against the name, not the address). The loopback "server" only
+/// records the ClientHello, whose server-name extension is cleartext, and hangs up, so the
+/// guest gets a TLS error.
+#[test]
+fn https_keeps_tls_and_the_host_name_as_sni_on_the_pinned_address() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut hello = vec![0u8; 4096];
+            let n = s.read(&mut hello).unwrap_or(0);
+            hello.truncate(n);
+            let _ = tx.send(hello);
+        }
+    });
+    let dir = test_dir("outbound-tls");
+    let extra =
+        format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.0/8\", \"::1/128\"]\n");
+    let node = NodeProc::start(&dir, &config(&node_data_dir(), &extra, &[star_app()]));
+    let r = fetch(&node, &format!("https://localhost:{port}/"), &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body.contains("Tls") || r.body.contains("Connection"),
+        "{}",
+        r.body
+    );
+    let hello = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a TLS ClientHello");
+    assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
+    assert!(
+        hello.windows(b"localhost".len()).any(|w| w == b"localhost"),
+        "the ClientHello names the host (SNI)"
+    );
+}

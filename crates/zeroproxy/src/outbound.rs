@@ -391,3 +391,119 @@ impl WasiHttpHooks for OutboundPolicy {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zero_provider::AppSettings;
+
+    fn policy(app_hosts: &[&str], config: OutboundConfig) -> OutboundPolicy {
+        let invocation = Invocation {
+            tenant: "t".into(),
+            app: "a".into(),
+            request_id: "r".into(),
+            settings: Arc::new(AppSettings {
+                allowed_outbound_hosts: app_hosts.iter().map(|s| s.to_string()).collect(),
+                ..AppSettings::default()
+            }),
+        };
+        OutboundPolicy::new(invocation, Arc::new(config))
+    }
+
+    fn uri(s: &str) -> http::Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_ceiling_holds_at_run_time_too() {
+        // An app deployed with `*` before the operator lowered the ceiling.
+        let mut p = policy(
+            &["*"],
+            OutboundConfig {
+                host_ceiling: vec![HostPattern::parse("api.example.com:443").unwrap()],
+                ..OutboundConfig::default()
+            },
+        );
+        assert!(p.admit(&uri("https://api.example.com/x")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("http://api.example.com/x")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+        assert!(matches!(
+            p.admit(&uri("https://other.example.com/")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+    }
+
+    #[test]
+    fn the_app_list_is_checked_with_default_ports() {
+        let mut p = policy(&["[::1]:8080", "svc.test:80"], OutboundConfig::default());
+        let t = p.admit(&uri("http://[::1]:8080/")).unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.use_tls), ("::1", 8080, false));
+        assert!(p.admit(&uri("http://svc.test/")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("https://svc.test/")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+    }
+
+    #[test]
+    fn an_invocation_makes_at_most_the_configured_number_of_requests() {
+        let mut p = policy(
+            &["*"],
+            OutboundConfig {
+                max_requests_per_invocation: 2,
+                ..OutboundConfig::default()
+            },
+        );
+        // Refused requests count too: a guest cannot probe without bound.
+        assert!(p.admit(&uri("ftp://x/")).is_err());
+        assert!(p.admit(&uri("http://x/")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("http://x/")),
+            Err(HttpError::ConnectionLimitReached)
+        ));
+    }
+
+    #[test]
+    fn guests_may_shorten_timeouts_but_not_lengthen_them() {
+        let p = policy(&["*"], OutboundConfig::default());
+        let t = p.timeouts(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(600)),
+            first_byte_timeout: Some(Duration::from_millis(5)),
+            between_bytes_timeout: None,
+        }));
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.first_byte, Duration::from_millis(5));
+        assert_eq!(t.between_bytes, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn deploys_beyond_the_ceiling_are_named() {
+        let c = OutboundConfig {
+            host_ceiling: vec![HostPattern::parse("*.example.com").unwrap()],
+            ..OutboundConfig::default()
+        };
+        assert!(
+            c.check_hosts(&["a.example.com".into(), "*.b.example.com:443".into()])
+                .is_ok()
+        );
+        let e = c.check_hosts(&["example.com".into()]).unwrap_err();
+        assert!(
+            matches!(&e, HostsError::AboveCeiling { entry, .. } if entry == "example.com"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[\"*.example.com\"]"), "{e}");
+        let none = OutboundConfig {
+            host_ceiling: vec![],
+            ..OutboundConfig::default()
+        };
+        assert!(none.check_hosts(&[]).is_ok());
+        assert!(
+            none.check_hosts(&["a.test".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+    }
+}
