@@ -264,11 +264,16 @@ impl OutboundPolicy {
             self.deny(uri, "outgoing HTTP request denied: the URL has no host");
             return Err(HttpError::HttpRequestUriInvalid);
         }
+        let shown = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         if !self.invocation.settings.outbound_allowed(&host, port) {
             self.deny(
                 uri,
                 &format!(
-                    "outgoing HTTP request denied: `{host}:{port}` is not in the app's allowed_outbound_hosts (the deployer sets it: `zero deploy --allow-outbound HOST`, or allowed_outbound_hosts in zerocore.toml)"
+                    "outgoing HTTP request denied: `{shown}` is not in the app's allowed_outbound_hosts (the deployer sets it: `zero deploy --allow-outbound HOST`, or allowed_outbound_hosts in zerocore.toml)"
                 ),
             );
             return Err(HttpError::HttpRequestDenied);
@@ -282,7 +287,7 @@ impl OutboundPolicy {
             self.deny(
                 uri,
                 &format!(
-                    "outgoing HTTP request denied: `{host}:{port}` is beyond this node's ceiling {} ([outbound] allowed_hosts_ceiling in zerocore.toml)",
+                    "outgoing HTTP request denied: `{shown}` is beyond this node's ceiling {} ([outbound] allowed_hosts_ceiling in zerocore.toml)",
                     self.config.ceiling_text()
                 ),
             );
