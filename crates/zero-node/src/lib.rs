@@ -14,8 +14,8 @@ pub mod config;
 mod dbapi;
 pub mod fsapi;
 pub mod identity;
-pub mod revocation;
 mod outbound;
+pub mod revocation;
 pub mod state;
 
 use std::path::Path;
