@@ -262,11 +262,13 @@ fn outgoing_http_is_denied_unless_the_host_is_allowed() {
     let dir = test_dir("outgoing");
     let mut allowed = App::new("allowed", "outgoing", &["/allowed"]);
     allowed.outbound = vec![up.to_string()];
+    // The upstream is on loopback, which components reach only when the operator lists it.
+    let extra = format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"{up}\"]\n");
     let node = NodeProc::start(
         &dir,
         &config(
             &node_data_dir(),
-            TEST_LIMITS,
+            &extra,
             &[App::new("denied", "outgoing", &["/denied"]), allowed],
         ),
     );

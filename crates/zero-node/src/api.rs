@@ -83,6 +83,8 @@ pub struct Api {
     pub databases: Arc<zerodb::Databases>,
     /// Bounds on requests and connections.
     pub limits: AdminLimits,
+    /// The operator's outgoing-HTTP rule (its host ceiling is checked at deploy).
+    pub outbound: Arc<zeroproxy::OutboundConfig>,
 }
 
 /// Bounds of the management API (`[admin]` in `zerocore.toml`).
@@ -649,6 +651,7 @@ impl Api {
             .collect::<Result<Vec<_>, _>>()?;
         crate::apps::check_host_grants(&tenant_record, &routes)?;
         let outbound = arg_strings(&inv.args, "allowed_outbound_hosts")?;
+        crate::outbound::check_deploy(&self.outbound, &outbound)?;
         let claimed = arg_str(&inv.args, "component")?.to_string();
 
         let hash = zero_component::content_hash(&bytes)

@@ -100,6 +100,9 @@ pub struct NodeConfig {
     /// `[db]`: limits of the tenants' SQL databases (zerodb).
     #[serde(default)]
     pub db: DbSection,
+    /// `[outbound]`: outgoing HTTP from components.
+    #[serde(default)]
+    pub outbound: OutboundSection,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -583,6 +586,106 @@ impl DbSection {
     }
 }
 
+/// `[outbound]`: what components may reach with outgoing HTTP, and for how long.
+///
+/// A request goes out only if its host is in the app's `allowed_outbound_hosts` (set by whoever
+/// deploys it) and within [`allowed_hosts_ceiling`](OutboundSection::allowed_hosts_ceiling)
+/// (set here), and every address the host resolves to is public or listed in
+/// [`allow_private`](OutboundSection::allow_private). The ceiling applies to every app, those
+/// declared in this file included.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSection {
+    /// The most that any app's `allowed_outbound_hosts` may name (`*`, `host`, `host:port`,
+    /// `*.domain`); a deploy asking for more is refused. Default `["*"]`: any host name, but
+    /// still only public addresses.
+    #[serde(default = "default_ceiling")]
+    pub allowed_hosts_ceiling: Vec<String>,
+    /// Non-public destinations (loopback, private, link-local, …) components may reach:
+    /// networks (`"10.0.0.0/8"`, `"127.0.0.1"`) or one address and port (`"127.0.0.1:9000"`).
+    /// Default empty. The node's management API stays unreachable whatever this says.
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+    /// Longest time to connect (DNS, TCP, TLS, HTTP handshake), in milliseconds.
+    #[serde(default = "default_out_connect")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for the response head after sending, in milliseconds.
+    #[serde(default = "default_out_first_byte")]
+    pub first_byte_timeout_ms: u64,
+    /// Longest gap between two pieces of a response body, in milliseconds.
+    #[serde(default = "default_out_between")]
+    pub between_bytes_timeout_ms: u64,
+    /// Outgoing requests one incoming request (or event) may make.
+    #[serde(default = "default_out_requests")]
+    pub max_requests_per_invocation: usize,
+}
+
+fn default_ceiling() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_out_connect() -> u64 {
+    5_000
+}
+fn default_out_first_byte() -> u64 {
+    10_000
+}
+fn default_out_between() -> u64 {
+    10_000
+}
+fn default_out_requests() -> usize {
+    16
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        OutboundSection {
+            allowed_hosts_ceiling: default_ceiling(),
+            allow_private: Vec::new(),
+            connect_timeout_ms: default_out_connect(),
+            first_byte_timeout_ms: default_out_first_byte(),
+            between_bytes_timeout_ms: default_out_between(),
+            max_requests_per_invocation: default_out_requests(),
+        }
+    }
+}
+
+impl OutboundSection {
+    /// The provider's configuration, or what is wrong with the section.
+    pub fn build(&self) -> Result<zeroproxy::OutboundConfig, String> {
+        let host_ceiling = self
+            .allowed_hosts_ceiling
+            .iter()
+            .map(|h| {
+                zero_provider::HostPattern::parse(h)
+                    .map_err(|e| format!("[outbound] allowed_hosts_ceiling: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allow_private = self
+            .allow_private
+            .iter()
+            .map(|n| {
+                zeroproxy::AllowedNet::parse(n)
+                    .map_err(|e| format!("[outbound] allow_private: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.connect_timeout_ms == 0
+            || self.first_byte_timeout_ms == 0
+            || self.between_bytes_timeout_ms == 0
+        {
+            return Err("[outbound] connect_timeout_ms, first_byte_timeout_ms and between_bytes_timeout_ms must be greater than 0".into());
+        }
+        Ok(zeroproxy::OutboundConfig {
+            host_ceiling,
+            allow_private,
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
+            between_bytes_timeout: Duration::from_millis(self.between_bytes_timeout_ms),
+            max_requests_per_invocation: self.max_requests_per_invocation,
+            ..Default::default()
+        })
+    }
+}
+
 /// One `[[app]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -728,6 +831,7 @@ impl NodeConfig {
             zero_auth::Did::parse(admin)
                 .map_err(|e| format!("[node] admin must be a did:key (see `zero key did`): {e}"))?;
         }
+        let outbound = self.outbound.build()?;
         let mut seen = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             let at = format!("[[app]] #{} ({}/{})", i + 1, app.tenant, app.name);
@@ -749,13 +853,9 @@ impl NodeConfig {
             for r in &app.routes {
                 zeroproxy::Route::parse(r).map_err(|e| format!("{at}: {e}"))?;
             }
-            for h in &app.allowed_outbound_hosts {
-                if h.is_empty() || h.contains('/') {
-                    return Err(format!(
-                        "{at}: allowed_outbound_hosts entries are `host`, `host:port` or `*`, not `{h}`"
-                    ));
-                }
-            }
+            outbound
+                .check_hosts(&app.allowed_outbound_hosts)
+                .map_err(|e| format!("{at}: {e}"))?;
         }
         Ok(())
     }
@@ -950,6 +1050,50 @@ mod tests {
         let e =
             NodeConfig::parse("[fs]\ntransfer_idle_timeout_ms = 0\n", Path::new(".")).unwrap_err();
         assert!(e.contains("transfer_idle_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn outbound_section_defaults_parses_and_holds_apps_to_the_ceiling() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        let o = c.outbound.build().unwrap();
+        assert!(o.check_hosts(&["*".into()]).is_ok());
+        assert!(o.allow_private.is_empty());
+        assert_eq!(o.max_requests_per_invocation, 16);
+        let c = NodeConfig::parse(
+            "[outbound]\nallowed_hosts_ceiling = [\"api.example.com\"]\nallow_private = [\"127.0.0.1:9000\", \"10.0.0.0/8\"]\nconnect_timeout_ms = 100\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let o = c.outbound.build().unwrap();
+        assert_eq!(o.connect_timeout, Duration::from_millis(100));
+        assert_eq!(o.allow_private.len(), 2);
+        let e = o.check_hosts(&["*".into()]).unwrap_err().to_string();
+        assert!(
+            e.contains("`*`") && e.contains("[outbound] allowed_hosts_ceiling"),
+            "{e}"
+        );
+        assert!(o.check_hosts(&["api.example.com:443".into()]).is_ok());
+        let app = "[outbound]\nallowed_hosts_ceiling = [\"api.example.com\"]\n[[app]]\ntenant = \"t\"\nname = \"a\"\ncomponent = \"a.wasm\"\nroutes = [\"/\"]\nallowed_outbound_hosts = [\"evil.example.com\"]\n";
+        let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("evil.example.com") && e.contains("allowed_hosts_ceiling"),
+            "{e}"
+        );
+        for (bad, says) in [
+            ("allow_private = [\"localhost\"]", "allow_private"),
+            (
+                "allowed_hosts_ceiling = [\"http://x\"]",
+                "allowed_hosts_ceiling",
+            ),
+            ("first_byte_timeout_ms = 0", "greater than 0"),
+            ("max_request = 3", "unknown field"),
+        ] {
+            let e = NodeConfig::parse(&format!("[outbound]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert!(c.outbound.build().unwrap().allow_private.is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 mod dbapi;
 pub mod fsapi;
 pub mod identity;
+mod outbound;
 pub mod revocation;
 pub mod state;
 
@@ -31,15 +32,16 @@ pub use config::{LogFormat, NodeConfig};
 /// The resource providers of this node, in registration order. The single place where providers
 /// are named. `fs` is the tenants' file store, served to components as `wasi:filesystem`, and
 /// `databases` are the tenants' SQL databases, served as `zero:db` (both opened once by
-/// [`Node::start`]).
+/// [`Node::start`]). `outbound` is the operator's rule for components' outgoing HTTP.
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
     fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
+    outbound: Arc<zeroproxy::OutboundConfig>,
 ) -> Vec<Arc<dyn ResourceProvider>> {
     vec![
         Arc::new(WasiBase),
-        Arc::new(HttpResources),
+        Arc::new(HttpResources::new(outbound)),
         Arc::new(zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits)),
         Arc::new(zerodb::DbProvider::new(databases)),
     ]
@@ -131,6 +133,12 @@ impl Node {
                 )
             })?,
         );
+        let outbound = Arc::new(
+            config
+                .outbound
+                .build()
+                .map_err(|e| anyhow::anyhow!("zerocore.toml: {e}"))?,
+        );
         let runtime = Arc::new(Runtime::new(
             &core,
             providers(
@@ -140,6 +148,7 @@ impl Node {
                     request_time: Some(Duration::from_millis(config.limits.wall_time_ms)),
                 },
                 databases.clone(),
+                outbound.clone(),
             ),
         )?);
         let proxy_config = ProxyConfig {
@@ -261,6 +270,7 @@ impl Node {
 
         let admin_listener = api::bind(config.admin.listen).await?;
         let admin_addr = admin_listener.local_addr()?;
+        outbound.protect(admin_addr);
         let (shutdown, rx) = watch::channel(false);
         let api = Arc::new(api::Api {
             runtime: runtime.clone(),
@@ -276,6 +286,7 @@ impl Node {
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,
             limits: api::AdminLimits::from_config(&config),
+            outbound,
         });
         tokio::spawn(api::serve(api, admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);

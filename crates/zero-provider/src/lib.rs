@@ -84,18 +84,175 @@ impl AppSettings {
         ))
     }
 
-    /// Whether outgoing HTTP to `authority` (`host[:port]`) is allowed.
-    pub fn outbound_allowed(&self, host: &str, port: Option<u16>) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        self.allowed_outbound_hosts.iter().any(|entry| {
-            if entry == "*" {
-                return true;
+    /// Whether outgoing HTTP to `host` on `port` is allowed by the app's
+    /// [`allowed_outbound_hosts`](AppSettings::allowed_outbound_hosts) (entries that are not
+    /// valid [`HostPattern`]s match nothing). The node's own ceiling and the destination's
+    /// address are checked separately by the outgoing-HTTP provider.
+    pub fn outbound_allowed(&self, host: &str, port: u16) -> bool {
+        self.allowed_outbound_hosts
+            .iter()
+            .filter_map(|entry| HostPattern::parse(entry).ok())
+            .any(|p| p.matches(host, port))
+    }
+}
+
+/// The host part of a [`HostPattern`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostName {
+    /// `*`: any host.
+    Any,
+    /// One host name or IP literal (lowercase, without a trailing dot, IPs in canonical form).
+    Exact(String),
+    /// `*.domain`: every name under `domain`, not `domain` itself.
+    Subdomains(String),
+}
+
+/// One entry of an outbound host list (an app's `allowed_outbound_hosts`, or the node's
+/// ceiling): `*` (any host), `host`, `*.domain` (any name under `domain`), each optionally with
+/// `:port`; IPv6 literals are written `[::1]` or `[::1]:8080`. Without a port, any port matches.
+/// Names compare case-insensitively and without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    host: HostName,
+    port: Option<u16>,
+}
+
+/// Lowercases a host, strips `[`…`]` and one trailing dot, and writes IP literals canonically.
+fn normalize_host(host: &str) -> String {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let h = h.strip_suffix('.').unwrap_or(h);
+    match h.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => h.to_ascii_lowercase(),
+    }
+}
+
+impl HostPattern {
+    /// Parses an entry, saying what is wrong with a bad one.
+    pub fn parse(entry: &str) -> Result<HostPattern, String> {
+        let bad = |why: &str| {
+            format!(
+                "`{entry}` is not a host pattern ({why}): write `host`, `host:port`, \
+                 `*.domain`, `*` or `[ipv6]:port`, e.g. \"api.example.com\" or \"api.example.com:443\""
+            )
+        };
+        let s = entry.trim();
+        if s.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, tail) = rest.split_once(']').ok_or_else(|| bad("`[` without `]`"))?;
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address between `[` and `]`"));
             }
-            match split_host_port(entry) {
-                (h, None) => h.eq_ignore_ascii_case(host),
-                (h, Some(p)) => h.eq_ignore_ascii_case(host) && Some(p) == port,
+            let port = match tail {
+                "" => None,
+                t => Some(t.strip_prefix(':').ok_or_else(|| bad("text after `]`"))?),
+            };
+            (h, port)
+        } else if s.matches(':').count() > 1 {
+            if s.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("too many `:`"));
             }
-        })
+            (s, None)
+        } else {
+            match s.split_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (s, None),
+            }
+        };
+        let port = match port {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => return Err(bad("the port is not a number from 1 to 65535")),
+            },
+        };
+        let valid_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+        };
+        let host = if host == "*" {
+            HostName::Any
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            let domain = normalize_host(domain);
+            if !valid_name(&domain) {
+                return Err(bad("`*.` must be followed by a domain name"));
+            }
+            HostName::Subdomains(domain)
+        } else {
+            let name = normalize_host(host);
+            if name.parse::<std::net::IpAddr>().is_err() && !valid_name(&name) {
+                return Err(bad(
+                    "a host name is made of letters, digits, `-` and `_` between dots",
+                ));
+            }
+            HostName::Exact(name)
+        };
+        Ok(HostPattern { host, port })
+    }
+
+    /// Whether a request to `host` (as written in a URI: `[::1]` for IPv6) on `port` matches.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        if self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        let host = normalize_host(host);
+        match &self.host {
+            HostName::Any => true,
+            HostName::Exact(h) => *h == host,
+            HostName::Subdomains(d) => host
+                .strip_suffix(d.as_str())
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+        }
+    }
+
+    /// Whether every request `other` matches is also matched by `self` (used to hold a
+    /// deployment's hosts under the node's ceiling).
+    pub fn covers(&self, other: &HostPattern) -> bool {
+        let port_ok = match (self.port, other.port) {
+            (None, _) => true,
+            (Some(a), Some(b)) => a == b,
+            (Some(_), None) => false,
+        };
+        let under = |name: &str, d: &str| {
+            name.strip_suffix(d)
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+        };
+        port_ok
+            && match (&self.host, &other.host) {
+                (HostName::Any, _) => true,
+                (_, HostName::Any) => false,
+                (HostName::Exact(a), HostName::Exact(b)) => a == b,
+                (HostName::Exact(_), HostName::Subdomains(_)) => false,
+                (HostName::Subdomains(d), HostName::Exact(n)) => under(n, d),
+                (HostName::Subdomains(d), HostName::Subdomains(e)) => e == d || under(e, d),
+            }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            HostName::Any => f.write_str("*")?,
+            HostName::Exact(h) if h.contains(':') => write!(f, "[{h}]")?,
+            HostName::Exact(h) => f.write_str(h)?,
+            HostName::Subdomains(d) => write!(f, "*.{d}")?,
+        }
+        match self.port {
+            Some(p) => write!(f, ":{p}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -518,17 +675,58 @@ mod tests {
             allowed_outbound_hosts: vec!["api.example.com".into(), "127.0.0.1:8080".into()],
             ..AppSettings::default()
         };
-        assert!(s.outbound_allowed("api.example.com", Some(443)));
-        assert!(s.outbound_allowed("API.example.com", None));
-        assert!(s.outbound_allowed("127.0.0.1", Some(8080)));
-        assert!(!s.outbound_allowed("127.0.0.1", Some(8081)));
-        assert!(!s.outbound_allowed("evil.example.com", Some(443)));
-        assert!(!AppSettings::default().outbound_allowed("localhost", Some(80)));
+        assert!(s.outbound_allowed("api.example.com", 443));
+        assert!(s.outbound_allowed("API.example.com.", 80));
+        assert!(s.outbound_allowed("127.0.0.1", 8080));
+        assert!(!s.outbound_allowed("127.0.0.1", 8081));
+        assert!(!s.outbound_allowed("evil.example.com", 443));
+        assert!(!AppSettings::default().outbound_allowed("localhost", 80));
         let any = AppSettings {
             allowed_outbound_hosts: vec!["*".into()],
             ..AppSettings::default()
         };
-        assert!(any.outbound_allowed("anything", Some(1)));
+        assert!(any.outbound_allowed("anything", 1));
+        let broken = AppSettings {
+            allowed_outbound_hosts: vec!["http://x/".into()],
+            ..AppSettings::default()
+        };
+        assert!(!broken.outbound_allowed("x", 80));
+    }
+
+    #[test]
+    fn host_patterns_parse_match_and_refuse_nonsense() {
+        let p = |s: &str| HostPattern::parse(s).unwrap();
+        assert!(p("*.example.com").matches("a.b.example.com", 443));
+        assert!(!p("*.example.com").matches("example.com", 443));
+        assert!(!p("*.example.com").matches("evilexample.com", 443));
+        assert!(p("[::1]:8080").matches("[0:0::1]", 8080));
+        assert!(p("::1").matches("[::1]", 1));
+        assert!(!p("*:443").matches("x", 80));
+        assert_eq!(p("API.Example.com:443").to_string(), "api.example.com:443");
+        assert_eq!(p("[::1]").to_string(), "[::1]");
+        for bad in [
+            "", "http://x", "x/y", "x:0", "x:http", "a b", "*.", "[::1", "[x]:1", "a..b", "1:2:3",
+        ] {
+            let e = HostPattern::parse(bad).unwrap_err();
+            assert!(e.contains("not a host pattern"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn ceilings_cover_only_what_they_allow() {
+        let p = |s: &str| HostPattern::parse(s).unwrap();
+        assert!(p("*").covers(&p("*")));
+        assert!(p("*").covers(&p("x:1")));
+        assert!(!p("api.example.com").covers(&p("*")));
+        assert!(p("api.example.com").covers(&p("API.example.com:443")));
+        assert!(!p("api.example.com:443").covers(&p("api.example.com")));
+        assert!(!p("api.example.com").covers(&p("other.example.com")));
+        assert!(p("*.example.com").covers(&p("a.example.com")));
+        assert!(p("*.example.com").covers(&p("*.a.example.com")));
+        assert!(p("*.example.com").covers(&p("*.example.com:443")));
+        assert!(!p("*.example.com").covers(&p("example.com")));
+        assert!(!p("a.example.com").covers(&p("*.example.com")));
+        assert!(!p("*:443").covers(&p("*")));
     }
 
     #[test]

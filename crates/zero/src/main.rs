@@ -121,7 +121,9 @@ enum Command {
         /// A route: /path or host/path (repeatable).
         #[arg(long = "route", required = true)]
         routes: Vec<String>,
-        /// A host the app may reach with outgoing HTTP (repeatable).
+        /// A host the app may reach with outgoing HTTP (repeatable): `host`, `host:port`,
+        /// `*.domain` or `*`, within the node's `[outbound] allowed_hosts_ceiling`; only public
+        /// addresses unless the node's operator allows others.
         #[arg(long = "allow-outbound")]
         outbound: Vec<String>,
         #[command(flatten)]

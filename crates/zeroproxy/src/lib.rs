@@ -9,8 +9,8 @@
 //! cause and answered with a 5xx that names the request id.
 //!
 //! The crate also holds [`HttpResources`], the resource provider for `wasi:http/types` and
-//! `wasi:http/outgoing-handler`, which denies outgoing requests unless the app's settings allow
-//! the destination host.
+//! `wasi:http/outgoing-handler`, which denies outgoing requests unless the app's settings and
+//! the node's [`OutboundConfig`] allow the destination host and every address it resolves to.
 
 #![deny(missing_docs)]
 
@@ -37,7 +37,10 @@ use zero_provider::{AppSettings, EventProvider, Invocation, Provider, Shutdown};
 use zerocore::{Fault, LoadedComponent, Runtime};
 
 pub use body::ProxyBody;
-pub use outbound::{HttpResources, OutboundPolicy};
+pub use outbound::{
+    AddrPolicy, AddrRefusal, AllowedNet, HostsError, HttpResources, OutboundConfig, OutboundPolicy,
+    classify,
+};
 pub use router::{Route, RouteConflict, Router};
 
 /// Settings of the HTTP provider, from `zerocore.toml`.

@@ -1,15 +1,154 @@
-//! `wasi:http/types` and `wasi:http/outgoing-handler` for components, with outgoing requests
-//! denied unless the app's settings allow the destination.
+//! `wasi:http/types` and `wasi:http/outgoing-handler` for components, under the node's
+//! outgoing-HTTP rule.
+//!
+//! An outgoing request is sent only when all of these hold, checked in this order:
+//! 1. the invocation has made fewer than [`OutboundConfig::max_requests_per_invocation`]
+//!    outgoing requests;
+//! 2. the host (and port) is in the app's `allowed_outbound_hosts` (set by the deployer);
+//! 3. the host is within the node's ceiling ([`OutboundConfig::host_ceiling`], set by the
+//!    operator; deploys naming more are refused, and this check catches apps deployed before a
+//!    ceiling was lowered);
+//! 4. the host resolves (an IP literal is taken as is), and **every** address it resolves to
+//!    passes the address rule ([`AddrPolicy`]): public, or listed by the operator, and never
+//!    the node's management API.
+//!
+//! The connection then goes to the checked addresses themselves, never to a second lookup of
+//! the name, so a DNS answer that changes between the check and the connection (DNS
+//! rebinding) cannot redirect it. Connecting (DNS, TCP, TLS, HTTP handshake), the response head
+//! and every gap in the response body are bounded by the node's timeouts (a guest may ask for
+//! shorter ones, never longer), and everything an invocation started ends when its store is
+//! dropped, at the latest when the request's wall-clock limit ends it.
 
-use std::sync::Arc;
+mod addr;
+mod send;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
-use zero_provider::{AppSettings, HostState, Invocation, Provider, ResourceProvider};
+use zero_provider::{HostPattern, HostState, Invocation, Provider, ResourceProvider};
+
+pub use addr::{AddrPolicy, AddrRefusal, AllowedNet, classify};
+
+/// The operator's rule for outgoing HTTP (`[outbound]` in `zerocore.toml`).
+#[derive(Debug)]
+pub struct OutboundConfig {
+    /// The most that an app's `allowed_outbound_hosts` may name: every entry must be covered
+    /// by one of these. `*` lets deployers name any host (destinations are still held to the
+    /// address rule).
+    pub host_ceiling: Vec<HostPattern>,
+    /// Non-public destinations the operator allows (networks or `address:port`).
+    pub allow_private: Vec<AllowedNet>,
+    /// Longest time from the start of an outgoing request to an established connection (DNS,
+    /// TCP, TLS and HTTP handshakes).
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head once the request is sent.
+    pub first_byte_timeout: Duration,
+    /// Longest gap between two frames of a response body.
+    pub between_bytes_timeout: Duration,
+    /// Outgoing requests one invocation (an incoming request, an event) may make.
+    pub max_requests_per_invocation: usize,
+    /// The node's own listeners, refused whatever `allow_private` says (filled in by
+    /// [`OutboundConfig::protect`] once they are bound).
+    pub protected: RwLock<Vec<SocketAddr>>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            host_ceiling: HostPattern::parse("*").into_iter().collect(),
+            allow_private: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(10),
+            between_bytes_timeout: Duration::from_secs(10),
+            max_requests_per_invocation: 16,
+            protected: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+/// Why a list of outbound hosts cannot be deployed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostsError {
+    /// An entry is not a valid host pattern.
+    #[error("allowed_outbound_hosts: {0}")]
+    Invalid(String),
+    /// An entry asks for more than the node's ceiling.
+    #[error(
+        "allowed_outbound_hosts entry `{entry}` is beyond what this node lets deployers allow: \
+         the operator's ceiling ([outbound] allowed_hosts_ceiling in zerocore.toml) is {ceiling}; \
+         name only hosts within it, or ask the operator to raise it"
+    )]
+    AboveCeiling {
+        /// The entry, as given.
+        entry: String,
+        /// The ceiling, for the message.
+        ceiling: String,
+    },
+}
+
+impl OutboundConfig {
+    /// Checks a deployment's `allowed_outbound_hosts`: every entry must be a valid
+    /// [`HostPattern`] covered by the ceiling.
+    pub fn check_hosts(&self, entries: &[String]) -> Result<(), HostsError> {
+        for entry in entries {
+            let pattern = HostPattern::parse(entry).map_err(HostsError::Invalid)?;
+            if !self.host_ceiling.iter().any(|c| c.covers(&pattern)) {
+                return Err(HostsError::AboveCeiling {
+                    entry: entry.clone(),
+                    ceiling: self.ceiling_text(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn ceiling_text(&self) -> String {
+        if self.host_ceiling.is_empty() {
+            return "empty (no outgoing HTTP)".into();
+        }
+        let list: Vec<String> = self
+            .host_ceiling
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect();
+        format!("[{}]", list.join(", "))
+    }
+
+    /// Marks one of the node's own listeners (the management API) as never reachable by
+    /// components.
+    pub fn protect(&self, addr: SocketAddr) {
+        let mut p = self.protected.write().unwrap_or_else(|e| e.into_inner());
+        p.push(addr);
+    }
+
+    /// The address rule as configured now.
+    pub fn addr_policy(&self) -> AddrPolicy {
+        AddrPolicy {
+            allow_private: self.allow_private.clone(),
+            protected: self
+                .protected
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        }
+    }
+}
 
 /// The resource provider for `wasi:http` host interfaces.
 #[derive(Debug, Default)]
-pub struct HttpResources;
+pub struct HttpResources {
+    config: Arc<OutboundConfig>,
+}
+
+impl HttpResources {
+    /// The provider, with the node's outgoing-HTTP rule.
+    pub fn new(config: Arc<OutboundConfig>) -> HttpResources {
+        HttpResources { config }
+    }
+}
 
 impl Provider for HttpResources {
     fn name(&self) -> &'static str {
@@ -31,18 +170,23 @@ impl ResourceProvider for HttpResources {
     }
 
     fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
-        state.http_hooks = Box::new(OutboundPolicy {
-            invocation: state.invocation.clone(),
-            settings: state.invocation.settings.clone(),
-        });
+        state.http_hooks = Box::new(OutboundPolicy::new(
+            state.invocation.clone(),
+            self.config.clone(),
+        ));
         Ok(())
     }
 }
 
-/// Outgoing-HTTP hooks that allow only the hosts listed in the app's settings.
+/// Outgoing-HTTP hooks of one invocation: the node's rule (see the module documentation),
+/// the invocation's request count, and the signal that ends its outgoing requests when the
+/// invocation's store is dropped.
 pub struct OutboundPolicy {
     invocation: Invocation,
-    settings: Arc<AppSettings>,
+    config: Arc<OutboundConfig>,
+    sent: usize,
+    /// Dropped with the store; every outgoing request of this invocation watches it.
+    alive: tokio::sync::watch::Sender<()>,
 }
 
 type ResponseFuture = Box<
@@ -57,6 +201,147 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// What the guest asked to reach.
+struct Target {
+    host: String,
+    port: u16,
+    use_tls: bool,
+}
+
+impl OutboundPolicy {
+    /// The hooks for one invocation.
+    pub fn new(invocation: Invocation, config: Arc<OutboundConfig>) -> OutboundPolicy {
+        OutboundPolicy {
+            invocation,
+            config,
+            sent: 0,
+            alive: tokio::sync::watch::channel(()).0,
+        }
+    }
+
+    fn deny(&self, uri: &http::Uri, message: &str) {
+        tracing::warn!(
+            tenant = %self.invocation.tenant,
+            app = %self.invocation.app,
+            request_id = %self.invocation.request_id,
+            %uri,
+            "{message}"
+        );
+    }
+
+    /// The checks that need no network: count, scheme, host lists.
+    fn admit(&mut self, uri: &http::Uri) -> Result<Target, HttpError> {
+        self.sent += 1;
+        let max = self.config.max_requests_per_invocation;
+        if self.sent > max {
+            self.deny(
+                uri,
+                &format!(
+                    "outgoing HTTP request denied: this request already made {max} outgoing requests, the most one request may make ([outbound] max_requests_per_invocation in zerocore.toml)"
+                ),
+            );
+            return Err(HttpError::ConnectionLimitReached);
+        }
+        let use_tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => {
+                self.deny(
+                    uri,
+                    "outgoing HTTP request denied: only http and https URLs are supported",
+                );
+                return Err(HttpError::HttpProtocolError);
+            }
+        };
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if use_tls { 443 } else { 80 });
+        if host.is_empty() {
+            self.deny(uri, "outgoing HTTP request denied: the URL has no host");
+            return Err(HttpError::HttpRequestUriInvalid);
+        }
+        let shown = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        if !self.invocation.settings.outbound_allowed(&host, port) {
+            self.deny(
+                uri,
+                &format!(
+                    "outgoing HTTP request denied: `{shown}` is not in the app's allowed_outbound_hosts (the deployer sets it: `zero deploy --allow-outbound HOST`, or allowed_outbound_hosts in zerocore.toml)"
+                ),
+            );
+            return Err(HttpError::HttpRequestDenied);
+        }
+        if !self
+            .config
+            .host_ceiling
+            .iter()
+            .any(|c| c.matches(&host, port))
+        {
+            self.deny(
+                uri,
+                &format!(
+                    "outgoing HTTP request denied: `{shown}` is beyond this node's ceiling {} ([outbound] allowed_hosts_ceiling in zerocore.toml)",
+                    self.config.ceiling_text()
+                ),
+            );
+            return Err(HttpError::HttpRequestDenied);
+        }
+        Ok(Target {
+            host,
+            port,
+            use_tls,
+        })
+    }
+
+    /// The node's timeouts, shortened where the guest asked for less.
+    fn timeouts(&self, options: Option<RequestOptions>) -> send::Timeouts {
+        let cap = |asked: Option<Duration>, max: Duration| asked.map_or(max, |a| a.min(max));
+        let o = options.unwrap_or_default();
+        send::Timeouts {
+            connect: cap(o.connect_timeout, self.config.connect_timeout),
+            first_byte: cap(o.first_byte_timeout, self.config.first_byte_timeout),
+            between_bytes: cap(o.between_bytes_timeout, self.config.between_bytes_timeout),
+        }
+    }
+}
+
+/// Resolves `host` (an IP literal is taken as is).
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, HttpError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let dns_error = |why: String| HttpError::DnsError {
+        rcode: Some(why),
+        info_code: None,
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| dns_error(e.to_string()))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(dns_error(format!("`{host}` has no address")));
+    }
+    Ok(addrs)
+}
+
+/// Ends `fut` with `ConnectionTerminated` once the invocation's store is gone.
+async fn until_dropped<T>(
+    mut alive: tokio::sync::watch::Receiver<()>,
+    fut: impl Future<Output = Result<T, HttpError>>,
+) -> Result<T, HttpError> {
+    tokio::select! {
+        r = fut => r,
+        _ = alive.changed() => Err(HttpError::ConnectionTerminated),
+    }
+}
+
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
@@ -65,29 +350,165 @@ impl WasiHttpHooks for OutboundPolicy {
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
         let uri = request.uri().clone();
-        let host = uri.host().unwrap_or_default().to_string();
-        let port = uri.port_u16().or(match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
-        if host.is_empty() || !self.settings.outbound_allowed(&host, port) {
-            tracing::warn!(
-                tenant = %self.invocation.tenant,
-                app = %self.invocation.app,
-                request_id = %self.invocation.request_id,
-                %uri,
-                "outgoing HTTP request denied: `{host}` is not in the app's allowed_outbound_hosts (add it in zerocore.toml to allow it)"
-            );
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = Result<(), HttpError>> + Send>,
-            ))
-        })
+        let target = match self.admit(&uri) {
+            Ok(t) => t,
+            Err(e) => return Box::new(async move { Err(e) }),
+        };
+        let timeouts = self.timeouts(options);
+        let policy = self.config.addr_policy();
+        let invocation = self.invocation.clone();
+        let alive = self.alive.subscribe();
+        Box::new(until_dropped(alive.clone(), async move {
+            let deadline = tokio::time::Instant::now() + timeouts.connect;
+            let addrs = tokio::time::timeout_at(deadline, resolve(&target.host, target.port))
+                .await
+                .map_err(|_| HttpError::DnsTimeout)??;
+            for addr in &addrs {
+                if let Err(refusal) = policy.check(*addr) {
+                    tracing::warn!(
+                        tenant = %invocation.tenant,
+                        app = %invocation.app,
+                        request_id = %invocation.request_id,
+                        %uri,
+                        "outgoing HTTP request to `{}` refused before connecting: {refusal}",
+                        target.host
+                    );
+                    return Err(HttpError::DestinationIpProhibited);
+                }
+            }
+            // Connect to exactly what was checked, IPv4-mapped addresses as plain IPv4.
+            let addrs: Vec<SocketAddr> = addrs
+                .iter()
+                .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
+                .collect();
+            let (res, io) = send::send(
+                request,
+                &target.host,
+                target.use_tls,
+                &addrs,
+                deadline,
+                timeouts,
+            )
+            .await?;
+            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(until_dropped(alive, Box::into_pin(io)));
+            Ok((res, io))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zero_provider::AppSettings;
+
+    fn policy(app_hosts: &[&str], config: OutboundConfig) -> OutboundPolicy {
+        let invocation = Invocation {
+            tenant: "t".into(),
+            app: "a".into(),
+            request_id: "r".into(),
+            settings: Arc::new(AppSettings {
+                allowed_outbound_hosts: app_hosts.iter().map(|s| s.to_string()).collect(),
+                ..AppSettings::default()
+            }),
+        };
+        OutboundPolicy::new(invocation, Arc::new(config))
+    }
+
+    fn uri(s: &str) -> http::Uri {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_ceiling_holds_at_run_time_too() {
+        // An app deployed with `*` before the operator lowered the ceiling.
+        let mut p = policy(
+            &["*"],
+            OutboundConfig {
+                host_ceiling: vec![HostPattern::parse("api.example.com:443").unwrap()],
+                ..OutboundConfig::default()
+            },
+        );
+        assert!(p.admit(&uri("https://api.example.com/x")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("http://api.example.com/x")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+        assert!(matches!(
+            p.admit(&uri("https://other.example.com/")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+    }
+
+    #[test]
+    fn the_app_list_is_checked_with_default_ports() {
+        let mut p = policy(&["[::1]:8080", "svc.test:80"], OutboundConfig::default());
+        let t = p.admit(&uri("http://[::1]:8080/")).unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.use_tls), ("::1", 8080, false));
+        assert!(p.admit(&uri("http://svc.test/")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("https://svc.test/")),
+            Err(HttpError::HttpRequestDenied)
+        ));
+    }
+
+    #[test]
+    fn an_invocation_makes_at_most_the_configured_number_of_requests() {
+        let mut p = policy(
+            &["*"],
+            OutboundConfig {
+                max_requests_per_invocation: 2,
+                ..OutboundConfig::default()
+            },
+        );
+        // Refused requests count too: a guest cannot probe without bound.
+        assert!(p.admit(&uri("ftp://x/")).is_err());
+        assert!(p.admit(&uri("http://x/")).is_ok());
+        assert!(matches!(
+            p.admit(&uri("http://x/")),
+            Err(HttpError::ConnectionLimitReached)
+        ));
+    }
+
+    #[test]
+    fn guests_may_shorten_timeouts_but_not_lengthen_them() {
+        let p = policy(&["*"], OutboundConfig::default());
+        let t = p.timeouts(Some(RequestOptions {
+            connect_timeout: Some(Duration::from_secs(600)),
+            first_byte_timeout: Some(Duration::from_millis(5)),
+            between_bytes_timeout: None,
+        }));
+        assert_eq!(t.connect, Duration::from_secs(5));
+        assert_eq!(t.first_byte, Duration::from_millis(5));
+        assert_eq!(t.between_bytes, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn deploys_beyond_the_ceiling_are_named() {
+        let c = OutboundConfig {
+            host_ceiling: vec![HostPattern::parse("*.example.com").unwrap()],
+            ..OutboundConfig::default()
+        };
+        assert!(
+            c.check_hosts(&["a.example.com".into(), "*.b.example.com:443".into()])
+                .is_ok()
+        );
+        let e = c.check_hosts(&["example.com".into()]).unwrap_err();
+        assert!(
+            matches!(&e, HostsError::AboveCeiling { entry, .. } if entry == "example.com"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("[\"*.example.com\"]"), "{e}");
+        let none = OutboundConfig {
+            host_ceiling: vec![],
+            ..OutboundConfig::default()
+        };
+        assert!(none.check_hosts(&[]).is_ok());
+        assert!(
+            none.check_hosts(&["a.test".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

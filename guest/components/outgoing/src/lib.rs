@@ -3,12 +3,16 @@
 //! answers 200 with the upstream body, or 502 `outgoing request failed: {error-code:?}` when the
 //! request fails (for instance `HttpRequestDenied` when the host refuses it). A missing or
 //! malformed `x-target` answers 400.
+//!
+//! Optional headers: `x-repeat: N` makes the GET N times in a row (answering with the last body,
+//! or with the first failure and its number), and `x-first-byte-timeout-ms: MS` and
+//! `x-between-bytes-timeout-ms: MS` ask for those timeouts in the request options.
 
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::outgoing_handler;
 use wasi::http::types::{
     ErrorCode, Fields, IncomingBody, IncomingRequest, IncomingResponse, Method, OutgoingBody,
-    OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
+    OutgoingRequest, OutgoingResponse, RequestOptions, ResponseOutparam, Scheme,
 };
 use wasi::io::streams::{OutputStream, StreamError};
 
@@ -32,14 +36,35 @@ impl Guest for Component {
         let Some((scheme, authority, path)) = parse_url(&target) else {
             return respond(response_out, 400, b"x-target is not an http(s) URL\n");
         };
-        match fetch(scheme, authority, path) {
-            Ok(body) => respond(response_out, 200, &body),
-            Err(code) => respond(
-                response_out,
-                502,
-                format!("outgoing request failed: {code:?}").as_bytes(),
-            ),
+        let number = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .into_iter()
+                .next()
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let repeat = number("x-repeat").unwrap_or(1).max(1);
+        let timeouts = (
+            number("x-first-byte-timeout-ms"),
+            number("x-between-bytes-timeout-ms"),
+        );
+        let mut last = Vec::new();
+        for n in 1..=repeat {
+            match fetch(scheme.clone(), authority, path, timeouts) {
+                Ok(body) => last = body,
+                Err(code) => {
+                    return respond(
+                        response_out,
+                        502,
+                        format!("outgoing request failed: {code:?} (request {n} of {repeat})")
+                            .as_bytes(),
+                    );
+                }
+            }
         }
+        respond(response_out, 200, &last)
     }
 }
 
@@ -60,8 +85,14 @@ fn parse_url(url: &str) -> Option<(Scheme, &str, &str)> {
     Some((scheme, authority, if path.is_empty() { "/" } else { path }))
 }
 
-/// Sends a GET and returns the whole upstream body.
-fn fetch(scheme: Scheme, authority: &str, path: &str) -> Result<Vec<u8>, ErrorCode> {
+/// Sends a GET and returns the whole upstream body. `timeouts` are the first-byte and
+/// between-bytes timeouts to ask for, in milliseconds.
+fn fetch(
+    scheme: Scheme,
+    authority: &str,
+    path: &str,
+    timeouts: (Option<u64>, Option<u64>),
+) -> Result<Vec<u8>, ErrorCode> {
     let invalid = |what: &str| ErrorCode::InternalError(Some(format!("invalid {what}")));
     let req = OutgoingRequest::new(Fields::new());
     req.set_method(&Method::Get)
@@ -73,7 +104,23 @@ fn fetch(scheme: Scheme, authority: &str, path: &str) -> Result<Vec<u8>, ErrorCo
     req.set_path_with_query(Some(path))
         .map_err(|()| invalid("path"))?;
 
-    let future = outgoing_handler::handle(req, None)?;
+    let options = match timeouts {
+        (None, None) => None,
+        (first, between) => {
+            let o = RequestOptions::new();
+            let ns = |ms: u64| ms.saturating_mul(1_000_000);
+            if let Some(ms) = first {
+                o.set_first_byte_timeout(Some(ns(ms)))
+                    .map_err(|()| invalid("first-byte timeout"))?;
+            }
+            if let Some(ms) = between {
+                o.set_between_bytes_timeout(Some(ns(ms)))
+                    .map_err(|()| invalid("between-bytes timeout"))?;
+            }
+            Some(o)
+        }
+    };
+    let future = outgoing_handler::handle(req, options)?;
     let response: IncomingResponse = loop {
         match future.get() {
             Some(Ok(result)) => break result?,
