@@ -629,6 +629,68 @@ fn a_guest_opening_files_in_a_loop_hits_the_open_file_limit_and_the_node_keeps_s
     w.node.stop();
 }
 
+/// One tenant's instances together cannot take more than its share of the node's open-file
+/// budget, and the node's budget holds for all tenants: another tenant keeps opening files
+/// while the first is at its cap.
+#[test]
+fn a_tenant_holding_files_open_in_many_requests_stops_at_its_share_of_the_node() {
+    let (w, mut owner) = probe_world(
+        "fs-open-budget",
+        "[fs]\nmax_open_per_instance = 64\nmax_open_files = 80\nmax_open_files_per_tenant = 48\n",
+    );
+    owner
+        .fs_put("acme", "/f.txt", &b"content"[..], false)
+        .unwrap();
+    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    beta.fs_put("beta", "/f.txt", &b"beta's"[..], false)
+        .unwrap();
+    let grant = Grant {
+        command: "/fs".into(),
+        policy: zero_client::parse_policy(&path_policy("/")).unwrap(),
+        expires_in: None,
+    };
+    let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
+    let signed = zero_client::sign_component(&bytes, &w.beta_owner, &w.beta_chain, &grant).unwrap();
+    beta.deploy("beta", "probe", &["/bprobe".into()], &[], &signed)
+        .unwrap();
+    // The attack: acme holds 40 files (and its preopen) in one request, until the wall-clock
+    // limit (3 s here) ends it...
+    let url = w.node.url("/probe?op=hold&path=/f.txt&data=40&to=60000");
+    let holder = std::thread::spawn(move || get(&url).status);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // ...and opens more in another: it stops at its share (48 in all), far below 64 per instance.
+    let v = probe_json(&w, "op=hold&path=/f.txt&data=100000");
+    let answer = v["data"].as_str().unwrap();
+    let (opened, error) = answer.split_once(':').unwrap_or((answer, ""));
+    assert!(
+        opened.parse::<usize>().unwrap() <= 6 && error == "OutOfMemory:48",
+        "acme's second request stops at the tenant's share: {v}"
+    );
+    w.node.wait_log("the tenant's refusal", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_open_files_per_tenant = 48"))
+    });
+    // beta is not affected by acme's share...
+    let r = get(&w.node.url("/bprobe?op=hold&path=/f.txt&data=30"));
+    assert!(r.body.contains("\"30\""), "{}", r.body);
+    // ...and the node's budget (80) holds for everyone: with acme's 41 held, beta gets the rest.
+    let r = get(&w.node.url("/bprobe?op=hold&path=/f.txt&data=100000"));
+    assert!(r.body.contains(":OutOfMemory:48"), "{}", r.body);
+    w.node.wait_log("the node's refusal", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_open_files = 80"))
+    });
+    assert_eq!(holder.join().unwrap(), 504, "the holder ends at the wall-clock limit");
+    // Everything is released with its requests: both tenants open files again.
+    let v = probe_json(&w, "op=hold&path=/f.txt&data=47");
+    assert_eq!(v["data"], "47", "{v}");
+    let r = get(&w.node.url("/bprobe?op=read&path=/f.txt"));
+    assert!(r.body.contains("beta's"), "{}", r.body);
+    w.node.stop();
+}
+
 #[test]
 fn open_staged_files_share_the_tenant_quota_instead_of_each_reaching_it() {
     let (w, mut owner) = probe_world("fs-staged-sum", "[fs]\nquota_bytes = \"2 MiB\"\n");

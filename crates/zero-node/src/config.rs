@@ -430,6 +430,13 @@ pub struct FsSection {
     /// Most descriptors, directory listings and file streams one instance may hold open.
     #[serde(default = "default_fs_max_open")]
     pub max_open_per_instance: usize,
+    /// Most descriptors, listings and streams all instances of the node hold at once (each
+    /// may hold an OS file descriptor; keep it well under the process's `ulimit -n`).
+    #[serde(default = "default_fs_max_open_files")]
+    pub max_open_files: usize,
+    /// Most of them all instances of one tenant hold at once.
+    #[serde(default = "default_fs_max_open_files_per_tenant")]
+    pub max_open_files_per_tenant: usize,
     /// Longest wait for the client during a management upload or download (no byte sent or
     /// accepted), in milliseconds.
     #[serde(default = "default_fs_transfer_idle")]
@@ -448,6 +455,12 @@ fn default_fs_quota_files() -> u64 {
 fn default_fs_max_open() -> usize {
     zerofs::wasi::DEFAULT_MAX_OPEN_PER_INSTANCE
 }
+fn default_fs_max_open_files() -> usize {
+    zerofs::wasi::DEFAULT_MAX_OPEN_FILES
+}
+fn default_fs_max_open_files_per_tenant() -> usize {
+    zerofs::wasi::DEFAULT_MAX_OPEN_FILES_PER_TENANT
+}
 fn default_fs_transfer_idle() -> u64 {
     30_000
 }
@@ -461,6 +474,8 @@ impl Default for FsSection {
             quota_bytes: default_fs_quota_bytes(),
             quota_files: default_fs_quota_files(),
             max_open_per_instance: default_fs_max_open(),
+            max_open_files: default_fs_max_open_files(),
+            max_open_files_per_tenant: default_fs_max_open_files_per_tenant(),
             transfer_idle_timeout_ms: default_fs_transfer_idle(),
             transfer_timeout_ms: default_fs_transfer_total(),
         }
@@ -772,6 +787,12 @@ impl NodeConfig {
                     .into(),
             );
         }
+        if fs.max_open_files_per_tenant == 0 || fs.max_open_files < fs.max_open_files_per_tenant {
+            return Err(format!(
+                "[fs] max_open_files_per_tenant ({}) must be at least 1 and at most max_open_files ({})",
+                fs.max_open_files_per_tenant, fs.max_open_files
+            ));
+        }
         if fs.transfer_idle_timeout_ms == 0 || fs.transfer_timeout_ms == 0 {
             return Err(
                 "[fs] transfer_idle_timeout_ms and transfer_timeout_ms must be greater than 0"
@@ -1040,6 +1061,16 @@ mod tests {
     fn fs_limits_have_defaults_and_refuse_zero() {
         let c = NodeConfig::parse("", Path::new(".")).unwrap();
         assert_eq!(c.fs.max_open_per_instance, 256);
+        assert_eq!(
+            (c.fs.max_open_files, c.fs.max_open_files_per_tenant),
+            (4096, 1024)
+        );
+        let e = NodeConfig::parse(
+            "[fs]\nmax_open_files = 10\nmax_open_files_per_tenant = 20\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.contains("max_open_files_per_tenant (20)"), "{e}");
         assert_eq!(c.fs.transfer_idle_timeout_ms, 30_000);
         assert_eq!(c.fs.transfer_timeout_ms, 900_000);
         let e = NodeConfig::parse("[fs]\nmax_open_per_instance = 0\n", Path::new(".")).unwrap_err();

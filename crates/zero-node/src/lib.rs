@@ -93,6 +93,7 @@ impl Node {
             )
         })?;
         let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+        check_fd_limit(config.fs.max_open_files);
         let core = CoreConfig {
             artifact_dir: match &config.engine.artifact_dir {
                 Some(dir) => config.resolve(dir),
@@ -146,6 +147,8 @@ impl Node {
                 zerofs::wasi::FsLimits {
                     max_open_per_instance: config.fs.max_open_per_instance,
                     request_time: Some(Duration::from_millis(config.limits.wall_time_ms)),
+                    max_open_files: config.fs.max_open_files,
+                    max_open_files_per_tenant: config.fs.max_open_files_per_tenant,
                 },
                 databases.clone(),
                 outbound.clone(),
@@ -335,6 +338,49 @@ impl Node {
         tracing::info!("shutting down");
         self.shutdown().await
     }
+}
+
+/// Descriptors the node keeps for itself beside what guests hold: listeners, connections,
+/// SQLite and redb files, artifacts.
+const FD_RESERVE: u64 = 1024;
+
+/// Raises the process's soft limit on open files to its hard limit (as Go's runtime does), and
+/// warns when `[fs] max_open_files` would not fit beside the node's own descriptors.
+fn check_fd_limit(guest_files: usize) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim = raised;
+            }
+        }
+        let needed = (guest_files as u64).saturating_add(FD_RESERVE);
+        if lim.rlim_cur < needed {
+            tracing::warn!(
+                limit = lim.rlim_cur as u64,
+                needed,
+                "the process may open {} files, but [fs] max_open_files = {guest_files} plus {FD_RESERVE} for the node itself need {needed}: raise `ulimit -n` or lower [fs] max_open_files, or guests may exhaust the node's file descriptors",
+                lim.rlim_cur
+            );
+        } else {
+            tracing::info!(limit = lim.rlim_cur as u64, "open file limit");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = guest_files;
 }
 
 async fn wait_for_signal() {

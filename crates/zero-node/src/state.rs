@@ -126,24 +126,6 @@ fn read_json_dir<T: for<'de> Deserialize<'de>>(dir: &Path) -> anyhow::Result<Vec
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_grant_covers;
-
-    #[test]
-    fn host_grants() {
-        assert!(host_grant_covers("acme.example", "acme.example"));
-        assert!(host_grant_covers("acme.example", "ACME.example"));
-        assert!(!host_grant_covers("acme.example", "www.acme.example"));
-        assert!(host_grant_covers("*.acme.example", "www.acme.example"));
-        assert!(host_grant_covers("*.acme.example", "a.b.acme.example"));
-        assert!(!host_grant_covers("*.acme.example", "acme.example"));
-        assert!(!host_grant_covers("*.acme.example", "evilacme.example"));
-        assert!(!host_grant_covers("*.acme.example", ".acme.example"));
-        assert!(!host_grant_covers("*.acme.example", "é.acme.example.x"));
-    }
-}
-
 impl StateStore {
     /// Opens the state under `data_dir`.
     pub fn open(data_dir: &Path) -> anyhow::Result<StateStore> {
@@ -273,5 +255,23 @@ impl StateStore {
     /// The directory of the state (for the replay journal).
     pub fn dir(&self) -> &Path {
         &self.root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_grant_covers;
+
+    #[test]
+    fn host_grants() {
+        assert!(host_grant_covers("acme.example", "acme.example"));
+        assert!(host_grant_covers("acme.example", "ACME.example"));
+        assert!(!host_grant_covers("acme.example", "www.acme.example"));
+        assert!(host_grant_covers("*.acme.example", "www.acme.example"));
+        assert!(host_grant_covers("*.acme.example", "a.b.acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "evilacme.example"));
+        assert!(!host_grant_covers("*.acme.example", ".acme.example"));
+        assert!(!host_grant_covers("*.acme.example", "é.acme.example.x"));
     }
 }

@@ -72,6 +72,7 @@
 
 pub mod access;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -124,6 +125,12 @@ pub struct FsLimits {
     /// The wall-clock time of one request: host work for it (copying into staging,
     /// publishing) stops once this has passed since its store was created. `None`: no bound.
     pub request_time: Option<Duration>,
+    /// Most such resources all instances of the node hold at once (`[fs] max_open_files`):
+    /// each may hold an OS file descriptor, so this keeps guests within the process's limit.
+    pub max_open_files: usize,
+    /// Most such resources all instances of one tenant hold at once (`[fs]
+    /// max_open_files_per_tenant`), so that one tenant cannot take the node's whole budget.
+    pub max_open_files_per_tenant: usize,
 }
 
 impl Default for FsLimits {
@@ -131,18 +138,73 @@ impl Default for FsLimits {
         FsLimits {
             max_open_per_instance: DEFAULT_MAX_OPEN_PER_INSTANCE,
             request_time: None,
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            max_open_files_per_tenant: DEFAULT_MAX_OPEN_FILES_PER_TENANT,
         }
     }
 }
 
 /// The default of [`FsLimits::max_open_per_instance`].
 pub const DEFAULT_MAX_OPEN_PER_INSTANCE: usize = 256;
+/// The default of [`FsLimits::max_open_files`].
+pub const DEFAULT_MAX_OPEN_FILES: usize = 4096;
+/// The default of [`FsLimits::max_open_files_per_tenant`].
+pub const DEFAULT_MAX_OPEN_FILES_PER_TENANT: usize = 1024;
+
+/// The open resources of every instance of the node, in all and per tenant.
+#[derive(Debug)]
+struct OpenBudget {
+    max_total: usize,
+    max_per_tenant: usize,
+    /// In all, and per tenant (entries at zero are removed).
+    held: Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// Which budget refused a resource.
+enum OverBudget {
+    Node(usize),
+    Tenant(usize),
+}
+
+impl OpenBudget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<String, usize>)> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn acquire(&self, tenant: &str) -> Result<(), OverBudget> {
+        let mut held = self.lock();
+        let (total, tenants) = &mut *held;
+        let of_tenant = tenants.get(tenant).copied().unwrap_or(0);
+        if of_tenant >= self.max_per_tenant {
+            return Err(OverBudget::Tenant(self.max_per_tenant));
+        }
+        if *total >= self.max_total {
+            return Err(OverBudget::Node(self.max_total));
+        }
+        *total += 1;
+        tenants.insert(tenant.to_string(), of_tenant + 1);
+        Ok(())
+    }
+
+    fn release(&self, tenant: &str) {
+        let mut held = self.lock();
+        let (total, tenants) = &mut *held;
+        *total = total.saturating_sub(1);
+        if let Some(n) = tenants.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                tenants.remove(tenant);
+            }
+        }
+    }
+}
 
 /// The filesystem provider, sharing the node's store.
 #[derive(Debug, Clone)]
 pub struct FsProvider {
     fs: Arc<ZeroFs>,
     limits: FsLimits,
+    budget: Arc<OpenBudget>,
 }
 
 impl FsProvider {
@@ -151,12 +213,22 @@ impl FsProvider {
         FsProvider {
             fs,
             limits: FsLimits::default(),
+            budget: Arc::new(OpenBudget {
+                max_total: DEFAULT_MAX_OPEN_FILES,
+                max_per_tenant: DEFAULT_MAX_OPEN_FILES_PER_TENANT,
+                held: Mutex::new((0, HashMap::new())),
+            }),
         }
     }
 
     /// The same provider with these limits.
     pub fn with_limits(mut self, limits: FsLimits) -> Self {
         self.limits = limits;
+        self.budget = Arc::new(OpenBudget {
+            max_total: limits.max_open_files,
+            max_per_tenant: limits.max_open_files_per_tenant,
+            held: Mutex::new((0, HashMap::new())),
+        });
         self
     }
 }
@@ -197,6 +269,7 @@ impl ResourceProvider for FsProvider {
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
                 max: self.limits.max_open_per_instance,
+                budget: self.budget.clone(),
                 warned: AtomicBool::new(false),
                 tenant: inv.tenant.to_string(),
                 request_id: inv.request_id.to_string(),
@@ -225,6 +298,8 @@ struct FsState {
 struct OpenCount {
     open: AtomicUsize,
     max: usize,
+    /// The node's and the tenant's budgets, shared by every instance.
+    budget: Arc<OpenBudget>,
     /// Whether the refusal was logged already (once per instance).
     warned: AtomicBool,
     tenant: String,
@@ -235,34 +310,49 @@ struct OpenCount {
 struct Slot(Arc<OpenCount>);
 
 impl OpenCount {
-    /// Takes a place for one more resource, or refuses with `insufficient-memory` at the limit.
+    /// Takes a place for one more resource, or refuses with `insufficient-memory` at the
+    /// instance's limit, the tenant's or the node's.
     fn acquire(self: &Arc<Self>) -> FsResult<Slot> {
         let taken = self
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             });
-        match taken {
-            Ok(_) => Ok(Slot(self.clone())),
-            Err(_) => {
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        tenant = %self.tenant, request_id = %self.request_id, limit = self.max,
-                        "too many open files: the instance holds {} open descriptors, directory \
-                         listings and streams (limit [fs] max_open_per_instance = {}); further \
-                         opens fail with insufficient-memory until it closes some",
-                        self.max, self.max
-                    );
+        let refused = match taken {
+            Err(_) => format!(
+                "the instance holds {} open descriptors, directory listings and streams (limit                  [fs] max_open_per_instance = {})",
+                self.max, self.max
+            ),
+            Ok(_) => match self.budget.acquire(&self.tenant) {
+                Ok(()) => return Ok(Slot(self.clone())),
+                Err(over) => {
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                    match over {
+                        OverBudget::Tenant(max) => format!(
+                            "the tenant's instances hold {max} open descriptors, directory                              listings and streams together (limit [fs]                              max_open_files_per_tenant = {max})"
+                        ),
+                        OverBudget::Node(max) => format!(
+                            "the node's instances hold {max} open descriptors, directory                              listings and streams together (limit [fs] max_open_files = {max})"
+                        ),
+                    }
                 }
-                Err(ErrorCode::InsufficientMemory)
-            }
+            },
+        };
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                tenant = %self.tenant, request_id = %self.request_id,
+                "too many open files: {refused}; further opens fail with insufficient-memory \
+                 until some are closed"
+            );
         }
+        Err(ErrorCode::InsufficientMemory)
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.budget.release(&self.0.tenant);
     }
 }
 

@@ -6,7 +6,8 @@
 //! file with D), `append` (D), `truncate` (to length 0), `mkdir`, `rmdir`, `unlink`, `readdir`
 //! (names, sorted, comma-separated), `stat` (`file:SIZE` or `dir`), `rename` (P to Q),
 //! `symlink` (a link at Q pointing to P), `fill` (D bytes), `hold` (opens P D times, keeping
-//! every handle open: `COUNT` opened, then `:KIND:ERRNO` of the first failure), `spread` (D is
+//! every handle open: `COUNT` opened, then `:KIND:ERRNO` of the first failure; with `to=MS`,
+//! holds them that long before answering), `spread` (D is
 //! `N:SIZE`: opens files P0…P(N-1) together and writes SIZE bytes to each: `COUNT` written in
 //! full, then `:KIND:ERRNO` of the first failure), `leak` (writes D to P and never closes it;
 //! with `to=spin`, then spins until the node stops it).
@@ -114,13 +115,21 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
         "hold" => {
             let n: usize = data.parse().map_err(|_| std::io::ErrorKind::InvalidInput)?;
             let mut held = Vec::with_capacity(n);
+            let mut answer = None;
             for _ in 0..n {
                 match fs::File::open(path) {
                     Ok(f) => held.push(f),
-                    Err(e) => return Ok(format!("{}:{}", held.len(), describe(&e))),
+                    Err(e) => {
+                        answer = Some(format!("{}:{}", held.len(), describe(&e)));
+                        break;
+                    }
                 }
             }
-            Ok(held.len().to_string())
+            // `to=MS`: keep the handles open that long before answering.
+            if let Ok(ms) = to.parse::<u64>() {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            Ok(answer.unwrap_or_else(|| held.len().to_string()))
         }
         "spread" => {
             let (n, size) = data
