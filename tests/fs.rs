@@ -682,7 +682,11 @@ fn a_tenant_holding_files_open_in_many_requests_stops_at_its_share_of_the_node()
             .as_str()
             .is_some_and(|m| m.contains("max_open_files = 80"))
     });
-    assert_eq!(holder.join().unwrap(), 504, "the holder ends at the wall-clock limit");
+    assert_eq!(
+        holder.join().unwrap(),
+        504,
+        "the holder ends at the wall-clock limit"
+    );
     // Everything is released with its requests: both tenants open files again.
     let v = probe_json(&w, "op=hold&path=/f.txt&data=47");
     assert_eq!(v["data"], "47", "{v}");

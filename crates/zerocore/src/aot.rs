@@ -48,7 +48,7 @@ impl ArtifactKey {
             fs::create_dir_all(dir)?;
         }
         let mut key = [0u8; KEY_LEN];
-        getrandom::getrandom(&mut key).map_err(std::io::Error::other)?;
+        getrandom::getrandom(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         {
             let mut options = fs::OpenOptions::new();

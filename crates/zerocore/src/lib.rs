@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use zero_provider::thread_cpu_ns;
+
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
@@ -282,24 +284,6 @@ impl std::fmt::Display for Fault {
             Fault::Host(e) => write!(f, "{e}"),
         }
     }
-}
-
-/// The calling thread's CPU clock in nanoseconds, where the platform has one.
-fn thread_cpu_ns() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is a clock id
-        // every supported unix provides; the call writes only into `ts`.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        if rc == 0 {
-            return Some((ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64);
-        }
-    }
-    None
 }
 
 fn set_mark(mark: &Mutex<Option<zero_provider::CpuMark>>) {

@@ -210,9 +210,10 @@ async fn blocking<T: Send + 'static>(
     let ctl = Control::new().with_budget(Duration::from_nanos(left));
     let guard = ctl.cancel_on_drop();
     let (value, used) = tokio::task::spawn_blocking(move || {
-        let start = thread_cpu_ns();
+        let cpu_ns = || zero_provider::thread_cpu_ns().unwrap_or(0);
+        let start = cpu_ns();
         let value = f(&ctl);
-        (value, thread_cpu_ns().saturating_sub(start))
+        (value, cpu_ns().saturating_sub(start))
     })
     .await
     .map_err(|e| wasmtime::Error::msg(format!("zerodb: the database task failed: {e}")))?;
@@ -220,26 +221,6 @@ async fn blocking<T: Send + 'static>(
     // Charged to the meter; the next epoch tick ends the guest if the budget is spent.
     state.cpu.used_ns = state.cpu.used_ns.saturating_add(used);
     Ok(value)
-}
-
-/// The calling thread's CPU clock in nanoseconds (0 where the platform has none).
-fn thread_cpu_ns() -> u64 {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec and CLOCK_THREAD_CPUTIME_ID is a clock id
-        // every supported unix provides; the call writes only into `ts`.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        if rc == 0 {
-            return (ts.tv_sec as u64)
-                .saturating_mul(1_000_000_000)
-                .saturating_add(ts.tv_nsec as u64);
-        }
-    }
-    0
 }
 
 fn store(state: &HostState) -> wasmtime::Result<&DbStore> {
