@@ -370,13 +370,13 @@ fn check_fd_limit(guest_files: usize) {
         let needed = (guest_files as u64).saturating_add(FD_RESERVE);
         if lim.rlim_cur < needed {
             tracing::warn!(
-                limit = lim.rlim_cur as u64,
+                limit = lim.rlim_cur,
                 needed,
                 "the process may open {} files, but [fs] max_open_files = {guest_files} plus {FD_RESERVE} for the node itself need {needed}: raise `ulimit -n` or lower [fs] max_open_files, or guests may exhaust the node's file descriptors",
                 lim.rlim_cur
             );
         } else {
-            tracing::info!(limit = lim.rlim_cur as u64, "open file limit");
+            tracing::info!(limit = lim.rlim_cur, "open file limit");
         }
     }
     #[cfg(not(unix))]
