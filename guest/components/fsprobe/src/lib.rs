@@ -7,7 +7,7 @@
 //! (names, sorted, comma-separated), `stat` (`file:SIZE` or `dir`), `rename` (P to Q),
 //! `symlink` (a link at Q pointing to P), `fill` (D bytes), `hold` (opens P D times, keeping
 //! every handle open: `COUNT` opened, then `:KIND:ERRNO` of the first failure; with `to=MS`,
-//! holds them that long before answering), `spread` (D is
+//! holds them that long before answering, after logging `fsprobe holding N files`), `spread` (D is
 //! `N:SIZE`: opens files P0…P(N-1) together and writes SIZE bytes to each: `COUNT` written in
 //! full, then `:KIND:ERRNO` of the first failure), `leak` (writes D to P and never closes it;
 //! with `to=spin`, then spins until the node stops it).
@@ -127,6 +127,8 @@ fn run(op: &str, path: &str, to: &str, data: &str) -> std::io::Result<String> {
             }
             // `to=MS`: keep the handles open that long before answering.
             if let Ok(ms) = to.parse::<u64>() {
+                // A log line (guest stderr) tells a test that the handles are held now.
+                eprintln!("fsprobe holding {} files", held.len());
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             Ok(answer.unwrap_or_else(|| held.len().to_string()))
