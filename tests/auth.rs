@@ -614,7 +614,7 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         e.message
     );
     assert!(
-        e.message.contains("may not revoke") && e.message.contains("only those issuers"),
+        e.message.contains("may not revoke") && e.message.contains("only its issuer"),
         "{}",
         e.message
     );
@@ -643,6 +643,38 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         "{}",
         r.1
     );
+    // ...or with a forged path that puts acme upstream of beta's delegations: acme delegates
+    // back to the Admin (a cycle) or to beta's owner, then appends beta's real delegations.
+    let via_admin = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        w.admin.did(),
+        &grant("/", "[]", None),
+    )
+    .unwrap();
+    let mut forged = via_admin.clone();
+    forged.extend(w.beta_chain.iter().cloned());
+    let root = w.beta_chain[0].cid().to_string();
+    let e = refused(acme.revoke_in_chain(Some(&root), &forged));
+    assert_eq!(e.error, "InvalidClaim", "{}", e.message);
+    assert!(e.message.contains("only its issuer"), "{}", e.message);
+    let section = zero_component::custom_sections(&beta_signed)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == "ucan")
+        .unwrap();
+    let signing = zero_auth::component::decode_section(&beta_signed[section.data]).unwrap();
+    let via_owner = zero_client::extend_chain(
+        &w.acme_owner,
+        &w.acme_chain,
+        w.beta_owner.did(),
+        &grant("/", "[]", None),
+    )
+    .unwrap();
+    let mut forged = via_owner.clone();
+    forged.push(signing.last().unwrap().clone());
+    let e = refused(acme.revoke_in_chain(None, &forged));
+    assert_eq!(e.error, "InvalidClaim", "{}", e.message);
     // beta's app is untouched.
     assert_eq!(get(&w.node.url("/beta")).status, 200);
     beta.list_apps("beta").unwrap();

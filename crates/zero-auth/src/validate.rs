@@ -666,11 +666,15 @@ impl<'a> Validator<'a> {
     /// containing it; optional for the required root). `delegations` must hold every
     /// delegation named in `path`.
     ///
-    /// Only an issuer of a delegation in the revoked delegation's own chain, up to and
-    /// including it, may revoke it, or the required root (the Admin), which may also revoke by
-    /// CID alone. So the path must be a valid chain (signatures, principal and subject
+    /// The UCAN revocation spec lets any issuer in the revoked delegation's chain revoke it;
+    /// this node is stricter: only its own issuer, or the required root (the Admin), which may
+    /// also revoke by CID alone. So the path must be a valid chain (signatures, principal and subject
     /// alignment, rooted at the required root) that contains the revoked delegation, and the
-    /// invoker must be one of its issuers at or before it ([`Error::InvalidClaim`] otherwise).
+    /// invoker must be the revoked delegation's own issuer ([`Error::InvalidClaim`] otherwise):
+    /// since a UCAN 1.0 delegation names no proofs, a path cannot show that an upstream issuer
+    /// really is upstream (anyone can sign a delegation to another's key and so appear above
+    /// everything that key issued), so upstream issuers revoke the delegation they issued into
+    /// the branch instead.
     /// Time bounds of the path are not checked (revoking a token that is not valid yet is
     /// legitimate), but a revoked link before the revoked delegation refuses the revocation
     /// ([`Error::Revoked`]). The invocation itself is checked like any other (signature, time
@@ -744,8 +748,8 @@ impl<'a> Validator<'a> {
         let (principal, revoked_expiration) = if path.is_empty() {
             if !by_root {
                 return Err(claim(format!(
-                    "{revoker} may revoke {revoked} only as an issuer in its chain: give the \
-                     revoked delegation's chain (root first) in args.path (`zero revoke --chain \
+                    "{revoker} may revoke {revoked} only as its issuer: give the revoked \
+                     delegation's chain (root first) in args.path (`zero revoke --chain \
                      FILE`); only the root of authority may revoke by CID alone"
                 )));
             }
@@ -785,11 +789,15 @@ impl<'a> Validator<'a> {
                 )));
             };
             let upto = links.get(..=pos).unwrap_or_default();
-            if !by_root && !upto.iter().any(|d| d.issuer() == revoker) {
+            // Only the revoked delegation's own issuer (or the root) may revoke it. A UCAN 1.0
+            // delegation does not name its proofs, so "an issuer upstream in its chain" cannot
+            // be proven by a path: anyone can sign a delegation to another principal's key (or
+            // back to the root) and so appear upstream of any delegation that principal issued.
+            if !by_root && upto.last().map(|d| d.issuer()) != Some(revoker) {
                 return Err(claim(format!(
-                    "{revoker} issued none of the delegations in the chain of {revoked} (up to \
-                     and including it), so it may not revoke it; only those issuers and the \
-                     root of authority may"
+                    "{revoker} did not issue {revoked}, so it may not revoke it: only its issuer \
+                     and the root of authority may (to cut off a branch below you, revoke the \
+                     delegation you issued into it)"
                 )));
             }
             if invocation.subject() != subject {

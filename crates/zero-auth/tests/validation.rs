@@ -840,7 +840,44 @@ fn only_an_issuer_in_the_revoked_chain_or_the_root_may_revoke() {
     );
     check(&revocation(&w, &w.admin, &leaf, &[&root, &leaf])).unwrap();
 
-    // Bob only received the leaf; Mallory is in another chain; Alice did not issue the root.
+    // Forged paths: Mallory signs a delegation back to the root (a cycle through herself) or
+    // to Alice, and so stands "upstream" of Alice's delegations in a path she made up. Neither
+    // proves anything: only a delegation's own issuer (or the root) may revoke it.
+    let to_root = delegate(
+        &w.mallory,
+        &w.admin,
+        Some(&w.admin),
+        "/",
+        Policy::empty(),
+        None,
+    );
+    let to_alice = delegate(
+        &w.mallory,
+        &w.alice,
+        Some(&w.admin),
+        "/",
+        Policy::empty(),
+        None,
+    );
+    let forged = [
+        root.clone(),
+        leaf.clone(),
+        mallory_root.clone(),
+        to_root.clone(),
+        to_alice.clone(),
+    ];
+    for (target, path) in [
+        (&root, vec![&mallory_root, &to_root, &root]),
+        (&leaf, vec![&mallory_root, &to_alice, &leaf]),
+    ] {
+        let err = v
+            .validate_revocation(&revocation(&w, &w.mallory, target, &path), &forged, NOW)
+            .unwrap_err();
+        assert_eq!(err.name(), "InvalidClaim", "{err}");
+        assert!(err.to_string().contains("only its issuer"), "{err}");
+    }
+    // Bob only received the leaf; Mallory is in another chain; Alice did not issue the root;
+    // the root's issuer (the Admin) is upstream of the leaf, but only as the root may it revoke.
     for (who, target, path) in [
         (&w.bob, &leaf, vec![&root, &leaf]),
         (&w.mallory, &leaf, vec![&root, &leaf]),

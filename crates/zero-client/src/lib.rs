@@ -643,8 +643,7 @@ impl Client {
 
     /// Revokes a delegation (`/ucan/revoke`). `chain` is the revoked delegation's chain, root
     /// first (a chain file, or the chain embedded in a signed component): the node accepts the
-    /// revocation only from an issuer of a delegation in it, up to and including the revoked
-    /// one, or from the Admin. `cid` names the revoked delegation (default: the chain's last);
+    /// revocation only from the revoked delegation's own issuer, or from the Admin. `cid` names the revoked delegation (default: the chain's last);
     /// with no chain, only the Admin may revoke, by CID alone. The key signs; the client's own
     /// proofs are not used (a revocation's authority is the chain, not a delegation to revoke).
     pub fn revoke_in_chain(

@@ -35,8 +35,8 @@
 //! answer, and the number of connections (`[admin] header_read_timeout_ms`,
 //! `request_timeout_ms`, `max_connections`).
 //!
-//! A revocation (`/ucan/revoke`) is allowed to the Admin, or to an issuer of a delegation in
-//! the revoked delegation's own chain, up to and including it: the invocation names the revoked
+//! A revocation (`/ucan/revoke`) is allowed to the Admin, or to the revoked delegation's own
+//! issuer: the invocation names the revoked
 //! delegation (`revoke`) and its chain (`path`, root first), whose delegations travel in
 //! `ucan-proofs`; it carries no `prf` (see `zero_auth::Validator::validate_revocation`).
 

@@ -133,7 +133,7 @@ enum Command {
     #[command(subcommand)]
     Apps(AppsCommand),
     /// Revoke a delegation; components and invocations relying on it are refused. Allowed to
-    /// an issuer of a delegation in its chain (up to and including it) and to the Admin.
+    /// the delegation's own issuer and to the Admin.
     Revoke {
         /// The CID of the delegation (default: the last one of --chain).
         cid: Option<String>,

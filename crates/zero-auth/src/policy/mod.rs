@@ -510,6 +510,15 @@ impl Statement {
         };
         let on_tree = |s: &Selector| tree.is_some_and(|field| s.is_field(field));
         match self {
+            // A directory that is not absolute names no place in the tree: undetermined, so
+            // that neither `==` nor `!=` (nor a `not` over them) grants anything by it.
+            Statement::Equal(_, Ipld::String(dir)) | Statement::NotEqual(_, Ipld::String(dir))
+                if on_tree_statement(self, tree) && !dir.starts_with('/') =>
+            {
+                Truth::Unknown(format!(
+                    "`{dir}` is not an absolute path, so it names no directory (write `/{dir}`)"
+                ))
+            }
             Statement::Equal(s, Ipld::String(dir)) if on_tree(s) => select(s, &|v| match v {
                 Ipld::String(path) => is_within(path, dir),
                 _ => false,
@@ -657,10 +666,24 @@ fn ipld_eq(a: &Ipld, b: &Ipld) -> bool {
     }
 }
 
+/// Whether a statement of the hierarchical mode is on the tree field.
+fn on_tree_statement(st: &Statement, tree: Option<&str>) -> bool {
+    match st {
+        Statement::Equal(s, _) | Statement::NotEqual(s, _) => {
+            tree.is_some_and(|field| s.is_field(field))
+        }
+        _ => false,
+    }
+}
+
 /// Whether `path` is `dir` or lies under it. Only an absolute `dir` has anything under it;
-/// `/` has every absolute path under it; a `dir` with a trailing `/` (not a normalized path)
-/// has nothing under it, as no normalized path contains `//`.
+/// `/` has every absolute path under it; a trailing `/` on `dir` is ignored (`/secret/` is the
+/// directory `/secret`, so `!=` excludes it and everything under it as well).
 fn is_within(path: &str, dir: &str) -> bool {
+    let dir = match dir.strip_suffix('/') {
+        Some(d) if !d.is_empty() => d,
+        _ => dir,
+    };
     if path == dir {
         return true;
     }
@@ -957,15 +980,28 @@ mod tests {
         ])]);
         assert!(!grants(&not_eq, "/secret/x"));
         assert!(grants(&not_eq, "/public/x"));
-        // `/` covers every path; a non-normalized or relative directory covers nothing more
-        // than its exact string.
+        // `/` covers every path; a relative directory names nothing, so neither `==` nor `!=`
+        // (nor `not`) grants anything by it.
         let root = tree_policy(vec![l(vec![s("=="), s(".path"), s("/")])]);
         assert!(grants(&root, "/") && grants(&root, "/a/b"));
-        for odd in ["", "site", "/site/"] {
-            let p = tree_policy(vec![l(vec![s("=="), s(".path"), s(odd)])]);
-            assert!(!grants(&p, "/site/a"), "{odd:?}");
-            assert!(!grants(&p, "/a"), "{odd:?}");
+        for odd in ["", "site", "secret"] {
+            for op in ["==", "!="] {
+                let p = tree_policy(vec![l(vec![s(op), s(".path"), s(odd)])]);
+                assert!(!grants(&p, "/site/a"), "{op} {odd:?}");
+                assert!(!grants(&p, "/a"), "{op} {odd:?}");
+                let not = tree_policy(vec![l(vec![s("not"), l(vec![s(op), s(".path"), s(odd)])])]);
+                assert!(!grants(&not, "/a"), "not {op} {odd:?}");
+            }
         }
+        // A trailing `/` names the directory itself: `!=` still excludes it and everything
+        // under it, `==` still covers it.
+        let ne = tree_policy(vec![l(vec![s("!="), s(".path"), s("/secret/")])]);
+        for no in ["/secret", "/secret/x", "/secret/a/b"] {
+            assert!(!grants(&ne, no), "{no}");
+        }
+        assert!(grants(&ne, "/public/x"));
+        let eq = tree_policy(vec![l(vec![s("=="), s(".path"), s("/site/")])]);
+        assert!(grants(&eq, "/site") && grants(&eq, "/site/a") && !grants(&eq, "/sites"));
     }
 
     #[test]

@@ -213,9 +213,10 @@ impl AddrPolicy {
         let hits_protected = self.protected.iter().any(|p| {
             p.port() == canonical.port()
                 && if p.ip().is_unspecified() {
-                    // Listening on every address: every local (hence non-public, or allowed)
-                    // address on that port reaches it.
-                    what.is_some()
+                    // Listening on every address, the node's public addresses reach it too, and
+                    // the node cannot tell which public addresses are its own: that port is
+                    // refused on every address.
+                    true
                 } else {
                     p.ip().to_canonical() == canonical.ip()
                 }
@@ -378,6 +379,15 @@ mod tests {
             Err(AddrRefusal::Protected { .. })
         ));
         assert_eq!(everywhere.check(sa("10.1.1.1:8080")), Ok(()));
+        // The node's own public address reaches a listener on 0.0.0.0 as well.
+        assert!(matches!(
+            everywhere.check(sa("203.0.113.7:8081")),
+            Err(AddrRefusal::Protected { .. })
+        ));
+        assert!(matches!(
+            everywhere.check(sa("8.8.8.8:8081")),
+            Err(AddrRefusal::Protected { .. })
+        ));
     }
 
     #[test]
