@@ -344,6 +344,26 @@ impl Chain {
     }
 }
 
+/// The delegations named by `cids`, in order, found among `supplied`
+/// ([`Error::UnavailableProof`] for one that was not supplied; `token` is the citing token).
+fn resolve_links<'a>(
+    token: Cid,
+    cids: &[Cid],
+    supplied: &'a [Delegation],
+) -> Result<Vec<&'a Delegation>, Error> {
+    cids.iter()
+        .map(|cid| {
+            supplied
+                .iter()
+                .find(|d| d.cid() == cid)
+                .ok_or(Error::UnavailableProof {
+                    token: token.into(),
+                    proof: *cid,
+                })
+        })
+        .collect()
+}
+
 fn capabilities(links: &[&Delegation]) -> Vec<Capability> {
     links
         .iter()
@@ -564,19 +584,7 @@ impl<'a> Validator<'a> {
         authorize_fn: &Authorizer,
     ) -> Result<VerifiedInvocation, Error> {
         let inv_cid = *invocation.cid();
-        let links = invocation
-            .proofs()
-            .iter()
-            .map(|cid| {
-                proofs
-                    .iter()
-                    .find(|d| d.cid() == cid)
-                    .ok_or(Error::UnavailableProof {
-                        token: inv_cid.into(),
-                        proof: *cid,
-                    })
-            })
-            .collect::<Result<Vec<&Delegation>, Error>>()?;
+        let links = resolve_links(inv_cid, invocation.proofs(), proofs)?;
 
         invocation.verify_signature()?;
         self.check_links(&links, now)?;
@@ -762,18 +770,7 @@ impl<'a> Validator<'a> {
             }
             (revoker.clone(), None)
         } else {
-            let links = path
-                .iter()
-                .map(|cid| {
-                    delegations
-                        .iter()
-                        .find(|d| d.cid() == cid)
-                        .ok_or(Error::UnavailableProof {
-                            token: inv_cid.into(),
-                            proof: *cid,
-                        })
-                })
-                .collect::<Result<Vec<&Delegation>, Error>>()?;
+            let links = resolve_links(inv_cid, &path, delegations)?;
             for d in &links {
                 d.verify_signature()?;
             }

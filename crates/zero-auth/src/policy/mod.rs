@@ -482,6 +482,17 @@ impl Statement {
 
     /// Whether the statement (outside quantifier bodies) has a selector on `field`.
     fn mentions(&self, field: &str) -> bool {
+        self.any_selector(&|s| s.is_field(field))
+    }
+
+    /// Whether the statement's value may depend on the top-level argument `field` (see
+    /// [`Selector::may_reach_field`]; quantifier bodies are covered by their selector).
+    pub fn may_read_field(&self, field: &str) -> bool {
+        self.any_selector(&|s| s.may_reach_field(field))
+    }
+
+    /// Whether `pred` holds for a selector of the statement (outside quantifier bodies).
+    fn any_selector(&self, pred: &dyn Fn(&Selector) -> bool) -> bool {
         match self {
             Statement::Equal(s, _)
             | Statement::NotEqual(s, _)
@@ -491,9 +502,11 @@ impl Statement {
             | Statement::LessOrEqual(s, _)
             | Statement::Like(s, _)
             | Statement::All(s, _)
-            | Statement::Any(s, _) => s.is_field(field),
-            Statement::Not(inner) => inner.mentions(field),
-            Statement::And(items) | Statement::Or(items) => items.iter().any(|s| s.mentions(field)),
+            | Statement::Any(s, _) => pred(s),
+            Statement::Not(inner) => inner.any_selector(pred),
+            Statement::And(items) | Statement::Or(items) => {
+                items.iter().any(|s| s.any_selector(pred))
+            }
         }
     }
 

@@ -110,6 +110,20 @@ impl Selector {
         matches!(self.segments.as_slice(), [Segment { step: Step::Field(f), .. }] if f == name)
     }
 
+    /// Whether this selector may select from the top-level map field `name`: it starts with
+    /// that field, or is the identity, or starts by indexing or iterating the whole value.
+    /// Conservative: `false` only when the selected value surely does not depend on `name`.
+    pub fn may_reach_field(&self, name: &str) -> bool {
+        match self.segments.first() {
+            None => true,
+            Some(Segment {
+                step: Step::Field(f),
+                ..
+            }) => f == name,
+            Some(_) => true,
+        }
+    }
+
     /// Applies the selector to a value.
     pub fn select<'a>(&self, value: &'a Ipld) -> Result<Cow<'a, Ipld>, Unresolved> {
         select_from(&self.segments, value).map_err(|why| {
