@@ -103,24 +103,9 @@ fn stalling_upstream(prefix: &'static str) -> (SocketAddr, Arc<Mutex<Vec<Stalled
 
 /// GET `/fetch` on the node with `x-target` and extra headers.
 fn fetch(node: &NodeProc, target: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = agent().get(&node.url("/fetch")).set("x-target", target);
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.call() {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("transport error: {e}"),
-    };
-    let status = resp.status();
-    let request_id = resp.header("x-request-id").map(str::to_string);
-    let mut body = String::new();
-    let _ = resp.into_reader().read_to_string(&mut body);
-    Reply {
-        status,
-        request_id,
-        body,
-    }
+    let mut all = vec![("x-target", target)];
+    all.extend_from_slice(headers);
+    get_with_headers(&node.url("/fetch"), &all)
 }
 
 /// An app of the `outgoing` component at `/fetch` that the deployer allowed to reach any host.

@@ -225,7 +225,16 @@ pub fn get(url: &str) -> Reply {
 
 /// GET with one extra header.
 pub fn get_with(url: &str, header: &str, value: &str) -> Reply {
-    into_reply(agent().get(url).set(header, value).call())
+    get_with_headers(url, &[(header, value)])
+}
+
+/// GET with extra headers.
+pub fn get_with_headers(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    into_reply(req.call())
 }
 
 /// A tiny HTTP/1.1 server on loopback answering every request with `body` (an upstream for
