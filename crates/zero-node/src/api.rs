@@ -46,6 +46,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Runtime;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -54,7 +55,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use zero_auth::{Delegation, Invocation, Ipld, Validator, VerifiedInvocation};
-use zerocore::Runtime;
 use zeroproxy::Route;
 
 use crate::apps::{AppSet, AppSpec, Authority, Refusal, build_app, now, persist_deploy};

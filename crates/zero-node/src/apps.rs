@@ -1,6 +1,7 @@
 //! The set of apps a node serves — those declared in `zerocore.toml` plus those deployed over
 //! the management API — and the checks every app passes before it serves: the component's
-//! embedded capability token, then loading and linking.
+//! embedded capability token, then loading, linking and every provider's per-app phase (the
+//! core's [`zerocore::App`]), then mounting on its HTTP routes ([`HttpApp`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zero_auth::{Chain, ReplayCache, ValidationOptions, Validator};
 use zero_provider::AppSettings;
-use zerocore::Runtime;
-use zeroproxy::{AppState, HttpApp, Route, RouteConflict, ZeroProxy};
+use zerocore::App;
+use zeroproxy::{HttpApp, Route, RouteConflict, ZeroProxy};
+
+use crate::Runtime;
 
 use crate::state::{StateStore, TenantRecord};
 
@@ -183,16 +186,10 @@ pub async fn build_app(
         not_after: None,
     };
     settings.not_after = settings.earliest_expiry();
-    let app = HttpApp::new(
-        &spec.tenant,
-        &spec.name,
-        spec.routes,
-        settings,
-        Ok(loaded),
-        max_concurrent,
-    );
-    if let AppState::Failed(reason) = &app.state {
-        return Err(Refusal::new(422, "LoadError", reason.clone()));
+    let app = runtime.app(&spec.tenant, &spec.name, settings, Ok(loaded));
+    let app = HttpApp::new(Arc::new(app), spec.routes, max_concurrent);
+    if let Some(reason) = app.unavailable() {
+        return Err(Refusal::new(422, "LoadError", reason));
     }
     Ok(Arc::new(app))
 }
@@ -374,18 +371,19 @@ impl AppSet {
             None => true,
         });
         for app in apps.configured.iter_mut().filter(|_| configured_too) {
-            if matches!(app.state, AppState::Failed(_)) {
+            if app.failure().is_some() {
                 continue;
             }
             if let Some(reason) = refuse(app) {
                 tracing::warn!(tenant = %app.tenant, app = %app.name, "app stopped: {reason}");
                 stopped.push(format!("{}/{}", app.tenant, app.name));
                 *app = Arc::new(HttpApp::new(
-                    &app.tenant,
-                    &app.name,
+                    Arc::new(App::failed(
+                        &app.tenant,
+                        &app.name,
+                        format!("stopped: {reason}"),
+                    )),
                     app.routes.clone(),
-                    AppSettings::default(),
-                    Err(format!("stopped: {reason}")),
                     1,
                 ));
             }

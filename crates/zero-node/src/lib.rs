@@ -1,8 +1,9 @@
 //! A zerocore node: reads `zerocore.toml`, builds the runtime with its providers, loads the
 //! declared apps and serves them.
 //!
-//! This is the one place where concrete providers are named and registered ([`providers`]);
-//! everything else talks to them through the traits in `zero-provider`. The `zero` CLI's `serve`
+//! This is the one place where concrete providers are named and registered ([`Providers`], one
+//! line each in `zerocore::providers!`, built by [`providers`]); everything else talks to them
+//! through the traits in `zero-provider` and the core's generic [`Runtime`]. The `zero` CLI's `serve`
 //! command is a thin wrapper around [`Node::start`].
 
 #![deny(missing_docs)]
@@ -23,28 +24,40 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use zero_provider::{AppSettings, EventProvider, ResourceProvider};
-use zerocore::{CoreConfig, Runtime, WasiBase};
+use zero_provider::EventProvider;
+use zerocore::{App, CoreConfig};
 use zeroproxy::{HttpApp, HttpResources, ProxyConfig, Route, ZeroProxy};
 
 pub use config::{LogFormat, NodeConfig};
 
-/// The resource providers of this node, in registration order. The single place where providers
-/// are named. `fs` is the tenants' file store, served to components as `wasi:filesystem`, and
-/// `databases` are the tenants' SQL databases, served as `zero:db` (both opened once by
-/// [`Node::start`]). `outbound` is the operator's rule for components' outgoing HTTP.
+zerocore::providers! {
+    /// The resource providers of this node, in registration order: the single place where
+    /// providers are named, one line each (the WASI base is the core's own).
+    pub struct Providers, data ProviderData, apps ProviderApps {
+        http: zeroproxy::HttpResources,
+        fs: zerofs::wasi::FsProvider,
+        db: zerodb::DbProvider,
+    }
+}
+
+/// The node's runtime: the core over this node's [`Providers`].
+pub type Runtime = zerocore::Runtime<Providers>;
+
+/// Builds the node's providers from their settings. `fs` is the tenants' file store, served to
+/// components as `wasi:filesystem`, and `databases` are the tenants' SQL databases, served as
+/// `zero:db` (both opened once by [`Node::start`]). `outbound` is the operator's rule for
+/// components' outgoing HTTP.
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
     fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
     outbound: Arc<zeroproxy::OutboundConfig>,
-) -> Vec<Arc<dyn ResourceProvider>> {
-    vec![
-        Arc::new(WasiBase),
-        Arc::new(HttpResources::new(outbound)),
-        Arc::new(zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits)),
-        Arc::new(zerodb::DbProvider::new(databases)),
-    ]
+) -> Providers {
+    Providers {
+        http: HttpResources::new(outbound),
+        fs: zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits),
+        db: zerodb::DbProvider::new(databases),
+    }
 }
 
 /// Sets up logging to stderr: human-readable or JSON, filtered by `RUST_LOG` if set, else by
@@ -163,7 +176,7 @@ impl Node {
             max_concurrent_per_tenant: config.http.max_concurrent_requests_per_tenant,
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
         };
-        let proxy = Arc::new(ZeroProxy::bind(runtime.clone(), proxy_config).await?);
+        let proxy = Arc::new(ZeroProxy::bind(proxy_config, runtime.limits().wall_time).await?);
 
         let identity = identity::Identity::load(&data_dir, config.node.admin.as_deref())?;
         if let Some(path) = &identity.dev_admin_key {
@@ -234,11 +247,8 @@ impl Node {
                 Err(reason) => {
                     tracing::error!(tenant = %app.tenant, app = %app.name, "refused app: {reason}");
                     Arc::new(HttpApp::new(
-                        &app.tenant,
-                        &app.name,
+                        Arc::new(App::failed(&app.tenant, &app.name, reason)),
                         routes,
-                        AppSettings::default(),
-                        Err(reason),
                         proxy.max_concurrent_per_app(),
                     ))
                 }

@@ -1,28 +1,28 @@
 //! The plug between the zerocore runtime and its providers.
 //!
 //! A *provider* brings one capability to the platform. **Resource providers** (files, databases,
-//! outgoing HTTP, …) add host interfaces to the component [`Linker`] and prepare per-request
-//! state; **event providers** (HTTP, schedules) receive events from the outside world and ask the
-//! core to run components for them. The core knows providers only through these traits; the one
-//! place that names concrete providers is the node assembly (`zero-node`).
+//! outgoing HTTP, …) add host interfaces to the component `Linker` and keep their own state;
+//! **event providers** (HTTP, schedules) receive events from the outside world and ask the core
+//! to run components for them. The core knows providers only through these traits; the one place
+//! that names concrete providers is the node assembly (`zero-node`).
 //!
-//! This crate also defines [`HostState`], the data of every wasmtime `Store` the core creates:
-//! the WASI context, the resource table, the HTTP context, the limits, the guest log sink and a
-//! typed [`Extensions`] map where providers keep their own per-request state.
+//! A [`ResourceProvider`] has two phases: [`prepare`](ResourceProvider::prepare) runs once per
+//! deployment and yields its [`App`](ResourceProvider::App) state (grants built from the
+//! component's chain, parsed settings), [`instance`](ResourceProvider::instance) runs for every
+//! store and yields its [`Instance`](ResourceProvider::Instance) state. Its host traits are
+//! implemented on a [`View`] of that instance state — the instance, the store's resource table,
+//! the [`Invocation`] and the request's CPU [`Meter`] — which the store data hands out through
+//! [`HasView`]: a provider's host calls reach their own state directly, with no lookup.
+//!
+//! The store data itself (the WASI context, the limiter, the CPU meter, the guest log) belongs
+//! to the core (`zerocore`); providers see only what a [`View`] carries.
 
 #![deny(missing_docs)]
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Who is running and why: the tenant, the app and the request (or event) id. Every log line a
 /// guest produces carries these.
@@ -272,48 +272,6 @@ pub fn split_host_port(s: &str) -> (&str, Option<u16>) {
     }
 }
 
-/// Limits applied to one guest instance.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestLimits {
-    /// Maximum bytes of each linear memory.
-    pub memory_bytes: usize,
-    /// Maximum elements of each table.
-    pub table_elements: usize,
-    /// Maximum core instances in the store.
-    pub instances: usize,
-    /// Maximum tables in the store.
-    pub tables: usize,
-    /// Maximum linear memories in the store.
-    pub memories: usize,
-    /// CPU budget in nanoseconds.
-    pub cpu_ns: u64,
-}
-
-/// Which limit a guest ran into, recorded so that a following trap can be explained.
-#[derive(Debug, Default, Clone)]
-pub struct Faults {
-    /// A memory growth beyond the cap was refused.
-    pub memory_limit: Option<usize>,
-    /// A table growth beyond the cap was refused.
-    pub table_limit: Option<usize>,
-    /// The CPU budget ran out.
-    pub cpu_limit: bool,
-    /// The guest printed a Rust panic message on stderr.
-    pub panicked: Arc<AtomicBool>,
-}
-
-/// A guest's CPU meter, updated at every epoch tick while the guest runs.
-#[derive(Debug, Default, Clone)]
-pub struct CpuMeter {
-    /// CPU time charged so far, in nanoseconds.
-    pub used_ns: u64,
-    /// Epoch ticks at which the guest was found running.
-    pub ticks: u64,
-    /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
-    /// clock, and the wall clock.
-    pub mark: Arc<Mutex<Option<CpuMark>>>,
-}
-
 /// The calling thread's CPU clock in nanoseconds, where the platform has one: what the CPU
 /// meter charges for guest code and for host work done on a request's behalf.
 pub fn thread_cpu_ns() -> Option<u64> {
@@ -337,351 +295,101 @@ pub fn thread_cpu_ns() -> Option<u64> {
     None
 }
 
-/// A point at which a guest resumed running on a thread.
+/// What a provider is told about a deployment in its per-app phase.
 #[derive(Debug, Clone, Copy)]
-pub struct CpuMark {
-    /// The thread.
-    pub thread: std::thread::ThreadId,
-    /// The thread's CPU clock then, in nanoseconds.
-    pub thread_cpu_ns: u64,
-    /// The wall clock then.
-    pub at: std::time::Instant,
+pub struct AppContext<'a> {
+    /// The tenant that owns the app.
+    pub tenant: &'a str,
+    /// The app's name within its tenant.
+    pub name: &'a str,
+    /// The app's settings (component hash, capabilities, outgoing hosts, …).
+    pub settings: &'a AppSettings,
 }
 
-/// Per-request typed storage for providers' own state.
-#[derive(Default)]
-pub struct Extensions {
-    map: HashMap<TypeId, Box<dyn Any + Send>>,
+/// The request's CPU meter as providers see it: host work done on a request's behalf on
+/// another thread (a blocking SQLite statement) is charged here, so that it counts against the
+/// request's CPU budget like guest code does.
+pub trait Meter: Send {
+    /// The CPU time the request may still use.
+    fn cpu_left(&self) -> Duration;
+    /// Charges `used` to the request. The guest is stopped at its next epoch tick if the
+    /// budget is spent.
+    fn charge_cpu(&mut self, used: Duration);
 }
 
-impl Extensions {
-    /// Stores a value, replacing any previous value of the same type.
-    pub fn insert<T: Any + Send>(&mut self, value: T) {
-        self.map.insert(TypeId::of::<T>(), Box::new(value));
-    }
-
-    /// Borrows the value of type `T`, if present.
-    pub fn get<T: Any + Send>(&self) -> Option<&T> {
-        self.map.get(&TypeId::of::<T>())?.downcast_ref()
-    }
-
-    /// Mutably borrows the value of type `T`, if present.
-    pub fn get_mut<T: Any + Send>(&mut self) -> Option<&mut T> {
-        self.map.get_mut(&TypeId::of::<T>())?.downcast_mut()
-    }
-}
-
-/// Outgoing-HTTP hooks that refuse every request: the default for every store, so that a guest
-/// can reach the network only when a provider installs a policy that allows it.
-pub struct DenyAllOutgoing;
-
-impl WasiHttpHooks for DenyAllOutgoing {
-    fn send_request(
-        &mut self,
-        request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        tracing::warn!(uri = %request.uri(), "outgoing HTTP request denied: no outgoing HTTP is configured for this store");
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
-/// The data of every `Store` created by the core.
-pub struct HostState {
+/// What a provider's host calls see of one store: its own instance state, the store's resource
+/// table, who is running, and the request's CPU meter. Providers implement their host traits on
+/// a `View` of their [`ResourceProvider::Instance`] (through a `wasmtime::component::HasData`
+/// type whose `Data<'a>` is `View<'a, Instance>`).
+pub struct View<'a, I> {
+    /// The provider's state for this store.
+    pub instance: &'a mut I,
+    /// The store's resource table, shared by every interface of the store.
+    pub table: &'a mut ResourceTable,
     /// Who is running.
-    pub invocation: Invocation,
-    /// The WASI context (stdio, clocks, random, filesystem preopens, sockets policy).
-    pub wasi: WasiCtx,
-    /// Resource table shared by WASI and the providers.
-    pub table: ResourceTable,
-    /// wasi:http context.
-    pub http: WasiHttpCtx,
-    /// wasi:http hooks (outgoing HTTP policy). Defaults to [`DenyAllOutgoing`].
-    pub http_hooks: Box<dyn WasiHttpHooks>,
-    /// Limits for this instance.
-    pub limits: GuestLimits,
-    /// Which limits were hit.
-    pub faults: Faults,
-    /// CPU meter.
-    pub cpu: CpuMeter,
-    /// Providers' per-request state.
-    pub extensions: Extensions,
+    pub invocation: &'a Invocation,
+    /// The request's CPU meter.
+    pub meter: &'a mut dyn Meter,
 }
 
-impl HostState {
-    /// Creates the state for one invocation; `wasi` is built by the core from a builder that
-    /// providers configured through [`ResourceProvider::configure_wasi`].
-    pub fn new(invocation: Invocation, wasi: WasiCtx, limits: GuestLimits, faults: Faults) -> Self {
-        HostState {
-            invocation,
-            wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            http_hooks: Box::new(DenyAllOutgoing),
-            limits,
-            faults,
-            cpu: CpuMeter::default(),
-            extensions: Extensions::default(),
-        }
-    }
+/// Store data that holds provider `P`'s instance state: the accessor a provider's
+/// [`add_to_linker`](ResourceProvider::add_to_linker) uses for its host functions
+/// (`<T as HasView<P>>::view` is the `fn(&mut T) -> D::Data<'_>` getter wasmtime's generated
+/// `add_to_linker` functions take). The node's store data implements it once per provider
+/// (generated by `zerocore::providers!`).
+pub trait HasView<P: ResourceProvider>: Send + 'static {
+    /// The view of `P`'s state in this store.
+    fn view(&mut self) -> View<'_, P::Instance>;
 }
 
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut *self.http_hooks,
-        }
-    }
-}
-
-impl wasmtime::ResourceLimiter for HostState {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory_bytes {
-            self.faults.memory_limit = Some(self.limits.memory_bytes);
-            return Ok(false);
-        }
-        Ok(maximum.is_none_or(|m| desired <= m))
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limits.table_elements {
-            self.faults.table_limit = Some(self.limits.table_elements);
-            return Ok(false);
-        }
-        Ok(maximum.is_none_or(|m| desired <= m))
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories
-    }
-}
-
-/// Which guest stream a [`GuestLog`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GuestStream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
-impl GuestStream {
-    fn as_str(self) -> &'static str {
-        match self {
-            GuestStream::Stdout => "stdout",
-            GuestStream::Stderr => "stderr",
-        }
-    }
-}
-
-/// Longest guest log line kept; longer lines are split.
-pub const MAX_LOG_LINE: usize = 4096;
-
-struct LogSink {
-    invocation: Invocation,
-    stream: GuestStream,
-    buf: Vec<u8>,
-    budget: usize,
-    truncated: bool,
-    panicked: Arc<AtomicBool>,
-}
-
-impl LogSink {
-    fn emit(&mut self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
-        let line = line.trim_end_matches('\r');
-        if self.stream == GuestStream::Stderr && line.contains("panicked at") {
-            self.panicked.store(true, Ordering::Relaxed);
-        }
-        if self.budget < line.len() {
-            if !self.truncated {
-                self.truncated = true;
-                tracing::warn!(
-                    target: "guest",
-                    tenant = %self.invocation.tenant,
-                    app = %self.invocation.app,
-                    request_id = %self.invocation.request_id,
-                    stream = self.stream.as_str(),
-                    "guest output exceeded its log budget; further output of this request is dropped"
-                );
-            }
-            return;
-        }
-        self.budget -= line.len();
-        tracing::info!(
-            target: "guest",
-            tenant = %self.invocation.tenant,
-            app = %self.invocation.app,
-            request_id = %self.invocation.request_id,
-            stream = self.stream.as_str(),
-            "{line}"
-        );
-    }
-
-    fn push(&mut self, mut data: &[u8]) {
-        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
-            let (head, tail) = data.split_at(pos);
-            self.buf.extend_from_slice(head);
-            let line = std::mem::take(&mut self.buf);
-            self.emit(&line);
-            data = &tail[1..];
-        }
-        self.buf.extend_from_slice(data);
-        while self.buf.len() >= MAX_LOG_LINE {
-            let rest = self.buf.split_off(MAX_LOG_LINE);
-            let line = std::mem::replace(&mut self.buf, rest);
-            self.emit(&line);
-        }
-    }
-}
-
-impl Drop for LogSink {
-    fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            let line = std::mem::take(&mut self.buf);
-            self.emit(&line);
-        }
-    }
-}
-
-/// A guest's stdout or stderr that becomes node log lines tagged with tenant, app and request id.
+/// A provider of host interfaces to components.
 ///
-/// Output is split into lines (at most [`MAX_LOG_LINE`] bytes each) and capped at a byte budget
-/// per request so that a chatty guest cannot flood the node's log.
-#[derive(Clone)]
-pub struct GuestLog {
-    sink: Arc<Mutex<LogSink>>,
+/// A provider costs its crate, its WIT, one line in the node's `zerocore::providers!` list
+/// and its configuration section. It is used statically (the node's provider set is one
+/// struct generated from that list), so its methods may be generic.
+pub trait ResourceProvider: Send + Sync + Sized + 'static {
+    /// What the provider keeps per deployment (built once by [`prepare`](Self::prepare), shared
+    /// by every store of the app).
+    type App: Send + Sync + 'static;
+    /// What the provider keeps per store (built by [`instance`](Self::instance) for every
+    /// request or event, dropped with the store).
+    type Instance: Send + 'static;
+
+    /// A short name for logs and errors, such as `zerodb`.
+    fn name(&self) -> &'static str;
+
+    /// The WIT interfaces (`package/interface`, without version) this provider supplies, used to
+    /// explain a missing import.
+    fn interfaces(&self) -> Vec<String>;
+
+    /// Adds the provider's host functions to the linker shared by every component; they reach
+    /// the provider's state through `T`'s [`HasView`] accessor.
+    fn add_to_linker<T: HasView<Self>>(linker: &mut Linker<T>) -> anyhow::Result<()>;
+
+    /// The per-app phase: work done once per deployment (grants from the component's chain,
+    /// parsed settings). An error refuses the app with its message.
+    fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<Self::App>;
+
+    /// The per-instance phase: the state of one new store of the app. An error fails the
+    /// request before the guest runs.
+    fn instance(
+        &self,
+        app: &Arc<Self::App>,
+        invocation: &Invocation,
+    ) -> anyhow::Result<Self::Instance>;
 }
 
-impl GuestLog {
-    /// A log sink for one stream of one invocation, keeping at most `budget` bytes.
-    pub fn new(
-        invocation: Invocation,
-        stream: GuestStream,
-        budget: usize,
-        panicked: Arc<AtomicBool>,
-    ) -> Self {
-        GuestLog {
-            sink: Arc::new(Mutex::new(LogSink {
-                invocation,
-                stream,
-                buf: Vec::new(),
-                budget,
-                truncated: false,
-                panicked,
-            })),
-        }
-    }
-}
-
-impl IsTerminal for GuestLog {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for GuestLog {
-    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl tokio::io::AsyncWrite for GuestLog {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.sink.lock() {
-            Ok(mut sink) => sink.push(buf),
-            Err(poisoned) => poisoned.into_inner().push(buf),
-        }
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// Common to every provider.
+/// Common to every event provider.
 pub trait Provider: Send + Sync + 'static {
     /// A short name for logs and errors, such as `zeroproxy`.
     fn name(&self) -> &'static str;
 }
 
-/// A provider of host interfaces to components.
-pub trait ResourceProvider: Provider {
-    /// The WIT interfaces (`package/interface`, without version) this provider supplies, used to
-    /// explain a missing import.
-    fn interfaces(&self) -> Vec<String>;
-
-    /// Adds the provider's host functions to the linker shared by every component.
-    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()>;
-
-    /// Adjusts the WASI context of a new store (for example, preopened directories).
-    fn configure_wasi(
-        &self,
-        _invocation: &Invocation,
-        _builder: &mut WasiCtxBuilder,
-    ) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    /// Prepares per-request state in a new store (for example, an outgoing-HTTP policy).
-    fn configure_store(&self, _state: &mut HostState) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
 /// A signal that tells a running event provider to stop.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
-/// A provider of events (HTTP requests, schedule ticks) that run components.
+/// A provider of events (HTTP requests, schedule ticks) that run components (through the
+/// core's `zerocore::App`).
 #[async_trait::async_trait]
 pub trait EventProvider: Provider {
     /// Serves events until `shutdown` turns `true`, then finishes in-flight work and returns.
@@ -758,35 +466,5 @@ mod tests {
         assert_eq!(split_host_port("a"), ("a", None));
         assert_eq!(split_host_port("[::1]:8"), ("::1", Some(8)));
         assert_eq!(split_host_port("::1"), ("::1", None));
-    }
-
-    #[test]
-    fn extensions_are_typed() {
-        let mut e = Extensions::default();
-        e.insert(5u32);
-        e.insert("x");
-        *e.get_mut::<u32>().unwrap() += 1;
-        assert_eq!(e.get::<u32>(), Some(&6));
-        assert_eq!(e.get::<&str>(), Some(&"x"));
-        assert!(e.get::<u64>().is_none());
-    }
-
-    #[test]
-    fn log_sink_splits_lines_and_detects_panics() {
-        let panicked = Arc::new(AtomicBool::new(false));
-        let inv = Invocation {
-            tenant: "t".into(),
-            app: "a".into(),
-            request_id: "r".into(),
-            settings: Arc::default(),
-        };
-        let log = GuestLog::new(inv, GuestStream::Stderr, 1 << 20, panicked.clone());
-        let mut sink = log.sink.lock().unwrap();
-        sink.push(b"one\ntwo");
-        assert_eq!(sink.buf, b"two");
-        sink.push(b"\nthread 'main' panicked at src/lib.rs:1:1:\n");
-        assert!(panicked.load(Ordering::Relaxed));
-        sink.push(&vec![b'x'; MAX_LOG_LINE * 2 + 1]);
-        assert_eq!(sink.buf.len(), 1);
     }
 }

@@ -2,11 +2,17 @@
 //! ahead-of-time compiled artifacts on disk, per-request stores with limits, and the
 //! classification of guest faults.
 //!
-//! The core owns no data and has no ambient authority: every host interface a component can call
-//! comes from a [`ResourceProvider`] registered when the [`Runtime`] is built, and every request
-//! gets a fresh `Store` whose CPU time, memory, tables and stack are bounded. Event providers
-//! (such as `zeroproxy` for HTTP) load components with [`Runtime::load`] and run them in stores
-//! from [`Runtime::new_store`].
+//! The core owns no data and has no ambient authority: beside the WASI base (stdio to the log,
+//! clocks, random, sockets with nothing behind them) and `wasi:http`'s incoming side, every host
+//! interface a component can call comes from a [`ResourceProvider`] of the node's
+//! [`ProviderSet`] (declared with [`providers!`]), and every request gets a fresh `Store` whose
+//! CPU time, memory, tables and stack are bounded. The store's data is the core's private
+//! [`CoreState`] beside each provider's instance state.
+//!
+//! The core also owns invocation for every event kind ([`App`]): a deployment's record with
+//! every provider's per-app state, and running one event — a fresh store, instantiation, the
+//! call, the wall-clock limit, the classification of faults and their log line. Event providers
+//! (such as `zeroproxy` for HTTP) only turn their events into calls of an [`App`]'s entry.
 //!
 //! CPU time is metered with epoch interruption: a ticker thread advances the engine's epoch every
 //! [`TICK`]; each time a running guest reaches a tick boundary it yields to the async executor (so
@@ -17,10 +23,19 @@
 #![deny(missing_docs)]
 
 pub mod aot;
+mod app;
 pub mod command;
+mod log;
+mod providers;
+mod state;
 mod wasi;
 
-pub use wasi::WasiBase;
+pub use app::{App, ResponseSender, Run, Unavailable};
+pub use providers::{__private, ProviderSet, StoreData};
+pub use state::CoreState;
+pub use zero_provider::{
+    AppContext, AppSettings, HasView, Invocation, Meter, ResourceProvider, View,
+};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -37,10 +52,9 @@ use wasmtime::{
 };
 use wasmtime_wasi::WasiCtxBuilder;
 use zero_component::{ContentHash, FormatError};
-pub use zero_provider::{
-    AppSettings, Faults, GuestLimits, GuestLog, GuestStream, HostState, Invocation,
-    ResourceProvider,
-};
+
+use crate::log::{GuestLog, GuestStream};
+use crate::state::{CpuMark, CpuMeter, Faults, GuestLimits};
 
 use crate::aot::ArtifactStore;
 
@@ -122,13 +136,13 @@ pub struct Stats {
 }
 
 /// A component ready to instantiate.
-pub struct LoadedComponent {
+pub struct LoadedComponent<P: ProviderSet> {
     /// Its content hash.
     pub hash: ContentHash,
     /// The compiled component.
     pub component: Component,
     /// Pre-instantiated against the node's linker (all imports resolved).
-    pub pre: InstancePre<HostState>,
+    pub pre: InstancePre<P::Data>,
 }
 
 /// Why a component could not be loaded.
@@ -212,7 +226,7 @@ pub enum Fault {
 
 impl Fault {
     /// Classifies an error returned by a guest call, using the limits recorded in the store.
-    pub fn classify(err: &wasmtime::Error, faults: &Faults) -> Fault {
+    pub(crate) fn classify(err: &wasmtime::Error, faults: &Faults) -> Fault {
         if let Some(cpu) = err.downcast_ref::<CpuLimitExceeded>() {
             return Fault::CpuLimit {
                 limit_ms: cpu.limit_ms,
@@ -286,9 +300,9 @@ impl std::fmt::Display for Fault {
     }
 }
 
-fn set_mark(mark: &Mutex<Option<zero_provider::CpuMark>>) {
+fn set_mark(mark: &Mutex<Option<CpuMark>>) {
     if let Some(thread_cpu_ns) = thread_cpu_ns() {
-        *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(zero_provider::CpuMark {
+        *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(CpuMark {
             thread: std::thread::current().id(),
             thread_cpu_ns,
             at: std::time::Instant::now(),
@@ -303,7 +317,7 @@ fn set_mark(mark: &Mutex<Option<zero_provider::CpuMark>>) {
 /// operating system gave to other threads is not charged, and CPU that other tasks used on
 /// this thread while the guest awaited a host call is bounded by the wall clock. Otherwise
 /// (first tick, or the guest moved threads while awaiting a host call) it is charged one tick.
-fn cpu_charge(cpu: &zero_provider::CpuMeter) -> u64 {
+fn cpu_charge(cpu: &CpuMeter) -> u64 {
     let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
     let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
     match (mark, thread_cpu_ns()) {
@@ -315,22 +329,23 @@ fn cpu_charge(cpu: &zero_provider::CpuMeter) -> u64 {
     }
 }
 
-/// The node's component runtime. Cheap to share behind an `Arc`.
-pub struct Runtime {
+/// The node's component runtime, generic over the node's [`ProviderSet`]. Cheap to share
+/// behind an `Arc`.
+pub struct Runtime<P: ProviderSet> {
     engine: Engine,
-    linker: Linker<HostState>,
-    providers: Vec<Arc<dyn ResourceProvider>>,
+    linker: Linker<P::Data>,
+    providers: P,
     artifacts: ArtifactStore,
     /// Components by content hash, held only while something (an app) uses them: code no app
     /// uses is dropped with its last user, so the cache is bounded by what is deployed.
-    cache: Mutex<HashMap<ContentHash, Weak<LoadedComponent>>>,
+    cache: Mutex<HashMap<ContentHash, Weak<LoadedComponent<P>>>>,
     limits: Limits,
     stats: Stats,
     pooling: bool,
     ticker_stop: Arc<AtomicBool>,
 }
 
-impl Drop for Runtime {
+impl<P: ProviderSet> Drop for Runtime<P> {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
@@ -362,13 +377,10 @@ fn engine_config(limits: &Limits, pool: Option<u32>) -> Config {
     cfg
 }
 
-impl Runtime {
-    /// Builds the engine (pooling allocator when possible), the linker with every provider's
-    /// interfaces, the artifact store, and starts the epoch ticker.
-    pub fn new(
-        config: &CoreConfig,
-        providers: Vec<Arc<dyn ResourceProvider>>,
-    ) -> anyhow::Result<Self> {
+impl<P: ProviderSet> Runtime<P> {
+    /// Builds the engine (pooling allocator when possible), the linker with the WASI base and
+    /// every provider's interfaces, the artifact store, and starts the epoch ticker.
+    pub fn new(config: &CoreConfig, providers: P) -> anyhow::Result<Self> {
         let limits = config.limits.clone();
         let (engine, pooling) = if config.pooling {
             match Engine::new(&engine_config(&limits, Some(config.pool_instances))) {
@@ -387,10 +399,9 @@ impl Runtime {
         tracing::info!(pooling, "wasmtime engine ready");
 
         let mut linker = Linker::new(&engine);
-        for p in &providers {
-            p.add_to_linker(&mut linker)
-                .map_err(|e| anyhow::anyhow!("provider {} failed to register: {e:#}", p.name()))?;
-        }
+        wasi::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("the WASI base failed to register: {e:#}"))?;
+        P::add_to_linker(&mut linker)?;
         let key = aot::ArtifactKey::load_or_create(&config.artifact_key).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read or create the artifact key {}: {e}",
@@ -454,9 +465,15 @@ impl Runtime {
         self.pooling
     }
 
-    /// The WIT interfaces all providers supply (without versions).
+    /// The node's resource providers.
+    pub fn providers(&self) -> &P {
+        &self.providers
+    }
+
+    /// The WIT interfaces the core and all providers supply (without versions).
     pub fn provided_interfaces(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.providers.iter().flat_map(|p| p.interfaces()).collect();
+        let mut v: Vec<String> = wasi::INTERFACES.iter().map(|s| s.to_string()).collect();
+        v.extend(self.providers.interfaces());
         v.sort();
         v.dedup();
         v
@@ -466,7 +483,7 @@ impl Runtime {
     /// are compiled once per engine, across restarts.
     ///
     /// This is CPU-heavy on a miss: call it from a blocking thread in async code.
-    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent>, LoadError> {
+    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent<P>>, LoadError> {
         zero_component::expect_component(bytes, what)?;
         let hash = zero_component::content_hash(bytes)?;
         if let Some(hit) = self.lock_cache().get(&hash).and_then(Weak::upgrade) {
@@ -495,7 +512,9 @@ impl Runtime {
             .count()
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Weak<LoadedComponent>>> {
+    fn lock_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Weak<LoadedComponent<P>>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -561,7 +580,7 @@ impl Runtime {
         component: &Component,
         bytes: &[u8],
         what: &str,
-    ) -> Result<InstancePre<HostState>, LoadError> {
+    ) -> Result<InstancePre<P::Data>, LoadError> {
         match self.linker.instantiate_pre(component) {
             Ok(pre) => Ok(pre),
             Err(e) => {
@@ -592,9 +611,10 @@ impl Runtime {
         }
     }
 
-    /// Creates a fresh store for one invocation: WASI with the guest's stdio going to the log,
-    /// no network, providers' configuration, the memory/table limiter and the CPU meter.
-    pub fn new_store(&self, invocation: Invocation) -> anyhow::Result<Store<HostState>> {
+    /// Creates a fresh store for one invocation of an app: WASI with the guest's stdio going to
+    /// the log, no network, every provider's instance state (from the app's per-deployment
+    /// state), the memory/table limiter and the CPU meter.
+    fn new_store(&self, apps: &P::Apps, invocation: Invocation) -> anyhow::Result<Store<P::Data>> {
         let faults = Faults::default();
         let budget = self.limits.log_bytes_per_request;
         let mut builder = WasiCtxBuilder::new();
@@ -614,30 +634,25 @@ impl Runtime {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
-        for p in &self.providers {
-            p.configure_wasi(&invocation, &mut builder)?;
-        }
-        let cpu_ms = self.limits.cpu_time.as_millis() as u64;
+        let cpu_ms = u64::try_from(self.limits.cpu_time.as_millis()).unwrap_or(u64::MAX);
         let limits = GuestLimits {
             memory_bytes: self.limits.memory_bytes,
             table_elements: self.limits.table_elements,
             instances: 64,
             tables: 64,
             memories: 16,
-            cpu_ns: u64::try_from(self.limits.cpu_time.as_nanos()).unwrap_or(u64::MAX),
         };
-        let mut state = HostState::new(invocation, builder.build(), limits, faults);
-        for p in &self.providers {
-            p.configure_store(&mut state)?;
-        }
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s);
+        let cpu_ns = u64::try_from(self.limits.cpu_time.as_nanos()).unwrap_or(u64::MAX);
+        let core = CoreState::new(invocation, builder.build(), limits, faults, cpu_ns);
+        let data = self.providers.store_data(apps, core)?;
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| s.core_mut());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
-            let state = ctx.data_mut();
+            let state = ctx.data_mut().core_mut();
             state.cpu.ticks += 1;
             state.cpu.used_ns = state.cpu.used_ns.saturating_add(cpu_charge(&state.cpu));
-            if state.cpu.used_ns > state.limits.cpu_ns {
+            if state.cpu.used_ns > state.cpu.budget_ns {
                 state.faults.cpu_limit = true;
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
             }
@@ -659,6 +674,11 @@ impl Runtime {
 mod tests {
     use super::*;
 
+    crate::providers! {
+        /// No providers: the WASI base only.
+        struct NoProviders, data NoData, apps NoApps {}
+    }
+
     #[test]
     fn refuses_core_modules_and_garbage_before_compiling() {
         let dir = tempfile::tempdir().unwrap();
@@ -668,7 +688,7 @@ mod tests {
             pooling: false,
             ..CoreConfig::default()
         };
-        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
         let module = wasm_encoder::Module::new().finish();
         let err = rt.load(&module, "m.wasm").err().unwrap().to_string();
         assert!(
@@ -688,13 +708,13 @@ mod tests {
             pool_instances: 8,
             ..CoreConfig::default()
         };
-        assert!(Runtime::new(&ok, vec![]).unwrap().pooling());
+        assert!(Runtime::new(&ok, NoProviders {}).unwrap().pooling());
         // Far more slots than any address space can hold.
         let huge = CoreConfig {
             pool_instances: u32::MAX / 4,
             ..ok
         };
-        let rt = Runtime::new(&huge, vec![]).unwrap();
+        let rt = Runtime::new(&huge, NoProviders {}).unwrap();
         assert!(!rt.pooling());
         rt.load(&wasm_encoder::Component::new().finish(), "c")
             .unwrap();
@@ -711,7 +731,7 @@ mod tests {
         };
         let component = wasm_encoder::Component::new().finish();
         {
-            let rt = Runtime::new(&cfg, vec![]).unwrap();
+            let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
             let held = rt.load(&component, "c").unwrap();
             rt.load(&component, "c").unwrap();
             assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
@@ -724,7 +744,7 @@ mod tests {
             assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
             assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
         }
-        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
         rt.load(&component, "c").unwrap();
         assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 0);
         assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
@@ -736,7 +756,7 @@ mod tests {
         let mid = raw.len() / 2;
         raw[mid] ^= 0x55;
         std::fs::write(&path, raw).unwrap();
-        let rt = Runtime::new(&cfg, vec![]).unwrap();
+        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
         rt.load(&component, "c").unwrap();
         assert_eq!(rt.stats().aot_rejected.load(Ordering::Relaxed), 1);
         assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);

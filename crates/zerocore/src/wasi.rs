@@ -4,7 +4,8 @@
 //!
 //! `wasi:filesystem/types` and `wasi:filesystem/preopens` are NOT part of the base: the node
 //! registers the zerofs provider (`zerofs::wasi::FsProvider`) for them, which serves each
-//! tenant's files within the component's capabilities.
+//! tenant's files within the component's capabilities; nor are `wasi:http/types` and
+//! `wasi:http/outgoing-handler` (zeroproxy's `HttpResources`, under the outgoing-HTTP rule).
 
 use wasmtime::component::Linker;
 use wasmtime_wasi::WasiView;
@@ -12,21 +13,9 @@ use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::p2::bindings::{cli, random, sockets};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
-use zero_provider::{HostState, Provider, ResourceProvider};
-
-/// The resource provider for the standard WASI 0.2 interfaces.
-#[derive(Debug, Default)]
-pub struct WasiBase;
-
-impl Provider for WasiBase {
-    fn name(&self) -> &'static str {
-        "wasi"
-    }
-}
-
-/// The interfaces added by [`WasiBase::add_to_linker`]: those of
+/// The interfaces added by [`add_to_linker`]: those of
 /// `wasmtime_wasi::p2::add_to_linker_async` except the filesystem.
-const INTERFACES: &[&str] = &[
+pub(crate) const INTERFACES: &[&str] = &[
     "wasi:cli/environment",
     "wasi:cli/exit",
     "wasi:cli/stdin",
@@ -54,34 +43,28 @@ const INTERFACES: &[&str] = &[
     "wasi:sockets/ip-name-lookup",
 ];
 
-impl ResourceProvider for WasiBase {
-    fn interfaces(&self) -> Vec<String> {
-        INTERFACES.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-        type T = HostState;
-        // wasi:io (error, poll, streams), both clocks, wasi:random/random and the three stdio
-        // interfaces.
-        wasmtime_wasi::p2::add_to_linker_proxy_interfaces_async(linker)?;
-        let l = linker;
-        random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
-        random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
-        cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
-        sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        let options = wasmtime_wasi::p2::bindings::LinkOptions::default();
-        sockets::network::add_to_linker::<T, WasiSockets>(l, &(&options).into(), T::sockets)?;
-        sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
-        Ok(())
-    }
+/// Adds the WASI base to the linker of every store.
+pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+    // wasi:io (error, poll, streams), both clocks, wasi:random/random and the three stdio
+    // interfaces.
+    wasmtime_wasi::p2::add_to_linker_proxy_interfaces_async(linker)?;
+    let l = linker;
+    random::insecure::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(l, |t| t.ctx().ctx.random())?;
+    cli::exit::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::environment::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(l, T::cli)?;
+    sockets::tcp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::udp::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    sockets::instance_network::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    let options = wasmtime_wasi::p2::bindings::LinkOptions::default();
+    sockets::network::add_to_linker::<T, WasiSockets>(l, &(&options).into(), T::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(l, T::sockets)?;
+    Ok(())
 }

@@ -128,8 +128,9 @@ impl Grants for StaticGrants {
 /// Each (action, table) is asked as `authorize(capabilities, "/db/<action>", args)` where
 /// `args` are the caller's fixed arguments (`tenant`, and `component` for a component or `db`
 /// and `sql` for an invocation) with `db` and `table` set, so a policy on `.table` is always
-/// evaluated where the table is known. Answers are cached for the life of the value (one
-/// request).
+/// evaluated where the table is known. Answers are cached for the life of the value (a
+/// component's deployment, or one management call), at most [`MAX_CACHED_ANSWERS`] of them;
+/// past its expiration every answer is no.
 pub struct ChainGrants {
     capabilities: Option<Vec<Capability>>,
     base: BTreeMap<String, Ipld>,
@@ -296,12 +297,22 @@ fn expired() -> AuthError {
     }
 }
 
+/// The most answers a [`ChainGrants`] keeps: a deployment's grants are shared by all its
+/// requests, which could otherwise grow the cache without bound by naming ever new tables.
+pub const MAX_CACHED_ANSWERS: usize = 4096;
+
 impl Grants for ChainGrants {
     fn allows(&self, action: Action, db: &str, table: &str) -> bool {
+        if self.expired() {
+            return false;
+        }
         let key = (action, db.to_owned(), table.to_owned());
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(answer) = cache.get(&key) {
-            return *answer;
+        let cached = {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.get(&key).copied()
+        };
+        if let Some(answer) = cached {
+            return answer;
         }
         let answer = match self.check(action, db, table) {
             Ok(()) => true,
@@ -310,7 +321,10 @@ impl Grants for ChainGrants {
                 false
             }
         };
-        cache.insert(key, answer);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() < MAX_CACHED_ANSWERS {
+            cache.insert(key, answer);
+        }
         answer
     }
 

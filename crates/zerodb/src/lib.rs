@@ -83,5 +83,5 @@ pub use engine::{
     QueryResult, Transaction, Value, validate_name,
 };
 pub use error::{Error, Result};
-pub use grants::{Action, ChainGrants, Grants, StaticGrants};
-pub use provider::DbProvider;
+pub use grants::{Action, ChainGrants, Grants, MAX_CACHED_ANSWERS, StaticGrants};
+pub use provider::{DbApp, DbInstance, DbProvider, DbView};

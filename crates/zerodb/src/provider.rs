@@ -1,13 +1,15 @@
 //! The `zero:db` host provider: components reach their tenant's databases through the WIT
 //! interface in `wit/zero-db` (package `zero:db@0.1.0`).
 //!
-//! [`DbProvider`] adds the interface to the linker and, for every store, records which tenant
-//! and component run and the capability chain they carry ([`ChainGrants`]). A component opens a
-//! database by name; the name is resolved within its own tenant only
+//! [`DbProvider`] adds the interface to the linker. Once per deployment (its per-app phase) it
+//! builds the grants of the component's capability chain for its tenant and component
+//! ([`ChainGrants`], answers cached for the deployment); every store gets a [`DbInstance`] with
+//! those grants and its open handles, and the host traits are implemented on its view
+//! ([`DbView`]). A component opens a database by name; the name is resolved within its own tenant only
 //! ([`Databases::database`]`(tenant, name)`), so no name reaches another tenant's files. Each
 //! statement's table accesses are then checked with
 //! `chain.allows("/db/read" | "/db/write" | "/db/create" | "/db/delete", {tenant, component, db,
-//! table})`, the answers cached per store. A component without a token may not open any
+//! table})`. A component without a token may not open any
 //! database.
 //!
 //! SQLite work runs on tokio's blocking pool (`spawn_blocking`), so a slow statement never stalls
@@ -19,9 +21,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{HasData, Linker, Resource};
 use zero_auth::Ipld;
-use zero_provider::{HostState, Invocation, Provider, ResourceProvider};
+use zero_provider::{AppContext, HasView, Invocation, ResourceProvider, View};
 
 use crate::{Action, ChainGrants, Control, Database, Databases};
 
@@ -50,26 +52,39 @@ pub struct DbHandle {
     db: Arc<Database>,
 }
 
-/// Per-store state of the provider, kept in [`HostState::extensions`].
-struct DbStore {
+/// What the provider keeps per deployment: the grants of the component's chain.
+pub struct DbApp {
+    grants: Arc<ChainGrants>,
+}
+
+/// What the provider keeps per store.
+pub struct DbInstance {
     databases: Arc<Databases>,
     grants: Arc<ChainGrants>,
     /// Databases opened by this request (each handle holds a resource-table entry).
     handles: usize,
 }
 
+/// What the host functions of `zero:db` see: the store's [`DbInstance`], its resource table,
+/// the invocation and the request's CPU meter.
+pub type DbView<'a> = View<'a, DbInstance>;
+
+/// The [`HasData`] of `zero:db`'s host functions: they run on a [`DbView`].
+struct DbData;
+
+impl HasData for DbData {
+    type Data<'a> = DbView<'a>;
+}
+
 /// Most databases one request may open (handles in its resource table).
 pub const MAX_HANDLES_PER_REQUEST: usize = 16;
 
-/// The grants of a component's store: its chain, asked with `tenant` and `component`.
-fn component_grants(invocation: &Invocation) -> ChainGrants {
-    let chain = invocation.settings.capabilities.as_deref();
+/// The grants of a deployed component: its chain, asked with `tenant` and `component`.
+fn component_grants(app: &AppContext<'_>) -> ChainGrants {
+    let chain = app.settings.capabilities.as_deref();
     let mut base = BTreeMap::new();
-    base.insert(
-        "tenant".to_owned(),
-        Ipld::String(invocation.tenant.to_string()),
-    );
-    if let Some(c) = &invocation.settings.component {
+    base.insert("tenant".to_owned(), Ipld::String(app.tenant.to_string()));
+    if let Some(c) = &app.settings.component {
         base.insert("component".to_owned(), Ipld::String(c.clone()));
     }
     ChainGrants::new(
@@ -91,30 +106,35 @@ impl DbProvider {
     }
 }
 
-impl Provider for DbProvider {
+impl ResourceProvider for DbProvider {
+    type App = DbApp;
+    type Instance = DbInstance;
+
     fn name(&self) -> &'static str {
         "zerodb"
     }
-}
 
-impl ResourceProvider for DbProvider {
     fn interfaces(&self) -> Vec<String> {
         vec![INTERFACE.to_owned()]
     }
 
-    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-        wit::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    fn add_to_linker<T: HasView<Self>>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+        wit::add_to_linker::<T, DbData>(linker, T::view)?;
         Ok(())
     }
 
-    fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
-        let grants = Arc::new(component_grants(&state.invocation));
-        state.extensions.insert(DbStore {
+    fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<DbApp> {
+        Ok(DbApp {
+            grants: Arc::new(component_grants(app)),
+        })
+    }
+
+    fn instance(&self, app: &Arc<DbApp>, _invocation: &Invocation) -> anyhow::Result<DbInstance> {
+        Ok(DbInstance {
             databases: self.databases.clone(),
-            grants,
+            grants: app.grants.clone(),
             handles: 0,
-        });
-        Ok(())
+        })
     }
 }
 
@@ -203,11 +223,10 @@ fn to_wit_exec(r: crate::ExecResult) -> wit::ExecResult {
 /// request's remaining CPU budget as the statements' budget; the CPU time the work used on
 /// its thread is charged to the request's CPU meter.
 async fn blocking<T: Send + 'static>(
-    state: &mut HostState,
+    view: &mut DbView<'_>,
     f: impl FnOnce(&Control) -> T + Send + 'static,
 ) -> wasmtime::Result<T> {
-    let left = state.limits.cpu_ns.saturating_sub(state.cpu.used_ns);
-    let ctl = Control::new().with_budget(Duration::from_nanos(left));
+    let ctl = Control::new().with_budget(view.meter.cpu_left());
     let guard = ctl.cancel_on_drop();
     let (value, used) = tokio::task::spawn_blocking(move || {
         let cpu_ns = || zero_provider::thread_cpu_ns().unwrap_or(0);
@@ -219,32 +238,26 @@ async fn blocking<T: Send + 'static>(
     .map_err(|e| wasmtime::Error::msg(format!("zerodb: the database task failed: {e}")))?;
     drop(guard);
     // Charged to the meter; the next epoch tick ends the guest if the budget is spent.
-    state.cpu.used_ns = state.cpu.used_ns.saturating_add(used);
+    view.meter.charge_cpu(Duration::from_nanos(used));
     Ok(value)
 }
 
-fn store(state: &HostState) -> wasmtime::Result<&DbStore> {
-    state.extensions.get::<DbStore>().ok_or_else(|| {
-        wasmtime::Error::msg("zerodb: the store was not configured by the zerodb provider")
-    })
-}
-
 fn handle_db(
-    state: &HostState,
+    view: &DbView<'_>,
     handle: &Resource<DbHandle>,
 ) -> wasmtime::Result<(Arc<Database>, Arc<ChainGrants>)> {
-    let db = state.table.get(handle)?.db.clone();
-    Ok((db, store(state)?.grants.clone()))
+    let db = view.table.get(handle)?.db.clone();
+    Ok((db, view.instance.grants.clone()))
 }
 
-impl wit::Host for HostState {}
+impl wit::Host for DbView<'_> {}
 
-impl wit::HostDatabase for HostState {
+impl wit::HostDatabase for DbView<'_> {
     async fn open(
         &mut self,
         name: String,
     ) -> wasmtime::Result<Result<Resource<DbHandle>, wit::Error>> {
-        let st = store(self)?;
+        let st = &*self.instance;
         if let Err(e) = crate::validate_name(&name) {
             return Ok(Err(to_wit_error(e)));
         }
@@ -276,9 +289,7 @@ impl wit::HostDatabase for HostState {
         match opened {
             Ok(db) => {
                 let handle = self.table.push(DbHandle { db })?;
-                if let Some(st) = self.extensions.get_mut::<DbStore>() {
-                    st.handles += 1;
-                }
+                self.instance.handles += 1;
                 Ok(Ok(handle))
             }
             Err(e) => Ok(Err(to_wit_error(e))),
@@ -344,9 +355,7 @@ impl wit::HostDatabase for HostState {
 
     async fn drop(&mut self, handle: Resource<DbHandle>) -> wasmtime::Result<()> {
         self.table.delete(handle)?;
-        if let Some(st) = self.extensions.get_mut::<DbStore>() {
-            st.handles = st.handles.saturating_sub(1);
-        }
+        self.instance.handles = self.instance.handles.saturating_sub(1);
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! `zeroproxy`, the HTTP event provider of zerocore.
 //!
 //! It accepts HTTP/1.1 and HTTP/2 (cleartext) on a hyper server, routes each request by host and
-//! path prefix to a deployed app, and runs the app's `wasi:http/incoming-handler` in a fresh
-//! store from the core ([`zerocore::Runtime::new_store`]). Bodies stream in both directions. The
-//! proxy enforces what the core cannot see: request and response body caps, the wall-clock
-//! timeout, and the number of requests in flight (per node and per app, so that one app cannot
-//! take every slot). Every response carries an `x-request-id`; every failure is logged with its
+//! path prefix to an app, and hands it to the core ([`zerocore::App::http`]), which runs the
+//! app's `wasi:http/incoming-handler` in a fresh store under its limits, the wall-clock one
+//! included, and classifies and logs its faults. Bodies stream in both directions. The proxy
+//! keeps only HTTP: the listener, routing ([`HttpApp`]: a core [`App`] with its routes), request
+//! and response body caps, the number of requests in flight (per node, tenant and app, so that
+//! one app cannot take every slot) and the mapping of outcomes to responses. Every response carries an `x-request-id`; every failure is logged with its
 //! cause and answered with a 5xx that names the request id.
 //!
 //! The crate also holds [`HttpResources`], the resource provider for `wasi:http/types` and
@@ -26,20 +27,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
-use wasmtime_wasi_http::WasiHttpView;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use zero_provider::{AppSettings, EventProvider, Invocation, Provider, Shutdown};
-use zerocore::{Fault, LoadedComponent, Runtime};
+use zero_provider::{EventProvider, Provider, Shutdown};
+use zerocore::{App, Fault, Unavailable};
 
 pub use body::ProxyBody;
 pub use outbound::{
-    AddrPolicy, AddrRefusal, AllowedNet, HostsError, HttpResources, OutboundConfig, OutboundPolicy,
-    classify,
+    AddrPolicy, AddrRefusal, AllowedNet, HostsError, HttpInstance, HttpResources, OutboundApp,
+    OutboundConfig, OutboundPolicy, classify,
 };
 pub use router::{Route, RouteConflict, Router};
 
@@ -76,68 +75,44 @@ impl Default for ProxyConfig {
     }
 }
 
-/// An app as the proxy sees it.
+/// An app as the proxy sees it: the core's [`App`] (reached through `Deref`) with its routes
+/// and its concurrency limit.
 pub struct HttpApp {
-    /// Owning tenant.
-    pub tenant: Arc<str>,
-    /// App name.
-    pub name: Arc<str>,
+    /// The app.
+    pub app: Arc<App>,
     /// Where it is mounted.
     pub routes: Vec<Route>,
-    /// The app's settings (outgoing hosts, …).
-    pub settings: Arc<AppSettings>,
-    /// The loaded component, or why it could not be loaded.
-    pub state: AppState,
     permits: Arc<Semaphore>,
 }
 
-/// Whether an app can serve.
-pub enum AppState {
-    /// Loaded and linked.
-    Ready {
-        /// The component.
-        component: Arc<LoadedComponent>,
-        /// Its `wasi:http/proxy` pre-instance.
-        pre: ProxyPre<zero_provider::HostState>,
-    },
-    /// Refused at load; requests get 503 and the reason is in the log.
-    Failed(String),
-}
-
 impl HttpApp {
-    /// Prepares an app from a loaded component (or a load error), checking that it exports
-    /// `wasi:http/incoming-handler`.
-    pub fn new(
-        tenant: &str,
-        name: &str,
-        routes: Vec<Route>,
-        settings: AppSettings,
-        loaded: Result<Arc<LoadedComponent>, String>,
-        max_concurrent: usize,
-    ) -> HttpApp {
-        let state = match loaded {
-            Ok(component) => match ProxyPre::new(component.pre.clone()) {
-                Ok(pre) => AppState::Ready { component, pre },
-                Err(e) => AppState::Failed(format!(
-                    "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
-                     (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
-                )),
-            },
-            Err(e) => AppState::Failed(e),
-        };
+    /// Mounts `app` at `routes`, with at most `max_concurrent` requests in flight.
+    pub fn new(app: Arc<App>, routes: Vec<Route>, max_concurrent: usize) -> HttpApp {
         HttpApp {
-            tenant: tenant.into(),
-            name: name.into(),
+            app,
             routes,
-            settings: Arc::new(settings),
-            state,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
         }
+    }
+
+    /// Why the app cannot serve HTTP (it failed to load, or exports no
+    /// `wasi:http/incoming-handler`), if it cannot.
+    pub fn unavailable(&self) -> Option<String> {
+        self.app.http_entry().err()
+    }
+}
+
+impl std::ops::Deref for HttpApp {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
     }
 }
 
 struct Inner {
-    runtime: Arc<Runtime>,
+    /// The core's wall-clock limit of a request: how long shutdown waits for those in flight.
+    wall_time: Duration,
     config: ProxyConfig,
     routing: RwLock<Routing>,
     permits: Arc<Semaphore>,
@@ -171,8 +146,9 @@ pub struct ZeroProxy {
 
 impl ZeroProxy {
     /// Binds the listener (so that the address, including an ephemeral port, is known before
-    /// serving starts).
-    pub async fn bind(runtime: Arc<Runtime>, config: ProxyConfig) -> anyhow::Result<ZeroProxy> {
+    /// serving starts). `wall_time` is the core's wall-clock limit of a request (shutdown waits
+    /// that long for requests in flight).
+    pub async fn bind(config: ProxyConfig, wall_time: Duration) -> anyhow::Result<ZeroProxy> {
         let listener = TcpListener::bind(config.listen).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {}: {e} (is another process using that port? change [http] listen in zerocore.toml)",
@@ -183,7 +159,7 @@ impl ZeroProxy {
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         Ok(ZeroProxy {
             inner: Arc::new(Inner {
-                runtime,
+                wall_time,
                 config,
                 routing: RwLock::new(Routing::default()),
                 permits,
@@ -286,7 +262,7 @@ impl EventProvider for ZeroProxy {
         }
         drop(listener);
         tracing::info!("zeroproxy stopped accepting; waiting for requests in flight");
-        let grace = self.inner.runtime.limits().wall_time + Duration::from_secs(1);
+        let grace = self.inner.wall_time + Duration::from_secs(1);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
             .is_err()
@@ -396,33 +372,7 @@ impl Inner {
         set_route_headers(&mut req, prefix_len);
         access.tenant = Some(app.tenant.clone());
         access.app = Some(app.name.clone());
-        let pre = match &app.state {
-            AppState::Ready { pre, .. } => pre.clone(),
-            AppState::Failed(reason) => {
-                tracing::error!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, reason = %reason, "request to an app that failed to load");
-                return Err((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "this app is not available: it failed to load (the node log has the reason)"
-                        .into(),
-                ));
-            }
-        };
-
-        // Most apps never expire; read the clock only for those that do.
-        let expired = app.settings.not_after.and_then(|_| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            app.settings.expired(now)
-        });
-        if let Some(reason) = expired {
-            tracing::error!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, reason = %reason, "request refused: the app's authority expired");
-            return Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this app is not available: its authority expired (the node log has the reason)"
-                    .into(),
-            ));
-        }
+        app.available(&access.request_id).map_err(refusal)?;
 
         let max_body = self.config.max_request_body;
         if let Some(len) = req
@@ -462,65 +412,14 @@ impl Inner {
             ));
         };
 
-        let invocation = Invocation {
-            tenant: app.tenant.clone(),
-            app: app.name.clone(),
-            request_id: access.request_id.clone(),
-            settings: app.settings.clone(),
-        };
-        let mut store = self.runtime.new_store(invocation).map_err(|e| {
-            tracing::error!(request_id = %access.request_id, error = %e, "could not create a store");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the node could not start the app".to_string())
-        })?;
-
-        let req = req.map(|b| body::LimitedIncoming::new(b, max_body));
+        let req = req.map(|b| body::LimitedIncoming::new(b, max_body).boxed_unsync());
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let (req_res, out_res) = {
-            let mut http = store.data_mut().http();
-            (
-                http.new_incoming_request(Scheme::Http, req),
-                http.new_response_outparam(sender),
-            )
-        };
-        let (req_res, out_res) = match (req_res, out_res) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("the request cannot be handled: {e}"),
-                ));
-            }
-        };
-
-        let wall = self.runtime.limits().wall_time;
-        let deadline = tokio::time::Instant::now() + wall;
-        let inv_tenant = app.tenant.clone();
-        let inv_app = app.name.clone();
-        let rid = access.request_id.clone();
+        let run = app
+            .http(access.request_id.clone(), req, sender)
+            .map_err(refusal)?;
         let task = tokio::spawn(async move {
             let _permits = (node_permit, tenant_permit, app_permit);
-            let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req_res, out_res)
-                    .await
-            };
-            let result = match tokio::time::timeout_at(deadline, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Fault::classify(&e, &store.data().faults)),
-                Err(_) => Err(Fault::WallTimeout {
-                    limit_ms: wall.as_millis() as u64,
-                }),
-            };
-            if let Err(fault) = &result {
-                tracing::error!(
-                    request_id = %rid, tenant = %inv_tenant, app = %inv_app,
-                    fault = fault.kind(), cpu_ms = store.data().cpu.used_ns / 1_000_000, cpu_ticks = store.data().cpu.ticks,
-                    "request failed: {fault}"
-                );
-            }
-            result
+            run.await
         });
         let task = body::TaskGuard::new(task);
 
@@ -560,6 +459,28 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// The answer to a request the core refused to run.
+fn refusal(why: Unavailable) -> (StatusCode, String) {
+    match why {
+        Unavailable::Failed | Unavailable::NoEntry => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this app is not available: it failed to load (the node log has the reason)".into(),
+        ),
+        Unavailable::Expired => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this app is not available: its authority expired (the node log has the reason)".into(),
+        ),
+        Unavailable::Start => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the node could not start the app".into(),
+        ),
+        Unavailable::Invalid(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("the request cannot be handled: {e}"),
+        ),
     }
 }
 

@@ -27,8 +27,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
-use zero_provider::{HostPattern, HostState, Invocation, Provider, ResourceProvider};
+use wasmtime_wasi_http::p2::bindings::{LinkOptions, http as wit};
+use wasmtime_wasi_http::{
+    Error as HttpError, RequestOptions, WasiBody, WasiHttp, WasiHttpCtx, WasiHttpCtxView,
+    WasiHttpHooks,
+};
+use zero_provider::{AppContext, HasView, HostPattern, Invocation, ResourceProvider, View};
 
 pub use addr::{AddrPolicy, AddrRefusal, AllowedNet, classify};
 
@@ -150,13 +154,58 @@ impl HttpResources {
     }
 }
 
-impl Provider for HttpResources {
-    fn name(&self) -> &'static str {
-        "wasi-http"
+/// What the provider keeps per deployment: the app's `allowed_outbound_hosts`, parsed once
+/// (entries that are not valid patterns match nothing; deploys refuse them before this).
+#[derive(Debug, Default)]
+pub struct OutboundApp {
+    hosts: Vec<HostPattern>,
+}
+
+impl OutboundApp {
+    /// The parsed list of `entries`.
+    pub fn new(entries: &[String]) -> OutboundApp {
+        OutboundApp {
+            hosts: entries
+                .iter()
+                .filter_map(|e| HostPattern::parse(e).ok())
+                .collect(),
+        }
+    }
+
+    fn allows(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|p| p.matches(host, port))
+    }
+}
+
+/// What the provider keeps per store: the `wasi:http` context of the guest's outgoing side
+/// and the invocation's [`OutboundPolicy`].
+pub struct HttpInstance {
+    ctx: WasiHttpCtx,
+    policy: OutboundPolicy,
+}
+
+/// The `wasi:http` view of a store, over its [`HttpInstance`] (wasi:http's own host traits are
+/// implemented on `WasiHttpCtxView`).
+fn http_view<T: HasView<HttpResources>>(data: &mut T) -> WasiHttpCtxView<'_> {
+    let View {
+        instance, table, ..
+    } = data.view();
+    let HttpInstance { ctx, policy } = instance;
+    WasiHttpCtxView {
+        ctx,
+        table,
+        hooks: policy,
     }
 }
 
 impl ResourceProvider for HttpResources {
+    type App = OutboundApp;
+    type Instance = HttpInstance;
+
+    fn name(&self) -> &'static str {
+        "wasi-http"
+    }
+
     fn interfaces(&self) -> Vec<String> {
         vec![
             "wasi:http/types".into(),
@@ -164,17 +213,26 @@ impl ResourceProvider for HttpResources {
         ]
     }
 
-    fn add_to_linker(&self, linker: &mut Linker<HostState>) -> anyhow::Result<()> {
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
+    fn add_to_linker<T: HasView<Self>>(linker: &mut Linker<T>) -> anyhow::Result<()> {
+        let options = LinkOptions::default();
+        wit::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, http_view::<T>)?;
+        wit::types::add_to_linker::<T, WasiHttp>(linker, &(&options).into(), http_view::<T>)?;
         Ok(())
     }
 
-    fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
-        state.http_hooks = Box::new(OutboundPolicy::new(
-            state.invocation.clone(),
-            self.config.clone(),
-        ));
-        Ok(())
+    fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<OutboundApp> {
+        Ok(OutboundApp::new(&app.settings.allowed_outbound_hosts))
+    }
+
+    fn instance(
+        &self,
+        app: &Arc<OutboundApp>,
+        invocation: &Invocation,
+    ) -> anyhow::Result<HttpInstance> {
+        Ok(HttpInstance {
+            ctx: WasiHttpCtx::new(),
+            policy: OutboundPolicy::new(invocation.clone(), app.clone(), self.config.clone()),
+        })
     }
 }
 
@@ -183,6 +241,7 @@ impl ResourceProvider for HttpResources {
 /// invocation's store is dropped.
 pub struct OutboundPolicy {
     invocation: Invocation,
+    app: Arc<OutboundApp>,
     config: Arc<OutboundConfig>,
     sent: usize,
     /// Dropped with the store; every outgoing request of this invocation watches it.
@@ -209,10 +268,15 @@ struct Target {
 }
 
 impl OutboundPolicy {
-    /// The hooks for one invocation.
-    pub fn new(invocation: Invocation, config: Arc<OutboundConfig>) -> OutboundPolicy {
+    /// The hooks for one invocation of an app allowed `app`'s hosts.
+    pub fn new(
+        invocation: Invocation,
+        app: Arc<OutboundApp>,
+        config: Arc<OutboundConfig>,
+    ) -> OutboundPolicy {
         OutboundPolicy {
             invocation,
+            app,
             config,
             sent: 0,
             alive: tokio::sync::watch::channel(()).0,
@@ -269,7 +333,7 @@ impl OutboundPolicy {
         } else {
             format!("{host}:{port}")
         };
-        if !self.invocation.settings.outbound_allowed(&host, port) {
+        if !self.app.allows(&host, port) {
             self.deny(
                 uri,
                 &format!(
@@ -403,16 +467,21 @@ mod tests {
     use zero_provider::AppSettings;
 
     fn policy(app_hosts: &[&str], config: OutboundConfig) -> OutboundPolicy {
+        let hosts: Vec<String> = app_hosts.iter().map(|s| s.to_string()).collect();
         let invocation = Invocation {
             tenant: "t".into(),
             app: "a".into(),
             request_id: "r".into(),
             settings: Arc::new(AppSettings {
-                allowed_outbound_hosts: app_hosts.iter().map(|s| s.to_string()).collect(),
+                allowed_outbound_hosts: hosts.clone(),
                 ..AppSettings::default()
             }),
         };
-        OutboundPolicy::new(invocation, Arc::new(config))
+        OutboundPolicy::new(
+            invocation,
+            Arc::new(OutboundApp::new(&hosts)),
+            Arc::new(config),
+        )
     }
 
     fn uri(s: &str) -> http::Uri {

@@ -220,15 +220,12 @@ impl Router {
 mod tests {
     use super::*;
     use crate::HttpApp;
-    use zero_provider::AppSettings;
+    use zerocore::App;
 
     fn app(tenant: &str, name: &str, routes: &[&str]) -> Arc<HttpApp> {
         Arc::new(HttpApp::new(
-            tenant,
-            name,
+            Arc::new(App::failed(tenant, name, "not loaded in this test")),
             routes.iter().map(|r| Route::parse(r).unwrap()).collect(),
-            AppSettings::default(),
-            Err("not loaded in this test".into()),
             1,
         ))
     }

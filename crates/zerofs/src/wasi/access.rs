@@ -54,6 +54,17 @@ pub trait Grants: Send {
     fn named_roots(&self) -> Vec<String>;
 }
 
+/// Grants shared by every store of a deployment (built once in the provider's per-app phase).
+impl<G: Grants + Sync + ?Sized> Grants for Arc<G> {
+    fn grants(&self, right: Right, path: &str) -> bool {
+        (**self).grants(right, path)
+    }
+
+    fn named_roots(&self) -> Vec<String> {
+        (**self).named_roots()
+    }
+}
+
 /// The grants of a verified capability chain for one tenant and component.
 pub struct ChainGrants {
     chain: Arc<Chain>,

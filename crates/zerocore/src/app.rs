@@ -1,0 +1,283 @@
+//! Apps and their invocation: the record of a deployed app (any event kind), and running one
+//! event in a fresh store — instantiation, the call, the wall-clock limit, the classification
+//! of faults and their log line — for every event kind.
+//!
+//! Event providers see [`App`] only (it is not generic): HTTP calls [`App::http`] for the
+//! `wasi:http/incoming-handler` export; another event kind adds its entry beside it, reusing
+//! the same run (`Deployed::run`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use wasmtime::Store;
+use wasmtime_wasi_http::WasiBody;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use zero_component::ContentHash;
+use zero_provider::{AppContext, AppSettings, Invocation};
+
+use crate::{Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
+
+/// A guest run ready to go: awaiting it instantiates the component, calls its entry under the
+/// wall-clock limit (counted from when the run was created), and returns the classified fault
+/// (already logged) if it failed.
+pub type Run = Pin<Box<dyn Future<Output = Result<(), Fault>> + Send>>;
+
+/// Where an HTTP response goes: the channel `wasi:http`'s `response-outparam` answers on.
+pub type ResponseSender =
+    tokio::sync::oneshot::Sender<Result<http::Response<HyperOutgoingBody>, ErrorCode>>;
+
+/// Why an app cannot run an event now (already logged with the request id).
+#[derive(Debug)]
+pub enum Unavailable {
+    /// The app failed to load or was stopped.
+    Failed,
+    /// Its capability token or its owner's credential expired.
+    Expired,
+    /// It does not export the entry the event needs.
+    NoEntry,
+    /// The node could not create its store.
+    Start,
+    /// The event could not be brought into the store (a malformed request).
+    Invalid(String),
+}
+
+/// A deployed app as the core keeps it, for every event kind: its tenant, name and settings,
+/// and its loaded component with every provider's per-deployment state (or why it cannot run).
+/// Triggers (HTTP routes, schedules) belong to the event providers.
+pub struct App {
+    /// Owning tenant.
+    pub tenant: Arc<str>,
+    /// App name.
+    pub name: Arc<str>,
+    /// The app's settings (component hash, capabilities, outgoing hosts, …).
+    pub settings: Arc<AppSettings>,
+    state: Result<Arc<dyn Deployment>, String>,
+}
+
+impl App {
+    /// An app that cannot run, for `reason` (requests to it are refused, the reason logged).
+    pub fn failed(tenant: &str, name: &str, reason: impl Into<String>) -> App {
+        App {
+            tenant: tenant.into(),
+            name: name.into(),
+            settings: Arc::default(),
+            state: Err(reason.into()),
+        }
+    }
+
+    /// Why the app cannot run, if it cannot.
+    pub fn failure(&self) -> Option<&str> {
+        self.state.as_ref().err().map(String::as_str)
+    }
+
+    /// The content hash of its component, when it loaded.
+    pub fn component(&self) -> Option<ContentHash> {
+        self.state.as_ref().ok().map(|d| d.component())
+    }
+
+    /// Whether the app can serve `wasi:http` requests, and why not.
+    pub fn http_entry(&self) -> Result<(), String> {
+        match &self.state {
+            Ok(d) => d.http_entry(),
+            Err(reason) => Err(reason.clone()),
+        }
+    }
+
+    /// Checks that the app may run an event now (it loaded, its authority has not expired),
+    /// logging the refusal with `request_id`.
+    pub fn available(&self, request_id: &str) -> Result<(), Unavailable> {
+        if let Err(reason) = &self.state {
+            tracing::error!(request_id, tenant = %self.tenant, app = %self.name, reason = %reason, "request to an app that failed to load");
+            return Err(Unavailable::Failed);
+        }
+        // Most apps never expire; read the clock only for those that do.
+        let expired = self.settings.not_after.and_then(|_| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.settings.expired(now)
+        });
+        if let Some(reason) = expired {
+            tracing::error!(request_id, tenant = %self.tenant, app = %self.name, reason = %reason, "request refused: the app's authority expired");
+            return Err(Unavailable::Expired);
+        }
+        Ok(())
+    }
+
+    fn invocation(&self, request_id: Arc<str>) -> Invocation {
+        Invocation {
+            tenant: self.tenant.clone(),
+            app: self.name.clone(),
+            request_id,
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// Prepares an HTTP request for the app's `wasi:http/incoming-handler`: a fresh store with
+    /// the request and the response channel in it. The returned [`Run`] does the rest; the
+    /// response arrives on `response` as soon as the guest sets it (its body streams while the
+    /// run goes on).
+    pub fn http(
+        &self,
+        request_id: Arc<str>,
+        request: http::Request<WasiBody>,
+        response: ResponseSender,
+    ) -> Result<Run, Unavailable> {
+        self.available(&request_id)?;
+        let deployment = match &self.state {
+            Ok(d) => d,
+            Err(_) => return Err(Unavailable::Failed),
+        };
+        deployment.http(self.invocation(request_id), request, response)
+    }
+}
+
+/// The object-safe face of a [`Deployed`] app, so that [`App`] is not generic.
+trait Deployment: Send + Sync {
+    fn component(&self) -> ContentHash;
+    fn http_entry(&self) -> Result<(), String>;
+    fn http(
+        &self,
+        invocation: Invocation,
+        request: http::Request<WasiBody>,
+        response: ResponseSender,
+    ) -> Result<Run, Unavailable>;
+}
+
+/// A loaded app: its component, every provider's per-deployment state, and its entries.
+struct Deployed<P: ProviderSet> {
+    runtime: Arc<Runtime<P>>,
+    component: Arc<LoadedComponent<P>>,
+    apps: P::Apps,
+    http: Result<ProxyPre<P::Data>, String>,
+}
+
+type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+
+impl<P: ProviderSet> Deployed<P> {
+    fn store(&self, invocation: Invocation) -> Result<Store<P::Data>, Unavailable> {
+        let request_id = invocation.request_id.clone();
+        self.runtime.new_store(&self.apps, invocation).map_err(|e| {
+            tracing::error!(request_id = %request_id, error = %e, "could not create a store");
+            Unavailable::Start
+        })
+    }
+
+    /// Runs `call` (instantiate and call an entry) on `store` within the wall-clock limit,
+    /// classifying and logging a failure. Every event kind's entry goes through here.
+    fn run<F>(&self, mut store: Store<P::Data>, call: F) -> Run
+    where
+        F: for<'a> FnOnce(&'a mut Store<P::Data>) -> GuestFuture<'a> + Send + 'static,
+    {
+        let wall = self.runtime.limits().wall_time;
+        let deadline = tokio::time::Instant::now() + wall;
+        Box::pin(async move {
+            let result = match tokio::time::timeout_at(deadline, call(&mut store)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Fault::classify(&e, &store.data().core().faults)),
+                Err(_) => Err(Fault::WallTimeout {
+                    limit_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+                }),
+            };
+            if let Err(fault) = &result {
+                let core = store.data().core();
+                let inv = core.invocation();
+                tracing::error!(
+                    request_id = %inv.request_id, tenant = %inv.tenant, app = %inv.app,
+                    fault = fault.kind(), cpu_ms = core.cpu.used_ns / 1_000_000, cpu_ticks = core.cpu.ticks,
+                    "request failed: {fault}"
+                );
+            }
+            result
+        })
+    }
+}
+
+impl<P: ProviderSet> Deployment for Deployed<P> {
+    fn component(&self) -> ContentHash {
+        self.component.hash
+    }
+
+    fn http_entry(&self) -> Result<(), String> {
+        self.http.as_ref().map(|_| ()).map_err(String::clone)
+    }
+
+    fn http(
+        &self,
+        invocation: Invocation,
+        request: http::Request<WasiBody>,
+        response: ResponseSender,
+    ) -> Result<Run, Unavailable> {
+        let pre = match &self.http {
+            Ok(pre) => pre.clone(),
+            Err(reason) => {
+                tracing::error!(request_id = %invocation.request_id, tenant = %invocation.tenant, app = %invocation.app, reason = %reason, "HTTP request to an app without an HTTP entry");
+                return Err(Unavailable::NoEntry);
+            }
+        };
+        let mut store = self.store(invocation)?;
+        let mut http = store.data_mut().core_mut().http_view();
+        let req = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| Unavailable::Invalid(e.to_string()))?;
+        let out = http
+            .new_response_outparam(response)
+            .map_err(|e| Unavailable::Invalid(e.to_string()))?;
+        Ok(self.run(store, move |store| {
+            Box::pin(async move {
+                let proxy = pre.instantiate_async(&mut *store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut *store, req, out)
+                    .await
+            })
+        }))
+    }
+}
+
+impl<P: ProviderSet> Runtime<P> {
+    /// Makes an app of a loaded component (or of the reason it could not be loaded): runs every
+    /// provider's per-app phase and resolves the entries the component exports. A provider's
+    /// refusal makes the app [failed](App::failure).
+    pub fn app(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        settings: AppSettings,
+        loaded: Result<Arc<LoadedComponent<P>>, String>,
+    ) -> App {
+        let settings = Arc::new(settings);
+        let state = loaded.and_then(|component| {
+            let apps = self
+                .providers()
+                .prepare(&AppContext {
+                    tenant,
+                    name,
+                    settings: &settings,
+                })
+                .map_err(|e| format!("app `{name}` cannot be prepared: {e:#}"))?;
+            let http = ProxyPre::new(component.pre.clone()).map_err(|e| {
+                format!(
+                    "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
+                     (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
+                )
+            });
+            let deployed: Arc<dyn Deployment> = Arc::new(Deployed {
+                runtime: self.clone(),
+                component,
+                apps,
+                http,
+            });
+            Ok(deployed)
+        });
+        App {
+            tenant: tenant.into(),
+            name: name.into(),
+            settings,
+            state,
+        }
+    }
+}

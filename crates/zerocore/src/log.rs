@@ -1,0 +1,185 @@
+//! Guest stdout and stderr as node log lines tagged with tenant, app and request id.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use zero_provider::Invocation;
+
+/// Which guest stream a [`GuestLog`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GuestStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl GuestStream {
+    fn as_str(self) -> &'static str {
+        match self {
+            GuestStream::Stdout => "stdout",
+            GuestStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Longest guest log line kept; longer lines are split.
+pub(crate) const MAX_LOG_LINE: usize = 4096;
+
+struct LogSink {
+    invocation: Invocation,
+    stream: GuestStream,
+    buf: Vec<u8>,
+    budget: usize,
+    truncated: bool,
+    panicked: Arc<AtomicBool>,
+}
+
+impl LogSink {
+    fn emit(&mut self, line: &[u8]) {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches('\r');
+        if self.stream == GuestStream::Stderr && line.contains("panicked at") {
+            self.panicked.store(true, Ordering::Relaxed);
+        }
+        if self.budget < line.len() {
+            if !self.truncated {
+                self.truncated = true;
+                tracing::warn!(
+                    target: "guest",
+                    tenant = %self.invocation.tenant,
+                    app = %self.invocation.app,
+                    request_id = %self.invocation.request_id,
+                    stream = self.stream.as_str(),
+                    "guest output exceeded its log budget; further output of this request is dropped"
+                );
+            }
+            return;
+        }
+        self.budget -= line.len();
+        tracing::info!(
+            target: "guest",
+            tenant = %self.invocation.tenant,
+            app = %self.invocation.app,
+            request_id = %self.invocation.request_id,
+            stream = self.stream.as_str(),
+            "{line}"
+        );
+    }
+
+    fn push(&mut self, mut data: &[u8]) {
+        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
+            let (head, tail) = data.split_at(pos);
+            self.buf.extend_from_slice(head);
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+            data = &tail[1..];
+        }
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= MAX_LOG_LINE {
+            let rest = self.buf.split_off(MAX_LOG_LINE);
+            let line = std::mem::replace(&mut self.buf, rest);
+            self.emit(&line);
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let line = std::mem::take(&mut self.buf);
+            self.emit(&line);
+        }
+    }
+}
+
+/// A guest's stdout or stderr that becomes node log lines tagged with tenant, app and request id.
+///
+/// Output is split into lines (at most [`MAX_LOG_LINE`] bytes each) and capped at a byte budget
+/// per request so that a chatty guest cannot flood the node's log.
+#[derive(Clone)]
+pub(crate) struct GuestLog {
+    sink: Arc<Mutex<LogSink>>,
+}
+
+impl GuestLog {
+    /// A log sink for one stream of one invocation, keeping at most `budget` bytes.
+    pub(crate) fn new(
+        invocation: Invocation,
+        stream: GuestStream,
+        budget: usize,
+        panicked: Arc<AtomicBool>,
+    ) -> Self {
+        GuestLog {
+            sink: Arc::new(Mutex::new(LogSink {
+                invocation,
+                stream,
+                buf: Vec::new(),
+                budget,
+                truncated: false,
+                panicked,
+            })),
+        }
+    }
+}
+
+impl IsTerminal for GuestLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestLog {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for GuestLog {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.sink.lock() {
+            Ok(mut sink) => sink.push(buf),
+            Err(poisoned) => poisoned.into_inner().push(buf),
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_sink_splits_lines_and_detects_panics() {
+        let panicked = Arc::new(AtomicBool::new(false));
+        let inv = Invocation {
+            tenant: "t".into(),
+            app: "a".into(),
+            request_id: "r".into(),
+            settings: Arc::default(),
+        };
+        let log = GuestLog::new(inv, GuestStream::Stderr, 1 << 20, panicked.clone());
+        let mut sink = log.sink.lock().unwrap();
+        sink.push(b"one\ntwo");
+        assert_eq!(sink.buf, b"two");
+        sink.push(b"\nthread 'main' panicked at src/lib.rs:1:1:\n");
+        assert!(panicked.load(Ordering::Relaxed));
+        sink.push(&vec![b'x'; MAX_LOG_LINE * 2 + 1]);
+        assert_eq!(sink.buf.len(), 1);
+    }
+}
