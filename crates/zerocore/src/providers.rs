@@ -52,7 +52,7 @@ pub mod __private {
 /// [`HasView`](zero_provider::HasView) accessor), the per-deployment state, and the
 /// [`ProviderSet`] implementation that prepares apps, builds stores and links every provider.
 ///
-/// ```ignore
+/// ```text
 /// zerocore::providers! {
 ///     /// The node's providers.
 ///     pub struct Providers, data ProviderData, apps ProviderApps {

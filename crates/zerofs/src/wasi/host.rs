@@ -370,7 +370,7 @@ impl types::HostDescriptor for FsView<'_> {
         d: Resource<Descriptor>,
         path: String,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        ok!(ctx(self).remove_at(&d, &path, EntryKind::Dir))
+        Ok(ctx(self).remove_at(&d, &path, EntryKind::Dir))
     }
 
     fn rename_at(
@@ -380,7 +380,7 @@ impl types::HostDescriptor for FsView<'_> {
         new_d: Resource<Descriptor>,
         new_path: String,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        ok!(ctx(self).rename_at(&d, &old_path, &new_d, &new_path))
+        Ok(ctx(self).rename_at(&d, &old_path, &new_d, &new_path))
     }
 
     fn symlink_at(
@@ -398,7 +398,7 @@ impl types::HostDescriptor for FsView<'_> {
         d: Resource<Descriptor>,
         path: String,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        ok!(ctx(self).remove_at(&d, &path, EntryKind::File))
+        Ok(ctx(self).remove_at(&d, &path, EntryKind::File))
     }
 
     fn is_same_object(
