@@ -415,6 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn a_deployments_answers_are_cached_within_a_bound_and_never_outlive_its_token() {
+        // One ChainGrants serves every request of a deployment: naming ever new tables must
+        // not grow its cache without bound, and the answers stay right past the bound.
+        let g = grants("/db", vec![stmt("==", ".db", s("app"))]);
+        for i in 0..MAX_CACHED_ANSWERS + 100 {
+            assert!(g.allows(Action::Read, "app", &format!("t{i}")));
+            assert!(!g.allows(Action::Read, "other", &format!("t{i}")));
+        }
+        let cached = g.cache.lock().unwrap().len();
+        assert_eq!(cached, MAX_CACHED_ANSWERS);
+        assert!(g.allows(Action::Read, "app", "t1"));
+        assert!(!g.allows(Action::Write, "other", "t1"));
+        // An answer cached while the token was valid is not given once it has expired.
+        let mut g = grants("/db", vec![]);
+        assert!(g.allows(Action::Read, "app", "todos"));
+        g.expiration = Some(1);
+        assert!(!g.allows(Action::Read, "app", "todos"));
+    }
+
+    #[test]
     fn table_scoped_policies_are_decided_per_table_and_gate_the_database() {
         let g = grants(
             "/db",
