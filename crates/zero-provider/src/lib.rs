@@ -12,6 +12,8 @@
 
 #![deny(missing_docs)]
 
+pub mod settings;
+
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::pin::Pin;
