@@ -224,7 +224,7 @@ fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_chec
     bytes = zero_component::append_custom_section(
         &bytes,
         "ucan",
-        &zero_auth::component::encode_section(&chain),
+        &zero_auth::component::encode_section(&chain).unwrap(),
     );
     let e = refused(owner.deploy("acme", "app4", &["/app4".into()], &[], &bytes));
     assert_eq!(e.error, "TooEarly", "{}", e.message);

@@ -126,7 +126,8 @@ pub fn sign_component(
         ..grant.clone()
     };
     let full = extend_chain(key, chain, key.did(), &bound)?;
-    let section = zero_auth::component::encode_section(&full);
+    let section =
+        zero_auth::component::encode_section(&full).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(zero_component::append_custom_section(
         &unsigned,
         zero_component::UCAN_SECTION,
