@@ -98,14 +98,6 @@ pub fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_u64(Millis)
 }
 
-/// A host pattern in a list of the configuration file (`[outbound] allowed_hosts_ceiling`).
-impl<'de> serde::Deserialize<'de> for crate::HostPattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        crate::HostPattern::parse(&s).map_err(de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

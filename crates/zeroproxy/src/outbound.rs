@@ -45,7 +45,7 @@ pub struct OutboundConfig {
     /// by one of these (`allowed_hosts_ceiling`: `*`, `host`, `host:port`, `*.domain`). `*`,
     /// the default, lets deployers name any host (destinations are still held to the address
     /// rule).
-    #[serde(rename = "allowed_hosts_ceiling")]
+    #[serde(rename = "allowed_hosts_ceiling", deserialize_with = "host_ceiling")]
     pub host_ceiling: Vec<HostPattern>,
     /// Non-public destinations the operator allows (`allow_private`: networks such as
     /// `"10.0.0.0/8"`, or `address:port`). Default empty; the node's management API stays
@@ -77,6 +77,18 @@ pub struct OutboundConfig {
     /// [`OutboundConfig::protect`] once they are bound; not configurable).
     #[serde(skip)]
     pub protected: RwLock<Vec<SocketAddr>>,
+}
+
+/// Reads `allowed_hosts_ceiling`, naming it in the error of a bad entry.
+fn host_ceiling<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HostPattern>, D::Error> {
+    let entries = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|h| {
+            HostPattern::parse(h)
+                .map_err(|e| serde::de::Error::custom(format!("allowed_hosts_ceiling: {e}")))
+        })
+        .collect()
 }
 
 impl Default for OutboundConfig {

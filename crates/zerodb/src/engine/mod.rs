@@ -1,4 +1,5 @@
-//! Databases, connections, the authorizer, limits and statement execution.
+//! Databases and their pool of open connections. The submodules hold the limits, the values a
+//! statement takes and returns, the authorizer, connection set-up and the statement runner.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
