@@ -6,7 +6,6 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use support::tenants::*;
 use support::*;
 use zero_auth::{Delegation, Ipld, Keypair};
 use zero_client::Client;
@@ -15,7 +14,7 @@ use zero_client::Client;
 fn admin_creates_a_tenant_owner_signs_and_deploys_with_the_cli_and_curl_reaches_it() {
     let dir = test_dir("cli-deploy");
     let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config(&data));
+    let node = World::config(&data).start(&dir);
     let api = format!("http://{}", node.admin);
     let admin_key = data.join("admin.key");
     let owner_key = dir.join("owner.key");
@@ -116,7 +115,7 @@ fn admin_creates_a_tenant_owner_signs_and_deploys_with_the_cli_and_curl_reaches_
 
     // Deployments survive a restart.
     node.stop();
-    let node = NodeProc::start(&dir, &node_config(&data));
+    let node = World::config(&data).start(&dir);
     let r = get(&node.url("/acme"));
     assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!\n"));
 
@@ -160,7 +159,7 @@ fn admin_creates_a_tenant_owner_signs_and_deploys_with_the_cli_and_curl_reaches_
 #[test]
 fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_check() {
     let w = world("tokens");
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let routes = ["/app".to_string()];
 
     // Baseline: a correctly signed component deploys.
@@ -212,20 +211,20 @@ fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_chec
     // Not yet valid.
     let mut bytes = std::fs::read(guest_wasm("hello")).unwrap();
     let hash = zero_component::content_hash(&bytes).unwrap().to_string();
-    let early = Delegation::builder(w.acme_owner.did().clone(), zero_auth::Command::top(), None)
+    let early = Delegation::builder(w.acme.owner.did().clone(), zero_auth::Command::top(), None)
         .subject(w.admin.did().clone())
         .policy(zero_auth::Policy::new(vec![
             zero_auth::component::binding_statement(&hash),
         ]))
         .not_before(zero_client::now() + 3600)
-        .sign(&w.acme_owner)
+        .sign(&w.acme.owner)
         .unwrap();
-    let mut chain = w.acme_chain.clone();
+    let mut chain = w.acme.chain.clone();
     chain.push(early);
     bytes = zero_component::append_custom_section(
         &bytes,
         "ucan",
-        &zero_auth::component::encode_section(&chain),
+        &zero_auth::component::encode_section(&chain).unwrap(),
     );
     let e = refused(owner.deploy("acme", "app4", &["/app4".into()], &[], &bytes));
     assert_eq!(e.error, "TooEarly", "{}", e.message);
@@ -233,10 +232,10 @@ fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_chec
     // Not rooted at the Admin: a self-made "admin".
     let fake_admin = Keypair::generate().unwrap();
     let fake_chain =
-        vec![zero_client::owner_delegation(&fake_admin, "acme", w.acme_owner.did(), None).unwrap()];
+        vec![zero_client::owner_delegation(&fake_admin, "acme", w.acme.owner.did(), None).unwrap()];
     let bytes = std::fs::read(guest_wasm("hello")).unwrap();
     let forged =
-        zero_client::sign_component(&bytes, &w.acme_owner, &fake_chain, &grant("/", "[]", None))
+        zero_client::sign_component(&bytes, &w.acme.owner, &fake_chain, &grant("/", "[]", None))
             .unwrap();
     let e = refused(owner.deploy("acme", "app5", &["/app5".into()], &[], &forged));
     assert_eq!(e.error, "UntrustedRoot", "{}", e.message);
@@ -247,7 +246,7 @@ fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_chec
     // Revocation: the Admin revokes the owner's delegation; the app it signed stops, and the
     // owner's invocations are refused.
     let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
-    admin.revoke(&w.acme_chain[0].cid().to_string()).unwrap();
+    admin.revoke(&w.acme.chain[0].cid().to_string()).unwrap();
     assert_eq!(get(&w.node.url("/app")).status, 404);
     let e = refused(owner.list_apps("acme"));
     assert_eq!(e.error, "Revoked", "{}", e.message);
@@ -261,15 +260,15 @@ fn tampered_expired_revoked_and_misbound_tokens_are_refused_with_the_failed_chec
 #[test]
 fn invocations_are_checked_like_any_capability() {
     let w = world("invocations");
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     owner.node_info().unwrap();
     let hello = std::fs::read(guest_wasm("hello")).unwrap();
 
     // A deployer who may only list cannot deploy (escalated command): InvalidClaim.
     let deployer = Keypair::generate().unwrap();
     let list_only = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         deployer.did(),
         &grant("/app/list", "[]", Some(600)),
     )
@@ -282,8 +281,8 @@ fn invocations_are_checked_like_any_capability() {
     // A widened policy does not widen: the owner's chain is scoped to acme, so a sub-delegation
     // with an empty policy still cannot deploy into beta.
     let wide = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         deployer.did(),
         &grant("/", "[]", Some(600)),
     )
@@ -400,8 +399,8 @@ fn invocations_are_checked_like_any_capability() {
 #[test]
 fn tenants_are_isolated() {
     let w = world("tenancy");
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     let hello = std::fs::read(guest_wasm("hello")).unwrap();
     acme.deploy("acme", "site", &["/site".into()], &[], &hello)
         .unwrap();
@@ -559,54 +558,30 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/PID/status")
 }
 
-/// Restarts the world's node on the same data directory and configuration.
-fn restart(w: World) -> World {
-    let dir = w.node.dir.clone();
-    let config = std::fs::read_to_string(dir.join("zerocore.toml")).unwrap();
-    let World {
-        node,
-        admin,
-        acme_owner,
-        acme_chain,
-        beta_owner,
-        beta_chain,
-        ..
-    } = w;
-    node.stop();
-    let node = NodeProc::start(&dir, &config);
-    let api = format!("http://{}", node.admin);
-    World {
-        node,
-        api,
-        admin,
-        acme_owner,
-        acme_chain,
-        beta_owner,
-        beta_chain,
-    }
-}
-
 #[test]
 fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
-    let w = world_with_node("revoke-authority", "max_revocations_per_principal = 2", "");
+    let w = world_with(
+        "revoke-authority",
+        "[node]\nmax_revocations_per_principal = 2\n",
+    );
     let dir = w.node.dir.clone();
     // beta deploys an app signed with beta's own chain.
     let hello = std::fs::read(guest_wasm("hello")).unwrap();
     let beta_signed = zero_client::sign_component(
         &hello,
-        &w.beta_owner,
-        &w.beta_chain,
+        &w.beta.owner,
+        &w.beta.chain,
         &grant("/", "[]", None),
     )
     .unwrap();
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     beta.deploy("beta", "site", &["/beta".into()], &[], &beta_signed)
         .unwrap();
     assert_eq!(get(&w.node.url("/beta")).status, 200);
 
     // The attack: acme's owner revokes beta's root delegation, presenting beta's chain...
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
-    let e = refused(acme.revoke_in_chain(None, &w.beta_chain));
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let e = refused(acme.revoke_in_chain(None, &w.beta.chain));
     assert_eq!(
         (e.status, e.error.as_str()),
         (403, "InvalidClaim"),
@@ -619,7 +594,7 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         e.message
     );
     // ...or by CID alone...
-    let e = refused(acme.revoke(&w.beta_chain[0].cid().to_string()));
+    let e = refused(acme.revoke(&w.beta.chain[0].cid().to_string()));
     assert_eq!(e.error, "InvalidClaim", "{}", e.message);
     assert!(e.message.contains("args.path"), "{}", e.message);
     // ...or in the old form: `/ucan/revoke` with `{cid, tenant: "acme"}` under acme's chain.
@@ -629,13 +604,13 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
             BTreeMap::from([
                 (
                     "cid".to_string(),
-                    Ipld::String(w.beta_chain[0].cid().to_string()),
+                    Ipld::String(w.beta.chain[0].cid().to_string()),
                 ),
                 ("tenant".to_string(), Ipld::String("acme".into())),
             ]),
         )
         .unwrap();
-    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     let r = raw_call(&w.api, "POST", "/v1/revocations", &old.to_base64(), &proofs);
     assert_eq!(r.0, 403, "{r:?}");
     assert!(
@@ -646,15 +621,15 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
     // ...or with a forged path that puts acme upstream of beta's delegations: acme delegates
     // back to the Admin (a cycle) or to beta's owner, then appends beta's real delegations.
     let via_admin = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         w.admin.did(),
         &grant("/", "[]", None),
     )
     .unwrap();
     let mut forged = via_admin.clone();
-    forged.extend(w.beta_chain.iter().cloned());
-    let root = w.beta_chain[0].cid().to_string();
+    forged.extend(w.beta.chain.iter().cloned());
+    let root = w.beta.chain[0].cid().to_string();
     let e = refused(acme.revoke_in_chain(Some(&root), &forged));
     assert_eq!(e.error, "InvalidClaim", "{}", e.message);
     assert!(e.message.contains("only its issuer"), "{}", e.message);
@@ -665,9 +640,9 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         .unwrap();
     let signing = zero_auth::component::decode_section(&beta_signed[section.data]).unwrap();
     let via_owner = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
-        w.beta_owner.did(),
+        &w.acme.owner,
+        &w.acme.chain,
+        w.beta.owner.did(),
         &grant("/", "[]", None),
     )
     .unwrap();
@@ -682,8 +657,8 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
     // The legitimate use, with the CLI: acme's owner revokes the delegation it gave to CI.
     let ci = Keypair::generate().unwrap();
     let ci_chain = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         ci.did(),
         &grant("/app", "[]", Some(3600)),
     )
@@ -691,7 +666,7 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
     let ci_file = dir.join("ci.ucan");
     zero_client::write_chain(&ci_file, &ci_chain).unwrap();
     let owner_key = dir.join("owner.key");
-    w.acme_owner.save(&owner_key).unwrap();
+    w.acme.owner.save(&owner_key).unwrap();
     let mut ci_client = Client::new(&w.api, copy_key(&ci), ci_chain.clone());
     ci_client.list_apps("acme").unwrap();
     let (code, out, err) = zero(&[
@@ -715,16 +690,16 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
     // The revocation set is bounded per principal: acme may hold 2, then is refused, while
     // beta and the Admin are not affected.
     let second = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         ci.did(),
         &grant("/app/list", "[]", Some(3600)),
     )
     .unwrap();
     acme.revoke_in_chain(None, &second).unwrap();
     let third = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         ci.did(),
         &grant("/app/list", "[]", Some(3600)),
     )
@@ -742,8 +717,8 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         e.message
     );
     let beta_ci = zero_client::extend_chain(
-        &w.beta_owner,
-        &w.beta_chain,
+        &w.beta.owner,
+        &w.beta.chain,
         ci.did(),
         &grant("/app/list", "[]", Some(3600)),
     )
@@ -757,27 +732,27 @@ fn revocation_is_for_issuers_in_the_revoked_tokens_chain_and_the_admin() {
         .unwrap()
         .count();
     assert_eq!(records, 4);
-    let w = restart(w);
+    let w = w.restart();
     let mut ci_client = Client::new(&w.api, copy_key(&ci), ci_chain);
     let e = refused(ci_client.list_apps("acme"));
     assert_eq!(e.error, "Revoked", "{}", e.message);
     // The Admin still revokes anyone's delegation; beta's app stops.
     let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
-    let answer = admin.revoke_in_chain(None, &w.beta_chain).unwrap();
+    let answer = admin.revoke_in_chain(None, &w.beta.chain).unwrap();
     assert_eq!(answer["stopped_apps"], 1, "{answer}");
     assert_eq!(get(&w.node.url("/beta")).status, 404);
 }
 
 #[test]
 fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_principal() {
-    let w = world_with_node("replay", "replay_entries_per_principal = 6", "");
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let w = world_with("replay", "[node]\nreplay_entries_per_principal = 6\n");
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let node_did = owner.node_info().unwrap()["did"]
         .as_str()
         .unwrap()
         .to_string();
     let node_did = zero_auth::Did::parse(&node_did).unwrap();
-    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     let list = |exp: Option<u64>, aud: Option<&zero_auth::Did>| {
         let mut b = zero_auth::Invocation::builder(
             w.admin.did().clone(),
@@ -785,11 +760,11 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
             exp,
         )
         .arg("tenant", Ipld::String("acme".into()))
-        .proofs(w.acme_chain.iter().map(|p| *p.cid()).collect());
+        .proofs(w.acme.chain.iter().map(|p| *p.cid()).collect());
         if let Some(aud) = aud {
             b = b.audience(aud.clone());
         }
-        b.sign(&w.acme_owner).unwrap()
+        b.sign(&w.acme.owner).unwrap()
     };
     let call = |inv: &zero_auth::Invocation| {
         raw_call(
@@ -843,8 +818,8 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
     assert!(e.message.contains("retry after"), "{}", e.message);
     let ci = Keypair::generate().unwrap();
     let ci_chain = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         ci.did(),
         &grant("/app/list", "[]", Some(600)),
     )
@@ -852,13 +827,13 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
     let e = refused(Client::new(&w.api, ci, ci_chain).list_apps("acme"));
     assert_eq!(e.error, "TooManyInvocations", "{}", e.message);
     // ...while beta and the Admin are not locked out.
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     beta.list_apps("beta").unwrap();
     let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
     admin.list_apps("acme").unwrap();
 
     // Single use across restarts: replayed after a restart, the invocation is refused.
-    let w = restart(w);
+    let w = w.restart();
     let r = raw_call(
         &w.api,
         "GET",
@@ -869,9 +844,9 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
     assert_eq!(r.0, 403, "{r:?}");
     assert!(r.1.contains("Replayed"), "{}", r.1);
     // (The bucket, restored too, still holds acme's live invocations.)
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     assert_eq!(refused(owner.list_apps("acme")).error, "TooManyInvocations");
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     beta.list_apps("beta").unwrap();
 }
 
@@ -924,7 +899,7 @@ fn the_management_api_checks_tokens_before_reading_bodies() {
 
     // The CLI's client sends its whole upload before reading: it still gets the JSON refusal
     // of a 20 MiB deploy into another tenant...
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let hello = std::fs::read(guest_wasm("hello")).unwrap();
     let big = zero_component::append_custom_section(&hello, "padding", &vec![0u8; 20 << 20]);
     let e = refused(acme.deploy("beta", "x", &["/x".into()], &[], &big));
@@ -941,7 +916,7 @@ fn the_management_api_checks_tokens_before_reading_bodies() {
     assert_eq!(get(&w.node.url("/hello")).status, 200);
 
     // Proofs are capped in number and size before any is decoded or verified.
-    let one = w.acme_chain[0].to_base64();
+    let one = w.acme.chain[0].to_base64();
     let inv = acme
         .invocation(
             "/app/list",
@@ -997,13 +972,10 @@ fn the_management_api_checks_tokens_before_reading_bodies() {
 
 #[test]
 fn the_management_listener_bounds_header_time_request_time_and_connections() {
-    let w = world_edited("admin-listener", |c| {
-        c.replacen(
-            "[admin]\n",
-            "[admin]\nheader_read_timeout_ms = 800\nrequest_timeout_ms = 1500\nmax_connections = 3\n",
-            1,
-        )
-    });
+    let w = world_with(
+        "admin-listener",
+        "[admin]\nheader_read_timeout_ms = 800\nrequest_timeout_ms = 1500\nmax_connections = 3\n",
+    );
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
     let addr = w.node.admin;
@@ -1049,7 +1021,7 @@ fn the_management_listener_bounds_header_time_request_time_and_connections() {
     drop(idle);
 
     // A body sent too slowly: the request is answered with a timeout after request_timeout_ms.
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let inv = owner
         .invocation(
             "/db/query",
@@ -1060,7 +1032,7 @@ fn the_management_listener_bounds_header_time_request_time_and_connections() {
             ]),
         )
         .unwrap();
-    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -1092,14 +1064,14 @@ fn the_management_listener_bounds_header_time_request_time_and_connections() {
 #[test]
 fn signatures_of_the_wrong_form_are_refused_as_invalid_signature() {
     let w = world("signature-form");
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let inv = owner
         .invocation(
             "/app/list",
             BTreeMap::from([("tenant".into(), Ipld::String("acme".into()))]),
         )
         .unwrap();
-    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     use base64::Engine;
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     // The invocation with its signature cut to 63 bytes, canonically encoded otherwise: an
@@ -1127,7 +1099,7 @@ fn signatures_of_the_wrong_form_are_refused_as_invalid_signature() {
         "GET",
         "/v1/tenants/acme/apps",
         &inv.to_base64(),
-        &[b64(&short_sig(w.acme_chain[0].as_bytes()))],
+        &[b64(&short_sig(w.acme.chain[0].as_bytes()))],
     );
     assert!(r.1.contains("\"InvalidSignature\""), "{r:?}");
     // A non-canonical envelope (its array length in a longer form than needed).

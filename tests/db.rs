@@ -6,14 +6,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
 use support::*;
-use zero_auth::{Delegation, Keypair};
+use zero_auth::Keypair;
 use zero_client::{Client, Grant};
 
 /// Small database limits so that each one trips quickly.
@@ -25,78 +24,12 @@ statement_time_ms = 200
 max_database_size = "256 KiB"
 "#;
 
-fn node_config(data: &Path, db_limits: &str) -> String {
-    node_config_admin(data, "", db_limits)
-}
-
-/// [`node_config`] with more `[admin]` settings.
-fn node_config_admin(data: &Path, admin: &str, db_limits: &str) -> String {
-    format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n\n[http]\nlisten = \"127.0.0.1:0\"\n{TEST_LIMITS}\n{db_limits}\n",
-        data.display().to_string()
-    )
-}
-
-struct Tenant {
-    owner: Keypair,
-    chain: Vec<Delegation>,
-}
-
-struct World {
-    dir: PathBuf,
-    data: PathBuf,
-    node: NodeProc,
-    api: String,
-    acme: Tenant,
-    beta: Tenant,
-}
-
-fn copy_key(k: &Keypair) -> Keypair {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("k.key");
-    k.save(&p).unwrap();
-    Keypair::load(&p).unwrap()
-}
-
 /// A node (development mode, the small [`DB_LIMITS`]) with tenants `acme` and `beta`.
-fn world(name: &str) -> World {
+fn db_world(name: &str) -> World {
     world_with(name, DB_LIMITS)
 }
 
-fn world_with(name: &str, db_limits: &str) -> World {
-    world_admin(name, "", db_limits)
-}
-
-fn world_admin(name: &str, admin: &str, db_limits: &str) -> World {
-    let dir = test_dir(name);
-    let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config_admin(&data, admin, db_limits));
-    let api = format!("http://{}", node.admin);
-    let admin = Keypair::load(data.join("admin.key")).unwrap();
-    let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
-    let mut tenant = |name: &str| {
-        let owner = Keypair::generate().unwrap();
-        admin_client.create_tenant(name, owner.did()).unwrap();
-        let chain = vec![zero_client::owner_delegation(&admin, name, owner.did(), None).unwrap()];
-        Tenant { owner, chain }
-    };
-    let acme = tenant("acme");
-    let beta = tenant("beta");
-    World {
-        dir,
-        data,
-        node,
-        api,
-        acme,
-        beta,
-    }
-}
-
 impl World {
-    fn owner(&self, t: &Tenant) -> Client {
-        Client::new(&self.api, copy_key(&t.owner), t.chain.clone())
-    }
-
     /// Signs dbprobe with `cmd`/`policy` for tenant `t` and deploys it at `/route`.
     fn deploy_probe(&self, t: &Tenant, tenant: &str, app: &str, cmd: &str, policy: &str) {
         let bytes = std::fs::read(guest_wasm("dbprobe")).unwrap();
@@ -166,7 +99,7 @@ fn rows(answer: &Json) -> &Vec<Json> {
 
 #[test]
 fn each_table_action_is_granted_per_table_and_refused_without_the_grant() {
-    let w = world("db-actions");
+    let w = db_world("db-actions");
     let (acme, node) = (&w.acme, &w.node);
     w.sql(
         acme,
@@ -299,7 +232,7 @@ fn each_table_action_is_granted_per_table_and_refused_without_the_grant() {
 
 #[test]
 fn unsigned_components_are_denied_and_parameters_are_inert() {
-    let w = world("db-unsigned");
+    let w = db_world("db-unsigned");
     let (acme, node) = (&w.acme, &w.node);
     // Unsigned: no token, no database.
     let bytes = std::fs::read(guest_wasm("dbprobe")).unwrap();
@@ -389,7 +322,7 @@ fn unsigned_components_are_denied_and_parameters_are_inert() {
 
 #[test]
 fn limits_trip_with_clear_errors_and_batches_are_all_or_nothing() {
-    let w = world("db-limits");
+    let w = db_world("db-limits");
     let (acme, node) = (&w.acme, &w.node);
     w.deploy_probe(acme, "acme", "lim", "/db", r#"[["==", ".db", "lim"]]"#);
     let limit = |a: &Json, kind: &str| {
@@ -482,7 +415,7 @@ fn limits_trip_with_clear_errors_and_batches_are_all_or_nothing() {
 
 #[test]
 fn tenants_are_isolated_and_zero_db_query_serves_only_the_owner() {
-    let w = world("db-tenants");
+    let w = db_world("db-tenants");
     let node = &w.node;
     let grant = r#"[["==", ".db", "shared"]]"#;
     w.deploy_probe(&w.acme, "acme", "acme-probe", "/db", grant);
@@ -607,7 +540,7 @@ fn api_refusal(r: anyhow::Result<Json>) -> (u16, String, String) {
 
 #[test]
 fn a_delegation_scoped_to_a_table_works_over_the_management_api() {
-    let w = world("db-mgmt-grants");
+    let w = db_world("db-mgmt-grants");
     let owner = |sql: &str| w.sql(&w.acme, "acme", "app", sql, &[]);
     owner("CREATE TABLE todos (id INTEGER PRIMARY KEY, t TEXT)");
     owner("CREATE TABLE keys (id INTEGER PRIMARY KEY, k TEXT)");
@@ -780,9 +713,8 @@ fn every_acknowledged_insert_survives_kill_9() {
         dir,
         data,
         mut node,
-        api: _,
         acme,
-        beta: _,
+        ..
     } = w;
     node.child.kill().unwrap(); // SIGKILL
     let _ = node.child.wait();
@@ -796,7 +728,7 @@ fn every_acknowledged_insert_survives_kill_9() {
     eprintln!("{} inserts acknowledged before SIGKILL", acked.len());
     drop(node);
 
-    let node = NodeProc::start(&dir, &node_config(&data, ""));
+    let node = World::config(&data).start(&dir);
     let api = format!("http://{}", node.admin);
     let mut owner = Client::new(&api, copy_key(&acme.owner), acme.chain.clone());
     let v = owner
@@ -824,7 +756,7 @@ fn every_acknowledged_insert_survives_kill_9() {
 
 #[test]
 fn todo_example_signed_as_its_readme_says_serves_its_json_api() {
-    let w = world("db-todo");
+    let w = db_world("db-todo");
     let owner_key = w.dir.join("owner.key");
     w.acme.owner.save(&owner_key).unwrap();
     let chain = w.dir.join("acme.ucan");
@@ -1276,7 +1208,7 @@ fn statements_are_bounded_by_the_request_cpu_budget_and_batches_by_count() {
 
 #[test]
 fn components_cannot_plant_triggers_or_copy_sqlite_tables() {
-    let w = world("db-authorizer");
+    let w = db_world("db-authorizer");
     let owner = |sql: &str| w.sql(&w.acme, "acme", "app", sql, &[]);
     owner("CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT)");
     owner("CREATE TABLE keys (id INTEGER PRIMARY KEY, k TEXT)");
@@ -1376,10 +1308,9 @@ fn components_cannot_plant_triggers_or_copy_sqlite_tables() {
 #[test]
 fn a_statement_stops_when_its_management_request_ends() {
     // The management request times out after 1 s; the statement would be allowed 8 s.
-    let w = world_admin(
+    let w = world_with(
         "db-cancel",
-        "request_timeout_ms = 1000",
-        "[db]\nstatement_time_ms = 8000\n",
+        "[admin]\nrequest_timeout_ms = 1000\n[db]\nstatement_time_ms = 8000\n",
     );
     w.sql(&w.acme, "acme", "c", "CREATE TABLE t (n)", &[]);
     let slow =

@@ -9,21 +9,20 @@ use std::io::Read;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::tenants::*;
 use support::*;
 use zero_auth::Keypair;
 use zero_client::Client;
 
 fn owner_client(w: &World) -> Client {
-    Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone())
+    Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone())
 }
 
 /// A key holding the acme owner's chain extended with `cmd`/`policy`.
 fn delegate(w: &World, cmd: &str, policy: &str, expires_in: Option<u64>) -> Client {
     let key = Keypair::generate().unwrap();
     let chain = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         key.did(),
         &grant(cmd, policy, expires_in),
     )
@@ -63,9 +62,9 @@ fn the_owner_manages_files_with_the_cli() {
     let w = world("files-cli");
     let dir = test_dir("files-cli-local");
     let key = dir.join("owner.key");
-    w.acme_owner.save(&key).unwrap();
+    w.acme.owner.save(&key).unwrap();
     let chain = dir.join("owner.ucan");
-    zero_client::write_chain(&chain, &w.acme_chain).unwrap();
+    zero_client::write_chain(&chain, &w.acme.chain).unwrap();
     let local = dir.join("index.html");
     std::fs::write(&local, b"<h1>hello</h1>").unwrap();
     let auth = [
@@ -310,7 +309,7 @@ fn each_file_right_works_and_is_refused_without_its_grant() {
 fn tenants_cannot_reach_each_others_files() {
     let w = world("files-tenants");
     let mut acme = owner_client(&w);
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     acme.fs_put("acme", "/same.txt", &b"acme's"[..], false)
         .unwrap();
     beta.fs_put("beta", "/same.txt", &b"beta's"[..], false)
@@ -368,8 +367,8 @@ fn deployed_code_lives_in_zerofs_and_survives_a_restart() {
     // Removing the app deletes its code.
     let mut owner = Client::new(
         &format!("http://{}", node.admin),
-        copy_key(&w.acme_owner),
-        w.acme_chain.clone(),
+        copy_key(&w.acme.owner),
+        w.acme.chain.clone(),
     );
     owner.remove_app("acme", "hello").unwrap();
     let e = refusal(get_bytes(&mut owner, "acme", &code_path).unwrap_err());
@@ -428,8 +427,8 @@ fn revoking_the_deployers_credential_stops_the_app() {
     let bytes = signed(&w, "hello", &grant("/", "[]", None));
     let key = Keypair::generate().unwrap();
     let chain = zero_client::extend_chain(
-        &w.acme_owner,
-        &w.acme_chain,
+        &w.acme.owner,
+        &w.acme.chain,
         key.did(),
         &grant("/", "[]", None),
     )
@@ -473,8 +472,8 @@ fn kill_9_while_uploading_loses_no_acknowledged_file_and_leaves_no_partial_one()
     let mut owner = owner_client(&w);
     owner.fs_mkdir("acme", "/crash", false).unwrap();
     let api = w.api.clone();
-    let key = copy_key(&w.acme_owner);
-    let chain = w.acme_chain.clone();
+    let key = copy_key(&w.acme.owner);
+    let chain = w.acme.chain.clone();
     let (tx, rx) = std::sync::mpsc::channel::<u64>();
     let writer = std::thread::spawn(move || {
         let mut c = Client::new(&api, key, chain);
@@ -512,8 +511,8 @@ fn kill_9_while_uploading_loses_no_acknowledged_file_and_leaves_no_partial_one()
     let node = NodeProc::start(&dir, &config);
     let mut owner = Client::new(
         &format!("http://{}", node.admin),
-        copy_key(&w.acme_owner),
-        w.acme_chain.clone(),
+        copy_key(&w.acme.owner),
+        w.acme.chain.clone(),
     );
     for i in &acked {
         let len = 1000 + (*i as usize % 7) * 300_000;
@@ -534,7 +533,7 @@ fn kill_9_while_uploading_loses_no_acknowledged_file_and_leaves_no_partial_one()
 #[test]
 fn a_refused_upload_is_read_and_answered_not_reset() {
     let w = world("files-refused-upload");
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     let mut body = std::io::repeat(7).take(8 << 20);
     let e = refusal(beta.fs_put("acme", "/x.bin", &mut body, false).unwrap_err());
     assert_eq!(e.error, "MatchError", "{e}");
@@ -596,7 +595,7 @@ fn quotas_refuse_uploads_and_deploys_and_change_nothing() {
     assert_eq!((e.status, e.error.as_str()), (507, "QuotaExceeded"), "{e}");
     assert_eq!(get(&w.node.url("/hello")).status, 404);
     // Other tenants have their own quota.
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     beta.fs_put(
         "beta",
         "/b.bin",
@@ -620,9 +619,9 @@ fn a_negative_file_delegation_excludes_the_directory_and_everything_under_it() {
     // The owner hands out read access to everything but /secret, with the CLI.
     let dir = test_dir("files-negative-local");
     let owner_key = dir.join("owner.key");
-    w.acme_owner.save(&owner_key).unwrap();
+    w.acme.owner.save(&owner_key).unwrap();
     let owner_chain = dir.join("owner.ucan");
-    zero_client::write_chain(&owner_chain, &w.acme_chain).unwrap();
+    zero_client::write_chain(&owner_chain, &w.acme.chain).unwrap();
     let reader = Keypair::generate().unwrap();
     let reader_key = dir.join("reader.key");
     reader.save(&reader_key).unwrap();
@@ -723,7 +722,7 @@ fn raw_request(
         ("path".to_string(), zero_auth::Ipld::String(path.into())),
     ]);
     let inv = client.invocation(command, args).unwrap();
-    let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     let mut s = std::net::TcpStream::connect(w.node.admin).unwrap();
     let length = content_length.map_or(String::new(), |n| format!("content-length: {n}\r\n"));
     write!(

@@ -7,19 +7,9 @@
 mod support;
 
 use std::io::Read;
-use std::path::Path;
 
-use support::tenants::copy_key;
 use support::*;
-use zero_auth::{Delegation, Keypair};
 use zero_client::{Client, Grant};
-
-fn node_config(data: &Path) -> String {
-    format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\nmax_response_body = \"64 MiB\"\n{LIMITS}\n",
-        data.display().to_string()
-    )
-}
 
 /// Room for 20 MiB through a debug build of the node.
 const LIMITS: &str = r#"
@@ -27,52 +17,23 @@ const LIMITS: &str = r#"
 cpu_time_ms = 10000
 wall_time_ms = 30000
 memory = "64 MiB"
+
+[http]
+max_response_body = "64 MiB"
 "#;
 
-struct World {
-    node: NodeProc,
-    acme: Client,
-    acme_owner: Keypair,
-    acme_chain: Vec<Delegation>,
-    beta: Client,
-    beta_owner: Keypair,
-    beta_chain: Vec<Delegation>,
-}
-
-/// A node with tenants `acme` and `beta`, whose owners then upload the files `seed` names
-/// through the management API (`zero fs put`).
-fn world(name: &str, seed: impl FnOnce(&mut Seed)) -> World {
-    let dir = test_dir(name);
-    let data = dir.join("data");
-    let node = NodeProc::start(&dir, &node_config(&data));
-    let api = format!("http://{}", node.admin);
-    let admin = Keypair::load(data.join("admin.key")).unwrap();
-    let acme_owner = Keypair::generate().unwrap();
-    let beta_owner = Keypair::generate().unwrap();
-    let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
-    // Each tenant's static site is served on a host the Admin granted it.
-    admin_client
-        .create_tenant_with_hosts("acme", acme_owner.did(), &["acme.test".into()])
-        .unwrap();
-    admin_client
-        .create_tenant_with_hosts("beta", beta_owner.did(), &["beta.test".into()])
-        .unwrap();
-    let acme_chain =
-        vec![zero_client::owner_delegation(&admin, "acme", acme_owner.did(), None).unwrap()];
-    let beta_chain =
-        vec![zero_client::owner_delegation(&admin, "beta", beta_owner.did(), None).unwrap()];
-    let mut w = World {
-        node,
-        acme: Client::new(&api, copy_key(&acme_owner), acme_chain.clone()),
-        acme_owner,
-        acme_chain,
-        beta: Client::new(&api, copy_key(&beta_owner), beta_chain.clone()),
-        beta_owner,
-        beta_chain,
-    };
+/// A node with tenants `acme` and `beta` (each granted its static site's host, `acme.test` and
+/// `beta.test`), whose owners then upload the files `seed` names through the management API
+/// (`zero fs put`).
+fn fs_world(name: &str, seed: impl FnOnce(&mut Seed)) -> World {
+    let w = World::spec(name)
+        .with(LIMITS)
+        .hosts("acme", &["acme.test"])
+        .hosts("beta", &["beta.test"])
+        .start();
     seed(&mut Seed {
-        acme: &mut w.acme,
-        beta: &mut w.beta,
+        acme: &mut w.owner(&w.acme),
+        beta: &mut w.owner(&w.beta),
     });
     w
 }
@@ -104,15 +65,15 @@ impl Seed<'_> {
 }
 
 /// Signs `wasm` for acme with `cmd` scoped by `policy` and deploys it as `name` on `/name`.
-fn deploy_acme(w: &mut World, wasm: &str, name: &str, cmd: &str, policy: &str) {
+fn deploy_acme(w: &World, wasm: &str, name: &str, cmd: &str, policy: &str) {
     let bytes = std::fs::read(guest_wasm(wasm)).unwrap();
     let grant = Grant {
         command: cmd.into(),
         policy: zero_client::parse_policy(policy).unwrap(),
         expires_in: None,
     };
-    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
-    w.acme
+    let signed = zero_client::sign_component(&bytes, &w.acme.owner, &w.acme.chain, &grant).unwrap();
+    w.owner(&w.acme)
         .deploy("acme", name, &[format!("/{name}")], &[], &signed)
         .unwrap();
 }
@@ -137,7 +98,7 @@ fn path_policy(path: &str) -> String {
 
 #[test]
 fn each_right_works_at_file_and_directory_granularity_and_is_refused_without_its_grant() {
-    let mut w = world("fs-rights", |fs| {
+    let w = fs_world("fs-rights", |fs| {
         fs.put("acme", "/data/f.txt", b"file f");
         fs.put("acme", "/data/g.txt", b"file g");
         fs.put("acme", "/d/x.txt", b"x");
@@ -147,43 +108,37 @@ fn each_right_works_at_file_and_directory_granularity_and_is_refused_without_its
         fs.put("acme", "/secret/key.txt", b"s3cret");
     });
     // File granularity.
+    deploy_acme(&w, "fsprobe", "rf", "/fs/read", &path_policy("/data/f.txt"));
     deploy_acme(
-        &mut w,
-        "fsprobe",
-        "rf",
-        "/fs/read",
-        &path_policy("/data/f.txt"),
-    );
-    deploy_acme(
-        &mut w,
+        &w,
         "fsprobe",
         "wf",
         "/fs/write",
         &path_policy("/data/f.txt"),
     );
     deploy_acme(
-        &mut w,
+        &w,
         "fsprobe",
         "cf",
         "/fs/create",
         &path_policy("/data/new.txt"),
     );
     deploy_acme(
-        &mut w,
+        &w,
         "fsprobe",
         "df",
         "/fs/delete",
         &path_policy("/data/g.txt"),
     );
     // Directory granularity.
-    deploy_acme(&mut w, "fsprobe", "rd", "/fs/read", &path_policy("/d"));
-    deploy_acme(&mut w, "fsprobe", "wd", "/fs/write", &path_policy("/d"));
-    deploy_acme(&mut w, "fsprobe", "cd", "/fs/create", &path_policy("/d"));
-    deploy_acme(&mut w, "fsprobe", "dd", "/fs/delete", &path_policy("/e"));
-    deploy_acme(&mut w, "fsprobe", "all", "/fs", &path_policy("/d"));
+    deploy_acme(&w, "fsprobe", "rd", "/fs/read", &path_policy("/d"));
+    deploy_acme(&w, "fsprobe", "wd", "/fs/write", &path_policy("/d"));
+    deploy_acme(&w, "fsprobe", "cd", "/fs/create", &path_policy("/d"));
+    deploy_acme(&w, "fsprobe", "dd", "/fs/delete", &path_policy("/e"));
+    deploy_acme(&w, "fsprobe", "all", "/fs", &path_policy("/d"));
     // Unsigned.
     let unsigned = std::fs::read(guest_wasm("fsprobe")).unwrap();
-    w.acme
+    w.owner(&w.acme)
         .deploy("acme", "none", &["/none".into()], &[], &unsigned)
         .unwrap();
 
@@ -372,7 +327,7 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     let big_for_seed = big.clone();
-    let mut w = world("fs-site", move |fs| {
+    let w = fs_world("fs-site", move |fs| {
         fs.put("acme", "/site/index.html", b"<h1>acme</h1>");
         fs.put("acme", "/site/style.css", b"body{}");
         fs.put("acme", "/site/docs/index.html", b"docs");
@@ -386,12 +341,12 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
         policy: zero_client::parse_policy(&path_policy("/site")).unwrap(),
         expires_in: None,
     };
-    let acme = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
-    let beta = zero_client::sign_component(&bytes, &w.beta_owner, &w.beta_chain, &grant).unwrap();
-    w.acme
+    let acme = zero_client::sign_component(&bytes, &w.acme.owner, &w.acme.chain, &grant).unwrap();
+    let beta = zero_client::sign_component(&bytes, &w.beta.owner, &w.beta.chain, &grant).unwrap();
+    w.owner(&w.acme)
         .deploy("acme", "site", &["acme.test/".into()], &[], &acme)
         .unwrap();
-    w.beta
+    w.owner(&w.beta)
         .deploy("beta", "site", &["beta.test/".into()], &[], &beta)
         .unwrap();
 
@@ -420,7 +375,7 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
     }
     // Mounted under a path prefix, it serves paths within the app (the node passes them in
     // `zero-path-info`, replacing whatever a client sent in that header).
-    w.acme
+    w.owner(&w.acme)
         .deploy("acme", "docs", &["/www".into()], &[], &acme)
         .unwrap();
     assert_eq!(get(&w.node.url("/www/")).body, "<h1>acme</h1>");
@@ -469,15 +424,15 @@ fn static_site_serves_its_site_per_tenant_streams_large_files_and_nothing_outsid
 
 #[test]
 fn guest_writes_are_held_to_the_tenant_quota_before_they_are_staged() {
-    let w = support::tenants::world_with("fs-quota", "[fs]\nquota_bytes = \"256 KiB\"\n");
+    let w = support::world_with("fs-quota", "[fs]\nquota_bytes = \"256 KiB\"\n");
     let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
     let grant = Grant {
         command: "/fs".into(),
         policy: zero_client::parse_policy(&path_policy("/")).unwrap(),
         expires_in: None,
     };
-    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let signed = zero_client::sign_component(&bytes, &w.acme.owner, &w.acme.chain, &grant).unwrap();
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     owner
         .deploy("acme", "probe", &["/probe".into()], &[], &signed)
         .unwrap();
@@ -518,7 +473,7 @@ fn guest_writes_are_held_to_the_tenant_quota_before_they_are_staged() {
 
 #[test]
 fn a_negative_grant_excludes_the_directory_and_everything_under_it_for_components() {
-    let mut w = world("fs-negative", |fs| {
+    let w = fs_world("fs-negative", |fs| {
         fs.put("acme", "/secret/x", b"the secret");
         fs.put("acme", "/secret/deep/y", b"deeper");
         fs.put("acme", "/public/x", b"public");
@@ -526,14 +481,14 @@ fn a_negative_grant_excludes_the_directory_and_everything_under_it_for_component
         fs.put("acme", "/site/private/key", b"key");
     });
     deploy_acme(
-        &mut w,
+        &w,
         "fsprobe",
         "ne",
         "/fs/read",
         r#"[["!=", ".path", "/secret"]]"#,
     );
     deploy_acme(
-        &mut w,
+        &w,
         "fsprobe",
         "notlike",
         "/fs/read",
@@ -579,33 +534,25 @@ fn a_negative_grant_excludes_the_directory_and_everything_under_it_for_component
     w.node.stop();
 }
 
-/// The tenants' world with `extra` configuration and fsprobe deployed as `probe` with every
-/// right on the whole tenant; returns it with the owner's client.
-fn probe_world(name: &str, extra: &str) -> (support::tenants::World, Client) {
-    probe_world_edited(name, |cfg| format!("{cfg}\n{extra}\n"))
-}
-
-/// [`probe_world`] with the node's configuration rewritten by `edit`.
-fn probe_world_edited(
-    name: &str,
-    edit: impl FnOnce(String) -> String,
-) -> (support::tenants::World, Client) {
-    let w = support::tenants::world_edited(name, edit);
+/// The tenants' world with `extra` merged into its configuration and fsprobe deployed as
+/// `probe` with every right on the whole tenant; returns it with the owner's client.
+fn probe_world(name: &str, extra: &str) -> (World, Client) {
+    let w = world_with(name, extra);
     let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
     let grant = Grant {
         command: "/fs".into(),
         policy: zero_client::parse_policy(&path_policy("/")).unwrap(),
         expires_in: None,
     };
-    let signed = zero_client::sign_component(&bytes, &w.acme_owner, &w.acme_chain, &grant).unwrap();
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let signed = zero_client::sign_component(&bytes, &w.acme.owner, &w.acme.chain, &grant).unwrap();
+    let mut owner = w.owner(&w.acme);
     owner
         .deploy("acme", "probe", &["/probe".into()], &[], &signed)
         .unwrap();
     (w, owner)
 }
 
-fn probe_json(w: &support::tenants::World, query: &str) -> serde_json::Value {
+fn probe_json(w: &World, query: &str) -> serde_json::Value {
     let r = get(&w.node.url(&format!("/probe?{query}")));
     assert_eq!(r.status, 200, "{}", r.body);
     serde_json::from_str(&r.body).unwrap()
@@ -644,16 +591,14 @@ fn a_guest_opening_files_in_a_loop_hits_the_open_file_limit_and_the_node_keeps_s
 fn a_tenant_holding_files_open_in_many_requests_stops_at_its_share_of_the_node() {
     // A longer wall-clock limit than the other tests', so that the holder below surely holds
     // its files while the rest of the test runs, however loaded the machine.
-    let (w, mut owner) = probe_world_edited("fs-open-budget", |cfg| {
-        format!(
-            "{}\n[fs]\nmax_open_per_instance = 64\nmax_open_files = 80\nmax_open_files_per_tenant = 48\n",
-            cfg.replace("wall_time_ms = 3000", "wall_time_ms = 8000")
-        )
-    });
+    let (w, mut owner) = probe_world(
+        "fs-open-budget",
+        "[limits]\nwall_time_ms = 8000\n[fs]\nmax_open_per_instance = 64\nmax_open_files = 80\nmax_open_files_per_tenant = 48\n",
+    );
     owner
         .fs_put("acme", "/f.txt", &b"content"[..], false)
         .unwrap();
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     beta.fs_put("beta", "/f.txt", &b"beta's"[..], false)
         .unwrap();
     let grant = Grant {
@@ -662,7 +607,7 @@ fn a_tenant_holding_files_open_in_many_requests_stops_at_its_share_of_the_node()
         expires_in: None,
     };
     let bytes = std::fs::read(guest_wasm("fsprobe")).unwrap();
-    let signed = zero_client::sign_component(&bytes, &w.beta_owner, &w.beta_chain, &grant).unwrap();
+    let signed = zero_client::sign_component(&bytes, &w.beta.owner, &w.beta.chain, &grant).unwrap();
     beta.deploy("beta", "probe", &["/bprobe".into()], &[], &signed)
         .unwrap();
     // The attack: acme holds 40 files (and its preopen) in one request, until the wall-clock

@@ -19,7 +19,7 @@ fn hello_world_with_request_id_and_access_log() {
     let dir = test_dir("hello");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[App::new("hello", "hello", &["/"])],
@@ -46,7 +46,7 @@ fn routes_by_host_and_path_prefix() {
     let dir = test_dir("routes");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[
@@ -73,7 +73,7 @@ fn streaming_echo_of_a_10_mib_body() {
     let dir = test_dir("echo");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             ECHO_LIMITS,
             &[App::new("echo", "echo", &["/echo"])],
@@ -97,7 +97,7 @@ fn bad_components_are_refused_at_load_with_the_reason() {
     std::fs::write(&garbage, b"this is not webassembly at all").unwrap();
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[
@@ -147,7 +147,7 @@ fn faults_get_a_5xx_within_their_limit_while_others_keep_being_served() {
     let dir = test_dir("faults");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[
@@ -234,7 +234,7 @@ fn guest_stdout_and_stderr_become_tagged_log_lines() {
     let dir = test_dir("logger");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[App::new("logger", "logger", &["/"])],
@@ -266,7 +266,7 @@ fn outgoing_http_is_denied_unless_the_host_is_allowed() {
     let extra = format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"{up}\"]\n");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             &extra,
             &[App::new("denied", "outgoing", &["/denied"]), allowed],
@@ -296,10 +296,7 @@ fn body_size_caps() {
             App::new("firehose", "firehose", &["/firehose"]),
         ],
     )
-    .replace(
-        "[http]\nlisten = \"127.0.0.1:0\"\n",
-        "[http]\nlisten = \"127.0.0.1:0\"\nmax_request_body = \"1 MiB\"\nmax_response_body = \"2 MiB\"\n",
-    );
+    .with("[http]\nmax_request_body = \"1 MiB\"\nmax_response_body = \"2 MiB\"\n");
     let node = NodeProc::start(&dir, &cfg);
     // Declared too large: refused before the app runs.
     let status = post_head_only(node.addr, "/echo", 2 << 20);
@@ -329,7 +326,7 @@ fn components_built_against_other_wasi_versions_are_served() {
     let dir = test_dir("versions");
     let node = NodeProc::start(
         &dir,
-        &config(
+        config(
             &node_data_dir(),
             TEST_LIMITS,
             &[
@@ -350,7 +347,9 @@ fn aot_artifacts_are_reused_after_a_restart() {
     let data = dir.join("data");
     // Its own artifact directory (DATA_DIR/aot), not the one shared by the other tests.
     let extra = format!("{TEST_LIMITS}\n[engine]\npooling = true\n");
-    let cfg = config(&data, &extra, &[App::new("hello", "hello", &["/"])]);
+    let cfg = NodeConfig::new(&data)
+        .with(&extra)
+        .apps(&[App::new("hello", "hello", &["/"])]);
     let first = NodeProc::start(&dir, &cfg);
     first.wait_log("compile", |v| {
         v["source"] == "compile" && v["app"].as_str().is_some_and(|a| a.contains("t1/hello"))
@@ -398,7 +397,9 @@ fn a_writable_artifact_dir_cannot_feed_native_code_to_the_node() {
         shared.display().to_string()
     );
     let data = dir.join("data");
-    let cfg = config(&data, &extra, &[App::new("hello", "hello", &["/"])]);
+    let cfg = NodeConfig::new(&data)
+        .with(&extra)
+        .apps(&[App::new("hello", "hello", &["/"])]);
     let node = NodeProc::start(&dir, &cfg);
     node.wait_log("compile", |v| v["source"] == "compile");
     node.stop();
@@ -444,11 +445,9 @@ fn a_writable_artifact_dir_cannot_feed_native_code_to_the_node() {
     let other_dir = dir.join("other");
     let other = NodeProc::start(
         &other_dir,
-        &config(
-            &other_dir.join("data"),
-            &extra,
-            &[App::new("hello", "hello", &["/"])],
-        ),
+        NodeConfig::new(&other_dir.join("data"))
+            .with(&extra)
+            .apps(&[App::new("hello", "hello", &["/"])]),
     );
     other.wait_log("compile", |v| v["source"] == "compile");
     assert_eq!(get(&other.url("/")).body, "Hello, World!\n");
@@ -466,10 +465,7 @@ fn concurrency_is_capped_per_app() {
             App::new("hello", "hello", &["/"]),
         ],
     )
-    .replace(
-        "[http]\nlisten = \"127.0.0.1:0\"\n",
-        "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_app = 2\n",
-    );
+    .with("[http]\nmax_concurrent_requests_per_app = 2\n");
     let node = Arc::new(NodeProc::start(&dir, &cfg));
     // The app's two slots are taken; another app is not affected.
     assert_concurrency_cap(
@@ -494,7 +490,7 @@ fn a_config_with_overlapping_routes_of_two_tenants_refuses_to_start() {
         TEST_LIMITS,
         &[App::new("hello", "hello", &["/hello"]), other],
     );
-    std::fs::write(dir.join("zerocore.toml"), &cfg).unwrap();
+    std::fs::write(dir.join("zerocore.toml"), cfg.to_string()).unwrap();
     let out = std::process::Command::new(zero_bin())
         .args(["serve", "--config"])
         .arg(dir.join("zerocore.toml"))
@@ -522,10 +518,7 @@ fn concurrency_is_capped_per_tenant() {
             other,
         ],
     )
-    .replace(
-        "[http]\nlisten = \"127.0.0.1:0\"\n",
-        "[http]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_requests_per_tenant = 2\n",
-    );
+    .with("[http]\nmax_concurrent_requests_per_tenant = 2\n");
     let node = Arc::new(NodeProc::start(&dir, &cfg));
     // Another app of the same tenant is refused while the tenant's two slots are taken, and
     // another tenant is not affected. (t1 cannot hold `/`: t2's `/other` would be under it.)

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::tenants::*;
 use support::*;
 use zero_client::Client;
 
@@ -123,7 +122,7 @@ fn star_app() -> App<'static> {
 fn outbound_to_loopback_is_refused_before_connecting_even_when_star_is_allowed() {
     let (up, connections) = counting_upstream("internal secret");
     let dir = test_dir("outbound-ssrf");
-    let node = NodeProc::start(&dir, &config(&node_data_dir(), TEST_LIMITS, &[star_app()]));
+    let node = NodeProc::start(&dir, config(&node_data_dir(), TEST_LIMITS, &[star_app()]));
     let port = up.port();
     let targets = [
         format!("http://{}/v1/node", node.admin),
@@ -174,7 +173,7 @@ fn outbound_to_a_destination_the_operator_allows_works_but_never_to_the_manageme
     let (up, connections) = counting_upstream("upstream says hi");
     let dir = test_dir("outbound-allowed");
     let extra = format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.0/8\"]\n");
-    let node = NodeProc::start(&dir, &config(&node_data_dir(), &extra, &[star_app()]));
+    let node = NodeProc::start(&dir, config(&node_data_dir(), &extra, &[star_app()]));
     let r = fetch(&node, &format!("http://127.0.0.1:{}/", up.port()), &[]);
     assert_eq!((r.status, r.body.as_str()), (200, "upstream says hi"));
     let r = fetch(
@@ -208,7 +207,7 @@ fn deploy_asking_beyond_the_outbound_ceiling_is_refused_and_within_it_accepted()
         "outbound-ceiling",
         "[outbound]\nallowed_hosts_ceiling = [\"api.example.com\"]\n",
     );
-    let mut owner = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
     let code = std::fs::read(guest_wasm("outgoing")).unwrap();
     let routes = ["/fetch".to_string()];
     for asked in ["*", "evil.example.com", "*.example.com", "127.0.0.1:8081"] {
@@ -260,7 +259,7 @@ fn outbound_timeouts_and_request_count_are_capped_by_the_operator() {
     let extra = format!(
         "{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.1/32\"]\nfirst_byte_timeout_ms = 300\nbetween_bytes_timeout_ms = 300\nmax_requests_per_invocation = 3\n"
     );
-    let node = NodeProc::start(&dir, &config(&node_data_dir(), &extra, &[star_app()]));
+    let node = NodeProc::start(&dir, config(&node_data_dir(), &extra, &[star_app()]));
 
     let start = Instant::now();
     let r = fetch(
@@ -307,7 +306,7 @@ fn outbound_calls_end_when_the_request_ends() {
     let (silent, seen) = stalling_upstream("");
     let dir = test_dir("outbound-ends");
     let extra = format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.1/32\"]\n");
-    let node = NodeProc::start(&dir, &config(&node_data_dir(), &extra, &[star_app()]));
+    let node = NodeProc::start(&dir, config(&node_data_dir(), &extra, &[star_app()]));
     let r = fetch(&node, &format!("http://{silent}/"), &[]);
     let answered = Instant::now();
     assert_eq!(r.status, 504, "{}", r.body);
@@ -359,7 +358,7 @@ fn https_keeps_tls_and_the_host_name_as_sni_on_the_pinned_address() {
     let dir = test_dir("outbound-tls");
     let extra =
         format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.0/8\", \"::1/128\"]\n");
-    let node = NodeProc::start(&dir, &config(&node_data_dir(), &extra, &[star_app()]));
+    let node = NodeProc::start(&dir, config(&node_data_dir(), &extra, &[star_app()]));
     let r = fetch(&node, &format!("https://localhost:{port}/"), &[]);
     assert_eq!(r.status, 502, "{}", r.body);
     assert!(

@@ -6,7 +6,6 @@
 
 mod support;
 
-use support::tenants::*;
 use support::*;
 use zero_client::Client;
 
@@ -20,8 +19,8 @@ fn wasm(name: &str) -> Vec<u8> {
 #[test]
 fn a_route_equal_to_above_or_below_another_tenants_route_is_refused() {
     let w = world("routes-owned");
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     acme.deploy("acme", "site", &["/hello".into()], &[], &wasm("hello"))
         .unwrap();
 
@@ -106,8 +105,8 @@ fn a_route_equal_to_above_or_below_another_tenants_route_is_refused() {
 fn a_host_route_needs_the_admins_grant_of_that_host() {
     let w = world("routes-hosts");
     let mut admin = Client::new(&w.api, copy_key(&w.admin), vec![]);
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     acme.deploy("acme", "site", &["/hello".into()], &[], &wasm("hello"))
         .unwrap();
 
@@ -132,7 +131,7 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
     // An owner cannot grant itself a host: its `/` within the tenant covers
     // `/tenant/create`, but tenant administration is the Admin's.
     let e =
-        refused(beta.create_tenant_with_hosts("beta", w.beta_owner.did(), &["localhost".into()]));
+        refused(beta.create_tenant_with_hosts("beta", w.beta.owner.did(), &["localhost".into()]));
     assert_eq!(
         (e.status, e.error.as_str()),
         (403, "InvalidClaim"),
@@ -151,7 +150,7 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
 
     // Bad host grants are refused with directions.
     let e =
-        refused(admin.create_tenant_with_hosts("beta", w.beta_owner.did(), &["bad host".into()]));
+        refused(admin.create_tenant_with_hosts("beta", w.beta.owner.did(), &["bad host".into()]));
     assert_eq!(
         (e.status, e.error.as_str()),
         (400, "InvalidArgs"),
@@ -164,7 +163,7 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
     let v = admin
         .create_tenant_with_hosts(
             "beta",
-            w.beta_owner.did(),
+            w.beta.owner.did(),
             &["localhost".into(), "*.beta.test".into()],
         )
         .unwrap();
@@ -201,7 +200,7 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
 
     // Another tenant cannot take a granted host's routes either, even with its own grant.
     admin
-        .create_tenant_with_hosts("acme", w.acme_owner.did(), &["localhost".into()])
+        .create_tenant_with_hosts("acme", w.acme.owner.did(), &["localhost".into()])
         .unwrap();
     let e = refused(acme.deploy(
         "acme",
@@ -214,7 +213,7 @@ fn a_host_route_needs_the_admins_grant_of_that_host() {
 
     // Withdrawing the grant stops beta's host routes at once, and after a restart too.
     admin
-        .create_tenant_with_hosts("beta", w.beta_owner.did(), &[])
+        .create_tenant_with_hosts("beta", w.beta.owner.did(), &[])
         .unwrap();
     assert_eq!(on("localhost", "/hello").body, HELLO);
     assert_eq!(
@@ -234,26 +233,22 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
         signed(&w, "hello", &grant("/fs/read", "[]", None)),
     )
     .unwrap();
-    let data = w.node.dir.join("data");
     let World {
         node,
+        data,
         admin,
-        beta_owner,
-        beta_chain,
+        beta,
         ..
     } = w;
     node.stop();
-    let cfg = format!(
-        "{}\n[[app]]\ntenant = \"acme\"\nname = \"cfg\"\ncomponent = {:?}\nroutes = [\"/cfg\"]\n",
-        node_config(&data),
-        signed_path.display().to_string()
-    );
-    let node = NodeProc::start(&dir, &cfg);
+    let mut app = App::file("cfg", signed_path.clone(), &["/cfg"]);
+    app.tenant = "acme";
+    let node = World::config(&data).app(&app).start(&dir);
     let api = format!("http://{}", node.admin);
     assert_eq!(get(&node.url("/cfg/x")).body, HELLO);
 
     // A config-file app's routes are its tenant's routes: beta cannot mount under them.
-    let mut beta = Client::new(&api, copy_key(&beta_owner), beta_chain);
+    let mut beta = Client::new(&api, beta.owner, beta.chain);
     let e = refused(beta.deploy(
         "beta",
         "grab",
@@ -293,11 +288,9 @@ fn config_file_apps_own_their_routes_and_stop_when_their_token_is_revoked() {
 
 #[test]
 fn a_refused_deploy_leaves_no_code_behind_and_apps_per_tenant_are_capped() {
-    let w = world_edited("routes-code", |cfg| {
-        cfg.replace("[admin]\n", "[admin]\nmax_apps_per_tenant = 2\n")
-    });
-    let mut acme = Client::new(&w.api, copy_key(&w.acme_owner), w.acme_chain.clone());
-    let mut beta = Client::new(&w.api, copy_key(&w.beta_owner), w.beta_chain.clone());
+    let w = world_with("routes-code", "[admin]\nmax_apps_per_tenant = 2\n");
+    let mut acme = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let mut beta = Client::new(&w.api, copy_key(&w.beta.owner), w.beta.chain.clone());
     acme.deploy("acme", "site", &["/site".into()], &[], &wasm("hello"))
         .unwrap();
     beta.deploy("beta", "b0", &["/b0".into()], &[], &wasm("hello"))

@@ -3,14 +3,15 @@
 
 #![allow(dead_code)]
 
-pub mod tenants;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use zero_auth::{Delegation, Keypair};
+use zero_client::{Client, Grant};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -63,10 +64,10 @@ pub struct NodeProc {
 impl NodeProc {
     /// Starts `zero serve` with `config` (written to `dir/zerocore.toml`), JSON logs, and waits
     /// until it listens.
-    pub fn start(dir: &Path, config: &str) -> NodeProc {
+    pub fn start(dir: &Path, config: impl std::fmt::Display) -> NodeProc {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("zerocore.toml");
-        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&cfg, config.to_string()).unwrap();
         let mut child = Command::new(zero_bin())
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&cfg)
@@ -278,13 +279,7 @@ pub struct App<'a> {
 impl<'a> App<'a> {
     /// An app of tenant `t1` built from the guest artifact `wasm`.
     pub fn new(name: &'a str, wasm: &str, routes: &'a [&'a str]) -> App<'a> {
-        App {
-            name,
-            tenant: "t1",
-            component: guest_wasm(wasm),
-            routes,
-            outbound: vec![],
-        }
+        App::file(name, guest_wasm(wasm), routes)
     }
 
     /// Same, from any file.
@@ -307,37 +302,109 @@ wall_time_ms = 3000
 memory = "64 MiB"
 "#;
 
-/// A configuration listening on an ephemeral loopback port with `data_dir`, `extra` sections
-/// and the apps. Unless `extra` has an `[engine]` section, compiled artifacts go to a directory
-/// shared by every test node ([`shared_artifact_dir`]).
-pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> String {
-    let engine = if extra.contains("[engine]") {
-        String::new()
-    } else {
-        format!(
-            "\n[engine]\nartifact_dir = {:?}\nartifact_key = {:?}\n",
-            shared_artifact_dir().display().to_string(),
-            shared_artifact_dir()
-                .with_extension("key")
-                .display()
-                .to_string()
-        )
-    };
-    let mut s = format!(
-        "[node]\ndata_dir = {:?}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n{engine}",
-        data_dir.display().to_string()
-    );
-    for a in apps {
-        s.push_str(&format!(
-            "\n[[app]]\ntenant = {:?}\nname = {:?}\ncomponent = {:?}\nroutes = {:?}\nallowed_outbound_hosts = {:?}\n",
-            a.tenant,
-            a.name,
-            a.component.display().to_string(),
-            a.routes,
-            a.outbound
-        ));
+/// The one builder of test node configurations. It starts from a node listening on ephemeral
+/// loopback ports with its data in `data_dir`; [`NodeConfig::with`] merges TOML into it (a key
+/// given again replaces the earlier value, so a test states only what it changes).
+#[derive(Clone)]
+pub struct NodeConfig {
+    table: toml::Table,
+}
+
+impl NodeConfig {
+    /// `[node] data_dir`, `[admin]` and `[http]` on `127.0.0.1:0`; every other setting is the
+    /// node's default.
+    pub fn new(data_dir: &Path) -> NodeConfig {
+        NodeConfig {
+            table: toml::Table::new(),
+        }
+        .with(&format!(
+            "[node]\ndata_dir = {:?}\n[admin]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+            data_dir.display().to_string()
+        ))
     }
-    s
+
+    /// Merges `toml` (whole sections) into the configuration: tables merge key by key, any
+    /// other value replaces the one before.
+    pub fn with(mut self, toml: &str) -> NodeConfig {
+        let add: toml::Table = toml
+            .parse()
+            .unwrap_or_else(|e| panic!("test configuration is not TOML: {e}\n{toml}"));
+        merge(&mut self.table, add);
+        self
+    }
+
+    /// Compiled artifacts go to the directory shared by every test node
+    /// ([`shared_artifact_dir`]), so that each component compiles once.
+    pub fn shared_artifacts(self) -> NodeConfig {
+        let dir = shared_artifact_dir();
+        self.with(&format!(
+            "[engine]\nartifact_dir = {:?}\nartifact_key = {:?}\n",
+            dir.display().to_string(),
+            dir.with_extension("key").display().to_string()
+        ))
+    }
+
+    /// Adds an `[[app]]`.
+    pub fn app(mut self, a: &App) -> NodeConfig {
+        let mut t = toml::Table::new();
+        t.insert("tenant".into(), a.tenant.into());
+        t.insert("name".into(), a.name.into());
+        t.insert("component".into(), a.component.display().to_string().into());
+        t.insert(
+            "routes".into(),
+            toml::Value::Array(a.routes.iter().map(|r| (*r).into()).collect()),
+        );
+        t.insert(
+            "allowed_outbound_hosts".into(),
+            toml::Value::Array(a.outbound.iter().map(|h| h.as_str().into()).collect()),
+        );
+        match self
+            .table
+            .entry("app")
+            .or_insert_with(|| toml::Value::Array(vec![]))
+        {
+            toml::Value::Array(apps) => apps.push(toml::Value::Table(t)),
+            other => panic!("`app` is not an array of tables: {other}"),
+        }
+        self
+    }
+
+    /// Adds every app of `apps`.
+    pub fn apps(self, apps: &[App]) -> NodeConfig {
+        apps.iter().fold(self, |c, a| c.app(a))
+    }
+
+    /// Starts a node with this configuration in `dir`.
+    pub fn start(&self, dir: &Path) -> NodeProc {
+        NodeProc::start(dir, self)
+    }
+}
+
+impl std::fmt::Display for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = toml::to_string(&self.table).map_err(|_| std::fmt::Error)?;
+        f.write_str(&text)
+    }
+}
+
+fn merge(into: &mut toml::Table, add: toml::Table) {
+    for (k, v) in add {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Configuration of a test node with only `extra` (whole TOML sections) and `apps`, compiled
+/// artifacts shared ([`NodeConfig::shared_artifacts`]).
+pub fn config(data_dir: &Path, extra: &str, apps: &[App]) -> NodeConfig {
+    NodeConfig::new(data_dir)
+        .shared_artifacts()
+        .with(extra)
+        .apps(apps)
 }
 
 /// Compiled artifacts shared by every test node, so that each component compiles once.
@@ -346,7 +413,7 @@ pub fn shared_artifact_dir() -> PathBuf {
 }
 
 /// A fresh data directory for one node (a data directory belongs to one node at a time; the
-/// file store locks it). Artifacts are shared through [`config`].
+/// file store locks it). Artifacts are shared through [`NodeConfig::shared_artifacts`].
 pub fn node_data_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -489,5 +556,198 @@ pub fn assert_concurrency_cap(
     assert_eq!(get(&node.url(free_path)).status, 200);
     for b in busy {
         assert_eq!(b.join().unwrap(), 504);
+    }
+}
+
+/// A tenant of a [`World`]: its owner's key and the Admin's delegation to it.
+pub struct Tenant {
+    pub name: String,
+    pub owner: Keypair,
+    pub chain: Vec<Delegation>,
+}
+
+/// The one end-to-end set-up with tenants: a node in development mode (its Admin key in the data
+/// dir) with tenants `acme` and `beta`, their owners' keys and chains.
+pub struct World {
+    pub node: NodeProc,
+    /// `http://` address of the management API.
+    pub api: String,
+    /// The test's directory (the node's configuration is `dir/zerocore.toml`).
+    pub dir: PathBuf,
+    /// The node's data directory.
+    pub data: PathBuf,
+    pub admin: Keypair,
+    pub acme: Tenant,
+    pub beta: Tenant,
+}
+
+/// How a [`World`] is set up: the node's configuration and the hosts each tenant is granted.
+pub struct WorldSpec {
+    name: String,
+    config: NodeConfig,
+    hosts: Vec<(String, Vec<String>)>,
+}
+
+impl WorldSpec {
+    /// Merges `toml` into the node's configuration ([`NodeConfig::with`]).
+    pub fn with(mut self, toml: &str) -> WorldSpec {
+        self.config = self.config.with(toml);
+        self
+    }
+
+    /// The Admin grants `tenant` the `hosts` when creating it.
+    pub fn hosts(mut self, tenant: &str, hosts: &[&str]) -> WorldSpec {
+        self.hosts.push((
+            tenant.to_string(),
+            hosts.iter().map(|h| h.to_string()).collect(),
+        ));
+        self
+    }
+
+    /// Starts the node and creates the tenants.
+    pub fn start(self) -> World {
+        let dir = test_dir(&self.name);
+        let data = dir.join("data");
+        let node = self
+            .config
+            .with(&format!(
+                "[node]\ndata_dir = {:?}\n",
+                data.display().to_string()
+            ))
+            .start(&dir);
+        let api = format!("http://{}", node.admin);
+        node.wait_log("development mode warning", |v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("DEVELOPMENT MODE"))
+        });
+        let admin = Keypair::load(data.join("admin.key")).unwrap();
+        let mut admin_client = Client::new(&api, copy_key(&admin), vec![]);
+        let mut tenant = |name: &str| {
+            let owner = Keypair::generate().unwrap();
+            let hosts = self
+                .hosts
+                .iter()
+                .find(|(t, _)| t == name)
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            if hosts.is_empty() {
+                admin_client.create_tenant(name, owner.did()).unwrap();
+            } else {
+                admin_client
+                    .create_tenant_with_hosts(name, owner.did(), &hosts)
+                    .unwrap();
+            }
+            let chain =
+                vec![zero_client::owner_delegation(&admin, name, owner.did(), None).unwrap()];
+            Tenant {
+                name: name.to_string(),
+                owner,
+                chain,
+            }
+        };
+        let acme = tenant("acme");
+        let beta = tenant("beta");
+        World {
+            node,
+            api,
+            dir,
+            data,
+            admin,
+            acme,
+            beta,
+        }
+    }
+}
+
+impl World {
+    /// The configuration every world's node starts from: [`NodeConfig::new`] with
+    /// [`TEST_LIMITS`] and no clock skew allowed.
+    pub fn config(data_dir: &Path) -> NodeConfig {
+        NodeConfig::new(data_dir)
+            .with("[node]\nclock_skew_secs = 0\n")
+            .with(TEST_LIMITS)
+    }
+
+    /// A world named `name` (its directory) to be set up; see [`WorldSpec`].
+    pub fn spec(name: &str) -> WorldSpec {
+        WorldSpec {
+            name: name.to_string(),
+            config: World::config(Path::new("data")),
+            hosts: vec![],
+        }
+    }
+
+    /// A client of `t`'s owner.
+    pub fn owner(&self, t: &Tenant) -> Client {
+        Client::new(&self.api, copy_key(&t.owner), t.chain.clone())
+    }
+
+    /// Stops the node and starts it again on the same data directory and configuration.
+    pub fn restart(self) -> World {
+        let config = std::fs::read_to_string(self.dir.join("zerocore.toml")).unwrap();
+        let World {
+            node,
+            dir,
+            data,
+            admin,
+            acme,
+            beta,
+            ..
+        } = self;
+        node.stop();
+        let node = NodeProc::start(&dir, config);
+        let api = format!("http://{}", node.admin);
+        World {
+            node,
+            api,
+            dir,
+            data,
+            admin,
+            acme,
+            beta,
+        }
+    }
+}
+
+/// A [`World`] with the default configuration.
+pub fn world(name: &str) -> World {
+    World::spec(name).start()
+}
+
+/// A [`World`] with `toml` merged into its node's configuration.
+pub fn world_with(name: &str, toml: &str) -> World {
+    World::spec(name).with(toml).start()
+}
+
+/// A capability for signing or delegating.
+pub fn grant(cmd: &str, policy: &str, expires_in: Option<u64>) -> Grant {
+    Grant {
+        command: cmd.into(),
+        policy: zero_client::parse_policy(policy).unwrap(),
+        expires_in,
+    }
+}
+
+/// The guest artifact `wasm` signed by acme's owner with `g`.
+pub fn signed(w: &World, wasm: &str, g: &Grant) -> Vec<u8> {
+    let bytes = std::fs::read(guest_wasm(wasm)).unwrap();
+    zero_client::sign_component(&bytes, &w.acme.owner, &w.acme.chain, g).unwrap()
+}
+
+/// A copy of a key (keys are not Clone: their secret is wiped on drop).
+pub fn copy_key(k: &Keypair) -> Keypair {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("k.key");
+    k.save(&p).unwrap();
+    Keypair::load(&p).unwrap()
+}
+
+/// The node's refusal of `r`.
+pub fn refused<T: std::fmt::Debug>(r: anyhow::Result<T>) -> zero_client::ApiError {
+    let e = r.expect_err("the node must refuse");
+    match e.downcast::<zero_client::ApiError>() {
+        Ok(api) => api,
+        Err(other) => panic!("expected a refusal from the node, got: {other:#}"),
     }
 }

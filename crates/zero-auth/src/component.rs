@@ -31,7 +31,7 @@
 //!     .policy(Policy::new(vec![binding_statement(&hash)]))
 //!     .sign(&owner)?;
 //!
-//! let section = encode_section(&[root, leaf]);
+//! let section = encode_section(&[root, leaf])?;
 //! let chain = decode_section(&section)?;
 //! let options = ValidationOptions { required_root: Some(admin.did().clone()), ..Default::default() };
 //! let verified = verify_component_chain(&Validator::new(&options), &chain, &hash, "acme", now)?;
@@ -44,7 +44,10 @@
 //! # }
 //! ```
 
+use std::convert::Infallible;
+
 use ipld_core::ipld::Ipld;
+use serde_ipld_dagcbor::DecodeError;
 
 use crate::delegation::Delegation;
 use crate::error::Error;
@@ -66,26 +69,20 @@ const COMPONENT_FIELD: &str = "component";
 /// The argument (and policy selector field) holding the tenant's name.
 const TENANT_FIELD: &str = "tenant";
 
-/// CBOR major types used by the section format.
-const MAJOR_BYTES: u8 = 2;
-const MAJOR_LIST: u8 = 4;
-
 /// Encodes a delegation chain (root first) as the payload of the `ucan` custom section: the
 /// DAG-CBOR encoding of a list of byte strings, each a delegation's exact envelope bytes
 /// ([`Delegation::as_bytes`]).
 ///
 /// The chain is encoded as given; [`decode_section`] refuses an empty chain, more than
-/// [`MAX_CHAIN_LENGTH`] delegations, or a payload over [`MAX_SECTION_SIZE`] bytes.
-pub fn encode_section(chain: &[Delegation]) -> Vec<u8> {
-    let total: usize = chain.iter().map(|d| d.as_bytes().len() + 9).sum();
-    let mut out = Vec::with_capacity(total + 9);
-    write_header(&mut out, MAJOR_LIST, chain.len() as u64);
-    for d in chain {
-        let bytes = d.as_bytes();
-        write_header(&mut out, MAJOR_BYTES, bytes.len() as u64);
-        out.extend_from_slice(bytes);
-    }
-    out
+/// [`MAX_CHAIN_LENGTH`] delegations, or a payload over [`MAX_SECTION_SIZE`] bytes. Fails
+/// ([`Error::Malformed`]) only if the encoder cannot allocate the output.
+pub fn encode_section(chain: &[Delegation]) -> Result<Vec<u8>, Error> {
+    let items = chain
+        .iter()
+        .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+        .collect();
+    serde_ipld_dagcbor::to_vec(&Ipld::List(items))
+        .map_err(|e| section_malformed(format!("the chain cannot be encoded as DAG-CBOR: {e}")))
 }
 
 /// Decodes the payload of a component's `ucan` custom section into its delegation chain,
@@ -105,49 +102,45 @@ pub fn decode_section(bytes: &[u8]) -> Result<Vec<Delegation>, Error> {
             bytes.len()
         )));
     }
-    let mut reader = Reader { bytes, pos: 0 };
-    let (major, count) = reader.header()?;
-    if major != MAJOR_LIST {
+    // The DAG-CBOR decoder refuses indefinite lengths, non-minimal lengths, truncation,
+    // trailing bytes and nesting beyond its depth limit; the section is small (checked above),
+    // so decoding it whole before checking its shape is bounded.
+    let value: Ipld = serde_ipld_dagcbor::from_slice(bytes).map_err(|e| cbor_error(&e))?;
+    let Ipld::List(list) = value else {
         return Err(section_malformed(format!(
             "expected a list of delegations (byte strings), found {}",
-            major_name(major)
+            kind(&value)
         )));
-    }
-    if count == 0 {
+    };
+    if list.is_empty() {
         return Err(section_malformed(
             "the delegation chain is empty; embed at least the root delegation from the Admin",
         ));
     }
-    if count > MAX_CHAIN_LENGTH as u64 {
+    if list.len() > MAX_CHAIN_LENGTH {
         return Err(section_malformed(format!(
-            "the chain has {count} delegations, more than the {MAX_CHAIN_LENGTH} allowed"
+            "the chain has {} delegations, more than the {MAX_CHAIN_LENGTH} allowed",
+            list.len()
         )));
     }
-    let mut items = Vec::new();
-    for index in 0..count {
-        let (major, len) = reader.header()?;
-        if major != MAJOR_BYTES {
-            return Err(section_malformed(format!(
-                "item {index} of the list is {}, expected a byte string (a delegation's \
-                 envelope bytes)",
-                major_name(major)
-            )));
+    let mut items = Vec::with_capacity(list.len());
+    for (index, item) in list.into_iter().enumerate() {
+        match item {
+            Ipld::Bytes(b) => items.push(b),
+            other => {
+                return Err(section_malformed(format!(
+                    "item {index} of the list is {}, expected a byte string (a delegation's \
+                     envelope bytes)",
+                    kind(&other)
+                )));
+            }
         }
-        items.push(reader.take(len)?);
-    }
-    if reader.pos != bytes.len() {
-        return Err(Error::Decode {
-            reason: format!(
-                "ucan section: {} unexpected bytes after the list of delegations",
-                bytes.len().saturating_sub(reader.pos)
-            ),
-        });
     }
     items
         .into_iter()
         .enumerate()
         .map(|(index, item)| {
-            Delegation::decode(item).map_err(|e| match e {
+            Delegation::decode(&item).map_err(|e| match e {
                 Error::Decode { reason } => Error::Decode {
                     reason: format!("ucan section, delegation {index}: {reason}"),
                 },
@@ -283,132 +276,38 @@ fn section_malformed(reason: impl Into<String>) -> Error {
     Error::malformed(None, format!("ucan section: {}", reason.into()))
 }
 
-fn major_name(major: u8) -> &'static str {
-    match major {
-        0 => "an unsigned integer",
-        1 => "a negative integer",
-        2 => "a byte string",
-        3 => "a text string",
-        4 => "a list",
-        5 => "a map",
-        6 => "a tag",
-        _ => "a simple value or float",
-    }
-}
-
-/// Writes a CBOR header with the shortest argument encoding (as DAG-CBOR requires).
-fn write_header(out: &mut Vec<u8>, major: u8, value: u64) {
-    let m = major << 5;
-    if value < 24 {
-        out.push(m | value as u8);
-    } else if let Ok(v) = u8::try_from(value) {
-        out.push(m | 24);
-        out.push(v);
-    } else if let Ok(v) = u16::try_from(value) {
-        out.push(m | 25);
-        out.extend_from_slice(&v.to_be_bytes());
-    } else if let Ok(v) = u32::try_from(value) {
-        out.push(m | 26);
-        out.extend_from_slice(&v.to_be_bytes());
-    } else {
-        out.push(m | 27);
-        out.extend_from_slice(&value.to_be_bytes());
-    }
-}
-
-/// A bounds-checked reader of CBOR headers and byte runs.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn truncated(&self) -> Error {
-        Error::Decode {
-            reason: format!(
-                "ucan section: not valid DAG-CBOR: the input ends early (at byte {})",
-                self.pos
-            ),
+/// Why the DAG-CBOR decoder refused the section, in words.
+fn cbor_error(e: &DecodeError<Infallible>) -> Error {
+    let reason = match e {
+        DecodeError::Eof { .. } | DecodeError::RequireLength { .. } => {
+            "not valid DAG-CBOR: the input ends early".to_string()
         }
-    }
-
-    fn take(&mut self, len: u64) -> Result<&'a [u8], Error> {
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|len| self.pos.checked_add(len))
-            .filter(|end| *end <= self.bytes.len())
-            .ok_or_else(|| self.truncated())?;
-        let out = self
-            .bytes
-            .get(self.pos..end)
-            .ok_or_else(|| self.truncated())?;
-        self.pos = end;
-        Ok(out)
-    }
-
-    /// Reads a header: the major type and its argument, which must be minimally encoded and
-    /// of definite length.
-    fn header(&mut self) -> Result<(u8, u64), Error> {
-        let start = self.pos;
-        let [first] = self.take(1)? else {
-            return Err(self.truncated());
-        };
-        let major = first >> 5;
-        let info = first & 0x1f;
-        let value = match info {
-            0..=23 => u64::from(info),
-            24 => self
-                .take(1)?
-                .iter()
-                .fold(0, |v, b| (v << 8) | u64::from(*b)),
-            25 => self
-                .take(2)?
-                .iter()
-                .fold(0, |v, b| (v << 8) | u64::from(*b)),
-            26 => self
-                .take(4)?
-                .iter()
-                .fold(0, |v, b| (v << 8) | u64::from(*b)),
-            27 => self
-                .take(8)?
-                .iter()
-                .fold(0, |v, b| (v << 8) | u64::from(*b)),
-            31 if major == MAJOR_LIST || major == MAJOR_BYTES => {
-                return Err(Error::Decode {
-                    reason: format!(
-                        "ucan section: not canonical DAG-CBOR: indefinite-length {} at byte \
-                         {start}",
-                        major_name(major)
-                    ),
-                });
-            }
-            _ => {
-                return Err(Error::Decode {
-                    reason: format!(
-                        "ucan section: not valid DAG-CBOR: {} with an invalid length at byte \
-                         {start}",
-                        major_name(major)
-                    ),
-                });
-            }
-        };
-        let minimal = match info {
-            24 => value >= 24,
-            25 => value > 0xff,
-            26 => value > 0xffff,
-            27 => value > 0xffff_ffff,
-            _ => true,
-        };
-        if !minimal && (major == MAJOR_LIST || major == MAJOR_BYTES) {
-            return Err(Error::Decode {
-                reason: format!(
-                    "ucan section: not canonical DAG-CBOR: the length of {} at byte {start} is \
-                     not minimally encoded",
-                    major_name(major)
-                ),
-            });
+        DecodeError::IndefiniteSize => {
+            "not canonical DAG-CBOR: an indefinite-length item (DAG-CBOR needs definite lengths)"
+                .to_string()
         }
-        Ok((major, value))
+        DecodeError::NonMinimal { name, .. } => {
+            format!("not canonical DAG-CBOR: the length of the {name} is not minimally encoded")
+        }
+        DecodeError::TrailingData => "unexpected bytes after the list of delegations".to_string(),
+        other => format!("not valid DAG-CBOR: {other}"),
+    };
+    Error::Decode {
+        reason: format!("ucan section: {reason}"),
+    }
+}
+
+/// What a decoded value is, for messages.
+fn kind(v: &Ipld) -> &'static str {
+    match v {
+        Ipld::Null | Ipld::Bool(_) => "a simple value",
+        Ipld::Integer(_) => "an integer",
+        Ipld::Float(_) => "a float",
+        Ipld::String(_) => "a text string",
+        Ipld::Bytes(_) => "a byte string",
+        Ipld::List(_) => "a list",
+        Ipld::Map(_) => "a map",
+        Ipld::Link(_) => "a tag (a CID)",
     }
 }
 
@@ -702,7 +601,7 @@ mod tests {
     fn section_round_trips() {
         let w = world();
         let chain = bound_chain(&w, "acme", &hash("ab"));
-        let section = encode_section(&chain);
+        let section = encode_section(&chain).unwrap();
         assert_eq!(section.first(), Some(&0x82));
         // It is DAG-CBOR: a list of byte strings.
         let ipld: Ipld = serde_ipld_dagcbor::from_slice(&section).unwrap();
@@ -716,13 +615,13 @@ mod tests {
         assert_eq!(serde_ipld_dagcbor::to_vec(&expected).unwrap(), section);
         let decoded = decode_section(&section).unwrap();
         assert_eq!(cids(&decoded), cids(&chain));
-        assert_eq!(encode_section(&decoded), section);
+        assert_eq!(encode_section(&decoded).unwrap(), section);
         // A chain of the maximum length round-trips too.
         let long: Vec<Delegation> = (0..MAX_CHAIN_LENGTH)
             .map(|i| chain[i % 2].clone())
             .collect();
         assert_eq!(
-            cids(&decode_section(&encode_section(&long)).unwrap()),
+            cids(&decode_section(&encode_section(&long).unwrap()).unwrap()),
             cids(&long)
         );
     }
@@ -731,7 +630,7 @@ mod tests {
     fn bad_sections_are_refused() {
         let w = world();
         let chain = bound_chain(&w, "acme", &hash("ab"));
-        let good = encode_section(&chain);
+        let good = encode_section(&chain).unwrap();
         let reason = |bytes: &[u8]| decode_section(bytes).unwrap_err().to_string();
 
         assert!(reason(&[]).contains("ends early"));
@@ -756,9 +655,18 @@ mod tests {
         let long: Vec<Delegation> = (0..=MAX_CHAIN_LENGTH)
             .map(|i| chain[i % 2].clone())
             .collect();
-        assert!(reason(&encode_section(&long)).contains("more than the 16"));
+        assert!(reason(&encode_section(&long).unwrap()).contains("more than the 16"));
         let oversized = vec![0u8; MAX_SECTION_SIZE + 1];
         assert!(reason(&oversized).contains("64 KiB"));
+        // Deep nesting stops at the decoder's depth limit instead of the stack's end.
+        let mut deep = vec![0x81; 20_000];
+        deep.push(0x40);
+        assert!(reason(&deep).contains("DAG-CBOR"), "{}", reason(&deep));
+        // A CID where a delegation belongs.
+        let mut cid = vec![0x81, 0xd8, 0x2a, 0x58, 0x25, 0x00];
+        cid.extend_from_slice(&[0x01, 0x71, 0x12, 0x20]);
+        cid.extend_from_slice(&[0u8; 32]);
+        assert!(reason(&cid).contains("item 0"), "{}", reason(&cid));
         // Truncations never panic and always fail.
         for n in 0..good.len() {
             assert!(decode_section(&good[..n]).is_err());
@@ -782,12 +690,10 @@ mod tests {
         fn list_shaped_inputs_never_panic(
             items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..20),
         ) {
-            let mut bytes = Vec::new();
-            write_header(&mut bytes, MAJOR_LIST, items.len() as u64);
-            for item in &items {
-                write_header(&mut bytes, MAJOR_BYTES, item.len() as u64);
-                bytes.extend_from_slice(item);
-            }
+            let bytes = serde_ipld_dagcbor::to_vec(&Ipld::List(
+                items.iter().map(|i| Ipld::Bytes(i.clone())).collect(),
+            ))
+            .unwrap();
             prop_assert!(decode_section(&bytes).is_err());
         }
     }

@@ -21,12 +21,11 @@ pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use zero_provider::EventProvider;
 use zerocore::{App, CoreConfig};
-use zeroproxy::{HttpApp, HttpResources, ProxyConfig, Route, ZeroProxy};
+use zeroproxy::{HttpApp, HttpResources, Route, ZeroProxy};
 
 pub use config::{LogFormat, NodeConfig};
 
@@ -97,7 +96,7 @@ impl Node {
     ///
     /// An app that fails to load does not stop the node: it is logged with the reason and its
     /// routes answer 503, while the other apps serve.
-    pub async fn start(config: NodeConfig) -> anyhow::Result<Node> {
+    pub async fn start(mut config: NodeConfig) -> anyhow::Result<Node> {
         let data_dir = config.resolve(&config.node.data_dir);
         std::fs::create_dir_all(&data_dir).map_err(|e| {
             anyhow::anyhow!(
@@ -116,16 +115,13 @@ impl Node {
                 Some(key) => config.resolve(key),
                 None => data_dir.join("artifact.key"),
             },
-            limits: config.core_limits(),
+            limits: config.limits.clone(),
             pooling: config.engine.pooling,
-            pool_instances: (config.http.max_concurrent_requests as u32).saturating_add(16),
+            pool_instances: (config.http.max_concurrent as u32).saturating_add(16),
         };
         let fs_root = data_dir.join("fs");
         let fs = {
-            let quota = zerofs::Quota {
-                max_bytes: config.fs.quota_bytes.0,
-                max_files: config.fs.quota_files,
-            };
+            let quota = config.fs.quota();
             let root = fs_root.clone();
             tokio::task::spawn_blocking(move || zerofs::ZeroFs::open(root, quota))
                 .await
@@ -140,43 +136,25 @@ impl Node {
         let fs = Arc::new(fs);
         let db_root = data_dir.join("db");
         let databases = Arc::new(
-            zerodb::Databases::open(&db_root, config.db.limits()).map_err(|e| {
+            zerodb::Databases::open(&db_root, config.db.clone()).map_err(|e| {
                 anyhow::anyhow!(
                     "cannot open the database directory {}: {e} (set [node] data_dir to a writable place)",
                     db_root.display()
                 )
             })?,
         );
-        let outbound = Arc::new(
-            config
-                .outbound
-                .build()
-                .map_err(|e| anyhow::anyhow!("zerocore.toml: {e}"))?,
-        );
+        let outbound = Arc::new(std::mem::take(&mut config.outbound));
         let runtime = Arc::new(Runtime::new(
             &core,
             providers(
                 fs.clone(),
-                zerofs::wasi::FsLimits {
-                    max_open_per_instance: config.fs.max_open_per_instance,
-                    request_time: Some(Duration::from_millis(config.limits.wall_time_ms)),
-                    max_open_files: config.fs.max_open_files,
-                    max_open_files_per_tenant: config.fs.max_open_files_per_tenant,
-                },
+                config.fs.wasi_limits(Some(config.limits.wall_time)),
                 databases.clone(),
                 outbound.clone(),
             ),
         )?);
-        let proxy_config = ProxyConfig {
-            listen: config.http.listen,
-            max_request_body: config.http.max_request_body.0,
-            max_response_body: config.http.max_response_body.0,
-            max_concurrent: config.http.max_concurrent_requests,
-            max_concurrent_per_app: config.http.max_concurrent_requests_per_app,
-            max_concurrent_per_tenant: config.http.max_concurrent_requests_per_tenant,
-            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
-        };
-        let proxy = Arc::new(ZeroProxy::bind(proxy_config, runtime.limits().wall_time).await?);
+        let proxy =
+            Arc::new(ZeroProxy::bind(config.http.clone(), runtime.limits().wall_time).await?);
 
         let identity = identity::Identity::load(&data_dir, config.node.admin.as_deref())?;
         if let Some(path) = &identity.dev_admin_key {
@@ -293,8 +271,8 @@ impl Node {
             fs: fs.clone(),
             max_upload: config.admin.max_upload.0 as usize,
             fs_transfer: fsapi::TransferLimits {
-                idle: Duration::from_millis(config.fs.transfer_idle_timeout_ms),
-                total: Duration::from_millis(config.fs.transfer_timeout_ms),
+                idle: config.fs.transfer_idle_timeout,
+                total: config.fs.transfer_timeout,
             },
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,

@@ -19,6 +19,8 @@
 
 #![deny(missing_docs)]
 
+pub mod settings;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! (`zero convert`, `zero inspect`, `zero run`). It only parses arguments and calls the
 //! libraries; all behavior lives in the crates it calls.
 
+mod render;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -392,7 +394,7 @@ fn fs_command(cmd: FsCommand) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&answer);
             } else {
-                for line in zero_client::format_listing(&answer) {
+                for line in render::format_listing(&answer) {
                     println!("{line}");
                 }
             }
@@ -526,7 +528,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     match zero_auth::component::decode_section(&bytes[sec.data.clone()]) {
                         Ok(chain) => {
                             println!("capabilities (ucan chain, root first):");
-                            for line in zero_client::describe_chain(&chain) {
+                            for line in render::describe_chain(&chain) {
                                 println!("  {line}");
                             }
                         }
@@ -595,7 +597,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let chain = zero_client::extend_chain(&key, &chain, &audience, &grant)?;
             zero_client::write_chain(&output, &chain)?;
-            for line in zero_client::describe_chain(&chain) {
+            for line in render::describe_chain(&chain) {
                 println!("{line}");
             }
             Ok(ExitCode::SUCCESS)
@@ -686,7 +688,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&v);
             } else {
-                println!("{}", zero_client::format_query_result(&v));
+                println!("{}", render::format_query_result(&v));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -61,20 +61,39 @@ use crate::aot::ArtifactStore;
 /// Length of one epoch tick, the granularity of CPU metering.
 pub const TICK: Duration = Duration::from_millis(5);
 
-/// Limits applied to every request, configurable in `zerocore.toml`.
-#[derive(Debug, Clone)]
+/// Limits applied to every request: `[limits]` in `zerocore.toml` (keys in brackets).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// CPU time a guest may use per request.
+    /// CPU time a guest may use per request (`cpu_time_ms`).
+    #[serde(
+        rename = "cpu_time_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub cpu_time: Duration,
-    /// Wall-clock time per request, response body included (enforced by event providers).
+    /// Wall-clock time per request, response body included (enforced by event providers;
+    /// `wall_time_ms`).
+    #[serde(
+        rename = "wall_time_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub wall_time: Duration,
-    /// Maximum size of each linear memory.
+    /// Maximum size of each linear memory (`memory`).
+    #[serde(rename = "memory", deserialize_with = "zero_provider::settings::size")]
     pub memory_bytes: usize,
-    /// Maximum elements of each table.
+    /// Maximum elements of each table (`table_elements`).
     pub table_elements: usize,
-    /// Maximum wasm stack.
+    /// Maximum wasm stack (`max_stack`).
+    #[serde(
+        rename = "max_stack",
+        deserialize_with = "zero_provider::settings::size"
+    )]
     pub max_stack_bytes: usize,
-    /// Bytes of guest stdout+stderr logged per request and stream.
+    /// Bytes of guest stdout+stderr logged per request and stream (`guest_log_bytes`).
+    #[serde(
+        rename = "guest_log_bytes",
+        deserialize_with = "zero_provider::settings::size"
+    )]
     pub log_bytes_per_request: usize,
 }
 

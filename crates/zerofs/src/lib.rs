@@ -40,6 +40,7 @@
 
 mod error;
 mod path;
+mod settings;
 mod store;
 pub mod wasi;
 
@@ -48,6 +49,7 @@ pub use path::{
     MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, RESERVED_DIR, RESERVED_NAME, TenantPath,
     validate_tenant,
 };
+pub use settings::FsSettings;
 pub use store::{
     BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, StagedWrite, Usage, WriteOptions,
     ZeroFs,

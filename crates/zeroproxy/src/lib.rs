@@ -42,22 +42,32 @@ pub use outbound::{
 };
 pub use router::{Route, RouteConflict, Router};
 
-/// Settings of the HTTP provider, from `zerocore.toml`.
-#[derive(Debug, Clone)]
+/// Settings of the HTTP provider: `[http]` in `zerocore.toml` (keys in brackets).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// Address to listen on.
+    /// Address to listen on (`listen`).
     pub listen: SocketAddr,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes (`max_request_body`).
+    #[serde(deserialize_with = "zero_provider::settings::size")]
     pub max_request_body: u64,
-    /// Largest response body sent, in bytes.
+    /// Largest response body sent, in bytes (`max_response_body`).
+    #[serde(deserialize_with = "zero_provider::settings::size")]
     pub max_response_body: u64,
-    /// Requests in flight on the whole node.
+    /// Requests in flight on the whole node (`max_concurrent_requests`).
+    #[serde(rename = "max_concurrent_requests")]
     pub max_concurrent: usize,
-    /// Requests in flight for one app.
+    /// Requests in flight for one app (`max_concurrent_requests_per_app`).
+    #[serde(rename = "max_concurrent_requests_per_app")]
     pub max_concurrent_per_app: usize,
-    /// Requests in flight for all the apps of one tenant.
+    /// Requests in flight for all the apps of one tenant (`max_concurrent_requests_per_tenant`).
+    #[serde(rename = "max_concurrent_requests_per_tenant")]
     pub max_concurrent_per_tenant: usize,
-    /// How long a client may take to send its request headers.
+    /// How long a client may take to send its request headers (`header_read_timeout_ms`).
+    #[serde(
+        rename = "header_read_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub header_read_timeout: Duration,
 }
 

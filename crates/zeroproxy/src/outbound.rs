@@ -36,27 +36,63 @@ use zero_provider::{AppContext, HasView, HostPattern, Invocation, ResourceProvid
 
 pub use addr::{AddrPolicy, AddrRefusal, AllowedNet, classify};
 
-/// The operator's rule for outgoing HTTP (`[outbound]` in `zerocore.toml`).
-#[derive(Debug)]
+/// The operator's rule for outgoing HTTP: `[outbound]` in `zerocore.toml` (keys in brackets).
+///
+/// A request goes out only if its host is in the app's `allowed_outbound_hosts` (set by whoever
+/// deploys it) and within the ceiling (set by the operator), and every address the host
+/// resolves to is public or allowed here. The ceiling applies to every app, those declared in
+/// the configuration file included.
+#[derive(Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OutboundConfig {
     /// The most that an app's `allowed_outbound_hosts` may name: every entry must be covered
-    /// by one of these. `*` lets deployers name any host (destinations are still held to the
-    /// address rule).
+    /// by one of these (`allowed_hosts_ceiling`: `*`, `host`, `host:port`, `*.domain`). `*`,
+    /// the default, lets deployers name any host (destinations are still held to the address
+    /// rule).
+    #[serde(rename = "allowed_hosts_ceiling", deserialize_with = "host_ceiling")]
     pub host_ceiling: Vec<HostPattern>,
-    /// Non-public destinations the operator allows (networks or `address:port`).
+    /// Non-public destinations the operator allows (`allow_private`: networks such as
+    /// `"10.0.0.0/8"`, or `address:port`). Default empty; the node's management API stays
+    /// unreachable whatever this says.
     pub allow_private: Vec<AllowedNet>,
     /// Longest time from the start of an outgoing request to an established connection (DNS,
-    /// TCP, TLS and HTTP handshakes).
+    /// TCP, TLS and HTTP handshakes; `connect_timeout_ms`).
+    #[serde(
+        rename = "connect_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub connect_timeout: Duration,
-    /// Longest wait for the response head once the request is sent.
+    /// Longest wait for the response head once the request is sent (`first_byte_timeout_ms`).
+    #[serde(
+        rename = "first_byte_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub first_byte_timeout: Duration,
-    /// Longest gap between two frames of a response body.
+    /// Longest gap between two frames of a response body (`between_bytes_timeout_ms`).
+    #[serde(
+        rename = "between_bytes_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
     pub between_bytes_timeout: Duration,
-    /// Outgoing requests one invocation (an incoming request, an event) may make.
+    /// Outgoing requests one invocation (an incoming request, an event) may make
+    /// (`max_requests_per_invocation`).
     pub max_requests_per_invocation: usize,
     /// The node's own listeners, refused whatever `allow_private` says (filled in by
-    /// [`OutboundConfig::protect`] once they are bound).
+    /// [`OutboundConfig::protect`] once they are bound; not configurable).
+    #[serde(skip)]
     pub protected: RwLock<Vec<SocketAddr>>,
+}
+
+/// Reads `allowed_hosts_ceiling`, naming it in the error of a bad entry.
+fn host_ceiling<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<HostPattern>, D::Error> {
+    let entries = <Vec<String> as serde::Deserialize>::deserialize(d)?;
+    entries
+        .iter()
+        .map(|h| {
+            HostPattern::parse(h)
+                .map_err(|e| serde::de::Error::custom(format!("allowed_hosts_ceiling: {e}")))
+        })
+        .collect()
 }
 
 impl Default for OutboundConfig {

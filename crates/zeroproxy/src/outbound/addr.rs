@@ -109,6 +109,13 @@ pub struct AllowedNet {
     port: Option<u16>,
 }
 
+impl<'de> serde::Deserialize<'de> for AllowedNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AllowedNet::parse(&s).map_err(|e| serde::de::Error::custom(format!("allow_private: {e}")))
+    }
+}
+
 impl AllowedNet {
     /// Parses an entry, saying what is wrong with a bad one.
     pub fn parse(entry: &str) -> Result<AllowedNet, String> {
