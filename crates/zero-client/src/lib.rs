@@ -9,6 +9,8 @@
 
 #![deny(missing_docs)]
 
+mod cache;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -103,6 +103,10 @@ pub struct NodeConfig {
     /// `[outbound]`: outgoing HTTP from components.
     #[serde(default)]
     pub outbound: OutboundSection,
+    /// `[cache]`: the tenants' in-memory cache (zerocache), deserialized straight into its
+    /// settings type, which holds the defaults.
+    #[serde(default)]
+    pub cache: zerocache::CacheSettings,
     /// `[[app]]` entries.
     #[serde(default, rename = "app")]
     pub apps: Vec<AppSection>,
@@ -878,6 +882,7 @@ impl NodeConfig {
                 .check_hosts(&app.allowed_outbound_hosts)
                 .map_err(|e| format!("{at}: {e}"))?;
         }
+        self.cache.validate()?;
         Ok(())
     }
 
@@ -1055,6 +1060,21 @@ mod tests {
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.admin.max_proofs, 16);
+    }
+
+    #[test]
+    fn cache_section_has_its_crates_defaults_and_refuses_bad_values() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.cache, zerocache::CacheSettings::default());
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.cache, zerocache::CacheSettings::default());
+        let c = NodeConfig::parse("[cache]\nmemory = \"8 MiB\"\n", Path::new(".")).unwrap();
+        assert_eq!(c.cache.memory.0, 8 << 20);
+        let e = NodeConfig::parse("[cache]\nmemroy = 1\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("memroy"), "{e}");
+        let e = NodeConfig::parse("[cache]\nmemory = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("[cache] memory"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod apps;
+mod cacheapi;
 pub mod code;
 pub mod config;
 mod dbapi;
@@ -32,18 +33,21 @@ pub use config::{LogFormat, NodeConfig};
 /// The resource providers of this node, in registration order. The single place where providers
 /// are named. `fs` is the tenants' file store, served to components as `wasi:filesystem`, and
 /// `databases` are the tenants' SQL databases, served as `zero:db` (both opened once by
-/// [`Node::start`]). `outbound` is the operator's rule for components' outgoing HTTP.
+/// [`Node::start`]). `outbound` is the operator's rule for components' outgoing HTTP. `cache`
+/// is the tenants' in-memory cache, served as `zero:cache`.
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
     fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
     outbound: Arc<zeroproxy::OutboundConfig>,
+    cache: Arc<zerocache::Cache>,
 ) -> Vec<Arc<dyn ResourceProvider>> {
     vec![
         Arc::new(WasiBase),
         Arc::new(HttpResources::new(outbound)),
         Arc::new(zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits)),
         Arc::new(zerodb::DbProvider::new(databases)),
+        Arc::new(zerocache::CacheProvider::new(cache)),
     ]
 }
 
@@ -140,6 +144,7 @@ impl Node {
                 .build()
                 .map_err(|e| anyhow::anyhow!("zerocore.toml: {e}"))?,
         );
+        let cache = Arc::new(zerocache::Cache::new(config.cache.clone()));
         let runtime = Arc::new(Runtime::new(
             &core,
             providers(
@@ -152,6 +157,7 @@ impl Node {
                 },
                 databases.clone(),
                 outbound.clone(),
+                cache.clone(),
             ),
         )?);
         let proxy_config = ProxyConfig {
@@ -288,6 +294,7 @@ impl Node {
             },
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,
+            cache,
             limits: api::AdminLimits::from_config(&config),
             outbound,
         });
