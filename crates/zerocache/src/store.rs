@@ -211,12 +211,13 @@ impl Cache {
         }
         let now = self.clock.now_ms();
         let mut inner = self.lock();
-        let values: Vec<Option<Arc<[u8]>>> = keys
+        // Sized before anything is touched, so that a refused batch changes nothing (not even
+        // the LRU order).
+        let total: u64 = keys
             .iter()
-            .map(|k| inner.lookup(tenant, k, now).map(|e| e.value.clone()))
-            .collect();
-        drop(inner);
-        let total: u64 = values.iter().flatten().map(|v| v.len() as u64).sum();
+            .filter_map(|k| inner.peek(tenant, k, now))
+            .map(|e| e.value.len() as u64)
+            .sum();
         let limit = self.settings.max_batch_bytes.0;
         if total > limit {
             return Err(Error::LimitExceeded {
@@ -225,7 +226,10 @@ impl Cache {
                 requested: total,
             });
         }
-        Ok(values)
+        Ok(keys
+            .iter()
+            .map(|k| inner.lookup(tenant, k, now).map(|e| e.value.clone()))
+            .collect())
     }
 
     /// Stores `value` under `key` in `tenant`, expiring `ttl_ms` milliseconds from now (`None`:
@@ -331,6 +335,12 @@ impl Inner {
     fn tick(&mut self) -> u64 {
         self.next_tick += 1;
         self.next_tick
+    }
+
+    /// The live entry of `key`, without moving it in the LRU order.
+    fn peek(&self, tenant: &str, key: &str, now: u64) -> Option<&Entry> {
+        let entry = self.spaces.get(tenant)?.entries.get(key)?;
+        (!entry.expires.is_some_and(|t| t <= now)).then_some(entry)
     }
 
     /// The live entry of `key`, moved to the most recently used end; an expired one is removed.

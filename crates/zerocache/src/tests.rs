@@ -91,6 +91,23 @@ fn get_many_answers_in_order_within_its_bounds() {
 }
 
 #[test]
+fn a_refused_batch_leaves_the_lru_order_alone() {
+    let charge = entry_charge("k0", 8);
+    let (c, _) = cache_with(CacheSettings {
+        memory: ByteSize(charge * 2),
+        max_batch_bytes: ByteSize(8),
+        ..CacheSettings::default()
+    });
+    c.set("a", "k0", &[0; 8], None).unwrap();
+    c.set("a", "k1", &[0; 8], None).unwrap();
+    // Refused (16 bytes > 8): k0 stays the least recently used.
+    assert!(c.get_many("a", &["k1".into(), "k0".into()]).is_err());
+    c.set("a", "k2", &[0; 8], None).unwrap();
+    assert_eq!(value(&c, "a", "k0"), None);
+    assert!(value(&c, "a", "k1").is_some());
+}
+
+#[test]
 fn increment_counts_from_zero_and_refuses_non_integers() {
     let (c, clock) = cache_with(CacheSettings::default());
     assert_eq!(c.increment("a", "n", 5, Some(1000)).unwrap(), 5);
