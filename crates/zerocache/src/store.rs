@@ -340,7 +340,7 @@ impl Inner {
     /// The live entry of `key`, without moving it in the LRU order.
     fn peek(&self, tenant: &str, key: &str, now: u64) -> Option<&Entry> {
         let entry = self.spaces.get(tenant)?.entries.get(key)?;
-        (!entry.expires.is_some_and(|t| t <= now)).then_some(entry)
+        entry.expires.is_none_or(|t| t > now).then_some(entry)
     }
 
     /// The live entry of `key`, moved to the most recently used end; an expired one is removed.
