@@ -53,7 +53,7 @@ impl Client {
         }
     }
 
-    fn call_err(&self, e: ureq::Error) -> anyhow::Error {
+    pub(crate) fn call_err(&self, e: ureq::Error) -> anyhow::Error {
         match e {
             ureq::Error::Status(status, resp) => {
                 let body: serde_json::Value = resp.into_json().unwrap_or_default();
@@ -115,7 +115,7 @@ impl Client {
     }
 
     /// A request carrying a fresh invocation of `command` with `args` and the proof chain.
-    fn authorized(
+    pub(crate) fn authorized(
         &mut self,
         method: &str,
         path: &str,
@@ -225,7 +225,7 @@ impl Client {
         self.send("DELETE", &url, "/fs/delete", args, None)
     }
 
-    fn send(
+    pub(crate) fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -236,7 +236,7 @@ impl Client {
         self.send_typed(method, path, command, args, body, "application/wasm")
     }
 
-    fn send_typed(
+    pub(crate) fn send_typed(
         &mut self,
         method: &str,
         path: &str,

@@ -9,6 +9,8 @@
 
 #![deny(missing_docs)]
 
+mod cache;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod api;

@@ -18,6 +18,7 @@
 //! | `POST /v1/revocations` | `/ucan/revoke` | `revoke` (CID link), `path` (CID links, root first) |
 //! | `POST /v1/tenants/{t}/db/{db}/query` (body: `{"sql": …, "params": […]}`) | `/db/query` | `tenant`, `db`, `sql` |
 //! | `PUT`, `GET`, `POST ?mkdir`, `DELETE /v1/tenants/{t}/fs/{path}` | `/fs/write`, `/fs/read`, `/fs/create`, `/fs/delete` | `tenant`, `path` |
+//! | `GET`, `PUT` (body: the value), `DELETE /v1/tenants/{t}/cache/{key}` | `/cache/read`, `/cache/write`, `/cache/write` | `tenant`, `key` (and `ttl_ms` for `PUT`) |
 //!
 //! A database query is checked twice: the invocation must be allowed `/db/query`, and then every
 //! table the statement touches must be allowed by the same chain with `/db/read`, `/db/write`,
@@ -81,6 +82,8 @@ pub struct Api {
     pub max_concurrent_per_app: usize,
     /// The tenants' SQL databases.
     pub databases: Arc<zerodb::Databases>,
+    /// The tenants' in-memory cache.
+    pub cache: Arc<zerocache::Cache>,
     /// Bounds on requests and connections.
     pub limits: AdminLimits,
     /// The operator's outgoing-HTTP rule (its host ceiling is checked at deploy).
@@ -458,6 +461,10 @@ impl Api {
             (&Method::POST, ["v1", "tenants", t, "db", d, "query"]) => {
                 let (t, d) = (t.to_string(), d.to_string());
                 self.db_query(&parts, body, &t, &d).await
+            }
+            (m, ["v1", "tenants", t, "cache", k]) => {
+                let (m, t, k) = (m.clone(), t.to_string(), k.to_string());
+                self.cache_call(&parts, body, &m, &t, &k).await
             }
             _ => Err(Refusal::new(
                 404,

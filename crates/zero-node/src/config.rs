@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub db: zerodb::Limits,
     /// `[outbound]`: outgoing HTTP from components (zeroproxy).
     pub outbound: zeroproxy::OutboundConfig,
+    /// `[cache]`: the tenants' in-memory cache (zerocache).
+    pub cache: zerocache::CacheSettings,
     /// `[[app]]` entries.
     #[serde(rename = "app")]
     pub apps: Vec<AppSection>,
@@ -370,6 +372,7 @@ impl NodeConfig {
                 .check_hosts(&app.allowed_outbound_hosts)
                 .map_err(|e| format!("{at}: {e}"))?;
         }
+        self.cache.validate()?;
         Ok(())
     }
 
@@ -559,6 +562,21 @@ mod tests {
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.admin.max_proofs, 16);
+    }
+
+    #[test]
+    fn cache_section_has_its_crates_defaults_and_refuses_bad_values() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.cache, zerocache::CacheSettings::default());
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.cache, zerocache::CacheSettings::default());
+        let c = NodeConfig::parse("[cache]\nmemory = \"8 MiB\"\n", Path::new(".")).unwrap();
+        assert_eq!(c.cache.memory.0, 8 << 20);
+        let e = NodeConfig::parse("[cache]\nmemroy = 1\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("memroy"), "{e}");
+        let e = NodeConfig::parse("[cache]\nmemory = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("[cache] memory"), "{e}");
     }
 
     #[test]

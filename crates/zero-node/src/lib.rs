@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apps;
+mod cacheapi;
 pub mod code;
 pub mod config;
 mod dbapi;
@@ -36,6 +37,7 @@ zerocore::providers! {
         http: zeroproxy::HttpResources,
         fs: zerofs::wasi::FsProvider,
         db: zerodb::DbProvider,
+        cache: zerocache::CacheProvider,
     }
 }
 
@@ -45,17 +47,19 @@ pub type Runtime = zerocore::Runtime<Providers>;
 /// Builds the node's providers from their settings. `fs` is the tenants' file store, served to
 /// components as `wasi:filesystem`, and `databases` are the tenants' SQL databases, served as
 /// `zero:db` (both opened once by [`Node::start`]). `outbound` is the operator's rule for
-/// components' outgoing HTTP.
+/// components' outgoing HTTP. `cache` is the tenants' in-memory cache, served as `zero:cache`.
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
     fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
     outbound: Arc<zeroproxy::OutboundConfig>,
+    cache: Arc<zerocache::Cache>,
 ) -> Providers {
     Providers {
         http: HttpResources::new(outbound),
         fs: zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits),
         db: zerodb::DbProvider::new(databases),
+        cache: zerocache::CacheProvider::new(cache),
     }
 }
 
@@ -144,6 +148,7 @@ impl Node {
             })?,
         );
         let outbound = Arc::new(std::mem::take(&mut config.outbound));
+        let cache = Arc::new(zerocache::Cache::new(config.cache.clone()));
         let runtime = Arc::new(Runtime::new(
             &core,
             providers(
@@ -151,6 +156,7 @@ impl Node {
                 config.fs.wasi_limits(Some(config.limits.wall_time)),
                 databases.clone(),
                 outbound.clone(),
+                cache.clone(),
             ),
         )?);
         let proxy =
@@ -276,6 +282,7 @@ impl Node {
             },
             max_concurrent_per_app: proxy.max_concurrent_per_app(),
             databases,
+            cache,
             limits: api::AdminLimits::from_config(&config),
             outbound,
         });

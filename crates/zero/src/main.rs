@@ -156,6 +156,9 @@ enum Command {
     /// Tenant databases (zerodb) over the management API.
     #[command(subcommand)]
     Db(DbCommand),
+    /// A tenant's cache (zerocache) over the management API: get, set, del.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -323,6 +326,45 @@ enum DbCommand {
         /// Print the node's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Print the value of KEY (its raw bytes); exits with 1 when the key is absent.
+    Get {
+        /// The tenant.
+        tenant: String,
+        /// The key.
+        #[arg(id = "cache_key", value_name = "KEY")]
+        key: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Store VALUE under KEY (`/cache/write`).
+    Set {
+        /// The tenant.
+        tenant: String,
+        /// The key.
+        #[arg(id = "cache_key", value_name = "KEY")]
+        key: String,
+        /// The value (stored as its UTF-8 bytes).
+        value: String,
+        /// Expire the entry after this many milliseconds (default: never).
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Remove KEY (`/cache/write`; nothing happens when it is absent).
+    Del {
+        /// The tenant.
+        tenant: String,
+        /// The key.
+        #[arg(id = "cache_key", value_name = "KEY")]
+        key: String,
         #[command(flatten)]
         auth: ApiAuth,
     },
@@ -707,6 +749,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fs(cmd) => fs_command(cmd),
+        Command::Cache(cmd) => cache_command(cmd),
         Command::Ucan(UcanCommand::VerifyInvocation {
             invocation,
             proof,
@@ -763,6 +806,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code =
                 zerocore::command::run_command(&bytes, &file.display().to_string(), opts).await?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+fn cache_command(cmd: CacheCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CacheCommand::Get { tenant, key, auth } => match client(&auth)?.cache_get(&tenant, &key)? {
+            Some(value) => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(&value)?;
+                out.flush()?;
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                eprintln!(
+                    "key `{key}` is not in the cache of tenant `{tenant}` (never set, deleted, expired or evicted)"
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        CacheCommand::Set {
+            tenant,
+            key,
+            value,
+            ttl_ms,
+            auth,
+        } => {
+            if ttl_ms == Some(0) {
+                anyhow::bail!(
+                    "--ttl-ms 0: give a positive number of milliseconds, or omit it for no expiry"
+                );
+            }
+            print_json(&client(&auth)?.cache_set(&tenant, &key, value.as_bytes(), ttl_ms)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Del { tenant, key, auth } => {
+            print_json(&client(&auth)?.cache_delete(&tenant, &key)?);
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
