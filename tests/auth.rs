@@ -352,7 +352,7 @@ fn invocations_are_checked_like_any_capability() {
 
     // Wrong audience: an invocation addressed to another node.
     let other_node = Keypair::generate().unwrap();
-    let inv = zero_auth::Invocation::builder(
+    let inv = zero_auth::InvocationToken::builder(
         w.admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 60),
@@ -463,7 +463,7 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     let admin = Keypair::generate().unwrap();
     let owner = Keypair::generate().unwrap();
     let d = zero_client::owner_delegation(&admin, "acme", owner.did(), Some(3600)).unwrap();
-    let inv = zero_auth::Invocation::builder(
+    let inv = zero_auth::InvocationToken::builder(
         admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 600),
@@ -506,7 +506,7 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("UnavailableProof"));
     // Another tenant in the arguments.
-    let other = zero_auth::Invocation::builder(
+    let other = zero_auth::InvocationToken::builder(
         admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 600),
@@ -779,7 +779,7 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
     let node_did = zero_auth::Did::parse(&node_did).unwrap();
     let proofs: Vec<String> = w.acme_chain.iter().map(|d| d.to_base64()).collect();
     let list = |exp: Option<u64>, aud: Option<&zero_auth::Did>| {
-        let mut b = zero_auth::Invocation::builder(
+        let mut b = zero_auth::InvocationToken::builder(
             w.admin.did().clone(),
             zero_auth::Command::parse("/app/list").unwrap(),
             exp,
@@ -791,7 +791,7 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
         }
         b.sign(&w.acme_owner).unwrap()
     };
-    let call = |inv: &zero_auth::Invocation| {
+    let call = |inv: &zero_auth::InvocationToken| {
         raw_call(
             &w.api,
             "GET",

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zero_auth::policy::Statement;
-use zero_auth::{Command, Delegation, Did, Invocation, Ipld, Keypair, Policy};
+use zero_auth::{Command, Delegation, Did, InvocationToken, Ipld, Keypair, Policy};
 
 /// Unix seconds now.
 pub fn now() -> u64 {
@@ -359,7 +359,7 @@ impl Client {
         &mut self,
         command: &str,
         args: BTreeMap<String, Ipld>,
-    ) -> anyhow::Result<Invocation> {
+    ) -> anyhow::Result<InvocationToken> {
         if self.node_did.is_none() {
             self.node_info()?;
         }
@@ -370,7 +370,7 @@ impl Client {
                 .ok_or_else(|| anyhow::anyhow!("the proof chain's root has no subject"))?,
             None => self.key.did().clone(),
         };
-        let mut b = Invocation::builder(
+        let mut b = InvocationToken::builder(
             subject,
             Command::parse(command).map_err(|e| anyhow::anyhow!("{e}"))?,
             Some(now() + 300),
@@ -689,7 +689,7 @@ impl Client {
                 Ipld::List(path.iter().map(|d| Ipld::Link(*d.cid())).collect()),
             );
         }
-        let mut b = Invocation::builder(
+        let mut b = InvocationToken::builder(
             subject,
             Command::parse(zero_auth::REVOKE_COMMAND).map_err(|e| anyhow::anyhow!("{e}"))?,
             Some(now() + 300),

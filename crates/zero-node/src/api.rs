@@ -53,7 +53,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use zero_auth::{Delegation, Invocation, Ipld, Validator, VerifiedInvocation};
+use zero_auth::{Delegation, InvocationToken, Ipld, Validator, VerifiedInvocation};
 use zerocore::Runtime;
 use zeroproxy::Route;
 
@@ -293,7 +293,10 @@ impl Api {
     /// Reads the invocation and its proofs from the request's headers, within the bounds
     /// (`[admin] max_token_bytes` in all, `[admin] max_proofs` proofs), before anything is
     /// verified.
-    fn tokens(&self, req: &http::request::Parts) -> Result<(Invocation, Vec<Delegation>), Refusal> {
+    fn tokens(
+        &self,
+        req: &http::request::Parts,
+    ) -> Result<(InvocationToken, Vec<Delegation>), Refusal> {
         let limits = &self.limits;
         let size: usize = [http::header::AUTHORIZATION.as_str(), "ucan-proofs"]
             .iter()
@@ -344,7 +347,7 @@ impl Api {
                 ),
             ));
         }
-        let invocation = Invocation::from_base64(auth.trim())
+        let invocation = InvocationToken::from_base64(auth.trim())
             .map_err(|e| Refusal::new(401, e.name(), e.to_string()))?;
         let proofs = encoded
             .into_iter()
@@ -357,7 +360,7 @@ impl Api {
 
     /// The checks every management invocation gets before its chain: the endpoint's command,
     /// and an `aud` naming this node.
-    fn check_addressed(&self, invocation: &Invocation, command: &str) -> Result<(), Refusal> {
+    fn check_addressed(&self, invocation: &InvocationToken, command: &str) -> Result<(), Refusal> {
         if invocation.command().as_str() != command {
             return Err(Refusal::new(
                 403,

@@ -175,10 +175,19 @@ pub async fn build_app(
         .await
         .map_err(|e| Refusal::new(500, "Internal", format!("loading failed: {e}")))?
         .map_err(|e| Refusal::new(422, "LoadError", e.to_string()))?;
+    let hash = hash.to_string();
+    // The component's capability checker, made once for the deployment (see
+    // `zero_auth::ScopedChain`): every instance's providers share its answers.
+    let grants = Arc::new(zero_auth::ScopedChain::of_component(
+        capabilities.as_ref(),
+        &spec.tenant,
+        Some(&hash),
+    ));
     let mut settings = AppSettings {
         allowed_outbound_hosts: spec.allowed_outbound_hosts,
-        component: Some(hash.to_string()),
+        component: Some(hash),
         capabilities: capabilities.map(Arc::new),
+        grants,
         owner_credential: spec.owner_credential,
         not_after: None,
     };

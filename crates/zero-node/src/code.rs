@@ -11,12 +11,15 @@
 //! credential that expired or was revoked refuses the app, with the reason in the log.
 //!
 //! File capabilities use *directory granularity*: a capability on a directory covers everything
-//! under it, and an exclusion of a directory excludes everything under it ([`path_allowed`]).
+//! under it, and an exclusion of a directory excludes everything under it (the rule of
+//! [`zero_auth::ScopedChain`], the one capability checker).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use zero_auth::{Capability, Chain, ChainExpectations, Command, Delegation, Did, Ipld, Validator};
+use zero_auth::{
+    Capability, Chain, ChainExpectations, Delegation, Did, Ipld, ScopedChain, Validator,
+};
 use zerofs::{TenantPath, ZeroFs};
 
 use crate::apps::{Authority, Refusal, now};
@@ -38,26 +41,19 @@ pub fn code_path(key: &str) -> String {
     format!("{CODE_DIR}/{key}.wasm")
 }
 
-/// The arguments a file capability is checked against.
-pub fn fs_args(tenant: &str, path: &str) -> Ipld {
-    Ipld::Map(BTreeMap::from([
-        ("tenant".to_string(), Ipld::String(tenant.to_string())),
-        ("path".to_string(), Ipld::String(path.to_string())),
-    ]))
-}
-
-/// Checks `command` (such as `/fs/read`) on `path` against `capabilities` (a chain's, root
-/// first) with directory granularity: zero-auth's rule for paths
-/// ([`zero_auth::authorize_paths`]), under which a grant on a directory covers everything under
-/// it and an exclusion of a directory excludes everything under it.
-pub fn path_allowed(
+/// Checks `/fs/read` of `path` in `tenant` against `chain`, a validated chain's links (root
+/// first), with the one capability checker ([`ScopedChain`]): a grant on a directory covers
+/// everything under it and an exclusion of a directory excludes everything under it.
+fn read_allowed(
     capabilities: &[Capability],
-    command: &str,
     tenant: &str,
     path: &TenantPath,
 ) -> Result<(), zero_auth::Error> {
-    let cmd = Command::parse(command)?;
-    zero_auth::authorize_paths(capabilities, &cmd, &fs_args(tenant, path.as_str()), "path")
+    let base = BTreeMap::from([("tenant".to_string(), Ipld::String(tenant.to_string()))]);
+    ScopedChain::new(Some(capabilities.to_vec()), base, None).allows(
+        &zero_auth::Action::Read.command(zerofs::wasi::access::FS_NAMESPACE)?,
+        &[("path", path.as_str())],
+    )
 }
 
 /// The owner's credential kept with a deployed app: who deployed it and the delegation chain
@@ -139,7 +135,7 @@ impl Credential {
                 now(),
             )
             .map_err(owner_refused)?;
-        path_allowed(chain.capabilities(), "/fs/read", tenant, path).map_err(owner_refused)?;
+        read_allowed(chain.capabilities(), tenant, path).map_err(owner_refused)?;
         Ok(Some(Arc::new(chain)))
     }
 }

@@ -6,14 +6,14 @@
 //! covering `/db/query` or a table command), except that its policies are not evaluated on the
 //! invocation's own arguments, which name no table: instead the chain must be able to allow
 //! some `/db` action on some table of that database
-//! ([`zerodb::ChainGrants::check_database`]), and then every table
+//! ([`zerodb::check_database`]), and then every table
 //! the statement touches is checked against the chain with `/db/read`, `/db/write`,
 //! `/db/create` or `/db/delete` and the invocation's arguments plus `.table`, by the same
-//! [`zerodb::ChainGrants`] that checks components. So a delegation scoped with
+//! [`zero_auth::ScopedChain`] rule that checks components. So a delegation scoped with
 //! `[["==", ".db", "app"], ["==", ".table", "todos"]]` works here exactly as for a component.
 
 use hyper::body::Incoming;
-use zero_auth::{Capability, Command, Ipld};
+use zero_auth::{Capability, Command, Ipld, ScopedChain};
 
 use crate::api::{Api, Resp, expect_arg, read_body, refuse_unread};
 use crate::apps::Refusal;
@@ -27,7 +27,7 @@ const MAX_QUERY_BODY: usize = 4 << 20;
 fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
     let table_commands: Vec<Command> = zerodb::Action::ALL
         .iter()
-        .filter_map(|a| Command::parse(a.command()).ok())
+        .filter_map(|a| zerodb::table_command(*a).ok())
         .collect();
     if let Some(cap) = caps
         .iter()
@@ -50,7 +50,10 @@ fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_aut
         // Reported by the argument checks of the endpoint.
         return Ok(());
     };
-    zerodb::ChainGrants::new(Some(caps.to_vec()), map.clone(), None).check_database(db)
+    zerodb::check_database(
+        &ScopedChain::new(Some(caps.to_vec()), map.clone(), None),
+        db,
+    )
 }
 
 fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refusal> {
@@ -187,8 +190,7 @@ impl Api {
             }
         };
         self.require_tenant(tenant)?;
-        let grants =
-            zerodb::ChainGrants::new(Some(inv.capabilities.clone()), inv.args.clone(), None);
+        let grants = ScopedChain::of_invocation(&inv);
         let (databases, tenant_s, db_s, sql_s) = (
             self.databases.clone(),
             tenant.to_string(),

@@ -35,12 +35,11 @@ use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use serde_json::json;
-use zero_auth::{Capability, Command, Ipld, VerifiedInvocation};
+use zero_auth::{ScopedChain, VerifiedInvocation};
 use zerofs::{Entry, EntryKind, StagedWrite, TenantPath, ZeroFs};
 
 use crate::api::{Api, Body, Resp, expect_arg, json_response};
 use crate::apps::Refusal;
-use crate::code::path_allowed;
 
 /// Bytes per chunk read from a blob for a download, and written at once for an upload.
 const CHUNK: usize = 256 * 1024;
@@ -144,16 +143,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(fs_refusal)
 }
 
-/// A capability check with directory granularity: zero-auth's rule for paths
-/// ([`zero_auth::authorize_paths`] on the `path` argument).
-fn directory_scope(
-    caps: &[Capability],
-    cmd: &Command,
-    args: &Ipld,
-) -> Result<(), zero_auth::Error> {
-    zero_auth::authorize_paths(caps, cmd, args, "path")
-}
-
 impl Api {
     /// Serves `/v1/tenants/{tenant}/fs/{rest}`.
     pub(crate) async fn files(
@@ -255,7 +244,7 @@ impl Api {
         tenant: &str,
         path: &TenantPath,
     ) -> Result<VerifiedInvocation, Refusal> {
-        let (inv, _) = self.authorize_with(parts, op.command(), &directory_scope)?;
+        let (inv, _) = self.authorize_with(parts, op.command(), &ScopedChain::rule)?;
         expect_arg(&inv.args, "tenant", tenant)?;
         expect_arg(&inv.args, "path", path.as_str())?;
         self.require_tenant(tenant)?;
@@ -289,7 +278,11 @@ impl Api {
         };
         let checked = exists.and_then(|exists| {
             if !exists {
-                path_allowed(&inv.capabilities, "/fs/create", tenant, &path)
+                let create = zero_auth::Action::Create
+                    .command(zerofs::wasi::access::FS_NAMESPACE)
+                    .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+                ScopedChain::of_invocation(inv)
+                    .allows(&create, &[("path", path.as_str())])
                     .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
             }
             Ok(exists)

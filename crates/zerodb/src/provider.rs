@@ -2,12 +2,12 @@
 //! interface in `wit/zero-db` (package `zero:db@0.1.0`).
 //!
 //! [`DbProvider`] adds the interface to the linker and, for every store, records which tenant
-//! and component run and the capability chain they carry ([`ChainGrants`]). A component opens a
-//! database by name; the name is resolved within its own tenant only
+//! and component run and their capability checker ([`ScopedChain`], made once per
+//! deployment). A component opens a database by name; the name is resolved within its own tenant only
 //! ([`Databases::database`]`(tenant, name)`), so no name reaches another tenant's files. Each
 //! statement's table accesses are then checked with
 //! `chain.allows("/db/read" | "/db/write" | "/db/create" | "/db/delete", {tenant, component, db,
-//! table})`, the answers cached per store. A component without a token may not open any
+//! table})`, the answers memoized per deployment. A component without a token may not open any
 //! database.
 //!
 //! SQLite work runs on tokio's blocking pool (`spawn_blocking`), so a slow statement never stalls
@@ -15,15 +15,14 @@
 //! shared): a point read served at 0.70-0.73 of the hello app's req/s with `spawn_blocking`, and
 //! at 0.56 with `block_in_place` (which also parks the executor thread for the statement).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker, Resource};
-use zero_auth::Ipld;
-use zero_provider::{HostState, Invocation, Provider, ResourceProvider};
+use zero_auth::ScopedChain;
+use zero_provider::{HostState, Provider, ResourceProvider};
 
-use crate::{Action, ChainGrants, Control, Database, Databases};
+use crate::{Action, Control, Database, Databases};
 
 // Generated code: the WIT types carry the WIT's docs; the generated glue (linker helpers,
 // world struct) has none of its own.
@@ -53,31 +52,13 @@ pub struct DbHandle {
 /// Per-store state of the provider, kept in [`HostState::extensions`].
 struct DbStore {
     databases: Arc<Databases>,
-    grants: Arc<ChainGrants>,
+    grants: Arc<ScopedChain>,
     /// Databases opened by this request (each handle holds a resource-table entry).
     handles: usize,
 }
 
 /// Most databases one request may open (handles in its resource table).
 pub const MAX_HANDLES_PER_REQUEST: usize = 16;
-
-/// The grants of a component's store: its chain, asked with `tenant` and `component`.
-fn component_grants(invocation: &Invocation) -> ChainGrants {
-    let chain = invocation.settings.capabilities.as_deref();
-    let mut base = BTreeMap::new();
-    base.insert(
-        "tenant".to_owned(),
-        Ipld::String(invocation.tenant.to_string()),
-    );
-    if let Some(c) = &invocation.settings.component {
-        base.insert("component".to_owned(), Ipld::String(c.clone()));
-    }
-    ChainGrants::new(
-        chain.map(|c| c.capabilities().to_vec()),
-        base,
-        chain.and_then(|c| c.expiration()),
-    )
-}
 
 /// The zerodb resource provider.
 pub struct DbProvider {
@@ -108,7 +89,7 @@ impl ResourceProvider for DbProvider {
     }
 
     fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
-        let grants = Arc::new(component_grants(&state.invocation));
+        let grants = state.invocation.settings.grants.clone();
         state.extensions.insert(DbStore {
             databases: self.databases.clone(),
             grants,
@@ -232,7 +213,7 @@ fn store(state: &HostState) -> wasmtime::Result<&DbStore> {
 fn handle_db(
     state: &HostState,
     handle: &Resource<DbHandle>,
-) -> wasmtime::Result<(Arc<Database>, Arc<ChainGrants>)> {
+) -> wasmtime::Result<(Arc<Database>, Arc<ScopedChain>)> {
     let db = state.table.get(handle)?.db.clone();
     Ok((db, store(state)?.grants.clone()))
 }
@@ -254,8 +235,8 @@ impl wit::HostDatabase for HostState {
                 limit: MAX_HANDLES_PER_REQUEST as u64,
             })));
         }
-        if let Err(e) = st.grants.check_database(&name) {
-            let why = if !st.grants.has_chain() {
+        if let Err(e) = crate::check_database(&st.grants, &name) {
+            let why = if !st.grants.has_token() {
                 "the component carries no capability token".to_owned()
             } else {
                 format!("the component's capability token does not reach it ({e})")

@@ -4,7 +4,7 @@
 //!
 //! # Capabilities
 //!
-//! Rights are the UCAN commands `/fs/read`, `/fs/write`, `/fs/create` and `/fs/delete`, checked
+//! Actions are the UCAN commands `/fs/read`, `/fs/write`, `/fs/create` and `/fs/delete`, checked
 //! with arguments `{tenant, component, path}` on every call that needs them (see
 //! [`access`] for the directory-granularity rule). Mapping:
 //! - read: `read`, `read-via-stream`, `stat`, `stat-at`, `metadata-hash(-at)`, opening a file
@@ -86,7 +86,8 @@ use wasmtime_wasi::p2::{InputStream, OutputStream, Pollable, StreamError, Stream
 use zero_provider::{HostState, Provider, ResourceProvider};
 
 use crate::{EntryKind, Error, StagedWrite, TenantPath, WriteOptions, ZeroFs};
-use access::{Access, ChainGrants, Right};
+use access::Access;
+use zero_auth::Action;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -255,17 +256,10 @@ impl ResourceProvider for FsProvider {
 
     fn configure_store(&self, state: &mut HostState) -> anyhow::Result<()> {
         let inv = &state.invocation;
-        let grants = inv.settings.capabilities.as_ref().map(|chain| {
-            Box::new(ChainGrants::new(
-                chain.clone(),
-                &inv.tenant,
-                inv.settings.component.as_deref(),
-            )) as Box<dyn access::Grants>
-        });
         state.extensions.insert(FsState {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
-            access: Access::new(grants),
+            access: Access::new(inv.settings.grants.clone()),
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
                 max: self.limits.max_open_per_instance,
@@ -658,8 +652,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn require(&mut self, right: Right, path: &TenantPath) -> FsResult<()> {
-        if self.st.access.allowed(right, path) {
+    fn require(&mut self, action: Action, path: &TenantPath) -> FsResult<()> {
+        if self.st.access.allowed(action, path) {
             Ok(())
         } else {
             Err(ErrorCode::Access)
@@ -671,7 +665,7 @@ impl Ctx<'_> {
         if lock(file).created_here {
             return Ok(());
         }
-        self.require(Right::Write, path)
+        self.require(Action::Write, path)
     }
 
     fn require_visible(&mut self, path: &TenantPath) -> FsResult<()> {
@@ -689,7 +683,7 @@ impl Ctx<'_> {
         self.require_visible(path)?;
         let leads_to_grant = self.st.access.roots().iter().any(|r| r.starts_with(path));
         if !leads_to_grant {
-            self.require(Right::Read, path)?;
+            self.require(Action::Read, path)?;
         }
         let entry = self
             .st
@@ -697,7 +691,7 @@ impl Ctx<'_> {
             .stat(&self.st.tenant, path.as_str())
             .map_err(|e| code(&e))?;
         if entry.kind == EntryKind::File && leads_to_grant {
-            self.require(Right::Read, path)?;
+            self.require(Action::Read, path)?;
         }
         Ok(entry)
     }
@@ -775,10 +769,10 @@ impl Ctx<'_> {
                     return Err(ErrorCode::NotDirectory);
                 }
                 if flags.contains(DescriptorFlags::READ) {
-                    self.require(Right::Read, &path)?;
+                    self.require(Action::Read, &path)?;
                 }
                 if wants_write {
-                    self.require(Right::Write, &path)?;
+                    self.require(Action::Write, &path)?;
                 }
                 let mut file = OpenFile::new(self.st, &path, false);
                 if oflags.contains(OpenFlags::TRUNCATE) && entry.size > 0 {
@@ -799,9 +793,9 @@ impl Ctx<'_> {
                 if oflags.contains(OpenFlags::DIRECTORY) {
                     return Err(ErrorCode::Invalid);
                 }
-                self.require(Right::Create, &path)?;
+                self.require(Action::Create, &path)?;
                 if flags.contains(DescriptorFlags::READ) {
-                    self.require(Right::Read, &path)?;
+                    self.require(Action::Read, &path)?;
                 }
                 // The new, empty file exists as soon as open-at returns.
                 self.st
@@ -823,7 +817,7 @@ impl Ctx<'_> {
     /// then the entry must be of that kind (the tenant root is never removed).
     fn remove_at(&mut self, d: &Resource<Descriptor>, path: &str, kind: EntryKind) -> FsResult<()> {
         let path = resolve(&self.dir(d)?, path)?;
-        self.require(Right::Delete, &path)?;
+        self.require(Action::Delete, &path)?;
         let tenant = self.st.tenant.clone();
         match self.st.fs.stat(&tenant, path.as_str()) {
             Ok(e) if e.kind != kind => {
@@ -853,16 +847,16 @@ impl Ctx<'_> {
     ) -> FsResult<()> {
         let from = resolve(&self.dir(from_dir)?, from)?;
         let to = resolve(&self.dir(to_dir)?, to)?;
-        self.require(Right::Delete, &from)?;
+        self.require(Action::Delete, &from)?;
         let tenant = self.st.tenant.clone();
         let dest_exists = match self.st.fs.exists(&tenant, to.as_str()) {
             Ok(b) => b,
             Err(e) => return Err(code(&e)),
         };
         if dest_exists {
-            self.require(Right::Write, &to)?;
+            self.require(Action::Write, &to)?;
         } else {
-            self.require(Right::Create, &to)?;
+            self.require(Action::Create, &to)?;
         }
         self.st
             .fs
@@ -896,7 +890,7 @@ impl types::HostDescriptor for HostState {
         let stream = (|| -> FsResult<FileInput> {
             let mut c = ctx(self)?;
             let (path, _, file) = c.file(&d)?;
-            c.require(Right::Read, &path)?;
+            c.require(Action::Read, &path)?;
             let slot = c.st.open.acquire()?;
             let source = {
                 let f = lock(&file);
@@ -1023,7 +1017,7 @@ impl types::HostDescriptor for HostState {
             if !flags.contains(DescriptorFlags::READ) {
                 return Err(ErrorCode::BadDescriptor);
             }
-            c.require(Right::Read, &path)?;
+            c.require(Action::Read, &path)?;
             let mut f = lock(&file);
             let want = usize::try_from(len).unwrap_or(usize::MAX);
             let data = f.read_at(want, offset)?;
@@ -1122,7 +1116,7 @@ impl types::HostDescriptor for HostState {
         ok!({
             let mut c = ctx(self)?;
             let path = resolve(&c.dir(&d)?, &path)?;
-            c.require(Right::Create, &path)?;
+            c.require(Action::Create, &path)?;
             c.st.fs
                 .mkdir(&c.st.tenant, path.as_str(), false)
                 .map(|_| ())
