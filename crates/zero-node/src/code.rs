@@ -22,7 +22,7 @@ use zero_auth::{
 };
 use zerofs::{TenantPath, ZeroFs};
 
-use crate::apps::{Authority, Refusal, now};
+use crate::apps::{Authority, Component, Refusal, now};
 
 /// The directory of a tenant's namespace that holds its deployed code, inside the reserved
 /// [`zerofs::RESERVED_DIR`]: components cannot see it, and the owner can only read it.
@@ -140,13 +140,13 @@ impl Credential {
     }
 }
 
-/// Stores a component's bytes at its [`code_path`] in the tenant's namespace (a no-op when
-/// those exact bytes are already stored) and returns their key. Durable before it returns.
-pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, bytes: Vec<u8>) -> Result<String, Refusal> {
+/// Stores a component's bytes at the [`code_path`] of its key in the tenant's namespace (a
+/// no-op when those exact bytes are already stored). Durable before it returns.
+pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, component: &Component) -> Result<(), Refusal> {
     let fs = fs.clone();
     let tenant = tenant.to_string();
-    let key = code_key(&bytes);
-    let path = code_path(&key);
+    let path = code_path(&component.key);
+    let bytes = component.bytes.clone();
     tokio::task::spawn_blocking(move || {
         if fs.exists(&tenant, &path)? {
             return Ok(());
@@ -171,19 +171,20 @@ pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, bytes: Vec<u8>) -> Result<Str
         ),
         e => Refusal::new(500, "Storage", format!("could not store the code: {e}")),
     })?;
-    Ok(key)
+    Ok(())
 }
 
 /// Reads a deployed app's code (stored under `key`) from zerofs with the owner's credential:
 /// the credential is validated now and must allow `/fs/read` of the code path; the bytes read
-/// must still have that key. Returns the bytes and the owner's validated chain.
+/// must still have that key. Returns the component (hashed once) and the owner's validated
+/// chain.
 pub async fn fetch(
     fs: &Arc<ZeroFs>,
     authority: &Authority,
     tenant: &str,
     key: &str,
     credential: &Credential,
-) -> Result<(Vec<u8>, Option<Arc<Chain>>), Refusal> {
+) -> Result<(Component, Option<Arc<Chain>>), Refusal> {
     let path_text = code_path(key);
     let path = TenantPath::parse(&path_text)
         .map_err(|e| Refusal::new(500, "Storage", format!("bad code path: {e}")))?;
@@ -216,5 +217,5 @@ pub async fn fetch(
             format!("the stored code {key} is damaged (its bytes hash to {found}); deploy again"),
         ));
     }
-    Ok((bytes, owner))
+    Ok((Component::with_key(bytes, found)?, owner))
 }
