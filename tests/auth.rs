@@ -351,7 +351,7 @@ fn invocations_are_checked_like_any_capability() {
 
     // Wrong audience: an invocation addressed to another node.
     let other_node = Keypair::generate().unwrap();
-    let inv = zero_auth::Invocation::builder(
+    let inv = zero_auth::InvocationToken::builder(
         w.admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 60),
@@ -462,7 +462,7 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     let admin = Keypair::generate().unwrap();
     let owner = Keypair::generate().unwrap();
     let d = zero_client::owner_delegation(&admin, "acme", owner.did(), Some(3600)).unwrap();
-    let inv = zero_auth::Invocation::builder(
+    let inv = zero_auth::InvocationToken::builder(
         admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 600),
@@ -505,7 +505,7 @@ fn offline_invocation_check_prints_ok_or_the_failed_check() {
     assert_eq!(code, 1);
     assert_eq!(out.lines().last(), Some("UnavailableProof"));
     // Another tenant in the arguments.
-    let other = zero_auth::Invocation::builder(
+    let other = zero_auth::InvocationToken::builder(
         admin.did().clone(),
         zero_auth::Command::parse("/app/list").unwrap(),
         Some(zero_client::now() + 600),
@@ -754,7 +754,7 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
     let node_did = zero_auth::Did::parse(&node_did).unwrap();
     let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
     let list = |exp: Option<u64>, aud: Option<&zero_auth::Did>| {
-        let mut b = zero_auth::Invocation::builder(
+        let mut b = zero_auth::InvocationToken::builder(
             w.admin.did().clone(),
             zero_auth::Command::parse("/app/list").unwrap(),
             exp,
@@ -766,7 +766,7 @@ fn invocations_are_short_lived_addressed_to_this_node_and_single_use_per_princip
         }
         b.sign(&w.acme.owner).unwrap()
     };
-    let call = |inv: &zero_auth::Invocation| {
+    let call = |inv: &zero_auth::InvocationToken| {
         raw_call(
             &w.api,
             "GET",
@@ -1117,4 +1117,87 @@ fn signatures_of_the_wrong_form_are_refused_as_invalid_signature() {
         &proofs,
     );
     assert_eq!(r.0, 200, "{r:?}");
+}
+
+#[test]
+fn the_ucan_extractor_refuses_no_bad_or_misdirected_invocations_and_admits_the_right_one() {
+    let w = world("ucan-extractor");
+    let mut owner = Client::new(&w.api, copy_key(&w.acme.owner), w.acme.chain.clone());
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
+    let list_args = || BTreeMap::from([("tenant".into(), Ipld::String("acme".into()))]);
+
+    // No Authorization header, on every kind of endpoint: 401 MissingInvocation.
+    for (method, path) in [
+        ("GET", "/v1/tenants/acme/apps"),
+        ("DELETE", "/v1/tenants/acme/apps/site"),
+        ("POST", "/v1/tenants"),
+        ("GET", "/v1/tenants/acme/fs/site"),
+        ("POST", "/v1/revocations"),
+    ] {
+        let r = raw_call(&w.api, method, path, "", &[]);
+        assert_eq!(r.0, 401, "{method} {path}: {r:?}");
+        assert!(
+            r.1.contains("\"MissingInvocation\""),
+            "{method} {path}: {r:?}"
+        );
+    }
+
+    // A token that is not a UCAN invocation: refused as such, 401.
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        "bm90IGEgdG9rZW4=",
+        &proofs,
+    );
+    assert_eq!(r.0, 401, "{r:?}");
+    assert!(r.1.contains("\"error\""), "{r:?}");
+
+    // A valid invocation of another command: 403 InvalidClaim naming the endpoint's command,
+    // and it is not used up (the right endpoint still takes a fresh one).
+    let inv = owner.invocation("/app/list", list_args()).unwrap();
+    let r = raw_call(
+        &w.api,
+        "DELETE",
+        "/v1/tenants/acme/apps/site",
+        &inv.to_base64(),
+        &proofs,
+    );
+    assert_eq!(r.0, 403, "{r:?}");
+    assert!(
+        r.1.contains("\"InvalidClaim\"") && r.1.contains("takes the command `/app/remove`"),
+        "{r:?}"
+    );
+
+    // The right command for another tenant's URL: the arguments must name the request's.
+    let inv = owner.invocation("/app/list", list_args()).unwrap();
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/beta/apps",
+        &inv.to_base64(),
+        &proofs,
+    );
+    assert_eq!(r.0, 400, "{r:?}");
+    assert!(
+        r.1.contains("\"InvalidArgs\"") && r.1.contains("the request is for `beta`"),
+        "{r:?}"
+    );
+
+    // The legitimate call is admitted.
+    let inv = owner.invocation("/app/list", list_args()).unwrap();
+    let r = raw_call(
+        &w.api,
+        "GET",
+        "/v1/tenants/acme/apps",
+        &inv.to_base64(),
+        &proofs,
+    );
+    assert_eq!(r.0, 200, "{r:?}");
+    assert!(r.1.contains("\"apps\""), "{r:?}");
+
+    // Unknown endpoints and methods are NotFound, as JSON.
+    let r = raw_call(&w.api, "PATCH", "/v1/tenants/acme/apps", "", &[]);
+    assert_eq!(r.0, 404, "{r:?}");
+    assert!(r.1.contains("\"NotFound\""), "{r:?}");
 }

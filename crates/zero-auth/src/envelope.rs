@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::delegation::Delegation;
 use crate::did::Did;
 use crate::error::Error;
-use crate::invocation::Invocation;
+use crate::invocation::InvocationToken;
 use crate::keys::Keypair;
 
 /// The varsig header of an Ed25519 signature over a DAG-CBOR payload, as found in the UCAN
@@ -473,7 +473,7 @@ pub(crate) mod sealed {
 }
 
 /// A signed UCAN 1.0 token: its payload, its Ed25519 signature, the envelope bytes and its CID.
-/// [`Delegation`] and [`Invocation`] are its two kinds.
+/// [`Delegation`] and [`InvocationToken`] are its two kinds.
 ///
 /// Decoding is strict and never panics: the envelope must be canonical DAG-CBOR with the Ed25519
 /// varsig header, of the right kind, with every required field present with the right type and
@@ -575,7 +575,7 @@ pub enum Token {
     /// A delegation (`ucan/dlg@1.0.0`).
     Delegation(Delegation),
     /// An invocation (`ucan/inv@1.0.0`).
-    Invocation(Invocation),
+    Invocation(InvocationToken),
 }
 
 impl Token {

@@ -126,8 +126,8 @@ impl sealed::Sealed for InvocationPayload {
 /// A signed UCAN 1.0 invocation.
 ///
 /// Decoding is strict and never panics, as for [`Delegation`]; it does not check the signature
-/// ([`Invocation::verify_signature`] and the [`Validator`](crate::Validator) do).
-pub type Invocation = Signed<InvocationPayload>;
+/// ([`InvocationToken::verify_signature`] and the [`Validator`](crate::Validator) do).
+pub type InvocationToken = Signed<InvocationPayload>;
 
 impl Signed<InvocationPayload> {
     /// Starts building an invocation of `command` on `subject`, valid until `expiration`
@@ -178,7 +178,7 @@ impl Signed<InvocationPayload> {
     }
 }
 
-/// Builds and signs an [`Invocation`]; see [`Invocation::builder`].
+/// Builds and signs an [`InvocationToken`]; see [`InvocationToken::builder`].
 #[derive(Clone, Debug)]
 pub struct InvocationBuilder {
     subject: Did,
@@ -251,7 +251,7 @@ impl InvocationBuilder {
     }
 
     /// Signs the invocation with the invoker's key.
-    pub fn sign(self, invoker: &Keypair) -> Result<Invocation, Error> {
+    pub fn sign(self, invoker: &Keypair) -> Result<InvocationToken, Error> {
         for (name, t) in [("iat", self.issued_at), ("exp", self.expiration)] {
             if t.is_some_and(|t| t > MAX_SAFE_INTEGER) {
                 return Err(Error::malformed(

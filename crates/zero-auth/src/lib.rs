@@ -6,7 +6,7 @@
 //!
 //! - [`Did`] and [`Keypair`]: `did:key` identities for Ed25519 keys, with key files kept private
 //!   (mode `0600`, written atomically, refused when readable by group or others).
-//! - [`Delegation`] and [`Invocation`]: UCAN 1.0 tokens (DAG-CBOR envelope, Ed25519 varsig,
+//! - [`Delegation`] and [`InvocationToken`]: UCAN 1.0 tokens (DAG-CBOR envelope, Ed25519 varsig,
 //!   CIDv1 `bafyrei…` identifiers), with builders that sign and strict decoders that never
 //!   panic and accept only the canonical encoding (decode then encode gives the same bytes).
 //! - [`Policy`]: the UCAN policy language (selectors, comparisons, `like`, connectives and
@@ -16,6 +16,10 @@
 //!   revocation, replay, and an optional required root such as the node's Admin DID), or checks
 //!   a delegation chain alone and returns a [`Chain`] of effective capabilities that answers
 //!   "may the holder run this command with these arguments" ([`Chain::allows`]).
+//! - [`ScopedChain`]: the one capability checker every provider and the management API use: a
+//!   validated chain with its holder's fixed arguments (tenant, component), one memoized
+//!   [`ScopedChain::allows`] with directory coverage on `.path`, and the questions asked before
+//!   an argument is known ([`ScopedChain::reachable`], [`ScopedChain::allows_every`]).
 //! - [`verify_invocation_offline`]: the one-call check used by the `zero` CLI.
 //! - [`component`]: the delegation chain embedded in a component's `ucan` custom section
 //!   (encoding, strict decoding, and [`component::verify_component_chain`], which checks the
@@ -34,7 +38,7 @@
 //! ## Example
 //!
 //! ```
-//! use zero_auth::{Command, Delegation, Invocation, Keypair, Policy, Validator, ValidationOptions};
+//! use zero_auth::{Command, Delegation, InvocationToken, Keypair, Policy, Validator, ValidationOptions};
 //! use ipld_core::ipld::Ipld;
 //!
 //! # fn main() -> Result<(), zero_auth::Error> {
@@ -53,7 +57,7 @@
 //!     .sign(&admin)?;
 //!
 //! // Alice invokes it.
-//! let call = Invocation::builder(admin.did().clone(), Command::parse("/fs/read")?, Some(now + 60))
+//! let call = InvocationToken::builder(admin.did().clone(), Command::parse("/fs/read")?, Some(now + 60))
 //!     .arg("path", Ipld::String("/data/report.csv".into()))
 //!     .proof(&grant)
 //!     .sign(&alice)?;
@@ -85,6 +89,7 @@ mod error;
 mod invocation;
 mod keys;
 pub mod policy;
+mod scope;
 mod validate;
 
 pub use command::Command;
@@ -95,9 +100,10 @@ pub use envelope::{
     decode_base64,
 };
 pub use error::{DidErrorKind, Error};
-pub use invocation::{Invocation, InvocationBuilder, InvocationPayload};
+pub use invocation::{InvocationBuilder, InvocationPayload, InvocationToken};
 pub use keys::Keypair;
 pub use policy::Policy;
+pub use scope::{Action, MEMO_ENTRIES, PATH_FIELD, ScopedChain};
 pub use validate::{
     Authorizer, Capability, Chain, ChainExpectations, DEFAULT_CLOCK_SKEW,
     DEFAULT_MAX_INVOCATION_LIFETIME, REVOKE_COMMAND, ReplayCache, ReplayEntry, ReplayJournal,

@@ -11,7 +11,7 @@ use crate::command::Command;
 use crate::delegation::Delegation;
 use crate::did::Did;
 use crate::error::Error;
-use crate::invocation::Invocation;
+use crate::invocation::InvocationToken;
 use crate::policy::Policy;
 
 /// Default clock-skew allowance, in seconds, applied to `nbf` and `exp`.
@@ -564,7 +564,7 @@ impl<'a> Validator<'a> {
     /// the invocation's `prf` (in any order; extra ones are ignored).
     pub fn validate_invocation(
         &self,
-        invocation: &Invocation,
+        invocation: &InvocationToken,
         proofs: &[Delegation],
         now: u64,
     ) -> Result<VerifiedInvocation, Error> {
@@ -578,7 +578,7 @@ impl<'a> Validator<'a> {
     /// under it).
     pub fn validate_invocation_with(
         &self,
-        invocation: &Invocation,
+        invocation: &InvocationToken,
         proofs: &[Delegation],
         now: u64,
         authorize_fn: &Authorizer,
@@ -689,7 +689,7 @@ impl<'a> Validator<'a> {
     /// bounds, lifetime, executor, replay) and carries no `prf`: the path is its authority.
     pub fn validate_revocation(
         &self,
-        invocation: &Invocation,
+        invocation: &InvocationToken,
         delegations: &[Delegation],
         now: u64,
     ) -> Result<VerifiedRevocation, Error> {
@@ -887,7 +887,7 @@ impl<'a> Validator<'a> {
     }
 
     /// The invocation's `exp` is present and within the lifetime cap, if there is one.
-    fn check_lifetime(&self, invocation: &Invocation, now: u64) -> Result<(), Error> {
+    fn check_lifetime(&self, invocation: &InvocationToken, now: u64) -> Result<(), Error> {
         let Some(max) = self.options.max_invocation_lifetime else {
             return Ok(());
         };
@@ -1011,7 +1011,7 @@ pub fn verify_invocation_offline(
     proofs_b64: &[String],
     at_unix: Option<u64>,
 ) -> Result<VerifiedInvocation, Error> {
-    let invocation = Invocation::from_base64(invocation_b64)?;
+    let invocation = InvocationToken::from_base64(invocation_b64)?;
     let proofs = proofs_b64
         .iter()
         .map(|p| Delegation::from_base64(p))

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use zero_auth::{
-    ChainExpectations, Delegation, Invocation, Ipld, Keypair, Policy, Token, ValidationOptions,
-    Validator,
+    ChainExpectations, Delegation, InvocationToken, Ipld, Keypair, Policy, Token,
+    ValidationOptions, Validator,
 };
 
 use common::{NOW, cmd, key, l, s};
@@ -154,10 +154,10 @@ proptest! {
         // The same through signed invocations, checked end to end.
         let (c, a) = &invocations[0];
         let Ipld::Map(a) = a else { unreachable!() };
-        let by_bob = Invocation::builder(k.admin.did().clone(), cmd(c), Some(NOW + 60))
+        let by_bob = InvocationToken::builder(k.admin.did().clone(), cmd(c), Some(NOW + 60))
             .args(a.clone()).proof(&parent).proof(&child).sign(&k.bob).unwrap();
         if v.validate_invocation(&by_bob, &[parent.clone(), child], NOW).is_ok() {
-            let by_alice = Invocation::builder(k.admin.did().clone(), cmd(c), Some(NOW + 60))
+            let by_alice = InvocationToken::builder(k.admin.did().clone(), cmd(c), Some(NOW + 60))
                 .args(a.clone()).proof(&parent).sign(&k.alice).unwrap();
             prop_assert!(v.validate_invocation(&by_alice, &[parent], NOW).is_ok());
         }
@@ -168,7 +168,7 @@ proptest! {
     fn decoding_random_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
         let _ = Token::decode(&bytes);
         let _ = Delegation::decode(&bytes);
-        let _ = Invocation::decode(&bytes);
+        let _ = InvocationToken::decode(&bytes);
     }
 
     /// Mutations of a valid token never panic; whatever still decodes re-encodes to the same

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use zero_auth::{
-    Chain, ChainExpectations, Delegation, Error, Invocation, Ipld, Keypair, Policy, ReplayCache,
-    ReplayEntry, ReplayJournal, ValidationOptions, Validator, verify_invocation_offline,
+    Chain, ChainExpectations, Delegation, Error, InvocationToken, Ipld, Keypair, Policy,
+    ReplayCache, ReplayEntry, ReplayJournal, ValidationOptions, Validator,
+    verify_invocation_offline,
 };
 
 use common::{NOW, cmd, delegate, invoke, key, l, policy, s};
@@ -54,7 +55,7 @@ fn chain(w: &World) -> (Delegation, Delegation) {
     (root, leaf)
 }
 
-fn read(w: &World, path: &str, proofs: &[&Delegation]) -> Invocation {
+fn read(w: &World, path: &str, proofs: &[&Delegation]) -> InvocationToken {
     invoke(
         &w.bob,
         &w.admin,
@@ -73,7 +74,7 @@ fn options(w: &World) -> ValidationOptions {
     }
 }
 
-fn check(w: &World, inv: &Invocation, proofs: &[Delegation]) -> Result<(), Error> {
+fn check(w: &World, inv: &InvocationToken, proofs: &[Delegation]) -> Result<(), Error> {
     let opts = options(w);
     Validator::new(&opts)
         .validate_invocation(inv, proofs, NOW)
@@ -135,7 +136,7 @@ fn flipped_signature_byte_is_refused() {
     let inv = read(&w, "/data/x", &[&root, &leaf]);
     let mut bytes = inv.as_bytes().to_vec();
     bytes[40] ^= 0x80;
-    let tampered = Invocation::decode(&bytes).unwrap();
+    let tampered = InvocationToken::decode(&bytes).unwrap();
     let err = check(&w, &tampered, &[root, leaf]).unwrap_err();
     assert!(matches!(err, Error::InvalidSignature { .. }), "{err}");
 }
@@ -158,7 +159,7 @@ fn flipped_payload_byte_is_refused() {
     let (root, leaf) = chain(&w);
     // The invocation's argument changed from /data/x to /data/y: still decodes, bad signature.
     let inv = read(&w, "/data/x", &[&root, &leaf]);
-    let tampered = Invocation::decode(&patch(inv.as_bytes(), b"/data/x", b"/data/y")).unwrap();
+    let tampered = InvocationToken::decode(&patch(inv.as_bytes(), b"/data/x", b"/data/y")).unwrap();
     assert_eq!(tampered.args()["path"], s("/data/y"));
     assert_eq!(
         name(check(&w, &tampered, &[root.clone(), leaf.clone()])),
@@ -192,7 +193,7 @@ fn every_single_bit_flip_of_an_invocation_is_refused() {
     for i in 0..inv.as_bytes().len() {
         let mut bytes = inv.as_bytes().to_vec();
         bytes[i] ^= 0x04;
-        if let Ok(tampered) = Invocation::decode(&bytes) {
+        if let Ok(tampered) = InvocationToken::decode(&bytes) {
             decoded += 1;
             assert_eq!(tampered.as_bytes(), &bytes[..]);
             assert!(
@@ -305,7 +306,7 @@ fn wrong_audience_is_refused() {
 
     // Addressed to another executor.
     let (root, leaf) = chain(&w);
-    let inv = Invocation::builder(w.admin.did().clone(), cmd("/fs/read"), Some(NOW + 60))
+    let inv = InvocationToken::builder(w.admin.did().clone(), cmd("/fs/read"), Some(NOW + 60))
         .arg("path", s("/data/x"))
         .audience(w.mallory.did().clone())
         .proof(&root)
@@ -611,7 +612,7 @@ fn replayed_invocation_is_refused() {
     );
 }
 
-fn read_forever(w: &World, root: &Delegation, leaf: &Delegation) -> Invocation {
+fn read_forever(w: &World, root: &Delegation, leaf: &Delegation) -> InvocationToken {
     invoke(
         &w.bob,
         &w.admin,
@@ -798,7 +799,12 @@ fn invocations_must_be_short_lived() {
 }
 
 /// A revocation of `target` by `by`, with `path` as args.path (omitted when empty).
-fn revocation(w: &World, by: &Keypair, target: &Delegation, path: &[&Delegation]) -> Invocation {
+fn revocation(
+    w: &World,
+    by: &Keypair,
+    target: &Delegation,
+    path: &[&Delegation],
+) -> InvocationToken {
     let mut args = vec![("revoke", Ipld::Link(*target.cid()))];
     if !path.is_empty() {
         args.push((
@@ -824,7 +830,7 @@ fn only_an_issuer_in_the_revoked_chain_or_the_root_may_revoke() {
     let all = [root.clone(), leaf.clone(), mallory_root.clone()];
     let opts = options(&w);
     let v = Validator::new(&opts);
-    let check = |inv: &Invocation| v.validate_revocation(inv, &all, NOW);
+    let check = |inv: &InvocationToken| v.validate_revocation(inv, &all, NOW);
 
     // Alice issued the leaf: she may revoke it, given its chain.
     let ok = check(&revocation(&w, &w.alice, &leaf, &[&root, &leaf])).unwrap();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use zero_auth::{Command, Delegation, Did, Invocation, Ipld, Keypair};
+use zero_auth::{Command, Delegation, Did, InvocationToken, Ipld, Keypair};
 
 use crate::now;
 
@@ -90,7 +90,7 @@ impl Client {
         &mut self,
         command: &str,
         args: BTreeMap<String, Ipld>,
-    ) -> anyhow::Result<Invocation> {
+    ) -> anyhow::Result<InvocationToken> {
         if self.node_did.is_none() {
             self.node_info()?;
         }
@@ -101,7 +101,7 @@ impl Client {
                 .ok_or_else(|| anyhow::anyhow!("the proof chain's root has no subject"))?,
             None => self.key.did().clone(),
         };
-        let mut b = Invocation::builder(
+        let mut b = InvocationToken::builder(
             subject,
             Command::parse(command).map_err(|e| anyhow::anyhow!("{e}"))?,
             Some(now() + 300),
@@ -420,7 +420,7 @@ impl Client {
                 Ipld::List(path.iter().map(|d| Ipld::Link(*d.cid())).collect()),
             );
         }
-        let mut b = Invocation::builder(
+        let mut b = InvocationToken::builder(
             subject,
             Command::parse(zero_auth::REVOKE_COMMAND).map_err(|e| anyhow::anyhow!("{e}"))?,
             Some(now() + 300),

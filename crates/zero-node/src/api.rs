@@ -29,8 +29,9 @@
 //!
 //! Before any request body is read, the invocation is checked from the headers alone (at most
 //! `[admin] max_proofs` proofs and `[admin] max_token_bytes` of tokens); a refused upload is
-//! drained without being buffered (bounded by the endpoint's size limit, skipped when the
-//! client sent `Expect: 100-continue`) and answered with `Connection: close`. Invocations must
+//! drained without being buffered (bounded by `[admin] max_upload` and `[fs]
+//! transfer_idle_timeout_ms`, skipped when the client sent `Expect: 100-continue`) and
+//! answered with `Connection: close`. Invocations must
 //! be addressed to this node (`aud`), expire within `[node] max_invocation_lifetime_secs`, and
 //! run once, across restarts. The listener bounds the time to receive headers, the time to
 //! answer, and the number of connections (`[admin] header_read_timeout_ms`,
@@ -40,27 +41,47 @@
 //! issuer: the invocation names the revoked
 //! delegation (`revoke`) and its chain (`path`, root first), whose delegations travel in
 //! `ucan-proofs`; it carries no `prf` (see `zero_auth::Validator::validate_revocation`).
+//!
+//! # Structure
+//!
+//! The API is an axum [`Router`] ([`router`]): one route line per endpoint, each handler taking
+//! typed extractors: the [`Ucan`](crate::ucan::Ucan) extractor in place of per-handler
+//! authorization (it verifies the invocation from the headers and checks it names the
+//! request's path parameters), typed path and query extractors, and [`Upload`] for a body,
+//! which is read only once the invocation was accepted, within the endpoint's limit. One layer
+//! ([`finish`]) drains the unread body of a refused request and logs every call; [`serve`] runs
+//! the listener (connection limit, header and request timeouts, graceful shutdown). Adding an
+//! endpoint: a marker type implementing [`Endpoint`](crate::ucan::Endpoint) (its command and
+//! path arguments), a handler taking `Ucan<Marker>`, and its line in [`router`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::Runtime;
+use axum::Router;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use zero_auth::{Delegation, Invocation, Ipld, Validator, VerifiedInvocation};
-use zeroproxy::Route;
+use zero_auth::{Ipld, Validator, VerifiedInvocation};
 
-use crate::apps::{AppSet, AppSpec, Authority, Refusal, build_app, now, persist_deploy};
+use crate::apps::{AppSet, Authority, Refusal, now};
 use crate::code::Credential;
-use crate::state::{AppRecord, StateStore, TenantRecord};
+use crate::deploy::{Code, Deployment};
+use crate::state::{StateStore, TenantRecord};
+use crate::ucan::{Endpoint, Ucan};
 
 /// Shared state of the API.
 pub struct Api {
@@ -131,7 +152,7 @@ pub(crate) fn auth_refusal(e: zero_auth::Error) -> Refusal {
 }
 
 /// Whether the request announces a body (a length above 0, or a chunked body).
-fn has_body(headers: &http::HeaderMap) -> bool {
+fn has_body(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
         || headers
             .get(http::header::CONTENT_LENGTH)
@@ -139,86 +160,26 @@ fn has_body(headers: &http::HeaderMap) -> bool {
             .is_some_and(|v| v.trim() != "0")
 }
 
-/// Answers `refusal` to a request whose body was not read: unless the client waits for
-/// `100 Continue` (and so sends no body), reads and discards up to `limit` bytes of it first,
-/// without buffering, so that a client that sends its whole body before reading the answer
-/// gets the refusal rather than a reset connection. The answer then closes the connection
-/// (see `Api::answer`).
-pub(crate) async fn refuse_unread(
-    parts: &http::request::Parts,
-    mut body: Incoming,
-    limit: usize,
-    refusal: Refusal,
-) -> Refusal {
-    let expects_continue = parts
-        .headers
+/// Whether the client waits for `100 Continue` before it sends its body.
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
         .get(http::header::EXPECT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-    if !expects_continue {
-        let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Ok(data) = frame.into_data() {
-                seen = seen.saturating_add(data.len());
-                if seen > limit {
-                    break;
-                }
-            }
-        }
-    }
-    refusal
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
 }
 
-/// The request path as percent-decoded segments (leading and trailing `/` ignored), with the
-/// raw segments beside them. Never slices a string at a byte offset.
-fn path_segments(path: &str) -> Result<(Vec<String>, Vec<&str>), Refusal> {
-    let raw: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let decoded = raw
-        .iter()
-        .map(|seg| {
-            percent_encoding::percent_decode_str(seg)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|_| {
-                    Refusal::new(
-                        400,
-                        "InvalidPath",
-                        "a segment of the request path is not valid UTF-8 once percent-decoded",
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((decoded, raw))
-}
-
-/// The body of every management response: small JSON documents, or a streamed file download.
-pub(crate) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
-pub(crate) type Resp = Response<Body>;
+/// The body of every management request and response.
+pub(crate) type Body = axum::body::Body;
+/// A management response.
+pub(crate) type Resp = axum::response::Response;
 
 /// A body of bytes known in full.
 pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-/// Reads a whole request body of at most `limit` bytes; `what` names it in the refusal.
-pub(crate) async fn read_body(body: Incoming, limit: usize, what: &str) -> Result<Bytes, Refusal> {
-    Limited::new(body, limit)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|e| {
-            Refusal::new(
-                413,
-                "TooLarge",
-                format!("{what} failed or exceeds {limit} bytes: {e}"),
-            )
-        })
+    Body::from(bytes.into())
 }
 
 pub(crate) fn json_response(status: u16, v: serde_json::Value) -> Resp {
-    let mut r = Response::new(full_body(v.to_string()));
+    let mut r = Resp::new(full_body(v.to_string()));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -227,8 +188,106 @@ pub(crate) fn json_response(status: u16, v: serde_json::Value) -> Resp {
     r
 }
 
-fn refusal(r: Refusal) -> Resp {
-    json_response(r.status, json!({"error": r.error, "message": r.message}))
+/// What a refusal said, kept on its response for the access log.
+#[derive(Clone, Debug)]
+struct Refused {
+    error: String,
+    message: String,
+}
+
+impl IntoResponse for Refusal {
+    /// `{"error": "<check>", "message": "…"}` with the refusal's status.
+    fn into_response(self) -> Resp {
+        let mut r = json_response(
+            self.status,
+            json!({"error": self.error, "message": self.message}),
+        );
+        r.extensions_mut().insert(Refused {
+            error: self.error,
+            message: self.message,
+        });
+        r
+    }
+}
+
+/// The request body, kept aside by [`finish`] until a handler takes it with [`Upload`] (so that
+/// the body of a request refused before its handler ran can still be drained).
+#[derive(Clone)]
+struct BodySlot(Arc<Mutex<Option<Body>>>);
+
+impl BodySlot {
+    fn take(&self) -> Option<Body> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// The request body, for the endpoints that take one. Put it after the [`Ucan`] argument: the
+/// body is then only read once the invocation was accepted.
+pub(crate) struct Upload(pub Body);
+
+impl<S: Send + Sync> FromRequestParts<S> for Upload {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
+        parts
+            .extensions
+            .get::<BodySlot>()
+            .and_then(BodySlot::take)
+            .map(Upload)
+            .ok_or_else(|| Refusal::new(500, "Internal", "the request body was already taken"))
+    }
+}
+
+impl Upload {
+    /// Reads the whole body, at most `limit` bytes; `what` names it in the refusal.
+    pub(crate) async fn read(self, limit: usize, what: &str) -> Result<Bytes, Refusal> {
+        Limited::new(self.0, limit)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .map_err(|e| {
+                Refusal::new(
+                    413,
+                    "TooLarge",
+                    format!("{what} failed or exceeds {limit} bytes: {e}"),
+                )
+            })
+    }
+}
+
+/// The layer every call goes through: keeps the body aside for [`Upload`]; when the answer is
+/// a refusal, drains what the handler did not read (within `[admin] max_upload` and the
+/// `[fs] transfer_*` limits; not when the client waits
+/// for `100 Continue`, so it sends nothing) and closes the connection if a body was announced;
+/// logs the call.
+pub(crate) async fn finish(State(api): State<Arc<Api>>, req: Request, next: Next) -> Resp {
+    let (mut parts, body) = req.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+    let announced = has_body(&parts.headers);
+    let waits = expects_continue(&parts.headers);
+    let slot = BodySlot(Arc::new(Mutex::new(Some(body))));
+    parts.extensions.insert(slot.clone());
+    let mut resp = next.run(Request::from_parts(parts, Body::empty())).await;
+    let status = resp.status().as_u16();
+    if status >= 400 {
+        if let Some(unread) = slot.take()
+            && announced
+            && !waits
+        {
+            crate::fsapi::drain(unread, api.max_upload, api.fs_transfer).await;
+        }
+        if announced {
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        if let Some(r) = resp.extensions().get::<Refused>() {
+            tracing::warn!(target: "management", %method, %path, error = %r.error, "refused: {}", r.message);
+        }
+    }
+    tracing::info!(target: "management", %method, %path, status, "management call");
+    resp
 }
 
 pub(crate) fn arg_str<'a>(args: &'a BTreeMap<String, Ipld>, key: &str) -> Result<&'a str, Refusal> {
@@ -282,222 +341,136 @@ pub(crate) fn expect_arg(
     Ok(())
 }
 
+/// `POST /v1/tenants`.
+pub(crate) struct TenantCreate;
+impl Endpoint for TenantCreate {
+    const COMMAND: &'static str = "/tenant/create";
+}
+
+/// `PUT /v1/tenants/{tenant}/apps/{app}`.
+pub(crate) struct AppDeploy;
+impl Endpoint for AppDeploy {
+    const COMMAND: &'static str = "/app/deploy";
+    const URL_ARGS: &'static [&'static str] = &["tenant", "app"];
+}
+
+/// `GET /v1/tenants/{tenant}/apps`.
+pub(crate) struct AppList;
+impl Endpoint for AppList {
+    const COMMAND: &'static str = "/app/list";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// `DELETE /v1/tenants/{tenant}/apps/{app}`.
+pub(crate) struct AppRemove;
+impl Endpoint for AppRemove {
+    const COMMAND: &'static str = "/app/remove";
+    const URL_ARGS: &'static [&'static str] = &["tenant", "app"];
+}
+
+/// The management API's routes: one line per endpoint (see the module documentation). Every
+/// call goes through [`finish`]; an unknown path or method is `NotFound`.
+pub fn router(api: Arc<Api>) -> Router {
+    use crate::{cacheapi, dbapi, fsapi};
+    Router::new()
+        .route("/v1/node", get(node))
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants/{tenant}/apps", get(list))
+        .route(
+            "/v1/tenants/{tenant}/apps/{app}",
+            put(deploy).delete(remove),
+        )
+        .route("/v1/revocations", post(revoke))
+        .route("/v1/tenants/{tenant}/db/{db}/query", post(dbapi::query))
+        .route(
+            "/v1/tenants/{tenant}/cache/{key}",
+            get(cacheapi::get)
+                .put(cacheapi::set)
+                .delete(cacheapi::delete),
+        )
+        .route("/v1/tenants/{tenant}/fs", fsapi::routes())
+        .route("/v1/tenants/{tenant}/fs/{*path}", fsapi::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), finish))
+        .with_state(api)
+}
+
+async fn not_found(method: Method, uri: Uri) -> Refusal {
+    Refusal::new(
+        404,
+        "NotFound",
+        format!("no management endpoint {method} {}", uri.path()),
+    )
+}
+
+/// `GET /v1/node`: the node's DID and the Admin (no invocation needed).
+async fn node(State(api): State<Arc<Api>>) -> Resp {
+    json_response(
+        200,
+        json!({
+            "did": api.authority.node_did.to_string(),
+            "admin": api.authority.options.required_root.as_ref().map(|d| d.to_string()),
+        }),
+    )
+}
+
+async fn create_tenant(
+    State(api): State<Arc<Api>>,
+    ucan: Ucan<TenantCreate>,
+) -> Result<Resp, Refusal> {
+    api.create_tenant(ucan.inv)
+}
+
+async fn list(State(api): State<Arc<Api>>, ucan: Ucan<AppList>) -> Result<Resp, Refusal> {
+    api.list(arg_str(&ucan.inv.args, "tenant")?)
+}
+
+async fn remove(State(api): State<Arc<Api>>, ucan: Ucan<AppRemove>) -> Result<Resp, Refusal> {
+    let args = &ucan.inv.args;
+    api.remove(arg_str(args, "tenant")?, arg_str(args, "app")?)
+        .await
+}
+
+async fn revoke(State(api): State<Arc<Api>>, headers: HeaderMap) -> Result<Resp, Refusal> {
+    api.revoke(&headers)
+}
+
+/// `PUT /v1/tenants/{tenant}/apps/{app}`: authorized from the headers before a byte of the
+/// upload is read, then [`Api::install`], the one deploy procedure.
+async fn deploy(
+    State(api): State<Arc<Api>>,
+    ucan: Ucan<AppDeploy>,
+    upload: Upload,
+) -> Result<Resp, Refusal> {
+    let bytes = upload
+        .read(api.max_upload, "the component upload")
+        .await?
+        .to_vec();
+    let Ucan { inv, chain, .. } = ucan;
+    let deployment = Deployment {
+        tenant: arg_str(&inv.args, "tenant")?.to_string(),
+        app: arg_str(&inv.args, "app")?.to_string(),
+        routes: arg_strings(&inv.args, "routes")?,
+        allowed_outbound_hosts: arg_strings(&inv.args, "allowed_outbound_hosts")?,
+        credential: Credential {
+            holder: inv.issuer.clone(),
+            proofs: chain,
+        },
+    };
+    let claimed = arg_str(&inv.args, "component")?.to_string();
+    let record = api
+        .install(deployment, Code::Upload { bytes, claimed })
+        .await?;
+    tracing::info!(tenant = %record.tenant, app = %record.name, component = %record.component, routes = ?record.routes, "app deployed");
+    Ok(json_response(
+        200,
+        json!({"tenant": record.tenant, "app": record.name, "component": record.component, "routes": record.routes}),
+    ))
+}
+
 impl Api {
-    /// Checks the request's invocation for `command`.
-    pub(crate) fn authorize(
-        &self,
-        req: &http::request::Parts,
-        command: &str,
-    ) -> Result<VerifiedInvocation, Refusal> {
-        self.authorize_with(req, command, &zero_auth::authorize)
-            .map(|(inv, _)| inv)
-    }
-
-    /// Reads the invocation and its proofs from the request's headers, within the bounds
-    /// (`[admin] max_token_bytes` in all, `[admin] max_proofs` proofs), before anything is
-    /// verified.
-    fn tokens(&self, req: &http::request::Parts) -> Result<(Invocation, Vec<Delegation>), Refusal> {
-        let limits = &self.limits;
-        let size: usize = [http::header::AUTHORIZATION.as_str(), "ucan-proofs"]
-            .iter()
-            .flat_map(|h| req.headers.get_all(*h).iter())
-            .map(|v| v.len())
-            .sum();
-        if size > limits.max_token_bytes {
-            return Err(Refusal::new(
-                431,
-                "TooLarge",
-                format!(
-                    "the invocation and its proofs take {size} bytes, more than this node accepts \
-                     ({} bytes, [admin] max_token_bytes); send only the delegations the invocation \
-                     cites",
-                    limits.max_token_bytes
-                ),
-            ));
-        }
-        let auth = req
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Refusal::new(
-                    401,
-                    "MissingInvocation",
-                    "send a UCAN invocation as `Authorization: Bearer <base64>` (the zero CLI does this for you)",
-                )
-            })?;
-        let mut encoded = Vec::new();
-        for v in req.headers.get_all("ucan-proofs") {
-            let v = v.to_str().map_err(|_| {
-                Refusal::new(400, "Malformed", "the ucan-proofs header is not ASCII")
-            })?;
-            encoded.extend(v.split(',').map(str::trim).filter(|p| !p.is_empty()));
-        }
-        if encoded.len() > limits.max_proofs {
-            return Err(Refusal::new(
-                400,
-                "TooManyProofs",
-                format!(
-                    "the request carries {} proofs, more than this node accepts ({}, [admin] \
-                     max_proofs); send only the delegations the invocation cites, or obtain a \
-                     shorter chain",
-                    encoded.len(),
-                    limits.max_proofs
-                ),
-            ));
-        }
-        let invocation = Invocation::from_base64(auth.trim())
-            .map_err(|e| Refusal::new(401, e.name(), e.to_string()))?;
-        let proofs = encoded
-            .into_iter()
-            .map(|p| {
-                Delegation::from_base64(p).map_err(|e| Refusal::new(401, e.name(), e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((invocation, proofs))
-    }
-
-    /// The checks every management invocation gets before its chain: the endpoint's command,
-    /// and an `aud` naming this node.
-    fn check_addressed(&self, invocation: &Invocation, command: &str) -> Result<(), Refusal> {
-        if invocation.command().as_str() != command {
-            return Err(Refusal::new(
-                403,
-                "InvalidClaim",
-                format!(
-                    "this endpoint takes the command `{command}`, the invocation is for `{}`",
-                    invocation.command()
-                ),
-            ));
-        }
-        let node = &self.authority.node_did;
-        match invocation.audience() {
-            Some(aud) if aud == node => Ok(()),
-            Some(aud) => Err(Refusal::new(
-                403,
-                "InvalidAudience",
-                format!(
-                    "the invocation is addressed to {aud}, not to this node ({node}); sign it with \
-                     `aud` set to this node's DID (GET /v1/node tells it; the zero CLI does this)"
-                ),
-            )),
-            None => Err(Refusal::new(
-                403,
-                "InvalidAudience",
-                format!(
-                    "the invocation has no `aud`; management invocations must be addressed to \
-                     this node ({node}) so that they cannot be replayed elsewhere (the zero CLI \
-                     does this)"
-                ),
-            )),
-        }
-    }
-
-    /// Checks the request's invocation for `command`, with `scope` deciding whether the chain's
-    /// capabilities allow the invocation's command and arguments. Returns the verified
-    /// invocation and its delegation chain (root first). Reads headers only.
-    pub(crate) fn authorize_with(
-        &self,
-        req: &http::request::Parts,
-        command: &str,
-        scope: &zero_auth::Authorizer,
-    ) -> Result<(VerifiedInvocation, Vec<Delegation>), Refusal> {
-        let (invocation, proofs) = self.tokens(req)?;
-        self.check_addressed(&invocation, command)?;
-        if invocation.proofs().len() > self.limits.max_proofs {
-            return Err(Refusal::new(
-                400,
-                "TooManyProofs",
-                format!(
-                    "the invocation cites {} proofs, more than this node accepts ({}, [admin] max_proofs)",
-                    invocation.proofs().len(),
-                    self.limits.max_proofs
-                ),
-            ));
-        }
-        let verified = Validator::new(&self.authority.options)
-            .with_revocations(&self.authority.revocations)
-            .with_replay_cache(&self.authority.replay)
-            .validate_invocation_with(&invocation, &proofs, now(), scope)
-            .map_err(auth_refusal)?;
-        let chain = verified
-            .proofs
-            .iter()
-            .filter_map(|cid| proofs.iter().find(|d| d.cid() == cid).cloned())
-            .collect();
-        Ok((verified, chain))
-    }
-
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Resp {
-        let (parts, body) = req.into_parts();
-        let (segs, raw) = match path_segments(parts.uri.path()) {
-            Ok(v) => v,
-            Err(r) => return self.answer(&parts, Err(r)),
-        };
-        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
-        let result = match (&parts.method, segs.as_slice()) {
-            (&Method::GET, ["v1", "node"]) => Ok(json_response(
-                200,
-                json!({
-                    "did": self.authority.node_did.to_string(),
-                    "admin": self.authority.options.required_root.as_ref().map(|d| d.to_string()),
-                }),
-            )),
-            (&Method::POST, ["v1", "tenants"]) => self.create_tenant(&parts),
-            (&Method::PUT, ["v1", "tenants", t, "apps", a]) => {
-                let (t, a) = (t.to_string(), a.to_string());
-                self.deploy(&parts, body, &t, &a).await
-            }
-            (&Method::GET, ["v1", "tenants", t, "apps"]) => self.list(&parts, t),
-            (&Method::DELETE, ["v1", "tenants", t, "apps", a]) => self.remove(&parts, t, a).await,
-            (&Method::POST, ["v1", "revocations"]) => self.revoke(&parts),
-            (_, ["v1", "tenants", t, "fs", ..]) => {
-                let t = t.to_string();
-                // The file path stays percent-encoded: the file endpoint decodes it.
-                let rest = raw.get(4..).unwrap_or_default().join("/");
-                self.files(&parts, body, &t, &rest).await
-            }
-            (&Method::POST, ["v1", "tenants", t, "db", d, "query"]) => {
-                let (t, d) = (t.to_string(), d.to_string());
-                self.db_query(&parts, body, &t, &d).await
-            }
-            (m, ["v1", "tenants", t, "cache", k]) => {
-                let (m, t, k) = (m.clone(), t.to_string(), k.to_string());
-                self.cache_call(&parts, body, &m, &t, &k).await
-            }
-            _ => Err(Refusal::new(
-                404,
-                "NotFound",
-                format!(
-                    "no management endpoint {} {}",
-                    parts.method,
-                    parts.uri.path()
-                ),
-            )),
-        };
-        self.answer(&parts, result)
-    }
-
-    /// Logs and renders the outcome of a call. A refused request that announced a body gets
-    /// `Connection: close`: its body may not have been read (see [`refuse_unread`]).
-    fn answer(&self, parts: &http::request::Parts, result: Result<Resp, Refusal>) -> Resp {
-        let mut resp = result.unwrap_or_else(|r| {
-            tracing::warn!(target: "management", method = %parts.method, path = %parts.uri.path(), error = %r.error, "refused: {}", r.message);
-            refusal(r)
-        });
-        if resp.status().as_u16() >= 400 && has_body(&parts.headers) {
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-        }
-        tracing::info!(target: "management", method = %parts.method, path = %parts.uri.path(), status = resp.status().as_u16(), "management call");
-        resp
-    }
-
-    fn create_tenant(&self, parts: &http::request::Parts) -> Result<Resp, Refusal> {
-        let inv = self.authorize(parts, "/tenant/create")?;
+    fn create_tenant(&self, inv: VerifiedInvocation) -> Result<Resp, Refusal> {
         // A tenant's owner holds `/` within the tenant, which covers `/tenant/create` for its
         // own name; creating tenants and granting them hosts is the Admin's, so the chain must
         // delegate tenant administration itself, not everything.
@@ -613,157 +586,7 @@ impl Api {
         self.tenant_record(tenant).map(|_| ())
     }
 
-    async fn deploy(
-        &self,
-        parts: &http::request::Parts,
-        body: Incoming,
-        tenant: &str,
-        app: &str,
-    ) -> Result<Resp, Refusal> {
-        // Authorized from the headers before a byte of the upload is read; a refused upload
-        // is drained unbuffered so that the client still reads the refusal.
-        let checked = self
-            .authorize_with(parts, "/app/deploy", &zero_auth::authorize)
-            .and_then(|(inv, chain)| {
-                expect_arg(&inv.args, "tenant", tenant)?;
-                expect_arg(&inv.args, "app", app)?;
-                Ok((inv, chain))
-            });
-        let (inv, chain) = match checked {
-            Ok(v) => v,
-            Err(r) => return Err(refuse_unread(parts, body, self.max_upload, r).await),
-        };
-        let bytes = read_body(body, self.max_upload, "the component upload")
-            .await?
-            .to_vec();
-        let tenant_record = self.tenant_record(tenant)?;
-        if !crate::config::valid_name(app) {
-            return Err(Refusal::new(
-                400,
-                "InvalidArgs",
-                "app names use lowercase letters, digits, `-` and `_` (1 to 63 characters)",
-            ));
-        }
-        let routes_text = arg_strings(&inv.args, "routes")?;
-        if routes_text.is_empty() {
-            return Err(Refusal::new(
-                400,
-                "InvalidArgs",
-                "args.routes must name at least one route, e.g. [\"/app\"]",
-            ));
-        }
-        let routes = routes_text
-            .iter()
-            .map(|r| Route::parse(r).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        crate::apps::check_host_grants(&tenant_record, &routes)?;
-        let outbound = arg_strings(&inv.args, "allowed_outbound_hosts")?;
-        crate::outbound::check_deploy(&self.outbound, &outbound)?;
-        let claimed = arg_str(&inv.args, "component")?.to_string();
-
-        let hash = zero_component::content_hash(&bytes)
-            .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?
-            .to_string();
-        if hash != claimed {
-            return Err(Refusal::new(
-                400,
-                "HashMismatch",
-                format!(
-                    "the invocation authorizes component {claimed} but the uploaded bytes are {hash}"
-                ),
-            ));
-        }
-        // The code goes to zerofs first (content-addressed, so the serving version's code is
-        // untouched if this deploy fails), then the node reads it back with the deployer's
-        // credential, exactly as it will after a restart.
-        let credential = Credential {
-            holder: inv.issuer.clone(),
-            proofs: chain,
-        };
-        let key = crate::code::code_key(&bytes);
-        let code_path = zerofs::TenantPath::parse(&crate::code::code_path(&key))
-            .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
-        credential.check_read(&self.authority, tenant, &code_path)?;
-        crate::code::store(&self.fs, tenant, bytes).await?;
-        let previous = self.recorded_code(tenant, app);
-        let result = self
-            .install(
-                tenant,
-                app,
-                &key,
-                &credential,
-                routes,
-                &routes_text,
-                outbound,
-                &hash,
-            )
-            .await;
-        match &result {
-            // Code no app uses any more: the replaced version's, or this deploy's when it failed.
-            Ok(_) => {
-                if let Some(old) = previous.filter(|old| *old != key) {
-                    self.release_code(tenant, &old).await;
-                }
-            }
-            Err(_) => self.release_code(tenant, &key).await,
-        }
-        result
-    }
-
-    /// Second half of a deploy, once the code is stored: reads it back with the deployer's
-    /// credential, builds the app and swaps it in atomically with its durable record.
-    #[allow(clippy::too_many_arguments)]
-    async fn install(
-        &self,
-        tenant: &str,
-        app: &str,
-        key: &str,
-        credential: &Credential,
-        routes: Vec<Route>,
-        routes_text: &[String],
-        outbound: Vec<String>,
-        hash: &str,
-    ) -> Result<Resp, Refusal> {
-        let (bytes, owner) =
-            crate::code::fetch(&self.fs, &self.authority, tenant, key, credential).await?;
-        let spec = AppSpec {
-            tenant: tenant.to_string(),
-            name: app.to_string(),
-            routes,
-            allowed_outbound_hosts: outbound.clone(),
-            owner_credential: owner,
-        };
-        let built = build_app(
-            &self.runtime,
-            &self.authority,
-            spec,
-            bytes,
-            self.max_concurrent_per_app,
-        )
-        .await?;
-        let record = AppRecord {
-            tenant: tenant.to_string(),
-            name: app.to_string(),
-            routes: routes_text.to_vec(),
-            component: hash.to_string(),
-            allowed_outbound_hosts: outbound,
-            deployed_at: now(),
-            code: key.to_string(),
-            holder: credential.holder.to_string(),
-            credential: credential.encoded_proofs(),
-        };
-        self.apps
-            .deploy(built, || persist_deploy(&self.state, &record))?;
-        tracing::info!(tenant, app, component = %hash, routes = ?routes_text, "app deployed");
-        Ok(json_response(
-            200,
-            json!({"tenant": tenant, "app": app, "component": hash, "routes": routes_text}),
-        ))
-    }
-
-    fn list(&self, parts: &http::request::Parts, tenant: &str) -> Result<Resp, Refusal> {
-        let inv = self.authorize(parts, "/app/list")?;
-        expect_arg(&inv.args, "tenant", tenant)?;
+    fn list(&self, tenant: &str) -> Result<Resp, Refusal> {
         self.require_tenant(tenant)?;
         let apps: Vec<serde_json::Value> = self
             .apps
@@ -780,15 +603,7 @@ impl Api {
         Ok(json_response(200, json!({"tenant": tenant, "apps": apps})))
     }
 
-    async fn remove(
-        &self,
-        parts: &http::request::Parts,
-        tenant: &str,
-        app: &str,
-    ) -> Result<Resp, Refusal> {
-        let inv = self.authorize(parts, "/app/remove")?;
-        expect_arg(&inv.args, "tenant", tenant)?;
-        expect_arg(&inv.args, "app", app)?;
+    async fn remove(&self, tenant: &str, app: &str) -> Result<Resp, Refusal> {
         self.require_tenant(tenant)?;
         let code = self.recorded_code(tenant, app);
         let existed = self
@@ -813,42 +628,9 @@ impl Api {
         ))
     }
 
-    /// The key of the code recorded for a deployed app.
-    fn recorded_code(&self, tenant: &str, app: &str) -> Option<String> {
-        let records = self.state.apps().ok()?;
-        records
-            .into_iter()
-            .find(|r| r.tenant == tenant && r.name == app)
-            .map(|r| r.code)
-            .filter(|c| !c.is_empty())
-    }
-
-    /// Deletes a tenant's stored code once no deployed app of the tenant uses it any more.
-    async fn release_code(&self, tenant: &str, key: &str) {
-        let in_use = match self.state.apps() {
-            Ok(records) => records.iter().any(|r| r.tenant == tenant && r.code == key),
-            Err(_) => true,
-        };
-        if in_use {
-            return;
-        }
-        let fs = self.fs.clone();
-        let (t, path) = (tenant.to_string(), crate::code::code_path(key));
-        let removed = tokio::task::spawn_blocking(move || fs.remove(&t, &path)).await;
-        match removed {
-            Ok(Ok(())) | Ok(Err(zerofs::Error::NotFound(_))) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
-            }
-            Err(e) => {
-                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
-            }
-        }
-    }
-
     /// `POST /v1/revocations`: see the module documentation for who may revoke.
-    fn revoke(&self, parts: &http::request::Parts) -> Result<Resp, Refusal> {
-        let (invocation, delegations) = self.tokens(parts)?;
+    fn revoke(&self, headers: &HeaderMap) -> Result<Resp, Refusal> {
+        let (invocation, delegations) = self.tokens(headers)?;
         self.check_addressed(&invocation, zero_auth::REVOKE_COMMAND)?;
         let path_len = match invocation.args().get("path") {
             Some(Ipld::List(items)) => items.len(),
@@ -917,15 +699,71 @@ impl Api {
     }
 }
 
+/// The path with repeated leading and any trailing `/` removed (`//v1/node/` is `/v1/node`), as
+/// the API has always read it.
+fn normalize(req: &mut http::Request<Body>) {
+    let path = req.uri().path();
+    let trimmed = format!("/{}", path.trim_matches('/'));
+    if trimmed == path {
+        return;
+    }
+    let pq = match req.uri().query() {
+        Some(q) => format!("{trimmed}?{q}"),
+        None => trimmed,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = pq.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// Answers one request: the router within `[admin] request_timeout_ms` (until the answer's
+/// headers), else `408 Timeout` with `Connection: close`.
+async fn answer(router: Router, req: http::Request<Incoming>, timeout: Duration) -> Resp {
+    use tower_service::Service;
+    let mut req = req.map(Body::new);
+    normalize(&mut req);
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let mut router = router;
+    match tokio::time::timeout(timeout, router.call(req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(never)) => match never {},
+        Err(_) => {
+            tracing::warn!(target: "management", %method, %path, "refused: the request timed out");
+            let mut r = Refusal::new(
+                408,
+                "Timeout",
+                format!(
+                    "the request was not answered within {} ms ([admin] request_timeout_ms); \
+                     send the body faster or raise the limit",
+                    timeout.as_millis()
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        }
+    }
+}
+
 /// Serves the management API until `shutdown` turns true: at most `[admin] max_connections`
 /// connections at once (further ones wait in the listen backlog), each request's headers
-/// within `header_read_timeout_ms` and its answer within `request_timeout_ms`.
+/// within `header_read_timeout_ms` and its answer within `request_timeout_ms`. On shutdown it
+/// stops accepting, lets the calls in flight finish (at most `request_timeout_ms` more), and
+/// returns.
 pub async fn serve(
     api: Arc<Api>,
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let limits = api.limits.clone();
+    let router = router(api);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // The request head must hold the tokens and a few other headers, nothing more.
     let head_bytes = limits.max_token_bytes.saturating_add(16 << 10).max(8192);
@@ -940,6 +778,7 @@ pub async fn serve(
         .max_concurrent_streams(8)
         .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX));
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p {
@@ -959,36 +798,14 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
-        let api = api.clone();
+        let router = router.clone();
         let builder = builder.clone();
+        let watcher = graceful.watcher();
         let header_timeout = limits.header_read_timeout;
         let timeout = limits.request_timeout;
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let api = api.clone();
-            async move {
-                let (method, path) = (req.method().clone(), req.uri().path().to_string());
-                let resp = match tokio::time::timeout(timeout, api.route(req)).await {
-                    Ok(resp) => resp,
-                    Err(_) => {
-                        tracing::warn!(target: "management", %method, %path, "refused: the request timed out");
-                        let mut r = refusal(Refusal::new(
-                            408,
-                            "Timeout",
-                            format!(
-                                "the request was not answered within {} ms ([admin] \
-                                 request_timeout_ms); send the body faster or raise the limit",
-                                timeout.as_millis()
-                            ),
-                        ));
-                        r.headers_mut().insert(
-                            http::header::CONNECTION,
-                            http::HeaderValue::from_static("close"),
-                        );
-                        r
-                    }
-                };
-                Ok::<_, Infallible>(resp)
-            }
+        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(answer(router, req, timeout).await) }
         });
         tokio::spawn(async move {
             let _permit = permit;
@@ -1000,8 +817,15 @@ pub async fn serve(
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            let _ = conn.await;
+            let _ = watcher.watch(conn).await;
         });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(limits.request_timeout) => {
+            tracing::warn!(target: "management", "management calls still running at shutdown were cut off");
+        }
     }
 }
 

@@ -67,9 +67,14 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// Checks the capability token embedded in a component for `tenant`. `Ok(None)` when the
+    /// Checks the capability token embedded in `component` for `tenant`. `Ok(None)` when the
     /// component carries no token (it then gets no capabilities).
-    pub fn verify_component(&self, bytes: &[u8], tenant: &str) -> Result<Option<Chain>, Refusal> {
+    pub fn verify_component(
+        &self,
+        component: &Component,
+        tenant: &str,
+    ) -> Result<Option<Chain>, Refusal> {
+        let bytes = component.bytes.as_slice();
         let sections = zero_component::custom_sections(bytes)
             .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
         let mut ucan = sections
@@ -85,20 +90,53 @@ impl Authority {
                 "the component has more than one `ucan` section; sign the unsigned component again with `zero sign`",
             ));
         }
-        let chain = zero_auth::component::decode_section(&bytes[section.data.clone()])
-            .map_err(Refusal::auth)?;
-        let hash = zero_component::content_hash(bytes)
-            .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
+        let data = bytes.get(section.data.clone()).ok_or_else(|| {
+            Refusal::new(
+                422,
+                "InvalidComponent",
+                "the component's `ucan` section lies outside the file",
+            )
+        })?;
+        let chain = zero_auth::component::decode_section(data).map_err(Refusal::auth)?;
         let validator = Validator::new(&self.options).with_revocations(&self.revocations);
         zero_auth::component::verify_component_chain(
             &validator,
             &chain,
-            &hash.to_string(),
+            &component.hash,
             tenant,
             now(),
         )
         .map(Some)
         .map_err(Refusal::auth)
+    }
+}
+
+/// A component's bytes with their two hashes, each computed once: the content hash (the
+/// `ucan` section left out; what a token binds and what the app record names) and the code key
+/// (the whole file; where the bytes are stored in zerofs, see [`crate::code::code_key`]).
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// The content hash, `sha256:…`.
+    pub hash: String,
+    /// The code key, hex SHA-256 of the whole file.
+    pub key: String,
+}
+
+impl Component {
+    /// Hashes `bytes` (`InvalidComponent` when they are not WebAssembly).
+    pub fn new(bytes: Vec<u8>) -> Result<Component, Refusal> {
+        let key = crate::code::code_key(&bytes);
+        Component::with_key(bytes, key)
+    }
+
+    /// Hashes `bytes` whose code key `key` is already known.
+    pub(crate) fn with_key(bytes: Vec<u8>, key: String) -> Result<Component, Refusal> {
+        let hash = zero_component::content_hash(&bytes)
+            .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?
+            .to_string();
+        Ok(Component { bytes, hash, key })
     }
 }
 
@@ -164,24 +202,31 @@ pub async fn build_app(
     runtime: &Arc<Runtime>,
     authority: &Authority,
     spec: AppSpec,
-    bytes: Vec<u8>,
+    component: Component,
     max_concurrent: usize,
 ) -> Result<Arc<HttpApp>, Refusal> {
     let what = format!("{}/{}", spec.tenant, spec.name);
-    zero_component::expect_component(&bytes, &what)
+    zero_component::expect_component(&component.bytes, &what)
         .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
-    let capabilities = authority.verify_component(&bytes, &spec.tenant)?;
-    let hash = zero_component::content_hash(&bytes)
-        .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
+    let capabilities = authority.verify_component(&component, &spec.tenant)?;
+    let Component { bytes, hash, .. } = component;
     let rt = runtime.clone();
     let loaded = tokio::task::spawn_blocking(move || rt.load(&bytes, &what))
         .await
         .map_err(|e| Refusal::new(500, "Internal", format!("loading failed: {e}")))?
         .map_err(|e| Refusal::new(422, "LoadError", e.to_string()))?;
+    // The component's capability checker, made once for the deployment (see
+    // `zero_auth::ScopedChain`): every instance's providers share its answers.
+    let grants = Arc::new(zero_auth::ScopedChain::of_component(
+        capabilities.as_ref(),
+        &spec.tenant,
+        Some(&hash),
+    ));
     let mut settings = AppSettings {
         allowed_outbound_hosts: spec.allowed_outbound_hosts,
-        component: Some(hash.to_string()),
+        component: Some(hash),
         capabilities: capabilities.map(Arc::new),
+        grants,
         owner_credential: spec.owner_credential,
         not_after: None,
     };

@@ -11,15 +11,18 @@
 //! credential that expired or was revoked refuses the app, with the reason in the log.
 //!
 //! File capabilities use *directory granularity*: a capability on a directory covers everything
-//! under it, and an exclusion of a directory excludes everything under it ([`path_allowed`]).
+//! under it, and an exclusion of a directory excludes everything under it (the rule of
+//! [`zero_auth::ScopedChain`], the one capability checker).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use zero_auth::{Capability, Chain, ChainExpectations, Command, Delegation, Did, Ipld, Validator};
+use zero_auth::{
+    Capability, Chain, ChainExpectations, Delegation, Did, Ipld, ScopedChain, Validator,
+};
 use zerofs::{TenantPath, ZeroFs};
 
-use crate::apps::{Authority, Refusal, now};
+use crate::apps::{Authority, Component, Refusal, now};
 
 /// The directory of a tenant's namespace that holds its deployed code, inside the reserved
 /// [`zerofs::RESERVED_DIR`]: components cannot see it, and the owner can only read it.
@@ -38,26 +41,19 @@ pub fn code_path(key: &str) -> String {
     format!("{CODE_DIR}/{key}.wasm")
 }
 
-/// The arguments a file capability is checked against.
-pub fn fs_args(tenant: &str, path: &str) -> Ipld {
-    Ipld::Map(BTreeMap::from([
-        ("tenant".to_string(), Ipld::String(tenant.to_string())),
-        ("path".to_string(), Ipld::String(path.to_string())),
-    ]))
-}
-
-/// Checks `command` (such as `/fs/read`) on `path` against `capabilities` (a chain's, root
-/// first) with directory granularity: zero-auth's rule for paths
-/// ([`zero_auth::authorize_paths`]), under which a grant on a directory covers everything under
-/// it and an exclusion of a directory excludes everything under it.
-pub fn path_allowed(
+/// Checks `/fs/read` of `path` in `tenant` against `chain`, a validated chain's links (root
+/// first), with the one capability checker ([`ScopedChain`]): a grant on a directory covers
+/// everything under it and an exclusion of a directory excludes everything under it.
+fn read_allowed(
     capabilities: &[Capability],
-    command: &str,
     tenant: &str,
     path: &TenantPath,
 ) -> Result<(), zero_auth::Error> {
-    let cmd = Command::parse(command)?;
-    zero_auth::authorize_paths(capabilities, &cmd, &fs_args(tenant, path.as_str()), "path")
+    let base = BTreeMap::from([("tenant".to_string(), Ipld::String(tenant.to_string()))]);
+    ScopedChain::new(Some(capabilities.to_vec()), base, None).allows(
+        &zero_auth::Action::Read.command(zerofs::wasi::access::FS_NAMESPACE)?,
+        &[("path", path.as_str())],
+    )
 }
 
 /// The owner's credential kept with a deployed app: who deployed it and the delegation chain
@@ -139,18 +135,18 @@ impl Credential {
                 now(),
             )
             .map_err(owner_refused)?;
-        path_allowed(chain.capabilities(), "/fs/read", tenant, path).map_err(owner_refused)?;
+        read_allowed(chain.capabilities(), tenant, path).map_err(owner_refused)?;
         Ok(Some(Arc::new(chain)))
     }
 }
 
-/// Stores a component's bytes at its [`code_path`] in the tenant's namespace (a no-op when
-/// those exact bytes are already stored) and returns their key. Durable before it returns.
-pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, bytes: Vec<u8>) -> Result<String, Refusal> {
+/// Stores a component's bytes at the [`code_path`] of its key in the tenant's namespace (a
+/// no-op when those exact bytes are already stored). Durable before it returns.
+pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, component: &Component) -> Result<(), Refusal> {
     let fs = fs.clone();
     let tenant = tenant.to_string();
-    let key = code_key(&bytes);
-    let path = code_path(&key);
+    let path = code_path(&component.key);
+    let bytes = component.bytes.clone();
     tokio::task::spawn_blocking(move || {
         if fs.exists(&tenant, &path)? {
             return Ok(());
@@ -175,19 +171,20 @@ pub async fn store(fs: &Arc<ZeroFs>, tenant: &str, bytes: Vec<u8>) -> Result<Str
         ),
         e => Refusal::new(500, "Storage", format!("could not store the code: {e}")),
     })?;
-    Ok(key)
+    Ok(())
 }
 
 /// Reads a deployed app's code (stored under `key`) from zerofs with the owner's credential:
 /// the credential is validated now and must allow `/fs/read` of the code path; the bytes read
-/// must still have that key. Returns the bytes and the owner's validated chain.
+/// must still have that key. Returns the component (hashed once) and the owner's validated
+/// chain.
 pub async fn fetch(
     fs: &Arc<ZeroFs>,
     authority: &Authority,
     tenant: &str,
     key: &str,
     credential: &Credential,
-) -> Result<(Vec<u8>, Option<Arc<Chain>>), Refusal> {
+) -> Result<(Component, Option<Arc<Chain>>), Refusal> {
     let path_text = code_path(key);
     let path = TenantPath::parse(&path_text)
         .map_err(|e| Refusal::new(500, "Storage", format!("bad code path: {e}")))?;
@@ -220,5 +217,5 @@ pub async fn fetch(
             format!("the stored code {key} is damaged (its bytes hash to {found}); deploy again"),
         ));
     }
-    Ok((bytes, owner))
+    Ok((Component::with_key(bytes, found)?, owner))
 }

@@ -6,17 +6,20 @@
 //! covering `/db/query` or a table command), except that its policies are not evaluated on the
 //! invocation's own arguments, which name no table: instead the chain must be able to allow
 //! some `/db` action on some table of that database
-//! ([`zerodb::ChainGrants::check_database`]), and then every table
+//! ([`zerodb::check_database`]), and then every table
 //! the statement touches is checked against the chain with `/db/read`, `/db/write`,
 //! `/db/create` or `/db/delete` and the invocation's arguments plus `.table`, by the same
-//! [`zerodb::ChainGrants`] that checks components. So a delegation scoped with
+//! [`zero_auth::ScopedChain`] rule that checks components. So a delegation scoped with
 //! `[["==", ".db", "app"], ["==", ".table", "todos"]]` works here exactly as for a component.
 
-use hyper::body::Incoming;
-use zero_auth::{Capability, Command, Ipld};
+use std::sync::Arc;
 
-use crate::api::{Api, Resp, expect_arg, read_body, refuse_unread};
+use axum::extract::State;
+use zero_auth::{Capability, Command, Ipld, ScopedChain};
+
+use crate::api::{Api, Resp, Upload, arg_str, expect_arg};
 use crate::apps::Refusal;
+use crate::ucan::{Endpoint, Ucan};
 
 /// Largest body of a database query request.
 const MAX_QUERY_BODY: usize = 4 << 20;
@@ -27,7 +30,7 @@ const MAX_QUERY_BODY: usize = 4 << 20;
 fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
     let table_commands: Vec<Command> = zerodb::Action::ALL
         .iter()
-        .filter_map(|a| Command::parse(a.command()).ok())
+        .filter_map(|a| zerodb::table_command(*a).ok())
         .collect();
     if let Some(cap) = caps
         .iter()
@@ -50,7 +53,10 @@ fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_aut
         // Reported by the argument checks of the endpoint.
         return Ok(());
     };
-    zerodb::ChainGrants::new(Some(caps.to_vec()), map.clone(), None).check_database(db)
+    zerodb::check_database(
+        &ScopedChain::new(Some(caps.to_vec()), map.clone(), None),
+        db,
+    )
 }
 
 fn json_to_value(v: &serde_json::Value, i: usize) -> Result<zerodb::Value, Refusal> {
@@ -138,28 +144,35 @@ fn db_refusal(e: zerodb::Error) -> Refusal {
     Refusal::new(status, name, e.to_string())
 }
 
+/// `POST /v1/tenants/{tenant}/db/{db}/query`.
+pub(crate) struct DbQuery;
+
+impl Endpoint for DbQuery {
+    const COMMAND: &'static str = "/db/query";
+    const URL_ARGS: &'static [&'static str] = &["tenant", "db"];
+
+    fn scope(caps: &[Capability], cmd: &Command, args: &Ipld) -> Result<(), zero_auth::Error> {
+        scope(caps, cmd, args)
+    }
+}
+
+/// `POST /v1/tenants/{tenant}/db/{db}/query`: authorized from the headers (the statement is
+/// in the invocation's args) before the body is read.
+pub(crate) async fn query(
+    State(api): State<Arc<Api>>,
+    ucan: Ucan<DbQuery>,
+    upload: Upload,
+) -> Result<Resp, Refusal> {
+    api.db_query(ucan, upload).await
+}
+
 impl Api {
-    pub(crate) async fn db_query(
-        &self,
-        parts: &http::request::Parts,
-        body: Incoming,
-        tenant: &str,
-        db: &str,
-    ) -> Result<Resp, Refusal> {
-        // Authorized from the headers (the statement is in the invocation's args) before the
-        // body is read; a refused body is drained unbuffered.
-        let checked = self
-            .authorize_with(parts, "/db/query", &scope)
-            .and_then(|(inv, _)| {
-                expect_arg(&inv.args, "tenant", tenant)?;
-                expect_arg(&inv.args, "db", db)?;
-                Ok(inv)
-            });
-        let inv = match checked {
-            Ok(inv) => inv,
-            Err(r) => return Err(refuse_unread(parts, body, MAX_QUERY_BODY, r).await),
-        };
-        let bytes = read_body(body, MAX_QUERY_BODY, "the query request").await?;
+    async fn db_query(&self, ucan: Ucan<DbQuery>, upload: Upload) -> Result<Resp, Refusal> {
+        let grants = ucan.checker();
+        let inv = ucan.inv;
+        let tenant = arg_str(&inv.args, "tenant")?;
+        let db = arg_str(&inv.args, "db")?;
+        let bytes = upload.read(MAX_QUERY_BODY, "the query request").await?;
         let request: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             Refusal::new(
                 400,
@@ -187,8 +200,6 @@ impl Api {
             }
         };
         self.require_tenant(tenant)?;
-        let grants =
-            zerodb::ChainGrants::new(Some(inv.capabilities.clone()), inv.args.clone(), None);
         let (databases, tenant_s, db_s, sql_s) = (
             self.databases.clone(),
             tenant.to_string(),
@@ -221,7 +232,7 @@ impl Api {
         })
         .map_err(|e| Refusal::new(500, "Database", format!("encoding the answer: {e}")))?;
         drop(rows);
-        let mut resp = http::Response::new(crate::api::full_body(body));
+        let mut resp = Resp::new(crate::api::full_body(body));
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("application/json"),

@@ -30,17 +30,18 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{FromRequestParts, Query, State};
+use axum::routing::MethodRouter;
 use bytes::Bytes;
-use http::Response;
+use http::request::Parts;
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
 use serde_json::json;
-use zero_auth::{Capability, Command, Ipld, VerifiedInvocation};
+use zero_auth::VerifiedInvocation;
 use zerofs::{Entry, EntryKind, StagedWrite, TenantPath, ZeroFs};
 
-use crate::api::{Api, Body, Resp, expect_arg, json_response};
+use crate::api::{Api, Body, Resp, Upload, arg_str, expect_arg, json_response};
 use crate::apps::Refusal;
-use crate::code::path_allowed;
+use crate::ucan::{Endpoint, Ucan};
 
 /// Bytes per chunk read from a blob for a download, and written at once for an upload.
 const CHUNK: usize = 256 * 1024;
@@ -89,24 +90,6 @@ enum Op {
     Remove { recursive: bool },
 }
 
-impl Op {
-    fn command(self) -> &'static str {
-        match self {
-            Op::Put => "/fs/write",
-            Op::Get | Op::List => "/fs/read",
-            Op::Mkdir { .. } => "/fs/create",
-            Op::Remove { .. } => "/fs/delete",
-        }
-    }
-}
-
-fn has_flag(query: Option<&str>, flag: &str) -> bool {
-    query.is_some_and(|q| {
-        q.split('&')
-            .any(|kv| kv == flag || kv.starts_with(&format!("{flag}=")))
-    })
-}
-
 /// Maps a zerofs error to a refusal with a fitting status.
 fn fs_refusal(e: zerofs::Error) -> Refusal {
     use zerofs::Error as E;
@@ -144,121 +127,232 @@ async fn blocking<T: Send + 'static>(
         .map_err(fs_refusal)
 }
 
-/// A capability check with directory granularity: zero-auth's rule for paths
-/// ([`zero_auth::authorize_paths`] on the `path` argument).
-fn directory_scope(
-    caps: &[Capability],
-    cmd: &Command,
-    args: &Ipld,
-) -> Result<(), zero_auth::Error> {
-    zero_auth::authorize_paths(caps, cmd, args, "path")
+/// `PUT /v1/tenants/{tenant}/fs/{path}`.
+pub(crate) struct FsWrite;
+impl Endpoint for FsWrite {
+    const COMMAND: &'static str = "/fs/write";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// `GET /v1/tenants/{tenant}/fs/{path}[?list]`.
+pub(crate) struct FsRead;
+impl Endpoint for FsRead {
+    const COMMAND: &'static str = "/fs/read";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// `POST /v1/tenants/{tenant}/fs/{path}?mkdir[&parents]`.
+pub(crate) struct FsCreate;
+impl Endpoint for FsCreate {
+    const COMMAND: &'static str = "/fs/create";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// `DELETE /v1/tenants/{tenant}/fs/{path}[?recursive]`.
+pub(crate) struct FsDelete;
+impl Endpoint for FsDelete {
+    const COMMAND: &'static str = "/fs/delete";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// The file endpoints' methods on one path (`/v1/tenants/{tenant}/fs/{path}`); any other
+/// method is `MethodNotAllowed`.
+pub(crate) fn routes() -> MethodRouter<Arc<Api>> {
+    axum::routing::put(put_file)
+        .get(get_file)
+        .head(method_not_allowed)
+        .post(mkdir)
+        .delete(remove)
+        .fallback(method_not_allowed)
+}
+
+fn methods_refusal() -> Refusal {
+    Refusal::new(
+        405,
+        "MethodNotAllowed",
+        "file endpoints take PUT (upload), GET (download, `?list` to list), POST \
+         `?mkdir` and DELETE",
+    )
+}
+
+async fn method_not_allowed() -> Refusal {
+    methods_refusal()
+}
+
+/// The flags of a file call's query (`?list`, `?mkdir`, `?parents`, `?recursive`; a flag may
+/// carry a value, which is ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct FsFlags {
+    list: Option<String>,
+    mkdir: Option<String>,
+    parents: Option<String>,
+    recursive: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for FsFlags {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
+        Query::<FsFlags>::try_from_uri(&parts.uri)
+            .map(|Query(flags)| flags)
+            .map_err(|e| {
+                Refusal::new(
+                    400,
+                    "InvalidArgs",
+                    format!(
+                        "the query must be flags among `list`, `mkdir`, `parents` and \
+                         `recursive`, each at most once: {e}"
+                    ),
+                )
+            })
+    }
+}
+
+/// `POST` on a file path needs `?mkdir`, checked before anything else.
+pub(crate) struct Mkdir {
+    parents: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Mkdir {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        let flags = FsFlags::from_request_parts(parts, state).await?;
+        if flags.mkdir.is_none() {
+            return Err(methods_refusal());
+        }
+        Ok(Mkdir {
+            parents: flags.parents.is_some(),
+        })
+    }
+}
+
+/// The tenant path a file call names: the request path after `/fs`, percent-decoded and
+/// normalized (`/` when there is none).
+pub(crate) struct FsPath(TenantPath);
+
+impl FromRequestParts<Arc<Api>> for FsPath {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, Refusal> {
+        let params = crate::ucan::path_params(parts, api).await?;
+        let rest = params.get("path").map(String::as_str).unwrap_or_default();
+        TenantPath::parse(&format!("/{rest}"))
+            .map(FsPath)
+            .map_err(fs_refusal)
+    }
+}
+
+/// `PUT`: an upload, streamed into zerofs.
+async fn put_file(
+    State(api): State<Arc<Api>>,
+    flags: FsFlags,
+    FsPath(path): FsPath,
+    ucan: Ucan<FsWrite>,
+    Upload(body): Upload,
+) -> Result<Resp, Refusal> {
+    let tenant = match api.check_files(&ucan.inv, Op::Put, &path) {
+        Ok(tenant) => tenant,
+        Err(refusal) => {
+            // Read (a bounded part of) the upload before refusing, so that the client gets
+            // the refusal rather than a connection reset mid-upload.
+            drain(body, api.max_upload, api.fs_transfer).await;
+            return Err(refusal);
+        }
+    };
+    let fs = api.fs.clone();
+    api.put(&ucan, fs, &tenant, path, body, flags.parents.is_some())
+        .await
+}
+
+/// `GET`: a download, or with `?list` the entry and its children.
+async fn get_file(
+    State(api): State<Arc<Api>>,
+    flags: FsFlags,
+    FsPath(path): FsPath,
+    ucan: Ucan<FsRead>,
+) -> Result<Resp, Refusal> {
+    let op = if flags.list.is_some() {
+        Op::List
+    } else {
+        Op::Get
+    };
+    let tenant = api.check_files(&ucan.inv, op, &path)?;
+    let fs = api.fs.clone();
+    if op == Op::Get {
+        return get(fs, &tenant, path, api.fs_transfer).await;
+    }
+    let (t, p) = (tenant.clone(), path.clone());
+    let (entry, children) = blocking(move || {
+        let entry = fs.stat(&t, p.as_str())?;
+        let children = match entry.kind {
+            EntryKind::Dir => fs.list(&t, p.as_str())?,
+            EntryKind::File => vec![],
+        };
+        Ok((entry, children))
+    })
+    .await?;
+    Ok(json_response(
+        200,
+        json!({
+            "entry": entry_json(&entry),
+            "entries": children.iter().map(entry_json).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+/// `POST ?mkdir[&parents]`: a directory.
+async fn mkdir(
+    State(api): State<Arc<Api>>,
+    Mkdir { parents }: Mkdir,
+    FsPath(path): FsPath,
+    ucan: Ucan<FsCreate>,
+) -> Result<Resp, Refusal> {
+    let tenant = api.check_files(&ucan.inv, Op::Mkdir { parents }, &path)?;
+    let (fs, t, p) = (api.fs.clone(), tenant.clone(), path.clone());
+    let entry = blocking(move || fs.mkdir(&t, p.as_str(), parents)).await?;
+    tracing::info!(tenant, path = %path, "directory created");
+    Ok(json_response(201, entry_json(&entry)))
+}
+
+/// `DELETE [?recursive]`: a file or directory.
+async fn remove(
+    State(api): State<Arc<Api>>,
+    flags: FsFlags,
+    FsPath(path): FsPath,
+    ucan: Ucan<FsDelete>,
+) -> Result<Resp, Refusal> {
+    let recursive = flags.recursive.is_some();
+    let tenant = api.check_files(&ucan.inv, Op::Remove { recursive }, &path)?;
+    let (fs, t, p) = (api.fs.clone(), tenant.clone(), path.clone());
+    blocking(move || {
+        if recursive {
+            fs.remove_all(&t, p.as_str())
+        } else {
+            fs.remove(&t, p.as_str())
+        }
+    })
+    .await?;
+    tracing::info!(tenant, path = %path, recursive, "removed");
+    Ok(json_response(
+        200,
+        json!({"path": path.as_str(), "removed": true}),
+    ))
 }
 
 impl Api {
-    /// Serves `/v1/tenants/{tenant}/fs/{rest}`.
-    pub(crate) async fn files(
-        &self,
-        parts: &http::request::Parts,
-        body: Incoming,
-        tenant: &str,
-        rest: &str,
-    ) -> Result<Resp, Refusal> {
-        let query = parts.uri.query();
-        let op = match parts.method {
-            http::Method::PUT => Op::Put,
-            http::Method::GET if has_flag(query, "list") => Op::List,
-            http::Method::GET => Op::Get,
-            http::Method::POST if has_flag(query, "mkdir") => Op::Mkdir {
-                parents: has_flag(query, "parents"),
-            },
-            http::Method::DELETE => Op::Remove {
-                recursive: has_flag(query, "recursive"),
-            },
-            _ => {
-                return Err(Refusal::new(
-                    405,
-                    "MethodNotAllowed",
-                    "file endpoints take PUT (upload), GET (download, `?list` to list), POST \
-                     `?mkdir` and DELETE",
-                ));
-            }
-        };
-        let decoded = percent_encoding::percent_decode_str(rest)
-            .decode_utf8()
-            .map_err(|_| Refusal::new(400, "InvalidPath", "the path is not valid UTF-8"))?;
-        let path = TenantPath::parse(&format!("/{decoded}")).map_err(fs_refusal)?;
-        let inv = match self.check_files(parts, op, tenant, &path) {
-            Ok(inv) => inv,
-            Err(refusal) => {
-                if op == Op::Put {
-                    // Read (a bounded part of) the upload before refusing, so that the client
-                    // gets the refusal rather than a connection reset mid-upload.
-                    drain(body, self.max_upload, self.fs_transfer).await;
-                }
-                return Err(refusal);
-            }
-        };
-        let fs = self.fs.clone();
-        match op {
-            Op::Put => self.put(&inv, fs, tenant, path, body, query).await,
-            Op::Get => get(fs, tenant, path, self.fs_transfer).await,
-            Op::List => {
-                let (t, p) = (tenant.to_string(), path.clone());
-                let (entry, children) = blocking(move || {
-                    let entry = fs.stat(&t, p.as_str())?;
-                    let children = match entry.kind {
-                        EntryKind::Dir => fs.list(&t, p.as_str())?,
-                        EntryKind::File => vec![],
-                    };
-                    Ok((entry, children))
-                })
-                .await?;
-                Ok(json_response(
-                    200,
-                    json!({
-                        "entry": entry_json(&entry),
-                        "entries": children.iter().map(entry_json).collect::<Vec<_>>(),
-                    }),
-                ))
-            }
-            Op::Mkdir { parents } => {
-                let (t, p) = (tenant.to_string(), path.clone());
-                let entry = blocking(move || fs.mkdir(&t, p.as_str(), parents)).await?;
-                tracing::info!(tenant, path = %path, "directory created");
-                Ok(json_response(201, entry_json(&entry)))
-            }
-            Op::Remove { recursive } => {
-                let (t, p) = (tenant.to_string(), path.clone());
-                blocking(move || {
-                    if recursive {
-                        fs.remove_all(&t, p.as_str())
-                    } else {
-                        fs.remove(&t, p.as_str())
-                    }
-                })
-                .await?;
-                tracing::info!(tenant, path = %path, recursive, "removed");
-                Ok(json_response(
-                    200,
-                    json!({"path": path.as_str(), "removed": true}),
-                ))
-            }
-        }
-    }
-
-    /// The checks made before any file operation: the invocation, its arguments against the
-    /// request, the tenant, and the reserved directory.
+    /// The checks made before any file operation, once the invocation was verified (its
+    /// `tenant` is the URL's): its `path` against the request, the tenant, and the reserved
+    /// directory. Returns the tenant.
     fn check_files(
         &self,
-        parts: &http::request::Parts,
+        inv: &VerifiedInvocation,
         op: Op,
-        tenant: &str,
         path: &TenantPath,
-    ) -> Result<VerifiedInvocation, Refusal> {
-        let (inv, _) = self.authorize_with(parts, op.command(), &directory_scope)?;
-        expect_arg(&inv.args, "tenant", tenant)?;
+    ) -> Result<String, Refusal> {
+        let tenant = arg_str(&inv.args, "tenant")?.to_string();
         expect_arg(&inv.args, "path", path.as_str())?;
-        self.require_tenant(tenant)?;
+        self.require_tenant(&tenant)?;
         let writes = !matches!(op, Op::Get | Op::List);
         if writes && path.is_reserved() {
             return Err(Refusal::new(
@@ -270,26 +364,29 @@ impl Api {
                 ),
             ));
         }
-        Ok(inv)
+        Ok(tenant)
     }
 
     async fn put(
         &self,
-        inv: &VerifiedInvocation,
+        ucan: &Ucan<FsWrite>,
         fs: Arc<ZeroFs>,
         tenant: &str,
         path: TenantPath,
-        body: Incoming,
-        query: Option<&str>,
+        body: Body,
+        parents: bool,
     ) -> Result<Resp, Refusal> {
-        let parents = has_flag(query, "parents");
         let exists = {
             let (fs, t, p) = (fs.clone(), tenant.to_string(), path.clone());
             blocking(move || fs.exists(&t, p.as_str())).await
         };
         let checked = exists.and_then(|exists| {
             if !exists {
-                path_allowed(&inv.capabilities, "/fs/create", tenant, &path)
+                let create = zero_auth::Action::Create
+                    .command(zerofs::wasi::access::FS_NAMESPACE)
+                    .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+                ucan.checker()
+                    .allows(&create, &[("path", path.as_str())])
                     .map_err(|e| Refusal::new(403, e.name(), e.to_string()))?;
             }
             Ok(exists)
@@ -323,7 +420,7 @@ impl Api {
                 return Err(refusal);
             }
         };
-        let mut upload = Upload {
+        let mut upload = StagedUpload {
             fs: fs.clone(),
             path: path.clone(),
             staged: Some(staged),
@@ -386,14 +483,14 @@ impl Api {
 
 /// An upload in progress: its staged content, written chunk by chunk on short blocking tasks
 /// (so that no thread waits for the client). Dropping it aborts the upload.
-struct Upload {
+struct StagedUpload {
     fs: Arc<ZeroFs>,
     path: TenantPath,
     staged: Option<StagedWrite>,
     size: u64,
 }
 
-impl Upload {
+impl StagedUpload {
     /// Reserves room for `chunk` in the tenant's quota and writes it at the end of the staged
     /// content; gives the buffer back, emptied, for the next chunk.
     async fn append(&mut self, mut chunk: Vec<u8>) -> Result<Vec<u8>, Refusal> {
@@ -429,7 +526,7 @@ impl Upload {
 
 /// Reads and discards up to `limit` bytes of a request body, waiting for the client no longer
 /// than the transfer limits allow.
-async fn drain(mut body: Incoming, limit: usize, limits: TransferLimits) {
+pub(crate) async fn drain(mut body: Body, limit: usize, limits: TransferLimits) {
     let end = tokio::time::Instant::now() + limits.total;
     let mut seen = 0usize;
     while let Ok(Some(Ok(frame))) =
@@ -519,10 +616,9 @@ async fn get(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item.map(Frame::data), rx))
+        rx.recv().await.map(|item| (item, rx))
     });
-    let body: Body = http_body_util::StreamBody::new(stream).boxed_unsync();
-    let mut resp = Response::new(body);
+    let mut resp = Resp::new(Body::from_stream(stream));
     let headers = resp.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

@@ -14,11 +14,13 @@ mod cacheapi;
 pub mod code;
 pub mod config;
 mod dbapi;
+mod deploy;
 pub mod fsapi;
 pub mod identity;
 mod outbound;
 pub mod revocation;
 pub mod state;
+mod ucan;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -91,6 +93,7 @@ pub struct Node {
     proxy: Arc<ZeroProxy>,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    admin: tokio::task::JoinHandle<()>,
     admin_addr: std::net::SocketAddr,
     node_did: String,
 }
@@ -212,15 +215,18 @@ impl Node {
                 owner_credential: None,
             };
             let built = match read_component(&path).await {
-                Ok(bytes) => apps::build_app(
-                    &runtime,
-                    &authority,
-                    spec,
-                    bytes,
-                    proxy.max_concurrent_per_app(),
-                )
-                .await
-                .map_err(|r| r.message),
+                Ok(bytes) => match apps::Component::new(bytes) {
+                    Ok(component) => apps::build_app(
+                        &runtime,
+                        &authority,
+                        spec,
+                        component,
+                        proxy.max_concurrent_per_app(),
+                    )
+                    .await
+                    .map_err(|r| r.message),
+                    Err(r) => Err(r.message),
+                },
                 Err(e) => Err(e),
             };
             let app = match built {
@@ -245,30 +251,6 @@ impl Node {
             config.admin.max_apps_per_tenant,
         ));
         app_set.publish()?;
-        for record in state.apps()? {
-            let restored = restore_app(
-                &runtime,
-                &authority,
-                &fs,
-                &state,
-                &record,
-                proxy.max_concurrent_per_app(),
-            )
-            .await;
-            match restored.and_then(|app| app_set.restore(app)) {
-                Ok(()) => {
-                    tracing::info!(tenant = %record.tenant, app = %record.name, routes = ?record.routes, "deployed app restored")
-                }
-                Err(r) => {
-                    tracing::error!(tenant = %record.tenant, app = %record.name, error = %r.error, "refused app: {}", r.message)
-                }
-            }
-        }
-
-        let admin_listener = api::bind(config.admin.listen).await?;
-        let admin_addr = admin_listener.local_addr()?;
-        outbound.protect(admin_addr);
-        let (shutdown, rx) = watch::channel(false);
         let api = Arc::new(api::Api {
             runtime: runtime.clone(),
             apps: app_set,
@@ -284,9 +266,25 @@ impl Node {
             databases,
             cache,
             limits: api::AdminLimits::from_config(&config),
-            outbound,
+            outbound: outbound.clone(),
         });
-        tokio::spawn(api::serve(api, admin_listener, rx.clone()));
+        // Deployed apps come back through the one deploy procedure (`Api::install`).
+        for record in api.state.apps()? {
+            match api.restore(&record).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %record.tenant, app = %record.name, routes = ?record.routes, "deployed app restored")
+                }
+                Err(r) => {
+                    tracing::error!(tenant = %record.tenant, app = %record.name, error = %r.error, "refused app: {}", r.message)
+                }
+            }
+        }
+
+        let admin_listener = api::bind(config.admin.listen).await?;
+        let admin_addr = admin_listener.local_addr()?;
+        outbound.protect(admin_addr);
+        let (shutdown, rx) = watch::channel(false);
+        let admin = tokio::spawn(api::serve(api, admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);
 
         let serving = {
@@ -298,6 +296,7 @@ impl Node {
             proxy,
             shutdown,
             serving,
+            admin,
             admin_addr,
             node_did: identity.node.did().to_string(),
         })
@@ -318,13 +317,18 @@ impl Node {
         self.proxy.local_addr()
     }
 
-    /// Stops accepting, lets requests in flight finish (bounded by the wall-clock limit), and
-    /// returns.
+    /// Stops accepting, lets requests and management calls in flight finish (bounded by the
+    /// wall-clock limit and `[admin] request_timeout_ms`), and returns.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.serving
+        let served = self
+            .serving
             .await
-            .map_err(|e| anyhow::anyhow!("the HTTP server task failed: {e}"))?
+            .map_err(|e| anyhow::anyhow!("the HTTP server task failed: {e}"))?;
+        self.admin
+            .await
+            .map_err(|e| anyhow::anyhow!("the management API task failed: {e}"))?;
+        served
     }
 
     /// Serves until the process receives Ctrl-C or SIGTERM, then shuts down gracefully.
@@ -398,52 +402,6 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Rebuilds a deployed app at startup: its code is read from zerofs with the owner's
-/// credential (validated now), then checked and compiled like at deploy.
-async fn restore_app(
-    runtime: &Arc<Runtime>,
-    authority: &apps::Authority,
-    fs: &Arc<zerofs::ZeroFs>,
-    state: &state::StateStore,
-    record: &state::AppRecord,
-    max_concurrent: usize,
-) -> Result<Arc<HttpApp>, apps::Refusal> {
-    if record.holder.is_empty() || record.code.is_empty() {
-        return Err(apps::Refusal::new(
-            500,
-            "Storage",
-            "this deployment predates code storage in zerofs and has no owner's credential; deploy the app again",
-        ));
-    }
-    let credential = code::Credential::decode(&record.holder, &record.credential)?;
-    let (bytes, owner) =
-        code::fetch(fs, authority, &record.tenant, &record.code, &credential).await?;
-    let routes = record
-        .routes
-        .iter()
-        .map(|r| Route::parse(r).map_err(|e| apps::Refusal::new(500, "Storage", e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let tenant = state
-        .tenant(&record.tenant)
-        .map_err(|e| apps::Refusal::new(500, "Storage", e.to_string()))?
-        .ok_or_else(|| {
-            apps::Refusal::new(
-                500,
-                "Storage",
-                format!("the app's tenant `{}` has no record", record.tenant),
-            )
-        })?;
-    apps::check_host_grants(&tenant, &routes)?;
-    let spec = apps::AppSpec {
-        tenant: record.tenant.clone(),
-        name: record.name.clone(),
-        routes,
-        allowed_outbound_hosts: record.allowed_outbound_hosts.clone(),
-        owner_credential: owner,
-    };
-    apps::build_app(runtime, authority, spec, bytes, max_concurrent).await
 }
 
 async fn read_component(path: &Path) -> Result<Vec<u8>, String> {

@@ -51,6 +51,11 @@ pub struct AppSettings {
     /// The capabilities granted by the component's embedded token, verified at deploy. `None`:
     /// the component carries no token and gets no capabilities.
     pub capabilities: Option<Arc<zero_auth::Chain>>,
+    /// The capability checker of the component, made once per deployment from
+    /// [`AppSettings::capabilities`] with its tenant and content hash
+    /// ([`zero_auth::ScopedChain::of_component`]): every provider asks it, and its answers are
+    /// shared by all the app's instances. The default (no token) allows nothing.
+    pub grants: Arc<zero_auth::ScopedChain>,
     /// The owner's credential the code was read with (deployed apps), validated when the code
     /// was fetched from zerofs.
     pub owner_credential: Option<Arc<zero_auth::Chain>>,

@@ -1,9 +1,10 @@
 //! Which keys a caller may read and write: the caller's UCAN chain asked with the command
-//! (`/cache/read` or `/cache/write`) and the arguments `{tenant, component, key}`.
+//! (`/cache/read` or `/cache/write`) and the arguments `{tenant, component, key}`, through
+//! [`zero_auth::ScopedChain`], the checker every provider shares.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use zero_auth::{Capability, Command, Ipld};
+use zero_auth::{Command, ScopedChain};
 
 use crate::Error;
 
@@ -26,33 +27,20 @@ impl Op {
     }
 }
 
-/// The capabilities of one caller (a component's embedded chain, for one request).
-///
-/// Each key is asked as `zero_auth::authorize(chain, command, {tenant, component, key})`, so
-/// any policy of the policy language scopes keys; a prefix is `["like", ".key", "session:*"]`.
-/// Keys are flat strings, not paths: no directory coverage applies.
+/// The capabilities of one caller: its [`ScopedChain`] (the one checker every provider uses,
+/// made once per deployment with the caller's `tenant` and `component`), asked with the command
+/// (`/cache/read` or `/cache/write`) and the argument `key`. Any policy of the policy language
+/// scopes keys; a prefix is `["like", ".key", "session:*"]`. Keys are flat strings, not paths:
+/// no directory coverage applies. A caller without a token gets nothing.
 #[derive(Debug, Clone)]
 pub struct CacheGrants {
-    capabilities: Option<Vec<Capability>>,
-    base: BTreeMap<String, Ipld>,
-    expiration: Option<u64>,
+    chain: Arc<ScopedChain>,
 }
 
 impl CacheGrants {
-    /// Grants from `capabilities` (a validated chain's, root first; `None`: no token, nothing
-    /// is granted; an empty list: the subject itself, everything is granted), asked with the
-    /// fixed arguments `base` (`tenant`, and `component` for a component), refused after the
-    /// Unix time `expiration`.
-    pub fn new(
-        capabilities: Option<Vec<Capability>>,
-        base: BTreeMap<String, Ipld>,
-        expiration: Option<u64>,
-    ) -> Self {
-        CacheGrants {
-            capabilities,
-            base,
-            expiration,
-        }
+    /// The grants of `chain`.
+    pub fn new(chain: Arc<ScopedChain>) -> Self {
+        CacheGrants { chain }
     }
 
     /// Checks `op` on `key`, with the reason on refusal ([`Error::PermissionDenied`]).
@@ -62,24 +50,16 @@ impl CacheGrants {
             command: op.command(),
             reason,
         };
-        let Some(caps) = &self.capabilities else {
+        if !self.chain.has_token() {
             return Err(denied(
                 "the component carries no capability token (a component without one gets no \
                  cache access)"
                     .into(),
             ));
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if self.expiration.is_some_and(|exp| exp <= now) {
-            return Err(denied(
-                "the component's capability token has expired".into(),
-            ));
         }
         let cmd = Command::parse(op.command()).map_err(|e| denied(e.to_string()))?;
-        let mut args = self.base.clone();
-        args.insert("key".to_owned(), Ipld::String(key.to_owned()));
-        zero_auth::authorize(caps, &cmd, &Ipld::Map(args)).map_err(|e| denied(e.to_string()))
+        self.chain
+            .allows(&cmd, &[("key", key)])
+            .map_err(|e| denied(e.to_string()))
     }
 }

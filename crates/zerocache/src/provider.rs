@@ -1,13 +1,12 @@
 //! The `zero:cache` host provider (`wit/zero-cache`, package `zero:cache@0.1.0`): the WIT glue
-//! and the grant checks, nothing else. Once per deployment it builds the grants of the
-//! component's capability chain ([`CacheGrants`]), shared by its stores; each call checks its keys (`/cache/read`, `/cache/write`)
-//! and then runs on the node's [`Cache`] within the component's tenant.
+//! and the grant checks, nothing else. Once per deployment (its per-app phase) it takes the
+//! component's capability checker ([`CacheGrants`] over the deployment's `ScopedChain`), shared
+//! by its stores; each call checks its keys (`/cache/read`, `/cache/write`) and then runs on
+//! the node's [`Cache`] within the component's tenant.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::{HasData, Linker};
-use zero_auth::Ipld;
 use zero_provider::{AppContext, HasView, Invocation, ResourceProvider, View};
 
 use crate::{Cache, CacheGrants, Error, LimitKind, Op};
@@ -61,21 +60,6 @@ impl HasData for CacheData {
     type Data<'a> = CacheView<'a>;
 }
 
-/// The grants of a deployed component: its chain, asked with `tenant` and `component`.
-fn component_grants(app: &AppContext<'_>) -> CacheGrants {
-    let chain = app.settings.capabilities.as_deref();
-    let mut base = BTreeMap::new();
-    base.insert("tenant".to_owned(), Ipld::String(app.tenant.to_owned()));
-    if let Some(c) = &app.settings.component {
-        base.insert("component".to_owned(), Ipld::String(c.clone()));
-    }
-    CacheGrants::new(
-        chain.map(|c| c.capabilities().to_vec()),
-        base,
-        chain.and_then(|c| c.expiration()),
-    )
-}
-
 impl ResourceProvider for CacheProvider {
     type App = CacheApp;
     type Instance = CacheInstance;
@@ -95,7 +79,7 @@ impl ResourceProvider for CacheProvider {
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<CacheApp> {
         Ok(CacheApp {
-            grants: Arc::new(component_grants(app)),
+            grants: Arc::new(CacheGrants::new(app.settings.grants.clone())),
         })
     }
 

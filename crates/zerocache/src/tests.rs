@@ -397,7 +397,7 @@ fn policy_ipld(policy: &[(&str, &str, &str)]) -> Ipld {
 
 fn grants(caps: Option<Vec<zero_auth::Capability>>) -> CacheGrants {
     let base = BTreeMap::from([("tenant".to_owned(), Ipld::String("acme".into()))]);
-    CacheGrants::new(caps, base, None)
+    CacheGrants::new(Arc::new(zero_auth::ScopedChain::new(caps, base, None)))
 }
 
 #[test]
@@ -421,7 +421,11 @@ fn grants_scope_commands_and_key_prefixes() {
     let e = none.check(Op::Read, "k").unwrap_err();
     assert!(e.to_string().contains("no capability token"), "{e}");
 
-    let expired = CacheGrants::new(Some(vec![]), BTreeMap::new(), Some(1));
+    let expired = CacheGrants::new(Arc::new(zero_auth::ScopedChain::new(
+        Some(vec![]),
+        BTreeMap::new(),
+        Some(1),
+    )));
     assert!(
         expired
             .check(Op::Read, "k")

@@ -1,6 +1,6 @@
 //! Errors that say what happened and how to fix it.
 
-use crate::Action;
+use crate::{Action, DB_NAMESPACE};
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -13,7 +13,7 @@ pub enum Error {
     #[error(
         "permission denied: {action} on table `{table}` of database `{db}` is not granted \
          (needs capability {cmd} with .db = \"{db}\" and .table = \"{table}\")",
-        cmd = action.command()
+        cmd = format_args!("{DB_NAMESPACE}/{action}")
     )]
     PermissionDenied {
         /// The action that was refused.

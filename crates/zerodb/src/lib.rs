@@ -8,7 +8,8 @@
 //!
 //! # Capabilities
 //!
-//! Each call carries the caller's [`Grants`]. While SQLite prepares a statement its authorizer
+//! Each call carries the caller's [`Grants`] (for the node, [`zero_auth::ScopedChain`], the one
+//! capability checker). While SQLite prepares a statement its authorizer
 //! reports every table the statement reads, writes (insert/update), creates (table, index, view,
 //! trigger, `ALTER TABLE`) and deletes (rows, or drop), including the tables reached through
 //! views, triggers, subqueries and joins. Each (action, table) must be granted (`/db/read`,
@@ -31,7 +32,7 @@
 //! `t`, since it copies samples of its rows into `sqlite_stat4`.
 //!
 //! Before a database is opened, and so before it can be created, the caller's chain must be
-//! able to reach it ([`ChainGrants::check_database`]).
+//! able to reach it ([`check_database`]).
 //!
 //! `ATTACH`/`DETACH`, `load_extension()`, TEMP objects, virtual tables, user-issued
 //! `BEGIN`/`COMMIT`/`SAVEPOINT` (use [`Database::transaction`]) and every `PRAGMA` except the
@@ -83,5 +84,5 @@ pub use engine::{
     QueryResult, Transaction, Value, validate_name,
 };
 pub use error::{Error, Result};
-pub use grants::{Action, ChainGrants, Grants, MAX_CACHED_ANSWERS, StaticGrants};
+pub use grants::{Action, DB_NAMESPACE, Grants, StaticGrants, check_database, table_command};
 pub use provider::{DbApp, DbInstance, DbProvider, DbView};

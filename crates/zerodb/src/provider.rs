@@ -2,10 +2,10 @@
 //! interface in `wit/zero-db` (package `zero:db@0.1.0`).
 //!
 //! [`DbProvider`] adds the interface to the linker. Once per deployment (its per-app phase) it
-//! builds the grants of the component's capability chain for its tenant and component
-//! ([`ChainGrants`], answers cached for the deployment); every store gets a [`DbInstance`] with
-//! those grants and its open handles, and the host traits are implemented on its view
-//! ([`DbView`]). A component opens a database by name; the name is resolved within its own tenant only
+//! takes the component's capability checker ([`ScopedChain`], made once per deployment, answers
+//! memoized); every store gets a [`DbInstance`] with that checker and its open handles, and the
+//! host traits are implemented on its view ([`DbView`]). A component opens a database by name;
+//! the name is resolved within its own tenant only
 //! ([`Databases::database`]`(tenant, name)`), so no name reaches another tenant's files. Each
 //! statement's table accesses are then checked with
 //! `chain.allows("/db/read" | "/db/write" | "/db/create" | "/db/delete", {tenant, component, db,
@@ -17,15 +17,14 @@
 //! shared): a point read served at 0.70-0.73 of the hello app's req/s with `spawn_blocking`, and
 //! at 0.56 with `block_in_place` (which also parks the executor thread for the statement).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Linker, Resource};
-use zero_auth::Ipld;
+use zero_auth::ScopedChain;
 use zero_provider::{AppContext, HasView, Invocation, ResourceProvider, View};
 
-use crate::{Action, ChainGrants, Control, Database, Databases};
+use crate::{Action, Control, Database, Databases};
 
 // Generated code: the WIT types carry the WIT's docs; the generated glue (linker helpers,
 // world struct) has none of its own.
@@ -54,13 +53,13 @@ pub struct DbHandle {
 
 /// What the provider keeps per deployment: the grants of the component's chain.
 pub struct DbApp {
-    grants: Arc<ChainGrants>,
+    grants: Arc<ScopedChain>,
 }
 
 /// What the provider keeps per store.
 pub struct DbInstance {
     databases: Arc<Databases>,
-    grants: Arc<ChainGrants>,
+    grants: Arc<ScopedChain>,
     /// Databases opened by this request (each handle holds a resource-table entry).
     handles: usize,
 }
@@ -78,21 +77,6 @@ impl HasData for DbData {
 
 /// Most databases one request may open (handles in its resource table).
 pub const MAX_HANDLES_PER_REQUEST: usize = 16;
-
-/// The grants of a deployed component: its chain, asked with `tenant` and `component`.
-fn component_grants(app: &AppContext<'_>) -> ChainGrants {
-    let chain = app.settings.capabilities.as_deref();
-    let mut base = BTreeMap::new();
-    base.insert("tenant".to_owned(), Ipld::String(app.tenant.to_string()));
-    if let Some(c) = &app.settings.component {
-        base.insert("component".to_owned(), Ipld::String(c.clone()));
-    }
-    ChainGrants::new(
-        chain.map(|c| c.capabilities().to_vec()),
-        base,
-        chain.and_then(|c| c.expiration()),
-    )
-}
 
 /// The zerodb resource provider.
 pub struct DbProvider {
@@ -125,7 +109,7 @@ impl ResourceProvider for DbProvider {
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<DbApp> {
         Ok(DbApp {
-            grants: Arc::new(component_grants(app)),
+            grants: app.settings.grants.clone(),
         })
     }
 
@@ -245,7 +229,7 @@ async fn blocking<T: Send + 'static>(
 fn handle_db(
     view: &DbView<'_>,
     handle: &Resource<DbHandle>,
-) -> wasmtime::Result<(Arc<Database>, Arc<ChainGrants>)> {
+) -> wasmtime::Result<(Arc<Database>, Arc<ScopedChain>)> {
     let db = view.table.get(handle)?.db.clone();
     Ok((db, view.instance.grants.clone()))
 }
@@ -267,8 +251,8 @@ impl wit::HostDatabase for DbView<'_> {
                 limit: MAX_HANDLES_PER_REQUEST as u64,
             })));
         }
-        if let Err(e) = st.grants.check_database(&name) {
-            let why = if !st.grants.has_chain() {
+        if let Err(e) = crate::check_database(&st.grants, &name) {
+            let why = if !st.grants.has_token() {
                 "the component carries no capability token".to_owned()
             } else {
                 format!("the component's capability token does not reach it ({e})")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use zero_auth::{Command, Delegation, Invocation, Ipld, Keypair, Policy};
+use zero_auth::{Command, Delegation, InvocationToken, Ipld, Keypair, Policy};
 
 /// The UCAN 1.0.0 conformance fixtures (`shared/fixtures/ucan-1.0.0` beside the project root;
 /// CI has the same layout).
@@ -266,8 +266,8 @@ pub fn invoke(
     args: &[(&str, Ipld)],
     proofs: &[&Delegation],
     exp: Option<u64>,
-) -> Invocation {
-    Invocation::builder(subject.did().clone(), cmd(command), exp)
+) -> InvocationToken {
+    InvocationToken::builder(subject.did().clone(), cmd(command), exp)
         .args(map(args))
         .proofs(proofs.iter().map(|d| *d.cid()).collect())
         .sign(invoker)

@@ -222,7 +222,7 @@ impl Runner<'_> {
                              database `{db}` (/db/read, /db/write, /db/create and /db/delete \
                              with no .table restriction; {} is missing); ask the database's \
                              owner to create it",
-                            a.command()
+                            format_args!("{}/{a}", crate::DB_NAMESPACE)
                         ),
                     ));
                 }

@@ -5,7 +5,6 @@ use std::os::unix::fs::FileExt;
 
 use wasmtime::component::Resource;
 
-use super::access::Right;
 use super::file::lock;
 use super::ops::{code, ctx, resolve};
 use super::stream::{FileInput, FileOutput, Source};
@@ -15,6 +14,7 @@ use super::types::{
 };
 use super::{Descriptor, DirectoryEntries, FsResult, FsView, Kind, preopens};
 use crate::{EntryKind, Error, TenantPath};
+use zero_auth::Action;
 
 impl types::Host for FsView<'_> {
     fn filesystem_error_code(
@@ -41,7 +41,7 @@ impl types::HostDescriptor for FsView<'_> {
         let stream = (|| -> FsResult<FileInput> {
             let mut c = ctx(self);
             let (path, _, file) = c.file(&d)?;
-            c.require(Right::Read, &path)?;
+            c.require(Action::Read, &path)?;
             let slot = c.st.open.acquire()?;
             let source = {
                 let f = lock(&file);
@@ -168,7 +168,7 @@ impl types::HostDescriptor for FsView<'_> {
             if !flags.contains(DescriptorFlags::READ) {
                 return Err(ErrorCode::BadDescriptor);
             }
-            c.require(Right::Read, &path)?;
+            c.require(Action::Read, &path)?;
             let mut f = lock(&file);
             let want = usize::try_from(len).unwrap_or(usize::MAX);
             let data = f.read_at(want, offset)?;
@@ -267,7 +267,7 @@ impl types::HostDescriptor for FsView<'_> {
         ok!({
             let mut c = ctx(self);
             let path = resolve(&c.dir(&d)?, &path)?;
-            c.require(Right::Create, &path)?;
+            c.require(Action::Create, &path)?;
             c.st.fs
                 .mkdir(&c.st.tenant, path.as_str(), false)
                 .map(|_| ())

@@ -11,7 +11,7 @@
 //!
 //! # Capabilities
 //!
-//! Rights are the UCAN commands `/fs/read`, `/fs/write`, `/fs/create` and `/fs/delete`, checked
+//! Actions are the UCAN commands `/fs/read`, `/fs/write`, `/fs/create` and `/fs/delete`, checked
 //! with arguments `{tenant, component, path}` on every call that needs them (see
 //! [`access`] for the directory-granularity rule). Mapping:
 //! - read: `read`, `read-via-stream`, `stat`, `stat-at`, `metadata-hash(-at)`, opening a file
@@ -92,9 +92,10 @@ use wasmtime::component::{HasData, Linker};
 use zero_provider::{AppContext, HasView, Invocation, ResourceProvider, View};
 
 use crate::{TenantPath, ZeroFs};
-use access::{Access, ChainGrants};
+use access::Access;
 use budget::{OpenBudget, OpenCount, Slot};
 use file::OpenFile;
+use zero_auth::ScopedChain;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -186,10 +187,10 @@ impl FsProvider {
     }
 }
 
-/// What the provider keeps per deployment: the grants of the component's chain for its
-/// tenant and component (`None`: the component carries no token).
+/// What the provider keeps per deployment: the component's capability checker for its
+/// tenant and component (made once per deployment; without a token it allows nothing).
 pub struct FsApp {
-    grants: Option<Arc<ChainGrants>>,
+    grants: Arc<ScopedChain>,
 }
 
 /// What the provider keeps per store.
@@ -236,25 +237,16 @@ impl ResourceProvider for FsProvider {
     }
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<FsApp> {
-        let grants = app.settings.capabilities.as_ref().map(|chain| {
-            Arc::new(ChainGrants::new(
-                chain.clone(),
-                app.tenant,
-                app.settings.component.as_deref(),
-            ))
-        });
-        Ok(FsApp { grants })
+        Ok(FsApp {
+            grants: app.settings.grants.clone(),
+        })
     }
 
     fn instance(&self, app: &Arc<FsApp>, inv: &Invocation) -> anyhow::Result<FsInstance> {
-        let grants = app
-            .grants
-            .clone()
-            .map(|g| Box::new(g) as Box<dyn access::Grants>);
         Ok(FsInstance {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
-            access: Access::new(grants),
+            access: Access::new(app.grants.clone()),
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
                 max: self.limits.max_open_per_instance,

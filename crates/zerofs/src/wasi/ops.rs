@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Resource;
 
-use super::access::Right;
 use super::file::{OpenFile, lock};
 use super::types::{
     DescriptorFlags, DescriptorStat, DescriptorType, ErrorCode, MetadataHashValue, OpenFlags,
 };
 use super::{Descriptor, FsInstance, FsResult, FsView, Kind};
 use crate::{EntryKind, Error, TenantPath};
+use zero_auth::Action;
 
 /// The WASI error for a zerofs error.
 pub(super) fn code(e: &Error) -> ErrorCode {
@@ -96,8 +96,8 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn require(&mut self, right: Right, path: &TenantPath) -> FsResult<()> {
-        if self.st.access.allowed(right, path) {
+    pub(super) fn require(&mut self, action: Action, path: &TenantPath) -> FsResult<()> {
+        if self.st.access.allowed(action, path) {
             Ok(())
         } else {
             Err(ErrorCode::Access)
@@ -113,7 +113,7 @@ impl Ctx<'_> {
         if lock(file).created_here {
             return Ok(());
         }
-        self.require(Right::Write, path)
+        self.require(Action::Write, path)
     }
 
     pub(super) fn require_visible(&mut self, path: &TenantPath) -> FsResult<()> {
@@ -131,7 +131,7 @@ impl Ctx<'_> {
         self.require_visible(path)?;
         let leads_to_grant = self.st.access.roots().iter().any(|r| r.starts_with(path));
         if !leads_to_grant {
-            self.require(Right::Read, path)?;
+            self.require(Action::Read, path)?;
         }
         let entry = self
             .st
@@ -139,7 +139,7 @@ impl Ctx<'_> {
             .stat(&self.st.tenant, path.as_str())
             .map_err(|e| code(&e))?;
         if entry.kind == EntryKind::File && leads_to_grant {
-            self.require(Right::Read, path)?;
+            self.require(Action::Read, path)?;
         }
         Ok(entry)
     }
@@ -217,10 +217,10 @@ impl Ctx<'_> {
                     return Err(ErrorCode::NotDirectory);
                 }
                 if flags.contains(DescriptorFlags::READ) {
-                    self.require(Right::Read, &path)?;
+                    self.require(Action::Read, &path)?;
                 }
                 if wants_write {
-                    self.require(Right::Write, &path)?;
+                    self.require(Action::Write, &path)?;
                 }
                 let mut file = OpenFile::new(self.st, &path, false);
                 if oflags.contains(OpenFlags::TRUNCATE) && entry.size > 0 {
@@ -241,9 +241,9 @@ impl Ctx<'_> {
                 if oflags.contains(OpenFlags::DIRECTORY) {
                     return Err(ErrorCode::Invalid);
                 }
-                self.require(Right::Create, &path)?;
+                self.require(Action::Create, &path)?;
                 if flags.contains(DescriptorFlags::READ) {
-                    self.require(Right::Read, &path)?;
+                    self.require(Action::Read, &path)?;
                 }
                 // The new, empty file exists as soon as open-at returns.
                 self.st
@@ -270,7 +270,7 @@ impl Ctx<'_> {
         kind: EntryKind,
     ) -> FsResult<()> {
         let path = resolve(&self.dir(d)?, path)?;
-        self.require(Right::Delete, &path)?;
+        self.require(Action::Delete, &path)?;
         let tenant = self.st.tenant.clone();
         match self.st.fs.stat(&tenant, path.as_str()) {
             Ok(e) if e.kind != kind => {
@@ -300,16 +300,16 @@ impl Ctx<'_> {
     ) -> FsResult<()> {
         let from = resolve(&self.dir(from_dir)?, from)?;
         let to = resolve(&self.dir(to_dir)?, to)?;
-        self.require(Right::Delete, &from)?;
+        self.require(Action::Delete, &from)?;
         let tenant = self.st.tenant.clone();
         let dest_exists = match self.st.fs.exists(&tenant, to.as_str()) {
             Ok(b) => b,
             Err(e) => return Err(code(&e)),
         };
         if dest_exists {
-            self.require(Right::Write, &to)?;
+            self.require(Action::Write, &to)?;
         } else {
-            self.require(Right::Create, &to)?;
+            self.require(Action::Create, &to)?;
         }
         self.st
             .fs

@@ -1,0 +1,218 @@
+//! The one deploy procedure, shared by a deploy over the management API
+//! (`PUT /v1/tenants/{t}/apps/{a}`) and the restore of every deployed app at startup.
+//!
+//! [`Api::install`] checks what the app is made of (its tenant, name, routes and host grants),
+//! gets its code (an upload is hashed once, checked against the hash the invocation
+//! authorizes, and stored in zerofs under its code key; a restored app's code is read back from
+//! zerofs), checks that the owner's credential allows reading that code *now*, checks the
+//! component's own token and compiles it, and swaps it into the routing table: a deploy with
+//! its durable record (atomic: a refused deploy leaves the previous version serving), a restore
+//! without one. A deploy then deletes the code no app uses any more.
+
+use std::sync::Arc;
+
+use zeroproxy::{HttpApp, Route};
+
+use crate::api::Api;
+use crate::apps::{AppSpec, Component, Refusal, build_app, now, persist_deploy};
+use crate::code::Credential;
+use crate::state::AppRecord;
+
+/// Where a deployment's code comes from.
+pub(crate) enum Code {
+    /// An upload, with the content hash the invocation authorizes (`args.component`).
+    Upload {
+        /// The uploaded bytes.
+        bytes: Vec<u8>,
+        /// The content hash they must have.
+        claimed: String,
+    },
+    /// Code already stored in zerofs under this key (a restored app).
+    Stored {
+        /// The code key.
+        key: String,
+    },
+}
+
+/// What a deployment is made of, as a deploy call names it and its record keeps it.
+pub(crate) struct Deployment {
+    /// The tenant.
+    pub tenant: String,
+    /// The app's name within the tenant.
+    pub app: String,
+    /// Its routes, as written.
+    pub routes: Vec<String>,
+    /// Hosts it may reach with outgoing HTTP.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// The deployer's credential (the owner's chain), kept with the record.
+    pub credential: Credential,
+}
+
+impl Api {
+    /// The one deploy procedure (see the module documentation). Returns the app's record.
+    pub(crate) async fn install(&self, d: Deployment, code: Code) -> Result<AppRecord, Refusal> {
+        let restoring = matches!(code, Code::Stored { .. });
+        let tenant_record = self.tenant_record(&d.tenant)?;
+        if !crate::config::valid_name(&d.app) {
+            return Err(Refusal::new(
+                400,
+                "InvalidArgs",
+                "app names use lowercase letters, digits, `-` and `_` (1 to 63 characters)",
+            ));
+        }
+        if d.routes.is_empty() {
+            return Err(Refusal::new(
+                400,
+                "InvalidArgs",
+                "args.routes must name at least one route, e.g. [\"/app\"]",
+            ));
+        }
+        let routes = d
+            .routes
+            .iter()
+            .map(|r| Route::parse(r).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::apps::check_host_grants(&tenant_record, &routes)?;
+        let (component, owner) = match code {
+            Code::Upload { bytes, claimed } => {
+                // The operator's ceiling is checked at deploy; a restored app is held to it
+                // when it calls out.
+                crate::outbound::check_deploy(&self.outbound, &d.allowed_outbound_hosts)?;
+                let component = Component::new(bytes)?;
+                if component.hash != claimed {
+                    return Err(Refusal::new(
+                        400,
+                        "HashMismatch",
+                        format!(
+                            "the invocation authorizes component {claimed} but the uploaded bytes are {}",
+                            component.hash
+                        ),
+                    ));
+                }
+                // The code goes to zerofs first (content-addressed, so the serving version's
+                // code is untouched if this deploy fails), readable with the deployer's
+                // credential exactly as it will be after a restart.
+                let code_path = zerofs::TenantPath::parse(&crate::code::code_path(&component.key))
+                    .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+                let owner = d
+                    .credential
+                    .check_read(&self.authority, &d.tenant, &code_path)?;
+                crate::code::store(&self.fs, &d.tenant, &component).await?;
+                (component, owner)
+            }
+            Code::Stored { key } => {
+                crate::code::fetch(&self.fs, &self.authority, &d.tenant, &key, &d.credential)
+                    .await?
+            }
+        };
+        let record = AppRecord {
+            tenant: d.tenant.clone(),
+            name: d.app.clone(),
+            routes: d.routes.clone(),
+            component: component.hash.clone(),
+            allowed_outbound_hosts: d.allowed_outbound_hosts.clone(),
+            deployed_at: now(),
+            code: component.key.clone(),
+            holder: d.credential.holder.to_string(),
+            credential: d.credential.encoded_proofs(),
+        };
+        let spec = AppSpec {
+            tenant: d.tenant.clone(),
+            name: d.app.clone(),
+            routes,
+            allowed_outbound_hosts: d.allowed_outbound_hosts,
+            owner_credential: owner,
+        };
+        if restoring {
+            let built = self.build(spec, component).await?;
+            self.apps.restore(built)?;
+            return Ok(record);
+        }
+        let previous = self.recorded_code(&d.tenant, &d.app);
+        let result = match self.build(spec, component).await {
+            Ok(built) => self
+                .apps
+                .deploy(built, || persist_deploy(&self.state, &record)),
+            Err(r) => Err(r),
+        };
+        match &result {
+            // Code no app uses any more: the replaced version's, or this deploy's when it failed.
+            Ok(()) => {
+                if let Some(old) = previous.filter(|old| *old != record.code) {
+                    self.release_code(&d.tenant, &old).await;
+                }
+            }
+            Err(_) => self.release_code(&d.tenant, &record.code).await,
+        }
+        result.map(|()| record)
+    }
+
+    async fn build(&self, spec: AppSpec, component: Component) -> Result<Arc<HttpApp>, Refusal> {
+        build_app(
+            &self.runtime,
+            &self.authority,
+            spec,
+            component,
+            self.max_concurrent_per_app,
+        )
+        .await
+    }
+
+    /// Restores a deployed app at startup from its record, through [`Api::install`]: its code
+    /// is read from zerofs with the owner's credential (validated now), then checked and
+    /// compiled as at deploy.
+    pub async fn restore(&self, record: &AppRecord) -> Result<(), Refusal> {
+        if record.holder.is_empty() || record.code.is_empty() {
+            return Err(Refusal::new(
+                500,
+                "Storage",
+                "this deployment predates code storage in zerofs and has no owner's credential; deploy the app again",
+            ));
+        }
+        let credential = Credential::decode(&record.holder, &record.credential)?;
+        let deployment = Deployment {
+            tenant: record.tenant.clone(),
+            app: record.name.clone(),
+            routes: record.routes.clone(),
+            allowed_outbound_hosts: record.allowed_outbound_hosts.clone(),
+            credential,
+        };
+        let key = record.code.clone();
+        self.install(deployment, Code::Stored { key })
+            .await
+            .map(|_| ())
+    }
+
+    /// The key of the code recorded for a deployed app.
+    pub(crate) fn recorded_code(&self, tenant: &str, app: &str) -> Option<String> {
+        let records = self.state.apps().ok()?;
+        records
+            .into_iter()
+            .find(|r| r.tenant == tenant && r.name == app)
+            .map(|r| r.code)
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Deletes a tenant's stored code once no deployed app of the tenant uses it any more.
+    pub(crate) async fn release_code(&self, tenant: &str, key: &str) {
+        let in_use = match self.state.apps() {
+            Ok(records) => records.iter().any(|r| r.tenant == tenant && r.code == key),
+            Err(_) => true,
+        };
+        if in_use {
+            return;
+        }
+        let fs = self.fs.clone();
+        let (t, path) = (tenant.to_string(), crate::code::code_path(key));
+        let removed = tokio::task::spawn_blocking(move || fs.remove(&t, &path)).await;
+        match removed {
+            Ok(Ok(())) | Ok(Err(zerofs::Error::NotFound(_))) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
+            }
+            Err(e) => {
+                tracing::warn!(tenant, code = key, error = %e, "could not delete unused code")
+            }
+        }
+    }
+}
