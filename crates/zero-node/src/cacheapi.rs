@@ -101,7 +101,7 @@ pub(crate) async fn set(
     let (tenant, key) = (arg_str(args, "tenant")?, arg_str(args, "key")?);
     let ttl = ttl_arg(args)?;
     api.require_tenant(tenant)?;
-    let limit = usize::try_from(api.cache.settings().max_value_size.0).unwrap_or(usize::MAX);
+    let limit = usize::try_from(api.cache.settings().max_value_size).unwrap_or(usize::MAX);
     let value = upload
         .read(limit, "the cache value ([cache] max_value_size)")
         .await?;

@@ -572,7 +572,7 @@ mod tests {
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.cache, zerocache::CacheSettings::default());
         let c = NodeConfig::parse("[cache]\nmemory = \"8 MiB\"\n", Path::new(".")).unwrap();
-        assert_eq!(c.cache.memory.0, 8 << 20);
+        assert_eq!(c.cache.memory, 8 << 20);
         let e = NodeConfig::parse("[cache]\nmemroy = 1\n", Path::new(".")).unwrap_err();
         assert!(e.contains("memroy"), "{e}");
         let e = NodeConfig::parse("[cache]\nmemory = 0\n", Path::new(".")).unwrap_err();

@@ -147,10 +147,10 @@ impl Cache {
         if key.is_empty() {
             return Err(Error::Invalid(format!(
                 "the key is empty; use a key of 1 to {} bytes",
-                self.settings.max_key_size.0
+                self.settings.max_key_size
             )));
         }
-        let limit = self.settings.max_key_size.0;
+        let limit = self.settings.max_key_size;
         if key.len() as u64 > limit {
             return Err(Error::LimitExceeded {
                 kind: LimitKind::KeySize,
@@ -162,7 +162,7 @@ impl Cache {
     }
 
     fn check_value(&self, len: usize) -> Result<()> {
-        let limit = self.settings.max_value_size.0;
+        let limit = self.settings.max_value_size;
         if len as u64 > limit {
             return Err(Error::LimitExceeded {
                 kind: LimitKind::ValueSize,
@@ -218,7 +218,7 @@ impl Cache {
             .filter_map(|k| inner.peek(tenant, k, now))
             .map(|e| e.value.len() as u64)
             .sum();
-        let limit = self.settings.max_batch_bytes.0;
+        let limit = self.settings.max_batch_bytes;
         if total > limit {
             return Err(Error::LimitExceeded {
                 kind: LimitKind::BatchSize,
@@ -438,7 +438,7 @@ impl Inner {
                 requested: need,
             });
         }
-        let memory = settings.memory.0;
+        let memory = settings.memory;
         let old = self
             .spaces
             .get(tenant)

@@ -4,14 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use zero_auth::{Command, Delegation, Ipld, Keypair, Policy, Validator};
 
 use crate::*;
 
 fn settings(memory: u64) -> CacheSettings {
     CacheSettings {
-        memory: ByteSize(memory),
+        memory,
         ..CacheSettings::default()
     }
 }
@@ -66,7 +65,7 @@ fn tenants_are_separate_namespaces() {
 fn get_many_answers_in_order_within_its_bounds() {
     let (c, _) = cache_with(CacheSettings {
         max_batch_keys: 3,
-        max_batch_bytes: ByteSize(10),
+        max_batch_bytes: 10,
         ..CacheSettings::default()
     });
     c.set("a", "x", b"1", None).unwrap();
@@ -94,8 +93,8 @@ fn get_many_answers_in_order_within_its_bounds() {
 fn a_refused_batch_leaves_the_lru_order_alone() {
     let charge = entry_charge("k0", 8);
     let (c, _) = cache_with(CacheSettings {
-        memory: ByteSize(charge * 2),
-        max_batch_bytes: ByteSize(8),
+        memory: charge * 2,
+        max_batch_bytes: 8,
         ..CacheSettings::default()
     });
     c.set("a", "k0", &[0; 8], None).unwrap();
@@ -195,8 +194,8 @@ fn entries_expire_on_the_clock() {
 #[test]
 fn sizes_are_bounded_with_clear_errors() {
     let (c, _) = cache_with(CacheSettings {
-        max_key_size: ByteSize(8),
-        max_value_size: ByteSize(16),
+        max_key_size: 8,
+        max_value_size: 16,
         ..CacheSettings::default()
     });
     c.set("a", "12345678", &[0; 16], None).unwrap();
@@ -250,8 +249,8 @@ fn the_memory_bound_holds_and_evicts_least_recently_used_first() {
 fn the_tenant_quota_evicts_the_tenants_own_entries_and_refuses_what_never_fits() {
     let charge = entry_charge("k0", 100);
     let (c, _) = cache_with(CacheSettings {
-        memory: ByteSize(charge * 10),
-        tenant_quota: Some(ByteSize(charge * 2)),
+        memory: charge * 10,
+        tenant_quota: Some(charge * 2),
         ..CacheSettings::default()
     });
     c.set("b", "b0", &[1; 100], None).unwrap();
@@ -343,14 +342,14 @@ fn a_write_that_only_fits_by_evicting_a_tenant_within_its_share_is_refused() {
 #[test]
 fn settings_parse_from_toml_with_units_and_refuse_unknown_keys() {
     let s: CacheSettings = toml::from_str("memory = \"16 MiB\"\nmax_value_size = 4096\n").unwrap();
-    assert_eq!(s.memory, ByteSize::mib(16));
-    assert_eq!(s.max_value_size, ByteSize(4096));
+    assert_eq!(s.memory, 16 << 20);
+    assert_eq!(s.max_value_size, 4096);
     assert_eq!(s.max_key_size, CacheSettings::default().max_key_size);
     s.validate().unwrap();
     let e = toml::from_str::<CacheSettings>("memroy = 1\n").unwrap_err();
     assert!(e.to_string().contains("memroy"), "{e}");
     let bad = CacheSettings {
-        tenant_quota: Some(ByteSize::mib(128)),
+        tenant_quota: Some(128 << 20),
         ..CacheSettings::default()
     };
     assert!(bad.validate().unwrap_err().contains("tenant_quota"));
