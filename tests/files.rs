@@ -752,7 +752,7 @@ fn blob_fds(pid: u32) -> usize {
 fn stalled_uploads_and_downloads_time_out_and_release_what_they_hold() {
     let w = world_with(
         "files-stall",
-        "[fs]\nquota_bytes = \"64 MiB\"\ntransfer_idle_timeout_ms = 600\ntransfer_timeout_ms = 60000\n",
+        "[fs]\nquota_bytes = \"64 MiB\"\ntransfer_idle_timeout_ms = 2000\ntransfer_timeout_ms = 60000\n",
     );
     let mut owner = owner_client(&w);
     let pid = w.node.child.id();
@@ -783,7 +783,7 @@ fn stalled_uploads_and_downloads_time_out_and_release_what_they_hold() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
         answer.contains("TransferTimeout")
-            && answer.contains("sent nothing for 600 ms")
+            && answer.contains("sent nothing for 2000 ms")
             && answer.contains("transfer_idle_timeout_ms"),
         "{answer}"
     );
@@ -820,7 +820,7 @@ fn stalled_uploads_and_downloads_time_out_and_release_what_they_hold() {
     );
     w.node.wait_log("the cut-off download", |v| {
         v["message"].as_str().is_some_and(|m| {
-            m.contains("download cut off") && m.contains("accepted nothing for 600 ms")
+            m.contains("download cut off") && m.contains("accepted nothing for 2000 ms")
         })
     });
     drop(d);
