@@ -396,3 +396,49 @@ fn apps_in_the_configuration_file_run_on_their_schedules() {
     );
     node.stop();
 }
+
+#[test]
+fn ticks_have_the_limits_of_a_request_and_traps_are_retried() {
+    let w = world_with("chrono-limits", "[chrono]\nretry_backoff_ms = 100\n");
+    let mut acme = w.owner(&w.acme);
+    let probe = std::fs::read(guest_wasm("tickprobe")).unwrap();
+    let schedules = [
+        "spin=0 0 0 1 1 *".to_string(),
+        "fail=0 0 0 1 1 *".to_string(),
+        "panic=every 1s;retries=1".to_string(),
+    ];
+    acme.deploy_with_schedules("acme", "probe", &[], &[], &schedules, &probe)
+        .unwrap();
+    // A tick that spins is stopped by the CPU limit, as a request would be.
+    let spin = acme.run_schedule("acme", "probe", "spin").unwrap();
+    assert_eq!(spin["ok"], false, "{spin}");
+    assert_eq!(spin["fault"], "cpu_limit", "{spin}");
+    // An error the component returns ends the run (it is not a trap: no retry).
+    let fail = acme.run_schedule("acme", "probe", "fail").unwrap();
+    assert_eq!(fail["fault"], "app_error", "{fail}");
+    assert!(
+        fail["message"]
+            .as_str()
+            .unwrap()
+            .contains("tickprobe was told to fail"),
+        "{fail}"
+    );
+    // A tick that panics is logged with its fault and tried again after the backoff, for the
+    // same tick and run id; the retry succeeds.
+    let failed = w.node.wait_log("a panicking tick", |v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("scheduled run failed"))
+            && v["schedule"] == "panic"
+    });
+    assert_eq!(
+        (&failed["fault"], &failed["attempt"]),
+        (&"panic".into(), &1.into()),
+        "{failed}"
+    );
+    let run_id = failed["run_id"].as_str().unwrap().to_string();
+    let retried = w.node.wait_log("its retry", |v| {
+        v["message"] == "scheduled run finished" && v["run_id"] == run_id.as_str()
+    });
+    assert_eq!(retried["attempt"], 2, "{retried}");
+}
