@@ -18,7 +18,10 @@ chrono::export!(Component with_types_in chrono);
 
 impl Guest for Component {
     fn handle_tick(tick: Tick) -> Result<(), String> {
-        println!("tick {} attempt {} run {}", tick.schedule, tick.attempt, tick.run_id);
+        println!(
+            "tick {} attempt {} run {}",
+            tick.schedule, tick.attempt, tick.run_id
+        );
         if tick.schedule.starts_with("panic") && tick.attempt == 1 {
             panic!("tickprobe panics on the first attempt");
         }
