@@ -291,9 +291,24 @@ impl Client {
         allowed_outbound_hosts: &[String],
         component: &[u8],
     ) -> anyhow::Result<serde_json::Value> {
+        self.deploy_with_schedules(tenant, app, routes, allowed_outbound_hosts, &[], component)
+    }
+
+    /// Deploys a component into a tenant with schedules (each `name=EXPRESSION[;tz=ZONE]
+    /// [;catch_up=last][;retries=N]`, e.g. `tick=*/5 * * * * *`), which need `/chrono/schedule`
+    /// in the chain beside `/app/deploy`.
+    pub fn deploy_with_schedules(
+        &mut self,
+        tenant: &str,
+        app: &str,
+        routes: &[String],
+        allowed_outbound_hosts: &[String],
+        schedules: &[String],
+        component: &[u8],
+    ) -> anyhow::Result<serde_json::Value> {
         let hash = zero_component::content_hash(component)?.to_string();
         let list = |v: &[String]| Ipld::List(v.iter().map(|s| Ipld::String(s.clone())).collect());
-        let args = BTreeMap::from([
+        let mut args = BTreeMap::from([
             ("tenant".to_string(), Ipld::String(tenant.into())),
             ("app".to_string(), Ipld::String(app.into())),
             ("routes".to_string(), list(routes)),
@@ -303,6 +318,9 @@ impl Client {
             ),
             ("component".to_string(), Ipld::String(hash)),
         ]);
+        if !schedules.is_empty() {
+            args.insert("schedules".to_string(), list(schedules));
+        }
         self.send(
             "PUT",
             &format!("/v1/tenants/{tenant}/apps/{app}"),

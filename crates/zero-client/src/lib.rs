@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod schedules;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -12,13 +12,18 @@
 //! | --- | --- | --- |
 //! | `GET /v1/node` | none | — (the node's DID and the Admin) |
 //! | `POST /v1/tenants` | `/tenant/create` | `tenant`, `owner` |
-//! | `PUT /v1/tenants/{t}/apps/{a}` (body: component) | `/app/deploy` | `tenant`, `app`, `routes`, `component`, `allowed_outbound_hosts` |
+//! | `PUT /v1/tenants/{t}/apps/{a}` (body: component) | `/app/deploy` | `tenant`, `app`, `routes`, `component`, `allowed_outbound_hosts`, `schedules` |
 //! | `GET /v1/tenants/{t}/apps` | `/app/list` | `tenant` |
 //! | `DELETE /v1/tenants/{t}/apps/{a}` | `/app/remove` | `tenant`, `app` |
 //! | `POST /v1/revocations` | `/ucan/revoke` | `revoke` (CID link), `path` (CID links, root first) |
 //! | `POST /v1/tenants/{t}/db/{db}/query` (body: `{"sql": …, "params": […]}`) | `/db/query` | `tenant`, `db`, `sql` |
 //! | `PUT`, `GET`, `POST ?mkdir`, `DELETE /v1/tenants/{t}/fs/{path}` | `/fs/write`, `/fs/read`, `/fs/create`, `/fs/delete` | `tenant`, `path` |
 //! | `GET`, `PUT` (body: the value), `DELETE /v1/tenants/{t}/cache/{key}` | `/cache/read`, `/cache/write`, `/cache/write` | `tenant`, `key` (and `ttl_ms` for `PUT`) |
+//! | `GET /v1/tenants/{t}/schedules` | `/chrono/list` | `tenant` |
+//! | `POST /v1/tenants/{t}/apps/{a}/schedules/{s}/run` | `/chrono/run` | `tenant`, `app`, `schedule` |
+//!
+//! A deploy that declares schedules (`args.schedules`) also needs `/chrono/schedule` for each
+//! (see `chronoapi`).
 //!
 //! A database query is checked twice: the invocation must be allowed `/db/query`, and then every
 //! table the statement touches must be allowed by the same chain with `/db/read`, `/db/write`,
@@ -371,7 +376,7 @@ impl Endpoint for AppRemove {
 /// The management API's routes: one line per endpoint (see the module documentation). Every
 /// call goes through [`finish`]; an unknown path or method is `NotFound`.
 pub fn router(api: Arc<Api>) -> Router {
-    use crate::{cacheapi, dbapi, fsapi};
+    use crate::{cacheapi, chronoapi, dbapi, fsapi};
     Router::new()
         .route("/v1/node", get(node))
         .route("/v1/tenants", post(create_tenant))
@@ -387,6 +392,11 @@ pub fn router(api: Arc<Api>) -> Router {
             get(cacheapi::get)
                 .put(cacheapi::set)
                 .delete(cacheapi::delete),
+        )
+        .route("/v1/tenants/{tenant}/schedules", get(chronoapi::list))
+        .route(
+            "/v1/tenants/{tenant}/apps/{app}/schedules/{schedule}/run",
+            post(chronoapi::run),
         )
         .route("/v1/tenants/{tenant}/fs", fsapi::routes())
         .route("/v1/tenants/{tenant}/fs/{*path}", fsapi::routes())
@@ -443,6 +453,8 @@ async fn deploy(
     ucan: Ucan<AppDeploy>,
     upload: Upload,
 ) -> Result<Resp, Refusal> {
+    // Schedules are checked from the invocation alone, before a byte of the upload is read.
+    let schedules = crate::chronoapi::declared(&ucan.inv.args, &ucan.checker())?;
     let bytes = upload
         .read(api.max_upload, "the component upload")
         .await?
@@ -457,6 +469,7 @@ async fn deploy(
             holder: inv.issuer.clone(),
             proofs: chain,
         },
+        schedules,
     };
     let claimed = arg_str(&inv.args, "component")?.to_string();
     let record = api
@@ -465,7 +478,7 @@ async fn deploy(
     tracing::info!(tenant = %record.tenant, app = %record.name, component = %record.component, routes = ?record.routes, "app deployed");
     Ok(json_response(
         200,
-        json!({"tenant": record.tenant, "app": record.name, "component": record.component, "routes": record.routes}),
+        json!({"tenant": record.tenant, "app": record.name, "component": record.component, "routes": record.routes, "schedules": record.schedules.iter().map(|s| s.to_arg()).collect::<Vec<_>>()}),
     ))
 }
 

@@ -195,16 +195,28 @@ pub struct AppSpec {
     /// The owner's credential the code was read with (deployed apps; `None` for apps from
     /// `zerocore.toml` and for the Admin's own deploys).
     pub owner_credential: Option<Arc<Chain>>,
+    /// Its schedules (parsed; checked against the caps when the app is installed).
+    pub schedules: Vec<Arc<zerochrono::Schedule>>,
 }
 
-/// Checks, loads and links a component into an app ready to serve.
+/// An app ready to serve: mounted on its routes, with its schedules.
+pub struct BuiltApp {
+    /// The app on its routes.
+    pub http: Arc<HttpApp>,
+    /// Its schedules.
+    pub schedules: Vec<Arc<zerochrono::Schedule>>,
+}
+
+/// Checks, loads and links a component into an app ready to serve: it must export
+/// `wasi:http/incoming-handler` when it has routes, and `zero:chrono/tick-handler` when it has
+/// schedules (`MissingExport`, naming it).
 pub async fn build_app(
     runtime: &Arc<Runtime>,
     authority: &Authority,
     spec: AppSpec,
     component: Component,
     max_concurrent: usize,
-) -> Result<Arc<HttpApp>, Refusal> {
+) -> Result<BuiltApp, Refusal> {
     let what = format!("{}/{}", spec.tenant, spec.name);
     zero_component::expect_component(&component.bytes, &what)
         .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
@@ -232,16 +244,43 @@ pub async fn build_app(
     };
     settings.not_after = settings.earliest_expiry();
     let app = runtime.app(&spec.tenant, &spec.name, settings, Ok(loaded));
-    let app = HttpApp::new(Arc::new(app), spec.routes, max_concurrent);
-    if let Some(reason) = app.unavailable() {
+    if let Some(reason) = app.failure() {
         return Err(Refusal::new(422, "LoadError", reason));
     }
-    Ok(Arc::new(app))
+    if !spec.schedules.is_empty()
+        && let Err(reason) = app.tick_entry()
+    {
+        return Err(Refusal::new(422, "MissingExport", reason));
+    }
+    let no_routes = spec.routes.is_empty();
+    let app = HttpApp::new(Arc::new(app), spec.routes, max_concurrent);
+    if !no_routes && let Some(reason) = app.unavailable() {
+        return Err(Refusal::new(422, "LoadError", reason));
+    }
+    Ok(BuiltApp {
+        http: Arc::new(app),
+        schedules: spec.schedules,
+    })
+}
+
+/// The refusal of a schedule declaration or cap.
+pub fn schedule_refusal(e: zerochrono::Error) -> Refusal {
+    let (status, name) = match e {
+        zerochrono::Error::Invalid(_) | zerochrono::Error::Duplicate(_) => (400, "InvalidArgs"),
+        zerochrono::Error::TooManySchedules { .. } | zerochrono::Error::TooManyRetries { .. } => {
+            (409, "TooManySchedules")
+        }
+        zerochrono::Error::UnknownSchedule { .. } => (404, "UnknownSchedule"),
+        zerochrono::Error::Busy(_) => (409, "ScheduleBusy"),
+        zerochrono::Error::RateLimited { .. } => (429, "RateLimited"),
+    };
+    Refusal::new(status, name, e.to_string())
 }
 
 /// The apps a node serves, and the swap of the routing table.
 pub struct AppSet {
     proxy: Arc<ZeroProxy>,
+    chrono: zerochrono::Chrono,
     inner: Mutex<Apps>,
     max_apps_per_tenant: usize,
 }
@@ -268,11 +307,13 @@ impl AppSet {
     /// tenant.
     pub fn new(
         proxy: Arc<ZeroProxy>,
+        chrono: zerochrono::Chrono,
         configured: Vec<Arc<HttpApp>>,
         max_apps_per_tenant: usize,
     ) -> AppSet {
         AppSet {
             proxy,
+            chrono,
             inner: Mutex::new(Apps {
                 configured,
                 deployed: BTreeMap::new(),
@@ -291,24 +332,34 @@ impl AppSet {
         self.proxy.set_apps(apps.all())
     }
 
-    /// Adds or replaces a deployed app, atomically: `persist` runs after the routing table was
-    /// validated and before it is swapped; if either fails, the previous version keeps serving.
+    /// Adds or replaces a deployed app, atomically: `persist` runs after the routing table and
+    /// the schedules' caps were validated and before both are swapped; if any fails, the
+    /// previous version keeps serving.
     /// Routes are owned (see [`zeroproxy::Router::build`]): a route equal to, above or below
     /// another tenant's route is refused with `RouteConflict`, without naming the other tenant.
     pub fn deploy(
         &self,
-        app: Arc<HttpApp>,
+        app: BuiltApp,
         persist: impl FnOnce() -> Result<(), Refusal>,
     ) -> Result<(), Refusal> {
         self.install(app, persist, true)
     }
 
+    /// The schedules' event provider.
+    pub fn chrono(&self) -> &zerochrono::Chrono {
+        &self.chrono
+    }
+
     fn install(
         &self,
-        app: Arc<HttpApp>,
+        built: BuiltApp,
         persist: impl FnOnce() -> Result<(), Refusal>,
         capped: bool,
     ) -> Result<(), Refusal> {
+        let BuiltApp {
+            http: app,
+            schedules,
+        } = built;
         let mut apps = self.lock();
         let key = (app.tenant.to_string(), app.name.to_string());
         let of_tenant = apps.deployed.keys().filter(|(t, _)| *t == key.0).count();
@@ -346,10 +397,22 @@ impl AppSet {
             };
             return Err(Refusal::new(409, "RouteConflict", message));
         }
+        let names: Vec<zerochrono::ScheduleDecl> =
+            schedules.iter().map(|s| s.decl.clone()).collect();
+        self.chrono
+            .check(&app.tenant, &app.name, &names)
+            .map_err(schedule_refusal)?;
         persist()?;
         self.proxy
             .set_apps(candidate.all())
             .map_err(|c| Refusal::new(409, "RouteConflict", c.to_string()))?;
+        // Checked above under the same lock: installing cannot fail on the caps.
+        if let Err(e) = self
+            .chrono
+            .install(&app.tenant, &app.name, app.app.clone(), schedules)
+        {
+            tracing::error!(tenant = %app.tenant, app = %app.name, error = %e, "the app's schedules could not be installed");
+        }
         *apps = candidate;
         Ok(())
     }
@@ -364,6 +427,7 @@ impl AppSet {
         {
             return false;
         }
+        self.chrono.remove(tenant, name);
         if let Err(e) = self.proxy.set_apps(apps.all()) {
             tracing::error!(error = %e, "routing table rebuild failed after a removal");
         }
@@ -382,7 +446,7 @@ impl AppSet {
 
     /// Inserts an app restored at startup (no persistence, and not held to the per-tenant cap,
     /// which may have been lowered since the deploy).
-    pub fn restore(&self, app: Arc<HttpApp>) -> Result<(), Refusal> {
+    pub fn restore(&self, app: BuiltApp) -> Result<(), Refusal> {
         self.install(app, || Ok(()), false)
     }
 
@@ -407,9 +471,11 @@ impl AppSet {
     ) -> Vec<String> {
         let mut apps = self.lock();
         let mut stopped = Vec::new();
+        let chrono = &self.chrono;
         apps.deployed.retain(|(t, n), app| match refuse(app) {
             Some(reason) => {
                 tracing::warn!(tenant = %t, app = %n, "app stopped: {reason}");
+                chrono.remove(t, n);
                 stopped.push(format!("{t}/{n}"));
                 false
             }
@@ -421,6 +487,7 @@ impl AppSet {
             }
             if let Some(reason) = refuse(app) {
                 tracing::warn!(tenant = %app.tenant, app = %app.name, "app stopped: {reason}");
+                self.chrono.remove(&app.tenant, &app.name);
                 stopped.push(format!("{}/{}", app.tenant, app.name));
                 *app = Arc::new(HttpApp::new(
                     Arc::new(App::failed(

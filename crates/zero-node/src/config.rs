@@ -60,6 +60,8 @@ pub struct NodeConfig {
     pub outbound: zeroproxy::OutboundConfig,
     /// `[cache]`: the tenants' in-memory cache (zerocache).
     pub cache: zerocache::CacheSettings,
+    /// `[chrono]`: bounds of the apps' schedules (zerochrono).
+    pub chrono: zerochrono::ChronoSettings,
     /// `[[app]]` entries.
     #[serde(rename = "app")]
     pub apps: Vec<AppSection>,
@@ -196,11 +198,16 @@ pub struct AppSection {
     pub name: String,
     /// Path of the component file.
     pub component: PathBuf,
-    /// Routes: `/path` or `host/path`.
+    /// Routes: `/path` or `host/path` (none for an app that only runs on schedules).
+    #[serde(default)]
     pub routes: Vec<String>,
     /// Hosts reachable with outgoing HTTP.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// Schedules that run the component's `zero:chrono/tick-handler` (zerochrono), e.g.
+    /// `schedules = [{ name = "tick", schedule = "*/5 * * * * *" }]`.
+    #[serde(default)]
+    pub schedules: Vec<zerochrono::ScheduleDecl>,
 }
 
 /// A configuration problem, with the file it came from.
@@ -360,9 +367,9 @@ impl NodeConfig {
                     "{at}: an app with this tenant and name is declared twice"
                 ));
             }
-            if app.routes.is_empty() {
+            if app.routes.is_empty() && app.schedules.is_empty() {
                 return Err(format!(
-                    "{at}: give the app at least one route, e.g. routes = [\"/\"]"
+                    "{at}: give the app at least one route, e.g. routes = [\"/\"], or a schedule"
                 ));
             }
             for r in &app.routes {
@@ -371,8 +378,12 @@ impl NodeConfig {
             outbound
                 .check_hosts(&app.allowed_outbound_hosts)
                 .map_err(|e| format!("{at}: {e}"))?;
+            for schedule in &app.schedules {
+                zerochrono::Schedule::parse(schedule).map_err(|e| format!("{at}: {e}"))?;
+            }
         }
         self.cache.validate()?;
+        self.chrono.validate()?;
         Ok(())
     }
 
@@ -577,6 +588,30 @@ mod tests {
         assert!(e.contains("memroy"), "{e}");
         let e = NodeConfig::parse("[cache]\nmemory = 0\n", Path::new(".")).unwrap_err();
         assert!(e.contains("[cache] memory"), "{e}");
+    }
+
+    #[test]
+    fn chrono_section_and_app_schedules_are_read_and_checked() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.chrono, zerochrono::ChronoSettings::default());
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.chrono, zerochrono::ChronoSettings::default());
+        let e = NodeConfig::parse("[chrono]\nmax_schedule = 1\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("max_schedule"), "{e}");
+        let e = NodeConfig::parse("[chrono]\nretry_backoff_ms = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("[chrono] retry_backoff_ms"), "{e}");
+        let app = "[[app]]\ntenant = \"t\"\nname = \"a\"\ncomponent = \"a.wasm\"\n";
+        let ok =
+            format!("{app}schedules = [{{ name = \"tick\", schedule = \"*/5 * * * * *\" }}]\n");
+        let c = NodeConfig::parse(&ok, Path::new(".")).unwrap();
+        assert_eq!(c.apps[0].schedules[0].name, "tick");
+        assert!(c.apps[0].routes.is_empty());
+        let bad = format!("{app}schedules = [{{ name = \"tick\", schedule = \"* * * * *\" }}]\n");
+        let e = NodeConfig::parse(&bad, Path::new(".")).unwrap_err();
+        assert!(e.contains("t/a") && e.contains("seconds first"), "{e}");
+        let e = NodeConfig::parse(app, Path::new(".")).unwrap_err();
+        assert!(e.contains("at least one route"), "{e}");
     }
 
     #[test]

@@ -11,10 +11,10 @@
 
 use std::sync::Arc;
 
-use zeroproxy::{HttpApp, Route};
+use zeroproxy::Route;
 
 use crate::api::Api;
-use crate::apps::{AppSpec, Component, Refusal, build_app, now, persist_deploy};
+use crate::apps::{AppSpec, BuiltApp, Component, Refusal, build_app, now, persist_deploy};
 use crate::code::Credential;
 use crate::state::AppRecord;
 
@@ -46,6 +46,8 @@ pub(crate) struct Deployment {
     pub allowed_outbound_hosts: Vec<String>,
     /// The deployer's credential (the owner's chain), kept with the record.
     pub credential: Credential,
+    /// Its schedules (zerochrono), as declared.
+    pub schedules: Vec<zerochrono::ScheduleDecl>,
 }
 
 impl Api {
@@ -60,13 +62,19 @@ impl Api {
                 "app names use lowercase letters, digits, `-` and `_` (1 to 63 characters)",
             ));
         }
-        if d.routes.is_empty() {
+        if d.routes.is_empty() && d.schedules.is_empty() {
             return Err(Refusal::new(
                 400,
                 "InvalidArgs",
-                "args.routes must name at least one route, e.g. [\"/app\"]",
+                "args.routes must name at least one route, e.g. [\"/app\"] (or args.schedules a schedule)",
             ));
         }
+        let schedules = d
+            .schedules
+            .iter()
+            .map(|decl| zerochrono::Schedule::parse(decl).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::apps::schedule_refusal)?;
         let routes = d
             .routes
             .iter()
@@ -115,6 +123,7 @@ impl Api {
             code: component.key.clone(),
             holder: d.credential.holder.to_string(),
             credential: d.credential.encoded_proofs(),
+            schedules: d.schedules.clone(),
         };
         let spec = AppSpec {
             tenant: d.tenant.clone(),
@@ -122,6 +131,7 @@ impl Api {
             routes,
             allowed_outbound_hosts: d.allowed_outbound_hosts,
             owner_credential: owner,
+            schedules,
         };
         if restoring {
             let built = self.build(spec, component).await?;
@@ -147,7 +157,7 @@ impl Api {
         result.map(|()| record)
     }
 
-    async fn build(&self, spec: AppSpec, component: Component) -> Result<Arc<HttpApp>, Refusal> {
+    async fn build(&self, spec: AppSpec, component: Component) -> Result<BuiltApp, Refusal> {
         build_app(
             &self.runtime,
             &self.authority,
@@ -176,6 +186,7 @@ impl Api {
             routes: record.routes.clone(),
             allowed_outbound_hosts: record.allowed_outbound_hosts.clone(),
             credential,
+            schedules: record.schedules.clone(),
         };
         let key = record.code.clone();
         self.install(deployment, Code::Stored { key })

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod apps;
 mod cacheapi;
+mod chronoapi;
 pub mod code;
 pub mod config;
 mod dbapi;
@@ -40,6 +41,7 @@ zerocore::providers! {
         fs: zerofs::wasi::FsProvider,
         db: zerodb::DbProvider,
         cache: zerocache::CacheProvider,
+        chrono: zerochrono::ChronoProvider,
     }
 }
 
@@ -50,18 +52,21 @@ pub type Runtime = zerocore::Runtime<Providers>;
 /// components as `wasi:filesystem`, and `databases` are the tenants' SQL databases, served as
 /// `zero:db` (both opened once by [`Node::start`]). `outbound` is the operator's rule for
 /// components' outgoing HTTP. `cache` is the tenants' in-memory cache, served as `zero:cache`.
+/// `chrono` is the apps' schedules, which an app reads as `zero:chrono/schedules`.
 pub fn providers(
     fs: Arc<zerofs::ZeroFs>,
     fs_limits: zerofs::wasi::FsLimits,
     databases: Arc<zerodb::Databases>,
     outbound: Arc<zeroproxy::OutboundConfig>,
     cache: Arc<zerocache::Cache>,
+    chrono: zerochrono::Chrono,
 ) -> Providers {
     Providers {
         http: HttpResources::new(outbound),
         fs: zerofs::wasi::FsProvider::new(fs).with_limits(fs_limits),
         db: zerodb::DbProvider::new(databases),
         cache: zerocache::CacheProvider::new(cache),
+        chrono: zerochrono::ChronoProvider::new(chrono),
     }
 }
 
@@ -93,6 +98,7 @@ pub struct Node {
     proxy: Arc<ZeroProxy>,
     shutdown: watch::Sender<bool>,
     serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+    ticking: tokio::task::JoinHandle<anyhow::Result<()>>,
     admin: tokio::task::JoinHandle<()>,
     admin_addr: std::net::SocketAddr,
     node_did: String,
@@ -152,6 +158,12 @@ impl Node {
         );
         let outbound = Arc::new(std::mem::take(&mut config.outbound));
         let cache = Arc::new(zerocache::Cache::new(config.cache.clone()));
+        let chrono = zerochrono::Chrono::new(
+            config.chrono.clone(),
+            Arc::new(zerochrono::SystemClock),
+            Some(data_dir.join("chrono")),
+            config.limits.wall_time,
+        );
         let runtime = Arc::new(Runtime::new(
             &core,
             providers(
@@ -160,6 +172,7 @@ impl Node {
                 databases.clone(),
                 outbound.clone(),
                 cache.clone(),
+                chrono.clone(),
             ),
         )?);
         let proxy =
@@ -207,12 +220,16 @@ impl Node {
                 .map(|r| Route::parse(r).map_err(|e| anyhow::anyhow!("app {}: {e}", app.name)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let path = config.resolve(&app.component);
+            let schedules = chrono
+                .check(&app.tenant, &app.name, &app.schedules)
+                .map_err(|e| anyhow::anyhow!("app {}: {e}", app.name))?;
             let spec = apps::AppSpec {
                 tenant: app.tenant.clone(),
                 name: app.name.clone(),
                 routes: routes.clone(),
                 allowed_outbound_hosts: app.allowed_outbound_hosts.clone(),
                 owner_credential: None,
+                schedules,
             };
             let built = match read_component(&path).await {
                 Ok(bytes) => match apps::Component::new(bytes) {
@@ -231,8 +248,16 @@ impl Node {
             };
             let app = match built {
                 Ok(ready) => {
-                    tracing::info!(tenant = %app.tenant, app = %app.name, routes = ?app.routes, "app ready");
-                    ready
+                    chrono
+                        .install(
+                            &app.tenant,
+                            &app.name,
+                            ready.http.app.clone(),
+                            ready.schedules,
+                        )
+                        .map_err(|e| anyhow::anyhow!("app {}: {e}", app.name))?;
+                    tracing::info!(tenant = %app.tenant, app = %app.name, routes = ?app.routes, schedules = app.schedules.len(), "app ready");
+                    ready.http
                 }
                 Err(reason) => {
                     tracing::error!(tenant = %app.tenant, app = %app.name, "refused app: {reason}");
@@ -247,6 +272,7 @@ impl Node {
         }
         let app_set = Arc::new(apps::AppSet::new(
             proxy.clone(),
+            chrono.clone(),
             apps,
             config.admin.max_apps_per_tenant,
         ));
@@ -287,6 +313,10 @@ impl Node {
         let admin = tokio::spawn(api::serve(api, admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);
 
+        let ticking = {
+            let rx = rx.clone();
+            tokio::spawn(async move { chrono.serve(rx).await })
+        };
         let serving = {
             let proxy = proxy.clone();
             tokio::spawn(async move { proxy.serve(rx).await })
@@ -296,6 +326,7 @@ impl Node {
             proxy,
             shutdown,
             serving,
+            ticking,
             admin,
             admin_addr,
             node_did: identity.node.did().to_string(),
@@ -328,6 +359,9 @@ impl Node {
         self.admin
             .await
             .map_err(|e| anyhow::anyhow!("the management API task failed: {e}"))?;
+        self.ticking
+            .await
+            .map_err(|e| anyhow::anyhow!("the schedules task failed: {e}"))??;
         served
     }
 

@@ -80,6 +80,9 @@ pub struct AppRecord {
     /// credential the node presents to zerofs to read the code.
     #[serde(default)]
     pub credential: Vec<String>,
+    /// The app's schedules (zerochrono).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<zerochrono::ScheduleDecl>,
 }
 
 /// The on-disk state.

@@ -120,9 +120,15 @@ enum Command {
         /// The app's name (default: the file name without extensions).
         #[arg(long)]
         app: Option<String>,
-        /// A route: /path or host/path (repeatable).
-        #[arg(long = "route", required = true)]
+        /// A route: /path or host/path (repeatable; at least one route or one schedule).
+        #[arg(long = "route", required_unless_present = "schedules")]
         routes: Vec<String>,
+        /// A schedule that runs the component's `zero:chrono/tick-handler` (repeatable):
+        /// `name=EXPRESSION[;tz=ZONE][;catch_up=last][;retries=N]`, with a cron expression
+        /// with seconds (`tick=*/5 * * * * *`) or an interval (`sync=every 30s`). Needs
+        /// `/chrono/schedule` in the chain.
+        #[arg(long = "schedule")]
+        schedules: Vec<String>,
         /// A host the app may reach with outgoing HTTP (repeatable): `host`, `host:port`,
         /// `*.domain` or `*`, within the node's `[outbound] allowed_hosts_ceiling`; only public
         /// addresses unless the node's operator allows others.
@@ -159,6 +165,9 @@ enum Command {
     /// A tenant's cache (zerocache) over the management API: get, set, del.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// A tenant's schedules (zerochrono) over the management API: list, run.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -231,6 +240,31 @@ enum TenantCommand {
         /// Management API of the node.
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         api: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchedulesCommand {
+    /// List a tenant's schedules: when each is next due, when it last ran, whether it runs.
+    List {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Run a schedule now and wait for the end of the run (not retried).
+    Run {
+        /// The schedule's name.
+        name: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The app that declares it.
+        #[arg(long)]
+        app: String,
+        #[command(flatten)]
+        auth: ApiAuth,
     },
 }
 
@@ -677,6 +711,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app,
             routes,
             outbound,
+            schedules,
             auth,
         } => {
             let bytes = read(&file)?;
@@ -694,7 +729,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         )
                     })?,
             };
-            let v = client(&auth)?.deploy(&tenant, &app, &routes, &outbound, &bytes)?;
+            let v = client(&auth)?
+                .deploy_with_schedules(&tenant, &app, &routes, &outbound, &schedules, &bytes)?;
             print_json(&v);
             Ok(ExitCode::SUCCESS)
         }
@@ -750,6 +786,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Fs(cmd) => fs_command(cmd),
         Command::Cache(cmd) => cache_command(cmd),
+        Command::Schedules(cmd) => schedules_command(cmd),
         Command::Ucan(UcanCommand::VerifyInvocation {
             invocation,
             proof,
@@ -806,6 +843,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let code =
                 zerocore::command::run_command(&bytes, &file.display().to_string(), opts).await?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+fn schedules_command(cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SchedulesCommand::List { tenant, auth } => {
+            print_json(&client(&auth)?.list_schedules(&tenant)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        SchedulesCommand::Run {
+            name,
+            tenant,
+            app,
+            auth,
+        } => {
+            let v = client(&auth)?.run_schedule(&tenant, &app, &name)?;
+            print_json(&v);
+            // The call succeeded; the exit code says whether the run did.
+            Ok(if v["ok"] == serde_json::Value::Bool(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

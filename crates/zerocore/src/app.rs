@@ -3,8 +3,8 @@
 //! of faults and their log line — for every event kind.
 //!
 //! Event providers see [`App`] only (it is not generic): HTTP calls [`App::http`] for the
-//! `wasi:http/incoming-handler` export; another event kind adds its entry beside it, reusing
-//! the same run (`Deployed::run`).
+//! `wasi:http/incoming-handler` export, schedules call [`App::tick`] for the
+//! `zero:chrono/tick-handler` export; both go through the same run (`Deployed::run`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +19,39 @@ use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
 use crate::{Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
+
+mod ticker_wit {
+    wasmtime::component::bindgen!({
+        path: "../../wit/zero-chrono",
+        world: "zero:chrono/ticker",
+        exports: { default: async },
+        require_store_data_send: true,
+    });
+}
+
+use ticker_wit::Ticker as TickerWorld;
+use ticker_wit::TickerPre;
+
+/// The WIT interface a component exports to run on schedules.
+pub const TICK_HANDLER: &str = "zero:chrono/tick-handler";
+
+/// One tick of a schedule, as the component's `handle-tick` receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// The schedule's name.
+    pub schedule: String,
+    /// When the tick was due (milliseconds since the Unix epoch).
+    pub scheduled_ms: u64,
+    /// When this attempt started (milliseconds since the Unix epoch).
+    pub actual_ms: u64,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+}
+
+/// The error a component's `handle-tick` returned (not a trap: the run is not retried).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Returned(pub String);
 
 /// A guest run ready to go: awaiting it instantiates the component, calls its entry under the
 /// wall-clock limit (counted from when the run was created), and returns the classified fault
@@ -86,6 +119,14 @@ impl App {
         }
     }
 
+    /// Whether the app can run schedule ticks (it exports [`TICK_HANDLER`]), and why not.
+    pub fn tick_entry(&self) -> Result<(), String> {
+        match &self.state {
+            Ok(d) => d.tick_entry(),
+            Err(reason) => Err(reason.clone()),
+        }
+    }
+
     /// Checks that the app may run an event now (it loaded, its authority has not expired),
     /// logging the refusal with `request_id`.
     pub fn available(&self, request_id: &str) -> Result<(), Unavailable> {
@@ -133,6 +174,19 @@ impl App {
         };
         deployment.http(self.invocation(request_id), request, response)
     }
+
+    /// Prepares one tick of a schedule for the app's `zero:chrono/tick-handler`: a fresh store,
+    /// and a [`Run`] that instantiates the component and calls `handle-tick` under the same
+    /// limits as an HTTP request. `run_id` tags every log line of the run. An error the
+    /// component returns ends the run as [`Fault::Returned`].
+    pub fn tick(&self, run_id: Arc<str>, tick: Tick) -> Result<Run, Unavailable> {
+        self.available(&run_id)?;
+        let deployment = match &self.state {
+            Ok(d) => d,
+            Err(_) => return Err(Unavailable::Failed),
+        };
+        deployment.tick(self.invocation(run_id), tick)
+    }
 }
 
 /// The object-safe face of a [`Deployed`] app, so that [`App`] is not generic.
@@ -145,6 +199,8 @@ trait Deployment: Send + Sync {
         request: http::Request<WasiBody>,
         response: ResponseSender,
     ) -> Result<Run, Unavailable>;
+    fn tick_entry(&self) -> Result<(), String>;
+    fn tick(&self, invocation: Invocation, tick: Tick) -> Result<Run, Unavailable>;
 }
 
 /// A loaded app: its component, every provider's per-deployment state, and its entries.
@@ -153,6 +209,7 @@ struct Deployed<P: ProviderSet> {
     component: Arc<LoadedComponent<P>>,
     apps: P::Apps,
     http: Result<ProxyPre<P::Data>, String>,
+    tick: Result<TickerPre<P::Data>, String>,
 }
 
 type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
@@ -236,6 +293,38 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
             })
         }))
     }
+
+    fn tick_entry(&self) -> Result<(), String> {
+        self.tick.as_ref().map(|_| ()).map_err(String::clone)
+    }
+
+    fn tick(&self, invocation: Invocation, tick: Tick) -> Result<Run, Unavailable> {
+        let pre = match &self.tick {
+            Ok(pre) => pre.clone(),
+            Err(reason) => {
+                tracing::error!(request_id = %invocation.request_id, tenant = %invocation.tenant, app = %invocation.app, reason = %reason, "schedule tick for an app without a tick entry");
+                return Err(Unavailable::NoEntry);
+            }
+        };
+        let tick = ticker_wit::zero::chrono::types::Tick {
+            schedule: tick.schedule,
+            scheduled_ms: tick.scheduled_ms,
+            actual_ms: tick.actual_ms,
+            attempt: tick.attempt,
+            run_id: invocation.request_id.to_string(),
+        };
+        let store = self.store(invocation)?;
+        Ok(self.run(store, move |store| {
+            Box::pin(async move {
+                let ticker: TickerWorld = pre.instantiate_async(&mut *store).await?;
+                ticker
+                    .zero_chrono_tick_handler()
+                    .call_handle_tick(&mut *store, &tick)
+                    .await?
+                    .map_err(|e| wasmtime::Error::new(Returned(e)))
+            })
+        }))
+    }
 }
 
 impl<P: ProviderSet> Runtime<P> {
@@ -265,11 +354,19 @@ impl<P: ProviderSet> Runtime<P> {
                      (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
                 )
             });
+            let tick = TickerPre::new(component.pre.clone()).map_err(|e| {
+                format!(
+                    "app `{name}` does not export `{TICK_HANDLER}`, so it cannot run on schedules \
+                     (export it with `wit_bindgen::generate!` over `wit/zero-chrono`, world \
+                     `zero:chrono/ticker`, or deploy it without schedules): {e}"
+                )
+            });
             let deployed: Arc<dyn Deployment> = Arc::new(Deployed {
                 runtime: self.clone(),
                 component,
                 apps,
                 http,
+                tick,
             });
             Ok(deployed)
         });

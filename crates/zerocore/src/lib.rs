@@ -30,7 +30,7 @@ mod providers;
 mod state;
 mod wasi;
 
-pub use app::{App, ResponseSender, Run, Unavailable};
+pub use app::{App, ResponseSender, Run, TICK_HANDLER, Tick, Unavailable};
 pub use providers::{__private, ProviderSet, StoreData};
 pub use state::CoreState;
 pub use zero_provider::{
@@ -241,11 +241,17 @@ pub enum Fault {
     },
     /// An error outside the guest's code (instantiation, host).
     Host(String),
+    /// The guest returned an error from its entry (a schedule's `handle-tick`): it ran to the
+    /// end, so the run is not retried.
+    Returned(String),
 }
 
 impl Fault {
     /// Classifies an error returned by a guest call, using the limits recorded in the store.
     pub(crate) fn classify(err: &wasmtime::Error, faults: &Faults) -> Fault {
+        if let Some(app::Returned(e)) = err.downcast_ref::<app::Returned>() {
+            return Fault::Returned(e.clone());
+        }
         if let Some(cpu) = err.downcast_ref::<CpuLimitExceeded>() {
             return Fault::CpuLimit {
                 limit_ms: cpu.limit_ms,
@@ -281,6 +287,7 @@ impl Fault {
             Fault::Trap(_) => "the app trapped",
             Fault::WallTimeout { .. } => "the app did not finish within its time limit",
             Fault::Host(_) => "the app failed",
+            Fault::Returned(_) => "the app reported an error",
         }
     }
 
@@ -295,6 +302,7 @@ impl Fault {
             Fault::Trap(_) => "trap",
             Fault::WallTimeout { .. } => "wall_timeout",
             Fault::Host(_) => "host_error",
+            Fault::Returned(_) => "app_error",
         }
     }
 }
@@ -315,6 +323,7 @@ impl std::fmt::Display for Fault {
                 write!(f, "wall-clock timeout of {limit_ms} ms expired")
             }
             Fault::Host(e) => write!(f, "{e}"),
+            Fault::Returned(e) => write!(f, "the app returned an error: {e}"),
         }
     }
 }
