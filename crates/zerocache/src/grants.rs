@@ -35,12 +35,17 @@ impl Op {
 #[derive(Debug, Clone)]
 pub struct CacheGrants {
     chain: Arc<ScopedChain>,
+    /// `/cache/read` and `/cache/write`, parsed once per deployment rather than per call.
+    commands: [Option<Command>; 2],
 }
 
 impl CacheGrants {
     /// The grants of `chain`.
     pub fn new(chain: Arc<ScopedChain>) -> Self {
-        CacheGrants { chain }
+        CacheGrants {
+            chain,
+            commands: [Op::Read, Op::Write].map(|op| Command::parse(op.command()).ok()),
+        }
     }
 
     /// Checks `op` on `key`, with the reason on refusal ([`Error::PermissionDenied`]).
@@ -57,9 +62,11 @@ impl CacheGrants {
                     .into(),
             ));
         }
-        let cmd = Command::parse(op.command()).map_err(|e| denied(e.to_string()))?;
+        let Some(cmd) = &self.commands[op as usize] else {
+            return Err(denied(format!("`{}` is not a command", op.command())));
+        };
         self.chain
-            .allows(&cmd, &[("key", key)])
+            .allows(cmd, &[("key", key)])
             .map_err(|e| denied(e.to_string()))
     }
 }
