@@ -212,10 +212,7 @@ fn a_component_gets_each_of_its_capabilities_and_nothing_more() {
     owner
         .deploy("acme", "uploads", &["/uploads".into()], &[], &uploads)
         .unwrap();
-    assert_eq!(
-        fs(&w, "uploads", "write", "/uploads/a.txt"),
-        ""
-    );
+    assert_eq!(fs(&w, "uploads", "write", "/uploads/a.txt"), "");
     assert_eq!(
         fs(&w, "uploads", "read", "/uploads/a.txt"),
         "error PermissionDenied"
@@ -428,7 +425,34 @@ fn one_bad_chain_refuses_the_component_and_revoking_one_stops_it() {
     assert_eq!(get(&w.node.url("/single")).body, "Hello, World!\n");
 
     // Revoking the delegation one chain relies on stops the app; the other app stays.
-    owner.revoke_in_chain(None, &chains[1]).unwrap();
+    // Through the CLI, which asks which delegation of a component with several chains.
+    let key = w.dir.join("owner.key");
+    w.acme.owner.save(&key).unwrap();
+    let file = w.dir.join("hello.zero.wasm");
+    std::fs::write(&file, &good).unwrap();
+    let revoke = |cid: Option<&str>| {
+        let mut args = vec!["revoke"];
+        args.extend(cid);
+        args.extend([
+            "--chain",
+            file.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--api",
+            &w.api,
+        ]);
+        zero(&args)
+    };
+    let (code, _, err) = revoke(None);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("carries 2 capability chains; name the CID of the delegation to revoke"),
+        "{err}"
+    );
+    let leaf = chains[1].last().unwrap().cid().to_string();
+    let (code, out, err) = revoke(Some(&leaf));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"stopped_apps\": 1"), "{out}");
     assert_eq!(get(&w.node.url("/app")).status, 404);
     assert_eq!(get(&w.node.url("/single")).body, "Hello, World!\n");
     w.node

@@ -147,7 +147,8 @@ pub fn decode_section(bytes: &[u8]) -> Result<Vec<Delegation>, Error> {
 /// writes them).
 ///
 /// Besides everything [`decode_section`] refuses for one chain (said of the chain by its
-/// position), refuses a list mixing both forms, more than [`MAX_CHAINS`] chains, and a chain
+/// position), refuses a list mixing both forms, a list of one chain (not the canonical form:
+/// decoding then encoding gives the same bytes), more than [`MAX_CHAINS`] chains, and a chain
 /// that repeats another one ([`Error::Malformed`] saying which).
 pub fn decode_chains(bytes: &[u8]) -> Result<Vec<Vec<Delegation>>, Error> {
     if bytes.len() > MAX_SECTION_SIZE {
@@ -170,6 +171,12 @@ pub fn decode_chains(bytes: &[u8]) -> Result<Vec<Vec<Delegation>>, Error> {
     if !matches!(list.first(), Some(Ipld::List(_))) {
         // One chain: a list of byte strings.
         return Ok(vec![decode_chain(list, None)?]);
+    }
+    if list.len() == 1 {
+        return Err(section_malformed(
+            "a list of one chain; a section with one chain holds it as the list of its \
+             delegations (as `encode_chains` writes it)",
+        ));
     }
     if list.len() > MAX_CHAINS {
         return Err(section_malformed(format!(
@@ -921,6 +928,18 @@ mod tests {
         let long: Vec<Delegation> = (0..=MAX_CHAIN_LENGTH).map(|i| fs[i % 2].clone()).collect();
         let e = reason(&encode_chains(&[fs.clone(), long]).unwrap());
         assert!(e.contains("chain 1: the chain has 17 delegations"), "{e}");
+        // A list of one chain is not the canonical form of one chain.
+        let one = serde_ipld_dagcbor::to_vec(&Ipld::List(vec![Ipld::List(
+            fs.iter()
+                .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                .collect(),
+        )]))
+        .unwrap();
+        assert!(
+            reason(&one).contains("a list of one chain"),
+            "{}",
+            reason(&one)
+        );
         // Both forms mixed.
         let mixed = serde_ipld_dagcbor::to_vec(&Ipld::List(vec![
             Ipld::List(
