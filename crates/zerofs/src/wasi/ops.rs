@@ -78,7 +78,7 @@ pub(super) fn ctx<'a>(view: &'a mut FsView<'_>) -> Ctx<'a> {
 /// and the `[capabilities.files]` line that grants it (the file's directory for a path that
 /// looks like a file, such as `/secret/a.txt` → `"/secret"`, otherwise the path itself; `read`
 /// for reading, `write` for the other actions, which `write` grants together).
-pub fn refusal_hint(action: Action, path: &TenantPath) -> String {
+pub(crate) fn refusal_hint(action: Action, path: &TenantPath) -> String {
     let what = format!("{}/{action} on {path}", super::access::FS_NAMESPACE);
     if path.is_reserved() {
         return format!(
@@ -380,6 +380,25 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hint(action: Action, path: &str) -> String {
+        refusal_hint(action, &TenantPath::parse(path).unwrap())
+    }
+
+    #[test]
+    fn refusal_hints_grant_the_directory_of_a_file_or_the_path_itself() {
+        assert_eq!(
+            hint(Action::Read, "/secret/a.txt"),
+            r#"not granted: /fs/read on /secret/a.txt; add to zero.toml: [capabilities.files] read = ["/secret"]"#
+        );
+        assert!(hint(Action::Create, "/uploads").ends_with(r#"write = ["/uploads"]"#));
+        assert!(hint(Action::Delete, "/notes.txt").ends_with(r#"write = ["/notes.txt"]"#));
+        let reserved = hint(Action::Read, "/.zero/code/x.wasm");
+        assert!(
+            !reserved.contains("zero.toml") && reserved.contains("never granted"),
+            "{reserved}"
+        );
+    }
 
     #[test]
     fn guest_paths_resolve_below_their_directory_only() {
