@@ -355,18 +355,12 @@ fn a_monorepo_builds_both_apps_serves_them_and_deploys_them_from_the_manifests()
     let chain = tmp.path().join("acme.ucan");
     run_ok({
         let mut c = zero(&home, &repo);
-        c.args([
-            "tenant",
-            "create",
-            "acme",
-            "--owner",
-            &owner.did().to_string(),
-        ])
-        .arg("--key")
-        .arg(&admin_key)
-        .arg("-o")
-        .arg(&chain)
-        .args(["--api", &format!("http://{}", node.admin)]);
+        c.args(["tenant", "create", "acme", "--owner", owner.did().as_ref()])
+            .arg("--key")
+            .arg(&admin_key)
+            .arg("-o")
+            .arg(&chain)
+            .args(["--api", &format!("http://{}", node.admin)]);
         c
     });
     let out = run_ok({

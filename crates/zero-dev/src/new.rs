@@ -65,12 +65,11 @@ pub fn enclosing_workspace(start: &Path) -> Option<PathBuf> {
     let mut dir = Some(start);
     while let Some(d) = dir {
         let toml_path = d.join("Cargo.toml");
-        if let Ok(text) = std::fs::read_to_string(&toml_path) {
-            if let Ok(t) = text.parse::<toml::Table>() {
-                if t.contains_key("workspace") {
-                    return Some(d.to_path_buf());
-                }
-            }
+        if let Ok(text) = std::fs::read_to_string(&toml_path)
+            && let Ok(t) = text.parse::<toml::Table>()
+            && t.contains_key("workspace")
+        {
+            return Some(d.to_path_buf());
         }
         dir = d.parent();
     }

@@ -160,10 +160,10 @@ fn start_node(
 
 /// Whether a change at `path` should rebuild: not build output, not our own files.
 fn relevant(project: &Project, path: &Path) -> bool {
-    if let Some(t) = &project.target_dir {
-        if path.starts_with(t) {
-            return false;
-        }
+    if let Some(t) = &project.target_dir
+        && path.starts_with(t)
+    {
+        return false;
     }
     let within = path.strip_prefix(&project.root).unwrap_or(path);
     if within.components().any(|c| {
@@ -290,12 +290,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     }
     let node_dir = project.root.join(".zero").join("up");
-    let mut node = start_node(
-        &opts,
-        &node_dir,
-        &identity.admin.did().to_string(),
-        tx.clone(),
-    )?;
+    let mut node = start_node(&opts, &node_dir, identity.admin.did().as_ref(), tx.clone())?;
     let base = format!("http://{}", node.http);
     let api = format!("http://{}", node.admin);
 
@@ -333,13 +328,13 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     let mut watcher = {
         let tx = tx.clone();
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(ev) = res {
-                if matches!(
+            if let Ok(ev) = res
+                && matches!(
                     ev.kind,
                     EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                ) {
-                    let _ = tx.send(Event::Changed(ev.paths));
-                }
+                )
+            {
+                let _ = tx.send(Event::Changed(ev.paths));
             }
         })
         .context("cannot watch the project's files")?
@@ -348,11 +343,7 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
     watch_all(&mut watcher, &roots);
     ui::step("watching", "for changes (Ctrl-C stops)");
 
-    loop {
-        let first = match rx.recv() {
-            Ok(e) => e,
-            Err(_) => break,
-        };
+    while let Ok(first) = rx.recv() {
         let mut changed = match first {
             Event::Stop => break,
             Event::NodeExited => {
