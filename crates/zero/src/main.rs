@@ -96,13 +96,19 @@ enum Command {
         #[arg(long)]
         proof: PathBuf,
         /// The capability the component gets, e.g. `/fs/read` or `/db` (with --policy to scope
-        /// it). Required: name what the component needs; `/` grants everything your chain
-        /// allows (every file and database of the tenant).
-        #[arg(long)]
-        cmd: String,
-        /// Policy on the arguments, as JSON.
-        #[arg(long, default_value = "[]")]
+        /// it). Required (or --cap): name what the component needs; `/` grants everything your
+        /// chain allows (every file and database of the tenant).
+        #[arg(long, required_unless_present = "caps", conflicts_with = "caps")]
+        cmd: Option<String>,
+        /// Policy on the arguments of --cmd, as JSON.
+        #[arg(long, default_value = "[]", conflicts_with = "caps")]
         policy: String,
+        /// One capability the component gets, as a command and an optional JSON policy
+        /// (repeatable; instead of --cmd/--policy): e.g. `--cap '/fs/read [["==", ".path",
+        /// "/site"]]' --cap '/db [["==", ".table", "notes"]]'`. A host call is allowed when
+        /// one of them allows it.
+        #[arg(long = "cap", value_name = "CAPABILITY")]
+        caps: Vec<String>,
         /// Seconds until the token expires (default: never).
         #[arg(long)]
         expires_in: Option<u64>,
@@ -658,11 +664,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .filter(|s| s.name == zero_component::UCAN_SECTION)
                 {
-                    match zero_auth::component::decode_section(&bytes[sec.data.clone()]) {
-                        Ok(chain) => {
-                            println!("capabilities (ucan chain, root first):");
-                            for line in render::describe_chain(&chain) {
-                                println!("  {line}");
+                    match zero_auth::component::decode_chains(&bytes[sec.data.clone()]) {
+                        Ok(chains) => {
+                            for line in render::describe_chains(&chains) {
+                                println!("{line}");
                             }
                         }
                         Err(e) => println!("capabilities: the ucan section is invalid: {e}"),
@@ -741,18 +746,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proof,
             cmd,
             policy,
+            caps,
             expires_in,
             output,
         } => {
             let bytes = read(&input)?;
             let key = zero_client::load_key(&key)?;
             let chain = zero_client::read_chain(&proof)?;
-            let grant = zero_client::Grant {
-                command: cmd,
-                policy: zero_client::parse_policy(&policy)?,
-                expires_in,
+            let grants = match cmd {
+                Some(command) => vec![zero_client::Grant {
+                    command,
+                    policy: zero_client::parse_policy(&policy)?,
+                    expires_in,
+                }],
+                None => caps
+                    .iter()
+                    .map(|c| zero_client::parse_capability(c, expires_in))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
             };
-            let signed = zero_client::sign_component(&bytes, &key, &chain, &grant)?;
+            let signed = zero_client::sign_component_grants(&bytes, &key, &chain, &grants)?;
             std::fs::write(&output, &signed)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
             println!(
@@ -855,7 +867,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key,
         } => {
             let chain = match &chain {
-                Some(p) => zero_client::read_chain_or_component(p)?,
+                Some(p) => {
+                    pick_chain(p, zero_client::read_chains_or_component(p)?, cid.as_deref())?
+                }
                 None => vec![],
             };
             let mut client = zero_client::Client::new(&api, zero_client::load_key(&key)?, vec![]);
@@ -1031,5 +1045,37 @@ fn cache_command(cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             print_json(&client(&auth)?.cache_delete(&tenant, &key)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The chain of `chains` (read from `path`) that holds the delegation `cid` to revoke, or the
+/// only one when no CID is given.
+fn pick_chain(
+    path: &std::path::Path,
+    mut chains: Vec<Vec<zero_auth::Delegation>>,
+    cid: Option<&str>,
+) -> anyhow::Result<Vec<zero_auth::Delegation>> {
+    if let Some(cid) = cid
+        && let Some(i) = chains
+            .iter()
+            .position(|c| c.iter().any(|d| d.cid().to_string() == cid))
+    {
+        return Ok(chains.swap_remove(i));
+    }
+    if chains.len() == 1 {
+        return Ok(chains.swap_remove(0));
+    }
+    match cid {
+        Some(cid) => anyhow::bail!(
+            "{cid} is in none of the {} capability chains of {}; see them with `zero inspect`",
+            chains.len(),
+            path.display()
+        ),
+        None => anyhow::bail!(
+            "{} carries {} capability chains; name the CID of the delegation to revoke (see              `zero inspect {}`)",
+            path.display(),
+            chains.len(),
+            path.display()
+        ),
     }
 }
