@@ -332,6 +332,10 @@ fn a_monorepo_builds_both_apps_serves_them_and_deploys_them_from_the_manifests()
         "counter is signed with its cache grant:\n{inspect}"
     );
     assert!(inspect.contains("counter:*"), "{inspect}");
+    assert!(
+        inspect.contains("/fs/read") && inspect.contains("/config"),
+        "counter is signed with its file grant too:\n{inspect}"
+    );
 
     // `zero up` serves both on their routes.
     let mut up = Up::start(&home, &repo);
@@ -375,7 +379,8 @@ fn a_monorepo_builds_both_apps_serves_them_and_deploys_them_from_the_manifests()
         .arg("--key")
         .arg(&owner_key)
         .arg("--proof")
-        .arg(&chain);
+        .arg(&chain)
+        .arg("--seed");
         c
     });
     assert!(

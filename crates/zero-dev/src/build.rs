@@ -195,15 +195,7 @@ pub fn sign(
             zero_component::UCAN_SECTION,
         )?);
     }
-    // TEMPORARY until zero_client::sign_component_grants (several chains in one ucan
-    // section) lands: one grant signs exactly; several are refused rather than widened.
-    match grants {
-        [one] => zero_client::sign_component(bytes, &signer.key, &signer.chain, one),
-        _ => anyhow::bail!(
-            "this zero cannot yet sign a component with {} capabilities (only one); split the app or wait for multi-capability signing",
-            grants.len()
-        ),
-    }
+    zero_client::sign_component_grants(bytes, &signer.key, &signer.chain, grants)
 }
 
 /// Builds and signs the apps of `project` (all, or those named in `only`).
