@@ -102,7 +102,7 @@ impl Up {
 
     /// The URL `zero up` printed for `app` (its first route).
     fn url(&self, app: &str) -> String {
-        let (_, line) = self.wait_line(&format!("{app} http://"), 0, Duration::from_secs(240));
+        let (_, line) = self.wait_line(&format!("{app} http://"), 0, Duration::from_secs(480));
         line.split_whitespace()
             .find(|w| w.starts_with("http://"))
             .unwrap()
@@ -405,6 +405,9 @@ fn manifest_errors_name_the_file_line_and_key() {
     });
     let dir = tmp.path().join("bad");
     let manifest = dir.join("zero.toml");
+    std::fs::create_dir(tmp.path().join("outside")).unwrap();
+    std::fs::write(tmp.path().join("outside/secret.txt"), "not for the node").unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("outside"), dir.join("link")).unwrap();
     for (text, want) in [
         (
             "[app]\nroutes = [\"/\"]\n\n[capabilities.files]\nread = [\"site\"]\n",
@@ -418,6 +421,16 @@ fn manifest_errors_name_the_file_line_and_key() {
             "[app]\nroutes = [\"/\"]\n[[schedule]]\nname = \"t\"\ncron = \"every day\"\n",
             ":5: [[schedule]] cron: ",
         ),
+        // A manifest cannot seed files from outside its project (a cloned repository's
+        // zero.toml reaching for the developer's home), not even through a link inside it.
+        (
+            "[app]\nroutes = [\"/\"]\n\n[[seed]]\nfrom = \"../outside\"\nto = \"/x\"\n",
+            ":5: [[seed]] from: ",
+        ),
+        (
+            "[app]\nroutes = [\"/\"]\n[[seed]]\nfrom = \"link\"\nto = \"/x\"\n",
+            ":4: [[seed]] from: ",
+        ),
     ] {
         std::fs::write(&manifest, text).unwrap();
         let out = zero(&home, &dir).arg("build").output().unwrap();
@@ -425,6 +438,9 @@ fn manifest_errors_name_the_file_line_and_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         let want = format!("{}{want}", manifest.display());
         assert!(err.contains(&want), "want `{want}` in:\n{err}");
+        if text.contains("[[seed]]") {
+            assert!(err.contains("is outside the project"), "{err}");
+        }
     }
 }
 

@@ -224,7 +224,7 @@ pub fn build(project: &Project, signer: &Signer) -> anyhow::Result<Vec<Built>> {
         })?;
         let hash = zero_component::content_hash(&signed)?.to_string();
         let caps = if a.manifest.capabilities.is_empty() {
-            "no capabilities".to_string()
+            "no capabilities, so no token".to_string()
         } else {
             a.manifest
                 .capabilities
@@ -234,7 +234,11 @@ pub fn build(project: &Project, signer: &Signer) -> anyhow::Result<Vec<Built>> {
                 .join("; ")
         };
         ui::step(
-            "signed",
+            if a.manifest.capabilities.is_empty() {
+                "wrote"
+            } else {
+                "signed"
+            },
             &format!(
                 "{} ({}, {caps})",
                 relative_to_cwd(&out),

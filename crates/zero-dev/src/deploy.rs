@@ -46,23 +46,24 @@ pub fn deploy(
     Ok(v)
 }
 
-/// Uploads an app's `[[seed]]` files (a file, or a directory and everything under it) into
-/// `tenant`'s files; returns how many files were written.
-pub fn seed(client: &mut Client, tenant: &str, app: &App) -> anyhow::Result<usize> {
+/// Uploads an app's `[[seed]]` files (a file, or a directory and everything under it; symbolic
+/// links inside are skipped) into `tenant`'s files; returns how many files were written. A
+/// seed must lie within the project (`root`): a manifest from a cloned repository cannot make
+/// `zero deploy --seed` upload the developer's other files.
+pub fn seed(client: &mut Client, tenant: &str, root: &Path, app: &App) -> anyhow::Result<usize> {
+    crate::project::check_seeds(root, app)?;
     let mut count = 0;
     for s in &app.manifest.seeds {
-        let meta = std::fs::metadata(&s.from).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: [[seed]] from: cannot read {}: {e}",
-                app.manifest.path.display(),
-                s.line,
-                s.from.display()
-            )
-        })?;
+        let from = &s
+            .from
+            .canonicalize()
+            .with_context(|| format!("cannot read {}", s.from.display()))?;
+        let meta =
+            std::fs::metadata(from).with_context(|| format!("cannot read {}", from.display()))?;
         if meta.is_dir() {
-            count += seed_dir(client, tenant, &s.from, &s.to)?;
+            count += seed_dir(client, tenant, from, &s.to)?;
         } else {
-            put(client, tenant, &s.from, &s.to)?;
+            put(client, tenant, from, &s.to)?;
             count += 1;
         }
     }

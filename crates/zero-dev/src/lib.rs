@@ -39,7 +39,7 @@ pub fn deploy_project(
     let mut answers = Vec::new();
     for (app, b) in project.apps.iter().zip(&built) {
         if seed {
-            deploy::seed(client, tenant, app)?;
+            deploy::seed(client, tenant, &project.root, app)?;
         }
         answers.push(deploy::deploy(client, tenant, app, b)?);
     }

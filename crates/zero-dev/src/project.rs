@@ -161,6 +161,7 @@ pub fn discover(dir: &Path) -> anyhow::Result<Project> {
             );
         }
         let app = app_for(manifest, None)?;
+        check_seeds(&dir, &app)?;
         return Ok(Project {
             root: dir,
             cargo_manifest: None,
@@ -202,6 +203,9 @@ pub fn discover(dir: &Path) -> anyhow::Result<Project> {
             );
         }
     }
+    for a in &apps {
+        check_seeds(&meta.root, a)?;
+    }
     for (i, a) in apps.iter().enumerate() {
         if let Some(b) = apps[..i].iter().find(|b| b.name == a.name) {
             anyhow::bail!(
@@ -218,4 +222,33 @@ pub fn discover(dir: &Path) -> anyhow::Result<Project> {
         target_dir: Some(meta.target_dir),
         apps,
     })
+}
+
+/// Every `[[seed]]` of `app` exists and lies within the project `root` (after resolving
+/// symbolic links): a manifest from a cloned repository cannot make `zero up` or
+/// `zero deploy --seed` upload the developer's other files. Returns nothing; errors name the
+/// manifest's line.
+pub fn check_seeds(root: &Path, app: &App) -> anyhow::Result<()> {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    for s in &app.manifest.seeds {
+        let at = |why: String| {
+            anyhow::anyhow!(
+                "{}:{}: [[seed]] from: {why}",
+                app.manifest.path.display(),
+                s.line
+            )
+        };
+        let real = s
+            .from
+            .canonicalize()
+            .map_err(|e| at(format!("cannot read {}: {e}", s.from.display())))?;
+        if !real.starts_with(&root) {
+            return Err(at(format!(
+                "{} is outside the project ({}); seed only files of the project",
+                real.display(),
+                root.display()
+            )));
+        }
+    }
+    Ok(())
 }

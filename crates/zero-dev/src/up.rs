@@ -239,7 +239,7 @@ impl Session {
     fn cycle(&mut self, project: &Project, seed_changed: bool) -> anyhow::Result<()> {
         if seed_changed {
             for app in &project.apps {
-                deploy::seed(&mut self.client, DEV_TENANT, app)?;
+                deploy::seed(&mut self.client, DEV_TENANT, &project.root, app)?;
             }
         }
         let built: Vec<Built> = build::build(project, &self.signer)?;
@@ -414,9 +414,8 @@ pub fn up(opts: UpOptions) -> anyhow::Result<()> {
             roots = new_roots;
         }
     }
-    ui::step("stopping", "the local node");
     node.stop();
-    ui::step("stopped", "");
+    ui::step("stopped", "the local node");
     Ok(())
 }
 

@@ -889,6 +889,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 _ => {
                     let id = zero_dev::home::DevIdentity::load_or_create()?;
+                    zero_dev::ui::step(
+                        "key",
+                        &format!(
+                            "signing with your local development key ({}): for a remote node pass the --key and --proof it gave you",
+                            id.dir.display()
+                        ),
+                    );
                     zero_dev::build::Signer {
                         key: id.developer,
                         chain: id.chain,
