@@ -353,7 +353,7 @@ pub struct ChainRefusal {
     /// The command the refused chain's last delegation grants (empty for an empty chain).
     pub command: String,
     /// The failed check.
-    pub error: Error,
+    pub error: Box<Error>,
 }
 
 impl std::fmt::Display for ChainRefusal {
@@ -395,7 +395,7 @@ pub fn verify_component_chains(
         index,
         count,
         command,
-        error,
+        error: Box::new(error),
     };
     if chains.is_empty() || count > MAX_CHAINS {
         return Err(refusal(
@@ -1037,6 +1037,7 @@ mod tests {
         // A single chain's refusal reads as it always has.
         let e = verify_all(&w, &[bound_chain(&w, "other", &h)], &h, &none).unwrap_err();
         assert_eq!(e.to_string(), e.error.to_string());
+        assert_eq!(e.error.name(), "MatchError");
     }
 
     proptest! {
