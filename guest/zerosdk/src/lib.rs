@@ -1,6 +1,6 @@
 //! `zerosdk`: write zerocore apps in plain Rust.
 //!
-//! ```ignore
+//! ```text
 //! use zerosdk::zeroproxy::{self, Request, Response};
 //!
 //! #[zeroproxy::handler]

@@ -27,7 +27,7 @@ struct Route {
 
 /// Dispatches a request on its method and path (within the app) to one of its handlers.
 ///
-/// ```ignore
+/// ```text
 /// let router = Router::new()
 ///     .get("/", list)
 ///     .post("/", create)
