@@ -26,6 +26,8 @@
 //! The crate builds for `wasm32-wasip2`; a user's crate needs `crate-type = ["cdylib"]` and
 //! depends on `zerosdk` only.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod db;
 pub mod zerochrono;

@@ -80,7 +80,8 @@ fn router() -> Router {
         .get("/stream/{mib}", stream)
         .post("/items", create_item)
         .get("/items/{id}", |req: &mut Request| {
-            req.param_as::<u32>("id").map(|id| Json(json!({ "id": id })))
+            req.param_as::<u32>("id")
+                .map(|id| Json(json!({ "id": id })))
         })
         .get("/where", |req: &mut Request| {
             Json(json!({ "path": req.path(), "route": req.route(), "query": req.query() }))

@@ -6,9 +6,8 @@ use wasip2::http::types::{
     ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use wasip2::io::streams::{OutputStream, StreamError};
-use wstd::io::AsyncOutputStream;
 
-use super::body::{Body, BodyWriter};
+use super::body::Body;
 use super::request::Request;
 use super::response::Response;
 
@@ -79,9 +78,7 @@ fn send(out: ResponseOutparam, response: Response) {
         return log("the response body stream was already taken");
     };
     let written = match body {
-        Body::Writer(write) => {
-            wstd::runtime::block_on((write.0)(BodyWriter::new(AsyncOutputStream::new(stream))))
-        }
+        Body::Writer(write) => (write.0)(stream),
         other => {
             let written = match other {
                 Body::Bytes(bytes) => write_all(&stream, &bytes).and_then(|()| flush(&stream)),
