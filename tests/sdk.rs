@@ -142,6 +142,18 @@ fn sdk_async_handler_router_errors_json_400_and_path_within_the_app() {
     let (status, _, body) = send("POST", &url("/items"), Some("not json"));
     assert_eq!(status, 400, "{body}");
 
+    // A response the SDK cannot send (a header name with a space) is a plain 500; the reason
+    // is in the node's log for the request, not in the answer.
+    let r = get(&url("/bad-header"));
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(r.body.contains("the node's log says why"), "{}", r.body);
+    let rid = r.request_id.clone().expect("request id");
+    node.wait_log("the invalid header's log line", |v| {
+        v["request_id"] == rid.as_str()
+            && v["stream"] == "stderr"
+            && msg(v).contains("the response has an invalid header")
+    });
+
     // The path within the app and the matched route come from the node, whatever the client
     // sends in those headers.
     let r = get_with_headers(

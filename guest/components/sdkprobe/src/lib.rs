@@ -10,6 +10,7 @@
 //! | `POST /items` with `{"name": "…", "qty": N}` | `201` with the item as JSON; a bad body is a 400 saying why |
 //! | `GET /items/{id}` | `{"id": id}`; a non-numeric id is a 400 |
 //! | `GET /where` | `{"path", "route", "query"}` as the SDK sees them |
+//! | `GET /bad-header` | a response with an invalid header name (the SDK answers 500) |
 //! | `GET /panic` | panics with `sdkprobe: the todo list is on fire` |
 //!
 //! Anything else is the router's 404 or 405.
@@ -85,6 +86,9 @@ fn router() -> Router {
         })
         .get("/where", |req: &mut Request| {
             Json(json!({ "path": req.path(), "route": req.route(), "query": req.query() }))
+        })
+        .get("/bad-header", |_: &mut Request| {
+            Response::text("never sent").with_header("bad name", "v")
         })
         .get("/panic", |_: &mut Request| -> Response {
             panic!("sdkprobe: the todo list is on fire")
