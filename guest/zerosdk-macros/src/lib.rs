@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Attribute macros of `zerosdk`; use them through `zerosdk::zeroproxy::handler` and
 //! `zerosdk::zerochrono::handler`, which re-export them.
 //!
@@ -179,7 +180,7 @@ fn rewrite_impl_response(func: &mut ItemFn) {
         }
         _ => return,
     };
-    *ty = Box::new(Type::Path(syn::TypePath { qself: None, path }));
+    **ty = Type::Path(syn::TypePath { qself: None, path });
 }
 
 fn error(span: Span, message: &str) -> TokenStream {

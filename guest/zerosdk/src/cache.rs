@@ -1,6 +1,6 @@
 //! zerocache: the tenant's in-memory key-value cache (`zero:cache`).
 //!
-//! ```ignore
+//! ```text
 //! use std::time::Duration;
 //! use zerosdk::cache;
 //!

@@ -1,7 +1,7 @@
 //! zerodb: the tenant's SQLite databases (`zero:db`), with parameters from Rust values and rows
 //! into Rust types.
 //!
-//! ```ignore
+//! ```text
 //! use serde::Deserialize;
 //! use zerosdk::db::Database;
 //!

@@ -1,6 +1,6 @@
 //! `zerosdk`: write zerocore apps in plain Rust.
 //!
-//! ```ignore
+//! ```text
 //! use zerosdk::zeroproxy::{self, Request, Response};
 //!
 //! #[zeroproxy::handler]
@@ -25,6 +25,8 @@
 //!
 //! The crate builds for `wasm32-wasip2`; a user's crate needs `crate-type = ["cdylib"]` and
 //! depends on `zerosdk` only.
+
+#![warn(missing_docs)]
 
 pub mod cache;
 pub mod db;

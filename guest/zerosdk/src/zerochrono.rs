@@ -1,6 +1,6 @@
 //! zerochrono: run on schedules (`zero:chrono`).
 //!
-//! ```ignore
+//! ```text
 //! use zerosdk::zerochrono::{self, Tick};
 //!
 //! #[zerochrono::handler]

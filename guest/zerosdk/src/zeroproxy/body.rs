@@ -1,15 +1,15 @@
 //! Bodies: a response [`Body`] (bytes, a reader or an async writer), the request's
 //! [`BodyReader`] and the [`BodyWriter`] a streamed response is written to.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 
 use wasip2::http::types::IncomingBody;
-use wasip2::io::streams::{InputStream, StreamError};
+use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 use wstd::io::AsyncOutputStream;
 
-type WriteFn = Box<dyn FnOnce(BodyWriter) -> Pin<Box<dyn Future<Output = io::Result<()>>>>>;
+/// Writes a whole streamed body to the response's stream. The reactor is started inside (so
+/// an app that never streams this way does not carry it).
+type WriteFn = Box<dyn FnOnce(OutputStream) -> io::Result<()>>;
 
 /// A response body.
 pub enum Body {
@@ -57,8 +57,11 @@ impl Body {
     where
         F: AsyncFnOnce(&mut BodyWriter) -> io::Result<()> + 'static,
     {
-        Body::Writer(WriterFn(Box::new(move |mut writer: BodyWriter| {
-            Box::pin(async move {
+        Body::Writer(WriterFn(Box::new(move |stream: OutputStream| {
+            wstd::runtime::block_on(async move {
+                let mut writer = BodyWriter {
+                    stream: AsyncOutputStream::new(stream),
+                };
                 write(&mut writer).await?;
                 writer.flush().await
                 // The writer (the stream) is dropped here, before the body is finished.
@@ -99,10 +102,6 @@ pub struct BodyWriter {
 }
 
 impl BodyWriter {
-    pub(crate) fn new(stream: AsyncOutputStream) -> BodyWriter {
-        BodyWriter { stream }
-    }
-
     /// Writes all of `data`, waiting while the client is slower than the app.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         self.stream.write_all(data).await

@@ -1,7 +1,7 @@
 //! HTTP apps: the `#[zeroproxy::handler]` macro, [`Request`], [`Response`], [`IntoResponse`] and
 //! a small [`Router`].
 //!
-//! ```ignore
+//! ```text
 //! use zerosdk::zeroproxy::{self, Request, Response};
 //!
 //! #[zeroproxy::handler]

@@ -14,7 +14,7 @@ const BYTES: &str = "application/octet-stream";
 
 /// An HTTP response: status, headers and a body (in memory or streamed).
 ///
-/// ```ignore
+/// ```text
 /// Response::text("hi");                                  // 200 text/plain
 /// Response::json(&todo);                                 // 200 application/json
 /// Response::new(StatusCode::CREATED).with_header("location", "/todos/3");

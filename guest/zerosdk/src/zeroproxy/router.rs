@@ -7,6 +7,13 @@ use super::types::{Method, StatusCode};
 
 type Handler = Box<dyn Fn(&mut Request) -> Response>;
 
+/// The captures of a match (`[("id", "7")]`) and its rank (per segment: 2 literal, 1
+/// parameter, 0 rest; higher is more specific).
+struct Match {
+    params: Vec<(String, String)>,
+    rank: Vec<u8>,
+}
+
 /// One segment of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
@@ -27,7 +34,7 @@ struct Route {
 
 /// Dispatches a request on its method and path (within the app) to one of its handlers.
 ///
-/// ```ignore
+/// ```text
 /// let router = Router::new()
 ///     .get("/", list)
 ///     .post("/", create)
@@ -134,12 +141,10 @@ impl Router {
         }
         let path_segments: Vec<&str> = req.path().split('/').filter(|s| !s.is_empty()).collect();
         // The best match of each route, by specificity; ties go to the route declared first.
-        let mut matching: Vec<(&Route, Vec<(String, String)>, Vec<u8>)> = self
+        let mut matching: Vec<(&Route, Match)> = self
             .routes
             .iter()
-            .filter_map(|r| {
-                match_segments(&r.segments, &path_segments).map(|(params, rank)| (r, params, rank))
-            })
+            .filter_map(|r| match_segments(&r.segments, &path_segments).map(|m| (r, m)))
             .collect();
         if matching.is_empty() {
             let known: Vec<&str> = self.routes.iter().map(|r| r.pattern.as_str()).collect();
@@ -151,29 +156,25 @@ impl Router {
             ))
             .into_response();
         }
-        matching.sort_by(|a, b| b.2.cmp(&a.2));
+        matching.sort_by(|a, b| b.1.rank.cmp(&a.1.rank));
         let method = req.method().clone();
         let pick = matching
             .iter()
-            .position(|(r, _, _)| r.method == method)
+            .position(|(r, _)| r.method == method)
             .or_else(|| {
                 (method == Method::Head)
-                    .then(|| {
-                        matching
-                            .iter()
-                            .position(|(r, _, _)| r.method == Method::Get)
-                    })
+                    .then(|| matching.iter().position(|(r, _)| r.method == Method::Get))
                     .flatten()
             });
         match pick {
             Some(i) => {
-                let (route, params, _) = matching.swap_remove(i);
-                req.set_params(params);
+                let (route, m) = matching.swap_remove(i);
+                req.set_params(m.params);
                 (route.handler)(req)
             }
             None => {
                 let mut allowed: Vec<&str> =
-                    matching.iter().map(|(r, _, _)| r.method.as_str()).collect();
+                    matching.iter().map(|(r, _)| r.method.as_str()).collect();
                 if allowed.contains(&"GET") {
                     allowed.push("HEAD");
                 }
@@ -243,9 +244,8 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-/// The captures and a rank (per segment: 2 literal, 1 parameter, 0 rest) if `segments`
-/// matches `path`.
-fn match_segments(segments: &[Segment], path: &[&str]) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+/// How `segments` matches `path`, if it does.
+fn match_segments(segments: &[Segment], path: &[&str]) -> Option<Match> {
     let mut params = Vec::new();
     let mut rank = Vec::new();
     for (i, seg) in segments.iter().enumerate() {
@@ -253,7 +253,7 @@ fn match_segments(segments: &[Segment], path: &[&str]) -> Option<(Vec<(String, S
             Segment::Rest(name) => {
                 params.push((name.clone(), path.get(i..).unwrap_or(&[]).join("/")));
                 rank.push(0);
-                return Some((params, rank));
+                return Some(Match { params, rank });
             }
             Segment::Literal(l) => {
                 if path.get(i) != Some(&l.as_str()) {
@@ -268,7 +268,7 @@ fn match_segments(segments: &[Segment], path: &[&str]) -> Option<(Vec<(String, S
             }
         }
     }
-    (path.len() == segments.len()).then_some((params, rank))
+    (path.len() == segments.len()).then_some(Match { params, rank })
 }
 
 #[cfg(test)]

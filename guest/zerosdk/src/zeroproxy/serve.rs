@@ -3,12 +3,11 @@
 use std::io::{self, Read};
 
 use wasip2::http::types::{
-    ErrorCode, Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
 };
 use wasip2::io::streams::{OutputStream, StreamError};
-use wstd::io::AsyncOutputStream;
 
-use super::body::{Body, BodyWriter};
+use super::body::Body;
 use super::request::Request;
 use super::response::Response;
 
@@ -41,12 +40,25 @@ fn log(message: &str) {
     eprintln!("zerosdk: {message}");
 }
 
+/// Answers a plain 500 when the app's own response cannot be sent; the reason goes to the
+/// node's log (stderr), not to the client.
 fn internal_error(out: ResponseOutparam, message: &str) {
     log(message);
-    ResponseOutparam::set(
-        out,
-        Err(ErrorCode::InternalError(Some(message.to_string()))),
-    );
+    let response = OutgoingResponse::new(Fields::new());
+    // 500 is always a valid status.
+    let _ = response.set_status_code(500);
+    let Ok(body) = response.body() else {
+        return;
+    };
+    ResponseOutparam::set(out, Ok(response));
+    if let Ok(stream) = body.write() {
+        let _ = write_all(
+            &stream,
+            b"the app built a response that cannot be sent; the node's log says why\n",
+        );
+        let _ = flush(&stream);
+    }
+    finish(body, Ok(()));
 }
 
 fn send(out: ResponseOutparam, response: Response) {
@@ -79,9 +91,7 @@ fn send(out: ResponseOutparam, response: Response) {
         return log("the response body stream was already taken");
     };
     let written = match body {
-        Body::Writer(write) => {
-            wstd::runtime::block_on((write.0)(BodyWriter::new(AsyncOutputStream::new(stream))))
-        }
+        Body::Writer(write) => (write.0)(stream),
         other => {
             let written = match other {
                 Body::Bytes(bytes) => write_all(&stream, &bytes).and_then(|()| flush(&stream)),
