@@ -476,3 +476,65 @@ fn a_missing_wasm_target_says_how_to_install_it() {
         "{err}"
     );
 }
+
+#[test]
+fn new_cron_template_ticks_and_shows_the_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    run_ok({
+        let mut c = zero(&home, tmp.path());
+        c.args(["new", "ticks", "--template", "cron"]);
+        c
+    });
+    let up = Up::start(&home, &tmp.path().join("ticks"));
+    let url = up.url("ticks");
+    wait_body(&url, "a count", &up, |s, b| {
+        s == 200 && b.ends_with("ticks so far\n")
+    });
+    // Run the schedule now, as the developer (the keys zero up created), and see it counted.
+    let (_, line) = up.wait_line("management API http://", 0, Duration::from_secs(10));
+    let api = line
+        .split("management API ")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap()
+        .to_string();
+    let before: u64 = get(&url)
+        .body
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    run_ok({
+        let mut c = zero(&home, tmp.path());
+        c.args([
+            "schedules",
+            "run",
+            "tick",
+            "--tenant",
+            "dev",
+            "--app",
+            "ticks",
+            "--api",
+            &api,
+        ])
+        .arg("--key")
+        .arg(home.join("dev/developer.key"))
+        .arg("--proof")
+        .arg(home.join("dev/dev.ucan"));
+        c
+    });
+    let after: u64 = get(&url)
+        .body
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        after > before,
+        "the tick was not counted: {before} then {after}"
+    );
+    assert!(up.output().contains("[ticks] tick "), "{}", up.output());
+}

@@ -8,7 +8,10 @@ use zerosdk::zeroproxy::{self, Error, Request};
 #[zerochrono::handler]
 fn tick(t: Tick) -> Result<(), String> {
     let n = cache::increment("ticks:count", 1, None).map_err(|e| e.to_string())?;
-    println!("tick {n} of schedule {} (due at {} ms)", t.schedule, t.scheduled_ms);
+    println!(
+        "tick {n} of schedule {} (due at {} ms)",
+        t.schedule, t.scheduled_ms
+    );
     Ok(())
 }
 
