@@ -538,3 +538,49 @@ fn new_cron_template_ticks_and_shows_the_count() {
     );
     assert!(up.output().contains("[ticks] tick "), "{}", up.output());
 }
+
+#[test]
+fn a_custom_build_command_runs_and_its_output_is_signed_with_the_manifest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let dir = tmp.path().join("custom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = support::guest_wasm("hello");
+    std::fs::write(
+        dir.join("zero.toml"),
+        format!(
+            "[app]\nname = \"custom\"\nroutes = [\"/\"]\n\n[build]\ncommand = \"mkdir -p out && cp {} out/app.wasm\"\noutput = \"out/app.wasm\"\n\n[capabilities.files]\nread = [\"/site\"]\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    let out = run_ok({
+        let mut c = zero(&home, &dir);
+        c.arg("build");
+        c
+    });
+    let signed = dir.join("custom.zero.wasm");
+    assert!(signed.exists(), "{out}");
+    let inspect = run_ok({
+        let mut c = zero(&home, &dir);
+        c.arg("inspect").arg(&signed);
+        c
+    });
+    assert!(
+        inspect.contains("/fs/read") && inspect.contains("/site"),
+        "{inspect}"
+    );
+
+    // A failing command is reported as such, with the manifest.
+    let manifest = std::fs::read_to_string(dir.join("zero.toml")).unwrap();
+    let cmd_line = manifest.lines().find(|l| l.starts_with("command")).unwrap();
+    std::fs::write(
+        dir.join("zero.toml"),
+        manifest.replace(cmd_line, "command = \"exit 3\""),
+    )
+    .unwrap();
+    let out = zero(&home, &dir).arg("build").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[build] command `exit 3` failed"), "{err}");
+}
