@@ -97,10 +97,15 @@ fn start_node(
         "start",
         &format!("a local node (data in {})", dir.join("data").display()),
     );
-    let mut child = Command::new(&opts.zero_bin)
-        .args(["serve", "--log-format", "json", "--config"])
+    let mut cmd = Command::new(&opts.zero_bin);
+    cmd.args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    // Its own process group: Ctrl-C in the terminal reaches `zero up` only, which then stops
+    // the node (deploys in flight finish first), instead of both racing to exit.
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
