@@ -30,7 +30,7 @@ mod types;
 
 pub use body::{Body, BodyReader, BodyWriter};
 pub use error::Error;
-pub use request::Request;
+pub use request::{MAX_BODY_IN_MEMORY, Request};
 pub use response::{IntoResponse, Json, Response};
 pub use router::Router;
 pub use types::{Headers, Method, StatusCode};

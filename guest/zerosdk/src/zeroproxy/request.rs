@@ -169,7 +169,8 @@ impl Request {
     }
 
     /// The whole body (read on first use, at most [`MAX_BODY_IN_MEMORY`] bytes; a larger or
-    /// broken body is a 413 or 400 [`Error`]). Empty when the body was taken as a stream.
+    /// broken body is a 413 or 400 [`Error`], one already taken with
+    /// [`body_reader`](Request::body_reader) a 500).
     pub fn body(&mut self) -> Result<&[u8], Error> {
         if let BodyState::Unread(incoming) = &mut self.body {
             let bytes = match incoming.take() {
@@ -191,7 +192,9 @@ impl Request {
         }
         match &self.body {
             BodyState::Read(b) => Ok(b),
-            _ => Ok(&[]),
+            _ => Err(Error::internal(
+                "the request body was already taken as a stream with body_reader(); read it one way only",
+            )),
         }
     }
 
@@ -317,5 +320,8 @@ mod tests {
         assert!(e.message().contains("missing field `title`"), "{e}");
         let mut r = Request::new(Method::Post, "/", Headers::new(), vec![0xff]);
         assert_eq!(r.text().unwrap_err().status(), StatusCode::BAD_REQUEST);
+        // A body read whole cannot also be taken as a stream.
+        assert!(r.body_reader().is_none());
+        assert_eq!(r.body().unwrap(), &[0xff]);
     }
 }

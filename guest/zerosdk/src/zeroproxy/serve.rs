@@ -3,7 +3,8 @@
 use std::io::{self, Read};
 
 use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
+    ErrorCode, Fields, HeaderError, IncomingRequest, OutgoingBody, OutgoingResponse,
+    ResponseOutparam,
 };
 use wasip2::io::streams::{OutputStream, StreamError};
 
@@ -70,12 +71,16 @@ fn send(out: ResponseOutparam, response: Response) {
     }
     let fields = match Fields::from_list(&headers.into_list()) {
         Ok(f) => f,
-        Err(e) => {
+        Err(HeaderError::Forbidden) => {
             return internal_error(
                 out,
-                &format!(
-                    "the response has an invalid header ({e:?}): header names are tokens (a-z, 0-9, -), values printable text"
-                ),
+                "the response sets a header the host manages itself (connection, keep-alive, transfer-encoding, …); leave it out",
+            );
+        }
+        Err(_) => {
+            return internal_error(
+                out,
+                "the response has an invalid header: names are tokens (a-z, 0-9, -, no spaces), values printable text",
             );
         }
     };
@@ -111,8 +116,13 @@ fn send(out: ResponseOutparam, response: Response) {
 fn finish(outgoing: OutgoingBody, written: io::Result<()>) {
     match written {
         Ok(()) => {
-            if let Err(e) = OutgoingBody::finish(outgoing, None) {
-                log(&format!("finishing the response body failed: {e:?}"));
+            // (ErrorCode's Debug is large; name the likely cause instead.)
+            match OutgoingBody::finish(outgoing, None) {
+                Ok(()) => {}
+                Err(ErrorCode::HttpResponseBodySize(_)) => log(
+                    "the response body's length differs from its content-length header; set the header to the bytes sent, or leave it out",
+                ),
+                Err(_) => log("the host refused to finish the response body"),
             }
         }
         // A client that went away is not the app's fault; say it once, plainly.
