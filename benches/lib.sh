@@ -9,9 +9,10 @@
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$BENCH_ROOT"
 
-ZERO=target/release/zero
-NATIVE=target/release/native-hello
-FIRST_BYTE=target/release/first-byte
+# The binaries (overridable, e.g. to compare a saved build with the current one).
+ZERO=${ZERO:-target/release/zero}
+NATIVE=${NATIVE:-target/release/native-hello}
+FIRST_BYTE=${FIRST_BYTE:-target/release/first-byte}
 GUESTS=guest/target/wasm32-wasip2/release
 WASMTIME_VERSION=48.0.8
 
@@ -55,8 +56,9 @@ ensure_wasmtime() {
         --features run,serve,cranelift,pooling-allocator,component-model,component-model-async,wasi-http,wat,parallel-compilation,backtrace,cache,config,logging,demangle,addr2line,gc,gc-drc,gc-null,threads
 }
 
-# The guests and the release binaries the benchmarks run.
+# The guests and the release binaries the benchmarks run (skipped with BENCH_NO_BUILD=1).
 bench_build() {
+    [ -n "${BENCH_NO_BUILD:-}" ] && return 0
     bash scripts/setup.sh
     bash scripts/build-guests.sh >/dev/null
     cargo build --release -q -p zero -p native-hello -p zero-bench

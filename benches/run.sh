@@ -82,14 +82,14 @@ fi
 if want todo; then
     sign_deploy "$API" bench "$GUESTS/todo.wasm" /todos /db '[["==", ".db", "todo"]]'
     curl -fsS -XPOST http://127.0.0.1:18301/todos -d '{"title": "benchmark"}' >/dev/null
-    URL[todo]=http://127.0.0.1:18301/todos/1
+    URL[todo]=http://127.0.0.1:18301/todos/1 PID[todo]=${PID[zero]}
     curl -fsS "${URL[todo]}" | grep -q benchmark
 fi
 if want cache; then
     sign_deploy "$API" bench "$GUESTS/cacheprobe.wasm" /cache /cache/read '[["like", ".key", "bench:*"]]'
     "$ZERO" cache set bench bench:hit "Hello from the cache" \
         --key "$WORK/bench.key" --proof "$WORK/bench.ucan" --api "$API" >/dev/null
-    URL[cache]="http://127.0.0.1:18301/cache?key=bench:hit"
+    URL[cache]="http://127.0.0.1:18301/cache?key=bench:hit" PID[cache]=${PID[zero]}
     curl -fsS "${URL[cache]}" | grep -q "Hello from the cache"
 fi
 if want hello; then
