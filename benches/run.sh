@@ -21,7 +21,8 @@
 #   --quick       1 round of 2 s, a 20 MiB file, 200 idle apps (for development)
 #   --only LIST   comma-separated scenarios among hello,todo,cache,idle,static,deploy,restart
 # Defaults: 3 rounds of 5 s, 100 MiB, 1,000 apps, every scenario.
-# Needs (installed when missing): wrk (apt-get), wasmtime-cli 48.0.8 (cargo install, for hello).
+# Needs (installed when missing): wrk (apt-get), wasmtime-cli 48.0.8 (cargo install, for hello;
+# BENCH_NO_WASMTIME=1 leaves those two peers out).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -53,7 +54,10 @@ want() { [[ ",$ONLY," == *",$1,"* ]]; }
 want hello || want todo || want cache || want idle && NODE_HELLO=1 || NODE_HELLO=0
 
 ensure_wrk
-want hello && ensure_wasmtime
+# BENCH_NO_WASMTIME=1 leaves the two `wasmtime serve` peers out (the other rows are unchanged).
+WASMTIME_PEERS=1
+[ -n "${BENCH_NO_WASMTIME:-}" ] && WASMTIME_PEERS=0
+want hello && [ "$WASMTIME_PEERS" = 1 ] && ensure_wasmtime
 say "building (release) ..."
 bench_build
 
@@ -92,15 +96,18 @@ if want cache; then
     URL[cache]="http://127.0.0.1:18301/cache?key=bench:hit" PID[cache]=${PID[zero]}
     curl -fsS "${URL[cache]}" | grep -q "Hello from the cache"
 fi
-if want hello; then
+if want hello && [ "$WASMTIME_PEERS" = 1 ]; then
     start_bg "$WORK/wasmtime.log" wasmtime serve -Scli --addr 127.0.0.1:18303 "$HELLO"
     PID[wasmtime]=$LAST_PID URL[wasmtime]=http://127.0.0.1:18303/hello
     start_bg "$WORK/tuned.log" wasmtime serve -Scli --addr 127.0.0.1:18304 \
         -O pooling-memory-keep-resident=2097152,pooling-table-keep-resident=524288 "$HELLO"
     PID[tuned]=$LAST_PID URL[tuned]=http://127.0.0.1:18304/hello
+    for s in wasmtime tuned; do wait_http "${URL[$s]}" "$WORK/$s.log"; done
+fi
+if want hello; then
     start_bg "$WORK/native.log" "$NATIVE" 127.0.0.1:18305
     PID[native]=$LAST_PID URL[native]=http://127.0.0.1:18305/hello
-    for s in wasmtime tuned native; do wait_http "${URL[$s]}" "$WORK/$s.log"; done
+    wait_http "${URL[native]}" "$WORK/native.log"
 fi
 if want idle; then
     {
@@ -179,11 +186,11 @@ for round in $(seq 1 "$ROUNDS"); do
             measure "$s"
             [ -n "${PID[$s]:-}" ] && add PEAK "$s" "$(peak_rss_mib "${PID[$s]}")"
         done
-        if want hello; then
+        if want hello && [ "$WASMTIME_PEERS" = 1 ]; then
             ratio hello/wasmtime "${ROUND_RPS[zero]}" "${ROUND_RPS[wasmtime]}"
             ratio hello/tuned "${ROUND_RPS[zero]}" "${ROUND_RPS[tuned]}"
-            ratio hello/native "${ROUND_RPS[zero]}" "${ROUND_RPS[native]}"
         fi
+        want hello && ratio hello/native "${ROUND_RPS[zero]}" "${ROUND_RPS[native]}"
         want todo && ratio todo/hello "${ROUND_RPS[todo]}" "${ROUND_RPS[zero]}"
         want cache && ratio cache/hello "${ROUND_RPS[cache]}" "${ROUND_RPS[zero]}"
         want idle && ratio idle/hello "${ROUND_RPS[idle]}" "${ROUND_RPS[zero]}"
