@@ -269,8 +269,9 @@ pub enum Fault {
     },
     /// The wasm stack overflowed.
     StackOverflow,
-    /// The guest panicked (Rust panics print a message, then trap).
-    Panic,
+    /// The guest panicked (Rust panics print a message, then trap): the message and where, as
+    /// the guest printed them on stderr (empty if it printed none).
+    Panic(String),
     /// Another trap (unreachable, out-of-bounds access, …).
     Trap(String),
     /// The wall-clock timeout expired.
@@ -307,7 +308,12 @@ impl Fault {
             return Fault::TableLimit { limit };
         }
         if faults.panicked.load(Ordering::Relaxed) {
-            return Fault::Panic;
+            let message = faults
+                .panic_message
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
+            return Fault::Panic(message);
         }
         match trap {
             Some(t) => Fault::Trap(t.to_string()),
@@ -322,7 +328,7 @@ impl Fault {
             Fault::MemoryLimit { .. } => "the app exceeded its memory limit",
             Fault::TableLimit { .. } => "the app exceeded its table limit",
             Fault::StackOverflow => "the app overflowed its stack",
-            Fault::Panic => "the app panicked",
+            Fault::Panic(_) => "the app panicked",
             Fault::Trap(_) => "the app trapped",
             Fault::WallTimeout { .. } => "the app did not finish within its time limit",
             Fault::Host(_) => "the app failed",
@@ -337,7 +343,7 @@ impl Fault {
             Fault::MemoryLimit { .. } => "memory_limit",
             Fault::TableLimit { .. } => "table_limit",
             Fault::StackOverflow => "stack_overflow",
-            Fault::Panic => "panic",
+            Fault::Panic(_) => "panic",
             Fault::Trap(_) => "trap",
             Fault::WallTimeout { .. } => "wall_timeout",
             Fault::Host(_) => "host_error",
@@ -356,7 +362,10 @@ impl std::fmt::Display for Fault {
             ),
             Fault::TableLimit { limit } => write!(f, "table limit of {limit} elements reached"),
             Fault::StackOverflow => f.write_str("wasm stack overflow"),
-            Fault::Panic => f.write_str("guest panicked (see its stderr lines above)"),
+            Fault::Panic(m) if m.is_empty() => {
+                f.write_str("guest panicked (see its stderr lines above)")
+            }
+            Fault::Panic(m) => write!(f, "guest panicked: {m}"),
             Fault::Trap(t) => write!(f, "guest trapped: {t}"),
             Fault::WallTimeout { limit_ms } => {
                 write!(f, "wall-clock timeout of {limit_ms} ms expired")
@@ -707,12 +716,14 @@ impl<P: ProviderSet> Runtime<P> {
                 GuestStream::Stdout,
                 budget,
                 faults.panicked.clone(),
+                faults.panic_message.clone(),
             ))
             .stderr(GuestLog::new(
                 invocation.clone(),
                 GuestStream::Stderr,
                 budget,
                 faults.panicked.clone(),
+                faults.panic_message.clone(),
             ))
             .allow_tcp(false)
             .allow_udp(false)

@@ -121,7 +121,7 @@ impl Access {
     fn named_roots(&self) -> Vec<String> {
         let fs = Command::parse(FS_NAMESPACE).ok();
         let mut out = Vec::new();
-        for cap in self.grants.capabilities().unwrap_or_default() {
+        for cap in self.grants.chains().flatten() {
             // A link about another command tree (say /db) names no filesystem root.
             let related = fs
                 .as_ref()

@@ -95,6 +95,7 @@ use crate::{TenantPath, ZeroFs};
 use access::Access;
 use budget::{OpenBudget, OpenCount, Slot};
 use file::OpenFile;
+use zero_auth::Action;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -202,7 +203,13 @@ pub struct FsInstance {
     open: Arc<OpenCount>,
     /// When the request's wall-clock time is over.
     deadline: Option<Instant>,
+    /// The refusals already logged by this instance (at most [`MAX_LOGGED_REFUSALS`]), so a
+    /// guest retrying a refused call does not flood the node's log.
+    logged_refusals: Vec<(Action, TenantPath)>,
 }
+
+/// Most distinct refusals one instance logs (see [`FsInstance`]).
+const MAX_LOGGED_REFUSALS: usize = 16;
 
 /// What the host functions of `wasi:filesystem` see: the store's [`FsInstance`] and its
 /// resource table (and the invocation and CPU meter, unused here).
@@ -247,6 +254,7 @@ impl ResourceProvider for FsProvider {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
             access: app.access.clone(),
+            logged_refusals: Vec::new(),
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
                 max: self.limits.max_open_per_instance,
