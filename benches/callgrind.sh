@@ -30,9 +30,11 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_valgrind
-bash scripts/setup.sh
-bash scripts/build-guests.sh >/dev/null
-cargo build --release -q -p zero-bench
+if [ -z "${BENCH_NO_BUILD:-}" ]; then # BENCH_NO_BUILD=1: use the binaries and guests as built
+    bash scripts/setup.sh
+    bash scripts/build-guests.sh >/dev/null
+    cargo build --release -q -p zero-bench
+fi
 
 # count NAME APPS: one callgrind run; prints NAME and the instructions per request.
 count() {
