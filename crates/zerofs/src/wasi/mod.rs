@@ -95,7 +95,7 @@ use crate::{TenantPath, ZeroFs};
 use access::Access;
 use budget::{OpenBudget, OpenCount, Slot};
 use file::OpenFile;
-use zero_auth::{Action, ScopedChain};
+use zero_auth::Action;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -190,7 +190,8 @@ impl FsProvider {
 /// What the provider keeps per deployment: the component's capability checker for its
 /// tenant and component (made once per deployment; without a token it allows nothing).
 pub struct FsApp {
-    grants: Arc<ScopedChain>,
+    /// The access oracle over the app's grants, cloned into each store.
+    access: Access,
 }
 
 /// What the provider keeps per store.
@@ -244,7 +245,7 @@ impl ResourceProvider for FsProvider {
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<FsApp> {
         Ok(FsApp {
-            grants: app.settings.grants.clone(),
+            access: Access::new(app.settings.grants.clone()),
         })
     }
 
@@ -252,7 +253,7 @@ impl ResourceProvider for FsProvider {
         Ok(FsInstance {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
-            access: Access::new(app.grants.clone()),
+            access: app.access.clone(),
             logged_refusals: Vec::new(),
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
