@@ -3,6 +3,10 @@
 
 mod support;
 
+/// The guest SDK's end-to-end tests.
+#[path = "sdk.rs"]
+mod sdk;
+
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,17 +1,21 @@
 //! Capability tokens embedded in components.
 //!
-//! A zerocore component (a WebAssembly binary) carries its capability token in a custom
-//! section named [`SECTION_NAME`] (`ucan`): a delegation chain, root first, rooted at the
-//! node's Admin DID. The section payload is the DAG-CBOR encoding of a list of byte strings,
-//! each the exact envelope bytes of one [`Delegation`] ([`encode_section`],
-//! [`decode_section`]).
+//! A zerocore component (a WebAssembly binary) carries its capability tokens in a custom
+//! section named [`SECTION_NAME`] (`ucan`): one or several delegation chains (one per
+//! capability, at most [`MAX_CHAINS`]), each root first and rooted at the node's Admin DID.
+//! A section with one chain is the DAG-CBOR encoding of a list of byte strings, each the exact
+//! envelope bytes of one [`Delegation`] ([`encode_section`], [`decode_section`]); a section
+//! with several chains is a list of such lists ([`encode_chains`], [`decode_chains`], which
+//! reads both forms). A host call is allowed when one of the chains allows it
+//! ([`crate::ScopedChain::of_component`]).
 //!
 //! The chain is bound to the component's content hash (`sha256:<64 hex>`, computed with the
 //! `ucan` section stripped) by a policy statement `["==", ".component", "sha256:…"]`
 //! ([`binding_statement`]), and a tenant-scoped chain carries `["==", ".tenant", "NAME"]`
 //! ([`tenant_statement`]). [`verify_component_chain`] checks all of this before the node runs
-//! the component; afterwards every host call is checked with [`Chain::allows`], whose
-//! arguments always include `tenant` and `component`.
+//! the component ([`verify_component_chains`] for every chain of a section, all for the same
+//! tenant); afterwards every host call is checked with [`Chain::allows`], whose arguments
+//! always include `tenant` and `component`.
 //!
 //! ```
 //! use zero_auth::component::{binding_statement, decode_section, encode_section, tenant_statement, verify_component_chain};
@@ -63,6 +67,9 @@ pub const MAX_SECTION_SIZE: usize = 64 * 1024;
 /// Most delegations accepted in a component's chain.
 pub const MAX_CHAIN_LENGTH: usize = 16;
 
+/// Most chains (capabilities) accepted in one component's `ucan` section.
+pub const MAX_CHAINS: usize = 16;
+
 /// The argument (and policy selector field) holding the component's content hash.
 const COMPONENT_FIELD: &str = "component";
 
@@ -85,20 +92,69 @@ pub fn encode_section(chain: &[Delegation]) -> Result<Vec<u8>, Error> {
         .map_err(|e| section_malformed(format!("the chain cannot be encoded as DAG-CBOR: {e}")))
 }
 
-/// Decodes the payload of a component's `ucan` custom section into its delegation chain,
-/// root first.
+/// Encodes several delegation chains (one per capability, each root first) as the payload of
+/// the `ucan` custom section: one chain is encoded exactly as [`encode_section`] encodes it
+/// (so that a component with one capability reads as it always has), several as the DAG-CBOR
+/// list of their [`encode_section`] lists.
+///
+/// [`decode_chains`] refuses no chain at all, more than [`MAX_CHAINS`] chains, an empty or
+/// repeated chain, or a payload over [`MAX_SECTION_SIZE`] bytes. Fails ([`Error::Malformed`])
+/// only if the encoder cannot allocate the output.
+pub fn encode_chains(chains: &[Vec<Delegation>]) -> Result<Vec<u8>, Error> {
+    if let [one] = chains {
+        return encode_section(one);
+    }
+    let items = chains
+        .iter()
+        .map(|chain| {
+            Ipld::List(
+                chain
+                    .iter()
+                    .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                    .collect(),
+            )
+        })
+        .collect();
+    serde_ipld_dagcbor::to_vec(&Ipld::List(items))
+        .map_err(|e| section_malformed(format!("the chains cannot be encoded as DAG-CBOR: {e}")))
+}
+
+/// Decodes the payload of a component's `ucan` custom section that carries one delegation
+/// chain, root first (the form [`encode_section`] writes).
 ///
 /// Strict and panic-free: refuses a payload over [`MAX_SECTION_SIZE`] bytes, input that is not
 /// a canonical DAG-CBOR list (indefinite lengths, non-minimal lengths, truncation and trailing
 /// bytes are refused), items that are not byte strings, an empty chain and more than
 /// [`MAX_CHAIN_LENGTH`] delegations ([`Error::Decode`] or [`Error::Malformed`] saying which).
 /// Each item is decoded with [`Delegation::decode`]; its error is returned with the item's
-/// position added. Signatures are not checked here; [`verify_component_chain`] does.
+/// position added. A section carrying several chains is refused with a message saying so
+/// (read it with [`decode_chains`]). Signatures are not checked here;
+/// [`verify_component_chain`] does.
 pub fn decode_section(bytes: &[u8]) -> Result<Vec<Delegation>, Error> {
+    let mut chains = decode_chains(bytes)?;
+    match chains.pop() {
+        Some(chain) if chains.is_empty() => Ok(chain),
+        _ => Err(section_malformed(format!(
+            "the section carries {} capability chains, not one; read it with `decode_chains`",
+            chains.len() + 1
+        ))),
+    }
+}
+
+/// Decodes the payload of a component's `ucan` custom section into its delegation chains (one
+/// per capability, each root first), in either form: a list of byte strings (one chain, as
+/// [`encode_section`] writes it) or a list of such lists (several, as [`encode_chains`]
+/// writes them).
+///
+/// Besides everything [`decode_section`] refuses for one chain (said of the chain by its
+/// position), refuses a list mixing both forms, a list of one chain (not the canonical form:
+/// decoding then encoding gives the same bytes), more than [`MAX_CHAINS`] chains, and a chain
+/// that repeats another one ([`Error::Malformed`] saying which).
+pub fn decode_chains(bytes: &[u8]) -> Result<Vec<Vec<Delegation>>, Error> {
     if bytes.len() > MAX_SECTION_SIZE {
         return Err(section_malformed(format!(
             "the section is {} bytes long, more than the {MAX_SECTION_SIZE} bytes (64 KiB) \
-             allowed; embed a shorter delegation chain",
+             allowed; embed shorter delegation chains",
             bytes.len()
         )));
     }
@@ -112,41 +168,91 @@ pub fn decode_section(bytes: &[u8]) -> Result<Vec<Delegation>, Error> {
             kind(&value)
         )));
     };
-    if list.is_empty() {
+    if !matches!(list.first(), Some(Ipld::List(_))) {
+        // One chain: a list of byte strings.
+        return Ok(vec![decode_chain(list, None)?]);
+    }
+    if list.len() == 1 {
         return Err(section_malformed(
-            "the delegation chain is empty; embed at least the root delegation from the Admin",
+            "a list of one chain; a section with one chain holds it as the list of its \
+             delegations (as `encode_chains` writes it)",
         ));
     }
-    if list.len() > MAX_CHAIN_LENGTH {
+    if list.len() > MAX_CHAINS {
         return Err(section_malformed(format!(
-            "the chain has {} delegations, more than the {MAX_CHAIN_LENGTH} allowed",
+            "the section carries {} capability chains, more than the {MAX_CHAINS} allowed; \
+             merge capabilities with the same command (an `or` policy)",
             list.len()
         )));
     }
-    let mut items = Vec::with_capacity(list.len());
+    let mut chains: Vec<Vec<Delegation>> = Vec::with_capacity(list.len());
     for (index, item) in list.into_iter().enumerate() {
+        let Ipld::List(items) = item else {
+            return Err(section_malformed(format!(
+                "item {index} of the list of chains is {}, expected a list of delegations \
+                 (a section holds either one chain or a list of chains, not both)",
+                kind(&item)
+            )));
+        };
+        let chain = decode_chain(items, Some(index))?;
+        let cids: Vec<&crate::Cid> = chain.iter().map(Delegation::cid).collect();
+        if let Some(first) = chains
+            .iter()
+            .position(|c| c.iter().map(Delegation::cid).eq(cids.iter().copied()))
+        {
+            return Err(section_malformed(format!(
+                "chain {index} repeats chain {first}; embed each capability once"
+            )));
+        }
+        chains.push(chain);
+    }
+    Ok(chains)
+}
+
+/// Decodes one chain of a section (`index`: its position among several, `None` for a section
+/// holding one chain), with today's checks and messages.
+fn decode_chain(list: Vec<Ipld>, index: Option<usize>) -> Result<Vec<Delegation>, Error> {
+    let at = |what: String| match index {
+        Some(i) => format!("chain {i}: {what}"),
+        None => what,
+    };
+    if list.is_empty() {
+        return Err(section_malformed(at(
+            "the delegation chain is empty; embed at least the root delegation from the Admin"
+                .to_owned(),
+        )));
+    }
+    if list.len() > MAX_CHAIN_LENGTH {
+        return Err(section_malformed(at(format!(
+            "the chain has {} delegations, more than the {MAX_CHAIN_LENGTH} allowed",
+            list.len()
+        ))));
+    }
+    let mut items = Vec::with_capacity(list.len());
+    for (position, item) in list.into_iter().enumerate() {
         match item {
             Ipld::Bytes(b) => items.push(b),
             other => {
-                return Err(section_malformed(format!(
-                    "item {index} of the list is {}, expected a byte string (a delegation's \
+                return Err(section_malformed(at(format!(
+                    "item {position} of the list is {}, expected a byte string (a delegation's \
                      envelope bytes)",
                     kind(&other)
-                )));
+                ))));
             }
         }
     }
     items
         .into_iter()
         .enumerate()
-        .map(|(index, item)| {
+        .map(|(position, item)| {
+            let place = at(format!("delegation {position}"));
             Delegation::decode(&item).map_err(|e| match e {
                 Error::Decode { reason } => Error::Decode {
-                    reason: format!("ucan section, delegation {index}: {reason}"),
+                    reason: format!("ucan section, {place}: {reason}"),
                 },
                 Error::Malformed { token, reason } => Error::Malformed {
                     token,
-                    reason: format!("ucan section, delegation {index}: {reason}"),
+                    reason: format!("ucan section, {place}: {reason}"),
                 },
                 other => other,
             })
@@ -234,6 +340,85 @@ pub fn verify_component_chain(
         }
     }
     Ok(verified)
+}
+
+/// Why one chain of a component's section was refused by [`verify_component_chains`]: which
+/// chain (by position, with the command it grants) and the check that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainRefusal {
+    /// The refused chain's position in the section (0 for the first).
+    pub index: usize,
+    /// How many chains the section carries.
+    pub count: usize,
+    /// The command the refused chain's last delegation grants (empty for an empty chain).
+    pub command: String,
+    /// The failed check.
+    pub error: Box<Error>,
+}
+
+impl std::fmt::Display for ChainRefusal {
+    /// The error alone when the section carries one chain (as it always read), otherwise
+    /// prefixed with the chain's position and command.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count <= 1 {
+            write!(f, "{}", self.error)
+        } else {
+            write!(
+                f,
+                "capability {} of {} (`{}`): {}",
+                self.index + 1,
+                self.count,
+                self.command,
+                self.error
+            )
+        }
+    }
+}
+
+impl std::error::Error for ChainRefusal {}
+
+/// Verifies every chain of a component's section (as [`decode_chains`] returns them) with
+/// [`verify_component_chain`], all for the same `tenant` and content hash, and returns their
+/// capabilities in order. Refuses no chain, more than [`MAX_CHAINS`] chains and the first
+/// chain that fails a check, saying which ([`ChainRefusal`]): a chain signed for another
+/// tenant, one bound to another hash, one with a revoked or expired delegation refuses the
+/// whole component.
+pub fn verify_component_chains(
+    validator: &Validator,
+    chains: &[Vec<Delegation>],
+    expected_hash: &str,
+    tenant: &str,
+    now: u64,
+) -> Result<Vec<Chain>, ChainRefusal> {
+    let count = chains.len();
+    let refusal = |index: usize, command: String, error: Error| ChainRefusal {
+        index,
+        count,
+        command,
+        error: Box::new(error),
+    };
+    if chains.is_empty() || count > MAX_CHAINS {
+        return Err(refusal(
+            0,
+            String::new(),
+            section_malformed(format!(
+                "the section carries {count} capability chains; embed from 1 to {MAX_CHAINS}"
+            )),
+        ));
+    }
+    chains
+        .iter()
+        .enumerate()
+        .map(|(index, chain)| {
+            verify_component_chain(validator, chain, expected_hash, tenant, now).map_err(|e| {
+                let command = chain
+                    .last()
+                    .map(|d| d.command().to_string())
+                    .unwrap_or_default();
+                refusal(index, command, e)
+            })
+        })
+        .collect()
 }
 
 /// The values of the top-level `==` statements of `d`'s policy whose selector selects the
@@ -678,6 +863,181 @@ mod tests {
                     .any(|b| decode_section(b).unwrap_err().name() == name)
             );
         }
+    }
+
+    /// A second chain from the same root, granting `cmd` under `policy` plus the binding.
+    fn second_chain(w: &World, tenant: &str, h: &str, cmd: &str) -> Vec<Delegation> {
+        chain_with(w, tenant, cmd, vec![binding_statement(h)], NOW + 3600)
+    }
+
+    #[test]
+    fn several_chains_round_trip_and_one_chain_keeps_the_old_form() {
+        let w = world();
+        let h = hash("ab");
+        let fs = bound_chain(&w, "acme", &h);
+        let db = second_chain(&w, "acme", &h, "/db");
+        // One chain is written exactly as before, and read by both decoders.
+        let one = encode_chains(std::slice::from_ref(&fs)).unwrap();
+        assert_eq!(one, encode_section(&fs).unwrap());
+        assert_eq!(cids(&decode_chains(&one).unwrap()[0]), cids(&fs));
+        // Several: a list of lists.
+        let two = encode_chains(&[fs.clone(), db.clone()]).unwrap();
+        let ipld: Ipld = serde_ipld_dagcbor::from_slice(&two).unwrap();
+        assert!(matches!(&ipld, Ipld::List(l) if l.len() == 2 && matches!(l[0], Ipld::List(_))));
+        let decoded = decode_chains(&two).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(cids(&decoded[0]), cids(&fs));
+        assert_eq!(cids(&decoded[1]), cids(&db));
+        assert_eq!(encode_chains(&decoded).unwrap(), two);
+        // The one-chain decoder says the section holds several.
+        let e = decode_section(&two).unwrap_err().to_string();
+        assert!(e.contains("carries 2 capability chains"), "{e}");
+        // Up to MAX_CHAINS distinct chains are accepted.
+        let many: Vec<Vec<Delegation>> = (0..MAX_CHAINS)
+            .map(|i| second_chain(&w, "acme", &h, &format!("/db/t{i}")))
+            .collect();
+        assert_eq!(
+            decode_chains(&encode_chains(&many).unwrap()).unwrap().len(),
+            MAX_CHAINS
+        );
+    }
+
+    #[test]
+    fn bad_lists_of_chains_are_refused() {
+        let w = world();
+        let h = hash("ab");
+        let fs = bound_chain(&w, "acme", &h);
+        let db = second_chain(&w, "acme", &h, "/db");
+        let reason = |bytes: &[u8]| decode_chains(bytes).unwrap_err().to_string();
+        // Too many chains: the bound, named.
+        let many: Vec<Vec<Delegation>> = (0..=MAX_CHAINS)
+            .map(|i| second_chain(&w, "acme", &h, &format!("/db/t{i}")))
+            .collect();
+        let e = reason(&encode_chains(&many).unwrap());
+        assert!(
+            e.contains("17 capability chains, more than the 16 allowed"),
+            "{e}"
+        );
+        // A repeated chain.
+        let e = reason(&encode_chains(&[fs.clone(), db.clone(), fs.clone()]).unwrap());
+        assert!(e.contains("chain 2 repeats chain 0"), "{e}");
+        // An empty chain among others.
+        let e = reason(&encode_chains(&[fs.clone(), vec![]]).unwrap());
+        assert!(e.contains("chain 1: the delegation chain is empty"), "{e}");
+        // A chain too long among others.
+        let long: Vec<Delegation> = (0..=MAX_CHAIN_LENGTH).map(|i| fs[i % 2].clone()).collect();
+        let e = reason(&encode_chains(&[fs.clone(), long]).unwrap());
+        assert!(e.contains("chain 1: the chain has 17 delegations"), "{e}");
+        // A list of one chain is not the canonical form of one chain.
+        let one = serde_ipld_dagcbor::to_vec(&Ipld::List(vec![Ipld::List(
+            fs.iter()
+                .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                .collect(),
+        )]))
+        .unwrap();
+        assert!(
+            reason(&one).contains("a list of one chain"),
+            "{}",
+            reason(&one)
+        );
+        // Both forms mixed.
+        let mixed = serde_ipld_dagcbor::to_vec(&Ipld::List(vec![
+            Ipld::List(
+                fs.iter()
+                    .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                    .collect(),
+            ),
+            Ipld::Bytes(db[0].as_bytes().to_vec()),
+        ]))
+        .unwrap();
+        let e = reason(&mixed);
+        assert!(
+            e.contains("item 1 of the list of chains is a byte string"),
+            "{e}"
+        );
+        // A bad delegation names its chain and position.
+        let bad = serde_ipld_dagcbor::to_vec(&Ipld::List(vec![
+            Ipld::List(
+                fs.iter()
+                    .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                    .collect(),
+            ),
+            Ipld::List(vec![Ipld::Bytes(vec![1, 2, 3])]),
+        ]))
+        .unwrap();
+        let e = reason(&bad);
+        assert!(e.contains("chain 1: delegation 0"), "{e}");
+    }
+
+    fn verify_all(
+        w: &World,
+        chains: &[Vec<Delegation>],
+        h: &str,
+        revoked: &HashSet<crate::Cid>,
+    ) -> Result<Vec<Chain>, ChainRefusal> {
+        let opts = options(w.admin.did());
+        let validator = Validator::new(&opts).with_revocations(revoked);
+        verify_component_chains(&validator, chains, h, "acme", NOW)
+    }
+
+    #[test]
+    fn every_chain_is_verified_and_a_bad_one_refuses_the_component_saying_which() {
+        let w = world();
+        let h = hash("ab");
+        let fs = bound_chain(&w, "acme", &h);
+        let db = second_chain(&w, "acme", &h, "/db");
+        let none = HashSet::new();
+        let ok = verify_all(&w, &[fs.clone(), db.clone()], &h, &none).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].capabilities()[1].command.as_str(), "/db");
+
+        // One chain for another tenant: refused, without naming the other tenant.
+        let other = second_chain(&w, "other", &h, "/db");
+        let e = verify_all(&w, &[fs.clone(), other], &h, &none).unwrap_err();
+        assert_eq!((e.index, e.count, e.error.name()), (1, 2, "MatchError"));
+        let text = e.to_string();
+        assert!(text.starts_with("capability 2 of 2 (`/db`): "), "{text}");
+        assert!(
+            text.contains("scoped to a different tenant than `acme`"),
+            "{text}"
+        );
+        assert!(!text.contains("other"), "{text}");
+
+        // One chain bound to another component, or to none.
+        let stolen = second_chain(&w, "acme", &hash("cd"), "/db");
+        let e = verify_all(&w, &[stolen, fs.clone()], &h, &none).unwrap_err();
+        assert_eq!((e.index, e.error.name()), (0, "HashMismatch"));
+        let unbound = chain_with(&w, "acme", "/db", vec![], NOW + 3600);
+        let e = verify_all(&w, &[fs.clone(), unbound], &h, &none).unwrap_err();
+        assert_eq!((e.index, e.error.name()), (1, "HashMismatch"));
+        assert!(
+            e.to_string().contains("not bound to a component hash"),
+            "{e}"
+        );
+
+        // One revoked delegation.
+        let revoked = HashSet::from([*db[1].cid()]);
+        let e = verify_all(&w, &[fs.clone(), db.clone()], &h, &revoked).unwrap_err();
+        assert_eq!((e.index, e.error.name()), (1, "Revoked"));
+
+        // One expired chain.
+        let old = chain_with(&w, "acme", "/db", vec![binding_statement(&h)], NOW - 3600);
+        let e = verify_all(&w, &[fs.clone(), old], &h, &none).unwrap_err();
+        assert_eq!((e.index, e.error.name()), (1, "Expired"));
+
+        // No chain, or too many.
+        let e = verify_all(&w, &[], &h, &none).unwrap_err();
+        assert!(e.to_string().contains("from 1 to 16"), "{e}");
+        let many = vec![fs.clone(); MAX_CHAINS + 1];
+        assert_eq!(
+            verify_all(&w, &many, &h, &none).unwrap_err().error.name(),
+            "Malformed"
+        );
+
+        // A single chain's refusal reads as it always has.
+        let e = verify_all(&w, &[bound_chain(&w, "other", &h)], &h, &none).unwrap_err();
+        assert_eq!(e.to_string(), e.error.to_string());
+        assert_eq!(e.error.name(), "MatchError");
     }
 
     proptest! {

@@ -21,9 +21,10 @@
 //!   [`ScopedChain::allows`] with directory coverage on `.path`, and the questions asked before
 //!   an argument is known ([`ScopedChain::reachable`], [`ScopedChain::allows_every`]).
 //! - [`verify_invocation_offline`]: the one-call check used by the `zero` CLI.
-//! - [`component`]: the delegation chain embedded in a component's `ucan` custom section
-//!   (encoding, strict decoding, and [`component::verify_component_chain`], which checks the
-//!   chain, its binding to the component's content hash and its tenant scope).
+//! - [`component`]: the delegation chains embedded in a component's `ucan` custom section, one
+//!   per capability (encoding, strict decoding, and [`component::verify_component_chains`],
+//!   which checks each chain, its binding to the component's content hash and its tenant
+//!   scope); [`ScopedChain::of_component`] allows a host call when one chain allows it.
 //!
 //! The node uses this crate in two places: to verify the delegation chain embedded in a
 //! component's `ucan` custom section before it runs the component (the chain must lead back to

@@ -11,6 +11,11 @@
 //!   link's command must cover `C`, every link's policy must accept the arguments, and `.path`
 //!   is read as a place in a tree, so a grant on a directory covers what is under it and an
 //!   exclusion of a directory excludes what is under it;
+//! - a component may carry **several chains** (one per capability, see
+//!   [`crate::component`]): an ask is allowed when one of them allows it, each chain expiring
+//!   on its own; a refusal says what was asked and why the closest chain refused (one that
+//!   covers the command but whose policy refuses the arguments is closer than one about
+//!   another command). With one chain, answers and refusals are exactly that chain's;
 //! - answers are **memoized** for the life of the value: a chain is immutable once validated,
 //!   and revoking one of its delegations stops the apps that rely on it, so a component's
 //!   scoped chain is made once per deployment and shared by all its instances. The memo holds
@@ -89,8 +94,15 @@ impl fmt::Display for Action {
 /// Memo key: the command and the varying arguments of one ask.
 type MemoKey = (Command, Vec<(String, String)>);
 
-/// A validated chain scoped to its holder's fixed arguments: the one capability checker (see
-/// the [module documentation](self)).
+/// One chain of a [`ScopedChain`]: its links, root first, and when it expires.
+#[derive(Clone, Debug)]
+struct Links {
+    links: Vec<Capability>,
+    expiration: Option<u64>,
+}
+
+/// A validated chain (or several, one per capability) scoped to its holder's fixed arguments:
+/// the one capability checker (see the [module documentation](self)).
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -114,19 +126,27 @@ type MemoKey = (Command, Vec<(String, String)>);
 /// # }
 /// ```
 pub struct ScopedChain {
-    /// `None`: no token, nothing is allowed. Empty: the subject acting itself, everything is.
-    capabilities: Option<Vec<Capability>>,
+    /// `None`: no token, nothing is allowed. A chain with no links: the subject acting itself,
+    /// everything is allowed.
+    chains: Option<Vec<Links>>,
+    /// The earliest expiry of the chains: until then every chain is live and the memo holds.
+    earliest: Option<u64>,
     base: BTreeMap<String, Ipld>,
-    expiration: Option<u64>,
     memo: Mutex<HashMap<MemoKey, Result<(), Error>>>,
 }
 
 impl fmt::Debug for ScopedChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScopedChain")
-            .field("links", &self.capabilities.as_ref().map(Vec::len))
+            .field(
+                "links",
+                &self
+                    .chains
+                    .as_ref()
+                    .map(|c| c.iter().map(|l| l.links.len()).collect::<Vec<_>>()),
+            )
             .field("base", &self.base)
-            .field("expiration", &self.expiration)
+            .field("earliest", &self.earliest)
             .finish()
     }
 }
@@ -138,6 +158,14 @@ impl Default for ScopedChain {
     }
 }
 
+/// Which chains are consulted for one ask.
+enum Live<'a> {
+    /// Every chain (none has expired): the memo holds.
+    All(&'a [Links]),
+    /// Those that have not expired (some have): asked without the memo.
+    Some(Vec<&'a Links>),
+}
+
 impl ScopedChain {
     /// The chain with links `capabilities` (a validated chain's, root first; `None`: no token,
     /// nothing is allowed; empty: the subject acting itself, everything is allowed), asked with
@@ -147,26 +175,47 @@ impl ScopedChain {
         base: BTreeMap<String, Ipld>,
         expiration: Option<u64>,
     ) -> Self {
+        ScopedChain::with_chains(capabilities.map(|links| vec![(links, expiration)]), base)
+    }
+
+    /// Several chains, each given by its links (root first) and its expiry (`None`: no token,
+    /// nothing is allowed), asked with the fixed arguments `base`: an ask is allowed when one
+    /// chain that has not expired allows it. An empty list allows nothing.
+    pub fn with_chains(
+        chains: Option<Vec<(Vec<Capability>, Option<u64>)>>,
+        base: BTreeMap<String, Ipld>,
+    ) -> Self {
+        let chains: Option<Vec<Links>> = chains.map(|c| {
+            c.into_iter()
+                .map(|(links, expiration)| Links { links, expiration })
+                .collect()
+        });
+        let earliest = chains.iter().flatten().filter_map(|c| c.expiration).min();
         ScopedChain {
-            capabilities,
+            chains,
+            earliest,
             base,
-            expiration,
             memo: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The chain embedded in a component (`None`: the component carries no token), for the
-    /// component with content hash `component` in `tenant`: asks carry `tenant` and
-    /// `component`, and nothing is allowed once the chain has expired.
-    pub fn of_component(chain: Option<&Chain>, tenant: &str, component: Option<&str>) -> Self {
+    /// The chains embedded in a component (`None`: the component carries no token; several:
+    /// one per capability), for the component with content hash `component` in `tenant`: asks
+    /// carry `tenant` and `component`, an ask is allowed when one chain allows it, and a chain
+    /// allows nothing once it has expired.
+    pub fn of_component(chains: Option<&[Chain]>, tenant: &str, component: Option<&str>) -> Self {
         let mut base = BTreeMap::from([("tenant".to_owned(), Ipld::String(tenant.to_owned()))]);
         if let Some(c) = component {
             base.insert("component".to_owned(), Ipld::String(c.to_owned()));
         }
-        ScopedChain::new(
-            chain.map(|c| c.capabilities().to_vec()),
+        ScopedChain::with_chains(
+            chains.map(|chains| {
+                chains
+                    .iter()
+                    .map(|c| (c.capabilities().to_vec(), c.expiration()))
+                    .collect()
+            }),
             base,
-            chain.and_then(Chain::expiration),
         )
     }
 
@@ -183,12 +232,12 @@ impl ScopedChain {
 
     /// Whether there is a token at all (a component without one has none).
     pub fn has_token(&self) -> bool {
-        self.capabilities.is_some()
+        self.chains.is_some()
     }
 
-    /// The chain's links, root first (`None`: no token).
-    pub fn capabilities(&self) -> Option<&[Capability]> {
-        self.capabilities.as_deref()
+    /// The links of each chain, root first (none without a token).
+    pub fn chains(&self) -> impl Iterator<Item = &[Capability]> {
+        self.chains.iter().flatten().map(|c| c.links.as_slice())
     }
 
     /// The rule every ask is decided by, on a chain's links: [`crate::authorize_paths`] with
@@ -197,9 +246,9 @@ impl ScopedChain {
         authorize_paths(capabilities, command, args, PATH_FIELD)
     }
 
-    /// The links, once the token is known to exist and not to have expired.
-    fn live(&self, command: &Command) -> Result<&[Capability], Error> {
-        let Some(caps) = &self.capabilities else {
+    /// The chains to ask, once the token is known to exist and not all of it to have expired.
+    fn live(&self, command: &Command) -> Result<Live<'_>, Error> {
+        let Some(chains) = &self.chains else {
             return Err(Error::InvalidClaim {
                 token: Box::new(Cid::default()),
                 reason: format!(
@@ -208,16 +257,26 @@ impl ScopedChain {
                 ),
             });
         };
+        let Some(earliest) = self.earliest else {
+            return Ok(Live::All(chains));
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if self.expiration.is_some_and(|exp| exp <= now) {
+        if now < earliest {
+            return Ok(Live::All(chains));
+        }
+        let live: Vec<&Links> = chains
+            .iter()
+            .filter(|c| c.expiration.is_none_or(|exp| now < exp))
+            .collect();
+        if live.is_empty() {
             return Err(Error::InvalidClaim {
                 token: Box::new(Cid::default()),
                 reason: "the capability token has expired; sign it again".into(),
             });
         }
-        Ok(caps)
+        Ok(Live::Some(live))
     }
 
     fn args(&self, args: &[(&str, &str)]) -> Ipld {
@@ -228,12 +287,81 @@ impl ScopedChain {
         Ipld::Map(all)
     }
 
+    /// Asks `check` of each chain of `live`: allowed when one chain allows; otherwise the
+    /// refusal of the closest chain (see [`closest`]), saying what was `asked` when there are
+    /// several.
+    fn any(
+        &self,
+        live: &Live<'_>,
+        asked: impl FnOnce() -> String,
+        check: impl Fn(&[Capability]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let (all, live): (usize, Vec<&Links>) = match live {
+            Live::All([one]) => return check(&one.links),
+            Live::All(chains) => (chains.len(), chains.iter().collect()),
+            Live::Some(chains) => (self.chains().count(), chains.clone()),
+        };
+        let mut best: Option<(usize, Error)> = None;
+        for (i, chain) in live.iter().enumerate() {
+            match check(&chain.links) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if best.as_ref().is_none_or(|(_, b)| rank(&e) > rank(b)) {
+                        best = Some((i, e));
+                    }
+                }
+            }
+        }
+        let Some((i, e)) = best else {
+            return Err(Error::InvalidClaim {
+                token: Box::new(Cid::default()),
+                reason: format!("the component carries no capability for {}", asked()),
+            });
+        };
+        if all == 1 {
+            return Err(e);
+        }
+        let leaf = live
+            .get(i)
+            .and_then(|c| c.links.last())
+            .map_or_else(|| "/".to_owned(), |c| c.command.to_string());
+        let why = |reason: String| {
+            format!(
+                "none of the component's {all} capabilities allows {}; the closest (`{leaf}`) \
+                 refuses: {reason}",
+                asked()
+            )
+        };
+        Err(match e {
+            Error::MatchError {
+                token,
+                statement,
+                reason,
+            } => Error::MatchError {
+                token,
+                statement,
+                reason: why(reason),
+            },
+            Error::InvalidClaim { token, reason } => Error::InvalidClaim {
+                token,
+                reason: why(reason),
+            },
+            other => other,
+        })
+    }
+
     /// Whether the chain allows `command` with the fixed arguments plus `args`:
     /// [`Error::InvalidClaim`] when a link does not cover the command (or there is no token, or
     /// it expired), [`Error::MatchError`] when a link's policy refuses the arguments. `.path`
-    /// is read as a path (a grant on a directory covers what is under it). Memoized.
+    /// is read as a path (a grant on a directory covers what is under it). With several chains,
+    /// allowed when one allows. Memoized.
     pub fn allows(&self, command: &Command, args: &[(&str, &str)]) -> Result<(), Error> {
-        let caps = self.live(command)?;
+        let live = self.live(command)?;
+        let asked = || describe(command, args);
+        if let Live::Some(_) = live {
+            let all = self.args(args);
+            return self.any(&live, asked, |caps| Self::rule(caps, command, &all));
+        }
         let key: MemoKey = (
             command.clone(),
             args.iter()
@@ -244,7 +372,8 @@ impl ScopedChain {
         if let Some(answer) = memo.get(&key) {
             return answer.clone();
         }
-        let answer = Self::rule(caps, command, &self.args(args));
+        let all = self.args(args);
+        let answer = self.any(&live, asked, |caps| Self::rule(caps, command, &all));
         if memo.len() >= MEMO_ENTRIES {
             memo.clear();
         }
@@ -257,7 +386,7 @@ impl ScopedChain {
     /// `args`: every link must cover one of `commands`, and no statement of any policy may be
     /// false whatever `open` is (a statement that may read `open` counts as possibly true; it
     /// is decided when the value is known). So a chain limited to another database is refused
-    /// here, naming its statement on `.db`.
+    /// here, naming its statement on `.db`. With several chains, allowed when one allows.
     pub fn reachable(
         &self,
         commands: &[Command],
@@ -265,61 +394,87 @@ impl ScopedChain {
         open: &str,
     ) -> Result<(), Error> {
         let first = commands.first().cloned().unwrap_or_else(Command::top);
-        let caps = self.live(&first)?;
-        let covered = commands
-            .iter()
-            .any(|cmd| caps.iter().all(|c| c.command.covers(cmd)));
-        if !covered {
-            return Err(uncovered(caps, &first));
-        }
-        let args = self.args(args);
-        for cap in caps {
-            for st in cap.policy.statements() {
-                if partial(st, &args, open) == Tri::False {
-                    return Err(Error::MatchError {
-                        token: Box::new(cap.delegation),
-                        statement: st.to_string(),
-                        reason: format!(
-                            "the statement is false for these arguments whatever `.{open}` is; \
-                             the capability does not reach them"
-                        ),
-                    });
+        let live = self.live(&first)?;
+        let all = self.args(args);
+        let asked = || format!("{} with any `{open}`", describe(&first, args));
+        self.any(&live, asked, |caps| {
+            let covered = commands
+                .iter()
+                .any(|cmd| caps.iter().all(|c| c.command.covers(cmd)));
+            if !covered {
+                return Err(uncovered(caps, &first));
+            }
+            for cap in caps {
+                for st in cap.policy.statements() {
+                    if partial(st, &all, open) == Tri::False {
+                        return Err(Error::MatchError {
+                            token: Box::new(cap.delegation),
+                            statement: st.to_string(),
+                            reason: format!(
+                                "the statement is false for these arguments whatever `.{open}` \
+                                 is; the capability does not reach them"
+                            ),
+                        });
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Whether the chain allows `command` for *every* value of the argument `open` (for a
     /// database: every table, present and future), with the fixed arguments plus `args`: every
     /// link covers the command and every statement of every policy holds without depending on
-    /// `open`.
+    /// `open`. With several chains, allowed when one allows.
     pub fn allows_every(
         &self,
         command: &Command,
         args: &[(&str, &str)],
         open: &str,
     ) -> Result<(), Error> {
-        let caps = self.live(command)?;
-        if !caps.iter().all(|c| c.command.covers(command)) {
-            return Err(uncovered(caps, command));
-        }
-        let args = self.args(args);
-        for cap in caps {
-            for st in cap.policy.statements() {
-                if partial(st, &args, open) != Tri::True {
-                    return Err(Error::MatchError {
-                        token: Box::new(cap.delegation),
-                        statement: st.to_string(),
-                        reason: format!(
-                            "the statement limits `.{open}`, but this needs every value of it"
-                        ),
-                    });
+        let live = self.live(command)?;
+        let all = self.args(args);
+        let asked = || format!("{} for every `{open}`", describe(command, args));
+        self.any(&live, asked, |caps| {
+            if !caps.iter().all(|c| c.command.covers(command)) {
+                return Err(uncovered(caps, command));
+            }
+            for cap in caps {
+                for st in cap.policy.statements() {
+                    if partial(st, &all, open) != Tri::True {
+                        return Err(Error::MatchError {
+                            token: Box::new(cap.delegation),
+                            statement: st.to_string(),
+                            reason: format!(
+                                "the statement limits `.{open}`, but this needs every value of \
+                                 it"
+                            ),
+                        });
+                    }
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+/// How close a chain's refusal is to an allowance: a chain whose commands cover the ask but
+/// whose policy refuses its arguments is closer than one about another command.
+fn rank(e: &Error) -> u8 {
+    match e {
+        Error::MatchError { .. } => 1,
+        _ => 0,
+    }
+}
+
+/// An ask in words: `` `/fs/write` with path `/site/a` ``.
+fn describe(command: &Command, args: &[(&str, &str)]) -> String {
+    let mut out = format!("`{command}`");
+    for (i, (k, v)) in args.iter().enumerate() {
+        out.push_str(if i == 0 { " with " } else { ", " });
+        out.push_str(&format!("{k} `{v}`"));
+    }
+    out
 }
 
 /// The refusal of the first link that does not cover `cmd` (worded as [`crate::authorize`]
@@ -563,6 +718,104 @@ mod tests {
                 .name(),
             "InvalidClaim"
         );
+    }
+
+    fn chains(chains: Vec<(Vec<Capability>, Option<u64>)>) -> ScopedChain {
+        ScopedChain::with_chains(
+            Some(chains),
+            BTreeMap::from([("tenant".to_owned(), s("acme"))]),
+        )
+    }
+
+    #[test]
+    fn several_chains_allow_what_one_allows_and_nothing_more() {
+        // `/fs/read` on /site, and `/db` on table `notes`: two chains, not one wide one.
+        let c = chains(vec![
+            (
+                vec![link("/fs/read", vec![stmt("==", ".path", s("/site"))])],
+                None,
+            ),
+            (
+                vec![link("/db", vec![stmt("==", ".table", s("notes"))])],
+                None,
+            ),
+        ]);
+        assert_eq!(c.chains().count(), 2);
+        assert!(c.allows(&cmd("/fs/read"), &[("path", "/site/a")]).is_ok());
+        assert!(
+            c.allows(&cmd("/db/write"), &[("db", "app"), ("table", "notes")])
+                .is_ok()
+        );
+        // Writing /site: the fs chain covers the path but not the command, the db chain
+        // neither; the refusal says what was asked.
+        let e = c
+            .allows(&cmd("/fs/write"), &[("path", "/site/a")])
+            .unwrap_err();
+        assert_eq!(e.name(), "InvalidClaim");
+        let text = e.to_string();
+        assert!(
+            text.contains(
+                "none of the component's 2 capabilities allows `/fs/write` with path `/site/a`"
+            ),
+            "{text}"
+        );
+        // Another table: the closest is the db chain (it covers the command), named.
+        let e = c
+            .allows(&cmd("/db/read"), &[("db", "app"), ("table", "secrets")])
+            .unwrap_err();
+        assert_eq!(e.name(), "MatchError");
+        let text = e.to_string();
+        assert!(text.contains("the closest (`/db`) refuses"), "{text}");
+        assert!(text.contains(".table"), "{text}");
+        // Reading outside /site.
+        let e = c
+            .allows(&cmd("/fs/read"), &[("path", "/secret")])
+            .unwrap_err();
+        assert!(e.to_string().contains("the closest (`/fs/read`)"), "{e}");
+        // The questions asked before the table is known.
+        let db_cmds: Vec<Command> = Action::ALL
+            .iter()
+            .map(|a| a.command("/db").unwrap())
+            .collect();
+        assert!(c.reachable(&db_cmds, &[("db", "app")], "table").is_ok());
+        assert!(
+            c.allows_every(&cmd("/db/read"), &[("db", "app")], "table")
+                .unwrap_err()
+                .to_string()
+                .contains("for every `table`")
+        );
+        let wide = chains(vec![
+            (vec![link("/fs/read", vec![])], None),
+            (vec![link("/db", vec![])], None),
+        ]);
+        assert!(
+            wide.allows_every(&cmd("/db/read"), &[("db", "app")], "table")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn each_chain_expires_on_its_own() {
+        let c = chains(vec![
+            (vec![link("/fs/read", vec![])], Some(1)),
+            (vec![link("/db", vec![])], None),
+        ]);
+        let e = c.allows(&cmd("/fs/read"), &[("path", "/a")]).unwrap_err();
+        assert_eq!(e.name(), "InvalidClaim");
+        assert!(
+            c.allows(&cmd("/db/read"), &[("db", "a"), ("table", "t")])
+                .is_ok()
+        );
+        let all_old = chains(vec![
+            (vec![link("/fs/read", vec![])], Some(1)),
+            (vec![link("/db", vec![])], Some(2)),
+        ]);
+        let e = all_old
+            .allows(&cmd("/db/read"), &[("db", "a"), ("table", "t")])
+            .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        // An empty list of chains allows nothing.
+        assert!(chains(vec![]).allows(&cmd("/fs/read"), &[]).is_err());
     }
 
     #[test]

@@ -30,12 +30,27 @@ pub fn read_chain(path: &Path) -> anyhow::Result<Vec<Delegation>> {
 }
 
 /// Reads a delegation chain from a chain file, or from the `ucan` section of a signed
-/// component (a file that starts with the WebAssembly magic bytes).
+/// component (a file that starts with the WebAssembly magic bytes) that carries one chain.
 pub fn read_chain_or_component(path: &Path) -> anyhow::Result<Vec<Delegation>> {
+    let mut chains = read_chains_or_component(path)?;
+    match chains.pop() {
+        Some(chain) if chains.is_empty() => Ok(chain),
+        _ => anyhow::bail!(
+            "{} carries {} capability chains, not one; see them with `zero inspect`",
+            path.display(),
+            chains.len() + 1
+        ),
+    }
+}
+
+/// Reads the delegation chains of a chain file (one chain), or of the `ucan` section of a
+/// signed component (a file that starts with the WebAssembly magic bytes; one chain per
+/// capability it was signed with).
+pub fn read_chains_or_component(path: &Path) -> anyhow::Result<Vec<Vec<Delegation>>> {
     let bytes =
         std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     if !bytes.starts_with(b"\0asm") {
-        return read_chain(path);
+        return Ok(vec![read_chain(path)?]);
     }
     let sections = zero_component::custom_sections(&bytes)?;
     let section = sections
@@ -50,7 +65,7 @@ pub fn read_chain_or_component(path: &Path) -> anyhow::Result<Vec<Delegation>> {
     let data = bytes
         .get(section.data.clone())
         .ok_or_else(|| anyhow::anyhow!("{}: the `ucan` section is cut short", path.display()))?;
-    zero_auth::component::decode_section(data)
+    zero_auth::component::decode_chains(data)
         .map_err(|e| anyhow::anyhow!("{}: the embedded token is unreadable: {e}", path.display()))
 }
 

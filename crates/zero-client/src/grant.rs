@@ -107,27 +107,107 @@ pub fn extend_chain(
     Ok(out)
 }
 
-/// Signs a component: appends a delegation bound to its content hash (`.component`) to `chain`
-/// and embeds the whole chain in the `ucan` custom section (replacing any previous one).
+/// Parses one capability as written on a command line: a command, optionally followed by a
+/// policy in JSON, e.g. `/fs/read [["==", ".path", "/site"]]` or `/db` (no policy: the
+/// command's whole scope within the chain).
+pub fn parse_capability(spec: &str, expires_in: Option<u64>) -> anyhow::Result<Grant> {
+    let spec = spec.trim();
+    let (command, policy) = match spec.find(char::is_whitespace) {
+        Some(i) => (&spec[..i], spec[i..].trim()),
+        None => (spec, "[]"),
+    };
+    let example = r#"write it as a command and an optional JSON policy, e.g. '/fs/read [["==", ".path", "/site"]]' or '/db'"#;
+    if command.is_empty() {
+        anyhow::bail!("the capability is empty; {example}");
+    }
+    Command::parse(command).map_err(|e| {
+        anyhow::anyhow!("capability `{spec}`: `{command}` is not a command ({e}); {example}")
+    })?;
+    let policy =
+        parse_policy(policy).map_err(|e| anyhow::anyhow!("capability `{spec}`: {e}; {example}"))?;
+    Ok(Grant {
+        command: command.to_owned(),
+        policy,
+        expires_in,
+    })
+}
+
+/// Signs a component with one capability: [`sign_component_grants`] with one grant.
 pub fn sign_component(
     bytes: &[u8],
     key: &Keypair,
     chain: &[Delegation],
     grant: &Grant,
 ) -> anyhow::Result<Vec<u8>> {
+    sign_component_grants(bytes, key, chain, std::slice::from_ref(grant))
+}
+
+/// Signs a component with exactly the capabilities `grants`: for each grant, a delegation
+/// bound to the component's content hash (`.component`) extends `chain` (held by `key`), and
+/// the chains are embedded in the `ucan` custom section (replacing any previous one; one grant
+/// gives the one-chain form every node reads). The node allows a host call when one of them
+/// allows it. Refuses no grant, more than [`zero_auth::component::MAX_CHAINS`], and a grant
+/// given twice.
+pub fn sign_component_grants(
+    bytes: &[u8],
+    key: &Keypair,
+    chain: &[Delegation],
+    grants: &[Grant],
+) -> anyhow::Result<Vec<u8>> {
+    let max = zero_auth::component::MAX_CHAINS;
+    if grants.is_empty() {
+        anyhow::bail!(
+            "no capability to sign the component with; name at least one (e.g. `--cap /fs/read`)"
+        );
+    }
+    if grants.len() > max {
+        anyhow::bail!(
+            "{} capabilities, more than the {max} a component may carry; merge those with the \
+             same command into one policy with `or`",
+            grants.len()
+        );
+    }
+    for (i, g) in grants.iter().enumerate() {
+        if let Some(j) = grants[..i]
+            .iter()
+            .position(|o| o.command == g.command && o.policy == g.policy)
+        {
+            anyhow::bail!(
+                "capability {} (`{}` {}) repeats capability {}; give each capability once",
+                i + 1,
+                g.command,
+                g.policy,
+                j + 1
+            );
+        }
+    }
     zero_component::expect_component(bytes, "the input")?;
     let unsigned = zero_component::strip_custom_section(bytes, zero_component::UCAN_SECTION)?;
     let hash = zero_component::content_hash(&unsigned)?.to_string();
-    let bound = Grant {
-        policy: with_statement(
-            grant.policy.clone(),
-            zero_auth::component::binding_statement(&hash),
-        ),
-        ..grant.clone()
-    };
-    let full = extend_chain(key, chain, key.did(), &bound)?;
+    let chains = grants
+        .iter()
+        .map(|grant| {
+            let bound = Grant {
+                policy: with_statement(
+                    grant.policy.clone(),
+                    zero_auth::component::binding_statement(&hash),
+                ),
+                ..grant.clone()
+            };
+            extend_chain(key, chain, key.did(), &bound)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let section =
-        zero_auth::component::encode_section(&full).map_err(|e| anyhow::anyhow!("{e}"))?;
+        zero_auth::component::encode_chains(&chains).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if section.len() > zero_auth::component::MAX_SECTION_SIZE {
+        anyhow::bail!(
+            "the {} capabilities take {} bytes, more than the {} bytes a component's token may \
+             take; use fewer capabilities or a shorter chain",
+            grants.len(),
+            section.len(),
+            zero_auth::component::MAX_SECTION_SIZE
+        );
+    }
     Ok(zero_component::append_custom_section(
         &unsigned,
         zero_component::UCAN_SECTION,
@@ -155,6 +235,34 @@ mod tests {
         assert_eq!(chain[1].subject(), Some(admin.did()));
         let err = extend_chain(&other, std::slice::from_ref(&d), owner.did(), &grant).unwrap_err();
         assert!(err.to_string().contains("held by"), "{err}");
+    }
+
+    #[test]
+    fn capabilities_parse_from_the_command_line_with_clear_errors() {
+        let g = parse_capability(r#"/fs/read [["==", ".path", "/site"]]"#, Some(5)).unwrap();
+        assert_eq!(g.command, "/fs/read");
+        assert_eq!(
+            g.policy,
+            parse_policy(r#"[["==", ".path", "/site"]]"#).unwrap()
+        );
+        assert_eq!(g.expires_in, Some(5));
+        let g = parse_capability("  /db  ", None).unwrap();
+        assert_eq!(
+            (g.command.as_str(), g.policy.statements().len()),
+            ("/db", 0)
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("fs/read", "not a command"),
+            ("/fs/read [[", "not JSON"),
+            (r#"/fs/read [["~~", ".path", 1]]"#, "invalid policy"),
+        ] {
+            let e = parse_capability(bad, None).unwrap_err().to_string();
+            assert!(
+                e.contains(why) && e.contains("e.g. '/fs/read"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

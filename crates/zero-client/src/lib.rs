@@ -20,10 +20,12 @@ mod grant;
 
 pub use api::{ApiError, Client};
 pub use files::{
-    load_key, parse_remote, read_chain, read_chain_or_component, write_chain, write_file_atomically,
+    load_key, parse_remote, read_chain, read_chain_or_component, read_chains_or_component,
+    write_chain, write_file_atomically,
 };
 pub use grant::{
-    Grant, extend_chain, json_to_ipld, owner_delegation, parse_policy, sign_component,
+    Grant, extend_chain, json_to_ipld, owner_delegation, parse_capability, parse_policy,
+    sign_component, sign_component_grants,
 };
 
 /// Unix seconds now.

@@ -684,14 +684,18 @@ impl Api {
             .revocations
             .add(&self.state, cid, record, now)?;
         let stopped = self.apps.retain(|app| {
-            let relies = |chain: &Option<Arc<zero_auth::Chain>>| {
-                chain
-                    .as_ref()
-                    .is_some_and(|c| c.capabilities().iter().any(|c| c.delegation == cid))
-            };
-            if relies(&app.settings.capabilities) {
+            let relies =
+                |chain: &zero_auth::Chain| chain.capabilities().iter().any(|c| c.delegation == cid);
+            // A component with several capabilities stops when any of its chains relies on it.
+            if app
+                .settings
+                .capabilities
+                .iter()
+                .flat_map(|c| c.iter())
+                .any(relies)
+            {
                 Some(format!("its capability token {cid} was revoked"))
-            } else if relies(&app.settings.owner_credential) {
+            } else if app.settings.owner_credential.as_deref().is_some_and(relies) {
                 Some(format!(
                     "the owner's credential {cid} its code was deployed with was revoked"
                 ))

@@ -67,13 +67,15 @@ pub struct Authority {
 }
 
 impl Authority {
-    /// Checks the capability token embedded in `component` for `tenant`. `Ok(None)` when the
-    /// component carries no token (it then gets no capabilities).
+    /// Checks the capability token embedded in `component` for `tenant`: every chain of its
+    /// `ucan` section (one per capability), all for `tenant` and the component's hash; a
+    /// refusal names the chain. `Ok(None)` when the component carries no token (it then gets no
+    /// capabilities).
     pub fn verify_component(
         &self,
         component: &Component,
         tenant: &str,
-    ) -> Result<Option<Chain>, Refusal> {
+    ) -> Result<Option<Vec<Chain>>, Refusal> {
         let bytes = component.bytes.as_slice();
         let sections = zero_component::custom_sections(bytes)
             .map_err(|e| Refusal::new(422, "InvalidComponent", e.to_string()))?;
@@ -97,17 +99,17 @@ impl Authority {
                 "the component's `ucan` section lies outside the file",
             )
         })?;
-        let chain = zero_auth::component::decode_section(data).map_err(Refusal::auth)?;
+        let chains = zero_auth::component::decode_chains(data).map_err(Refusal::auth)?;
         let validator = Validator::new(&self.options).with_revocations(&self.revocations);
-        zero_auth::component::verify_component_chain(
+        zero_auth::component::verify_component_chains(
             &validator,
-            &chain,
+            &chains,
             &component.hash,
             tenant,
             now(),
         )
         .map(Some)
-        .map_err(Refusal::auth)
+        .map_err(|r| Refusal::new(403, r.error.name(), r.to_string()))
     }
 }
 
@@ -230,14 +232,14 @@ pub async fn build_app(
     // The component's capability checker, made once for the deployment (see
     // `zero_auth::ScopedChain`): every instance's providers share its answers.
     let grants = Arc::new(zero_auth::ScopedChain::of_component(
-        capabilities.as_ref(),
+        capabilities.as_deref(),
         &spec.tenant,
         Some(&hash),
     ));
     let mut settings = AppSettings {
         allowed_outbound_hosts: spec.allowed_outbound_hosts,
         component: Some(hash),
-        capabilities: capabilities.map(Arc::new),
+        capabilities: capabilities.map(Arc::from),
         grants,
         owner_credential: spec.owner_credential,
         not_after: None,

@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub limits: zerocore::Limits,
     /// `[engine]`
     pub engine: EngineSection,
+    /// `[pool]`: how the pooling allocator recycles instance memory between requests (zerocore).
+    pub pool: zerocore::PoolSettings,
     /// `[admin]`: the management API.
     pub admin: AdminSection,
     /// `[fs]`: the tenant file store (zerofs).
@@ -588,6 +590,30 @@ mod tests {
         assert!(e.contains("memroy"), "{e}");
         let e = NodeConfig::parse("[cache]\nmemory = 0\n", Path::new(".")).unwrap_err();
         assert!(e.contains("[cache] memory"), "{e}");
+    }
+
+    #[test]
+    fn pool_section_has_the_cores_defaults_and_reads_sizes() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(c.pool, zerocore::PoolSettings::default());
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.pool, zerocore::PoolSettings::default());
+        let c = NodeConfig::parse(
+            "[pool]\nmemory_keep_resident = \"1 MiB\"\ntable_keep_resident = 0\nwarm_slots = 8\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.pool.memory_keep_resident,
+                c.pool.table_keep_resident,
+                c.pool.warm_slots
+            ),
+            (1 << 20, 0, 8)
+        );
+        let e = NodeConfig::parse("[pool]\nkeep_resident = 1\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("keep_resident"), "{e}");
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Node {
             limits: config.limits.clone(),
             pooling: config.engine.pooling,
             pool_instances: (config.http.max_concurrent as u32).saturating_add(16),
+            pool: config.pool.clone(),
         };
         let fs_root = data_dir.join("fs");
         let fs = {

@@ -48,9 +48,10 @@ pub struct AppSettings {
     pub allowed_outbound_hosts: Vec<String>,
     /// The component's content hash (`sha256:…`), when known.
     pub component: Option<String>,
-    /// The capabilities granted by the component's embedded token, verified at deploy. `None`:
-    /// the component carries no token and gets no capabilities.
-    pub capabilities: Option<Arc<zero_auth::Chain>>,
+    /// The capabilities granted by the component's embedded token, verified at deploy: one
+    /// chain per capability the component was signed with. `None`: the component carries no
+    /// token and gets no capabilities.
+    pub capabilities: Option<Arc<[zero_auth::Chain]>>,
     /// The capability checker of the component, made once per deployment from
     /// [`AppSettings::capabilities`] with its tenant and content hash
     /// ([`zero_auth::ScopedChain::of_component`]): every provider asks it, and its answers are
@@ -68,10 +69,11 @@ impl AppSettings {
     /// The earliest expiry of the capability token and the owner's credential, for
     /// [`AppSettings::not_after`].
     pub fn earliest_expiry(&self) -> Option<u64> {
-        [&self.capabilities, &self.owner_credential]
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.expiration())
+        self.capabilities
+            .iter()
+            .flat_map(|chains| chains.iter())
+            .chain(self.owner_credential.as_deref())
+            .filter_map(zero_auth::Chain::expiration)
             .min()
     }
 
@@ -81,9 +83,15 @@ impl AppSettings {
         if now < at {
             return None;
         }
-        let which = match &self.capabilities {
-            Some(c) if c.expiration() == Some(at) => "the component's capability token",
-            _ => "the owner's credential the code was deployed with",
+        let token = self
+            .capabilities
+            .iter()
+            .flat_map(|chains| chains.iter())
+            .any(|c| c.expiration() == Some(at));
+        let which = if token {
+            "the component's capability token"
+        } else {
+            "the owner's credential the code was deployed with"
         };
         Some(format!(
             "{which} expired at {at} (Unix seconds); sign the component again with a valid \
@@ -101,6 +109,32 @@ impl AppSettings {
             .filter_map(|entry| HostPattern::parse(entry).ok())
             .any(|p| p.matches(host, port))
     }
+}
+
+/// The words of a run-time refusal for a capability the app's code used but was not granted:
+/// what was refused and the line of the app manifest (`zero.toml`) that grants it, e.g.
+/// `not granted: /fs/read on /secret/a.txt; add to zero.toml: [capabilities.files] read =
+/// ["/secret"]`. Each provider renders its own `what` and `manifest` line (see
+/// [`toml_list`]) and logs this in the app's log line for the refused call.
+pub fn not_granted(what: &str, manifest: &str) -> String {
+    format!("not granted: {what}; add to zero.toml: {manifest}")
+}
+
+/// A one-element TOML array of the basic string `value` (`["/site"]`), with `"`, `\` and
+/// control characters escaped so that the line can be pasted into `zero.toml` as is.
+pub fn toml_list(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 4);
+    out.push_str("[\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push_str("\"]");
+    out
 }
 
 /// The host part of a [`HostPattern`].
@@ -406,6 +440,19 @@ pub trait EventProvider: Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_hints_are_pastable_manifest_lines() {
+        assert_eq!(toml_list("/site"), r#"["/site"]"#);
+        assert_eq!(toml_list("a\"b\\c\n"), r#"["a\"b\\c\u000A"]"#);
+        assert_eq!(
+            not_granted(
+                "/fs/read on /secret/a.txt",
+                "[capabilities.files] read = [\"/secret\"]"
+            ),
+            r#"not granted: /fs/read on /secret/a.txt; add to zero.toml: [capabilities.files] read = ["/secret"]"#
+        );
+    }
 
     #[test]
     fn outbound_policy_matches_host_and_port() {

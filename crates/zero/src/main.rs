@@ -96,13 +96,19 @@ enum Command {
         #[arg(long)]
         proof: PathBuf,
         /// The capability the component gets, e.g. `/fs/read` or `/db` (with --policy to scope
-        /// it). Required: name what the component needs; `/` grants everything your chain
-        /// allows (every file and database of the tenant).
-        #[arg(long)]
-        cmd: String,
-        /// Policy on the arguments, as JSON.
-        #[arg(long, default_value = "[]")]
+        /// it). Required (or --cap): name what the component needs; `/` grants everything your
+        /// chain allows (every file and database of the tenant).
+        #[arg(long, required_unless_present = "caps", conflicts_with = "caps")]
+        cmd: Option<String>,
+        /// Policy on the arguments of --cmd, as JSON.
+        #[arg(long, default_value = "[]", conflicts_with = "caps")]
         policy: String,
+        /// One capability the component gets, as a command and an optional JSON policy
+        /// (repeatable; instead of --cmd/--policy): e.g. `--cap '/fs/read [["==", ".path",
+        /// "/site"]]' --cap '/db [["==", ".table", "notes"]]'`. A host call is allowed when
+        /// one of them allows it.
+        #[arg(long = "cap", value_name = "CAPABILITY")]
+        caps: Vec<String>,
         /// Seconds until the token expires (default: never).
         #[arg(long)]
         expires_in: Option<u64>,
@@ -110,33 +116,78 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
-    /// Deploy a component into a tenant over the management API.
+    /// Deploy a component into a tenant over the management API; without a file, build the
+    /// project here (its zero.toml: routes, schedules, outgoing hosts, capabilities), sign it
+    /// with --key and --proof, and deploy every app.
     Deploy {
-        /// The component (signed or not).
-        file: PathBuf,
+        /// The component (signed or not); omit it to build and deploy the project in --path.
+        file: Option<PathBuf>,
         /// The tenant.
         #[arg(long)]
         tenant: String,
         /// The app's name (default: the file name without extensions).
-        #[arg(long)]
+        #[arg(long, requires = "file")]
         app: Option<String>,
-        /// A route: /path or host/path (repeatable; at least one route or one schedule).
-        #[arg(long = "route", required_unless_present = "schedules")]
+        /// A route: /path or host/path (repeatable; with a file, at least one route or one
+        /// schedule).
+        #[arg(long = "route", requires = "file")]
         routes: Vec<String>,
         /// A schedule that runs the component's `zero:chrono/tick-handler` (repeatable):
         /// `name=EXPRESSION[;tz=ZONE][;catch_up=last][;retries=N]`, with a cron expression
         /// with seconds (`tick=*/5 * * * * *`) or an interval (`sync=every 30s`). Needs
         /// `/chrono/schedule` in the chain.
-        #[arg(long = "schedule")]
+        #[arg(long = "schedule", requires = "file")]
         schedules: Vec<String>,
         /// A host the app may reach with outgoing HTTP (repeatable): `host`, `host:port`,
         /// `*.domain` or `*`, within the node's `[outbound] allowed_hosts_ceiling`; only public
         /// addresses unless the node's operator allows others.
-        #[arg(long = "allow-outbound")]
+        #[arg(long = "allow-outbound", requires = "file")]
         outbound: Vec<String>,
+        /// Without a file: the project directory.
+        #[arg(long, default_value = ".", conflicts_with = "file")]
+        path: PathBuf,
+        /// Without a file: also upload the manifests' [[seed]] files (replacing those files).
+        #[arg(long, conflicts_with = "file")]
+        seed: bool,
         #[command(flatten)]
         auth: ApiAuth,
     },
+    /// Create a project: Cargo.toml, src/lib.rs, zero.toml and the SDK (then `zero up`).
+    New {
+        /// The project's (and app's) name: a-z, 0-9, `-`, `_`, starting with a letter.
+        name: String,
+        /// What it starts as: http (Hello, World!), todo (a JSON API over zerodb) or cron (a
+        /// schedule and a page).
+        #[arg(long, default_value = "http")]
+        template: zero_dev::new::Template,
+    },
+    /// Build the project's apps for wasm32-wasip2 and sign each as NAME.zero.wasm with exactly
+    /// the capabilities its zero.toml names (with your local development key unless --key
+    /// and --proof are given).
+    Build {
+        /// The project directory (an app, or a cargo workspace of apps).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// Sign with this key instead of the local development key (with --proof).
+        #[arg(long, requires = "proof")]
+        key: Option<PathBuf>,
+        /// The chain --key holds (e.g. from `zero tenant create` on the node you deploy to).
+        #[arg(long, requires = "key")]
+        proof: Option<PathBuf>,
+    },
+    /// Run the project on a local node: build, deploy, serve, rebuild and redeploy on every
+    /// change, stream the apps' logs. Ctrl-C stops.
+    Up {
+        /// The project directory (an app, or a cargo workspace of apps).
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// The local node's HTTP address (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: std::net::SocketAddr,
+    },
+    /// The app manifest, zero.toml.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// List or remove deployed apps.
     #[command(subcommand)]
     Apps(AppsCommand),
@@ -184,6 +235,18 @@ enum Command {
         /// Arguments passed to the component.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print the JSON schema of zero.toml (for editors).
+    Schema,
+    /// Check a zero.toml and print the capabilities it grants, as signed.
+    Check {
+        /// The manifest.
+        #[arg(default_value = "zero.toml")]
+        file: PathBuf,
     },
 }
 
@@ -601,11 +664,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .filter(|s| s.name == zero_component::UCAN_SECTION)
                 {
-                    match zero_auth::component::decode_section(&bytes[sec.data.clone()]) {
-                        Ok(chain) => {
-                            println!("capabilities (ucan chain, root first):");
-                            for line in render::describe_chain(&chain) {
-                                println!("  {line}");
+                    match zero_auth::component::decode_chains(&bytes[sec.data.clone()]) {
+                        Ok(chains) => {
+                            for line in render::describe_chains(&chains) {
+                                println!("{line}");
                             }
                         }
                         Err(e) => println!("capabilities: the ucan section is invalid: {e}"),
@@ -684,18 +746,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             proof,
             cmd,
             policy,
+            caps,
             expires_in,
             output,
         } => {
             let bytes = read(&input)?;
             let key = zero_client::load_key(&key)?;
             let chain = zero_client::read_chain(&proof)?;
-            let grant = zero_client::Grant {
-                command: cmd,
-                policy: zero_client::parse_policy(&policy)?,
-                expires_in,
+            let grants = match cmd {
+                Some(command) => vec![zero_client::Grant {
+                    command,
+                    policy: zero_client::parse_policy(&policy)?,
+                    expires_in,
+                }],
+                None => caps
+                    .iter()
+                    .map(|c| zero_client::parse_capability(c, expires_in))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
             };
-            let signed = zero_client::sign_component(&bytes, &key, &chain, &grant)?;
+            let signed = zero_client::sign_component_grants(&bytes, &key, &chain, &grants)?;
             std::fs::write(&output, &signed)
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", output.display()))?;
             println!(
@@ -712,8 +781,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             routes,
             outbound,
             schedules,
+            path,
+            seed,
             auth,
         } => {
+            let Some(file) = file else {
+                let signer = zero_dev::build::Signer {
+                    key: zero_client::load_key(&auth.key)?,
+                    chain: match &auth.proof {
+                        Some(p) => zero_client::read_chain(p)?,
+                        None => vec![],
+                    },
+                };
+                let mut client = client(&auth)?;
+                for v in zero_dev::deploy_project(&path, &signer, &mut client, &tenant, seed)? {
+                    print_json(&v);
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
+            if routes.is_empty() && schedules.is_empty() {
+                anyhow::bail!(
+                    "give the app at least one --route (/path or host/path) or one --schedule"
+                );
+            }
             let bytes = read(&file)?;
             let app = match app {
                 Some(a) => a,
@@ -777,11 +867,66 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             key,
         } => {
             let chain = match &chain {
-                Some(p) => zero_client::read_chain_or_component(p)?,
+                Some(p) => {
+                    pick_chain(p, zero_client::read_chains_or_component(p)?, cid.as_deref())?
+                }
                 None => vec![],
             };
             let mut client = zero_client::Client::new(&api, zero_client::load_key(&key)?, vec![]);
             print_json(&client.revoke_in_chain(cid.as_deref(), &chain)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { name, template } => {
+            let cwd = std::env::current_dir()?;
+            zero_dev::new::new_project(&cwd, &name, template)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { path, key, proof } => {
+            let signer = match (key, proof) {
+                (Some(k), Some(p)) => zero_dev::build::Signer {
+                    key: zero_client::load_key(&k)?,
+                    chain: zero_client::read_chain(&p)?,
+                },
+                _ => {
+                    let id = zero_dev::home::DevIdentity::load_or_create()?;
+                    zero_dev::ui::step(
+                        "key",
+                        &format!(
+                            "signing with your local development key ({}): for a remote node pass the --key and --proof it gave you",
+                            id.dir.display()
+                        ),
+                    );
+                    zero_dev::build::Signer {
+                        key: id.developer,
+                        chain: id.chain,
+                    }
+                }
+            };
+            let project = zero_dev::project::discover(&path)?;
+            for b in zero_dev::build::build(&project, &signer)? {
+                println!("{}", b.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { path, listen } => {
+            let opts = zero_dev::up::UpOptions {
+                dir: path,
+                listen,
+                zero_bin: std::env::current_exe()?,
+            };
+            tokio::task::spawn_blocking(move || zero_dev::up::up(opts)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(ManifestCommand::Schema) => {
+            print_json(&zero_manifest::schema());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(ManifestCommand::Check { file }) => {
+            let m = zero_manifest::Manifest::load(&file)?;
+            println!("{}: ok", file.display());
+            for c in &m.capabilities {
+                println!("  {c}: {} {}", c.command(), c.policy_json());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Fs(cmd) => fs_command(cmd),
@@ -907,5 +1052,37 @@ fn cache_command(cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             print_json(&client(&auth)?.cache_delete(&tenant, &key)?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The chain of `chains` (read from `path`) that holds the delegation `cid` to revoke, or the
+/// only one when no CID is given.
+fn pick_chain(
+    path: &std::path::Path,
+    mut chains: Vec<Vec<zero_auth::Delegation>>,
+    cid: Option<&str>,
+) -> anyhow::Result<Vec<zero_auth::Delegation>> {
+    if let Some(cid) = cid
+        && let Some(i) = chains
+            .iter()
+            .position(|c| c.iter().any(|d| d.cid().to_string() == cid))
+    {
+        return Ok(chains.swap_remove(i));
+    }
+    if chains.len() == 1 {
+        return Ok(chains.swap_remove(0));
+    }
+    match cid {
+        Some(cid) => anyhow::bail!(
+            "{cid} is in none of the {} capability chains of {}; see them with `zero inspect`",
+            chains.len(),
+            path.display()
+        ),
+        None => anyhow::bail!(
+            "{} carries {} capability chains; name the CID of the delegation to revoke (see              `zero inspect {}`)",
+            path.display(),
+            chains.len(),
+            path.display()
+        ),
     }
 }

@@ -117,6 +117,35 @@ pub fn describe_chain(chain: &[Delegation]) -> Vec<String> {
         .collect()
 }
 
+/// A component's capabilities, as `zero inspect` prints them: each capability (its leaf's
+/// command and policy), then its chain (see [`describe_chain`]).
+pub fn describe_chains(chains: &[Vec<Delegation>]) -> Vec<String> {
+    let mut out = Vec::new();
+    let n = chains.len();
+    for (i, chain) in chains.iter().enumerate() {
+        if let Some(leaf) = chain.last() {
+            out.push(format!(
+                "capability {} of {n}: {} {}",
+                i + 1,
+                leaf.command(),
+                leaf.policy()
+            ));
+        }
+        out.push(if n == 1 {
+            "capabilities (ucan chain, root first):".to_owned()
+        } else {
+            "  its ucan chain, root first:".to_owned()
+        });
+        let indent = if n == 1 { "  " } else { "    " };
+        out.extend(
+            describe_chain(chain)
+                .into_iter()
+                .map(|l| format!("{indent}{l}")),
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,23 @@ impl Op {
     }
 }
 
+/// The refusal of `op` on `key` in the words of the app manifest: what was not granted and
+/// the `[capabilities.cache]` line that grants it (the key itself, a prefix of itself; `read`
+/// for reading, `write` for writing, which `write` grants with reading).
+pub fn refusal_hint(op: Op, key: &str) -> String {
+    let field = match op {
+        Op::Read => "read",
+        Op::Write => "write",
+    };
+    zero_provider::not_granted(
+        &format!("{} on key `{key}`", op.command()),
+        &format!(
+            "[capabilities.cache] {field} = {}",
+            zero_provider::toml_list(key)
+        ),
+    )
+}
+
 /// The capabilities of one caller: its [`ScopedChain`] (the one checker every provider uses,
 /// made once per deployment with the caller's `tenant` and `component`), asked with the command
 /// (`/cache/read` or `/cache/write`) and the argument `key`. Any policy of the policy language

@@ -140,9 +140,39 @@ fn run<T>(
     let checked = keys
         .iter()
         .try_for_each(|k| ops.iter().try_for_each(|op| store.grants.check(*op, k)));
-    Ok(checked
-        .and_then(|()| f(&store.cache, &view.invocation.tenant))
-        .map_err(to_wit_error))
+    if let Err(e) = checked {
+        return Ok(Err(refusal(view.invocation, e)));
+    }
+    Ok(f(&store.cache, &view.invocation.tenant).map_err(to_wit_error))
+}
+
+/// The WIT error of a refused check; a refused capability is logged in the app's log line
+/// with the `zero.toml` line that grants it, and the guest's message carries the same line.
+fn refusal(invocation: &Invocation, e: Error) -> wit::Error {
+    let hint = match &e {
+        Error::PermissionDenied { key, command, .. } => {
+            let op = if *command == Op::Read.command() {
+                Op::Read
+            } else {
+                Op::Write
+            };
+            crate::grants::refusal_hint(op, key)
+        }
+        _ => return to_wit_error(e),
+    };
+    tracing::warn!(
+        tenant = %invocation.tenant,
+        app = %invocation.app,
+        request_id = %invocation.request_id,
+        "zerocache: {hint}"
+    );
+    match to_wit_error(e) {
+        wit::Error::PermissionDenied(mut p) => {
+            p.message = format!("{}; {hint}", p.message);
+            wit::Error::PermissionDenied(p)
+        }
+        other => other,
+    }
 }
 
 fn to_vec(v: Option<Arc<[u8]>>) -> Option<Vec<u8>> {

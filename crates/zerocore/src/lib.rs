@@ -110,6 +110,42 @@ impl Default for Limits {
     }
 }
 
+/// How the pooling allocator recycles the memory of a finished request's instance for the next
+/// one: `[pool]` in `zerocore.toml` (keys in brackets).
+///
+/// Every request still gets a fresh instance in a fresh store; these settings only decide how a
+/// slot's pages are reset to the component's initial image before the slot is used again.
+/// Without them every linear memory and table is returned to the kernel with `madvise` after
+/// each request (a system call, TLB shootdowns on every core running the node, and page faults
+/// on the next use); with them up to that many bytes are reset in place (only the pages written
+/// since the slot was last reset, where Linux's `PAGEMAP_SCAN` is available, else the lowest
+/// bytes with `memset`) and stay resident, and the rest is still returned with `madvise`. The
+/// cost is memory: at most `memory_keep_resident` (plus `table_keep_resident` per table) stays
+/// resident for each warm slot, whichever app used it last.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Bytes of each linear memory reset in place and kept resident (`memory_keep_resident`).
+    #[serde(deserialize_with = "zero_provider::settings::size")]
+    pub memory_keep_resident: usize,
+    /// Bytes of each table reset in place and kept resident (`table_keep_resident`).
+    #[serde(deserialize_with = "zero_provider::settings::size")]
+    pub table_keep_resident: usize,
+    /// Finished slots kept warm for reuse (`warm_slots`); a slot beyond them is returned to the
+    /// kernel whole.
+    pub warm_slots: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            memory_keep_resident: 2 << 20,
+            table_keep_resident: 512 << 10,
+            warm_slots: 100,
+        }
+    }
+}
+
 /// How the runtime is built.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -127,6 +163,8 @@ pub struct CoreConfig {
     pub pooling: bool,
     /// Instances the pool can hold at once (should exceed the node's max concurrent requests).
     pub pool_instances: u32,
+    /// How the pool recycles memory between requests.
+    pub pool: PoolSettings,
 }
 
 impl Default for CoreConfig {
@@ -137,6 +175,7 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             pooling: true,
             pool_instances: 300,
+            pool: PoolSettings::default(),
         }
     }
 }
@@ -230,8 +269,9 @@ pub enum Fault {
     },
     /// The wasm stack overflowed.
     StackOverflow,
-    /// The guest panicked (Rust panics print a message, then trap).
-    Panic,
+    /// The guest panicked (Rust panics print a message, then trap): the message and where, as
+    /// the guest printed them on stderr (empty if it printed none).
+    Panic(String),
     /// Another trap (unreachable, out-of-bounds access, …).
     Trap(String),
     /// The wall-clock timeout expired.
@@ -268,7 +308,12 @@ impl Fault {
             return Fault::TableLimit { limit };
         }
         if faults.panicked.load(Ordering::Relaxed) {
-            return Fault::Panic;
+            let message = faults
+                .panic_message
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_else(|p| p.into_inner().clone());
+            return Fault::Panic(message);
         }
         match trap {
             Some(t) => Fault::Trap(t.to_string()),
@@ -283,7 +328,7 @@ impl Fault {
             Fault::MemoryLimit { .. } => "the app exceeded its memory limit",
             Fault::TableLimit { .. } => "the app exceeded its table limit",
             Fault::StackOverflow => "the app overflowed its stack",
-            Fault::Panic => "the app panicked",
+            Fault::Panic(_) => "the app panicked",
             Fault::Trap(_) => "the app trapped",
             Fault::WallTimeout { .. } => "the app did not finish within its time limit",
             Fault::Host(_) => "the app failed",
@@ -298,7 +343,7 @@ impl Fault {
             Fault::MemoryLimit { .. } => "memory_limit",
             Fault::TableLimit { .. } => "table_limit",
             Fault::StackOverflow => "stack_overflow",
-            Fault::Panic => "panic",
+            Fault::Panic(_) => "panic",
             Fault::Trap(_) => "trap",
             Fault::WallTimeout { .. } => "wall_timeout",
             Fault::Host(_) => "host_error",
@@ -317,7 +362,10 @@ impl std::fmt::Display for Fault {
             ),
             Fault::TableLimit { limit } => write!(f, "table limit of {limit} elements reached"),
             Fault::StackOverflow => f.write_str("wasm stack overflow"),
-            Fault::Panic => f.write_str("guest panicked (see its stderr lines above)"),
+            Fault::Panic(m) if m.is_empty() => {
+                f.write_str("guest panicked (see its stderr lines above)")
+            }
+            Fault::Panic(m) => write!(f, "guest panicked: {m}"),
             Fault::Trap(t) => write!(f, "guest trapped: {t}"),
             Fault::WallTimeout { limit_ms } => {
                 write!(f, "wall-clock timeout of {limit_ms} ms expired")
@@ -380,14 +428,14 @@ impl<P: ProviderSet> Drop for Runtime<P> {
 }
 
 /// Builds the wasmtime configuration shared by the node.
-fn engine_config(limits: &Limits, pool: Option<u32>) -> Config {
+fn engine_config(limits: &Limits, pool: Option<(u32, &PoolSettings)>) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
     cfg.epoch_interruption(true);
     cfg.max_wasm_stack(limits.max_stack_bytes);
     cfg.async_stack_size(limits.max_stack_bytes + (1 << 20));
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    if let Some(instances) = pool {
+    if let Some((instances, settings)) = pool {
         let mut p = PoolingAllocationConfig::default();
         p.total_component_instances(instances);
         p.total_core_instances(instances.saturating_mul(8));
@@ -399,7 +447,11 @@ fn engine_config(limits: &Limits, pool: Option<u32>) -> Config {
         p.max_core_instances_per_component(16);
         p.max_memory_size(limits.memory_bytes);
         p.table_elements(limits.table_elements);
-        p.max_unused_warm_slots(instances.min(100));
+        p.max_unused_warm_slots(instances.min(settings.warm_slots));
+        p.linear_memory_keep_resident(settings.memory_keep_resident);
+        p.table_keep_resident(settings.table_keep_resident);
+        // Reset only the pages a request wrote, where the kernel can say which (Linux 6.7+).
+        p.pagemap_scan(wasmtime::Enabled::Auto);
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(p));
     }
     cfg
@@ -409,9 +461,21 @@ impl<P: ProviderSet> Runtime<P> {
     /// Builds the engine (pooling allocator when possible), the linker with the WASI base and
     /// every provider's interfaces, the artifact store, and starts the epoch ticker.
     pub fn new(config: &CoreConfig, providers: P) -> anyhow::Result<Self> {
+        // wasmtime creates an error value on every successful request (disposing of the idle
+        // worker fiber when a store is dropped: "future dropped"), and with RUST_BACKTRACE set
+        // each wasmtime error captures a Rust backtrace: unwinding the stack cost about a
+        // third of the instructions of a hello request (benches/callgrind.sh). The node never
+        // shows those backtraces (errors are logged by their message; a guest's own wasm
+        // backtrace is separate and unaffected), so wasmtime errors capture none. This is the
+        // run-time form of wasmtime's `backtrace` cargo feature, which cannot be turned off
+        // here because the workspace enables wasmtime's default features.
+        wasmtime::error::disable_backtrace();
         let limits = config.limits.clone();
         let (engine, pooling) = if config.pooling {
-            match Engine::new(&engine_config(&limits, Some(config.pool_instances))) {
+            match Engine::new(&engine_config(
+                &limits,
+                Some((config.pool_instances, &config.pool)),
+            )) {
                 Ok(engine) => (engine, true),
                 Err(e) => {
                     tracing::warn!(
@@ -652,12 +716,14 @@ impl<P: ProviderSet> Runtime<P> {
                 GuestStream::Stdout,
                 budget,
                 faults.panicked.clone(),
+                faults.panic_message.clone(),
             ))
             .stderr(GuestLog::new(
                 invocation.clone(),
                 GuestStream::Stderr,
                 budget,
                 faults.panicked.clone(),
+                faults.panic_message.clone(),
             ))
             .allow_tcp(false)
             .allow_udp(false)

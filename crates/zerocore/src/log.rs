@@ -36,14 +36,25 @@ struct LogSink {
     budget: usize,
     truncated: bool,
     panicked: Arc<AtomicBool>,
+    /// The panic message being collected: the lines after `panicked at` up to a `note:` line.
+    panic_message: Arc<Mutex<String>>,
+    /// Whether the lines now arriving belong to a panic message.
+    in_panic: bool,
+    /// Where the panic happened (`src/lib.rs:3:5`).
+    panic_at: String,
+    /// The panic's message so far.
+    panic_text: String,
 }
+
+/// Most bytes of a panic message kept for the request's fault log line.
+pub(crate) const MAX_PANIC_MESSAGE: usize = 1024;
 
 impl LogSink {
     fn emit(&mut self, line: &[u8]) {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches('\r');
-        if self.stream == GuestStream::Stderr && line.contains("panicked at") {
-            self.panicked.store(true, Ordering::Relaxed);
+        if self.stream == GuestStream::Stderr {
+            self.note_panic(line);
         }
         if self.budget < line.len() {
             if !self.truncated {
@@ -68,6 +79,43 @@ impl LogSink {
             stream = self.stream.as_str(),
             "{line}"
         );
+    }
+
+    /// Collects a Rust panic's message for the fault log line. The standard panic hook prints
+    /// `thread '…' panicked at FILE:LINE:COL:`, then the message (one or more lines), then
+    /// usually a `note: run with RUST_BACKTRACE=1 …` line; the message becomes
+    /// `MESSAGE (at FILE:LINE:COL)`.
+    fn note_panic(&mut self, line: &str) {
+        if let Some((_, at)) = line.split_once("panicked at ") {
+            self.panicked.store(true, Ordering::Relaxed);
+            self.in_panic = true;
+            self.panic_at = at.trim_end_matches(':').trim().to_string();
+            self.panic_text.clear();
+        } else if !self.in_panic {
+            return;
+        } else if line.starts_with("note: ") || line.starts_with("stack backtrace:") {
+            self.in_panic = false;
+            return;
+        } else if self.panic_text.len() < MAX_PANIC_MESSAGE {
+            if !self.panic_text.is_empty() {
+                self.panic_text.push(' ');
+            }
+            self.panic_text.push_str(line);
+            if self.panic_text.len() > MAX_PANIC_MESSAGE {
+                let mut end = MAX_PANIC_MESSAGE;
+                while !self.panic_text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                self.panic_text.truncate(end);
+                self.panic_text.push('…');
+            }
+        }
+        let composed = match (self.panic_text.is_empty(), self.panic_at.is_empty()) {
+            (_, true) => self.panic_text.clone(),
+            (true, false) => format!("(at {})", self.panic_at),
+            (false, false) => format!("{} (at {})", self.panic_text, self.panic_at),
+        };
+        *self.panic_message.lock().unwrap_or_else(|p| p.into_inner()) = composed;
     }
 
     fn push(&mut self, mut data: &[u8]) {
@@ -112,6 +160,7 @@ impl GuestLog {
         stream: GuestStream,
         budget: usize,
         panicked: Arc<AtomicBool>,
+        panic_message: Arc<Mutex<String>>,
     ) -> Self {
         GuestLog {
             sink: Arc::new(Mutex::new(LogSink {
@@ -121,6 +170,10 @@ impl GuestLog {
                 budget,
                 truncated: false,
                 panicked,
+                panic_message,
+                in_panic: false,
+                panic_at: String::new(),
+                panic_text: String::new(),
             })),
         }
     }
@@ -173,12 +226,30 @@ mod tests {
             request_id: "r".into(),
             settings: Arc::default(),
         };
-        let log = GuestLog::new(inv, GuestStream::Stderr, 1 << 20, panicked.clone());
+        let message = Arc::new(Mutex::new(String::new()));
+        let log = GuestLog::new(
+            inv,
+            GuestStream::Stderr,
+            1 << 20,
+            panicked.clone(),
+            message.clone(),
+        );
         let mut sink = log.sink.lock().unwrap();
         sink.push(b"one\ntwo");
         assert_eq!(sink.buf, b"two");
         sink.push(b"\nthread 'main' panicked at src/lib.rs:1:1:\n");
         assert!(panicked.load(Ordering::Relaxed));
+        sink.push(b"no todo with id 3\nin two lines\nnote: run with `RUST_BACKTRACE=1`\nlater\n");
+        assert_eq!(
+            *message.lock().unwrap(),
+            "no todo with id 3 in two lines (at src/lib.rs:1:1)"
+        );
+        sink.push(b"thread '<unnamed>' panicked at a.rs:2:3:\n");
+        sink.push(&vec![b'y'; 3000]);
+        sink.push(b"\n");
+        let m = message.lock().unwrap().clone();
+        assert!(m.ends_with("… (at a.rs:2:3)"), "{m}");
+        assert!(m.len() < MAX_PANIC_MESSAGE + 32, "{}", m.len());
         sink.push(&vec![b'x'; MAX_LOG_LINE * 2 + 1]);
         assert_eq!(sink.buf.len(), 1);
     }

@@ -37,6 +37,8 @@ pub(crate) struct Faults {
     pub(crate) cpu_limit: bool,
     /// The guest printed a Rust panic message on stderr.
     pub(crate) panicked: Arc<AtomicBool>,
+    /// The panic's message and location as printed (the lines after `panicked at`), capped.
+    pub(crate) panic_message: Arc<Mutex<String>>,
 }
 
 /// A guest's CPU meter, updated at every epoch tick while the guest runs.

@@ -21,6 +21,55 @@ pub fn table_command(action: Action) -> Result<Command, AuthError> {
     action.command(DB_NAMESPACE)
 }
 
+/// The refusal of `action` on `table` of database `db` in the words of the app manifest: what
+/// was not granted and the `[capabilities.databases.DB]` line that grants it (`read` for
+/// reading, `write` for the other actions, which `write` grants together).
+pub fn refusal_hint(action: Action, db: &str, table: &str) -> String {
+    let key = if action == Action::Read {
+        "read"
+    } else {
+        "write"
+    };
+    zero_provider::not_granted(
+        &format!("{DB_NAMESPACE}/{action} on table `{table}` of database `{db}`"),
+        &format!(
+            "[capabilities.databases.{}] {key} = {}",
+            toml_key(db),
+            zero_provider::toml_list(table)
+        ),
+    )
+}
+
+/// The refusal of opening database `db` (no table is known yet) in the words of the app
+/// manifest: the `[capabilities.databases.DB]` lines that grant tables of it.
+pub fn open_refusal_hint(db: &str) -> String {
+    zero_provider::not_granted(
+        &format!("{DB_NAMESPACE} on database `{db}`"),
+        &format!(
+            "[capabilities.databases.{}] write = [\"TABLE\"] (or read = [\"TABLE\"]), naming \
+             the tables the app uses (\"*\" for every table)",
+            toml_key(db)
+        ),
+    )
+}
+
+/// A database name as a TOML key: bare when it is made of letters, digits, `_` and `-`,
+/// quoted otherwise.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        name.to_owned()
+    } else {
+        let list = zero_provider::toml_list(name);
+        list.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    }
+}
+
 /// The caller's capabilities, asked once per (action, table) that a statement performs.
 ///
 /// The node implements this from the caller's UCAN delegation (`/db/*` commands scoped by `.db`
@@ -153,6 +202,19 @@ mod tests {
         };
         let base = BTreeMap::from([("tenant".to_owned(), s("acme"))]);
         ScopedChain::new(Some(vec![cap]), base, None)
+    }
+
+    #[test]
+    fn refusals_name_the_manifest_line_to_add() {
+        assert_eq!(
+            refusal_hint(Action::Write, "notes", "tags"),
+            "not granted: /db/write on table `tags` of database `notes`; add to zero.toml: \
+             [capabilities.databases.notes] write = [\"tags\"]"
+        );
+        assert!(
+            refusal_hint(Action::Read, "my db", "t")
+                .ends_with(r#"[capabilities.databases."my db"] read = ["t"]"#)
+        );
     }
 
     #[test]

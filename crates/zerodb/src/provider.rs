@@ -122,6 +122,31 @@ impl ResourceProvider for DbProvider {
     }
 }
 
+/// Converts an engine error into the WIT error variant, logging a refused capability in the
+/// app's log line with the `zero.toml` line that grants it.
+/// The guest sees the same line appended to the error's message.
+fn refusal(invocation: &Invocation, e: crate::Error) -> wit::Error {
+    let hint = match &e {
+        crate::Error::PermissionDenied { action, db, table } => {
+            crate::grants::refusal_hint(*action, db, table)
+        }
+        _ => return to_wit_error(e),
+    };
+    tracing::warn!(
+        tenant = %invocation.tenant,
+        app = %invocation.app,
+        request_id = %invocation.request_id,
+        "zerodb: {hint}"
+    );
+    match to_wit_error(e) {
+        wit::Error::PermissionDenied(mut p) => {
+            p.message = format!("{}; {hint}", p.message);
+            wit::Error::PermissionDenied(p)
+        }
+        other => other,
+    }
+}
+
 /// Converts an engine error into the WIT error variant.
 pub fn to_wit_error(e: crate::Error) -> wit::Error {
     let message = e.to_string();
@@ -257,13 +282,20 @@ impl wit::HostDatabase for DbView<'_> {
             } else {
                 format!("the component's capability token does not reach it ({e})")
             };
+            let hint = crate::grants::open_refusal_hint(&name);
+            tracing::warn!(
+                tenant = %self.invocation.tenant,
+                app = %self.invocation.app,
+                request_id = %self.invocation.request_id,
+                "zerodb: {hint}"
+            );
             return Ok(Err(wit::Error::PermissionDenied(wit::PermissionDenied {
                 database: name.clone(),
                 action: None,
                 table: None,
                 message: format!(
                     "permission denied: database `{name}`: {why}; sign the component with a \
-                     /db capability for it, e.g. `zero sign --cmd /db --policy '[[\"==\", \".db\", \"{name}\"]]'`"
+                     /db capability for it, e.g. `zero sign --cmd /db --policy '[[\"==\", \".db\", \"{name}\"]]'`; {hint}"
                 ),
             })));
         }
@@ -298,7 +330,7 @@ impl wit::HostDatabase for DbView<'_> {
                     .map(|row| row.into_iter().map(to_wit_value).collect())
                     .collect(),
             })
-            .map_err(to_wit_error))
+            .map_err(|e| refusal(self.invocation, e)))
     }
 
     async fn execute(
@@ -313,7 +345,9 @@ impl wit::HostDatabase for DbView<'_> {
             db.execute_with(ctl, &*grants, &sql, &params)
         })
         .await?;
-        Ok(result.map(to_wit_exec).map_err(to_wit_error))
+        Ok(result
+            .map(to_wit_exec)
+            .map_err(|e| refusal(self.invocation, e)))
     }
 
     async fn batch(
@@ -334,7 +368,7 @@ impl wit::HostDatabase for DbView<'_> {
         .await?;
         Ok(result
             .map(|v| v.into_iter().map(to_wit_exec).collect())
-            .map_err(to_wit_error))
+            .map_err(|e| refusal(self.invocation, e)))
     }
 
     async fn drop(&mut self, handle: Resource<DbHandle>) -> wasmtime::Result<()> {

@@ -238,7 +238,7 @@ impl Drop for ProxyBody {
                 tenant = a.info.tenant.as_deref().unwrap_or("-"),
                 app = a.info.app.as_deref().unwrap_or("-"),
                 method = %a.info.method,
-                path = %a.info.path,
+                path = %a.info.uri.path(),
                 status = a.status.as_u16(),
                 bytes = self.sent,
                 duration_ms = a.info.start.elapsed().as_secs_f64() * 1000.0,

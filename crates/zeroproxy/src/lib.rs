@@ -294,7 +294,8 @@ pub(crate) struct AccessInfo {
     pub tenant: Option<Arc<str>>,
     pub app: Option<Arc<str>>,
     pub method: http::Method,
-    pub path: String,
+    /// The request's URI (a shared reference to hyper's buffer; the log shows its path).
+    pub uri: http::Uri,
     pub remote: SocketAddr,
     pub start: Instant,
 }
@@ -337,7 +338,7 @@ impl Inner {
             tenant: None,
             app: None,
             method: req.method().clone(),
-            path: req.uri().path().to_string(),
+            uri: req.uri().clone(),
             remote,
             start: Instant::now(),
         };
@@ -357,21 +358,21 @@ impl Inner {
         mut req: Request<Incoming>,
         access: &mut AccessInfo,
     ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
-        let host = req.uri().host().map(str::to_string).or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(|h| zero_provider::split_host_port(h).0.to_string())
-        });
-        let Some(host) = host else {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "the request has no Host header; send one (HTTP/1.1 requires it)".into(),
-            ));
-        };
         let app = {
+            let host = req.uri().host().or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(|h| zero_provider::split_host_port(h).0)
+            });
+            let Some(host) = host else {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "the request has no Host header; send one (HTTP/1.1 requires it)".into(),
+                ));
+            };
             let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
-            routing.lookup(&host, req.uri().path())
+            routing.lookup(host, req.uri().path())
         };
         let Some((app, prefix_len, tenant_semaphore)) = app else {
             return Err((

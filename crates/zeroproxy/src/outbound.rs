@@ -296,6 +296,27 @@ type ResponseFuture = Box<
         > + Send,
 >;
 
+/// The refusal of outgoing HTTP to `host` on `port` in the words of the app manifest: the
+/// `[app] outbound` line that allows it (the host alone on the scheme's default port, with
+/// the port otherwise; an IPv6 literal in brackets).
+pub fn refusal_hint(host: &str, port: u16, use_tls: bool) -> String {
+    let default_port = if use_tls { 443 } else { 80 };
+    let name = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let entry = if port == default_port {
+        name
+    } else {
+        format!("{name}:{port}")
+    };
+    zero_provider::not_granted(
+        &format!("outgoing HTTP to {entry}"),
+        &format!("[app] outbound = {}", zero_provider::toml_list(&entry)),
+    )
+}
+
 /// What the guest asked to reach.
 struct Target {
     host: String,
@@ -373,7 +394,8 @@ impl OutboundPolicy {
             self.deny(
                 uri,
                 &format!(
-                    "outgoing HTTP request denied: `{shown}` is not in the app's allowed_outbound_hosts (the deployer sets it: `zero deploy --allow-outbound HOST`, or allowed_outbound_hosts in zerocore.toml)"
+                    "outgoing HTTP request denied: `{shown}` is not in the app's allowed_outbound_hosts (the deployer sets it: `zero deploy --allow-outbound HOST`, or allowed_outbound_hosts in zerocore.toml); {}",
+                    refusal_hint(&host, port, use_tls)
                 ),
             );
             return Err(HttpError::HttpRequestDenied);
@@ -543,6 +565,16 @@ mod tests {
             p.admit(&uri("https://other.example.com/")),
             Err(HttpError::HttpRequestDenied)
         ));
+    }
+
+    #[test]
+    fn a_refused_host_names_the_manifest_line_to_add() {
+        assert_eq!(
+            refusal_hint("api.example.com", 443, true),
+            r#"not granted: outgoing HTTP to api.example.com; add to zero.toml: [app] outbound = ["api.example.com"]"#
+        );
+        assert!(refusal_hint("svc.test", 8080, false).ends_with(r#"outbound = ["svc.test:8080"]"#));
+        assert!(refusal_hint("::1", 80, false).ends_with(r#"outbound = ["[::1]"]"#));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Host routes are only shadowing host-less ones for requests naming that host; who may claim a
 //! host is decided before a table is built (the Admin grants hosts to tenants).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::HttpApp;
@@ -71,6 +72,9 @@ impl Route {
         })
     }
 
+    /// Whether this route serves `host` and `path` (the rule [`Router::route`] implements with
+    /// hash lookups; kept as the reference its tests compare against).
+    #[cfg(test)]
     fn matches(&self, host: &str, path: &str) -> bool {
         if let Some(h) = &self.host
             && !h.eq_ignore_ascii_case(host)
@@ -121,10 +125,14 @@ impl Route {
     }
 }
 
-/// The routing table.
+/// The routing table: the routes of each host scope by path prefix, so that a lookup costs a
+/// few hash lookups (one per segment of the request path) however many apps are deployed.
 #[derive(Default)]
 pub struct Router {
-    entries: Vec<(Route, Arc<HttpApp>)>,
+    /// Routes naming a host, by host (lowercase) and prefix.
+    hosts: HashMap<String, HashMap<String, Arc<HttpApp>>>,
+    /// Host-less routes, by prefix.
+    any_host: HashMap<String, Arc<HttpApp>>,
 }
 
 type Claims<'a> = std::collections::BTreeMap<(Option<&'a str>, &'a str), &'a Arc<HttpApp>>;
@@ -181,17 +189,17 @@ impl Router {
                 claims.insert((route.host.as_deref(), route.path_prefix.as_str()), app);
             }
         }
-        let mut entries: Vec<(Route, Arc<HttpApp>)> = apps
-            .iter()
-            .flat_map(|app| app.routes.iter().map(|r| (r.clone(), app.clone())))
-            .collect();
-        entries.sort_by(|(a, _), (b, _)| {
-            b.host
-                .is_some()
-                .cmp(&a.host.is_some())
-                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
-        });
-        Ok(Router { entries })
+        let mut router = Router::default();
+        for app in &apps {
+            for route in &app.routes {
+                let scope = match &route.host {
+                    Some(h) => router.hosts.entry(h.clone()).or_default(),
+                    None => &mut router.any_host,
+                };
+                scope.insert(route.path_prefix.clone(), app.clone());
+            }
+        }
+        Ok(router)
     }
 
     /// Finds the app for a request.
@@ -201,19 +209,50 @@ impl Router {
 
     /// The app serving `host` and `path`, with the length of the matched path prefix (0 for a
     /// route on `/`): what follows it is the path within the app.
+    ///
+    /// A route naming the host wins over a host-less one; within a scope the longest prefix at
+    /// a segment boundary wins (`/api` serves `/api` and `/api/x`, not `/apix`).
     pub fn route(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, usize)> {
-        self.entries
-            .iter()
-            .find(|(r, _)| r.matches(host, path))
-            .map(|(r, app)| {
-                let prefix = if r.path_prefix == "/" {
-                    0
-                } else {
-                    r.path_prefix.len()
-                };
-                (app.clone(), prefix)
-            })
+        if !self.hosts.is_empty() {
+            let scope = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.hosts.get(&host.to_ascii_lowercase())
+            } else {
+                self.hosts.get(host)
+            };
+            if let Some(found) = scope.and_then(|routes| longest_prefix(routes, path)) {
+                return Some(found);
+            }
+        }
+        longest_prefix(&self.any_host, path)
     }
+}
+
+/// The route of `routes` with the longest prefix of `path` at a segment boundary: `path`
+/// itself, then `path` cut before each `/` from the right, then `/`.
+fn longest_prefix(
+    routes: &HashMap<String, Arc<HttpApp>>,
+    path: &str,
+) -> Option<(Arc<HttpApp>, usize)> {
+    if routes.is_empty() {
+        return None;
+    }
+    if path != "/"
+        && let Some(app) = routes.get(path)
+    {
+        return Some((app.clone(), path.len()));
+    }
+    let mut rest = path;
+    while let Some(i) = rest.rfind('/') {
+        rest = &rest[..i];
+        if rest.len() <= 1 {
+            // `/` (or nothing): the root route, matched below with nothing stripped.
+            break;
+        }
+        if let Some(app) = routes.get(rest) {
+            return Some((app.clone(), i));
+        }
+    }
+    routes.get("/").map(|app| (app.clone(), 0))
 }
 
 #[cfg(test)]
@@ -332,6 +371,73 @@ mod tests {
     fn no_route_no_app() {
         let router = Router::build(vec![app("t", "api", &["/api"])]).unwrap();
         assert!(router.lookup("h", "/other").is_none());
+    }
+
+    #[test]
+    fn lookup_agrees_with_the_linear_rule() {
+        // The table the old linear scan used: host routes first, then longer prefixes first.
+        let apps = vec![
+            app("t", "root", &["/"]),
+            app("t", "api", &["/api"]),
+            app("t", "deep", &["/api/v2/x"]),
+            app("t", "hosted", &["example.com/", "example.com/api/v2"]),
+            app("u", "other", &["other.example/a"]),
+        ];
+        let router = Router::build(apps.clone()).unwrap();
+        let mut linear: Vec<(Route, Arc<HttpApp>)> = apps
+            .iter()
+            .flat_map(|a| a.routes.iter().map(|r| (r.clone(), a.clone())))
+            .collect();
+        linear.sort_by(|(a, _), (b, _)| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+        });
+        let hosts = [
+            "h",
+            "example.com",
+            "EXAMPLE.COM",
+            "other.example",
+            "Other.Example",
+        ];
+        let paths = [
+            "/",
+            "/api",
+            "/api/",
+            "/apix",
+            "/api/v2",
+            "/api/v2/",
+            "/api/v2/x",
+            "/api/v2/xy",
+            "/api/v2/x/y",
+            "/a",
+            "/a/b",
+            "/ab",
+            "*",
+            "",
+            "//",
+            "/api//v2",
+        ];
+        for host in hosts {
+            for path in paths {
+                let want = linear
+                    .iter()
+                    .find(|(r, _)| r.matches(host, path))
+                    .map(|(r, a)| {
+                        let n = if r.path_prefix == "/" {
+                            0
+                        } else {
+                            r.path_prefix.len()
+                        };
+                        (a.name.to_string(), n)
+                    });
+                let got = router
+                    .route(host, path)
+                    .map(|(a, n)| (a.name.to_string(), n));
+                assert_eq!(got, want, "{host} {path}");
+            }
+        }
     }
 
     #[test]

@@ -89,10 +89,12 @@ pub fn like_prefix(pattern: &str) -> Option<String> {
     })
 }
 
-/// The per-store access oracle over the component's [`ScopedChain`].
+/// The per-store access oracle over the component's [`ScopedChain`]. Made once per deployment
+/// (the file commands parsed then) and cloned into each store.
+#[derive(Clone)]
 pub struct Access {
     grants: Arc<ScopedChain>,
-    commands: [Option<Command>; 4],
+    commands: Arc<[Option<Command>; 4]>,
     roots: Option<Vec<TenantPath>>,
 }
 
@@ -101,7 +103,7 @@ impl Access {
     pub fn new(grants: Arc<ScopedChain>) -> Self {
         Access {
             grants,
-            commands: Action::ALL.map(|a| a.command(FS_NAMESPACE).ok()),
+            commands: Arc::new(Action::ALL.map(|a| a.command(FS_NAMESPACE).ok())),
             roots: None,
         }
     }
@@ -119,7 +121,7 @@ impl Access {
     fn named_roots(&self) -> Vec<String> {
         let fs = Command::parse(FS_NAMESPACE).ok();
         let mut out = Vec::new();
-        for cap in self.grants.capabilities().unwrap_or_default() {
+        for cap in self.grants.chains().flatten() {
             // A link about another command tree (say /db) names no filesystem root.
             let related = fs
                 .as_ref()

@@ -95,7 +95,7 @@ use crate::{TenantPath, ZeroFs};
 use access::Access;
 use budget::{OpenBudget, OpenCount, Slot};
 use file::OpenFile;
-use zero_auth::ScopedChain;
+use zero_auth::Action;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -190,7 +190,8 @@ impl FsProvider {
 /// What the provider keeps per deployment: the component's capability checker for its
 /// tenant and component (made once per deployment; without a token it allows nothing).
 pub struct FsApp {
-    grants: Arc<ScopedChain>,
+    /// The access oracle over the app's grants, cloned into each store.
+    access: Access,
 }
 
 /// What the provider keeps per store.
@@ -202,7 +203,13 @@ pub struct FsInstance {
     open: Arc<OpenCount>,
     /// When the request's wall-clock time is over.
     deadline: Option<Instant>,
+    /// The refusals already logged by this instance (at most [`MAX_LOGGED_REFUSALS`]), so a
+    /// guest retrying a refused call does not flood the node's log.
+    logged_refusals: Vec<(Action, TenantPath)>,
 }
+
+/// Most distinct refusals one instance logs (see [`FsInstance`]).
+const MAX_LOGGED_REFUSALS: usize = 16;
 
 /// What the host functions of `wasi:filesystem` see: the store's [`FsInstance`] and its
 /// resource table (and the invocation and CPU meter, unused here).
@@ -238,7 +245,7 @@ impl ResourceProvider for FsProvider {
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<FsApp> {
         Ok(FsApp {
-            grants: app.settings.grants.clone(),
+            access: Access::new(app.settings.grants.clone()),
         })
     }
 
@@ -246,7 +253,8 @@ impl ResourceProvider for FsProvider {
         Ok(FsInstance {
             fs: self.fs.clone(),
             tenant: inv.tenant.to_string(),
-            access: Access::new(app.grants.clone()),
+            access: app.access.clone(),
+            logged_refusals: Vec::new(),
             open: Arc::new(OpenCount {
                 open: AtomicUsize::new(0),
                 max: self.limits.max_open_per_instance,

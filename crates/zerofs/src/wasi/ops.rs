@@ -62,6 +62,7 @@ fn datetime(ns: u64) -> wasmtime_wasi::p2::bindings::clocks::wall_clock::Datetim
 pub(super) struct Ctx<'a> {
     pub(super) table: &'a mut wasmtime::component::ResourceTable,
     pub(super) st: &'a mut FsInstance,
+    pub(super) invocation: &'a zero_provider::Invocation,
 }
 
 /// The parts of `view` the checks work on.
@@ -69,7 +70,43 @@ pub(super) fn ctx<'a>(view: &'a mut FsView<'_>) -> Ctx<'a> {
     Ctx {
         table: &mut *view.table,
         st: &mut *view.instance,
+        invocation: view.invocation,
     }
+}
+
+/// The refusal of `action` on `path` in the words of the app manifest: what was not granted
+/// and the `[capabilities.files]` line that grants it (the file's directory for a path that
+/// looks like a file, such as `/secret/a.txt` → `"/secret"`, otherwise the path itself; `read`
+/// for reading, `write` for the other actions, which `write` grants together).
+pub(crate) fn refusal_hint(action: Action, path: &TenantPath) -> String {
+    let what = format!("{}/{action} on {path}", super::access::FS_NAMESPACE);
+    if path.is_reserved() {
+        return format!(
+            "not granted: {what}; the directory /.zero holds the tenant's deployed code and is \
+             never granted to a component"
+        );
+    }
+    let looks_like_file = path
+        .as_str()
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.contains('.'));
+    let grant = match path.parent() {
+        Some(parent) if looks_like_file && parent != TenantPath::root() => parent,
+        _ => path.clone(),
+    };
+    let key = if action == Action::Read {
+        "read"
+    } else {
+        "write"
+    };
+    zero_provider::not_granted(
+        &what,
+        &format!(
+            "[capabilities.files] {key} = {}",
+            zero_provider::toml_list(grant.as_str())
+        ),
+    )
 }
 
 impl Ctx<'_> {
@@ -100,8 +137,29 @@ impl Ctx<'_> {
         if self.st.access.allowed(action, path) {
             Ok(())
         } else {
+            self.refused(action, path);
             Err(ErrorCode::Access)
         }
+    }
+
+    /// Logs a refusal in the app's log line, with the manifest line that grants it, once per
+    /// action and path per instance (at most [`super::MAX_LOGGED_REFUSALS`] of them).
+    fn refused(&mut self, action: Action, path: &TenantPath) {
+        let logged = &mut self.st.logged_refusals;
+        if logged.len() >= super::MAX_LOGGED_REFUSALS
+            || logged.iter().any(|(a, p)| *a == action && p == path)
+        {
+            return;
+        }
+        logged.push((action, path.clone()));
+        tracing::warn!(
+            tenant = %self.invocation.tenant,
+            app = %self.invocation.app,
+            request_id = %self.invocation.request_id,
+            path = %path,
+            "zerofs: {}",
+            refusal_hint(action, path)
+        );
     }
 
     /// The write right on an open file, unless this descriptor created it.
@@ -120,6 +178,7 @@ impl Ctx<'_> {
         if self.st.access.visible(path) {
             Ok(())
         } else {
+            self.refused(Action::Read, path);
             Err(ErrorCode::Access)
         }
     }
@@ -321,6 +380,25 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hint(action: Action, path: &str) -> String {
+        refusal_hint(action, &TenantPath::parse(path).unwrap())
+    }
+
+    #[test]
+    fn refusal_hints_grant_the_directory_of_a_file_or_the_path_itself() {
+        assert_eq!(
+            hint(Action::Read, "/secret/a.txt"),
+            r#"not granted: /fs/read on /secret/a.txt; add to zero.toml: [capabilities.files] read = ["/secret"]"#
+        );
+        assert!(hint(Action::Create, "/uploads").ends_with(r#"write = ["/uploads"]"#));
+        assert!(hint(Action::Delete, "/notes.txt").ends_with(r#"write = ["/notes.txt"]"#));
+        let reserved = hint(Action::Read, "/.zero/code/x.wasm");
+        assert!(
+            !reserved.contains("zero.toml") && reserved.contains("never granted"),
+            "{reserved}"
+        );
+    }
 
     #[test]
     fn guest_paths_resolve_below_their_directory_only() {
