@@ -68,15 +68,25 @@ fn statement() -> impl Strategy<Value = Ipld> {
     let base = prop_oneof![
         (prop::sample::select(vec!["==", "!="]), selector(), value())
             .prop_map(|(op, sel, v)| Ipld::List(vec![s(op), sel, v])),
-        (prop::sample::select(vec!["<", "<=", ">", ">="]), selector(), number())
+        (
+            prop::sample::select(vec!["<", "<=", ">", ">="]),
+            selector(),
+            number()
+        )
             .prop_map(|(op, sel, n)| Ipld::List(vec![s(op), sel, n])),
-        (selector(), prop::sample::select(vec!["*", "a*", "*b", "a\\*", "x", ""]))
+        (
+            selector(),
+            prop::sample::select(vec!["*", "a*", "*b", "a\\*", "x", ""])
+        )
             .prop_map(|(sel, p)| Ipld::List(vec![s("like"), sel, s(p)])),
     ];
     base.prop_recursive(4, 24, 3, |inner| {
         prop_oneof![
             inner.clone().prop_map(|st| Ipld::List(vec![s("not"), st])),
-            (prop::sample::select(vec!["and", "or"]), prop::collection::vec(inner.clone(), 0..3))
+            (
+                prop::sample::select(vec!["and", "or"]),
+                prop::collection::vec(inner.clone(), 0..3)
+            )
                 .prop_map(|(op, items)| Ipld::List(vec![s(op), Ipld::List(items)])),
             (prop::sample::select(vec!["all", "any"]), selector(), inner)
                 .prop_map(|(op, sel, body)| Ipld::List(vec![s(op), sel, body])),
@@ -135,7 +145,9 @@ fn number_of(v: &Ipld) -> Option<f64> {
 
 fn equal(a: &Ipld, b: &Ipld) -> bool {
     match (a, b) {
-        (Ipld::List(x), Ipld::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q)),
+        (Ipld::List(x), Ipld::List(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q))
+        }
         (Ipld::Map(x), Ipld::Map(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| equal(v, w)))
         }
@@ -150,7 +162,9 @@ fn like(pattern: &str, text: &str) -> bool {
     fn go(p: &[char], t: &[char]) -> bool {
         match p.first() {
             None => t.is_empty(),
-            Some('\\') if matches!(p.get(1), Some('*' | '\\')) => t.first() == p.get(1) && go(&p[2..], &t[1..]),
+            Some('\\') if matches!(p.get(1), Some('*' | '\\')) => {
+                t.first() == p.get(1) && go(&p[2..], &t[1..])
+            }
             Some('*') => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
             Some(c) => t.first() == Some(c) && go(&p[1..], &t[1..]),
         }
@@ -192,15 +206,23 @@ fn text(v: &Ipld) -> &str {
 }
 
 fn eval(statement: &Ipld, args: &Ipld) -> Truth {
-    let Ipld::List(parts) = statement else { unreachable!("generated statements are lists") };
+    let Ipld::List(parts) = statement else {
+        unreachable!("generated statements are lists")
+    };
     let op = text(&parts[0]);
     match op {
         "not" => eval(&parts[1], args).map(|b| !b),
         "and" | "or" => {
-            let Ipld::List(items) = &parts[1] else { unreachable!() };
+            let Ipld::List(items) = &parts[1] else {
+                unreachable!()
+            };
             let results = items.iter().map(|i| eval(i, args));
             if op == "and" || items.is_empty() {
-                if op == "or" { Some(true) } else { kleene_all(results) }
+                if op == "or" {
+                    Some(true)
+                } else {
+                    kleene_all(results)
+                }
             } else {
                 kleene_any(results)
             }
@@ -213,7 +235,11 @@ fn eval(statement: &Ipld, args: &Ipld) -> Truth {
                 _ => return Some(false),
             };
             let results = elements.iter().map(|e| eval(&parts[2], e));
-            if op == "all" { kleene_all(results) } else { kleene_any(results) }
+            if op == "all" {
+                kleene_all(results)
+            } else {
+                kleene_any(results)
+            }
         }
         _ => {
             let v = select(text(&parts[1]), args)?;
@@ -254,19 +280,45 @@ proptest! {
 #[test]
 fn the_reference_agrees_with_the_spec_fixtures_it_can_read() {
     let args = Ipld::Map(BTreeMap::from([
-        ("a".to_owned(), Ipld::List(vec![Ipld::Integer(1), Ipld::Integer(2)])),
+        (
+            "a".to_owned(),
+            Ipld::List(vec![Ipld::Integer(1), Ipld::Integer(2)]),
+        ),
         ("b".to_owned(), Ipld::Integer(1)),
     ]));
     let st = |v: Vec<Ipld>| Ipld::List(v);
-    assert_eq!(eval(&st(vec![s("=="), s(".b"), Ipld::Float(1.0)]), &args), Some(true));
-    assert_eq!(eval(&st(vec![s("!="), s(".b"), Ipld::Null]), &args), Some(true));
-    assert_eq!(eval(&st(vec![s("or"), Ipld::List(vec![])]), &args), Some(true));
-    assert_eq!(eval(&st(vec![s("=="), s(".c"), Ipld::Null]), &args), Some(true));
+    assert_eq!(
+        eval(&st(vec![s("=="), s(".b"), Ipld::Float(1.0)]), &args),
+        Some(true)
+    );
+    assert_eq!(
+        eval(&st(vec![s("!="), s(".b"), Ipld::Null]), &args),
+        Some(true)
+    );
+    assert_eq!(
+        eval(&st(vec![s("or"), Ipld::List(vec![])]), &args),
+        Some(true)
+    );
+    assert_eq!(
+        eval(&st(vec![s("=="), s(".c"), Ipld::Null]), &args),
+        Some(true)
+    );
     assert_eq!(eval(&st(vec![s("=="), s(".b.x"), Ipld::Null]), &args), None);
-    assert_eq!(eval(&st(vec![s("=="), s(".a[5]"), Ipld::Null]), &args), None);
-    assert_eq!(eval(&st(vec![s("=="), s(".c?"), Ipld::Null]), &args), Some(true));
-    assert_eq!(eval(&st(vec![s("=="), s(".a[-1]"), Ipld::Integer(2)]), &args), Some(true));
-    assert!(like("Alice\\*, Bob*, Carol.", "Alice*, Bob, Dan, Erin, Carol."));
+    assert_eq!(
+        eval(&st(vec![s("=="), s(".a[5]"), Ipld::Null]), &args),
+        None
+    );
+    assert_eq!(
+        eval(&st(vec![s("=="), s(".c?"), Ipld::Null]), &args),
+        Some(true)
+    );
+    assert_eq!(
+        eval(&st(vec![s("=="), s(".a[-1]"), Ipld::Integer(2)]), &args),
+        Some(true)
+    );
+    assert!(like(
+        "Alice\\*, Bob*, Carol.",
+        "Alice*, Bob, Dan, Erin, Carol."
+    ));
     assert!(!like("Alice\\*, Bob*, Carol.", "Alice Cooper, Bob, Carol."));
 }
-

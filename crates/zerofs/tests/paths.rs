@@ -12,10 +12,20 @@ use zerofs::TenantPath;
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         prop::collection::vec(
-            (prop::sample::select(&["/", "a", "b", ".", "..", "", ".zero", "...", "é", "\0", "a/b"][..]), any::<bool>()),
+            (
+                prop::sample::select(
+                    &[
+                        "/", "a", "b", ".", "..", "", ".zero", "...", "é", "\0", "a/b"
+                    ][..]
+                ),
+                any::<bool>()
+            ),
             0..10,
         )
-        .prop_map(|parts| parts.iter().map(|(p, slash)| format!("{p}{}", if *slash { "/" } else { "" })).collect()),
+        .prop_map(|parts| parts
+            .iter()
+            .map(|(p, slash)| format!("{p}{}", if *slash { "/" } else { "" }))
+            .collect()),
         "\\PC{0,40}",
         "/[a.]{250,260}",
     ]

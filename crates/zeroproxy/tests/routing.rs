@@ -17,15 +17,17 @@ const SEGMENTS: &[&str] = &["a", "b", "ab", "a.b", "A", "-"];
 const TENANTS: &[&str] = &["acme", "beta", "gamma"];
 
 fn path() -> impl Strategy<Value = String> {
-    (prop::collection::vec(prop::sample::select(SEGMENTS), 0..4), any::<bool>()).prop_map(
-        |(segs, slash)| {
+    (
+        prop::collection::vec(prop::sample::select(SEGMENTS), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(segs, slash)| {
             let mut p: String = segs.iter().map(|s| format!("/{s}")).collect();
             if p.is_empty() || slash {
                 p.push('/');
             }
             p
-        },
-    )
+        })
 }
 
 fn route() -> impl Strategy<Value = Route> {
@@ -34,18 +36,20 @@ fn route() -> impl Strategy<Value = Route> {
 }
 
 fn apps() -> impl Strategy<Value = Vec<Arc<HttpApp>>> {
-    prop::collection::vec((0..TENANTS.len(), prop::collection::vec(route(), 1..4)), 1..7).prop_map(
-        |specs| {
-            specs
-                .into_iter()
-                .enumerate()
-                .map(|(i, (t, routes))| {
-                    let app = Arc::new(App::failed(TENANTS[t], &format!("app{i}"), "property test"));
-                    Arc::new(HttpApp::new(app, routes, 1))
-                })
-                .collect()
-        },
+    prop::collection::vec(
+        (0..TENANTS.len(), prop::collection::vec(route(), 1..4)),
+        1..7,
     )
+    .prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, routes))| {
+                let app = Arc::new(App::failed(TENANTS[t], &format!("app{i}"), "property test"));
+                Arc::new(HttpApp::new(app, routes, 1))
+            })
+            .collect()
+    })
 }
 
 proptest! {

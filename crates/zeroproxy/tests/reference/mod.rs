@@ -8,15 +8,27 @@ use zeroproxy::Route;
 
 /// Whether `route` matches a request for `host` and `path`.
 pub fn matches(route: &Route, host: &str, path: &str) -> bool {
-    if route.host.as_deref().is_some_and(|h| !h.eq_ignore_ascii_case(host)) {
+    if route
+        .host
+        .as_deref()
+        .is_some_and(|h| !h.eq_ignore_ascii_case(host))
+    {
         return false;
     }
     let p = route.path_prefix.as_str();
-    p == "/" || path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+    p == "/"
+        || path == p
+        || path
+            .strip_prefix(p)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The winning route among `routes` (each with its app's index) for `host` and `path`.
-pub fn best<'a>(routes: &'a [(Route, usize)], host: &str, path: &str) -> Option<&'a (Route, usize)> {
+pub fn best<'a>(
+    routes: &'a [(Route, usize)],
+    host: &str,
+    path: &str,
+) -> Option<&'a (Route, usize)> {
     routes
         .iter()
         .filter(|(r, _)| matches(r, host, path))
@@ -26,5 +38,9 @@ pub fn best<'a>(routes: &'a [(Route, usize)], host: &str, path: &str) -> Option<
 /// The length of the matched prefix the router reports: what follows it is the path within
 /// the app (0 for a route on `/`).
 pub fn prefix_len(route: &Route) -> usize {
-    if route.path_prefix == "/" { 0 } else { route.path_prefix.len() }
+    if route.path_prefix == "/" {
+        0
+    } else {
+        route.path_prefix.len()
+    }
 }
