@@ -128,6 +128,24 @@ fn sdk_async_handler_router_errors_json_400_and_path_within_the_app() {
     let (status, _, body) = send("GET", &url("/items/7"), None);
     assert_eq!((status, body.as_str()), (200, r#"{"id":7}"#));
 
+    // Every request gets a fresh instance: the pool recycles a slot's pages in place
+    // ([pool] memory_keep_resident), but what one request wrote in globals or on the heap is
+    // never seen by the next, sequential or concurrent.
+    for _ in 0..10 {
+        let r = get(&url("/visits"));
+        assert_eq!((r.status, r.body.as_str()), (200, "visits 1, list 1"));
+    }
+    let concurrent: Vec<_> = (0..8)
+        .map(|_| {
+            let u = url("/visits");
+            std::thread::spawn(move || get(&u))
+        })
+        .collect();
+    for h in concurrent {
+        let r = h.join().expect("a request thread");
+        assert_eq!((r.status, r.body.as_str()), (200, "visits 1, list 1"));
+    }
+
     // JSON bodies: a good one parses, a bad one is a 400 that says why.
     let (status, _, body) = send("POST", &url("/items"), Some(r#"{"name":"milk","qty":2}"#));
     assert_eq!((status, body.as_str()), (201, r#"{"name":"milk","qty":2}"#));

@@ -39,13 +39,13 @@ proptest! {
         let parsed = TenantPath::parse(&s);
         prop_assert_eq!(parsed.as_ref().ok().map(|p| p.as_str().to_owned()), reference::normalize(&s), "{:?}", s);
         let Ok(path) = parsed else { return Ok(()) };
-        prop_assert_eq!(TenantPath::parse(path.as_str()).ok().as_ref(), Some(&path));
+        prop_assert_eq!(TenantPath::parse(path.as_str()).ok(), Some(path.clone()));
         prop_assert_eq!(path.ancestors().last(), Some(TenantPath::root()));
         for seg in path.segments() {
             prop_assert!(!seg.is_empty() && seg != "." && seg != ".." && !seg.contains('/'));
         }
         if let Ok(child) = path.join(&name) {
-            prop_assert_eq!(child.parent().as_ref(), Some(&path));
+            prop_assert_eq!(child.parent(), Some(path.clone()));
             prop_assert_eq!(child.file_name(), Some(name.as_str()));
         }
     }

@@ -35,21 +35,23 @@ fn route() -> impl Strategy<Value = Route> {
         .prop_map(|(h, p)| Route::parse(&format!("{h}{p}")).expect("generated routes are valid"))
 }
 
-fn apps() -> impl Strategy<Value = Vec<Arc<HttpApp>>> {
+/// Apps, each a tenant (an index into `TENANTS`) and its routes.
+fn specs() -> impl Strategy<Value = Vec<(usize, Vec<Route>)>> {
     prop::collection::vec(
         (0..TENANTS.len(), prop::collection::vec(route(), 1..4)),
         1..7,
     )
-    .prop_map(|specs| {
-        specs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (t, routes))| {
-                let app = Arc::new(App::failed(TENANTS[t], &format!("app{i}"), "property test"));
-                Arc::new(HttpApp::new(app, routes, 1))
-            })
-            .collect()
-    })
+}
+
+fn apps(specs: Vec<(usize, Vec<Route>)>) -> Vec<Arc<HttpApp>> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (t, routes))| {
+            let app = Arc::new(App::failed(TENANTS[t], &format!("app{i}"), "property test"));
+            Arc::new(HttpApp::new(app, routes, 1))
+        })
+        .collect()
 }
 
 proptest! {
@@ -57,9 +59,10 @@ proptest! {
 
     #[test]
     fn routing_agrees_with_the_reference_and_routes_are_owned(
-        apps in apps(),
+        specs in specs(),
         requests in prop::collection::vec((prop::sample::select(&["example.com", "EXAMPLE.com", "x.org", "other.net"][..]), path()), 1..12),
     ) {
+        let apps = apps(specs);
         let built = Router::build(apps.clone());
         let reversed = Router::build(apps.iter().rev().cloned().collect());
         prop_assert_eq!(built.is_ok(), reversed.is_ok(), "building must not depend on order");

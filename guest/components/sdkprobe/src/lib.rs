@@ -12,8 +12,12 @@
 //! | `GET /where` | `{"path", "route", "query"}` as the SDK sees them |
 //! | `GET /bad-header` | a response with an invalid header name (the SDK answers 500) |
 //! | `GET /panic` | panics with `sdkprobe: the todo list is on fire` |
+//! | `GET /visits` | counts this request in a global and in a heap-allocated list, and answers both counts, `visits 1, list 1` in a fresh instance; what an earlier request wrote must never be visible |
 //!
 //! Anything else is the router's 404 or 405.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 use zerosdk::serde_json::json;
@@ -27,6 +31,11 @@ struct Item {
     name: String,
     qty: u32,
 }
+
+/// Requests this instance has seen (a fresh instance starts at 0).
+static VISITS: AtomicU32 = AtomicU32::new(0);
+/// The same count, kept in heap memory.
+static LIST: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -89,6 +98,14 @@ fn router() -> Router {
         })
         .get("/bad-header", |_: &mut Request| {
             Response::text("never sent").with_header("bad name", "v")
+        })
+        .get("/visits", |_: &mut Request| {
+            let visits = VISITS.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut list = LIST
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            list.push(visits);
+            Response::text(format!("visits {visits}, list {}", list.len()))
         })
         .get("/panic", |_: &mut Request| -> Response {
             panic!("sdkprobe: the todo list is on fire")
