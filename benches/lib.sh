@@ -5,6 +5,10 @@
 #
 # Everything runs on loopback. Every process started here is killed on exit (bench_cleanup).
 
+# Servers run as in production, without Rust backtraces: with RUST_BACKTRACE set, every error
+# wasmtime creates (one per successful request) unwinds the stack (docs/performance.md).
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
 # The repository root; every path below is relative to it.
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$BENCH_ROOT"

@@ -461,15 +461,6 @@ impl<P: ProviderSet> Runtime<P> {
     /// Builds the engine (pooling allocator when possible), the linker with the WASI base and
     /// every provider's interfaces, the artifact store, and starts the epoch ticker.
     pub fn new(config: &CoreConfig, providers: P) -> anyhow::Result<Self> {
-        // wasmtime creates an error value on every successful request (disposing of the idle
-        // worker fiber when a store is dropped: "future dropped"), and with RUST_BACKTRACE set
-        // each wasmtime error captures a Rust backtrace: unwinding the stack cost about a
-        // third of the instructions of a hello request (benches/callgrind.sh). The node never
-        // shows those backtraces (errors are logged by their message; a guest's own wasm
-        // backtrace is separate and unaffected), so wasmtime errors capture none. This is the
-        // run-time form of wasmtime's `backtrace` cargo feature, which cannot be turned off
-        // here because the workspace enables wasmtime's default features.
-        wasmtime::error::disable_backtrace();
         let limits = config.limits.clone();
         let (engine, pooling) = if config.pooling {
             match Engine::new(&engine_config(
