@@ -39,7 +39,11 @@ fn value(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
 }
 
 fn ttl(u: &mut Unstructured<'_>) -> Result<Option<u64>> {
-    Ok(if bool::arbitrary(u)? { Some(u.int_in_range(0..=5_000)?) } else { None })
+    Ok(if bool::arbitrary(u)? {
+        Some(u.int_in_range(0..=5_000)?)
+    } else {
+        None
+    })
 }
 
 /// Checks a read of `key` by `tenant` against the reference and updates it with what was seen.
@@ -56,8 +60,16 @@ fn saw(
             model.remove(&slot);
         }
         (Some(Known::Value(v, exp)), Some(g)) => {
-            assert!(exp.is_none_or(|e| now <= e), "{key}: an expired entry was returned");
-            assert_eq!(v.as_slice(), g, "{key} of {}: a value it never set", TENANTS[t]);
+            assert!(
+                exp.is_none_or(|e| now <= e),
+                "{key}: an expired entry was returned"
+            );
+            assert_eq!(
+                v.as_slice(),
+                g,
+                "{key} of {}: a value it never set",
+                TENANTS[t]
+            );
         }
         (Some(Known::Unknown), Some(_)) => {}
         (None, Some(_)) => panic!("{key} of {}: read a value nobody set", TENANTS[t]),
@@ -67,7 +79,11 @@ fn saw(
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let settings = CacheSettings {
         memory: 4096,
-        tenant_quota: if bool::arbitrary(u)? { Some(2500) } else { None },
+        tenant_quota: if bool::arbitrary(u)? {
+            Some(2500)
+        } else {
+            None
+        },
         max_key_size: 64,
         max_value_size: 512,
         max_batch_keys: 4,
@@ -100,7 +116,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 }
             }
             3 => {
-                let keys = (0..u.int_in_range(0..=5)?).map(|_| key(u)).collect::<Result<Vec<_>>>()?;
+                let keys = (0..u.int_in_range(0..=5)?)
+                    .map(|_| key(u))
+                    .collect::<Result<Vec<_>>>()?;
                 if let Ok(got) = cache.get_many(tenant, &keys) {
                     assert_eq!(got.len(), keys.len());
                     for (k, g) in keys.iter().zip(&got) {
@@ -111,17 +129,29 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             4 => clock.advance(Duration::from_millis(u.int_in_range(0..=3_000)?)),
             5 => {
                 let k = key(u)?;
-                if cache.increment(tenant, &k, i64::arbitrary(u)?, ttl(u)?).is_ok() {
+                if cache
+                    .increment(tenant, &k, i64::arbitrary(u)?, ttl(u)?)
+                    .is_ok()
+                {
                     model.insert((t, k), Known::Unknown);
                 }
             }
             _ => {
                 let k = key(u)?;
-                let expected = if bool::arbitrary(u)? { Some(value(u)?) } else { None };
+                let expected = if bool::arbitrary(u)? {
+                    Some(value(u)?)
+                } else {
+                    None
+                };
                 let (new, ttl) = (value(u)?, ttl(u)?);
-                if let Ok(swapped) = cache.compare_and_swap(tenant, &k, expected.as_deref(), &new, ttl) {
+                if let Ok(swapped) =
+                    cache.compare_and_swap(tenant, &k, expected.as_deref(), &new, ttl)
+                {
                     if swapped {
-                        model.insert((t, k), Known::Value(new, ttl.map(|d| now.saturating_add(d))));
+                        model.insert(
+                            (t, k),
+                            Known::Value(new, ttl.map(|d| now.saturating_add(d))),
+                        );
                     } else {
                         let slot = (t, k);
                         match (model.get(&slot), &expected) {
@@ -142,7 +172,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         }
         assert!(cache.used() <= settings.memory, "over the node-wide bound");
         for tenant in TENANTS {
-            assert!(cache.tenant_used(tenant) <= settings.effective_tenant_quota(), "over quota");
+            assert!(
+                cache.tenant_used(tenant) <= settings.effective_tenant_quota(),
+                "over quota"
+            );
         }
     }
     Ok(())

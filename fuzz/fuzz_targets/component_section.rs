@@ -15,12 +15,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let reencoded = encode_chains(&chains).expect("decoded chains encode");
-    assert_eq!(reencoded, data, "the section decoder accepts only canonical input");
+    assert_eq!(
+        reencoded, data,
+        "the section decoder accepts only canonical input"
+    );
     let again = decode_chains(&reencoded).expect("a re-encoded section decodes");
     let cids = |cs: &[Vec<zero_auth::Delegation>]| {
         cs.iter()
             .map(|c| c.iter().map(|d| *d.cid()).collect::<Vec<_>>())
             .collect::<Vec<_>>()
     };
-    assert_eq!(cids(&again), cids(&chains), "round trip must keep the chains");
+    assert_eq!(
+        cids(&again),
+        cids(&chains),
+        "round trip must keep the chains"
+    );
 });

@@ -17,7 +17,10 @@ use zero_manifest::{Capability, Manifest};
 const SECTIONS: &[(&str, &[&str])] = &[
     ("app", &["name", "routes", "outbound"]),
     ("build", &["command", "output", "watch"]),
-    ("[schedule]", &["name", "cron", "every", "tz", "catch_up", "retries"]),
+    (
+        "[schedule]",
+        &["name", "cron", "every", "tz", "catch_up", "retries"],
+    ),
     ("capabilities.files", &["read", "write"]),
     ("capabilities.databases.notes", &["read", "write"]),
     ("capabilities.cache", &["read", "write"]),
@@ -25,10 +28,31 @@ const SECTIONS: &[(&str, &[&str])] = &[
 ];
 
 const VALUES: &[&str] = &[
-    "\"notes\"", "\"\"", "[]", "[\"/\"]", "[\"/site\"]", "[\"site\"]", "[\"/a/../..\"]",
-    "[\"/.zero\"]", "[\"note:\"]", "[\"a*\"]", "[\"a\\\\*b\"]", "[\"*\"]", "[\"\"]",
-    "[\"example.com\", \"*\"]", "[\"/x\", 1]", "\"*/5 * * * * *\"", "\"every 30s\"",
-    "\"Europe/Paris\"", "\"last\"", "3", "-1", "true", "{}", "\"../..\"", "\"/etc/passwd\"",
+    "\"notes\"",
+    "\"\"",
+    "[]",
+    "[\"/\"]",
+    "[\"/site\"]",
+    "[\"site\"]",
+    "[\"/a/../..\"]",
+    "[\"/.zero\"]",
+    "[\"note:\"]",
+    "[\"a*\"]",
+    "[\"a\\\\*b\"]",
+    "[\"*\"]",
+    "[\"\"]",
+    "[\"example.com\", \"*\"]",
+    "[\"/x\", 1]",
+    "\"*/5 * * * * *\"",
+    "\"every 30s\"",
+    "\"Europe/Paris\"",
+    "\"last\"",
+    "3",
+    "-1",
+    "true",
+    "{}",
+    "\"../..\"",
+    "\"/etc/passwd\"",
 ];
 
 fn value(u: &mut Unstructured<'_>) -> Result<String> {
@@ -50,7 +74,11 @@ fn document(u: &mut Unstructured<'_>) -> Result<String> {
         let (section, keys) = u.choose(SECTIONS)?;
         doc.push_str(&format!("[{section}]\n"));
         for _ in 0..u.int_in_range(0..=3)? {
-            let key = if u.ratio(1, 12)? { "no_such_key" } else { u.choose(keys)? };
+            let key = if u.ratio(1, 12)? {
+                "no_such_key"
+            } else {
+                u.choose(keys)?
+            };
             doc.push_str(&format!("{key} = {}\n", value(u)?));
         }
     }
@@ -58,15 +86,23 @@ fn document(u: &mut Unstructured<'_>) -> Result<String> {
 }
 
 fn args(field: &str, value: &str) -> Ipld {
-    Ipld::Map(BTreeMap::from([(field.to_owned(), Ipld::String(value.to_owned()))]))
+    Ipld::Map(BTreeMap::from([(
+        field.to_owned(),
+        Ipld::String(value.to_owned()),
+    )]))
 }
 
 fn check_exact(capability: &Capability, suffix: &str) {
-    let grant = capability.grant().expect("a validated capability has a grant");
+    let grant = capability
+        .grant()
+        .expect("a validated capability has a grant");
     match capability {
         Capability::CacheRead(prefix) | Capability::CacheWrite(prefix) => {
             let inside = format!("{prefix}{suffix}");
-            assert!(grant.policy.matches(&args("key", &inside)), "{capability:?}: {inside:?}");
+            assert!(
+                grant.policy.matches(&args("key", &inside)),
+                "{capability:?}: {inside:?}"
+            );
             if !suffix.starts_with(prefix.as_str()) {
                 assert!(
                     !grant.policy.matches(&args("key", suffix)),
@@ -76,10 +112,18 @@ fn check_exact(capability: &Capability, suffix: &str) {
         }
         Capability::FilesRead(path) | Capability::FilesWrite(path) if path != "/" => {
             let under = format!("{path}/x");
-            assert!(grant.policy.check_hierarchical(&args("path", &under), "path").is_ok());
+            assert!(
+                grant
+                    .policy
+                    .check_hierarchical(&args("path", &under), "path")
+                    .is_ok()
+            );
             let sibling = format!("{path}x");
             assert!(
-                grant.policy.check_hierarchical(&args("path", &sibling), "path").is_err(),
+                grant
+                    .policy
+                    .check_hierarchical(&args("path", &sibling), "path")
+                    .is_err(),
                 "{capability:?} also grants {sibling}"
             );
         }
@@ -97,7 +141,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert!(!e.message.trim().is_empty(), "a refusal says why");
             if let Some(line) = e.line {
-                assert!(line >= 1 && line <= doc.lines().count() + 1, "line {line} of {doc:?}");
+                assert!(
+                    line >= 1 && line <= doc.lines().count() + 1,
+                    "line {line} of {doc:?}"
+                );
             }
         }
         Ok(manifest) => {

@@ -20,7 +20,13 @@ mod reference;
 
 use reference::{matches, prefix_len};
 
-const HOSTS: &[Option<&str>] = &[None, None, Some("example.com"), Some("Example.COM"), Some("x.org")];
+const HOSTS: &[Option<&str>] = &[
+    None,
+    None,
+    Some("example.com"),
+    Some("Example.COM"),
+    Some("x.org"),
+];
 const SEGMENTS: &[&str] = &["a", "b", "ab", "a.b", "A", "-", "_", "%2F", "ä"];
 const TENANTS: &[&str] = &["acme", "beta", "gamma"];
 
@@ -64,7 +70,11 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     }
     let built = Router::build(apps.clone());
     let reversed = Router::build(apps.iter().rev().cloned().collect());
-    assert_eq!(built.is_ok(), reversed.is_ok(), "building must not depend on order");
+    assert_eq!(
+        built.is_ok(),
+        reversed.is_ok(),
+        "building must not depend on order"
+    );
     let Ok(router) = built else {
         return Ok(());
     };
@@ -81,8 +91,15 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         match (got, want) {
             (None, None) => {}
             (Some((app, len)), Some((route, i))) => {
-                assert!(Arc::ptr_eq(&app, &apps[*i]), "{host}{path}: routed to the wrong app");
-                assert_eq!(len, prefix_len(route), "{host}{path}: matched prefix length");
+                assert!(
+                    Arc::ptr_eq(&app, &apps[*i]),
+                    "{host}{path}: routed to the wrong app"
+                );
+                assert_eq!(
+                    len,
+                    prefix_len(route),
+                    "{host}{path}: matched prefix length"
+                );
                 let scope = route.host.is_some();
                 for (other, j) in &all {
                     if other.host.is_some() == scope && matches(other, host, &path) {

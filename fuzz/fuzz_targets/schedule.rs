@@ -11,10 +11,24 @@ use libfuzzer_sys::fuzz_target;
 use zerochrono::{Schedule, ScheduleDecl};
 
 const EXPRESSIONS: &[&str] = &[
-    "*/5 * * * * *", "0 0 6 * * *", "0 30 2 * * Sun", "0 0 0 29 2 * 2100", "every 30s",
-    "every 1ms", "every 0s", "every 24h", "0 0 1 1 1 * 1970", "59 59 23 31 12 *",
+    "*/5 * * * * *",
+    "0 0 6 * * *",
+    "0 30 2 * * Sun",
+    "0 0 0 29 2 * 2100",
+    "every 30s",
+    "every 1ms",
+    "every 0s",
+    "every 24h",
+    "0 0 1 1 1 * 1970",
+    "59 59 23 31 12 *",
 ];
-const ZONES: &[&str] = &["Europe/Paris", "America/New_York", "UTC", "Asia/Kolkata", "Nowhere/City"];
+const ZONES: &[&str] = &[
+    "Europe/Paris",
+    "America/New_York",
+    "UTC",
+    "Asia/Kolkata",
+    "Nowhere/City",
+];
 
 fn text(u: &mut Unstructured<'_>) -> Result<String> {
     if u.ratio(1, 4)? {
@@ -49,7 +63,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         } else {
             u.int_in_range(1_700_000_000i64..=1_900_000_000)?
         };
-        let Some(t) = DateTime::<Utc>::from_timestamp(secs, u.int_in_range(0..=999_999_999)?) else {
+        let Some(t) = DateTime::<Utc>::from_timestamp(secs, u.int_in_range(0..=999_999_999)?)
+        else {
             continue;
         };
         if let Some(next) = schedule.next_after(t) {

@@ -23,40 +23,105 @@ use zerodb::{Action, Databases, Limits, StaticGrants, Value};
 /// `t5` to `t6`.
 const TABLES: &[&str] = &["t1", "t2", "t3", "t4", "t5", "t6"];
 const NAMES: &[&str] = &[
-    "t1", "t2", "t3", "t4", "t5", "t6", "v7", "main.t1", "temp.t2", "sqlite_master",
-    "sqlite_schema", "sqlite_temp_master", "sqlite_stat1", "pragma_table_info('t3')", "x", "\"t1\"",
-    "[t2]", "`t3`", "T4",
+    "t1",
+    "t2",
+    "t3",
+    "t4",
+    "t5",
+    "t6",
+    "v7",
+    "main.t1",
+    "temp.t2",
+    "sqlite_master",
+    "sqlite_schema",
+    "sqlite_temp_master",
+    "sqlite_stat1",
+    "pragma_table_info('t3')",
+    "x",
+    "\"t1\"",
+    "[t2]",
+    "`t3`",
+    "T4",
 ];
 const EXPRS: &[&str] = &[
-    "a", "b", "1", "'s'", "NULL", "a + 1", "(SELECT b FROM t3 LIMIT 1)", "(SELECT b FROM v7)",
-    "(SELECT group_concat(b) FROM t2)", "printf('%s', b)", "hex(b)", "zeroblob(10)",
-    "randomblob(4)", "length(b)", "load_extension('x')", "readfile('/etc/passwd')",
-    "sqlite_version()", "(SELECT sql FROM sqlite_master LIMIT 1)", "json_extract(b, '$')",
-    "count(*)", "max(a)", "typeof(b)", "?", ":p",
+    "a",
+    "b",
+    "1",
+    "'s'",
+    "NULL",
+    "a + 1",
+    "(SELECT b FROM t3 LIMIT 1)",
+    "(SELECT b FROM v7)",
+    "(SELECT group_concat(b) FROM t2)",
+    "printf('%s', b)",
+    "hex(b)",
+    "zeroblob(10)",
+    "randomblob(4)",
+    "length(b)",
+    "load_extension('x')",
+    "readfile('/etc/passwd')",
+    "sqlite_version()",
+    "(SELECT sql FROM sqlite_master LIMIT 1)",
+    "json_extract(b, '$')",
+    "count(*)",
+    "max(a)",
+    "typeof(b)",
+    "?",
+    ":p",
 ];
 const TEMPLATES: &[&str] = &[
-    "SELECT {e}, {e} FROM {n}", "SELECT * FROM {n} WHERE a IN (SELECT a FROM {n})",
-    "SELECT x.b FROM {n} x JOIN {n} y ON x.a = y.a", "WITH c AS (SELECT b FROM {n}) SELECT * FROM c",
+    "SELECT {e}, {e} FROM {n}",
+    "SELECT * FROM {n} WHERE a IN (SELECT a FROM {n})",
+    "SELECT x.b FROM {n} x JOIN {n} y ON x.a = y.a",
+    "WITH c AS (SELECT b FROM {n}) SELECT * FROM c",
     "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < 5) SELECT {e} FROM r",
-    "INSERT INTO {n} (a, b) VALUES ({e}, {e})", "INSERT INTO {n} (a, b) SELECT a, b FROM {n}",
-    "INSERT INTO {n} DEFAULT VALUES", "REPLACE INTO {n} (a, b) VALUES (1, {e})",
+    "INSERT INTO {n} (a, b) VALUES ({e}, {e})",
+    "INSERT INTO {n} (a, b) SELECT a, b FROM {n}",
+    "INSERT INTO {n} DEFAULT VALUES",
+    "REPLACE INTO {n} (a, b) VALUES (1, {e})",
     "INSERT INTO {n} (a, b) VALUES (1, 'x') ON CONFLICT DO UPDATE SET b = {e}",
-    "UPDATE {n} SET b = {e}", "UPDATE {n} SET b = (SELECT b FROM {n} LIMIT 1) WHERE a = 1",
-    "UPDATE {n} SET b = x.b FROM {n} x WHERE x.a = {n}.a", "DELETE FROM {n}",
-    "DELETE FROM {n} WHERE a IN (SELECT a FROM {n})", "DELETE FROM {n} RETURNING *",
-    "UPDATE {n} SET a = a RETURNING b", "CREATE TABLE {n} (a INTEGER, b TEXT)",
-    "CREATE TABLE IF NOT EXISTS {n} AS SELECT * FROM {n}", "CREATE TEMP TABLE {n} (a, b)",
-    "CREATE VIEW {n} AS SELECT * FROM {n}", "CREATE TEMP VIEW w AS SELECT b FROM {n}",
-    "CREATE INDEX i_{i} ON {n}(a)", "CREATE TRIGGER g_{i} AFTER INSERT ON {n} BEGIN DELETE FROM {n}; END",
+    "UPDATE {n} SET b = {e}",
+    "UPDATE {n} SET b = (SELECT b FROM {n} LIMIT 1) WHERE a = 1",
+    "UPDATE {n} SET b = x.b FROM {n} x WHERE x.a = {n}.a",
+    "DELETE FROM {n}",
+    "DELETE FROM {n} WHERE a IN (SELECT a FROM {n})",
+    "DELETE FROM {n} RETURNING *",
+    "UPDATE {n} SET a = a RETURNING b",
+    "CREATE TABLE {n} (a INTEGER, b TEXT)",
+    "CREATE TABLE IF NOT EXISTS {n} AS SELECT * FROM {n}",
+    "CREATE TEMP TABLE {n} (a, b)",
+    "CREATE VIEW {n} AS SELECT * FROM {n}",
+    "CREATE TEMP VIEW w AS SELECT b FROM {n}",
+    "CREATE INDEX i_{i} ON {n}(a)",
+    "CREATE TRIGGER g_{i} AFTER INSERT ON {n} BEGIN DELETE FROM {n}; END",
     "CREATE TEMP TRIGGER g_{i} AFTER INSERT ON {n} BEGIN DELETE FROM {n}; END",
-    "DROP TABLE {n}", "DROP VIEW {n}", "DROP INDEX t1a", "DROP TRIGGER copy",
-    "ALTER TABLE {n} RENAME TO {n}", "ALTER TABLE {n} ADD COLUMN c{i} TEXT DEFAULT {e}",
-    "ALTER TABLE {n} RENAME COLUMN b TO c", "ALTER TABLE {n} DROP COLUMN b",
-    "PRAGMA writable_schema = 1", "PRAGMA table_info({n})", "PRAGMA journal_mode = OFF",
-    "PRAGMA foreign_keys = OFF", "ATTACH ':memory:' AS m", "ATTACH 'x.db' AS {n}", "DETACH m",
-    "VACUUM", "VACUUM INTO 'copy.db'", "ANALYZE {n}", "REINDEX {n}", "SAVEPOINT s",
-    "RELEASE s", "BEGIN", "COMMIT", "ROLLBACK", "SELECT * FROM {n} UNION SELECT * FROM {n}",
-    "CREATE VIRTUAL TABLE {n} USING fts5(b)", "SELECT * FROM {n}, json_each({e})",
+    "DROP TABLE {n}",
+    "DROP VIEW {n}",
+    "DROP INDEX t1a",
+    "DROP TRIGGER copy",
+    "ALTER TABLE {n} RENAME TO {n}",
+    "ALTER TABLE {n} ADD COLUMN c{i} TEXT DEFAULT {e}",
+    "ALTER TABLE {n} RENAME COLUMN b TO c",
+    "ALTER TABLE {n} DROP COLUMN b",
+    "PRAGMA writable_schema = 1",
+    "PRAGMA table_info({n})",
+    "PRAGMA journal_mode = OFF",
+    "PRAGMA foreign_keys = OFF",
+    "ATTACH ':memory:' AS m",
+    "ATTACH 'x.db' AS {n}",
+    "DETACH m",
+    "VACUUM",
+    "VACUUM INTO 'copy.db'",
+    "ANALYZE {n}",
+    "REINDEX {n}",
+    "SAVEPOINT s",
+    "RELEASE s",
+    "BEGIN",
+    "COMMIT",
+    "ROLLBACK",
+    "SELECT * FROM {n} UNION SELECT * FROM {n}",
+    "CREATE VIRTUAL TABLE {n} USING fts5(b)",
+    "SELECT * FROM {n}, json_each({e})",
 ];
 
 struct Scratch {
@@ -115,7 +180,11 @@ fn snapshot(db: &zerodb::Database) -> Vec<(String, String)> {
         .iter()
         .map(|t| {
             let schema = db
-                .query(&owner, "SELECT sql FROM sqlite_master WHERE name = ?", &[Value::Text((*t).into())])
+                .query(
+                    &owner,
+                    "SELECT sql FROM sqlite_master WHERE name = ?",
+                    &[Value::Text((*t).into())],
+                )
                 .map(|r| format!("{:?}", r.rows))
                 .unwrap_or_default();
             let rows = db
@@ -134,13 +203,19 @@ fn reset(db: &zerodb::Database, owner: &StaticGrants) {
     for (schema, master) in [("main", "sqlite_master"), ("temp", "sqlite_temp_master")] {
         let listed = db.query(
             owner,
-            &format!("SELECT type, name FROM {master} WHERE name NOT LIKE 'sqlite_%' AND type != 'index'"),
+            &format!(
+                "SELECT type, name FROM {master} WHERE name NOT LIKE 'sqlite_%' AND type != 'index'"
+            ),
             &[],
         );
         for row in listed.map(|r| r.rows).unwrap_or_default() {
             if let [Value::Text(kind), Value::Text(name)] = row.as_slice() {
                 let quoted = name.replace('"', "\"\"");
-                let _ = db.execute(owner, &format!("DROP {kind} IF EXISTS {schema}.\"{quoted}\""), &[]);
+                let _ = db.execute(
+                    owner,
+                    &format!("DROP {kind} IF EXISTS {schema}.\"{quoted}\""),
+                    &[],
+                );
             }
         }
     }
@@ -192,7 +267,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             let text = format!("{:?}", rows.rows);
             for t in TABLES {
                 if text.contains(&format!("{}-{t}", s.canary)) {
-                    assert!(may(Action::Read, t), "{sql}: returned {t}'s canary without read on {t}");
+                    assert!(
+                        may(Action::Read, t),
+                        "{sql}: returned {t}'s canary without read on {t}"
+                    );
                 }
             }
         }

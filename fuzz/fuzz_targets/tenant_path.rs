@@ -12,7 +12,9 @@ use zerofs::TenantPath;
 #[path = "../../crates/zerofs/tests/reference/mod.rs"]
 mod reference;
 
-const PIECES: &[&str] = &["/", "a", "b", ".", "..", "", ".zero", "...", "é", "\0", "a/b"];
+const PIECES: &[&str] = &[
+    "/", "a", "b", ".", "..", "", ".zero", "...", "é", "\0", "a/b",
+];
 
 fn text(u: &mut Unstructured<'_>) -> Result<String> {
     if u.ratio(1, 4)? {
@@ -39,14 +41,22 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let Ok(path) = parsed else {
         return Ok(());
     };
-    assert_eq!(TenantPath::parse(path.as_str()).ok().as_ref(), Some(&path), "idempotent");
+    assert_eq!(
+        TenantPath::parse(path.as_str()).ok().as_ref(),
+        Some(&path),
+        "idempotent"
+    );
     assert_eq!(path.ancestors().last(), Some(TenantPath::root()));
     for seg in path.segments() {
         assert!(!seg.is_empty() && seg != "." && seg != ".." && !seg.contains('/'));
     }
     let name = text(u)?;
     if let Ok(child) = path.join(&name) {
-        assert_eq!(child.parent().as_ref(), Some(&path), "join {name:?} gives a child");
+        assert_eq!(
+            child.parent().as_ref(),
+            Some(&path),
+            "join {name:?} gives a child"
+        );
         assert_eq!(child.file_name(), Some(name.as_str()));
     }
     Ok(())

@@ -23,11 +23,17 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(i) = &inspected {
         assert_eq!(i.hash, hash, "inspect reports the content hash");
     }
-    assert!(sections.is_ok(), "a binary whose hash is computed lists its custom sections");
+    assert!(
+        sections.is_ok(),
+        "a binary whose hash is computed lists its custom sections"
+    );
 
     let signed = zero_component::append_custom_section(data, zero_component::UCAN_SECTION, b"x");
     let again = zero_component::content_hash(&signed).expect("appending keeps the binary readable");
-    assert_eq!(again, hash, "the `ucan` section is not part of the content hash");
+    assert_eq!(
+        again, hash,
+        "the `ucan` section is not part of the content hash"
+    );
     let stripped = zero_component::strip_custom_section(&signed, zero_component::UCAN_SECTION)
         .expect("a binary with an appended section strips");
     assert_eq!(
