@@ -139,6 +139,10 @@ pub struct EngineSection {
     /// `artifact_dir` reuse each other's artifacts only when they also share this key; an
     /// artifact written without it is never loaded.
     pub artifact_key: Option<PathBuf>,
+    /// Tiered compilation (`tiered_compilation`, default on): a component never compiled
+    /// before serves at once from Winch's baseline code while Cranelift optimizes it in the
+    /// background; off, it is compiled with Cranelift before its first request.
+    pub tiered_compilation: bool,
 }
 
 impl Default for EngineSection {
@@ -147,6 +151,7 @@ impl Default for EngineSection {
             pooling: true,
             artifact_dir: None,
             artifact_key: None,
+            tiered_compilation: true,
         }
     }
 }

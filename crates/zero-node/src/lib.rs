@@ -130,6 +130,7 @@ impl Node {
             },
             limits: config.limits.clone(),
             pooling: config.engine.pooling,
+            tiered_compilation: config.engine.tiered_compilation,
             pool_instances: (config.http.max_concurrent as u32).saturating_add(16),
             pool: config.pool.clone(),
         };

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use wasmtime::Store;
 use wasmtime_wasi_http::WasiBody;
@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
-use crate::{Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
+use crate::{Compiled, Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
 
 mod ticker_wit {
     wasmtime::component::bindgen!({
@@ -207,20 +207,73 @@ trait Deployment: Send + Sync {
 struct Deployed<P: ProviderSet> {
     runtime: Arc<Runtime<P>>,
     component: Arc<LoadedComponent<P>>,
+    name: String,
     apps: P::Apps,
+    /// The entries of the component's current compiled form (rebuilt once when it moves from
+    /// baseline to optimized code).
+    entries: RwLock<Arc<Entries<P>>>,
+}
+
+/// The entries of one compiled form of a component.
+struct Entries<P: ProviderSet> {
+    compiled: Arc<Compiled<P>>,
     http: Result<ProxyPre<P::Data>, String>,
     tick: Result<TickerPre<P::Data>, String>,
+}
+
+impl<P: ProviderSet> Entries<P> {
+    fn new(compiled: Arc<Compiled<P>>, name: &str) -> Entries<P> {
+        let http = ProxyPre::new(compiled.pre.clone()).map_err(|e| {
+            format!(
+                "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
+                 (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
+            )
+        });
+        let tick = TickerPre::new(compiled.pre.clone()).map_err(|e| {
+            format!(
+                "app `{name}` does not export `{TICK_HANDLER}`, so it cannot run on schedules \
+                 (export it with `wit_bindgen::generate!` over `wit/zero-chrono`, world \
+                 `zero:chrono/ticker`, or deploy it without schedules): {e}"
+            )
+        });
+        Entries {
+            compiled,
+            http,
+            tick,
+        }
+    }
 }
 
 type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
 
 impl<P: ProviderSet> Deployed<P> {
-    fn store(&self, invocation: Invocation) -> Result<Store<P::Data>, Unavailable> {
+    /// The entries of the component's current compiled form.
+    fn entries(&self) -> Arc<Entries<P>> {
+        let current = self.component.current();
+        {
+            let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+            if Arc::ptr_eq(&entries.compiled, &current) {
+                return entries.clone();
+            }
+        }
+        let fresh = Arc::new(Entries::new(current, &self.name));
+        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        fresh
+    }
+
+    fn store(
+        &self,
+        entries: &Entries<P>,
+        invocation: Invocation,
+    ) -> Result<Store<P::Data>, Unavailable> {
         let request_id = invocation.request_id.clone();
-        self.runtime.new_store(&self.apps, invocation).map_err(|e| {
-            tracing::error!(request_id = %request_id, error = %e, "could not create a store");
-            Unavailable::Start
-        })
+        let engine = &entries.compiled.engine;
+        self.runtime
+            .new_store(engine, &self.apps, invocation)
+            .map_err(|e| {
+                tracing::error!(request_id = %request_id, error = %e, "could not create a store");
+                Unavailable::Start
+            })
     }
 
     /// Runs `call` (instantiate and call an entry) on `store` within the wall-clock limit,
@@ -259,7 +312,11 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
     }
 
     fn http_entry(&self) -> Result<(), String> {
-        self.http.as_ref().map(|_| ()).map_err(String::clone)
+        self.entries()
+            .http
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::clone)
     }
 
     fn http(
@@ -268,14 +325,15 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
         request: http::Request<WasiBody>,
         response: ResponseSender,
     ) -> Result<Run, Unavailable> {
-        let pre = match &self.http {
+        let entries = self.entries();
+        let pre = match &entries.http {
             Ok(pre) => pre.clone(),
             Err(reason) => {
                 tracing::error!(request_id = %invocation.request_id, tenant = %invocation.tenant, app = %invocation.app, reason = %reason, "HTTP request to an app without an HTTP entry");
                 return Err(Unavailable::NoEntry);
             }
         };
-        let mut store = self.store(invocation)?;
+        let mut store = self.store(&entries, invocation)?;
         let mut http = store.data_mut().core_mut().http_view();
         let req = http
             .new_incoming_request(Scheme::Http, request)
@@ -295,11 +353,16 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
     }
 
     fn tick_entry(&self) -> Result<(), String> {
-        self.tick.as_ref().map(|_| ()).map_err(String::clone)
+        self.entries()
+            .tick
+            .as_ref()
+            .map(|_| ())
+            .map_err(String::clone)
     }
 
     fn tick(&self, invocation: Invocation, tick: Tick) -> Result<Run, Unavailable> {
-        let pre = match &self.tick {
+        let entries = self.entries();
+        let pre = match &entries.tick {
             Ok(pre) => pre.clone(),
             Err(reason) => {
                 tracing::error!(request_id = %invocation.request_id, tenant = %invocation.tenant, app = %invocation.app, reason = %reason, "schedule tick for an app without a tick entry");
@@ -313,7 +376,7 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
             attempt: tick.attempt,
             run_id: invocation.request_id.to_string(),
         };
-        let store = self.store(invocation)?;
+        let store = self.store(&entries, invocation)?;
         Ok(self.run(store, move |store| {
             Box::pin(async move {
                 let ticker: TickerWorld = pre.instantiate_async(&mut *store).await?;
@@ -348,25 +411,13 @@ impl<P: ProviderSet> Runtime<P> {
                     settings: &settings,
                 })
                 .map_err(|e| format!("app `{name}` cannot be prepared: {e:#}"))?;
-            let http = ProxyPre::new(component.pre.clone()).map_err(|e| {
-                format!(
-                    "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
-                     (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
-                )
-            });
-            let tick = TickerPre::new(component.pre.clone()).map_err(|e| {
-                format!(
-                    "app `{name}` does not export `{TICK_HANDLER}`, so it cannot run on schedules \
-                     (export it with `wit_bindgen::generate!` over `wit/zero-chrono`, world \
-                     `zero:chrono/ticker`, or deploy it without schedules): {e}"
-                )
-            });
+            let entries = Entries::new(component.current(), name);
             let deployed: Arc<dyn Deployment> = Arc::new(Deployed {
                 runtime: self.clone(),
                 component,
+                name: name.to_string(),
                 apps,
-                http,
-                tick,
+                entries: RwLock::new(Arc::new(entries)),
             });
             Ok(deployed)
         });

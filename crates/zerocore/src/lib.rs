@@ -39,15 +39,15 @@ pub use zero_provider::{
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use zero_provider::thread_cpu_ns;
 
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, Trap,
     UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
@@ -165,6 +165,12 @@ pub struct CoreConfig {
     pub pool_instances: u32,
     /// How the pool recycles memory between requests.
     pub pool: PoolSettings,
+    /// Tiered compilation: a component never compiled before is compiled with Winch (the
+    /// baseline compiler, a fraction of Cranelift's time) and serves at once, while Cranelift
+    /// compiles it in the background; its requests move to the optimized code (and the
+    /// artifact on disk is written) when that is ready. Off: every new component is compiled
+    /// with Cranelift before its first request.
+    pub tiered_compilation: bool,
 }
 
 impl Default for CoreConfig {
@@ -176,6 +182,7 @@ impl Default for CoreConfig {
             pooling: true,
             pool_instances: 300,
             pool: PoolSettings::default(),
+            tiered_compilation: true,
         }
     }
 }
@@ -191,17 +198,70 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Artifacts found unusable (corrupted, foreign) and recompiled.
     pub aot_rejected: AtomicU64,
+    /// Components compiled with the baseline compiler (tiered compilation) to serve at once.
+    pub baseline_compiled: AtomicU64,
+    /// Components whose requests moved from baseline to optimized code.
+    pub optimized_later: AtomicU64,
 }
 
-/// A component ready to instantiate.
+/// Which compiler produced the code a component runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    /// Winch, wasmtime's single-pass baseline compiler: compiles several times faster than
+    /// Cranelift and runs slower. A newly deployed component runs it until its optimized code
+    /// is ready (see [`CoreConfig::tiered_compilation`]).
+    Baseline,
+    /// Cranelift, optimizing. Artifacts on disk always hold this tier.
+    Optimized,
+}
+
+/// One compiled form of a component, linked against the linker of the engine that compiled it
+/// (a store for it must be created on that engine).
+pub(crate) struct Compiled<P: ProviderSet> {
+    pub(crate) engine: Engine,
+    pub(crate) pre: InstancePre<P::Data>,
+    pub(crate) tier: Tier,
+}
+
+/// A component ready to instantiate: its current compiled form, which moves from
+/// [`Tier::Baseline`] to [`Tier::Optimized`] once (tiered compilation). Requests already
+/// running keep the form they started with.
 pub struct LoadedComponent<P: ProviderSet> {
     /// Its content hash.
     pub hash: ContentHash,
-    /// The compiled component.
-    pub component: Component,
-    /// Pre-instantiated against the node's linker (all imports resolved).
-    pub pre: InstancePre<P::Data>,
+    current: RwLock<Arc<Compiled<P>>>,
 }
+
+impl<P: ProviderSet> LoadedComponent<P> {
+    /// The compiler of the code new requests run.
+    pub fn tier(&self) -> Tier {
+        self.current().tier
+    }
+
+    /// The compiled form new requests use.
+    pub(crate) fn current(&self) -> Arc<Compiled<P>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn replace(&self, compiled: Compiled<P>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(compiled);
+    }
+}
+
+/// The baseline tier's engine (Winch, on-demand allocation) and its linker.
+struct BaselineTier<P: ProviderSet> {
+    engine: Engine,
+    linker: Linker<P::Data>,
+}
+
+/// Background optimizations queued at most (beyond, a new component is compiled with
+/// Cranelift before its first request, as without tiering).
+const MAX_PENDING_OPTIMIZATIONS: usize = 16;
+/// Bytes of component code the queued optimizations may hold at most.
+const MAX_PENDING_OPTIMIZATION_BYTES: usize = 256 << 20;
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +479,14 @@ pub struct Runtime<P: ProviderSet> {
     stats: Stats,
     pooling: bool,
     ticker_stop: Arc<AtomicBool>,
+    /// The baseline tier, when tiered compilation is on (and Winch is available).
+    baseline: Option<BaselineTier<P>>,
+    /// Background optimizations queued or running, and the code bytes they hold.
+    pending: AtomicUsize,
+    pending_bytes: AtomicUsize,
+    /// Held while one background optimization runs: they run one at a time, so a burst of
+    /// deploys costs one core, not all of them.
+    optimizing: Mutex<()>,
 }
 
 impl<P: ProviderSet> Drop for Runtime<P> {
@@ -481,10 +549,23 @@ impl<P: ProviderSet> Runtime<P> {
         };
         tracing::info!(pooling, "wasmtime engine ready");
 
-        let mut linker = Linker::new(&engine);
-        wasi::add_to_linker(&mut linker)
-            .map_err(|e| anyhow::anyhow!("the WASI base failed to register: {e:#}"))?;
-        P::add_to_linker(&mut linker)?;
+        let linker = Self::new_linker(&engine)?;
+        let baseline = if config.tiered_compilation {
+            let mut cfg = engine_config(&limits, None);
+            cfg.strategy(Strategy::Winch);
+            match Engine::new(&cfg) {
+                Ok(engine) => Some(BaselineTier {
+                    linker: Self::new_linker(&engine)?,
+                    engine,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the baseline compiler (Winch) is not available here; new components are compiled with Cranelift before they serve");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let key = aot::ArtifactKey::load_or_create(&config.artifact_key).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read or create the artifact key {}: {e}",
@@ -500,16 +581,20 @@ impl<P: ProviderSet> Runtime<P> {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.weak();
+            // Every engine's guests are metered by the same ticker.
+            let mut engines = vec![engine.weak()];
+            engines.extend(baseline.as_ref().map(|b| b.engine.weak()));
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("zerocore-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(TICK);
-                        match engine.upgrade() {
-                            Some(e) => e.increment_epoch(),
-                            None => break,
+                        for engine in &engines {
+                            match engine.upgrade() {
+                                Some(e) => e.increment_epoch(),
+                                None => return,
+                            }
                         }
                     }
                 })?;
@@ -525,7 +610,20 @@ impl<P: ProviderSet> Runtime<P> {
             stats: Stats::default(),
             pooling,
             ticker_stop,
+            baseline,
+            pending: AtomicUsize::new(0),
+            pending_bytes: AtomicUsize::new(0),
+            optimizing: Mutex::new(()),
         })
+    }
+
+    /// A linker for `engine` with the WASI base and every provider's interfaces.
+    fn new_linker(engine: &Engine) -> anyhow::Result<Linker<P::Data>> {
+        let mut linker = Linker::new(engine);
+        wasi::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("the WASI base failed to register: {e:#}"))?;
+        P::add_to_linker(&mut linker)?;
+        Ok(linker)
     }
 
     /// The engine.
@@ -565,8 +663,18 @@ impl<P: ProviderSet> Runtime<P> {
     /// Validates, compiles (or loads the AOT artifact of) and links a component. Identical bytes
     /// are compiled once per engine, across restarts.
     ///
+    /// With tiered compilation, a component with no artifact yet is compiled with the baseline
+    /// compiler and returned at once, and its optimized compilation is queued on a background
+    /// thread (one at a time); when it is done the artifact is written and the component's new
+    /// requests run the optimized code. When the queue is full, or the baseline compiler
+    /// refuses the component, it is compiled with Cranelift here, as without tiering.
+    ///
     /// This is CPU-heavy on a miss: call it from a blocking thread in async code.
-    pub fn load(&self, bytes: &[u8], what: &str) -> Result<Arc<LoadedComponent<P>>, LoadError> {
+    pub fn load(
+        self: &Arc<Self>,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Arc<LoadedComponent<P>>, LoadError> {
         zero_component::expect_component(bytes, what)?;
         let hash = zero_component::content_hash(bytes)?;
         if let Some(hit) = self.lock_cache().get(&hash).and_then(Weak::upgrade) {
@@ -574,17 +682,111 @@ impl<P: ProviderSet> Runtime<P> {
             tracing::debug!(%hash, app = what, "component served from the in-memory cache");
             return Ok(hit);
         }
-        let component = self.compile_or_load_artifact(bytes, &hash, what)?;
-        let pre = self.link(&component, bytes, what)?;
+        let compiled = match self.load_artifact(&hash, what) {
+            Some(component) => self.optimized(component, bytes, what)?,
+            None => match self.baseline(bytes, what) {
+                Some(compiled) => compiled,
+                None => {
+                    let component = self.compile_optimized(bytes, &hash, what)?;
+                    self.optimized(component, bytes, what)?
+                }
+            },
+        };
+        let tier = compiled.tier;
         let loaded = Arc::new(LoadedComponent {
             hash,
-            component,
-            pre,
+            current: RwLock::new(Arc::new(compiled)),
         });
+        if tier == Tier::Baseline {
+            self.optimize_later(&loaded, bytes, what);
+        }
         let mut cache = self.lock_cache();
         cache.retain(|_, entry| entry.strong_count() > 0);
         cache.insert(hash, Arc::downgrade(&loaded));
         Ok(loaded)
+    }
+
+    /// The baseline tier's compilation of `bytes`, when tiered compilation is on, a
+    /// background optimization can be queued, and Winch accepts the component. Reserves the
+    /// queue slot that [`Runtime::optimize_later`] uses.
+    fn baseline(&self, bytes: &[u8], what: &str) -> Option<Compiled<P>> {
+        let tier = self.baseline.as_ref()?;
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel);
+        let pending_bytes = self.pending_bytes.fetch_add(bytes.len(), Ordering::AcqRel);
+        let release = || {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.pending_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+        };
+        if pending >= MAX_PENDING_OPTIMIZATIONS
+            || pending_bytes.saturating_add(bytes.len()) > MAX_PENDING_OPTIMIZATION_BYTES
+        {
+            release();
+            tracing::info!(
+                app = what,
+                pending,
+                "background optimizations are queued to the limit; compiling with Cranelift now"
+            );
+            return None;
+        }
+        let start = std::time::Instant::now();
+        let compiled = Component::new(&tier.engine, bytes)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|c| {
+                tier.linker
+                    .instantiate_pre(&c)
+                    .map_err(|e| format!("{e:#}"))
+            });
+        match compiled {
+            Ok(pre) => {
+                self.stats.baseline_compiled.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    app = what,
+                    tier = "baseline",
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "compiled component"
+                );
+                Some(Compiled {
+                    engine: tier.engine.clone(),
+                    pre,
+                    tier: Tier::Baseline,
+                })
+            }
+            Err(reason) => {
+                release();
+                tracing::info!(app = what, %reason, "the baseline compiler refused the component; compiling with Cranelift now");
+                None
+            }
+        }
+    }
+
+    /// Queues the optimized compilation of `loaded` (whose queue slot [`Runtime::baseline`]
+    /// reserved) on a background thread. It is skipped if nothing uses the component by then.
+    fn optimize_later(
+        self: &Arc<Self>,
+        loaded: &Arc<LoadedComponent<P>>,
+        bytes: &[u8],
+        what: &str,
+    ) {
+        let job = OptimizeJob {
+            runtime: self.clone(),
+            loaded: Arc::downgrade(loaded),
+            bytes: bytes.to_vec(),
+            what: what.to_string(),
+        };
+        // A thread per queued job, run one at a time under `optimizing`; the queue is bounded.
+        let spawned = std::thread::Builder::new()
+            .name("zerocore-optimize".into())
+            .spawn(move || job.run());
+        if let Err(e) = spawned {
+            tracing::warn!(app = what, error = %e, "could not start the background optimization; the component keeps its baseline code until the next restart");
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.pending_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
+        }
+    }
+
+    /// Whether no background optimization is queued or running.
+    pub fn optimizations_done(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
     }
 
     /// How many loaded components are in memory (held by some user).
@@ -601,12 +803,9 @@ impl<P: ProviderSet> Runtime<P> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn compile_or_load_artifact(
-        &self,
-        bytes: &[u8],
-        hash: &ContentHash,
-        what: &str,
-    ) -> Result<Component, LoadError> {
+    /// The component from its artifact on disk, if there is a usable one (a corrupted or
+    /// foreign artifact is removed, so that it is compiled again).
+    fn load_artifact(&self, hash: &ContentHash, what: &str) -> Option<Component> {
         match self.artifacts.read(hash) {
             Ok(Some(artifact)) => {
                 // SAFETY: the artifact was written by this node (ArtifactStore::write) from
@@ -617,7 +816,7 @@ impl<P: ProviderSet> Runtime<P> {
                     Ok(c) => {
                         self.stats.aot_loaded.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(%hash, app = what, source = "aot", "loaded precompiled artifact from disk");
-                        return Ok(c);
+                        return Some(c);
                     }
                     Err(e) => {
                         self.stats.aot_rejected.fetch_add(1, Ordering::Relaxed);
@@ -633,6 +832,16 @@ impl<P: ProviderSet> Runtime<P> {
                 self.artifacts.remove(hash);
             }
         }
+        None
+    }
+
+    /// Compiles `bytes` with Cranelift and stores the artifact.
+    fn compile_optimized(
+        &self,
+        bytes: &[u8],
+        hash: &ContentHash,
+        what: &str,
+    ) -> Result<Component, LoadError> {
         let start = std::time::Instant::now();
         let artifact = self
             .engine
@@ -651,11 +860,25 @@ impl<P: ProviderSet> Runtime<P> {
                 }
             })?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%hash, app = what, source = "compile", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
+        tracing::info!(%hash, app = what, source = "compile", tier = "optimized", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
         if let Err(e) = self.artifacts.write(hash, &artifact) {
             tracing::warn!(%hash, error = %e, "could not store the precompiled artifact; it will be compiled again after a restart");
         }
         Ok(component)
+    }
+
+    /// The optimized tier's compiled form of `component`, linked.
+    fn optimized(
+        &self,
+        component: Component,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Compiled<P>, LoadError> {
+        Ok(Compiled {
+            engine: self.engine.clone(),
+            pre: self.link(&component, bytes, what)?,
+            tier: Tier::Optimized,
+        })
     }
 
     fn link(
@@ -697,7 +920,12 @@ impl<P: ProviderSet> Runtime<P> {
     /// Creates a fresh store for one invocation of an app: WASI with the guest's stdio going to
     /// the log, no network, every provider's instance state (from the app's per-deployment
     /// state), the memory/table limiter and the CPU meter.
-    fn new_store(&self, apps: &P::Apps, invocation: Invocation) -> anyhow::Result<Store<P::Data>> {
+    fn new_store(
+        &self,
+        engine: &Engine,
+        apps: &P::Apps,
+        invocation: Invocation,
+    ) -> anyhow::Result<Store<P::Data>> {
         let faults = Faults::default();
         let budget = self.limits.log_bytes_per_request;
         let mut builder = WasiCtxBuilder::new();
@@ -730,7 +958,7 @@ impl<P: ProviderSet> Runtime<P> {
         let cpu_ns = u64::try_from(self.limits.cpu_time.as_nanos()).unwrap_or(u64::MAX);
         let core = CoreState::new(invocation, builder.build(), limits, faults, cpu_ns);
         let data = self.providers.store_data(apps, core)?;
-        let mut store = Store::new(&self.engine, data);
+        let mut store = Store::new(engine, data);
         store.limiter(|s| s.core_mut());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
@@ -755,6 +983,50 @@ impl<P: ProviderSet> Runtime<P> {
     }
 }
 
+/// A queued background optimization (see [`Runtime::load`]).
+struct OptimizeJob<P: ProviderSet> {
+    runtime: Arc<Runtime<P>>,
+    loaded: Weak<LoadedComponent<P>>,
+    bytes: Vec<u8>,
+    what: String,
+}
+
+impl<P: ProviderSet> OptimizeJob<P> {
+    fn run(self) {
+        let rt = &self.runtime;
+        {
+            let _one_at_a_time = rt.optimizing.lock().unwrap_or_else(|p| p.into_inner());
+            self.optimize();
+        }
+        rt.pending_bytes
+            .fetch_sub(self.bytes.len(), Ordering::AcqRel);
+        rt.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn optimize(&self) {
+        let rt = &self.runtime;
+        // Nothing uses it any more (replaced or removed while queued): nothing to do.
+        let Some(hash) = self.loaded.upgrade().map(|l| l.hash) else {
+            return;
+        };
+        let start = std::time::Instant::now();
+        let compiled = rt
+            .compile_optimized(&self.bytes, &hash, &self.what)
+            .and_then(|c| rt.optimized(c, &self.bytes, &self.what));
+        match (compiled, self.loaded.upgrade()) {
+            (Ok(compiled), Some(loaded)) => {
+                loaded.replace(compiled);
+                rt.stats.optimized_later.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%hash, app = %self.what, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it");
+            }
+            (Ok(_), None) => {}
+            (Err(e), _) => {
+                tracing::warn!(%hash, app = %self.what, error = %e, "the optimizing compiler failed; the component keeps its baseline code");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,7 +1045,7 @@ mod tests {
             pooling: false,
             ..CoreConfig::default()
         };
-        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
         let module = wasm_encoder::Module::new().finish();
         let err = rt.load(&module, "m.wasm").err().unwrap().to_string();
         assert!(
@@ -799,10 +1071,89 @@ mod tests {
             pool_instances: u32::MAX / 4,
             ..ok
         };
-        let rt = Runtime::new(&huge, NoProviders {}).unwrap();
+        let rt = Arc::new(Runtime::new(&huge, NoProviders {}).unwrap());
         assert!(!rt.pooling());
         rt.load(&wasm_encoder::Component::new().finish(), "c")
             .unwrap();
+    }
+
+    /// A component with real code for both compilers.
+    fn component_with_code() -> Vec<u8> {
+        wat::parse_str(
+            r#"(component
+                (core module $m
+                  (memory 1)
+                  (func (export "sum") (param i32) (result i32)
+                    (local $acc i32)
+                    (loop $l
+                      (local.set $acc (i32.add (local.get $acc) (local.get 0)))
+                      (local.set 0 (i32.sub (local.get 0) (i32.const 1)))
+                      (br_if $l (local.get 0)))
+                    (local.get $acc)))
+                (core instance (instantiate $m)))"#,
+        )
+        .unwrap()
+    }
+
+    fn wait_for_optimizations<P: ProviderSet>(rt: &Runtime<P>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !rt.optimizations_done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "optimization never finished"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn tiered_compilation_serves_baseline_code_then_moves_to_optimized_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CoreConfig {
+            artifact_dir: dir.path().join("aot"),
+            artifact_key: dir.path().join("artifact.key"),
+            pooling: false,
+            ..CoreConfig::default()
+        };
+        assert!(cfg.tiered_compilation, "on by default");
+        let component = component_with_code();
+        let hash = zero_component::content_hash(&component).unwrap();
+        {
+            let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
+            let loaded = rt.load(&component, "c").unwrap();
+            assert_eq!(loaded.tier(), Tier::Baseline);
+            assert_eq!(rt.stats().baseline_compiled.load(Ordering::Relaxed), 1);
+            wait_for_optimizations(&rt);
+            assert_eq!(loaded.tier(), Tier::Optimized);
+            assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
+            assert_eq!(rt.stats().optimized_later.load(Ordering::Relaxed), 1);
+            assert!(
+                rt.artifacts.path(&hash).exists(),
+                "the optimized artifact is stored"
+            );
+            // The same bytes again: the in-memory component, already optimized.
+            assert_eq!(rt.load(&component, "c").unwrap().tier(), Tier::Optimized);
+        }
+        // After a restart the artifact serves at once, optimized, with no compilation.
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
+        assert_eq!(rt.load(&component, "c").unwrap().tier(), Tier::Optimized);
+        assert_eq!(rt.stats().baseline_compiled.load(Ordering::Relaxed), 0);
+        assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 0);
+        assert!(rt.optimizations_done());
+
+        // Off: compiled by Cranelift before it is returned.
+        let off = tempfile::tempdir().unwrap();
+        let cfg = CoreConfig {
+            artifact_dir: off.path().join("aot"),
+            artifact_key: off.path().join("artifact.key"),
+            pooling: false,
+            tiered_compilation: false,
+            ..CoreConfig::default()
+        };
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
+        assert_eq!(rt.load(&component, "c").unwrap().tier(), Tier::Optimized);
+        assert_eq!(rt.stats().baseline_compiled.load(Ordering::Relaxed), 0);
+        assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -812,11 +1163,12 @@ mod tests {
             artifact_dir: dir.path().join("aot"),
             artifact_key: dir.path().join("artifact.key"),
             pooling: false,
+            tiered_compilation: false,
             ..CoreConfig::default()
         };
         let component = wasm_encoder::Component::new().finish();
         {
-            let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
+            let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
             let held = rt.load(&component, "c").unwrap();
             rt.load(&component, "c").unwrap();
             assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
@@ -829,7 +1181,7 @@ mod tests {
             assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
             assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
         }
-        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
         rt.load(&component, "c").unwrap();
         assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 0);
         assert_eq!(rt.stats().aot_loaded.load(Ordering::Relaxed), 1);
@@ -841,7 +1193,7 @@ mod tests {
         let mid = raw.len() / 2;
         raw[mid] ^= 0x55;
         std::fs::write(&path, raw).unwrap();
-        let rt = Runtime::new(&cfg, NoProviders {}).unwrap();
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
         rt.load(&component, "c").unwrap();
         assert_eq!(rt.stats().aot_rejected.load(Ordering::Relaxed), 1);
         assert_eq!(rt.stats().compiled.load(Ordering::Relaxed), 1);
