@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use zerocore::Fault;
 
 use crate::AccessInfo;
+use crate::conn::InFlight;
 
 /// The error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -121,6 +122,8 @@ pub struct ProxyBody {
     access: Option<Access>,
     sent: u64,
     outcome: &'static str,
+    /// The request's place on its connection, released with the body.
+    in_flight: Option<InFlight>,
 }
 
 impl ProxyBody {
@@ -131,6 +134,7 @@ impl ProxyBody {
             access: None,
             sent: 0,
             outcome: "incomplete",
+            in_flight: None,
         }
     }
 
@@ -144,7 +148,13 @@ impl ProxyBody {
             access: None,
             sent: 0,
             outcome: "incomplete",
+            in_flight: None,
         }
+    }
+
+    pub(crate) fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     pub(crate) fn tracked(mut self, info: AccessInfo, status: StatusCode) -> Self {

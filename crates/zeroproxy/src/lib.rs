@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod body;
+mod conn;
 mod outbound;
 mod router;
 
@@ -69,6 +70,26 @@ pub struct ProxyConfig {
         deserialize_with = "zero_provider::settings::millis"
     )]
     pub header_read_timeout: Duration,
+    /// Connections open at once on the node (`max_connections`). Past it a new connection is
+    /// answered `503` with `connection: close` in one non-blocking write and closed; those
+    /// already open are served as before.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client's /64)
+    /// (`max_connections_per_client`), so that one client cannot take every slot. Behind a
+    /// reverse proxy every connection comes from the proxy's address: raise it to
+    /// `max_connections` there.
+    pub max_connections_per_client: usize,
+    /// How long a connection may stay open with no request in flight (`idle_timeout_ms`):
+    /// then it is closed (HTTP/2 with a GOAWAY). An HTTP/1.1 connection waiting for its next
+    /// request is also closed at `header_read_timeout_ms`, which hyper times from the end of
+    /// the previous response.
+    #[serde(
+        rename = "idle_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
+    pub idle_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once (`max_concurrent_streams`).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +102,10 @@ impl Default for ProxyConfig {
             max_concurrent_per_app: 128,
             max_concurrent_per_tenant: 192,
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_client: 256,
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -159,7 +184,7 @@ impl ZeroProxy {
     /// serving starts). `wall_time` is the core's wall-clock limit of a request (shutdown waits
     /// that long for requests in flight).
     pub async fn bind(config: ProxyConfig, wall_time: Duration) -> anyhow::Result<ZeroProxy> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        let listener = listen(config.listen).map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {}: {e} (is another process using that port? change [http] listen in zerocore.toml)",
                 config.listen
@@ -235,51 +260,161 @@ impl EventProvider for ZeroProxy {
             .await
             .take()
             .ok_or_else(|| anyhow::anyhow!("zeroproxy is already serving"))?;
+        let config = &self.inner.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.inner.config.header_read_timeout)
+            .header_read_timeout(config.header_read_timeout)
             .keep_alive(true);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_concurrent_streams);
+        let connections = conn::Connections::new(config.max_connections, config.max_connections_per_client);
+        let deadlines = conn::Deadlines {
+            first: config.header_read_timeout,
+            idle: config.idle_timeout,
+        };
+        let closed_log = Arc::new(ClosedLog {
+            header: conn::Throttle::new(Duration::from_secs(1)),
+            idle: conn::Throttle::new(Duration::from_secs(1)),
+            header_ms: config.header_read_timeout.as_millis(),
+            idle_ms: config.idle_timeout.as_millis(),
+        });
+        let accept_log = conn::Throttle::new(Duration::from_secs(5));
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, remote) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let inner = self.inner.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let inner = inner.clone();
-                        async move { Ok::<_, Infallible>(inner.handle(req, remote).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%remote, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
                 _ = shutdown.changed() => break,
-            }
+            };
+            let (stream, remote) = match accepted {
+                Ok(x) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    x
+                }
+                // The connection went away before it was accepted: nothing to wait for.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => continue,
+                // Out of file descriptors (EMFILE, ENFILE) or memory: the listener stays
+                // readable, so retrying at once would spin. Wait, longer each time.
+                Err(e) => {
+                    if let Some(failures) = accept_log.hit() {
+                        tracing::warn!(error = %e, failures, backoff_ms = backoff.as_millis() as u64, "accepting connections failed; backing off (if the error is 'too many open files', raise `ulimit -n` or lower [http] max_connections and [fs] max_open_files)");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let slot = match connections.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(response) => {
+                    conn::shed(stream, response);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let inner = self.inner.clone();
+            let activity = conn::Activity::new();
+            let service = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req| {
+                    let inner = inner.clone();
+                    let in_flight = activity.begin();
+                    async move {
+                        let resp = inner.handle(req, remote).await;
+                        Ok::<_, Infallible>(resp.map(|b| b.holding(in_flight)))
+                    }
+                })
+            };
+            let builder = builder.clone();
+            let shutdown = shutdown.clone();
+            let closed_log = closed_log.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = std::pin::pin!(conn);
+                let outcome = conn::drive(conn, |c| c.graceful_shutdown(), &activity, deadlines, shutdown).await;
+                closed_log.log(remote, outcome);
+            });
         }
         drop(listener);
         tracing::info!("zeroproxy stopped accepting; waiting for requests in flight");
         let grace = self.inner.wall_time + Duration::from_secs(1);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if !connections.drained(grace).await {
             tracing::warn!("some connections were still open after the grace period");
         }
         Ok(())
+    }
+}
+
+/// Connections the kernel completes and queues before the node accepts them. `std`'s 128 is
+/// too few for a burst (or while `accept` backs off): past it the kernel drops SYNs and a
+/// client's connect waits for its retransmissions, seconds. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (with `SO_REUSEADDR`, as `std` does) and listens with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The first wait after `accept` fails (out of file descriptors), doubled up to
+/// [`ACCEPT_BACKOFF_MAX`] while it keeps failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest wait between two `accept` attempts that failed.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Logs, at most once a second each, connections closed for a deadline.
+struct ClosedLog {
+    header: conn::Throttle,
+    idle: conn::Throttle,
+    header_ms: u128,
+    idle_ms: u128,
+}
+
+impl ClosedLog {
+    fn log(&self, remote: SocketAddr, outcome: Result<Result<(), body::BoxError>, conn::Closed>) {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // hyper's own header timeout (HTTP/1.1).
+                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                    self.header_closed(remote);
+                } else {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            }
+            Err(conn::Closed::FirstRequest) => self.header_closed(remote),
+            Err(conn::Closed::Idle) => {
+                if let Some(closed) = self.idle.hit() {
+                    tracing::info!(%remote, closed, "closed connections with no request in flight for [http] idle_timeout_ms ({} ms)", self.idle_ms);
+                }
+            }
+        }
+    }
+
+    fn header_closed(&self, remote: SocketAddr) {
+        if let Some(closed) = self.header.hit() {
+            tracing::info!(%remote, closed, "closed connections that sent no complete request head within [http] header_read_timeout_ms ({} ms)", self.header_ms);
+        }
     }
 }
 

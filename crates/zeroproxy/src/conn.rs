@@ -1,0 +1,313 @@
+//! Connection admission and lifetime: the node's and each client's connection caps, the
+//! cheap refusal of connections past them, the back-off when `accept` itself fails (out of file
+//! descriptors), and the per-connection deadlines hyper does not enforce (the first bytes of a
+//! connection, and an idle HTTP/2 connection).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// What a refused connection is sent before it is closed: a complete HTTP/1.1 response, written
+/// with one non-blocking write (never waited for).
+fn shed_response(message: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{message}",
+        message.len()
+    )
+    .into_bytes()
+}
+
+/// Logs an event at most once per interval, counting the occurrences in between (an attack
+/// must not turn into a flood of log lines).
+pub(crate) struct Throttle {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    pending: AtomicU64,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Throttle {
+        Throttle {
+            interval,
+            last: Mutex::new(None),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one occurrence; `Some(n)` when a line should be logged now, for the `n`
+    /// occurrences since the last line (this one included).
+    pub(crate) fn hit(&self) -> Option<u64> {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            return None;
+        }
+        *last = Some(now);
+        Some(self.pending.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The key a client's connections are counted under: its IPv4 address, or the /64 of its IPv6
+/// address (one host commonly holds a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The open connections: at most `max` on the node and `max_per_client` from one client.
+pub(crate) struct Connections {
+    max: usize,
+    max_per_client: usize,
+    slots: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+    full_log: Throttle,
+    client_log: Throttle,
+    full_response: Vec<u8>,
+    client_response: Vec<u8>,
+}
+
+/// One admitted connection's place; released when dropped.
+pub(crate) struct Slot {
+    connections: Arc<Connections>,
+    key: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self
+            .connections
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub(crate) fn new(max: usize, max_per_client: usize) -> Arc<Connections> {
+        let max = max.max(1);
+        Arc::new(Connections {
+            max,
+            max_per_client: max_per_client.max(1),
+            slots: Arc::new(Semaphore::new(max)),
+            per_client: Mutex::new(HashMap::new()),
+            full_log: Throttle::new(Duration::from_secs(1)),
+            client_log: Throttle::new(Duration::from_secs(1)),
+            full_response: shed_response(
+                "the node is at its limit of open connections; retry shortly\n",
+            ),
+            client_response: shed_response(
+                "this client has too many connections open to this node; close some and retry\n",
+            ),
+        })
+    }
+
+    /// Admits a connection from `ip`, or tells why not (the bytes to send it before closing).
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &[u8]> {
+        let key = client_key(ip);
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            if let Some(refused) = self.full_log.hit() {
+                tracing::warn!(
+                    limit = self.max,
+                    refused,
+                    "refused connections: the node has [http] max_connections ({}) open",
+                    self.max
+                );
+            }
+            return Err(&self.full_response);
+        };
+        let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key).or_insert(0);
+        if *n >= self.max_per_client {
+            drop(map);
+            if let Some(refused) = self.client_log.hit() {
+                tracing::warn!(
+                    client = %key,
+                    limit = self.max_per_client,
+                    refused,
+                    "refused connections: client {key} has [http] max_connections_per_client ({}) open",
+                    self.max_per_client
+                );
+            }
+            return Err(&self.client_response);
+        }
+        *n += 1;
+        Ok(Slot {
+            connections: self.clone(),
+            key,
+            _permit: permit,
+        })
+    }
+
+    /// Waits until every connection has closed, at most `grace`; `false` when some remain.
+    pub(crate) async fn drained(&self, grace: Duration) -> bool {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        tokio::time::timeout(grace, self.slots.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
+
+/// Sends `response` with one non-blocking write (a client that does not read gets nothing) and
+/// closes the connection.
+pub(crate) fn shed(stream: tokio::net::TcpStream, response: &[u8]) {
+    let _ = stream.try_write(response);
+    drop(stream);
+}
+
+/// What a connection is doing, for its idle deadline: the requests in flight on it (until their
+/// response bodies end) and when the last one ended.
+pub(crate) struct Activity {
+    epoch: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the connection last went idle.
+    idle_since: AtomicU64,
+    started: AtomicBool,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        })
+    }
+
+    /// A request begins on this connection.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.started.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            activity: self.clone(),
+        }
+    }
+
+    /// When the connection becomes idle past its deadline, if it is idle: until its first
+    /// request it has `first` (the header read timeout), afterwards `idle`.
+    fn deadline(&self, first: Duration, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        if !self.started.load(Ordering::Relaxed) {
+            return Some(self.epoch + first);
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+        Some(self.epoch + since + idle)
+    }
+}
+
+/// A request in flight on a connection; ends when dropped (with its response body).
+pub struct InFlight {
+    activity: Arc<Activity>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.activity;
+        let ms = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since.store(ms, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long a connection may be idle.
+#[derive(Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// Until its first request has its headers (hyper's own header timeout starts only once
+    /// the HTTP version is known).
+    pub first: Duration,
+    /// With no request in flight (between requests; HTTP/1.1 is also bounded by hyper's header
+    /// timeout, which runs between requests).
+    pub idle: Duration,
+}
+
+/// Why a connection's driver closed it early.
+pub(crate) enum Closed {
+    /// It sent no complete request head within the header timeout.
+    FirstRequest,
+    /// It had no request in flight for the idle timeout.
+    Idle,
+}
+
+/// Drives `conn` until it ends: closes it gracefully (then, after a second, outright) when it
+/// is idle past its deadline, and gracefully when `shutdown` turns. Returns the connection's
+/// own result, or why it was closed.
+pub(crate) async fn drive<C, E>(
+    mut conn: std::pin::Pin<&mut C>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    activity: &Activity,
+    deadlines: Deadlines,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Result<(), E>, Closed>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+{
+    let mut closing: Option<(Instant, Closed)> = None;
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        graceful(conn.as_mut());
+    }
+    loop {
+        let idle_at = if closing.is_none() {
+            activity.deadline(deadlines.first, deadlines.idle)
+        } else {
+            None
+        };
+        // With a request in flight, look again after an idle period.
+        let wake = match (&closing, idle_at) {
+            (Some((hard, _)), _) => *hard,
+            (None, Some(at)) => at,
+            (None, None) => Instant::now() + deadlines.idle,
+        };
+        tokio::select! {
+            r = conn.as_mut() => return match closing {
+                Some((_, why)) => Err(why),
+                None => Ok(r),
+            },
+            _ = tokio::time::sleep_until(wake.into()) => {
+                if let Some((_, why)) = closing.take() {
+                    return Err(why);
+                }
+                if let Some(at) = activity.deadline(deadlines.first, deadlines.idle)
+                    && Instant::now() >= at
+                {
+                    let why = if activity.started.load(Ordering::Relaxed) {
+                        Closed::Idle
+                    } else {
+                        Closed::FirstRequest
+                    };
+                    graceful(conn.as_mut());
+                    closing = Some((Instant::now() + Duration::from_secs(1), why));
+                }
+            }
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_err() || *shutdown.borrow() {
+                    graceful(conn.as_mut());
+                }
+            }
+        }
+    }
+}
