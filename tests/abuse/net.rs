@@ -107,9 +107,10 @@ type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 /// A keep-alive HTTP/1.1 client connection from `src`.
 async fn client_from(src: Ipv4Addr, to: SocketAddr) -> Sender {
     let stream = connect_from(src, to).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .expect("handshake");
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     sender
 }
@@ -137,9 +138,11 @@ async fn send(sender: &mut Sender, path: &str) -> (u16, String, Duration) {
 async fn fresh_get(src: Ipv4Addr, to: SocketAddr, path: &str) -> Result<(u16, Duration), String> {
     let start = Instant::now();
     let mut s = connect_from(src, to).await.map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
     if !closed {
         return Err("no complete answer within 10 s".into());
@@ -195,7 +198,9 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 fn hello_node(name: &str, http: &str) -> NodeProc {
@@ -238,8 +243,14 @@ fn a_connection_flood_is_shed_past_the_caps_while_admitted_connections_are_serve
         assert_eq!((held_a.len(), refused_a.len()), (500, 1000));
         for r in &refused_a {
             assert_eq!(status_of(r.as_bytes()), Some(503), "{r}");
-            assert!(r.contains("connection: close") && r.contains("retry-after: 1"), "{r}");
-            assert!(r.contains("this client has too many connections open"), "{r}");
+            assert!(
+                r.contains("connection: close") && r.contains("retry-after: 1"),
+                "{r}"
+            );
+            assert!(
+                r.contains("this client has too many connections open"),
+                "{r}"
+            );
         }
         let line = node.wait_log("per-client refusal", |v| {
             msg(v).contains("[http] max_connections_per_client (500)")
@@ -256,7 +267,10 @@ fn a_connection_flood_is_shed_past_the_caps_while_admitted_connections_are_serve
         assert_eq!((held_b.len(), refused_b.len()), (499, 101));
         for r in &refused_b {
             assert_eq!(status_of(r.as_bytes()), Some(503), "{r}");
-            assert!(r.contains("the node is at its limit of open connections"), "{r}");
+            assert!(
+                r.contains("the node is at its limit of open connections"),
+                "{r}"
+            );
         }
         node.wait_log("node-wide refusal", |v| {
             msg(v).contains("[http] max_connections (1000)")
@@ -273,7 +287,12 @@ fn a_connection_flood_is_shed_past_the_caps_while_admitted_connections_are_serve
             .await
             .unwrap();
         let (got, _) = read_until_closed(s, Duration::from_secs(5)).await;
-        assert_eq!(status_of(&got), Some(200), "{}", String::from_utf8_lossy(&got));
+        assert_eq!(
+            status_of(&got),
+            Some(200),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
         let rss_full = proc_status_kib(pid, "VmRSS:");
 
         drop(held_a);
@@ -318,7 +337,11 @@ fn out_of_file_descriptors_the_node_backs_off_and_keeps_serving() {
             .arg(format!("--nofile={limit}:{limit}"))
             .output()
             .expect("prlimit (util-linux)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // More connections than descriptors: the kernel completes them all (they wait in the
         // listen backlog), the node accepts 32 and then gets EMFILE.
@@ -339,7 +362,10 @@ fn out_of_file_descriptors_the_node_backs_off_and_keeps_serving() {
         let (cpu1, warn1) = (cpu_ticks(pid), warned(&node));
         let secs = t0.elapsed().as_secs_f64();
         let busy = (cpu1 - cpu0) as f64 / 100.0 / secs;
-        assert!(open_fds(pid) >= limit - 1, "the node is not out of descriptors");
+        assert!(
+            open_fds(pid) >= limit - 1,
+            "the node is not out of descriptors"
+        );
         // The connection it holds is served meanwhile.
         let during = healthy_p50(&mut keep, 10).await;
         eprintln!(
@@ -349,10 +375,17 @@ fn out_of_file_descriptors_the_node_backs_off_and_keeps_serving() {
             busy * 100.0,
             warn1 - warn0
         );
-        assert!(busy < 0.1, "the node spins on accept: {:.0}% of a core", busy * 100.0);
+        assert!(
+            busy < 0.1,
+            "the node spins on accept: {:.0}% of a core",
+            busy * 100.0
+        );
         assert!(warn1 - warn0 <= 1, "the accept warning is not rate-limited");
         // The listen backlog holds the burst: connecting did not wait for SYN retransmissions.
-        assert!(opened < Duration::from_secs(1), "connecting took {opened:?}");
+        assert!(
+            opened < Duration::from_secs(1),
+            "connecting took {opened:?}"
+        );
 
         drop(flood);
         let back = served_again(HEALTHY, addr).await;
@@ -382,7 +415,9 @@ fn slow_and_idle_connections_are_cut_at_the_header_timeout() {
                 let mut from = t0;
                 match kind {
                     "trickle" => {
-                        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ").await.unwrap();
+                        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nx-slow: ")
+                            .await
+                            .unwrap();
                         loop {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             if s.write_all(b"a").await.is_err() {
@@ -404,7 +439,9 @@ fn slow_and_idle_connections_are_cut_at_the_header_timeout() {
                     "silent" => {}
                     "h2-preface" => s.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap(),
                     "keep-alive" => {
-                        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").await.unwrap();
+                        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+                            .await
+                            .unwrap();
                         let mut got = Vec::new();
                         let mut b = [0u8; 1024];
                         while !String::from_utf8_lossy(&got).contains("Hello, World!") {
@@ -438,12 +475,19 @@ fn slow_and_idle_connections_are_cut_at_the_header_timeout() {
         let mut closed_after: std::collections::BTreeMap<&str, Vec<Duration>> = Default::default();
         for a in attacks {
             let (kind, after, got) = a.await.unwrap();
-            assert!(got.is_empty(), "{kind}: answered {:?}", String::from_utf8_lossy(&got));
+            assert!(
+                got.is_empty(),
+                "{kind}: answered {:?}",
+                String::from_utf8_lossy(&got)
+            );
             closed_after.entry(kind).or_default().push(after);
         }
         for (kind, times) in &closed_after {
             let (min, max) = (times.iter().min().unwrap(), times.iter().max().unwrap());
-            eprintln!("slowloris: {} {kind} connections closed after {min:?} to {max:?}", times.len());
+            eprintln!(
+                "slowloris: {} {kind} connections closed after {min:?} to {max:?}",
+                times.len()
+            );
             assert!(
                 *min >= Duration::from_millis(900) && *max <= Duration::from_millis(2500),
                 "{kind}: closed after {min:?}..{max:?}, not at the 1000 ms header timeout"
@@ -507,7 +551,10 @@ fn a_trickled_body_is_cut_at_the_requests_wall_clock_limit() {
         let during = healthy_p50(&mut keep, 20).await;
         let (took, got) = unread.await.unwrap();
         assert_eq!(status_of(got.as_bytes()), Some(200), "{got}");
-        assert!(took < Duration::from_secs(2), "an unread body held the connection {took:?}");
+        assert!(
+            took < Duration::from_secs(2),
+            "an unread body held the connection {took:?}"
+        );
         for e in echo {
             let (took, got) = e.await.unwrap();
             // The echo app answers 200 before reading; its body is cut at the wall-clock limit.

@@ -624,7 +624,10 @@ mod tests {
         );
         for (bad, says) in [
             ("max_connections = 0", "max_connections"),
-            ("max_connections_per_client = 0", "max_connections_per_client"),
+            (
+                "max_connections_per_client = 0",
+                "max_connections_per_client",
+            ),
             ("max_concurrent_streams = 0", "max_concurrent_streams"),
             (
                 "max_connections = 4\nmax_connections_per_client = 5",

@@ -271,7 +271,8 @@ impl EventProvider for ZeroProxy {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.max_concurrent_streams);
-        let connections = conn::Connections::new(config.max_connections, config.max_connections_per_client);
+        let connections =
+            conn::Connections::new(config.max_connections, config.max_connections_per_client);
         let deadlines = conn::Deadlines {
             first: config.header_read_timeout,
             idle: config.idle_timeout,
@@ -295,12 +296,16 @@ impl EventProvider for ZeroProxy {
                     x
                 }
                 // The connection went away before it was accepted: nothing to wait for.
-                Err(e) if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionAborted
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::Interrupted
-                ) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 // Out of file descriptors (EMFILE, ENFILE) or memory: the listener stays
                 // readable, so retrying at once would spin. Wait, longer each time.
                 Err(e) => {
@@ -343,7 +348,14 @@ impl EventProvider for ZeroProxy {
                 let _slot = slot;
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = std::pin::pin!(conn);
-                let outcome = conn::drive(conn, |c| c.graceful_shutdown(), &activity, deadlines, shutdown).await;
+                let outcome = conn::drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    deadlines,
+                    shutdown,
+                )
+                .await;
                 closed_log.log(remote, outcome);
             });
         }
@@ -396,7 +408,9 @@ impl ClosedLog {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 // hyper's own header timeout (HTTP/1.1).
-                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+                {
                     self.header_closed(remote);
                 } else {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
