@@ -169,10 +169,13 @@ impl Connections {
 }
 
 /// Sends `response` with one non-blocking write (a client that does not read gets nothing) and
-/// closes the connection.
+/// closes the connection. The write goes to the socket itself: tokio's `try_write` would skip
+/// it until the reactor has seen the new socket writable.
 pub(crate) fn shed(stream: tokio::net::TcpStream, response: &[u8]) {
-    let _ = stream.try_write(response);
-    drop(stream);
+    use std::io::Write;
+    if let Ok(stream) = stream.into_std() {
+        let _ = (&stream).write(response);
+    }
 }
 
 /// What a connection is doing, for its idle deadline: the requests in flight on it (until their

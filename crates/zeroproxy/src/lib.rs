@@ -6,8 +6,10 @@
 //! included, and classifies and logs its faults. Bodies stream in both directions. The proxy
 //! keeps only HTTP: the listener, routing ([`HttpApp`]: a core [`App`] with its routes), request
 //! and response body caps, the number of requests in flight (per node, tenant and app, so that
-//! one app cannot take every slot) and the mapping of outcomes to responses. Every response carries an `x-request-id`; every failure is logged with its
-//! cause and answered with a 5xx that names the request id.
+//! one app cannot take every slot), the connections (how many, on the node and from one
+//! client, and how long one may wait for its request's head or sit idle: see [`ProxyConfig`])
+//! and the mapping of outcomes to responses. Every response carries an `x-request-id`; every
+//! failure is logged with its cause and answered with a 5xx that names the request id.
 //!
 //! The crate also holds [`HttpResources`], the resource provider for `wasi:http/types` and
 //! `wasi:http/outgoing-handler`, which denies outgoing requests unless the app's settings and
