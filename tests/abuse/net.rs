@@ -211,6 +211,7 @@ fn hello_node(name: &str, http: &str) -> NodeProc {
         &[
             App::new("hello", "hello", &["/"]),
             App::new("echo", "echo", &["/echo"]),
+            App::new("firehose", "firehose", &["/firehose"]),
         ],
     )
     .with(&format!("[http]\n{http}"))
@@ -570,5 +571,71 @@ fn a_trickled_body_is_cut_at_the_requests_wall_clock_limit() {
         });
         eprintln!("body trickle: healthy p50 {during:?} meanwhile");
         assert_eq!(healthy_p50(&mut keep, 5).await.as_secs(), 0);
+    });
+}
+
+/// A client that stops reading its response: hyper takes no more of the body while it cannot
+/// write, so without a deadline the connection (and what it buffered) would be held forever.
+/// With no response progress for `idle_timeout_ms` (at least the wall-clock limit and a second)
+/// the node cuts the connection; the healthy client is served meanwhile.
+#[test]
+fn a_client_that_stops_reading_its_response_is_cut() {
+    let node = hello_node("abuse-slow-read", "idle_timeout_ms = 2000\n");
+    let addr = node.addr;
+    let attacker = Ipv4Addr::new(127, 0, 0, 41);
+    rt().block_on(async {
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            let mut s = connect_from(attacker, addr).await.unwrap();
+            s.write_all(b"GET /firehose?mib=64 HTTP/1.1\r\nhost: test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut first = vec![0u8; 64 << 10];
+            s.read_exact(&mut first).await.unwrap();
+            assert_eq!(status_of(&first), Some(200));
+            readers.push(s);
+        }
+        let t0 = Instant::now();
+        let mut keep = client_from(HEALTHY, addr).await;
+        let during = healthy_p50(&mut keep, 20).await;
+        // The wall-clock limit (3 s) ends the app blocked on its write; the stall deadline
+        // (max(2 s, 3 s + 1 s)) then ends the connection, while the client still reads nothing.
+        node.wait_log("stall close", |v| {
+            msg(v).starts_with("closed connections whose responses made no progress")
+        });
+        let cut = t0.elapsed();
+        // Each response is dropped (its access line written, "incomplete") with its connection.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let dropped = || {
+            node.log_json()
+                .iter()
+                .filter(|v| v["target"] == "access" && v["path"] == "/firehose")
+                .map(|v| v["outcome"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        };
+        while dropped().len() < 8 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let all = t0.elapsed();
+        assert_eq!(
+            dropped(),
+            vec!["incomplete"; 8],
+            "not every stalled response was cut"
+        );
+        for mut s in readers {
+            let (rest, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+            assert!(
+                closed && rest.len() < 64 << 20,
+                "{} bytes, closed {closed}",
+                rest.len()
+            );
+        }
+        eprintln!(
+            "slow read: 8 connections that stopped reading cut {cut:?} to {all:?} after they \
+             stopped (stall deadline 4 s); healthy p50 {during:?} meanwhile"
+        );
+        assert!(cut < Duration::from_secs(6), "cut after {cut:?}");
+        // (The healthy keep-alive connection has itself been idle past 2 s by now.)
+        served_again(HEALTHY, addr).await;
     });
 }

@@ -178,14 +178,18 @@ pub(crate) fn shed(stream: tokio::net::TcpStream, response: &[u8]) {
     }
 }
 
-/// What a connection is doing, for its idle deadline: the requests in flight on it (until their
-/// response bodies end) and when the last one ended.
+/// What a connection is doing, for its deadlines: the requests in flight on it (until their
+/// response bodies end), when the last one ended, and when a response last made progress.
 pub(crate) struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when the connection last went idle.
     idle_since: AtomicU64,
+    /// Milliseconds since `epoch` when a request began or a response frame was taken.
+    progress: AtomicU64,
     started: AtomicBool,
+    /// Signalled when a request begins or ends (the deadline changes kind).
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -194,30 +198,41 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
     /// A request begins on this connection.
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.started.store(true, Ordering::Relaxed);
+        self.progress.store(self.now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
         InFlight {
             activity: self.clone(),
         }
     }
 
-    /// When the connection becomes idle past its deadline, if it is idle: until its first
-    /// request it has `first` (the header read timeout), afterwards `idle`.
-    fn deadline(&self, first: Duration, idle: Duration) -> Option<Instant> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The connection's next deadline and what passing it means: with requests in flight,
+    /// `stall` after the last progress; idle, `first` after the accept until the first request
+    /// (the header read timeout), `idle` after the last request afterwards.
+    fn deadline(&self, d: &Deadlines) -> (Instant, Closed) {
+        let at = |ms: &AtomicU64, plus: Duration| {
+            self.epoch + Duration::from_millis(ms.load(Ordering::Relaxed)) + plus
+        };
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            (at(&self.progress, d.stall), Closed::Stalled)
+        } else if !self.started.load(Ordering::Relaxed) {
+            (self.epoch + d.first, Closed::FirstRequest)
+        } else {
+            (at(&self.idle_since, d.idle), Closed::Idle)
         }
-        if !self.started.load(Ordering::Relaxed) {
-            return Some(self.epoch + first);
-        }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
-        Some(self.epoch + since + idle)
     }
 }
 
@@ -226,12 +241,20 @@ pub struct InFlight {
     activity: Arc<Activity>,
 }
 
+impl InFlight {
+    /// The response made progress: hyper took a frame of its body (so the client is reading).
+    pub(crate) fn progressed(&self) {
+        let a = &self.activity;
+        a.progress.store(a.now_ms(), Ordering::Relaxed);
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.activity;
-        let ms = u64::try_from(a.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        a.idle_since.store(ms, Ordering::Relaxed);
+        a.idle_since.store(a.now_ms(), Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.changed.notify_one();
     }
 }
 
@@ -244,19 +267,26 @@ pub(crate) struct Deadlines {
     /// With no request in flight (between requests; HTTP/1.1 is also bounded by hyper's header
     /// timeout, which runs between requests).
     pub idle: Duration,
+    /// With requests in flight but no response progress (a client that stops reading: hyper
+    /// takes no more of the body while it cannot write, and would wait forever).
+    pub stall: Duration,
 }
 
 /// Why a connection's driver closed it early.
+#[derive(Clone, Copy)]
 pub(crate) enum Closed {
     /// It sent no complete request head within the header timeout.
     FirstRequest,
     /// It had no request in flight for the idle timeout.
     Idle,
+    /// Its responses made no progress for the stall timeout (closed at once, not gracefully:
+    /// a graceful close would wait for them).
+    Stalled,
 }
 
 /// Drives `conn` until it ends: closes it gracefully (then, after a second, outright) when it
-/// is idle past its deadline, and gracefully when `shutdown` turns. Returns the connection's
-/// own result, or why it was closed.
+/// is idle past its deadline, outright when its responses stalled, and gracefully when
+/// `shutdown` turns. Returns the connection's own result, or why it was closed.
 pub(crate) async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     graceful: impl Fn(std::pin::Pin<&mut C>),
@@ -273,16 +303,9 @@ where
         graceful(conn.as_mut());
     }
     loop {
-        let idle_at = if closing.is_none() {
-            activity.deadline(deadlines.first, deadlines.idle)
-        } else {
-            None
-        };
-        // With a request in flight, look again after an idle period.
-        let wake = match (&closing, idle_at) {
-            (Some((hard, _)), _) => *hard,
-            (None, Some(at)) => at,
-            (None, None) => Instant::now() + deadlines.idle,
+        let wake = match &closing {
+            Some((hard, _)) => *hard,
+            None => activity.deadline(&deadlines).0,
         };
         tokio::select! {
             r = conn.as_mut() => return match closing {
@@ -290,21 +313,20 @@ where
                 None => Ok(r),
             },
             _ = tokio::time::sleep_until(wake.into()) => {
-                if let Some((_, why)) = closing.take() {
+                if let Some((_, why)) = closing {
                     return Err(why);
                 }
-                if let Some(at) = activity.deadline(deadlines.first, deadlines.idle)
-                    && Instant::now() >= at
-                {
-                    let why = if activity.started.load(Ordering::Relaxed) {
-                        Closed::Idle
-                    } else {
-                        Closed::FirstRequest
-                    };
+                // The deadline may have moved (a request began or ended, a frame was sent).
+                let (at, why) = activity.deadline(&deadlines);
+                if Instant::now() >= at {
+                    if let Closed::Stalled = why {
+                        return Err(why);
+                    }
                     graceful(conn.as_mut());
                     closing = Some((Instant::now() + Duration::from_secs(1), why));
                 }
             }
+            _ = activity.changed.notified(), if closing.is_none() => {}
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_err() || *shutdown.borrow() {

@@ -84,7 +84,10 @@ pub struct ProxyConfig {
     /// How long a connection may stay open with no request in flight (`idle_timeout_ms`):
     /// then it is closed (HTTP/2 with a GOAWAY). An HTTP/1.1 connection waiting for its next
     /// request is also closed at `header_read_timeout_ms`, which hyper times from the end of
-    /// the previous response.
+    /// the previous response. A connection with requests in flight whose responses make no
+    /// progress (the client stopped reading) for this long, or for the wall-clock limit and a
+    /// second if that is longer, is closed outright: a reader must take a body frame (up to
+    /// 64 KiB) at least that often.
     #[serde(
         rename = "idle_timeout_ms",
         deserialize_with = "zero_provider::settings::millis"
@@ -278,12 +281,18 @@ impl EventProvider for ZeroProxy {
         let deadlines = conn::Deadlines {
             first: config.header_read_timeout,
             idle: config.idle_timeout,
+            // An app may take its whole wall-clock limit before it answers.
+            stall: config
+                .idle_timeout
+                .max(self.inner.wall_time + Duration::from_secs(1)),
         };
         let closed_log = Arc::new(ClosedLog {
             header: conn::Throttle::new(Duration::from_secs(1)),
             idle: conn::Throttle::new(Duration::from_secs(1)),
+            stalled: conn::Throttle::new(Duration::from_secs(1)),
             header_ms: config.header_read_timeout.as_millis(),
             idle_ms: config.idle_timeout.as_millis(),
+            stall_ms: deadlines.stall.as_millis(),
         });
         let accept_log = conn::Throttle::new(Duration::from_secs(5));
         let mut backoff = ACCEPT_BACKOFF_MIN;
@@ -400,8 +409,10 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 struct ClosedLog {
     header: conn::Throttle,
     idle: conn::Throttle,
+    stalled: conn::Throttle,
     header_ms: u128,
     idle_ms: u128,
+    stall_ms: u128,
 }
 
 impl ClosedLog {
@@ -422,6 +433,11 @@ impl ClosedLog {
             Err(conn::Closed::Idle) => {
                 if let Some(closed) = self.idle.hit() {
                     tracing::info!(%remote, closed, "closed connections with no request in flight for [http] idle_timeout_ms ({} ms)", self.idle_ms);
+                }
+            }
+            Err(conn::Closed::Stalled) => {
+                if let Some(closed) = self.stalled.hit() {
+                    tracing::warn!(%remote, closed, "closed connections whose responses made no progress for [http] idle_timeout_ms ({} ms; at least the wall-clock limit): the client stopped reading", self.stall_ms);
                 }
             }
         }
