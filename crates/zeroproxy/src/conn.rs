@@ -336,3 +336,49 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_counted_by_ipv4_address_or_ipv6_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped), "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_ne!(
+            client_key("192.0.2.7".parse().unwrap()),
+            client_key("192.0.2.8".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_per_client_and_node_caps_admit_exactly_their_number_and_free_on_drop() {
+        let c = Connections::new(3, 2);
+        let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let x1 = c.admit(x).ok().unwrap();
+        let _x2 = c.admit(x).ok().unwrap();
+        let refused = c.admit(x).err().unwrap();
+        assert!(String::from_utf8_lossy(refused).contains("this client has too many"));
+        let _y1 = c.admit(y).ok().unwrap();
+        let refused = c.admit(y).err().unwrap();
+        assert!(String::from_utf8_lossy(refused).contains("the node is at its limit"));
+        drop(x1);
+        let _y2 = c.admit(y).ok().unwrap();
+        assert_eq!(c.per_client.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_throttle_logs_the_first_event_then_counts_the_rest() {
+        let t = Throttle::new(Duration::from_millis(50));
+        assert_eq!(t.hit(), Some(1));
+        assert_eq!(t.hit(), None);
+        assert_eq!(t.hit(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.hit(), Some(3));
+    }
+}
