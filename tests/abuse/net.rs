@@ -642,3 +642,48 @@ fn a_client_that_stops_reading_its_response_is_cut() {
         served_again(HEALTHY, addr).await;
     });
 }
+
+/// The connection driver replaced hyper-util's graceful shutdown: on SIGTERM the node stops
+/// accepting, lets the request in flight finish (its body still arriving), closes the idle
+/// connection, and exits.
+#[test]
+fn on_shutdown_requests_in_flight_finish_and_idle_connections_close() {
+    let mut node = hello_node("abuse-shutdown", "");
+    let addr = node.addr;
+    rt().block_on(async {
+        let mut idle = client_from(HEALTHY, addr).await;
+        assert_eq!(send(&mut idle, "/").await.0, 200);
+        let mut s = connect_from(HEALTHY, addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\nhello")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(status_of(&head), Some(200));
+        let term = std::process::Command::new("kill")
+            .args(["-TERM", &node.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        node.wait_log("shutdown", |v| {
+            msg(v).starts_with("zeroproxy stopped accepting")
+        });
+        // The idle connection is closed; no new connection is accepted.
+        assert!(
+            idle.ready().await.is_err(),
+            "the idle connection stayed open"
+        );
+        assert!(fresh_get(HEALTHY, addr, "/").await.is_err());
+        // The request in flight gets the rest of its body and finishes.
+        s.write_all(b" node").await.unwrap();
+        let (rest, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(closed, "{rest}");
+        assert!(rest.ends_with("5\r\nhello\r\n5\r\n node\r\n0\r\n\r\n"), "{rest}");
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
