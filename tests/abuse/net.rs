@@ -212,6 +212,7 @@ fn hello_node(name: &str, http: &str) -> NodeProc {
             App::new("hello", "hello", &["/"]),
             App::new("echo", "echo", &["/echo"]),
             App::new("firehose", "firehose", &["/firehose"]),
+            App::new("sleepy", "sleepy", &["/sleepy"]),
         ],
     )
     .with(&format!("[http]\n{http}"))
@@ -679,11 +680,61 @@ fn on_shutdown_requests_in_flight_finish_and_idle_connections_close() {
         let (rest, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
         let rest = String::from_utf8_lossy(&rest);
         assert!(closed, "{rest}");
-        assert!(rest.ends_with("5\r\nhello\r\n5\r\n node\r\n0\r\n\r\n"), "{rest}");
+        assert!(
+            rest.ends_with("5\r\nhello\r\n5\r\n node\r\n0\r\n\r\n"),
+            "{rest}"
+        );
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "the node did not exit");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// One client's requests in flight are capped over all its connections (and HTTP/2 streams):
+/// past `[http] max_concurrent_requests_per_client` it gets `503` naming the cause, while
+/// another client is served.
+#[test]
+fn one_client_cannot_take_every_request_slot() {
+    let node = hello_node(
+        "abuse-client-requests",
+        "max_concurrent_requests_per_client = 3\n",
+    );
+    let addr = node.addr;
+    let attacker = Ipv4Addr::new(127, 0, 0, 70);
+    rt().block_on(async {
+        let busy: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(async move { fresh_get(attacker, addr, "/sleepy").await }))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Over HTTP/1.1 and HTTP/2 alike, the fourth is refused.
+        let mut s = connect_from(attacker, addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let (got, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(status_of(&got), Some(503), "{text}");
+        assert!(
+            text.contains("this client has too many requests in flight"),
+            "{text}"
+        );
+        let h2 = http2::client(attacker, addr).await;
+        let (status, body, _) = http2::get(&h2, "/").await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        node.wait_log("per-client request refusal", |v| {
+            msg(v).contains("[http] max_concurrent_requests_per_client (3)")
+        });
+        // Another client is served meanwhile.
+        let mut keep = client_from(HEALTHY, addr).await;
+        let during = healthy_p50(&mut keep, 10).await;
+        for b in busy {
+            assert_eq!(b.await.unwrap().map(|r| r.0), Ok(504));
+        }
+        // Its slots are back once its requests ended.
+        let (status, _) = fresh_get(attacker, addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+        eprintln!("per-client requests: 3 held, the 4th refused (503); healthy p50 {during:?}");
+    });
 }

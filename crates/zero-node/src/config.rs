@@ -282,6 +282,12 @@ impl NodeConfig {
         {
             return Err("[http] max_connections, max_connections_per_client and max_concurrent_streams must be at least 1".into());
         }
+        if h.max_concurrent_per_client == 0 || h.max_concurrent_per_client > h.max_concurrent {
+            return Err(format!(
+                "[http] max_concurrent_requests_per_client ({}) must be at least 1 and at most max_concurrent_requests ({})",
+                h.max_concurrent_per_client, h.max_concurrent
+            ));
+        }
         if h.max_connections_per_client > h.max_connections {
             return Err(format!(
                 "[http] max_connections_per_client ({}) must not exceed max_connections ({})",
@@ -602,9 +608,10 @@ mod tests {
                 c.http.max_connections,
                 c.http.max_connections_per_client,
                 c.http.idle_timeout,
-                c.http.max_concurrent_streams
+                c.http.max_concurrent_streams,
+                c.http.max_concurrent_per_client
             ),
-            (1024, 256, Duration::from_secs(60), 100)
+            (1024, 256, Duration::from_secs(60), 100, 128)
         );
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
@@ -634,6 +641,14 @@ mod tests {
                 "max_connections_per_client (5) must not exceed max_connections (4)",
             ),
             ("idle_timeout_ms = 0", "idle_timeout_ms"),
+            (
+                "max_concurrent_requests_per_client = 0",
+                "max_concurrent_requests_per_client (0) must be at least 1",
+            ),
+            (
+                "max_concurrent_requests = 8\nmax_concurrent_requests_per_client = 9",
+                "at most max_concurrent_requests (8)",
+            ),
             ("header_read_timeout_ms = 0", "header_read_timeout_ms"),
         ] {
             let e = NodeConfig::parse(&format!("[http]\n{bad}\n"), Path::new(".")).unwrap_err();

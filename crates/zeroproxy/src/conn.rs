@@ -68,12 +68,64 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Counts what each client holds (connections, or requests in flight), at most `max` each.
+pub(crate) struct PerClient {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One unit a client holds; released when dropped.
+pub(crate) struct ClientPermit {
+    counter: Arc<PerClient>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    pub(crate) fn new(max: usize) -> Arc<PerClient> {
+        Arc::new(PerClient {
+            max: max.max(1),
+            held: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The limit.
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// One more for the client at `ip`, unless it holds `max` already.
+    pub(crate) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientPermit> {
+        let key = client_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientPermit {
+            counter: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        let mut held = self.counter.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// The open connections: at most `max` on the node and `max_per_client` from one client.
 pub(crate) struct Connections {
     max: usize,
-    max_per_client: usize,
     slots: Arc<Semaphore>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Arc<PerClient>,
     full_log: Throttle,
     client_log: Throttle,
     full_response: Vec<u8>,
@@ -82,25 +134,8 @@ pub(crate) struct Connections {
 
 /// One admitted connection's place; released when dropped.
 pub(crate) struct Slot {
-    connections: Arc<Connections>,
-    key: IpAddr,
+    _client: ClientPermit,
     _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut map = self
-            .connections
-            .per_client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.key);
-            }
-        }
-    }
 }
 
 impl Connections {
@@ -108,9 +143,8 @@ impl Connections {
         let max = max.max(1);
         Arc::new(Connections {
             max,
-            max_per_client: max_per_client.max(1),
             slots: Arc::new(Semaphore::new(max)),
-            per_client: Mutex::new(HashMap::new()),
+            per_client: PerClient::new(max_per_client),
             full_log: Throttle::new(Duration::from_secs(1)),
             client_log: Throttle::new(Duration::from_secs(1)),
             full_response: shed_response(
@@ -123,8 +157,7 @@ impl Connections {
     }
 
     /// Admits a connection from `ip`, or tells why not (the bytes to send it before closing).
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &[u8]> {
-        let key = client_key(ip);
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Slot, &[u8]> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             if let Some(refused) = self.full_log.hit() {
                 tracing::warn!(
@@ -136,25 +169,21 @@ impl Connections {
             }
             return Err(&self.full_response);
         };
-        let mut map = self.per_client.lock().unwrap_or_else(|p| p.into_inner());
-        let n = map.entry(key).or_insert(0);
-        if *n >= self.max_per_client {
-            drop(map);
+        let Some(client) = self.per_client.take(ip) else {
+            let key = client_key(ip);
             if let Some(refused) = self.client_log.hit() {
                 tracing::warn!(
                     client = %key,
-                    limit = self.max_per_client,
+                    limit = self.per_client.max(),
                     refused,
                     "refused connections: client {key} has [http] max_connections_per_client ({}) open",
-                    self.max_per_client
+                    self.per_client.max()
                 );
             }
             return Err(&self.client_response);
-        }
-        *n += 1;
+        };
         Ok(Slot {
-            connections: self.clone(),
-            key,
+            _client: client,
             _permit: permit,
         })
     }
@@ -369,7 +398,7 @@ mod tests {
         assert!(String::from_utf8_lossy(refused).contains("the node is at its limit"));
         drop(x1);
         let _y2 = c.admit(y).ok().unwrap();
-        assert_eq!(c.per_client.lock().unwrap().len(), 2);
+        assert_eq!(c.per_client.held.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub struct ProxyConfig {
     /// Requests in flight for all the apps of one tenant (`max_concurrent_requests_per_tenant`).
     #[serde(rename = "max_concurrent_requests_per_tenant")]
     pub max_concurrent_per_tenant: usize,
+    /// Requests in flight from one client address (an IPv6 client's /64)
+    /// (`max_concurrent_requests_per_client`), on all its connections and HTTP/2 streams, so
+    /// that one client cannot take every request slot of the node. Behind a reverse proxy,
+    /// raise it to `max_concurrent_requests`.
+    #[serde(rename = "max_concurrent_requests_per_client")]
+    pub max_concurrent_per_client: usize,
     /// How long a client may take to send its request headers (`header_read_timeout_ms`).
     #[serde(
         rename = "header_read_timeout_ms",
@@ -106,6 +112,7 @@ impl Default for ProxyConfig {
             max_concurrent: 256,
             max_concurrent_per_app: 128,
             max_concurrent_per_tenant: 192,
+            max_concurrent_per_client: 128,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_client: 256,
@@ -159,6 +166,10 @@ struct Inner {
     /// Every tenant's concurrency semaphore, kept across routing-table swaps so that requests
     /// in flight keep counting against the same limit.
     tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Requests in flight per client address.
+    client_permits: Arc<conn::PerClient>,
+    /// Refusals of a client's requests, logged at most once a second.
+    client_log: conn::Throttle,
 }
 
 /// The routing table with each routed tenant's semaphore, resolved when the table is
@@ -197,9 +208,12 @@ impl ZeroProxy {
         })?;
         let local_addr = listener.local_addr()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+        let client_permits = conn::PerClient::new(config.max_concurrent_per_client);
         Ok(ZeroProxy {
             inner: Arc::new(Inner {
                 wall_time,
+                client_permits,
+                client_log: conn::Throttle::new(Duration::from_secs(1)),
                 config,
                 routing: RwLock::new(Routing::default()),
                 permits,
@@ -566,6 +580,16 @@ impl Inner {
             ));
         }
 
+        let Some(client_permit) = self.client_permits.take(access.remote.ip()) else {
+            let limit = self.client_permits.max();
+            if let Some(refused) = self.client_log.hit() {
+                tracing::warn!(request_id = %access.request_id, client = %access.remote.ip(), limit, refused, "refused requests: the client has [http] max_concurrent_requests_per_client ({limit}) in flight");
+            }
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this client has too many requests in flight on this node; retry shortly".into(),
+            ));
+        };
         let Ok(node_permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!(request_id = %access.request_id, "node at its concurrent request limit");
             return Err((
@@ -596,7 +620,7 @@ impl Inner {
             .http(access.request_id.clone(), req, sender)
             .map_err(refusal)?;
         let task = tokio::spawn(async move {
-            let _permits = (node_permit, tenant_permit, app_permit);
+            let _permits = (client_permit, node_permit, tenant_permit, app_permit);
             run.await
         });
         let task = body::TaskGuard::new(task);

@@ -75,7 +75,7 @@ fn goaway(frames: &[Frame]) -> Option<u32> {
 
 type H2 = ::h2::client::SendRequest<Bytes>;
 
-async fn h2_client(src: Ipv4Addr, to: SocketAddr) -> H2 {
+pub(super) async fn client(src: Ipv4Addr, to: SocketAddr) -> H2 {
     let s = connect_from(src, to).await.unwrap();
     let (client, conn) = ::h2::client::handshake(s).await.expect("h2 handshake");
     tokio::spawn(async move {
@@ -85,7 +85,7 @@ async fn h2_client(src: Ipv4Addr, to: SocketAddr) -> H2 {
 }
 
 /// GET `path` over HTTP/2: status, body and latency.
-async fn h2_get(client: &H2, path: &str) -> Result<(u16, String, Duration), ::h2::Error> {
+pub(super) async fn get(client: &H2, path: &str) -> Result<(u16, String, Duration), ::h2::Error> {
     let t = Instant::now();
     let mut c = client.clone().ready().await?;
     let req = http::Request::get(format!("http://test{path}"))
@@ -111,7 +111,7 @@ async fn h2_get(client: &H2, path: &str) -> Result<(u16, String, Duration), ::h2
 async fn h2_healthy_p50(client: &H2, n: usize) -> Duration {
     let mut times = Vec::new();
     for _ in 0..n {
-        let (status, body, took) = h2_get(client, "/").await.expect("healthy h2 request");
+        let (status, body, took) = get(client, "/").await.expect("healthy h2 request");
         assert_eq!((status, body.as_str()), (200, "Hello, World!\n"));
         times.push(took);
     }
@@ -127,9 +127,9 @@ fn rapid_reset_is_bounded_and_the_healthy_client_is_served() {
     let node = hello_node("abuse-h2-rapid-reset", "");
     let (addr, pid) = (node.addr, node.child.id());
     rt().block_on(async {
-        let healthy = h2_client(HEALTHY, addr).await;
+        let healthy = client(HEALTHY, addr).await;
         let quiet = h2_healthy_p50(&healthy, 20).await;
-        let attacker = h2_client(Ipv4Addr::new(127, 0, 0, 60), addr).await;
+        let attacker = client(Ipv4Addr::new(127, 0, 0, 60), addr).await;
         let cpu0 = cpu_ticks(pid);
         let t0 = Instant::now();
         let healthy_during = {
@@ -206,7 +206,7 @@ fn continuation_floods_are_cut_and_oversized_header_blocks_get_431() {
     let (addr, pid) = (node.addr, node.child.id());
     let attacker = Ipv4Addr::new(127, 0, 0, 61);
     rt().block_on(async {
-        let healthy = h2_client(HEALTHY, addr).await;
+        let healthy = client(HEALTHY, addr).await;
         let hwm0 = proc_status_kib(pid, "VmHWM:");
         let mut s = raw_h2(attacker, addr).await;
         s.write_all(&frame(HEADERS, 0, 1, &get_block("/")))
@@ -247,7 +247,7 @@ fn continuation_floods_are_cut_and_oversized_header_blocks_get_431() {
         );
 
         // One header of 20 KiB, well-formed: the stream is answered 431.
-        let c = h2_client(attacker, addr).await;
+        let c = client(attacker, addr).await;
         let mut c = c.ready().await.unwrap();
         let req = http::Request::get("http://test/")
             .header("x-big", "b".repeat(20 << 10))
@@ -271,7 +271,7 @@ fn settings_and_ping_floods_stay_bounded() {
     let (addr, pid) = (node.addr, node.child.id());
     let attacker = Ipv4Addr::new(127, 0, 0, 62);
     rt().block_on(async {
-        let healthy = h2_client(HEALTHY, addr).await;
+        let healthy = client(HEALTHY, addr).await;
         let quiet = h2_healthy_p50(&healthy, 10).await;
         let hwm0 = proc_status_kib(pid, "VmHWM:");
         let cpu0 = cpu_ticks(pid);
@@ -400,7 +400,7 @@ fn h2_streams_are_capped_and_idle_connections_get_a_goaway() {
         node.wait_log("idle close", |v| {
             msg(v).contains("[http] idle_timeout_ms (1500 ms)")
         });
-        let healthy = h2_client(HEALTHY, addr).await;
+        let healthy = client(HEALTHY, addr).await;
         assert_eq!(h2_healthy_p50(&healthy, 5).await.as_secs(), 0);
     });
 }
