@@ -1,7 +1,8 @@
-//! Connection admission and lifetime: the node's and each client's connection caps, the
-//! cheap refusal of connections past them, the back-off when `accept` itself fails (out of file
-//! descriptors), and the per-connection deadlines hyper does not enforce (the first bytes of a
-//! connection, and an idle HTTP/2 connection).
+//! Connection admission and lifetime: the node's and each client's connection caps (and the
+//! per-client count of requests in flight), the cheap refusal of connections past them, and the
+//! per-connection deadlines hyper does not enforce: the first request's head counted from the
+//! accept (hyper starts its timer only once the protocol is known), an idle connection (HTTP/2
+//! has no timer of its own) and a response the client stopped reading.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -53,7 +54,7 @@ impl Throttle {
     }
 }
 
-/// The key a client's connections are counted under: its IPv4 address, or the /64 of its IPv6
+/// The key a client's connections and requests are counted under: its IPv4 address, or the /64 of its IPv6
 /// address (one host commonly holds a whole /64).
 fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
