@@ -281,6 +281,29 @@ impl NodeConfig {
         {
             return Err("[http] max_concurrent_requests, max_concurrent_requests_per_app and max_concurrent_requests_per_tenant must be at least 1".into());
         }
+        if h.max_connections == 0
+            || h.max_connections_per_client == 0
+            || h.max_concurrent_streams == 0
+        {
+            return Err("[http] max_connections, max_connections_per_client and max_concurrent_streams must be at least 1".into());
+        }
+        if h.max_concurrent_per_client == 0 || h.max_concurrent_per_client > h.max_concurrent {
+            return Err(format!(
+                "[http] max_concurrent_requests_per_client ({}) must be at least 1 and at most max_concurrent_requests ({})",
+                h.max_concurrent_per_client, h.max_concurrent
+            ));
+        }
+        if h.max_connections_per_client > h.max_connections {
+            return Err(format!(
+                "[http] max_connections_per_client ({}) must not exceed max_connections ({})",
+                h.max_connections_per_client, h.max_connections
+            ));
+        }
+        if h.header_read_timeout.is_zero() || h.idle_timeout.is_zero() {
+            return Err(
+                "[http] header_read_timeout_ms and idle_timeout_ms must be greater than 0".into(),
+            );
+        }
         let fs = &self.fs;
         if fs.max_open_per_instance == 0 {
             return Err(
@@ -580,6 +603,62 @@ mod tests {
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
         assert_eq!(c.admin.max_proofs, 16);
+    }
+
+    #[test]
+    fn http_connection_bounds_have_defaults_and_refuse_nonsense() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(
+            (
+                c.http.max_connections,
+                c.http.max_connections_per_client,
+                c.http.idle_timeout,
+                c.http.max_concurrent_streams,
+                c.http.max_concurrent_per_client
+            ),
+            (1024, 256, Duration::from_secs(60), 100, 128)
+        );
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.http, zeroproxy::ProxyConfig::default());
+        let c = NodeConfig::parse(
+            "[http]\nmax_connections = 10\nmax_connections_per_client = 2\nidle_timeout_ms = 500\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.max_connections,
+                c.http.max_connections_per_client,
+                c.http.idle_timeout
+            ),
+            (10, 2, Duration::from_millis(500))
+        );
+        for (bad, says) in [
+            ("max_connections = 0", "max_connections"),
+            (
+                "max_connections_per_client = 0",
+                "max_connections_per_client",
+            ),
+            ("max_concurrent_streams = 0", "max_concurrent_streams"),
+            (
+                "max_connections = 4\nmax_connections_per_client = 5",
+                "max_connections_per_client (5) must not exceed max_connections (4)",
+            ),
+            ("idle_timeout_ms = 0", "idle_timeout_ms"),
+            (
+                "max_concurrent_requests_per_client = 0",
+                "max_concurrent_requests_per_client (0) must be at least 1",
+            ),
+            (
+                "max_concurrent_requests = 8\nmax_concurrent_requests_per_client = 9",
+                "at most max_concurrent_requests (8)",
+            ),
+            ("header_read_timeout_ms = 0", "header_read_timeout_ms"),
+        ] {
+            let e = NodeConfig::parse(&format!("[http]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains("[http]") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use zerocore::Fault;
 
 use crate::AccessInfo;
+use crate::conn::InFlight;
 
 /// The error type of [`ProxyBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -121,6 +122,8 @@ pub struct ProxyBody {
     access: Option<Access>,
     sent: u64,
     outcome: &'static str,
+    /// The request's place on its connection, released with the body.
+    in_flight: Option<InFlight>,
 }
 
 impl ProxyBody {
@@ -131,6 +134,7 @@ impl ProxyBody {
             access: None,
             sent: 0,
             outcome: "incomplete",
+            in_flight: None,
         }
     }
 
@@ -144,7 +148,13 @@ impl ProxyBody {
             access: None,
             sent: 0,
             outcome: "incomplete",
+            in_flight: None,
         }
+    }
+
+    pub(crate) fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     pub(crate) fn tracked(mut self, info: AccessInfo, status: StatusCode) -> Self {
@@ -162,6 +172,32 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        let polled = this.poll_inner(cx);
+        if let (Poll::Ready(_), Some(f)) = (&polled, &this.in_flight) {
+            f.progressed();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Guest { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Guest { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+impl ProxyBody {
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self;
         match &mut this.kind {
             Kind::Full(bytes) => match bytes.take() {
                 Some(b) => {
@@ -205,21 +241,6 @@ impl Body for ProxyBody {
                 }
                 Poll::Pending => Poll::Pending,
             },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Full(b) => b.is_none(),
-            Kind::Guest { inner, .. } => inner.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Guest { inner, .. } => inner.size_hint(),
         }
     }
 }

@@ -6,8 +6,10 @@
 //! included, and classifies and logs its faults. Bodies stream in both directions. The proxy
 //! keeps only HTTP: the listener, routing ([`HttpApp`]: a core [`App`] with its routes), request
 //! and response body caps, the number of requests in flight (per node, tenant and app, so that
-//! one app cannot take every slot) and the mapping of outcomes to responses. Every response carries an `x-request-id`; every failure is logged with its
-//! cause and answered with a 5xx that names the request id.
+//! one app cannot take every slot), the connections (how many, on the node and from one
+//! client, and how long one may wait for its request's head or sit idle: see [`ProxyConfig`])
+//! and the mapping of outcomes to responses. Every response carries an `x-request-id`; every
+//! failure is logged with its cause and answered with a 5xx that names the request id.
 //!
 //! The crate also holds [`HttpResources`], the resource provider for `wasi:http/types` and
 //! `wasi:http/outgoing-handler`, which denies outgoing requests unless the app's settings and
@@ -16,6 +18,7 @@
 #![deny(missing_docs)]
 
 mod body;
+mod conn;
 mod outbound;
 mod router;
 
@@ -63,12 +66,41 @@ pub struct ProxyConfig {
     /// Requests in flight for all the apps of one tenant (`max_concurrent_requests_per_tenant`).
     #[serde(rename = "max_concurrent_requests_per_tenant")]
     pub max_concurrent_per_tenant: usize,
+    /// Requests in flight from one client address (an IPv6 client's /64)
+    /// (`max_concurrent_requests_per_client`), on all its connections and HTTP/2 streams, so
+    /// that one client cannot take every request slot of the node. Behind a reverse proxy,
+    /// raise it to `max_concurrent_requests`.
+    #[serde(rename = "max_concurrent_requests_per_client")]
+    pub max_concurrent_per_client: usize,
     /// How long a client may take to send its request headers (`header_read_timeout_ms`).
     #[serde(
         rename = "header_read_timeout_ms",
         deserialize_with = "zero_provider::settings::millis"
     )]
     pub header_read_timeout: Duration,
+    /// Connections open at once on the node (`max_connections`). Past it a new connection is
+    /// answered `503` with `connection: close` in one non-blocking write and closed; those
+    /// already open are served as before.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client's /64)
+    /// (`max_connections_per_client`), so that one client cannot take every slot. Behind a
+    /// reverse proxy every connection comes from the proxy's address: raise it to
+    /// `max_connections` there.
+    pub max_connections_per_client: usize,
+    /// How long a connection may stay open with no request in flight (`idle_timeout_ms`):
+    /// then it is closed (HTTP/2 with a GOAWAY). An HTTP/1.1 connection waiting for its next
+    /// request is also closed at `header_read_timeout_ms`, which hyper times from the end of
+    /// the previous response. A connection with requests in flight whose responses make no
+    /// progress (the client stopped reading) for this long, or for the wall-clock limit and a
+    /// second if that is longer, is closed outright: a reader must take a body frame (up to
+    /// 64 KiB) at least that often.
+    #[serde(
+        rename = "idle_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
+    pub idle_timeout: Duration,
+    /// Streams one HTTP/2 connection may have open at once (`max_concurrent_streams`).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for ProxyConfig {
@@ -80,7 +112,12 @@ impl Default for ProxyConfig {
             max_concurrent: 256,
             max_concurrent_per_app: 128,
             max_concurrent_per_tenant: 192,
+            max_concurrent_per_client: 128,
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_client: 256,
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -129,6 +166,10 @@ struct Inner {
     /// Every tenant's concurrency semaphore, kept across routing-table swaps so that requests
     /// in flight keep counting against the same limit.
     tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    /// Requests in flight per client address.
+    client_permits: Arc<conn::PerClient>,
+    /// Refusals of a client's requests, logged at most once a second.
+    client_log: conn::Throttle,
 }
 
 /// The routing table with each routed tenant's semaphore, resolved when the table is
@@ -159,7 +200,7 @@ impl ZeroProxy {
     /// serving starts). `wall_time` is the core's wall-clock limit of a request (shutdown waits
     /// that long for requests in flight).
     pub async fn bind(config: ProxyConfig, wall_time: Duration) -> anyhow::Result<ZeroProxy> {
-        let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        let listener = listen(config.listen).map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {}: {e} (is another process using that port? change [http] listen in zerocore.toml)",
                 config.listen
@@ -167,9 +208,12 @@ impl ZeroProxy {
         })?;
         let local_addr = listener.local_addr()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
+        let client_permits = conn::PerClient::new(config.max_concurrent_per_client);
         Ok(ZeroProxy {
             inner: Arc::new(Inner {
                 wall_time,
+                client_permits,
+                client_log: conn::Throttle::new(Duration::from_secs(1)),
                 config,
                 routing: RwLock::new(Routing::default()),
                 permits,
@@ -235,51 +279,188 @@ impl EventProvider for ZeroProxy {
             .await
             .take()
             .ok_or_else(|| anyhow::anyhow!("zeroproxy is already serving"))?;
+        let config = &self.inner.config;
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.inner.config.header_read_timeout)
+            .header_read_timeout(config.header_read_timeout)
             .keep_alive(true);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(config.max_concurrent_streams);
+        let connections =
+            conn::Connections::new(config.max_connections, config.max_connections_per_client);
+        let deadlines = conn::Deadlines {
+            first: config.header_read_timeout,
+            idle: config.idle_timeout,
+            // An app may take its whole wall-clock limit before it answers.
+            stall: config
+                .idle_timeout
+                .max(self.inner.wall_time + Duration::from_secs(1)),
+        };
+        let closed_log = Arc::new(ClosedLog {
+            header: conn::Throttle::new(Duration::from_secs(1)),
+            idle: conn::Throttle::new(Duration::from_secs(1)),
+            stalled: conn::Throttle::new(Duration::from_secs(1)),
+            header_ms: config.header_read_timeout.as_millis(),
+            idle_ms: config.idle_timeout.as_millis(),
+            stall_ms: deadlines.stall.as_millis(),
+        });
+        let accept_log = conn::Throttle::new(Duration::from_secs(5));
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, remote) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let inner = self.inner.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let inner = inner.clone();
-                        async move { Ok::<_, Infallible>(inner.handle(req, remote).await) }
-                    });
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(%remote, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
                 _ = shutdown.changed() => break,
-            }
+            };
+            let (stream, remote) = match accepted {
+                Ok(x) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    x
+                }
+                // The connection went away before it was accepted: nothing to wait for.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // Out of file descriptors (EMFILE, ENFILE) or memory: the listener stays
+                // readable, so retrying at once would spin. Wait, longer each time.
+                Err(e) => {
+                    if let Some(failures) = accept_log.hit() {
+                        tracing::warn!(error = %e, failures, backoff_ms = backoff.as_millis() as u64, "accepting connections failed; backing off (if the error is 'too many open files', raise `ulimit -n` or lower [http] max_connections and [fs] max_open_files)");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let slot = match connections.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(response) => {
+                    conn::shed(stream, response);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let inner = self.inner.clone();
+            let activity = conn::Activity::new();
+            let service = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |req| {
+                    let inner = inner.clone();
+                    let in_flight = activity.begin();
+                    async move {
+                        let resp = inner.handle(req, remote).await;
+                        Ok::<_, Infallible>(resp.map(|b| b.holding(in_flight)))
+                    }
+                })
+            };
+            let builder = builder.clone();
+            let shutdown = shutdown.clone();
+            let closed_log = closed_log.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = std::pin::pin!(conn);
+                let outcome = conn::drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    deadlines,
+                    shutdown,
+                )
+                .await;
+                closed_log.log(remote, outcome);
+            });
         }
         drop(listener);
         tracing::info!("zeroproxy stopped accepting; waiting for requests in flight");
         let grace = self.inner.wall_time + Duration::from_secs(1);
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if !connections.drained(grace).await {
             tracing::warn!("some connections were still open after the grace period");
         }
         Ok(())
+    }
+}
+
+/// Connections the kernel completes and queues before the node accepts them. `std`'s 128 is
+/// too few for a burst (or while `accept` backs off): past it the kernel drops SYNs and a
+/// client's connect waits for its retransmissions, seconds. The kernel caps it at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (with `SO_REUSEADDR`, as `std` does) and listens with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The first wait after `accept` fails (out of file descriptors), doubled up to
+/// [`ACCEPT_BACKOFF_MAX`] while it keeps failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest wait between two `accept` attempts that failed.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Logs, at most once a second each, connections closed for a deadline.
+struct ClosedLog {
+    header: conn::Throttle,
+    idle: conn::Throttle,
+    stalled: conn::Throttle,
+    header_ms: u128,
+    idle_ms: u128,
+    stall_ms: u128,
+}
+
+impl ClosedLog {
+    fn log(&self, remote: SocketAddr, outcome: Result<Result<(), body::BoxError>, conn::Closed>) {
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // hyper's own header timeout (HTTP/1.1).
+                if e.downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_timeout)
+                {
+                    self.header_closed(remote);
+                } else {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            }
+            Err(conn::Closed::FirstRequest) => self.header_closed(remote),
+            Err(conn::Closed::Idle) => {
+                if let Some(closed) = self.idle.hit() {
+                    tracing::info!(%remote, closed, "closed connections with no request in flight for [http] idle_timeout_ms ({} ms)", self.idle_ms);
+                }
+            }
+            Err(conn::Closed::Stalled) => {
+                if let Some(closed) = self.stalled.hit() {
+                    tracing::warn!(%remote, closed, "closed connections whose responses made no progress for [http] idle_timeout_ms ({} ms; at least the wall-clock limit): the client stopped reading", self.stall_ms);
+                }
+            }
+        }
+    }
+
+    fn header_closed(&self, remote: SocketAddr) {
+        if let Some(closed) = self.header.hit() {
+            tracing::info!(%remote, closed, "closed connections that sent no complete request head within [http] header_read_timeout_ms ({} ms)", self.header_ms);
+        }
     }
 }
 
@@ -399,6 +580,16 @@ impl Inner {
             ));
         }
 
+        let Some(client_permit) = self.client_permits.take(access.remote.ip()) else {
+            let limit = self.client_permits.max();
+            if let Some(refused) = self.client_log.hit() {
+                tracing::warn!(request_id = %access.request_id, client = %access.remote.ip(), limit, refused, "refused requests: the client has [http] max_concurrent_requests_per_client ({limit}) in flight");
+            }
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this client has too many requests in flight on this node; retry shortly".into(),
+            ));
+        };
         let Ok(node_permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!(request_id = %access.request_id, "node at its concurrent request limit");
             return Err((
@@ -429,7 +620,7 @@ impl Inner {
             .http(access.request_id.clone(), req, sender)
             .map_err(refusal)?;
         let task = tokio::spawn(async move {
-            let _permits = (node_permit, tenant_permit, app_permit);
+            let _permits = (client_permit, node_permit, tenant_permit, app_permit);
             run.await
         });
         let task = body::TaskGuard::new(task);
