@@ -173,6 +173,13 @@ pub struct AdminSection {
     pub request_timeout_ms: u64,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Deploys of one tenant in flight at once (default 1): a further deploy of that tenant is
+    /// refused with `429 TooManyDeploys` and `retry-after` before its upload is read.
+    pub max_deploys_per_tenant: usize,
+    /// Components compiled at once on this node (default 1): a deploy whose component must be
+    /// compiled waits its turn (first come, first served, within `request_timeout_ms`), so that
+    /// deploys cannot take every core from the requests being served.
+    pub max_compiles: usize,
 }
 
 impl Default for AdminSection {
@@ -186,6 +193,8 @@ impl Default for AdminSection {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 300_000,
             max_connections: 64,
+            max_deploys_per_tenant: 1,
+            max_compiles: 1,
         }
     }
 }
@@ -341,6 +350,11 @@ impl NodeConfig {
             || a.max_connections == 0
         {
             return Err("[admin] max_proofs, header_read_timeout_ms, request_timeout_ms and max_connections must be greater than 0".into());
+        }
+        if a.max_deploys_per_tenant == 0 || a.max_compiles == 0 {
+            return Err(
+                "[admin] max_deploys_per_tenant and max_compiles must be at least 1".into(),
+            );
         }
         if a.max_token_bytes.0 < 1024 {
             return Err("[admin] max_token_bytes must be at least 1 KiB".into());

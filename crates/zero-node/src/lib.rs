@@ -294,6 +294,10 @@ impl Node {
             cache,
             limits: api::AdminLimits::from_config(&config),
             outbound: outbound.clone(),
+            deploys: deploy::DeployGate::new(
+                config.admin.max_deploys_per_tenant,
+                config.admin.max_compiles,
+            ),
         });
         // Deployed apps come back through the one deploy procedure (`Api::install`).
         for record in api.state.apps()? {

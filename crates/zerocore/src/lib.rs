@@ -419,6 +419,35 @@ pub struct Runtime<P: ProviderSet> {
     stats: Stats,
     pooling: bool,
     ticker_stop: Arc<AtomicBool>,
+    /// The threads components are compiled on (see [`COMPILE_NICENESS`]).
+    compile_pool: rayon::ThreadPool,
+}
+
+/// How much lower than the rest of the node the compile threads are scheduled (Linux `nice`
+/// value, per thread): a compile uses every core that is idle, but a core that is also needed to
+/// serve requests goes mostly to the requests, so that deploys (one tenant's deploy storm
+/// included) cannot slow other tenants' requests much. Elsewhere compile threads run at the
+/// normal priority.
+pub const COMPILE_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`COMPILE_NICENESS`] (best effort: a
+/// refusal is logged and the thread keeps its priority).
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on Linux,
+        // `PRIO_PROCESS` with a thread id changes that thread only.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COMPILE_NICENESS)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the priority of a compile thread; compiles compete with requests at the same priority"
+            );
+        }
+    }
 }
 
 impl<P: ProviderSet> Drop for Runtime<P> {
@@ -515,7 +544,16 @@ impl<P: ProviderSet> Runtime<P> {
                 })?;
         }
 
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let compile_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("zerocore-compile-{i}"))
+            .start_handler(|_| lower_own_priority())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the compile threads: {e}"))?;
+
         Ok(Runtime {
+            compile_pool,
             engine,
             linker,
             providers,
@@ -587,6 +625,15 @@ impl<P: ProviderSet> Runtime<P> {
         Ok(loaded)
     }
 
+    /// Deletes the compiled artifact of the component `hash` from the artifact directory, once
+    /// no app of this node uses that component any more (its app was replaced or removed, or
+    /// its deploy refused), so that the directory holds what is deployed rather than
+    /// everything ever deployed. Components still in memory stay usable; a node sharing the
+    /// directory that still runs the component compiles it again at its next start.
+    pub fn remove_artifact(&self, hash: &ContentHash) {
+        self.artifacts.remove(hash);
+    }
+
     /// How many loaded components are in memory (held by some user).
     pub fn cached_components(&self) -> usize {
         self.lock_cache()
@@ -634,9 +681,11 @@ impl<P: ProviderSet> Runtime<P> {
             }
         }
         let start = std::time::Instant::now();
+        // On the compile threads (lower priority; wasmtime's parallel compilation uses the
+        // pool it is called from); this thread waits.
         let artifact = self
-            .engine
-            .precompile_component(bytes)
+            .compile_pool
+            .install(|| self.engine.precompile_component(bytes))
             .map_err(|e| LoadError::Compile {
                 what: what.to_string(),
                 reason: format!("{e:#}"),
