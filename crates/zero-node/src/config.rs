@@ -139,6 +139,12 @@ pub struct EngineSection {
     /// `artifact_dir` reuse each other's artifacts only when they also share this key; an
     /// artifact written without it is never loaded.
     pub artifact_key: Option<PathBuf>,
+    /// CPU time after which a request's guest is heavy (default 10 ms): it then runs only in
+    /// one of `heavy_slots` turns, taken in order of arrival at every 5 ms tick.
+    pub heavy_after_ms: u64,
+    /// Heavy guests running at once (default 0: one fewer than the machine's cores, at least
+    /// 1), so that light requests always find an async worker however many heavy ones run.
+    pub heavy_slots: usize,
 }
 
 impl Default for EngineSection {
@@ -147,6 +153,8 @@ impl Default for EngineSection {
             pooling: true,
             artifact_dir: None,
             artifact_key: None,
+            heavy_after_ms: 10,
+            heavy_slots: 0,
         }
     }
 }

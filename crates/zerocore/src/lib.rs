@@ -28,6 +28,7 @@ pub mod command;
 mod log;
 mod providers;
 mod state;
+mod turns;
 mod wasi;
 
 pub use app::{App, ResponseSender, Run, TICK_HANDLER, Tick, Unavailable};
@@ -165,6 +166,12 @@ pub struct CoreConfig {
     pub pool_instances: u32,
     /// How the pool recycles memory between requests.
     pub pool: PoolSettings,
+    /// CPU time after which a request's guest is heavy and runs only in one of
+    /// [`CoreConfig::heavy_slots`] turns (`[engine] heavy_after_ms`).
+    pub heavy_after: Duration,
+    /// Heavy guests running at once (`[engine] heavy_slots`); 0 means one fewer than the
+    /// machine's cores (at least 1), which leaves an async worker for light requests.
+    pub heavy_slots: usize,
 }
 
 impl Default for CoreConfig {
@@ -176,6 +183,8 @@ impl Default for CoreConfig {
             pooling: true,
             pool_instances: 300,
             pool: PoolSettings::default(),
+            heavy_after: Duration::from_millis(10),
+            heavy_slots: 0,
         }
     }
 }
@@ -421,6 +430,10 @@ pub struct Runtime<P: ProviderSet> {
     ticker_stop: Arc<AtomicBool>,
     /// The threads components are compiled on (see [`COMPILE_NICENESS`]).
     compile_pool: rayon::ThreadPool,
+    /// The turns heavy guests run in (see `turns`).
+    turns: Arc<turns::Turns>,
+    /// CPU time after which a guest is heavy, in nanoseconds.
+    heavy_after_ns: u64,
 }
 
 /// How much lower than the rest of the node the compile threads are scheduled (Linux `nice`
@@ -552,8 +565,14 @@ impl<P: ProviderSet> Runtime<P> {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the compile threads: {e}"))?;
 
+        let heavy_slots = match config.heavy_slots {
+            0 => threads.saturating_sub(1).max(1),
+            n => n,
+        };
         Ok(Runtime {
             compile_pool,
+            turns: turns::Turns::new(heavy_slots, TICK),
+            heavy_after_ns: u64::try_from(config.heavy_after.as_nanos()).unwrap_or(u64::MAX),
             engine,
             linker,
             providers,
@@ -782,6 +801,7 @@ impl<P: ProviderSet> Runtime<P> {
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| s.core_mut());
         store.set_epoch_deadline(1);
+        let (turns, heavy_after_ns) = (self.turns.clone(), self.heavy_after_ns);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut().core_mut();
             state.cpu.ticks += 1;
@@ -791,10 +811,22 @@ impl<P: ProviderSet> Runtime<P> {
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
             }
             let mark = state.cpu.mark.clone();
+            // A heavy guest gives its turn back, lets the others run and waits for a turn
+            // again (see `turns`); the wait is not charged.
+            let heavy = (state.cpu.used_ns > heavy_after_ns)
+                .then(|| (turns.clone(), state.cpu.turn.clone()));
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    tokio::task::yield_now().await;
+                    match heavy {
+                        Some((turns, held)) => {
+                            drop(held.lock().unwrap_or_else(|p| p.into_inner()).take());
+                            tokio::task::yield_now().await;
+                            let turn = turns.take().await;
+                            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(turn);
+                        }
+                        None => tokio::task::yield_now().await,
+                    }
                     // The guest resumes on this thread right after this future completes.
                     set_mark(&mark);
                 }),
