@@ -10,20 +10,22 @@
 #   conc     sleepy (sleeps until [limits] wall_time_ms), twice its tenant's concurrency cap
 #   sql      dbprobe running a recursive query until the statement or CPU time is spent
 #   fill     cacheprobe filling the tenant's cache with 60 KB values until its quota
-#   deploy   a deploy flood: new components (each would compile) from CLIENTS clients at once
+#   deploy   a deploy flood: new components (each would compile) from 4 clients at once
 #
-# Each abuser runs with ABUSE_CONNS connections (wrk), so that together they stay under the
-# node's [http] max_concurrent_requests while every tenant meets its own cap
-# (max_concurrent_requests_per_tenant, set here to ABUSE_CONNS / 2). The table gives the
+# Every tenant's concurrency cap ([http] max_concurrent_requests_per_tenant) is set to the
+# healthy tenant's connections (CONNS), and each abuser runs with twice as many (wrk), so that
+# every abuser meets its own cap while together they stay under the node's
+# max_concurrent_requests (256). The table gives the
 # healthy tenant's requests/s, p50 and p99 (ms) and errors, quiet and under abuse, the p99
 # ratio (target: within 2x), and what the abusers were answered.
 #
 # Usage: benches/abuse.sh [--duration S] [--conns N] [--abuse-conns N] [--only LIST]
 #   --duration S       seconds of each measurement (default 10)
-#   --conns N          the healthy tenant's wrk connections (default 8)
-#   --abuse-conns N    each abuser's connections (default 8)
+#   --conns N          the healthy tenant's wrk connections, and every tenant's cap (default 8)
 #   --only LIST        comma-separated abusers among cpu,mem,out,conc,sql,fill,deploy
 #                      (default: all at once), to find which one costs the healthy tenant
+#   --heavy-slots N    the node's [engine] heavy_slots (default 0, the node's own default); a
+#                      large N (e.g. 1000) lets every heavy guest run at once, for comparison
 # Needs: wrk (installed from apt-get when missing), the release build (`cargo build --release
 # -p zero`; skipped with BENCH_NO_BUILD=1) and the guests (scripts/build-guests.sh).
 set -euo pipefail
@@ -31,14 +33,14 @@ source "$(dirname "$0")/lib.sh"
 
 DURATION=10
 CONNS=8
-ABUSE_CONNS=8
 ONLY="cpu,mem,out,conc,sql,fill,deploy"
+HEAVY_SLOTS=0
 while [ $# -gt 0 ]; do
     case $1 in
     --duration) DURATION=$2; shift ;;
     --conns) CONNS=$2; shift ;;
-    --abuse-conns) ABUSE_CONNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --heavy-slots) HEAVY_SLOTS=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown argument \`$1\` (see --help)"; exit 2 ;;
     esac
@@ -58,15 +60,32 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
     cargo build --release -q -p zero
 fi
 
-PER_TENANT=$((ABUSE_CONNS / 2 > 0 ? ABUSE_CONNS / 2 : 1))
+PER_TENANT=$CONNS
+ABUSE_CONNS=$((2 * CONNS))
+WRK_CONNS=$CONNS
+# Deploy flood clients: each is a `zero deploy` process per attempt, which costs this machine's
+# CPU too, so there are only a few.
+DEPLOY_CLIENTS=4
 DATA=$WORK/node
 API=http://127.0.0.1:18312
 BASE=http://127.0.0.1:18311
-node_config "$WORK/node.toml" "$DATA" 18311 18312 "[http]
+# The node: loopback, warn-level logs (as node_config in lib.rs), each tenant's concurrency cap.
+cat >"$WORK/node.toml" <<TOML
+[node]
+data_dir = "$DATA"
+[log]
+level = "warn"
+[http]
+listen = "127.0.0.1:18311"
 max_concurrent_requests = 256
 max_concurrent_requests_per_tenant = $PER_TENANT
+[admin]
+listen = "127.0.0.1:18312"
 [cache]
-tenant_quota = \"4 MiB\""
+tenant_quota = "4 MiB"
+[engine]
+heavy_slots = $HEAVY_SLOTS
+TOML
 start_bg "$WORK/node.log" "$ZERO" serve --config "$WORK/node.toml"
 NODE=$LAST_PID
 wait_up "$API/v1/node" "$WORK/node.log"
@@ -132,7 +151,7 @@ want fill && abuse fill "$BASE/fill" -s "$WORK/fill.lua"
 if want deploy; then
     # A deploy flood: every component new (a custom section with a counter), so each would be
     # compiled; answered 200 or 429 TooManyDeploys.
-    for c in $(seq 1 "$ABUSE_CONNS"); do
+    for c in $(seq 1 "$DEPLOY_CLIENTS"); do
         (
             end=$((SECONDS + ABUSE_SECS))
             n=0

@@ -433,7 +433,7 @@ pub struct Runtime<P: ProviderSet> {
     /// The turns heavy guests run in (see `turns`).
     turns: Arc<turns::Turns>,
     /// CPU time after which a guest is heavy, in nanoseconds.
-    heavy_after_ns: u64,
+    pub(crate) heavy_after_ns: u64,
 }
 
 /// How much lower than the rest of the node the compile threads are scheduled (Linux `nice`
