@@ -1,2 +1,643 @@
 //! Tenant-level abuse: deploy floods, a flood of output, every limit tripped at once while a
 //! healthy tenant is served.
+//!
+//! Each test is the attack against a real node (loopback), the refusal it must meet (status,
+//! error name, the message naming the limit, the log line), and a healthy tenant (`beta`,
+//! serving the hello component) whose requests must all keep succeeding meanwhile. The
+//! healthy tenant's latency under abuse is measured by `benches/abuse.sh`, not asserted here.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use zero_auth::Keypair;
+use zero_client::Client;
+
+use crate::support::*;
+
+/// `bytes` (a component) with a component-level custom section `pad` of `pad` bytes that holds
+/// `nonce` first: a new content hash, so the node compiles it again, and a size of our choosing.
+fn variant(bytes: &[u8], nonce: &str, pad: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"pad";
+    let mut data = nonce.as_bytes().to_vec();
+    data.resize(data.len().max(pad), b'.');
+    let mut payload = Vec::new();
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(&data);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb(payload.len(), &mut out);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn hello() -> Vec<u8> {
+    std::fs::read(guest_wasm("hello")).unwrap()
+}
+
+/// A tenant created by the Admin beside `acme` and `beta`.
+fn extra_tenant(w: &World, name: &str) -> Tenant {
+    let owner = Keypair::generate().unwrap();
+    Client::new(&w.api, copy_key(&w.admin), vec![])
+        .create_tenant(name, owner.did())
+        .unwrap();
+    let chain = vec![zero_client::owner_delegation(&w.admin, name, owner.did(), None).unwrap()];
+    Tenant {
+        name: name.to_string(),
+        owner,
+        chain,
+    }
+}
+
+fn client(w: &World, t: &Tenant) -> Client {
+    Client::new(&w.api, copy_key(&t.owner), t.chain.clone())
+}
+
+/// `wasm` signed by `t`'s owner with every right in the tenant, deployed at `/route`.
+fn deploy_signed(w: &World, t: &Tenant, app: &str, wasm: &str, route: &str) {
+    let bytes = std::fs::read(guest_wasm(wasm)).unwrap();
+    let signed =
+        zero_client::sign_component(&bytes, &t.owner, &t.chain, &grant("/", "[]", None)).unwrap();
+    client(w, t)
+        .deploy(&t.name, app, &[route.to_string()], &[], &signed)
+        .unwrap_or_else(|e| panic!("deploying {wasm} for {}: {e:#}", t.name));
+}
+
+/// A healthy tenant's traffic: `clients` threads GET `url` one request after another (each
+/// over its own keep-alive connection) until stopped, counting answers.
+struct Healthy {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    errors: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Healthy {
+    fn start(url: String, clients: usize) -> Healthy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..clients)
+            .map(|_| {
+                let (url, stop, ok, errors) =
+                    (url.clone(), stop.clone(), ok.clone(), errors.clone());
+                std::thread::spawn(move || {
+                    let agent = agent();
+                    while !stop.load(Ordering::Relaxed) {
+                        match agent.get(&url).call() {
+                            Ok(r) if r.status() == 200 => {
+                                let _ = r.into_string();
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => errors
+                                .lock()
+                                .unwrap()
+                                .push(format!("status {}", r.status())),
+                            Err(ureq::Error::Status(s, r)) => errors.lock().unwrap().push(format!(
+                                "status {s}: {}",
+                                r.into_string().unwrap_or_default()
+                            )),
+                            Err(e) => errors.lock().unwrap().push(format!("transport: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Healthy {
+            stop,
+            ok,
+            errors,
+            threads,
+        }
+    }
+
+    /// Stops the traffic and asserts every request was answered 200; returns how many were.
+    fn finish(self, what: &str) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let errors = self.errors.lock().unwrap();
+        let ok = self.ok.load(Ordering::Relaxed);
+        assert!(
+            errors.is_empty(),
+            "the healthy tenant saw {} errors ({ok} answered) during {what}: {:?}",
+            errors.len(),
+            &errors[..errors.len().min(5)]
+        );
+        assert!(
+            ok > 0,
+            "the healthy tenant was never answered during {what}"
+        );
+        ok
+    }
+}
+
+/// Total size of the files under `dir`.
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            total += dir_size(&entry.path());
+        } else {
+            total += meta.len();
+        }
+    }
+    total
+}
+
+/// The compiled artifacts in the node's artifact directory.
+fn artifacts(data: &Path) -> usize {
+    std::fs::read_dir(data.join("aot"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .count()
+}
+
+fn hash_of(bytes: &[u8]) -> String {
+    zero_component::content_hash(bytes).unwrap().to_string()
+}
+
+/// One tenant deploys as fast as it can from 16 clients at once, every component new (so each
+/// would compile), some near `[admin] max_upload`, half replacing one app over and over and half
+/// deploying new names. Past one deploy in flight it is refused with `429 TooManyDeploys`, a
+/// `retry-after` and the knob to change; new names past the app cap are refused before
+/// anything is compiled. Meanwhile another tenant deploys an app and is served without error.
+#[test]
+fn a_deploy_flood_is_refused_past_the_tenant_limit_while_other_tenants_deploy_and_are_served() {
+    let w = World::spec("abuse-deploy-flood")
+        .with("[admin]\nmax_upload = \"2 MiB\"\nmax_apps_per_tenant = 4\n")
+        .start();
+    let hello = hello();
+    client(&w, &w.beta)
+        .deploy("beta", "hello", &["/beta".into()], &[], &hello)
+        .unwrap();
+    let healthy = Healthy::start(w.node.url("/beta"), 2);
+
+    let until = Instant::now() + Duration::from_secs(8);
+    let outcomes: Arc<Mutex<Vec<Result<(), zero_client::ApiError>>>> = Arc::default();
+    let flood: Vec<_> = (0..16)
+        .map(|i| {
+            let (api, key, chain) = (w.api.clone(), copy_key(&w.acme.owner), w.acme.chain.clone());
+            let (hello, outcomes) = (hello.clone(), outcomes.clone());
+            std::thread::spawn(move || {
+                let mut c = Client::new(&api, key, chain);
+                let mut n = 0;
+                while Instant::now() < until {
+                    n += 1;
+                    // Every fourth upload is near the 2 MiB limit.
+                    let pad = if n % 4 == 0 {
+                        (2 << 20) - hello.len() - 4096
+                    } else {
+                        0
+                    };
+                    let bytes = variant(&hello, &format!("flood-{i}-{n}"), pad);
+                    let (app, route) = if i % 2 == 0 {
+                        ("same".to_string(), "/same".to_string())
+                    } else {
+                        (format!("new-{i}-{n}"), format!("/new-{i}-{n}"))
+                    };
+                    let r = c.deploy("acme", &app, &[route], &[], &bytes);
+                    outcomes.lock().unwrap().push(r.map(|_| ()).map_err(|e| {
+                        e.downcast::<zero_client::ApiError>()
+                            .unwrap_or_else(|e| panic!("not a refusal: {e:#}"))
+                    }));
+                }
+            })
+        })
+        .collect();
+
+    // During the flood, another tenant's deploy (a new component, compiled) goes through.
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let during = variant(&hello, "beta-during-the-flood", 0);
+    client(&w, &w.beta)
+        .deploy("beta", "during", &["/during".into()], &[], &during)
+        .expect("another tenant's deploy during the flood");
+    let beta_deploy = started.elapsed();
+    assert_eq!(get(&w.node.url("/during")).status, 200);
+
+    for t in flood {
+        t.join().unwrap();
+    }
+    let served = healthy.finish("the deploy flood");
+    let outcomes = outcomes.lock().unwrap();
+    let deployed = outcomes.iter().filter(|r| r.is_ok()).count();
+    let mut too_many_deploys = 0;
+    let mut too_many_apps = 0;
+    for e in outcomes.iter().filter_map(|r| r.as_ref().err()) {
+        match (e.status, e.error.as_str()) {
+            (429, "TooManyDeploys") => {
+                assert!(
+                    e.message.contains("[admin] max_deploys_per_tenant = 1")
+                        && e.message.contains("retry"),
+                    "{}",
+                    e.message
+                );
+                assert_eq!(e.retry_after, Some(1), "{}", e.message);
+                too_many_deploys += 1;
+            }
+            (409, "TooManyApps") => {
+                assert!(
+                    e.message.contains("max_apps_per_tenant = 4"),
+                    "{}",
+                    e.message
+                );
+                too_many_apps += 1;
+            }
+            _ => panic!("unexpected refusal of a flood deploy: {e}"),
+        }
+    }
+    eprintln!(
+        "deploy flood: {} deploys in 8 s from 16 clients: {deployed} deployed, \
+         {too_many_deploys} TooManyDeploys, {too_many_apps} TooManyApps; beta's deploy during \
+         the flood took {beta_deploy:?}; beta's hello answered {served} times without error",
+        outcomes.len()
+    );
+    assert!(deployed >= 1, "no flood deploy went through");
+    assert!(too_many_deploys >= 1, "the flood was never refused");
+    w.node.wait_log("the refusal's log line", |v| {
+        v["error"] == "TooManyDeploys"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("max_deploys_per_tenant"))
+    });
+    // Every app the tenant kept is within its cap, and what it serves is one of its deploys.
+    let list = client(&w, &w.acme).list_apps("acme").unwrap();
+    let apps = list["apps"].as_array().unwrap();
+    assert!(apps.len() <= 4, "{list}");
+    assert_eq!(get(&w.node.url("/same")).status, 200);
+}
+
+/// Replacing an app again and again with new code leaves the code and compiled artifact of
+/// the replaced versions behind no longer: the data directory stays the size of what is
+/// deployed. A new app past the tenant's cap is refused before it is compiled or stored, and
+/// removing an app deletes its artifact.
+#[test]
+fn replacing_an_app_again_and_again_keeps_the_data_dir_bounded() {
+    let w = World::spec("abuse-deploy-disk")
+        .with("[admin]\nmax_apps_per_tenant = 2\n")
+        .start();
+    let hello = hello();
+    let mut acme = client(&w, &w.acme);
+    let pad = 256 << 10;
+    acme.deploy(
+        "acme",
+        "same",
+        &["/same".into()],
+        &[],
+        &variant(&hello, "v0", pad),
+    )
+    .unwrap();
+    let first = dir_size(&w.data);
+    assert_eq!(artifacts(&w.data), 1);
+    let replacements = 12;
+    for i in 1..=replacements {
+        let bytes = variant(&hello, &format!("v{i}"), pad);
+        acme.deploy("acme", "same", &["/same".into()], &[], &bytes)
+            .unwrap();
+    }
+    assert_eq!(get(&w.node.url("/same")).status, 200);
+    let after = dir_size(&w.data);
+    eprintln!(
+        "data dir after the first deploy: {first} bytes; after {replacements} replacements: \
+         {after} bytes ({} compiled artifacts)",
+        artifacts(&w.data)
+    );
+    assert_eq!(
+        artifacts(&w.data),
+        1,
+        "replaced versions' artifacts are left"
+    );
+    // The state journals grow a little with each deploy; the code and artifacts must not.
+    assert!(
+        after < first + (1 << 20),
+        "the data dir grew from {first} to {after} bytes over {replacements} replacements"
+    );
+
+    // The cap is checked before the component is compiled.
+    acme.deploy(
+        "acme",
+        "other",
+        &["/other".into()],
+        &[],
+        &variant(&hello, "other", 0),
+    )
+    .unwrap();
+    let third = variant(&hello, "third", 0);
+    let e = refused(acme.deploy("acme", "third", &["/third".into()], &[], &third));
+    assert_eq!((e.status, e.error.as_str()), (409, "TooManyApps"), "{e}");
+    assert!(e.message.contains("max_apps_per_tenant = 2"), "{e}");
+    let third_hash = hash_of(&third);
+    assert!(
+        !w.node
+            .log_json()
+            .iter()
+            .any(|v| v["hash"] == third_hash.as_str()),
+        "the refused component was compiled"
+    );
+    assert_eq!(artifacts(&w.data), 2);
+
+    // Removing an app deletes its artifact.
+    acme.remove_app("acme", "other").unwrap();
+    assert_eq!(artifacts(&w.data), 1);
+    acme.remove_app("acme", "same").unwrap();
+    assert_eq!(artifacts(&w.data), 0);
+}
+
+/// The node's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// The guest log lines of one request (by request id), and its truncation warnings.
+fn guest_lines(node: &NodeProc, request_id: &str, stream: &str) -> (usize, usize, Vec<Json>) {
+    let lines: Vec<Json> = node
+        .log_json()
+        .into_iter()
+        .filter(|v| {
+            v["target"] == "guest" && v["request_id"] == request_id && v["stream"] == stream
+        })
+        .collect();
+    let (marks, kept): (Vec<&Json>, Vec<&Json>) = lines.iter().partition(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("log budget"))
+    });
+    let bytes = kept
+        .iter()
+        .map(|v| v["message"].as_str().unwrap_or("").len())
+        .sum();
+    (bytes, kept.len(), marks.into_iter().cloned().collect())
+}
+
+/// A component writes 1 GiB to stdout, and to stderr, as fast as it can. The node keeps the
+/// first `[limits] guest_log_bytes` of each stream of the request, then one line saying that
+/// the rest is dropped and naming the limit; writing on is not an error, so the request goes
+/// on until its CPU time (`[limits] cpu_time_ms`, 300 ms here) is spent and ends as a CPU-limit
+/// fault. Nothing is buffered: the node's peak memory hardly moves. A flood that fits the CPU
+/// time (1 MiB to each stream) is answered 200 with the same truncated log. The healthy tenant is served
+/// throughout.
+#[test]
+fn a_gigabyte_of_output_is_cut_at_the_log_budget_without_buffering() {
+    let w = World::spec("abuse-stdout")
+        .with("[limits]\nguest_log_bytes = \"64 KiB\"\n")
+        .start();
+    let budget = 64 << 10;
+    client(&w, &w.acme)
+        .deploy(
+            "acme",
+            "logger",
+            &["/logger".into()],
+            &[],
+            &std::fs::read(guest_wasm("logger")).unwrap(),
+        )
+        .unwrap();
+    client(&w, &w.beta)
+        .deploy("beta", "hello", &["/beta".into()], &[], &hello())
+        .unwrap();
+    // Warm both (first instantiations), then take the node's peak as the baseline.
+    assert_eq!(get(&w.node.url("/logger")).status, 200);
+    assert_eq!(get(&w.node.url("/beta")).status, 200);
+    let pid = w.node.child.id();
+    let base = peak_rss_kib(pid);
+    let healthy = Healthy::start(w.node.url("/beta"), 2);
+
+    for stream in ["stdout", "stderr"] {
+        let started = Instant::now();
+        let r = get(&w.node.url(&format!("/logger?flood=1024&stream={stream}")));
+        let took = started.elapsed();
+        let id = r.request_id.clone().expect("x-request-id");
+        assert_eq!(r.status, 500, "{}", r.body);
+        assert!(r.body.contains("CPU time limit"), "{}", r.body);
+        let fault = w.node.wait_log("the flood's fault line", |v| {
+            v["request_id"] == id.as_str() && v["fault"] == "cpu_limit"
+        });
+        let (bytes, lines, marks) = guest_lines(&w.node, &id, stream);
+        eprintln!(
+            "1 GiB to {stream}: ended after {took:?} with {} ({}); {lines} lines, {bytes} bytes \
+             logged; node peak RSS {base} KiB before, {} KiB after",
+            r.status,
+            fault["message"],
+            peak_rss_kib(pid)
+        );
+        assert!(
+            bytes <= budget,
+            "{bytes} bytes logged, over the {budget} budget"
+        );
+        assert!(
+            bytes > budget - 200,
+            "only {bytes} of {budget} bytes logged"
+        );
+        assert_eq!(marks.len(), 1, "{marks:?}");
+        let mark = marks[0]["message"].as_str().unwrap();
+        assert!(
+            mark.contains("[limits] guest_log_bytes") && mark.contains("65536 bytes"),
+            "{mark}"
+        );
+        // The request ends by its CPU time (300 ms of it), well within its wall time (3 s).
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    // Both streams at once, within the CPU time: 200, each stream cut at its budget.
+    let r = get(&w.node.url("/logger?flood=1&stream=both"));
+    assert_eq!((r.status, r.body.as_str()), (200, "logged"));
+    let id = r.request_id.unwrap();
+    for stream in ["stdout", "stderr"] {
+        let (bytes, _, marks) = guest_lines(&w.node, &id, stream);
+        assert!(bytes <= budget && bytes > budget - 200, "{stream}: {bytes}");
+        assert_eq!(marks.len(), 1, "{stream}: {marks:?}");
+    }
+    let peak = peak_rss_kib(pid);
+    assert!(
+        peak < base + (32 << 10),
+        "the node's peak memory grew from {base} KiB to {peak} KiB with the output flood"
+    );
+    healthy.finish("the output flood");
+}
+
+/// Abusive tenants hit every limit at once — CPU (spin), memory (membomb), output (logger
+/// flood), their concurrency cap (sleepy, twice the cap in flight), a deploy flood, heavy SQL
+/// (a recursive query that runs until the CPU time is spent) and a cache fill (until its quota)
+/// — while the healthy tenant's hello is requested without pause: it sees no error.
+#[test]
+fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
+    let cap = 3;
+    let w = World::spec("abuse-all-at-once")
+        .with(&format!(
+            "[http]\nmax_concurrent_requests = 64\nmax_concurrent_requests_per_tenant = {cap}\n\
+             [cache]\ntenant_quota = \"1 MiB\"\n"
+        ))
+        .start();
+    client(&w, &w.beta)
+        .deploy("beta", "hello", &["/beta".into()], &[], &hello())
+        .unwrap();
+    let abusers: Vec<(&str, &str, &str, Option<&str>)> = vec![
+        // (tenant, component, route, body to POST)
+        ("cpu", "spin", "/cpu", None),
+        ("mem", "membomb", "/mem", None),
+        ("out", "logger", "/out?flood=1024&stream=both", None),
+        ("conc", "sleepy", "/conc", None),
+        (
+            "sql",
+            "dbprobe",
+            "/sql",
+            Some(
+                r#"{"db": "d", "op": "query", "sql": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c", "params": []}"#,
+            ),
+        ),
+        ("fill", "cacheprobe", "/fill", None),
+    ];
+    for (tenant, wasm, route, _) in &abusers {
+        let t = extra_tenant(&w, tenant);
+        let path = route.split('?').next().unwrap();
+        deploy_signed(&w, &t, wasm, wasm, path);
+    }
+    let flooder = extra_tenant(&w, "deployer");
+    // Warm every app once (first instantiation) outside the measurement.
+    assert_eq!(get(&w.node.url("/beta")).status, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses: Arc<Mutex<BTreeMap<String, BTreeMap<u16, usize>>>> = Arc::default();
+    let mut threads = Vec::new();
+    for (tenant, _, route, body) in &abusers {
+        // Twice the tenant's concurrency cap: the rest is refused with 503.
+        for _ in 0..2 * cap {
+            let (url, body, stop, statuses, tenant) = (
+                w.node.url(route),
+                body.map(str::to_string),
+                stop.clone(),
+                statuses.clone(),
+                tenant.to_string(),
+            );
+            threads.push(std::thread::spawn(move || {
+                let agent = agent();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let r = match (&body, tenant.as_str()) {
+                        (Some(b), _) => agent.post(&url).send_string(b),
+                        (None, "fill") => agent.post(&url).send_string(
+                            &json!({"op": "set", "key": format!("k{i}"), "value": "x".repeat(60_000)})
+                                .to_string(),
+                        ),
+                        _ => agent.get(&url).call(),
+                    };
+                    let status = match r {
+                        Ok(r) => {
+                            let s = r.status();
+                            let _ = r.into_string();
+                            s
+                        }
+                        Err(ureq::Error::Status(s, r)) => {
+                            let _ = r.into_string();
+                            s
+                        }
+                        Err(_) => 0,
+                    };
+                    *statuses
+                        .lock()
+                        .unwrap()
+                        .entry(tenant.clone())
+                        .or_default()
+                        .entry(status)
+                        .or_default() += 1;
+                }
+            }));
+        }
+    }
+    let deploys = Arc::new(AtomicUsize::new(0));
+    for i in 0..4 {
+        let (api, key, chain, stop, deploys) = (
+            w.api.clone(),
+            copy_key(&flooder.owner),
+            flooder.chain.clone(),
+            stop.clone(),
+            deploys.clone(),
+        );
+        let hello = hello();
+        threads.push(std::thread::spawn(move || {
+            let mut c = Client::new(&api, key, chain);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let bytes = variant(&hello, &format!("all-{i}-{n}"), 0);
+                let _ = c.deploy("deployer", "flood", &["/flood".into()], &[], &bytes);
+                deploys.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let healthy = Healthy::start(w.node.url("/beta"), 2);
+    std::thread::sleep(Duration::from_secs(10));
+    let served = healthy.finish("every limit tripped at once");
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    eprintln!(
+        "every limit at once for 10 s: the healthy tenant was answered {served} times without \
+         error; abusers' answers by status: {statuses:?}; {} deploy attempts",
+        deploys.load(Ordering::Relaxed)
+    );
+    // Each abuse met its limit.
+    let saw = |tenant: &str, status: u16| statuses[tenant].get(&status).copied().unwrap_or(0) > 0;
+    // A spinning request ends at its CPU time (500) or, when the machine's cores are shared
+    // by many such requests, at its wall time first (504); both are limits.
+    for tenant in ["cpu", "out", "sql"] {
+        assert!(
+            saw(tenant, 500) || saw(tenant, 504),
+            "{tenant}: {statuses:?}"
+        );
+    }
+    assert!(saw("mem", 500), "{statuses:?}");
+    for tenant in ["cpu", "mem", "out", "conc", "sql", "fill"] {
+        assert!(
+            saw(tenant, 503),
+            "{tenant} never met its concurrency cap: {statuses:?}"
+        );
+    }
+    assert!(saw("conc", 504), "{statuses:?}");
+    assert!(
+        deploys.load(Ordering::Relaxed) > 1,
+        "the deploy flood did not run"
+    );
+    w.node
+        .wait_log("a refused deploy", |v| v["error"] == "TooManyDeploys");
+    for kind in ["cpu_limit", "memory_limit", "wall_timeout"] {
+        w.node
+            .wait_log(kind, |v| v["fault"] == kind && v["tenant"] != "beta");
+    }
+    w.node.wait_log("the log budget line", |v| {
+        v["target"] == "guest"
+            && v["tenant"] == "out"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("guest_log_bytes"))
+    });
+    // The node is still whole: the abusers' apps answer again once the abuse stops.
+    assert_eq!(get(&w.node.url("/beta")).status, 200);
+    assert_eq!(get(&w.node.url("/out")).status, 200);
+}

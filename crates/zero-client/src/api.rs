@@ -15,6 +15,9 @@ pub struct ApiError {
     pub error: String,
     /// Explanation.
     pub message: String,
+    /// Seconds the node asks to wait before trying again (its `retry-after` header), when it
+    /// sent one (e.g. with `429 TooManyDeploys`).
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -56,11 +59,15 @@ impl Client {
     pub(crate) fn call_err(&self, e: ureq::Error) -> anyhow::Error {
         match e {
             ureq::Error::Status(status, resp) => {
+                let retry_after = resp
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse().ok());
                 let body: serde_json::Value = resp.into_json().unwrap_or_default();
                 ApiError {
                     status,
                     error: body["error"].as_str().unwrap_or("Unknown").to_string(),
                     message: body["message"].as_str().unwrap_or("").to_string(),
+                    retry_after,
                 }
                 .into()
             }

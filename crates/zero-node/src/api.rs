@@ -114,6 +114,8 @@ pub struct Api {
     pub limits: AdminLimits,
     /// The operator's outgoing-HTTP rule (its host ceiling is checked at deploy).
     pub outbound: Arc<zeroproxy::OutboundConfig>,
+    /// Deploys in flight (`[admin] max_deploys_per_tenant`, `max_compiles`).
+    pub(crate) deploys: crate::deploy::DeployGate,
 }
 
 /// Bounds of the management API (`[admin]` in `zerocore.toml`).
@@ -455,6 +457,19 @@ async fn deploy(
 ) -> Result<Resp, Refusal> {
     // Schedules are checked from the invocation alone, before a byte of the upload is read.
     let schedules = crate::chronoapi::declared(&ucan.inv.args, &ucan.checker())?;
+    // So is the tenant's number of deploys in flight: a flood is refused without its uploads
+    // being buffered or its components compiled.
+    let _ticket = match api.deploys.enter(arg_str(&ucan.inv.args, "tenant")?) {
+        Ok(t) => t,
+        Err(refusal) => {
+            let mut r = refusal.into_response();
+            r.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from(crate::deploy::DEPLOY_RETRY_AFTER_SECS),
+            );
+            return Ok(r);
+        }
+    };
     let bytes = upload
         .read(api.max_upload, "the component upload")
         .await?
@@ -618,14 +633,15 @@ impl Api {
 
     async fn remove(&self, tenant: &str, app: &str) -> Result<Resp, Refusal> {
         self.require_tenant(tenant)?;
-        let code = self.recorded_code(tenant, app);
+        let recorded = self.recorded(tenant, app);
         let existed = self
             .state
             .remove_app(tenant, app)
             .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
         let served = self.apps.remove(tenant, app);
-        if let Some(hash) = code {
-            self.release_code(tenant, &hash).await;
+        if let Some((code, hash)) = recorded {
+            self.release_code(tenant, &code).await;
+            self.release_artifact(&hash).await;
         }
         if !existed && !served {
             return Err(Refusal::new(

@@ -347,6 +347,37 @@ impl AppSet {
         self.install(app, persist, true)
     }
 
+    /// `TooManyApps` when deploying `app` as a new app of `tenant` would exceed
+    /// `[admin] max_apps_per_tenant` (replacing an existing app always has room).
+    pub fn check_room(&self, tenant: &str, app: &str) -> Result<(), Refusal> {
+        let apps = self.lock();
+        self.room(&apps, &(tenant.to_string(), app.to_string()))
+    }
+
+    fn room(&self, apps: &Apps, key: &(String, String)) -> Result<(), Refusal> {
+        let of_tenant = apps.deployed.keys().filter(|(t, _)| *t == key.0).count();
+        if !apps.deployed.contains_key(key) && of_tenant >= self.max_apps_per_tenant {
+            return Err(Refusal::new(
+                409,
+                "TooManyApps",
+                format!(
+                    "tenant `{}` already has {of_tenant} apps, the most this node takes                      ([admin] max_apps_per_tenant = {}); remove one with `zero apps remove` or                      replace an existing app",
+                    key.0, self.max_apps_per_tenant
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether any app of the node (deployed or from `zerocore.toml`) runs the component with
+    /// content hash `hash`.
+    pub fn uses_component(&self, hash: &str) -> bool {
+        self.lock()
+            .all()
+            .iter()
+            .any(|a| a.settings.component.as_deref() == Some(hash))
+    }
+
     /// The schedules' event provider.
     pub fn chrono(&self) -> &zerochrono::Chrono {
         &self.chrono
@@ -364,16 +395,8 @@ impl AppSet {
         } = built;
         let mut apps = self.lock();
         let key = (app.tenant.to_string(), app.name.to_string());
-        let of_tenant = apps.deployed.keys().filter(|(t, _)| *t == key.0).count();
-        if capped && !apps.deployed.contains_key(&key) && of_tenant >= self.max_apps_per_tenant {
-            return Err(Refusal::new(
-                409,
-                "TooManyApps",
-                format!(
-                    "tenant `{}` already has {of_tenant} apps, the most this node takes                      ([admin] max_apps_per_tenant = {}); remove one with `zero apps remove` or                      replace an existing app",
-                    key.0, self.max_apps_per_tenant
-                ),
-            ));
+        if capped {
+            self.room(&apps, &key)?;
         }
         let mut candidate = apps.clone();
         candidate.deployed.insert(key.clone(), app.clone());

@@ -143,6 +143,12 @@ pub struct EngineSection {
     /// before serves at once from Winch's baseline code while Cranelift optimizes it in the
     /// background; off, it is compiled with Cranelift before its first request.
     pub tiered_compilation: bool,
+    /// CPU time after which a request's guest is heavy (default 10 ms): it then runs only in
+    /// one of `heavy_slots` turns, taken in order of arrival at every 5 ms tick.
+    pub heavy_after_ms: u64,
+    /// Heavy guests running at once (default 0: one fewer than the machine's cores, at least
+    /// 1), so that light requests always find an async worker however many heavy ones run.
+    pub heavy_slots: usize,
 }
 
 impl Default for EngineSection {
@@ -152,6 +158,8 @@ impl Default for EngineSection {
             artifact_dir: None,
             artifact_key: None,
             tiered_compilation: true,
+            heavy_after_ms: 10,
+            heavy_slots: 0,
         }
     }
 }
@@ -178,6 +186,13 @@ pub struct AdminSection {
     pub request_timeout_ms: u64,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Deploys of one tenant in flight at once (default 1): a further deploy of that tenant is
+    /// refused with `429 TooManyDeploys` and `retry-after` before its upload is read.
+    pub max_deploys_per_tenant: usize,
+    /// Components compiled at once on this node (default 1): a deploy whose component must be
+    /// compiled waits its turn (first come, first served, within `request_timeout_ms`), so that
+    /// deploys cannot take every core from the requests being served.
+    pub max_compiles: usize,
 }
 
 impl Default for AdminSection {
@@ -191,6 +206,8 @@ impl Default for AdminSection {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 300_000,
             max_connections: 64,
+            max_deploys_per_tenant: 1,
+            max_compiles: 1,
         }
     }
 }
@@ -369,6 +386,11 @@ impl NodeConfig {
             || a.max_connections == 0
         {
             return Err("[admin] max_proofs, header_read_timeout_ms, request_timeout_ms and max_connections must be greater than 0".into());
+        }
+        if a.max_deploys_per_tenant == 0 || a.max_compiles == 0 {
+            return Err(
+                "[admin] max_deploys_per_tenant and max_compiles must be at least 1".into(),
+            );
         }
         if a.max_token_bytes.0 < 1024 {
             return Err("[admin] max_token_bytes must be at least 1 KiB".into());

@@ -7,9 +7,17 @@
 //! zerofs), checks that the owner's credential allows reading that code *now*, checks the
 //! component's own token and compiles it, and swaps it into the routing table: a deploy with
 //! its durable record (atomic: a refused deploy leaves the previous version serving), a restore
-//! without one. A deploy then deletes the code no app uses any more.
+//! without one. A deploy then deletes the code no app uses any more, and the compiled artifact
+//! of a component no app uses any more.
+//!
+//! Deploys are bounded by a [`DeployGate`]: at most `[admin] max_deploys_per_tenant` of one
+//! tenant in flight (a further one is refused with `429 TooManyDeploys` before its upload is
+//! read), and at most `[admin] max_compiles` compiling at once on the node (a further one waits
+//! its turn, first come, first served). A tenant's cap on apps is checked before its component
+//! is compiled.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use zeroproxy::Route;
 
@@ -17,6 +25,80 @@ use crate::api::Api;
 use crate::apps::{AppSpec, BuiltApp, Component, Refusal, build_app, now, persist_deploy};
 use crate::code::Credential;
 use crate::state::AppRecord;
+
+/// The bounds on deploys in flight: per tenant (refused past it) and compiles per node
+/// (queued past it). See the module documentation.
+pub(crate) struct DeployGate {
+    per_tenant: usize,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+    compiles: Arc<tokio::sync::Semaphore>,
+}
+
+/// One tenant's deploy in flight; its place is given back when it is dropped.
+pub(crate) struct DeployTicket {
+    tenant: String,
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for DeployTicket {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+/// Seconds a client refused with `TooManyDeploys` is told to wait (`retry-after`).
+pub(crate) const DEPLOY_RETRY_AFTER_SECS: u64 = 1;
+
+impl DeployGate {
+    /// At most `per_tenant` deploys of one tenant and `compiles` compiles on the node at once.
+    pub(crate) fn new(per_tenant: usize, compiles: usize) -> DeployGate {
+        DeployGate {
+            per_tenant: per_tenant.max(1),
+            in_flight: Arc::default(),
+            compiles: Arc::new(tokio::sync::Semaphore::new(compiles.max(1))),
+        }
+    }
+
+    /// A place for one more deploy of `tenant`, or `429 TooManyDeploys` when it already has
+    /// `[admin] max_deploys_per_tenant` in flight.
+    pub(crate) fn enter(&self, tenant: &str) -> Result<DeployTicket, Refusal> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = in_flight.entry(tenant.to_string()).or_insert(0);
+        if *n >= self.per_tenant {
+            return Err(Refusal::new(
+                429,
+                "TooManyDeploys",
+                format!(
+                    "tenant `{tenant}` already has {n} deploy(s) in flight, the most this node \
+                     runs at once for one tenant ([admin] max_deploys_per_tenant = {}); wait for \
+                     it to finish and retry (retry-after: {DEPLOY_RETRY_AFTER_SECS} s), or ask \
+                     the operator to raise the limit",
+                    self.per_tenant
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(DeployTicket {
+            tenant: tenant.to_string(),
+            in_flight: self.in_flight.clone(),
+        })
+    }
+
+    /// Waits for a compile slot (`[admin] max_compiles`), first come, first served.
+    async fn compile_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        self.compiles
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Refusal::new(500, "Internal", format!("compile slots closed: {e}")))
+    }
+}
 
 /// Where a deployment's code comes from.
 pub(crate) enum Code {
@@ -81,6 +163,11 @@ impl Api {
             .map(|r| Route::parse(r).map_err(|e| Refusal::new(400, "InvalidArgs", e)))
             .collect::<Result<Vec<_>, _>>()?;
         crate::apps::check_host_grants(&tenant_record, &routes)?;
+        if !restoring {
+            // Before anything is stored or compiled: a tenant at its cap cannot make the node
+            // compile code it would then refuse.
+            self.apps.check_room(&d.tenant, &d.app)?;
+        }
         let (component, owner) = match code {
             Code::Upload { bytes, claimed } => {
                 // The operator's ceiling is checked at deploy; a restored app is held to it
@@ -138,7 +225,7 @@ impl Api {
             self.apps.restore(built)?;
             return Ok(record);
         }
-        let previous = self.recorded_code(&d.tenant, &d.app);
+        let previous = self.recorded(&d.tenant, &d.app);
         let result = match self.build(spec, component).await {
             Ok(built) => self
                 .apps
@@ -148,16 +235,25 @@ impl Api {
         match &result {
             // Code no app uses any more: the replaced version's, or this deploy's when it failed.
             Ok(()) => {
-                if let Some(old) = previous.filter(|old| *old != record.code) {
-                    self.release_code(&d.tenant, &old).await;
+                if let Some((old_code, old_hash)) = previous {
+                    if old_code != record.code {
+                        self.release_code(&d.tenant, &old_code).await;
+                    }
+                    if old_hash != record.component {
+                        self.release_artifact(&old_hash).await;
+                    }
                 }
             }
-            Err(_) => self.release_code(&d.tenant, &record.code).await,
+            Err(_) => {
+                self.release_code(&d.tenant, &record.code).await;
+                self.release_artifact(&record.component).await;
+            }
         }
         result.map(|()| record)
     }
 
     async fn build(&self, spec: AppSpec, component: Component) -> Result<BuiltApp, Refusal> {
+        let _slot = self.deploys.compile_slot().await?;
         build_app(
             &self.runtime,
             &self.authority,
@@ -194,14 +290,30 @@ impl Api {
             .map(|_| ())
     }
 
-    /// The key of the code recorded for a deployed app.
-    pub(crate) fn recorded_code(&self, tenant: &str, app: &str) -> Option<String> {
+    /// The key of the code and the content hash recorded for a deployed app.
+    pub(crate) fn recorded(&self, tenant: &str, app: &str) -> Option<(String, String)> {
         let records = self.state.apps().ok()?;
         records
             .into_iter()
             .find(|r| r.tenant == tenant && r.name == app)
-            .map(|r| r.code)
-            .filter(|c| !c.is_empty())
+            .filter(|r| !r.code.is_empty())
+            .map(|r| (r.code, r.component))
+    }
+
+    /// Deletes the compiled artifact of the component `hash` once no app on this node (of any
+    /// tenant, deployed or configured) uses it any more.
+    pub(crate) async fn release_artifact(&self, hash: &str) {
+        if self.apps.uses_component(hash) {
+            return;
+        }
+        let Ok(parsed) = zero_component::ContentHash::parse(hash) else {
+            return;
+        };
+        let runtime = self.runtime.clone();
+        let removed = tokio::task::spawn_blocking(move || runtime.remove_artifact(&parsed)).await;
+        if let Err(e) = removed {
+            tracing::warn!(component = hash, error = %e, "could not delete an unused compiled artifact");
+        }
     }
 
     /// Deletes a tenant's stored code once no deployed app of the tenant uses it any more.

@@ -133,6 +133,8 @@ impl Node {
             tiered_compilation: config.engine.tiered_compilation,
             pool_instances: (config.http.max_concurrent as u32).saturating_add(16),
             pool: config.pool.clone(),
+            heavy_after: std::time::Duration::from_millis(config.engine.heavy_after_ms),
+            heavy_slots: config.engine.heavy_slots,
         };
         let fs_root = data_dir.join("fs");
         let fs = {
@@ -295,6 +297,10 @@ impl Node {
             cache,
             limits: api::AdminLimits::from_config(&config),
             outbound: outbound.clone(),
+            deploys: deploy::DeployGate::new(
+                config.admin.max_deploys_per_tenant,
+                config.admin.max_compiles,
+            ),
         });
         // Deployed apps come back through the one deploy procedure (`Api::install`).
         for record in api.state.apps()? {

@@ -218,7 +218,8 @@ impl ArtifactStore {
         Ok(())
     }
 
-    /// Removes an unusable artifact.
+    /// Removes an artifact (unusable, or of a component no longer deployed); a missing one is
+    /// not an error.
     pub fn remove(&self, hash: &ContentHash) {
         let _ = fs::remove_file(self.path(hash));
     }

@@ -283,6 +283,7 @@ impl<P: ProviderSet> Deployed<P> {
         F: for<'a> FnOnce(&'a mut Store<P::Data>) -> GuestFuture<'a> + Send + 'static,
     {
         let wall = self.runtime.limits().wall_time;
+        let heavy_after_ns = self.runtime.heavy_after_ns;
         let deadline = tokio::time::Instant::now() + wall;
         Box::pin(async move {
             let result = match tokio::time::timeout_at(deadline, call(&mut store)).await {
@@ -300,6 +301,14 @@ impl<P: ProviderSet> Deployed<P> {
                     fault = fault.kind(), cpu_ms = core.cpu.used_ns / 1_000_000, cpu_ticks = core.cpu.ticks,
                     "request failed: {fault}"
                 );
+            }
+            // A heavy guest's store (or one that grew its memory to the cap) is dropped on a
+            // blocking thread: giving its memory back to the kernel (madvise) takes
+            // milliseconds that would otherwise hold up this async worker and the light
+            // requests queued on it.
+            let core = store.data().core();
+            if core.cpu.used_ns > heavy_after_ns || core.faults.memory_limit.is_some() {
+                drop(tokio::task::spawn_blocking(move || drop(store)));
             }
             result
         })

@@ -28,6 +28,7 @@ pub mod command;
 mod log;
 mod providers;
 mod state;
+mod turns;
 mod wasi;
 
 pub use app::{App, ResponseSender, Run, TICK_HANDLER, Tick, Unavailable};
@@ -171,6 +172,12 @@ pub struct CoreConfig {
     /// artifact on disk is written) when that is ready. Off: every new component is compiled
     /// with Cranelift before its first request.
     pub tiered_compilation: bool,
+    /// CPU time after which a request's guest is heavy and runs only in one of
+    /// [`CoreConfig::heavy_slots`] turns (`[engine] heavy_after_ms`).
+    pub heavy_after: Duration,
+    /// Heavy guests running at once (`[engine] heavy_slots`); 0 means one fewer than the
+    /// machine's cores (at least 1), which leaves an async worker for light requests.
+    pub heavy_slots: usize,
 }
 
 impl Default for CoreConfig {
@@ -183,6 +190,8 @@ impl Default for CoreConfig {
             pool_instances: 300,
             pool: PoolSettings::default(),
             tiered_compilation: true,
+            heavy_after: Duration::from_millis(10),
+            heavy_slots: 0,
         }
     }
 }
@@ -487,6 +496,39 @@ pub struct Runtime<P: ProviderSet> {
     /// Held while one background optimization runs: they run one at a time, so a burst of
     /// deploys costs one core, not all of them.
     optimizing: Mutex<()>,
+    /// The threads components are compiled on (see [`COMPILE_NICENESS`]).
+    compile_pool: rayon::ThreadPool,
+    /// The turns heavy guests run in (see `turns`).
+    turns: Arc<turns::Turns>,
+    /// CPU time after which a guest is heavy, in nanoseconds.
+    pub(crate) heavy_after_ns: u64,
+}
+
+/// How much lower than the rest of the node the compile threads are scheduled (Linux `nice`
+/// value, per thread): a compile uses every core that is idle, but a core that is also needed to
+/// serve requests goes mostly to the requests, so that deploys (one tenant's deploy storm
+/// included) cannot slow other tenants' requests much. Elsewhere compile threads run at the
+/// normal priority.
+pub const COMPILE_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`COMPILE_NICENESS`] (best effort: a
+/// refusal is logged and the thread keeps its priority).
+fn lower_own_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take and return plain integers; on Linux,
+        // `PRIO_PROCESS` with a thread id changes that thread only.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COMPILE_NICENESS)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the priority of a compile thread; compiles compete with requests at the same priority"
+            );
+        }
+    }
 }
 
 impl<P: ProviderSet> Drop for Runtime<P> {
@@ -600,7 +642,22 @@ impl<P: ProviderSet> Runtime<P> {
                 })?;
         }
 
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let compile_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("zerocore-compile-{i}"))
+            .start_handler(|_| lower_own_priority())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the compile threads: {e}"))?;
+
+        let heavy_slots = match config.heavy_slots {
+            0 => threads.saturating_sub(1).max(1),
+            n => n,
+        };
         Ok(Runtime {
+            compile_pool,
+            turns: turns::Turns::new(heavy_slots, TICK),
+            heavy_after_ns: u64::try_from(config.heavy_after.as_nanos()).unwrap_or(u64::MAX),
             engine,
             linker,
             providers,
@@ -789,6 +846,15 @@ impl<P: ProviderSet> Runtime<P> {
         self.pending.load(Ordering::Acquire) == 0
     }
 
+    /// Deletes the compiled artifact of the component `hash` from the artifact directory, once
+    /// no app of this node uses that component any more (its app was replaced or removed, or
+    /// its deploy refused), so that the directory holds what is deployed rather than
+    /// everything ever deployed. Components still in memory stay usable; a node sharing the
+    /// directory that still runs the component compiles it again at its next start.
+    pub fn remove_artifact(&self, hash: &ContentHash) {
+        self.artifacts.remove(hash);
+    }
+
     /// How many loaded components are in memory (held by some user).
     pub fn cached_components(&self) -> usize {
         self.lock_cache()
@@ -843,9 +909,11 @@ impl<P: ProviderSet> Runtime<P> {
         what: &str,
     ) -> Result<Component, LoadError> {
         let start = std::time::Instant::now();
+        // On the compile threads (lower priority; wasmtime's parallel compilation uses the
+        // pool it is called from); this thread waits.
         let artifact = self
-            .engine
-            .precompile_component(bytes)
+            .compile_pool
+            .install(|| self.engine.precompile_component(bytes))
             .map_err(|e| LoadError::Compile {
                 what: what.to_string(),
                 reason: format!("{e:#}"),
@@ -961,6 +1029,7 @@ impl<P: ProviderSet> Runtime<P> {
         let mut store = Store::new(engine, data);
         store.limiter(|s| s.core_mut());
         store.set_epoch_deadline(1);
+        let (turns, heavy_after_ns) = (self.turns.clone(), self.heavy_after_ns);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut().core_mut();
             state.cpu.ticks += 1;
@@ -970,10 +1039,22 @@ impl<P: ProviderSet> Runtime<P> {
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
             }
             let mark = state.cpu.mark.clone();
+            // A heavy guest gives its turn back, lets the others run and waits for a turn
+            // again (see `turns`); the wait is not charged.
+            let heavy = (state.cpu.used_ns > heavy_after_ns)
+                .then(|| (turns.clone(), state.cpu.turn.clone()));
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    tokio::task::yield_now().await;
+                    match heavy {
+                        Some((turns, held)) => {
+                            drop(held.lock().unwrap_or_else(|p| p.into_inner()).take());
+                            tokio::task::yield_now().await;
+                            let turn = turns.take().await;
+                            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(turn);
+                        }
+                        None => tokio::task::yield_now().await,
+                    }
                     // The guest resumes on this thread right after this future completes.
                     set_mark(&mark);
                 }),
@@ -1019,7 +1100,8 @@ impl<P: ProviderSet> OptimizeJob<P> {
                 rt.stats.optimized_later.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%hash, app = %self.what, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it");
             }
-            (Ok(_), None) => {}
+            // Replaced or removed while it compiled: its artifact is not kept either.
+            (Ok(_), None) => rt.remove_artifact(&hash),
             (Err(e), _) => {
                 tracing::warn!(%hash, app = %self.what, error = %e, "the optimizing compiler failed; the component keeps its baseline code");
             }

@@ -34,6 +34,8 @@ struct LogSink {
     stream: GuestStream,
     buf: Vec<u8>,
     budget: usize,
+    /// The budget this sink started with (`[limits] guest_log_bytes`).
+    limit: usize,
     truncated: bool,
     panicked: Arc<AtomicBool>,
     /// The panic message being collected: the lines after `panicked at` up to a `note:` line.
@@ -56,18 +58,24 @@ impl LogSink {
         if self.stream == GuestStream::Stderr {
             self.note_panic(line);
         }
+        if self.truncated {
+            return;
+        }
         if self.budget < line.len() {
-            if !self.truncated {
-                self.truncated = true;
-                tracing::warn!(
-                    target: "guest",
-                    tenant = %self.invocation.tenant,
-                    app = %self.invocation.app,
-                    request_id = %self.invocation.request_id,
-                    stream = self.stream.as_str(),
-                    "guest output exceeded its log budget; further output of this request is dropped"
-                );
-            }
+            // Once over, everything after is dropped (a shorter line later is not kept either:
+            // the log shows a prefix of the output, then this line).
+            self.truncated = true;
+            self.budget = 0;
+            tracing::warn!(
+                target: "guest",
+                tenant = %self.invocation.tenant,
+                app = %self.invocation.app,
+                request_id = %self.invocation.request_id,
+                stream = self.stream.as_str(),
+                limit = self.limit,
+                "guest output exceeded its log budget of {} bytes per request and stream ([limits] guest_log_bytes); further output of this request is dropped, the request goes on",
+                self.limit
+            );
             return;
         }
         self.budget -= line.len();
@@ -119,6 +127,10 @@ impl LogSink {
     }
 
     fn push(&mut self, mut data: &[u8]) {
+        if self.truncated && self.stream == GuestStream::Stdout {
+            // Nothing more is kept; stdout carries no panic message to look for.
+            return;
+        }
         while let Some(pos) = data.iter().position(|b| *b == b'\n') {
             let (head, tail) = data.split_at(pos);
             self.buf.extend_from_slice(head);
@@ -168,6 +180,7 @@ impl GuestLog {
                 stream,
                 buf: Vec::new(),
                 budget,
+                limit: budget,
                 truncated: false,
                 panicked,
                 panic_message,

@@ -53,6 +53,8 @@ pub(crate) struct CpuMeter {
     /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
     /// clock, and the wall clock.
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
+    /// The turn a heavy guest runs in (see `turns`); given back with the store.
+    pub(crate) turn: Arc<Mutex<Option<crate::turns::Turn>>>,
 }
 
 /// A point at which a guest resumed running on a thread.
