@@ -178,7 +178,7 @@ fn expects_continue(headers: &HeaderMap) -> bool {
 /// The body of every management request and response.
 pub(crate) type Body = axum::body::Body;
 /// A management response.
-pub(crate) type Resp = axum::response::Response;
+pub type Resp = axum::response::Response;
 
 /// A body of bytes known in full.
 pub(crate) fn full_body(bytes: impl Into<Bytes>) -> Body {
@@ -753,9 +753,15 @@ fn normalize(req: &mut http::Request<Body>) {
     }
 }
 
-/// Answers one request: the router within `[admin] request_timeout_ms` (until the answer's
-/// headers), else `408 Timeout` with `Connection: close`.
-async fn answer(router: Router, req: http::Request<Incoming>, timeout: Duration) -> Resp {
+/// Answers one request as the listener does, without a socket: normalizes the path, runs the
+/// [`router`] within `timeout` (`[admin] request_timeout_ms`, until the answer's headers), else
+/// `408 Timeout` with `Connection: close`. [`serve`] answers every request it reads with it; a
+/// harness (the `mgmt_api` fuzz target) calls it with requests built in memory.
+pub async fn answer<B>(router: Router, req: http::Request<B>, timeout: Duration) -> Resp
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     use tower_service::Service;
     let mut req = req.map(Body::new);
     normalize(&mut req);

@@ -102,6 +102,7 @@ pub struct Node {
     admin: tokio::task::JoinHandle<()>,
     admin_addr: std::net::SocketAddr,
     node_did: String,
+    api: Arc<api::Api>,
 }
 
 impl Node {
@@ -318,7 +319,7 @@ impl Node {
         let admin_addr = admin_listener.local_addr()?;
         outbound.protect(admin_addr);
         let (shutdown, rx) = watch::channel(false);
-        let admin = tokio::spawn(api::serve(api, admin_listener, rx.clone()));
+        let admin = tokio::spawn(api::serve(api.clone(), admin_listener, rx.clone()));
         tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);
 
         let ticking = {
@@ -338,12 +339,20 @@ impl Node {
             admin,
             admin_addr,
             node_did: identity.node.did().to_string(),
+            api,
         })
     }
 
     /// The management API's address.
     pub fn admin_addr(&self) -> std::net::SocketAddr {
         self.admin_addr
+    }
+
+    /// The management API's shared state, the same the listener serves: with [`api::router`]
+    /// and [`api::answer`] a caller in the same process (the `mgmt_api` fuzz target) answers
+    /// requests exactly as the listener would, without a socket, and reads the node's state.
+    pub fn api(&self) -> &Arc<api::Api> {
+        &self.api
     }
 
     /// The node's DID.

@@ -2,8 +2,12 @@
 //! logged by the authorizer), and a statement touching an ungranted table fails.
 //!
 //! Besides plain tables `t1`..`t3` (which the statements create and drop), the database has
-//! `t4`, the view `t7` over `t4`, and `t5` with an admin's trigger copying every insert into
-//! `t6`: reading the view needs read on `t4`, inserting into `t5` needs write on `t6`. Creating
+//! `t4`, the view `t7` over `t4`, and `t5` with an admin's triggers copying every insert,
+//! update and delete into `t6`: reading the view needs read on `t4`, inserting into or updating
+//! `t5` needs write on `t6`, deleting from `t5` needs delete on `t6`. The statements also
+//! replace `t1`..`t3` by views over each other or over `t4`..`t7` (`CREATE VIEW` needs create
+//! on the view; reading it then needs read on every table under it, views over views
+//! included) and drop those views. Creating
 //! a trigger needs every right on every table (never granted here), `CREATE TABLE … AS SELECT`
 //! is refused, `ANALYZE t` needs read on `t`, and SQLite's own `sqlite_*` tables need a grant of
 //! their own to be read or dropped (never granted here), whatever the statement around them.
@@ -30,10 +34,25 @@ fn named(items: &[(Action, &str)]) -> Req {
 
 fn statement() -> impl Strategy<Value = (String, Req)> {
     let tbl = 1u8..=3;
-    (0u8..25, tbl.clone(), tbl, 0i64..5).prop_map(|(kind, i, j, k)| {
+    (0u8..29, tbl.clone(), 1u8..=7, 0i64..5).prop_map(|(kind, i, j, k)| {
         use Action::*;
+        // `j` names any table, view or trigger target (1 to 7); the statements that create,
+        // write or drop use `i` (1 to 3) and read `j` only where a missing table is harmless.
         let (ti, tj) = (t(i), t(j));
         match kind {
+            25 => (
+                format!("CREATE VIEW {ti} AS SELECT a, b FROM {tj}"),
+                req(&[(Create, i)]),
+            ),
+            26 => (format!("DROP VIEW {ti}"), req(&[(Delete, i)])),
+            27 => (
+                format!("UPDATE t5 SET b = 'u{k}' WHERE a = {k}"),
+                req(&[(Write, 5), (Read, 5), (Write, 6)]),
+            ),
+            28 => (
+                format!("DELETE FROM t5 WHERE a = {k}"),
+                req(&[(Delete, 5), (Read, 5), (Delete, 6)]),
+            ),
             14 => ("SELECT a FROM t7".into(), req(&[(Read, 7), (Read, 4)])),
             15 => (
                 format!("SELECT a FROM {ti} WHERE a IN (SELECT a FROM t7)"),
@@ -140,6 +159,8 @@ proptest! {
         db.execute(&admin, "CREATE INDEX t1a ON t1(a)", &[]).unwrap();
         db.execute(&admin, "CREATE VIEW t7 AS SELECT a, b FROM t4", &[]).unwrap();
         db.execute(&admin, "CREATE TRIGGER copy AFTER INSERT ON t5 BEGIN INSERT INTO t6 (a, b) VALUES (new.a, new.b); END", &[]).unwrap();
+        db.execute(&admin, "CREATE TRIGGER copy_update AFTER UPDATE ON t5 BEGIN UPDATE t6 SET b = new.b WHERE a = old.a; END", &[]).unwrap();
+        db.execute(&admin, "CREATE TRIGGER copy_delete AFTER DELETE ON t5 BEGIN DELETE FROM t6 WHERE a = old.a; END", &[]).unwrap();
         let mut granted: Req = BTreeSet::new();
         let mut g = StaticGrants::new();
         for (ai, a) in Action::ALL.iter().enumerate() {

@@ -57,6 +57,15 @@ impl Route {
                 "route `{s}`: the path must not contain empty, `.` or `..` segments"
             ));
         }
+        // A request path never holds whitespace or control characters (HTTP sends them
+        // percent-encoded), so a route holding one could never match; and since a route's
+        // text is trimmed when parsed, one ending in whitespace would not read back the same.
+        if let Some(c) = path.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "route `{s}`: the path contains {c:?}, which no request path holds; \
+                 percent-encode it (e.g. `%20` for a space)"
+            ));
+        }
         if path.contains(['?', '#', '*']) {
             return Err(format!(
                 "route `{s}`: a route is a plain path prefix; `?`, `#` and `*` are not allowed"
