@@ -473,7 +473,7 @@ impl Manifest {
             path: path.to_path_buf(),
             line: e.span().map(|s| cx.line(s)),
             key: String::new(),
-            message: e.message().trim().to_string(),
+            message: toml_message(&e, text),
         })?;
         let dir = path
             .parent()
@@ -745,6 +745,27 @@ fn schedule(cx: &Ctx<'_>, s: &RawSchedule) -> Result<zerochrono::ScheduleDecl, M
         return Err(cx.err(span, key, msg));
     }
     Ok(decl)
+}
+
+/// What a TOML syntax error says, never empty: the `toml` crate gives some errors (a bare
+/// carriage return, for one) no message of their own.
+fn toml_message(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim();
+    if !message.is_empty() {
+        return message.to_string();
+    }
+    let at = e.span().and_then(|s| text.get(s.start..));
+    match at.and_then(|rest| rest.chars().next()) {
+        Some('\r') => "a carriage return (\\r) that is not followed by a newline: TOML allows \
+                         it only in CRLF line endings; save the file with LF or CRLF line endings"
+            .to_string(),
+        Some(c) if c.is_control() => format!(
+            "the control character U+{:04X} is not allowed here in TOML; remove it, or write it \
+             as an escape inside a quoted string",
+            c as u32
+        ),
+        _ => "this is not valid TOML here; see https://toml.io for the syntax".to_string(),
+    }
 }
 
 #[cfg(test)]

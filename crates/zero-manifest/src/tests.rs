@@ -209,3 +209,14 @@ fn the_committed_schema_is_up_to_date() {
     let v: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert!(v["properties"]["capabilities"].is_object(), "{v}");
 }
+
+/// Found by the `manifest` fuzz target (`fuzz/seeds/manifest/bare-carriage-return`): the `toml`
+/// crate refuses a bare carriage return with an empty message, so the refusal said nothing.
+#[test]
+fn a_bare_carriage_return_is_refused_with_a_message() {
+    for text in ["\r", "[app]\rname = \"x\"\n", "[app]\nname = \"x\"\r"] {
+        let e = parse(text).unwrap_err();
+        assert!(e.message.contains("carriage return"), "{text:?}: {e}");
+        assert!(e.line.is_some(), "{text:?}: {e}");
+    }
+}
