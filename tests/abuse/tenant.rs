@@ -175,6 +175,46 @@ fn hash_of(bytes: &[u8]) -> String {
     zero_component::content_hash(bytes).unwrap().to_string()
 }
 
+/// Waits (up to 30 s) until the background optimization of each of `hashes` has ended, i.e.
+/// its artifact is where it stays: kept for a component in use, deleted for one replaced or
+/// removed meanwhile. A component compiled with Cranelift in its deploy (no baseline line:
+/// the queue was full) was done when its deploy answered.
+fn await_optimizations(node: &NodeProc, hashes: &[String]) {
+    const ENDED: [&str; 4] = [
+        "optimized code ready; new requests run it",
+        "the component was replaced or removed before its background optimization; skipped",
+        "the component was replaced or removed while it was optimized; its artifact is deleted",
+        "the optimizing compiler failed; the component keeps its baseline code",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = node.log_json();
+        let running: Vec<&String> = hashes
+            .iter()
+            .filter(|h| {
+                let about = |v: &&Json| v["hash"] == h.as_str();
+                let baseline = log
+                    .iter()
+                    .filter(about)
+                    .any(|v| v["tier"] == "baseline");
+                let ended = log
+                    .iter()
+                    .filter(about)
+                    .any(|v| ENDED.iter().any(|m| v["message"] == *m));
+                baseline && !ended
+            })
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "background optimizations of {running:?} did not end within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One tenant deploys as fast as it can from 16 clients at once, every component new (so each
 /// would compile), some near `[admin] max_upload`, half replacing one app over and over and half
 /// deploying new names. Past one deploy in flight it is refused with `429 TooManyDeploys`, a
@@ -298,23 +338,27 @@ fn replacing_an_app_again_and_again_keeps_the_data_dir_bounded() {
     let hello = hello();
     let mut acme = client(&w, &w.acme);
     let pad = 256 << 10;
-    acme.deploy(
-        "acme",
-        "same",
-        &["/same".into()],
-        &[],
-        &variant(&hello, "v0", pad),
-    )
-    .unwrap();
-    let first = dir_size(&w.data);
+    let v0 = variant(&hello, "v0", pad);
+    acme.deploy("acme", "same", &["/same".into()], &[], &v0)
+        .unwrap();
+    // Served at once by the baseline tier; the artifact is written when the background
+    // optimization ends.
+    assert_eq!(get(&w.node.url("/same")).status, 200);
+    await_optimizations(&w.node, &[hash_of(&v0)]);
     assert_eq!(artifacts(&w.data), 1);
+    let first = dir_size(&w.data);
     let replacements = 12;
+    let mut hashes = vec![hash_of(&v0)];
     for i in 1..=replacements {
         let bytes = variant(&hello, &format!("v{i}"), pad);
         acme.deploy("acme", "same", &["/same".into()], &[], &bytes)
             .unwrap();
+        hashes.push(hash_of(&bytes));
     }
     assert_eq!(get(&w.node.url("/same")).status, 200);
+    // Every optimization ended, also those that finished after their version was replaced:
+    // only the serving version's artifact is left.
+    await_optimizations(&w.node, &hashes);
     let after = dir_size(&w.data);
     eprintln!(
         "data dir after the first deploy: {first} bytes; after {replacements} replacements: \
@@ -333,14 +377,10 @@ fn replacing_an_app_again_and_again_keeps_the_data_dir_bounded() {
     );
 
     // The cap is checked before the component is compiled.
-    acme.deploy(
-        "acme",
-        "other",
-        &["/other".into()],
-        &[],
-        &variant(&hello, "other", 0),
-    )
-    .unwrap();
+    let other = variant(&hello, "other", 0);
+    acme.deploy("acme", "other", &["/other".into()], &[], &other)
+        .unwrap();
+    await_optimizations(&w.node, &[hash_of(&other)]);
     let third = variant(&hello, "third", 0);
     let e = refused(acme.deploy("acme", "third", &["/third".into()], &[], &third));
     assert_eq!((e.status, e.error.as_str()), (409, "TooManyApps"), "{e}");
