@@ -560,16 +560,20 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let statuses: Arc<Mutex<BTreeMap<String, BTreeMap<u16, usize>>>> = Arc::default();
+    // Statements zerodb interrupted at its time or CPU limit: dbprobe answers those 200 with
+    // the `limit-exceeded` error the guest got.
+    let sql_limited = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for (tenant, _, route, body) in &abusers {
         // Twice the tenant's concurrency cap: the rest is refused with 503.
         for _ in 0..2 * cap {
-            let (url, body, stop, statuses, tenant) = (
+            let (url, body, stop, statuses, tenant, sql_limited) = (
                 w.node.url(route),
                 body.map(str::to_string),
                 stop.clone(),
                 statuses.clone(),
                 tenant.to_string(),
+                sql_limited.clone(),
             );
             threads.push(std::thread::spawn(move || {
                 let agent = agent();
@@ -587,7 +591,12 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
                     let status = match r {
                         Ok(r) => {
                             let s = r.status();
-                            let _ = r.into_string();
+                            let answer: Json = r.into_json().unwrap_or(Json::Null);
+                            if answer["error"]["kind"] == "limit-exceeded"
+                                && answer["error"]["limit_kind"] == "time"
+                            {
+                                sql_limited.fetch_add(1, Ordering::Relaxed);
+                            }
                             s
                         }
                         Err(ureq::Error::Status(s, r)) => {
@@ -639,19 +648,28 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
     let statuses = statuses.lock().unwrap();
     eprintln!(
         "every limit at once for 10 s: the healthy tenant was answered {served} times without \
-         error; abusers' answers by status: {statuses:?}; {} deploy attempts",
-        deploys.load(Ordering::Relaxed)
+         error; abusers' answers by status: {statuses:?}; {} deploy attempts; {} statements \
+         stopped at zerodb's time or CPU limit",
+        deploys.load(Ordering::Relaxed),
+        sql_limited.load(Ordering::Relaxed)
     );
     // Each abuse met its limit.
     let saw = |tenant: &str, status: u16| statuses[tenant].get(&status).copied().unwrap_or(0) > 0;
     // A spinning request ends at its CPU time (500) or, when the machine's cores are shared
     // by many such requests, at its wall time first (504); both are limits.
-    for tenant in ["cpu", "out", "sql"] {
+    for tenant in ["cpu", "out"] {
         assert!(
             saw(tenant, 500) || saw(tenant, 504),
             "{tenant}: {statuses:?}"
         );
     }
+    // The runaway query ends at zerodb's statement time or the request's CPU budget (the
+    // guest gets `limit-exceeded`), or at the request's CPU or wall time.
+    let sql_limited = sql_limited.load(Ordering::Relaxed);
+    assert!(
+        sql_limited > 0 || saw("sql", 500) || saw("sql", 504),
+        "sql never met a limit: {statuses:?}"
+    );
     assert!(saw("mem", 500), "{statuses:?}");
     for tenant in ["cpu", "mem", "out", "conc", "sql", "fill"] {
         assert!(
