@@ -193,10 +193,7 @@ fn await_optimizations(node: &NodeProc, hashes: &[String]) {
             .iter()
             .filter(|h| {
                 let about = |v: &&Json| v["hash"] == h.as_str();
-                let baseline = log
-                    .iter()
-                    .filter(about)
-                    .any(|v| v["tier"] == "baseline");
+                let baseline = log.iter().filter(about).any(|v| v["tier"] == "baseline");
                 let ended = log
                     .iter()
                     .filter(about)
@@ -698,4 +695,94 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
     // The node is still whole: the abusers' apps answer again once the abuse stops.
     assert_eq!(get(&w.node.url("/beta")).status, 200);
     assert_eq!(get(&w.node.url("/out")).status, 200);
+}
+
+/// A deploy refused with `429 TooManyDeploys` before its upload is read still gets the refusal
+/// when its upload is large (more than the sockets buffer): the node reads and discards the
+/// body (within `[admin] max_upload`) before answering, rather than closing the connection
+/// mid-upload (a reset the client sees as `Broken pipe`). Once the deploy in flight is done,
+/// the same upload deploys.
+#[test]
+fn a_large_deploy_refused_before_its_upload_is_read_gets_the_refusal() {
+    use std::io::{Read, Write};
+    let w = World::spec("abuse-deploy-refused-large")
+        .with("[admin]\nmax_upload = \"16 MiB\"\n")
+        .start();
+    let hello = hello();
+    let mut acme = client(&w, &w.acme);
+    // A deploy in flight: its head sent, its body held back, so it keeps the tenant's one place.
+    let held = variant(&hello, "held", 0);
+    let args = BTreeMap::from([
+        ("tenant".to_string(), zero_auth::Ipld::String("acme".into())),
+        ("app".to_string(), zero_auth::Ipld::String("held".into())),
+        (
+            "routes".to_string(),
+            zero_auth::Ipld::List(vec![zero_auth::Ipld::String("/held".into())]),
+        ),
+        (
+            "allowed_outbound_hosts".to_string(),
+            zero_auth::Ipld::List(vec![]),
+        ),
+        (
+            "component".to_string(),
+            zero_auth::Ipld::String(hash_of(&held)),
+        ),
+    ]);
+    let inv = acme.invocation("/app/deploy", args).unwrap();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
+    let mut slow = std::net::TcpStream::connect(w.node.admin).unwrap();
+    write!(
+        slow,
+        "PUT /v1/tenants/acme/apps/held HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         ucan-proofs: {}\r\ncontent-type: application/wasm\r\ncontent-length: {}\r\n\r\n",
+        w.node.admin,
+        inv.to_base64(),
+        proofs.join(","),
+        held.len()
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    // Until its handler holds the place, a small deploy may still go through.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let small = variant(&hello, &format!("small-{:?}", Instant::now()), 0);
+        match acme.deploy("acme", "small", &["/small".into()], &[], &small) {
+            Err(e) => {
+                let e = refused::<Json>(Err(e));
+                assert_eq!(e.error, "TooManyDeploys", "{e}");
+                break;
+            }
+            Ok(_) => assert!(
+                Instant::now() < deadline,
+                "the held deploy never held its place"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 12 MiB refused before a byte of it is read: the answer is the refusal, not a reset.
+    let big = variant(&hello, "big", 12 << 20);
+    let e = refused(acme.deploy("acme", "big", &["/big".into()], &[], &big));
+    assert_eq!((e.status, e.error.as_str()), (429, "TooManyDeploys"), "{e}");
+    assert!(
+        e.message.contains("[admin] max_deploys_per_tenant = 1"),
+        "{e}"
+    );
+    assert_eq!(e.retry_after, Some(1), "{e}");
+
+    // The held deploy completes; then the large upload deploys and is served.
+    slow.write_all(&held).unwrap();
+    let mut answer = String::new();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while !answer.contains("\r\n\r\n") {
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "the held deploy got no answer: {answer}");
+        answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    acme.deploy("acme", "big", &["/big".into()], &[], &big)
+        .unwrap();
+    assert_eq!(get(&w.node.url("/big")).status, 200);
+    assert_eq!(get(&w.node.url("/held")).status, 200);
 }
