@@ -1143,9 +1143,15 @@ impl<P: ProviderSet> OptimizeJob<P> {
         let (hash, app) = (self.hash, &self.what);
         match optimized {
             None => {}
-            Some(false) => tracing::info!(%hash, %app, "the component was replaced or removed before its background optimization; skipped"),
-            Some(true) if released => tracing::info!(%hash, %app, "the component was replaced or removed while it was optimized; its artifact is deleted"),
-            Some(true) => tracing::info!(%hash, %app, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it"),
+            Some(false) => {
+                tracing::info!(%hash, %app, "the component was replaced or removed before its background optimization; skipped")
+            }
+            Some(true) if released => {
+                tracing::info!(%hash, %app, "the component was replaced or removed while it was optimized; its artifact is deleted")
+            }
+            Some(true) => {
+                tracing::info!(%hash, %app, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it")
+            }
         }
         rt.pending_bytes
             .fetch_sub(self.bytes.len(), Ordering::AcqRel);
@@ -1281,7 +1287,11 @@ mod tests {
         rt.remove_artifact(&hash);
         drop(gate);
         wait_for_optimizations(&rt);
-        assert_eq!(in_flight.tier(), Tier::Optimized, "the holder runs optimized code");
+        assert_eq!(
+            in_flight.tier(),
+            Tier::Optimized,
+            "the holder runs optimized code"
+        );
         assert!(
             !rt.artifacts.path(&hash).exists(),
             "the artifact of a component no app uses was left behind"
