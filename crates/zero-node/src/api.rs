@@ -229,8 +229,11 @@ impl BodySlot {
 }
 
 /// The request body, for the endpoints that take one. Put it after the [`Ucan`] argument: the
-/// body is then only read once the invocation was accepted.
-pub(crate) struct Upload(pub Body);
+/// body is then only read once the invocation was accepted. It stays in the request's
+/// [`BodySlot`] until [`Upload::read`] or [`Upload::into_body`] takes it, so that a handler
+/// refusing before it reads the body (a deploy past `max_deploys_per_tenant`, say) leaves it to
+/// [`finish`] to drain: the client gets the refusal rather than a connection reset mid-upload.
+pub(crate) struct Upload(BodySlot);
 
 impl<S: Send + Sync> FromRequestParts<S> for Upload {
     type Rejection = Refusal;
@@ -239,16 +242,23 @@ impl<S: Send + Sync> FromRequestParts<S> for Upload {
         parts
             .extensions
             .get::<BodySlot>()
-            .and_then(BodySlot::take)
+            .cloned()
             .map(Upload)
             .ok_or_else(|| Refusal::new(500, "Internal", "the request body was already taken"))
     }
 }
 
 impl Upload {
+    /// The body, to stream; from now on the handler drains it if it refuses.
+    pub(crate) fn into_body(self) -> Result<Body, Refusal> {
+        self.0
+            .take()
+            .ok_or_else(|| Refusal::new(500, "Internal", "the request body was already taken"))
+    }
+
     /// Reads the whole body, at most `limit` bytes; `what` names it in the refusal.
     pub(crate) async fn read(self, limit: usize, what: &str) -> Result<Bytes, Refusal> {
-        Limited::new(self.0, limit)
+        Limited::new(self.into_body()?, limit)
             .collect()
             .await
             .map(|b| b.to_bytes())

@@ -299,21 +299,26 @@ impl NodeConfig {
             return Err("[http] max_concurrent_requests, max_concurrent_requests_per_app and max_concurrent_requests_per_tenant must be at least 1".into());
         }
         if h.max_connections == 0
-            || h.max_connections_per_client == 0
+            || h.max_connections_per_client == Some(0)
             || h.max_concurrent_streams == 0
         {
             return Err("[http] max_connections, max_connections_per_client and max_concurrent_streams must be at least 1".into());
         }
-        if h.max_concurrent_per_client == 0 || h.max_concurrent_per_client > h.max_concurrent {
+        // Unset, the per-client limits follow the node-wide ones down (`min(128,
+        // max_concurrent_requests)`, `min(256, max_connections)`); only a value written above
+        // the node-wide limit is refused.
+        let per_client = h.concurrent_per_client();
+        if per_client == 0 || per_client > h.max_concurrent {
             return Err(format!(
-                "[http] max_concurrent_requests_per_client ({}) must be at least 1 and at most max_concurrent_requests ({})",
-                h.max_concurrent_per_client, h.max_concurrent
+                "[http] max_concurrent_requests_per_client ({per_client}) must be at least 1 and at most max_concurrent_requests ({}); lower it, raise max_concurrent_requests, or leave it unset for min(128, max_concurrent_requests)",
+                h.max_concurrent
             ));
         }
-        if h.max_connections_per_client > h.max_connections {
+        let per_client = h.connections_per_client();
+        if per_client > h.max_connections {
             return Err(format!(
-                "[http] max_connections_per_client ({}) must not exceed max_connections ({})",
-                h.max_connections_per_client, h.max_connections
+                "[http] max_connections_per_client ({per_client}) must not exceed max_connections ({}); lower it, raise max_connections, or leave it unset for min(256, max_connections)",
+                h.max_connections
             ));
         }
         if h.header_read_timeout.is_zero() || h.idle_timeout.is_zero() {
@@ -638,7 +643,14 @@ mod tests {
                 c.http.max_concurrent_streams,
                 c.http.max_concurrent_per_client
             ),
-            (1024, 256, Duration::from_secs(60), 100, 128)
+            (1024, None, Duration::from_secs(60), 100, None)
+        );
+        assert_eq!(
+            (
+                c.http.connections_per_client(),
+                c.http.concurrent_per_client()
+            ),
+            (256, 128)
         );
         let example = include_str!("../../../examples/zerocore.toml");
         let c = NodeConfig::parse(example, Path::new(".")).unwrap();
@@ -654,7 +666,33 @@ mod tests {
                 c.http.max_connections_per_client,
                 c.http.idle_timeout
             ),
-            (10, 2, Duration::from_millis(500))
+            (10, Some(2), Duration::from_millis(500))
+        );
+        // Unset, the per-client limits follow lowered node-wide limits down…
+        let c = NodeConfig::parse(
+            "[http]\nmax_concurrent_requests = 64\nmax_connections = 100\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.concurrent_per_client(),
+                c.http.connections_per_client()
+            ),
+            (64, 100)
+        );
+        // …and stay at their defaults below raised ones; a value written wins.
+        let c = NodeConfig::parse(
+            "[http]\nmax_concurrent_requests = 1000\nmax_connections = 5000\nmax_concurrent_requests_per_client = 300\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.http.concurrent_per_client(),
+                c.http.connections_per_client()
+            ),
+            (300, 256)
         );
         for (bad, says) in [
             ("max_connections = 0", "max_connections"),
@@ -674,7 +712,15 @@ mod tests {
             ),
             (
                 "max_concurrent_requests = 8\nmax_concurrent_requests_per_client = 9",
-                "at most max_concurrent_requests (8)",
+                "max_concurrent_requests_per_client (9) must be at least 1 and at most max_concurrent_requests (8)",
+            ),
+            (
+                "max_concurrent_requests = 64\nmax_concurrent_requests_per_client = 128",
+                "max_concurrent_requests_per_client (128) must be at least 1 and at most max_concurrent_requests (64)",
+            ),
+            (
+                "max_connections = 100\nmax_connections_per_client = 256",
+                "max_connections_per_client (256) must not exceed max_connections (100)",
             ),
             ("header_read_timeout_ms = 0", "header_read_timeout_ms"),
         ] {

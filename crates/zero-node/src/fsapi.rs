@@ -249,17 +249,12 @@ async fn put_file(
     flags: FsFlags,
     FsPath(path): FsPath,
     ucan: Ucan<FsWrite>,
-    Upload(body): Upload,
+    upload: Upload,
 ) -> Result<Resp, Refusal> {
-    let tenant = match api.check_files(&ucan.inv, Op::Put, &path) {
-        Ok(tenant) => tenant,
-        Err(refusal) => {
-            // Read (a bounded part of) the upload before refusing, so that the client gets
-            // the refusal rather than a connection reset mid-upload.
-            drain(body, api.max_upload, api.fs_transfer).await;
-            return Err(refusal);
-        }
-    };
+    // Refused here, the upload is still unread: `finish` reads (a bounded part of) it before
+    // answering, so that the client gets the refusal rather than a connection reset.
+    let tenant = api.check_files(&ucan.inv, Op::Put, &path)?;
+    let body = upload.into_body()?;
     let fs = api.fs.clone();
     api.put(&ucan, fs, &tenant, path, body, flags.parents.is_some())
         .await

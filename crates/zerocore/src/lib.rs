@@ -496,6 +496,9 @@ pub struct Runtime<P: ProviderSet> {
     /// Held while one background optimization runs: they run one at a time, so a burst of
     /// deploys costs one core, not all of them.
     optimizing: Mutex<()>,
+    /// Components with a background optimization queued or running (see [`Queued`]), so that
+    /// an artifact released while its optimization runs is not left behind by it.
+    queued: Mutex<HashMap<ContentHash, Queued>>,
     /// The threads components are compiled on (see [`COMPILE_NICENESS`]).
     compile_pool: rayon::ThreadPool,
     /// The turns heavy guests run in (see `turns`).
@@ -671,6 +674,7 @@ impl<P: ProviderSet> Runtime<P> {
             pending: AtomicUsize::new(0),
             pending_bytes: AtomicUsize::new(0),
             optimizing: Mutex::new(()),
+            queued: Mutex::new(HashMap::new()),
         })
     }
 
@@ -737,11 +741,13 @@ impl<P: ProviderSet> Runtime<P> {
         if let Some(hit) = self.lock_cache().get(&hash).and_then(Weak::upgrade) {
             self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%hash, app = what, "component served from the in-memory cache");
+            self.in_use_again(&hash);
             return Ok(hit);
         }
+        self.in_use_again(&hash);
         let compiled = match self.load_artifact(&hash, what) {
             Some(component) => self.optimized(component, bytes, what)?,
-            None => match self.baseline(bytes, what) {
+            None => match self.baseline(bytes, &hash, what) {
                 Some(compiled) => compiled,
                 None => {
                     let component = self.compile_optimized(bytes, &hash, what)?;
@@ -766,7 +772,7 @@ impl<P: ProviderSet> Runtime<P> {
     /// The baseline tier's compilation of `bytes`, when tiered compilation is on, a
     /// background optimization can be queued, and Winch accepts the component. Reserves the
     /// queue slot that [`Runtime::optimize_later`] uses.
-    fn baseline(&self, bytes: &[u8], what: &str) -> Option<Compiled<P>> {
+    fn baseline(&self, bytes: &[u8], hash: &ContentHash, what: &str) -> Option<Compiled<P>> {
         let tier = self.baseline.as_ref()?;
         let pending = self.pending.fetch_add(1, Ordering::AcqRel);
         let pending_bytes = self.pending_bytes.fetch_add(bytes.len(), Ordering::AcqRel);
@@ -797,6 +803,7 @@ impl<P: ProviderSet> Runtime<P> {
             Ok(pre) => {
                 self.stats.baseline_compiled.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
+                    %hash,
                     app = what,
                     tier = "baseline",
                     elapsed_ms = start.elapsed().as_millis() as u64,
@@ -824,9 +831,11 @@ impl<P: ProviderSet> Runtime<P> {
         bytes: &[u8],
         what: &str,
     ) {
+        self.lock_queued().entry(loaded.hash).or_default().jobs += 1;
         let job = OptimizeJob {
             runtime: self.clone(),
             loaded: Arc::downgrade(loaded),
+            hash: loaded.hash,
             bytes: bytes.to_vec(),
             what: what.to_string(),
         };
@@ -836,6 +845,7 @@ impl<P: ProviderSet> Runtime<P> {
             .spawn(move || job.run());
         if let Err(e) = spawned {
             tracing::warn!(app = what, error = %e, "could not start the background optimization; the component keeps its baseline code until the next restart");
+            self.job_ended(&loaded.hash);
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.pending_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
         }
@@ -851,8 +861,46 @@ impl<P: ProviderSet> Runtime<P> {
     /// its deploy refused), so that the directory holds what is deployed rather than
     /// everything ever deployed. Components still in memory stay usable; a node sharing the
     /// directory that still runs the component compiles it again at its next start.
+    ///
+    /// An optimization of the component queued or running now writes its artifact later: it
+    /// is marked released, and the job deletes what it wrote when it ends, even if a request
+    /// in flight still holds the component then.
     pub fn remove_artifact(&self, hash: &ContentHash) {
+        let mut queued = self.lock_queued();
         self.artifacts.remove(hash);
+        if let Some(q) = queued.get_mut(hash) {
+            q.released = true;
+        }
+    }
+
+    /// A deploy uses the component `hash` again: an optimization of it queued or running keeps
+    /// its artifact after all.
+    fn in_use_again(&self, hash: &ContentHash) {
+        if let Some(q) = self.lock_queued().get_mut(hash) {
+            q.released = false;
+        }
+    }
+
+    /// One background optimization of `hash` ended (after writing its artifact, if it did):
+    /// if no app uses the component any more, the artifact goes. Returns whether it did.
+    fn job_ended(&self, hash: &ContentHash) -> bool {
+        let mut queued = self.lock_queued();
+        let Some(q) = queued.get_mut(hash) else {
+            return false;
+        };
+        let released = q.released;
+        q.jobs -= 1;
+        if q.jobs == 0 {
+            queued.remove(hash);
+        }
+        if released {
+            self.artifacts.remove(hash);
+        }
+        released
+    }
+
+    fn lock_queued(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Queued>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many loaded components are in memory (held by some user).
@@ -1064,33 +1112,62 @@ impl<P: ProviderSet> Runtime<P> {
     }
 }
 
+/// The background optimizations of one component queued or running.
+#[derive(Default)]
+struct Queued {
+    /// How many (a component dropped and deployed again may have a stale job still queued).
+    jobs: usize,
+    /// No app uses the component any more ([`Runtime::remove_artifact`] was called since).
+    released: bool,
+}
+
 /// A queued background optimization (see [`Runtime::load`]).
 struct OptimizeJob<P: ProviderSet> {
     runtime: Arc<Runtime<P>>,
     loaded: Weak<LoadedComponent<P>>,
+    hash: ContentHash,
     bytes: Vec<u8>,
     what: String,
 }
 
 impl<P: ProviderSet> OptimizeJob<P> {
+    /// Runs the job, then logs how it ended in one line naming the component's hash, once the
+    /// artifact is where it stays (kept, or deleted because no app uses the component).
     fn run(self) {
         let rt = &self.runtime;
-        {
+        let (optimized, start) = {
             let _one_at_a_time = rt.optimizing.lock().unwrap_or_else(|p| p.into_inner());
-            self.optimize();
+            (self.optimize(), std::time::Instant::now())
+        };
+        let released = rt.job_ended(&self.hash);
+        let (hash, app) = (self.hash, &self.what);
+        match optimized {
+            None => {}
+            Some(false) => {
+                tracing::info!(%hash, %app, "the component was replaced or removed before its background optimization; skipped")
+            }
+            Some(true) if released => {
+                tracing::info!(%hash, %app, "the component was replaced or removed while it was optimized; its artifact is deleted")
+            }
+            Some(true) => {
+                tracing::info!(%hash, %app, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it")
+            }
         }
         rt.pending_bytes
             .fetch_sub(self.bytes.len(), Ordering::AcqRel);
         rt.pending.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn optimize(&self) {
+    /// Compiles the component with Cranelift and switches it to the optimized code. `None` if
+    /// the compiler failed (logged here), `Some(false)` if nothing used the component any more
+    /// before it started (skipped), `Some(true)` if the artifact was written.
+    fn optimize(&self) -> Option<bool> {
         let rt = &self.runtime;
+        let hash = self.hash;
         // Nothing uses it any more (replaced or removed while queued): nothing to do.
-        let Some(hash) = self.loaded.upgrade().map(|l| l.hash) else {
-            return;
-        };
-        let start = std::time::Instant::now();
+        if self.loaded.upgrade().is_none() {
+            return Some(false);
+        }
         let compiled = rt
             .compile_optimized(&self.bytes, &hash, &self.what)
             .and_then(|c| rt.optimized(c, &self.bytes, &self.what));
@@ -1098,14 +1175,16 @@ impl<P: ProviderSet> OptimizeJob<P> {
             (Ok(compiled), Some(loaded)) => {
                 loaded.replace(compiled);
                 rt.stats.optimized_later.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%hash, app = %self.what, elapsed_ms = start.elapsed().as_millis() as u64, "optimized code ready; new requests run it");
             }
-            // Replaced or removed while it compiled: its artifact is not kept either.
+            // Replaced or removed while it compiled: its artifact is not kept either
+            // (marked released, `job_ended` deletes it).
             (Ok(_), None) => rt.remove_artifact(&hash),
             (Err(e), _) => {
                 tracing::warn!(%hash, app = %self.what, error = %e, "the optimizing compiler failed; the component keeps its baseline code");
+                return None;
             }
         }
+        Some(true)
     }
 }
 
@@ -1186,6 +1265,53 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    #[test]
+    fn an_optimization_finishing_after_its_component_was_released_leaves_no_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CoreConfig {
+            artifact_dir: dir.path().join("aot"),
+            artifact_key: dir.path().join("artifact.key"),
+            pooling: false,
+            ..CoreConfig::default()
+        };
+        let component = component_with_code();
+        let hash = zero_component::content_hash(&component).unwrap();
+        let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
+        // The optimization waits (as behind others) while the app is replaced; a request in
+        // flight still holds the component when the optimization writes its artifact.
+        let gate = rt.optimizing.lock().unwrap();
+        let in_flight = rt.load(&component, "c").unwrap();
+        assert_eq!(in_flight.tier(), Tier::Baseline);
+        rt.remove_artifact(&hash);
+        drop(gate);
+        wait_for_optimizations(&rt);
+        assert_eq!(
+            in_flight.tier(),
+            Tier::Optimized,
+            "the holder runs optimized code"
+        );
+        assert!(
+            !rt.artifacts.path(&hash).exists(),
+            "the artifact of a component no app uses was left behind"
+        );
+        drop(in_flight);
+
+        // Released, then deployed again before the optimization ends: the artifact is kept.
+        let gate = rt.optimizing.lock().unwrap();
+        let first = rt.load(&component, "c").unwrap();
+        assert_eq!(first.tier(), Tier::Baseline);
+        rt.remove_artifact(&hash);
+        let again = rt.load(&component, "c").unwrap();
+        drop(gate);
+        wait_for_optimizations(&rt);
+        assert_eq!(again.tier(), Tier::Optimized);
+        assert!(
+            rt.artifacts.path(&hash).exists(),
+            "the artifact of a component deployed again was deleted"
+        );
+        assert!(rt.lock_queued().is_empty());
     }
 
     #[test]

@@ -69,9 +69,11 @@ pub struct ProxyConfig {
     /// Requests in flight from one client address (an IPv6 client's /64)
     /// (`max_concurrent_requests_per_client`), on all its connections and HTTP/2 streams, so
     /// that one client cannot take every request slot of the node. Behind a reverse proxy,
-    /// raise it to `max_concurrent_requests`.
+    /// raise it to `max_concurrent_requests`. Unset (`None`), it is
+    /// `min(128, max_concurrent_requests)`: see [`ProxyConfig::concurrent_per_client`]. A value
+    /// set above `max_concurrent_requests` is refused by the node's configuration check.
     #[serde(rename = "max_concurrent_requests_per_client")]
-    pub max_concurrent_per_client: usize,
+    pub max_concurrent_per_client: Option<usize>,
     /// How long a client may take to send its request headers (`header_read_timeout_ms`).
     #[serde(
         rename = "header_read_timeout_ms",
@@ -85,8 +87,10 @@ pub struct ProxyConfig {
     /// Connections open at once from one client address (an IPv6 client's /64)
     /// (`max_connections_per_client`), so that one client cannot take every slot. Behind a
     /// reverse proxy every connection comes from the proxy's address: raise it to
-    /// `max_connections` there.
-    pub max_connections_per_client: usize,
+    /// `max_connections` there. Unset (`None`), it is `min(256, max_connections)`: see
+    /// [`ProxyConfig::connections_per_client`]. A value set above `max_connections` is refused
+    /// by the node's configuration check.
+    pub max_connections_per_client: Option<usize>,
     /// How long a connection may stay open with no request in flight (`idle_timeout_ms`):
     /// then it is closed (HTTP/2 with a GOAWAY). An HTTP/1.1 connection waiting for its next
     /// request is also closed at `header_read_timeout_ms`, which hyper times from the end of
@@ -112,13 +116,35 @@ impl Default for ProxyConfig {
             max_concurrent: 256,
             max_concurrent_per_app: 128,
             max_concurrent_per_tenant: 192,
-            max_concurrent_per_client: 128,
+            max_concurrent_per_client: None,
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
-            max_connections_per_client: 256,
+            max_connections_per_client: None,
             idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
         }
+    }
+}
+
+impl ProxyConfig {
+    /// Default of `max_concurrent_requests_per_client` when `max_concurrent_requests` allows it.
+    pub const DEFAULT_CONCURRENT_PER_CLIENT: usize = 128;
+    /// Default of `max_connections_per_client` when `max_connections` allows it.
+    pub const DEFAULT_CONNECTIONS_PER_CLIENT: usize = 256;
+
+    /// Requests in flight allowed from one client: `max_concurrent_requests_per_client` if set,
+    /// else `min(128, max_concurrent_requests)`, so that lowering the node-wide limit alone
+    /// keeps a valid configuration.
+    pub fn concurrent_per_client(&self) -> usize {
+        self.max_concurrent_per_client
+            .unwrap_or(Self::DEFAULT_CONCURRENT_PER_CLIENT.min(self.max_concurrent))
+    }
+
+    /// Connections open at once allowed from one client: `max_connections_per_client` if set,
+    /// else `min(256, max_connections)`.
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(Self::DEFAULT_CONNECTIONS_PER_CLIENT.min(self.max_connections))
     }
 }
 
@@ -208,7 +234,7 @@ impl ZeroProxy {
         })?;
         let local_addr = listener.local_addr()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
-        let client_permits = conn::PerClient::new(config.max_concurrent_per_client);
+        let client_permits = conn::PerClient::new(config.concurrent_per_client());
         Ok(ZeroProxy {
             inner: Arc::new(Inner {
                 wall_time,
@@ -291,7 +317,7 @@ impl EventProvider for ZeroProxy {
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.max_concurrent_streams);
         let connections =
-            conn::Connections::new(config.max_connections, config.max_connections_per_client);
+            conn::Connections::new(config.max_connections, config.connections_per_client());
         let deadlines = conn::Deadlines {
             first: config.header_read_timeout,
             idle: config.idle_timeout,
