@@ -747,24 +747,28 @@ fn schedule(cx: &Ctx<'_>, s: &RawSchedule) -> Result<zerochrono::ScheduleDecl, M
     Ok(decl)
 }
 
-/// What a TOML syntax error says, never empty: the `toml` crate gives some errors (a bare
-/// carriage return, for one) no message of their own.
+/// What a TOML syntax error says, never empty (the `toml` crate gives some errors, a bare
+/// carriage return for one, no message of their own), naming a bare carriage return where the
+/// error points at one (an editor shows nothing there).
 fn toml_message(e: &toml::de::Error, text: &str) -> String {
+    const BARE_CR: &str = "a carriage return (\\r) that is not followed by a newline: TOML \
+                           allows it only in CRLF line endings; save the file with LF or CRLF \
+                           line endings";
     let message = e.message().trim();
-    if !message.is_empty() {
-        return message.to_string();
-    }
-    let at = e.span().and_then(|s| text.get(s.start..));
-    match at.and_then(|rest| rest.chars().next()) {
-        Some('\r') => "a carriage return (\\r) that is not followed by a newline: TOML allows \
-                         it only in CRLF line endings; save the file with LF or CRLF line endings"
-            .to_string(),
-        Some(c) if c.is_control() => format!(
+    let at = e
+        .span()
+        .and_then(|s| text.get(s.start..))
+        .and_then(|rest| rest.chars().next());
+    match (message.is_empty(), at) {
+        (false, Some('\r')) => format!("{message} (found {BARE_CR})"),
+        (false, _) => message.to_string(),
+        (true, Some('\r')) => BARE_CR.to_string(),
+        (true, Some(c)) if c.is_control() => format!(
             "the control character U+{:04X} is not allowed here in TOML; remove it, or write it \
              as an escape inside a quoted string",
             c as u32
         ),
-        _ => "this is not valid TOML here; see https://toml.io for the syntax".to_string(),
+        (true, _) => "this is not valid TOML here; see https://toml.io for the syntax".to_string(),
     }
 }
 
