@@ -66,11 +66,13 @@ fn write_config(dir: &Path, args: &Args) -> std::io::Result<PathBuf> {
          [admin]\nlisten = \"127.0.0.1:0\"\n",
         dir.join("data")
     );
+    // The steady state is measured: Cranelift's code from the start, never Winch's first tier.
+    toml.push_str("[engine]\ntiered_compilation = false\n");
     if let Some(aot) = &args.aot {
         std::fs::create_dir_all(aot)?;
         let aot = std::fs::canonicalize(aot)?;
         toml.push_str(&format!(
-            "[engine]\nartifact_dir = {:?}\nartifact_key = {:?}\n",
+            "artifact_dir = {:?}\nartifact_key = {:?}\n",
             aot.join("aot"),
             aot.join("artifact.key")
         ));
