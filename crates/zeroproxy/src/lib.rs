@@ -565,6 +565,15 @@ impl Inner {
         mut req: Request<Incoming>,
         access: &mut AccessInfo,
     ) -> Result<Response<ProxyBody>, (StatusCode, String)> {
+        let head = head_bytes(&req);
+        if head > MAX_HEAD_BYTES {
+            return Err((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "the request's target and headers are {head} bytes, more than the node's limit of {MAX_HEAD_BYTES}; send fewer or smaller headers"
+                ),
+            ));
+        }
         let app = {
             let host = req.uri().host().or_else(|| {
                 req.headers()
@@ -712,6 +721,19 @@ fn refusal(why: Unavailable) -> (StatusCode, String) {
     }
 }
 
+/// The most bytes a request's target and headers may take, however they arrived: hyper refuses
+/// a head over its read buffer (400 KiB) only when the head is still incomplete at that size,
+/// so a larger head that arrives in one read would otherwise be served.
+pub const MAX_HEAD_BYTES: usize = 400 << 10;
+
+/// The bytes of `req`'s target and headers as they are written on the wire (`name: value\r\n`).
+fn head_bytes<B>(req: &Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    req.headers()
+        .iter()
+        .fold(target, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
 fn error_response(status: StatusCode, message: &str, request_id: &str) -> Response<ProxyBody> {
     let text = format!("{message} (request id {request_id})\n");
     let mut resp = Response::new(ProxyBody::full(Bytes::from(text)));
@@ -723,6 +745,11 @@ fn error_response(status: StatusCode, message: &str, request_id: &str) -> Respon
     if status == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
+        // As hyper does for its own 431: the connection is not reused.
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
