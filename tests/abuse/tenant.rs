@@ -401,12 +401,7 @@ fn replacing_an_app_again_and_again_keeps_the_data_dir_bounded() {
 
 /// The node's peak resident memory (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    proc_status_kib(pid, "VmHWM:")
 }
 
 /// The guest log lines of one request (by request id), and its truncation warnings.

@@ -751,3 +751,13 @@ pub fn refused<T: std::fmt::Debug>(r: anyhow::Result<T>) -> zero_client::ApiErro
         Err(other) => panic!("expected a refusal from the node, got: {other:#}"),
     }
 }
+
+/// A value from `/proc/PID/status` (in kB for memory lines).
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}

@@ -1199,15 +1199,20 @@ mod tests {
         struct NoProviders, data NoData, apps NoApps {}
     }
 
+    /// A runtime configuration under `dir`, without the pooling allocator.
+    fn test_config(dir: &std::path::Path) -> CoreConfig {
+        CoreConfig {
+            artifact_dir: dir.join("aot"),
+            artifact_key: dir.join("artifact.key"),
+            pooling: false,
+            ..CoreConfig::default()
+        }
+    }
+
     #[test]
     fn refuses_core_modules_and_garbage_before_compiling() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CoreConfig {
-            artifact_dir: dir.path().join("aot"),
-            artifact_key: dir.path().join("artifact.key"),
-            pooling: false,
-            ..CoreConfig::default()
-        };
+        let cfg = test_config(dir.path());
         let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
         let module = wasm_encoder::Module::new().finish();
         let err = rt.load(&module, "m.wasm").err().unwrap().to_string();
@@ -1272,12 +1277,7 @@ mod tests {
     #[test]
     fn an_optimization_finishing_after_its_component_was_released_leaves_no_artifact() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CoreConfig {
-            artifact_dir: dir.path().join("aot"),
-            artifact_key: dir.path().join("artifact.key"),
-            pooling: false,
-            ..CoreConfig::default()
-        };
+        let cfg = test_config(dir.path());
         let component = component_with_code();
         let hash = zero_component::content_hash(&component).unwrap();
         let rt = Arc::new(Runtime::new(&cfg, NoProviders {}).unwrap());
@@ -1319,12 +1319,7 @@ mod tests {
     #[test]
     fn tiered_compilation_serves_baseline_code_then_moves_to_optimized_code() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = CoreConfig {
-            artifact_dir: dir.path().join("aot"),
-            artifact_key: dir.path().join("artifact.key"),
-            pooling: false,
-            ..CoreConfig::default()
-        };
+        let cfg = test_config(dir.path());
         assert!(cfg.tiered_compilation, "on by default");
         let component = component_with_code();
         let hash = zero_component::content_hash(&component).unwrap();
