@@ -156,6 +156,8 @@ pub struct HttpApp {
     /// Where it is mounted.
     pub routes: Vec<Route>,
     permits: Arc<Semaphore>,
+    /// Refusals at the app's limit, logged at most once a second.
+    refused: conn::Throttle,
 }
 
 impl HttpApp {
@@ -165,6 +167,7 @@ impl HttpApp {
             app,
             routes,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            refused: conn::Throttle::new(Duration::from_secs(1)),
         }
     }
 
@@ -191,7 +194,9 @@ struct Inner {
     permits: Arc<Semaphore>,
     /// Every tenant's concurrency semaphore, kept across routing-table swaps so that requests
     /// in flight keep counting against the same limit.
-    tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<TenantGate>>>,
+    /// Refusals at the node's limit, logged at most once a second.
+    node_refused: conn::Throttle,
     /// Requests in flight per client address.
     client_permits: Arc<conn::PerClient>,
     /// Refusals of a client's requests, logged at most once a second.
@@ -203,11 +208,19 @@ struct Inner {
 #[derive(Default)]
 struct Routing {
     router: Router,
-    tenants: HashMap<Arc<str>, Arc<Semaphore>>,
+    tenants: HashMap<Arc<str>, Arc<TenantGate>>,
+}
+
+/// A tenant's limit of requests in flight over all its apps.
+struct TenantGate {
+    permits: Arc<Semaphore>,
+    /// Refusals at the limit, logged at most once a second (a tenant hammering its own limit
+    /// must not turn into a flood of log lines).
+    refused: conn::Throttle,
 }
 
 impl Routing {
-    fn lookup(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, usize, Arc<Semaphore>)> {
+    fn lookup(&self, host: &str, path: &str) -> Option<(Arc<HttpApp>, usize, Arc<TenantGate>)> {
         let (app, prefix) = self.router.route(host, path)?;
         let tenant = self.tenants.get(&app.tenant)?.clone();
         Some((app, prefix, tenant))
@@ -240,6 +253,7 @@ impl ZeroProxy {
                 wall_time,
                 client_permits,
                 client_log: conn::Throttle::new(Duration::from_secs(1)),
+                node_refused: conn::Throttle::new(Duration::from_secs(1)),
                 config,
                 routing: RwLock::new(Routing::default()),
                 permits,
@@ -274,7 +288,12 @@ impl ZeroProxy {
                 .map(|app| {
                     let sem = all
                         .entry(app.tenant.clone())
-                        .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                        .or_insert_with(|| {
+                            Arc::new(TenantGate {
+                                permits: Arc::new(Semaphore::new(limit)),
+                                refused: conn::Throttle::new(Duration::from_secs(1)),
+                            })
+                        })
                         .clone();
                     (app.tenant.clone(), sem)
                 })
@@ -590,7 +609,7 @@ impl Inner {
             let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
             routing.lookup(host, req.uri().path())
         };
-        let Some((app, prefix_len, tenant_semaphore)) = app else {
+        let Some((app, prefix_len, tenant_gate)) = app else {
             return Err((
                 StatusCode::NOT_FOUND,
                 format!("no app is routed at {}", req.uri().path()),
@@ -626,22 +645,30 @@ impl Inner {
             ));
         };
         let Ok(node_permit) = self.permits.clone().try_acquire_owned() else {
-            tracing::warn!(request_id = %access.request_id, "node at its concurrent request limit");
+            if let Some(refused) = self.node_refused.hit() {
+                let limit = self.config.max_concurrent;
+                tracing::warn!(request_id = %access.request_id, limit, refused, "refused requests: the node has [http] max_concurrent_requests ({limit}) in flight");
+            }
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the node is at its limit of concurrent requests; retry shortly".into(),
             ));
         };
         let Ok(app_permit) = app.permits.clone().try_acquire_owned() else {
-            tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, "app at its concurrent request limit");
+            if let Some(refused) = app.refused.hit() {
+                tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, app = %app.name, refused, "refused requests: the app is at its limit of concurrent requests");
+            }
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this app is at its limit of concurrent requests; retry shortly".into(),
             ));
         };
 
-        let Ok(tenant_permit) = tenant_semaphore.try_acquire_owned() else {
-            tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, "tenant at its concurrent request limit");
+        let Ok(tenant_permit) = tenant_gate.permits.clone().try_acquire_owned() else {
+            if let Some(refused) = tenant_gate.refused.hit() {
+                let limit = self.config.max_concurrent_per_tenant;
+                tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, limit, refused, "refused requests: the tenant has [http] max_concurrent_requests_per_tenant ({limit}) in flight");
+            }
             return Err((
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this tenant's apps are at their limit of concurrent requests; retry shortly"
