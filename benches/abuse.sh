@@ -24,8 +24,9 @@
 #   --conns N          the healthy tenant's wrk connections, and every tenant's cap (default 8)
 #   --only LIST        comma-separated abusers among cpu,mem,out,conc,sql,fill,deploy
 #                      (default: all at once), to find which one costs the healthy tenant
-#   --heavy-slots N    the node's [engine] heavy_slots (default 0, the node's own default); a
-#                      large N (e.g. 1000) lets every heavy guest run at once, for comparison
+#   --guest-slots N    the node's [engine] guest_slots (default 0, the node's own default: one
+#                      per core); a large N (e.g. 1000) lets every guest run at once, which
+#                      turns the fair share between tenants off, for comparison
 # Needs: wrk (installed from apt-get when missing), the release build (`cargo build --release
 # -p zero`; skipped with BENCH_NO_BUILD=1) and the guests (scripts/build-guests.sh).
 set -euo pipefail
@@ -34,13 +35,13 @@ source "$(dirname "$0")/lib.sh"
 DURATION=10
 CONNS=8
 ONLY="cpu,mem,out,conc,sql,fill,deploy"
-HEAVY_SLOTS=0
+GUEST_SLOTS=0
 while [ $# -gt 0 ]; do
     case $1 in
     --duration) DURATION=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
-    --heavy-slots) HEAVY_SLOTS=$2; shift ;;
+    --guest-slots) GUEST_SLOTS=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown argument \`$1\` (see --help)"; exit 2 ;;
     esac
@@ -84,7 +85,7 @@ listen = "127.0.0.1:18312"
 [cache]
 tenant_quota = "4 MiB"
 [engine]
-heavy_slots = $HEAVY_SLOTS
+guest_slots = $GUEST_SLOTS
 TOML
 start_bg "$WORK/node.log" "$ZERO" serve --config "$WORK/node.toml"
 NODE=$LAST_PID

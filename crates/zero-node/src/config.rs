@@ -143,12 +143,13 @@ pub struct EngineSection {
     /// before serves at once from Winch's baseline code while Cranelift optimizes it in the
     /// background; off, it is compiled with Cranelift before its first request.
     pub tiered_compilation: bool,
-    /// CPU time after which a request's guest is heavy (default 10 ms): it then runs only in
-    /// one of `heavy_slots` turns, taken in order of arrival at every 5 ms tick.
+    /// CPU time after which a request's guest is heavy (default 10 ms): when turns are
+    /// scarce its tenant's light requests pass it.
     pub heavy_after_ms: u64,
-    /// Heavy guests running at once (default 0: one fewer than the machine's cores, at least
-    /// 1), so that light requests always find an async worker however many heavy ones run.
-    pub heavy_slots: usize,
+    /// Guests running at once (default 0: one per core). Turns go first to the guests of the
+    /// tenants that used the least CPU lately, so that a tenant keeping the node busy waits
+    /// behind the others.
+    pub guest_slots: usize,
 }
 
 impl Default for EngineSection {
@@ -159,7 +160,7 @@ impl Default for EngineSection {
             artifact_key: None,
             tiered_compilation: true,
             heavy_after_ms: 10,
-            heavy_slots: 0,
+            guest_slots: 0,
         }
     }
 }

@@ -135,7 +135,7 @@ impl Node {
             pool_instances: (config.http.max_concurrent as u32).saturating_add(16),
             pool: config.pool.clone(),
             heavy_after: std::time::Duration::from_millis(config.engine.heavy_after_ms),
-            heavy_slots: config.engine.heavy_slots,
+            guest_slots: config.engine.guest_slots,
         };
         let fs_root = data_dir.join("fs");
         let fs = {

@@ -18,7 +18,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
-use crate::{Compiled, Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
+use crate::{Compiled, Fault, LoadedComponent, ProviderSet, Runtime, StoreData, mark_first_slice};
 
 mod ticker_wit {
     wasmtime::component::bindgen!({
@@ -285,8 +285,14 @@ impl<P: ProviderSet> Deployed<P> {
         let wall = self.runtime.limits().wall_time;
         let heavy_after_ns = self.runtime.heavy_after_ns;
         let deadline = tokio::time::Instant::now() + wall;
+        let turns = self.runtime.turns.clone();
         Box::pin(async move {
-            let result = match tokio::time::timeout_at(deadline, call(&mut store)).await {
+            let core = store.data().core();
+            let (tenant, mark) = (core.invocation().tenant.clone(), core.cpu.mark.clone());
+            // The guest runs in turns shared fairly between tenants; its first slice starts
+            // its CPU meter's mark (see `cpu_charge`).
+            let guest = turns.run(tenant, move || mark_first_slice(&mark), call(&mut store));
+            let result = match tokio::time::timeout_at(deadline, guest).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Fault::classify(&e, &store.data().core().faults)),
                 Err(_) => Err(Fault::WallTimeout {

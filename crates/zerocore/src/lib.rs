@@ -172,12 +172,13 @@ pub struct CoreConfig {
     /// artifact on disk is written) when that is ready. Off: every new component is compiled
     /// with Cranelift before its first request.
     pub tiered_compilation: bool,
-    /// CPU time after which a request's guest is heavy and runs only in one of
-    /// [`CoreConfig::heavy_slots`] turns (`[engine] heavy_after_ms`).
+    /// CPU time after which a request's guest is heavy (`[engine] heavy_after_ms`): its
+    /// tenant's light requests pass it when turns are scarce, and its store is dropped off the
+    /// async workers.
     pub heavy_after: Duration,
-    /// Heavy guests running at once (`[engine] heavy_slots`); 0 means one fewer than the
-    /// machine's cores (at least 1), which leaves an async worker for light requests.
-    pub heavy_slots: usize,
+    /// Guests running at once (`[engine] guest_slots`), in turns given fairly between
+    /// tenants (see the crate's `turns` module); 0 means one per core.
+    pub guest_slots: usize,
 }
 
 impl Default for CoreConfig {
@@ -191,7 +192,7 @@ impl Default for CoreConfig {
             pool: PoolSettings::default(),
             tiered_compilation: true,
             heavy_after: Duration::from_millis(10),
-            heavy_slots: 0,
+            guest_slots: 0,
         }
     }
 }
@@ -445,6 +446,14 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// Marks where and when the guest starts running: its first slice (so that its first tick
+/// charges what it used, not a whole tick) and every resumption after an epoch tick.
+fn mark_first_slice(mark: &Mutex<Option<CpuMark>>) {
+    if mark.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+        set_mark(mark);
+    }
+}
+
 fn set_mark(mark: &Mutex<Option<CpuMark>>) {
     if let Some(thread_cpu_ns) = thread_cpu_ns() {
         *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(CpuMark {
@@ -457,11 +466,11 @@ fn set_mark(mark: &Mutex<Option<CpuMark>>) {
 
 /// What to charge a guest at an epoch tick.
 ///
-/// When the guest resumed on this same thread (the mark set after its last yield), it is
-/// charged the thread's CPU time since then, capped by the wall time since then: time the
+/// When the guest is on the thread it started or last resumed on after a tick (the mark), it
+/// is charged the thread's CPU time since then, capped by the wall time since then: time the
 /// operating system gave to other threads is not charged, and CPU that other tasks used on
 /// this thread while the guest awaited a host call is bounded by the wall clock. Otherwise
-/// (first tick, or the guest moved threads while awaiting a host call) it is charged one tick.
+/// (the guest moved threads while awaiting a host call) it is charged one tick.
 fn cpu_charge(cpu: &CpuMeter) -> u64 {
     let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
     let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
@@ -501,8 +510,8 @@ pub struct Runtime<P: ProviderSet> {
     queued: Mutex<HashMap<ContentHash, Queued>>,
     /// The threads components are compiled on (see [`COMPILE_NICENESS`]).
     compile_pool: rayon::ThreadPool,
-    /// The turns heavy guests run in (see `turns`).
-    turns: Arc<turns::Turns>,
+    /// The turns guests run in, shared fairly between tenants (see `turns`).
+    pub(crate) turns: Arc<turns::Turns>,
     /// CPU time after which a guest is heavy, in nanoseconds.
     pub(crate) heavy_after_ns: u64,
 }
@@ -625,10 +634,12 @@ impl<P: ProviderSet> Runtime<P> {
         })?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
+        // Every engine's guests are metered by the same ticker, and asked to yield early
+        // together when a turn is wanted by a more entitled guest (see `turns`).
+        let mut engines = vec![engine.weak()];
+        engines.extend(baseline.as_ref().map(|b| b.engine.weak()));
         {
-            // Every engine's guests are metered by the same ticker.
-            let mut engines = vec![engine.weak()];
-            engines.extend(baseline.as_ref().map(|b| b.engine.weak()));
+            let engines = engines.clone();
             let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("zerocore-epoch".into())
@@ -644,6 +655,11 @@ impl<P: ProviderSet> Runtime<P> {
                     }
                 })?;
         }
+        let preempt = Box::new(move || {
+            for engine in engines.iter().filter_map(|e| e.upgrade()) {
+                engine.increment_epoch();
+            }
+        });
 
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let compile_pool = rayon::ThreadPoolBuilder::new()
@@ -653,13 +669,13 @@ impl<P: ProviderSet> Runtime<P> {
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the compile threads: {e}"))?;
 
-        let heavy_slots = match config.heavy_slots {
-            0 => threads.saturating_sub(1).max(1),
+        let guest_slots = match config.guest_slots {
+            0 => threads,
             n => n,
         };
         Ok(Runtime {
             compile_pool,
-            turns: turns::Turns::new(heavy_slots, TICK),
+            turns: turns::Turns::new(guest_slots, config.heavy_after, preempt),
             heavy_after_ns: u64::try_from(config.heavy_after.as_nanos()).unwrap_or(u64::MAX),
             engine,
             linker,
@@ -1072,12 +1088,18 @@ impl<P: ProviderSet> Runtime<P> {
             memories: 16,
         };
         let cpu_ns = u64::try_from(self.limits.cpu_time.as_nanos()).unwrap_or(u64::MAX);
-        let core = CoreState::new(invocation, builder.build(), limits, faults, cpu_ns);
+        let core = CoreState::new(
+            invocation,
+            builder.build(),
+            limits,
+            faults,
+            cpu_ns,
+            self.turns.clone(),
+        );
         let data = self.providers.store_data(apps, core)?;
         let mut store = Store::new(engine, data);
         store.limiter(|s| s.core_mut());
         store.set_epoch_deadline(1);
-        let (turns, heavy_after_ns) = (self.turns.clone(), self.heavy_after_ns);
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut().core_mut();
             state.cpu.ticks += 1;
@@ -1086,24 +1108,14 @@ impl<P: ProviderSet> Runtime<P> {
                 state.faults.cpu_limit = true;
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
             }
+            // The guest yields: its slice ends and its turn goes to whoever is most entitled
+            // to it (see `turns`); it resumes when it has a turn again, on this thread right
+            // after this future completes.
             let mark = state.cpu.mark.clone();
-            // A heavy guest gives its turn back, lets the others run and waits for a turn
-            // again (see `turns`); the wait is not charged.
-            let heavy = (state.cpu.used_ns > heavy_after_ns)
-                .then(|| (turns.clone(), state.cpu.turn.clone()));
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    match heavy {
-                        Some((turns, held)) => {
-                            drop(held.lock().unwrap_or_else(|p| p.into_inner()).take());
-                            tokio::task::yield_now().await;
-                            let turn = turns.take().await;
-                            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(turn);
-                        }
-                        None => tokio::task::yield_now().await,
-                    }
-                    // The guest resumes on this thread right after this future completes.
+                    tokio::task::yield_now().await;
                     set_mark(&mark);
                 }),
             ))

@@ -53,8 +53,9 @@ pub(crate) struct CpuMeter {
     /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
     /// clock, and the wall clock.
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
-    /// The turn a heavy guest runs in (see `turns`); given back with the store.
-    pub(crate) turn: Arc<Mutex<Option<crate::turns::Turn>>>,
+    /// The turns the guest runs in and its tenant, charged for host work done elsewhere on
+    /// the request's behalf (see [`Meter::charge_cpu`]).
+    pub(crate) share: Option<(Arc<crate::turns::Turns>, Arc<str>)>,
 }
 
 /// A point at which a guest resumed running on a thread.
@@ -74,6 +75,9 @@ impl Meter for CpuMeter {
     }
 
     fn charge_cpu(&mut self, used: Duration) {
+        if let Some((turns, tenant)) = &self.share {
+            turns.charge(tenant, used);
+        }
         let used = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
         self.used_ns = self.used_ns.saturating_add(used);
     }
@@ -126,7 +130,9 @@ impl CoreState {
         limits: GuestLimits,
         faults: Faults,
         cpu_budget_ns: u64,
+        turns: Arc<crate::turns::Turns>,
     ) -> Self {
+        let share = Some((turns, invocation.tenant.clone()));
         CoreState {
             invocation,
             wasi,
@@ -137,6 +143,7 @@ impl CoreState {
             faults,
             cpu: CpuMeter {
                 budget_ns: cpu_budget_ns,
+                share,
                 ..CpuMeter::default()
             },
         }

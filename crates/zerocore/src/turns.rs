@@ -1,148 +1,577 @@
-//! Turns for heavy guests: a guest that has used more than `[engine] heavy_after_ms` of CPU in
-//! its request runs only while it holds one of a few turns (`[engine] heavy_slots`, by default
-//! one fewer than the machine's cores), so that however many heavy guests there are, an async
-//! worker is left for the light requests of every other tenant (a hello takes well under a
-//! millisecond; behind a queue of guests each running a 5 ms tick it would wait for all of
-//! them).
+//! Fair shares of the CPU between tenants.
 //!
-//! A heavy guest gives its turn back at every epoch tick, when it yields anyway, and waits for
-//! a turn again, in order of arrival; time spent waiting is wall time, not CPU time. A guest
-//! keeps its turn while it awaits a host call (a sleep, a statement, a network read); a turn
-//! held for more than [`STALE_TICKS`] ticks without the guest coming back to yield is taken by
-//! the next waiting guest, so a guest that sleeps holds no turn for long, and when it comes back
-//! it waits for a turn at its next tick.
+//! A guest runs only while it holds one of a few turns (`[engine] guest_slots`, by default one
+//! per core, as many as there are async workers to run guests on). A turn is held for one
+//! *slice*: one poll of the guest's future, from when the guest starts or resumes to when it
+//! next yields (at an epoch tick, at most [`crate::TICK`] later, or when it awaits a host call:
+//! a sleep, a statement, a network read). The guest then gives its turn back, and takes one
+//! again when it is ready to run.
+//!
+//! When every turn is held, guests wait, and the next free turn goes to the waiter whose
+//! tenant has used the least CPU lately (an exponentially decaying sum with a half-life of
+//! [`HALF_LIFE`]); a request that has itself run longer than `[engine] heavy_after_ms` counts
+//! as a quarter of a core more, so a tenant's light requests pass its heavy ones. CPU that
+//! host work uses on a request's behalf elsewhere (a SQLite statement on the blocking pool) is
+//! charged to its tenant too. So a tenant that keeps the node busy (a spinning guest, a flood of
+//! cheap requests, runaway statements) waits behind every tenant that uses less, whatever its
+//! number of requests, and a tenant alone on the node uses every core.
+//!
+//! A waiter does not wait for a running slice to end when it is clearly more entitled than a
+//! holder (its score lower by [`PREEMPT_MARGIN`]): the turns ask for an early epoch tick,
+//! which makes every running guest yield at its next check, and the turns freed go to the
+//! best waiters. Guests are charged the CPU they used up to that point, so an early tick costs
+//! a guest nothing but the yield.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+/// Half-life of a tenant's recent CPU use.
+pub(crate) const HALF_LIFE: Duration = Duration::from_millis(100);
 
-/// Ticks after which a turn whose holder has not come back is given to a waiting guest.
-pub(crate) const STALE_TICKS: u32 = 2;
+/// How much more entitled (in cores of recent use) a waiter must be than a running guest to
+/// make it yield early.
+pub(crate) const PREEMPT_MARGIN: f64 = 0.1;
 
-/// The turns heavy guests run in.
-#[derive(Debug)]
+/// What a request that has run longer than `heavy_after_ms` adds to its score, in cores.
+pub(crate) const HEAVY_PENALTY: f64 = 0.25;
+
+/// The least time between two early ticks while the first has not yet freed a turn (a holder
+/// stuck in a long host call does not yield however often it is asked).
+const PREEMPT_RETRY: Duration = Duration::from_millis(1);
+
+/// The turns guests run in, shared by every request of every tenant.
 pub(crate) struct Turns {
-    slots: Mutex<Vec<Option<Lease>>>,
-    freed: Notify,
-    next_id: AtomicU64,
-    stale: Duration,
+    inner: Mutex<Inner>,
+    /// Asks every running guest to yield at its next epoch check.
+    preempt: Box<dyn Fn() + Send + Sync>,
+    heavy_after_ns: u64,
 }
 
+impl std::fmt::Debug for Turns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Turns")
+            .field("free", &inner.free)
+            .field("held", &inner.holders.len())
+            .field("waiting", &inner.waiters)
+            .finish()
+    }
+}
+
+/// A held turn.
+struct Holder {
+    id: u64,
+    tenant: Arc<str>,
+    heavy: bool,
+}
+
+/// A tenant's waiters, each with the waker to call when it is granted a turn: light requests
+/// first, then heavy ones, each in order of arrival.
+#[derive(Default)]
+struct Queue {
+    light: VecDeque<(u64, Waker)>,
+    heavy: VecDeque<(u64, Waker)>,
+}
+
+impl Queue {
+    fn side(&mut self, heavy: bool) -> &mut VecDeque<(u64, Waker)> {
+        if heavy {
+            &mut self.heavy
+        } else {
+            &mut self.light
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Turns nobody holds (only ever non-zero while nobody waits).
+    free: usize,
+    holders: Vec<Holder>,
+    /// Waiters by tenant.
+    waiting: HashMap<Arc<str>, Queue>,
+    waiters: usize,
+    /// Waiters that were handed a turn and have not come for it yet.
+    granted: HashSet<u64>,
+    tenants: HashMap<Arc<str>, Use>,
+    /// Size of `tenants` at which the tenants idle long enough are forgotten.
+    prune_at: usize,
+    next: u64,
+    /// When an early tick was last asked for, while it has not freed a turn yet.
+    preempting: Option<Instant>,
+}
+
+/// A tenant's recent CPU use: a sum of nanoseconds decaying with [`HALF_LIFE`].
 #[derive(Debug, Clone, Copy)]
-struct Lease {
-    id: u64,
-    since: Instant,
+struct Use {
+    ns: f64,
+    at: Instant,
 }
 
-/// A turn held by one guest; given back when dropped (unless it was taken from it since).
-#[derive(Debug)]
-pub(crate) struct Turn {
-    turns: Arc<Turns>,
-    slot: usize,
-    id: u64,
+impl Use {
+    fn decayed(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.at).as_secs_f64();
+        self.ns * (-age / HALF_LIFE.as_secs_f64()).exp2()
+    }
 }
 
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.turns.release(self.slot, self.id);
+impl Inner {
+    /// A guest's score (lower is more entitled): its tenant's recent use in cores (the
+    /// decaying sum's rate), plus [`HEAVY_PENALTY`] for a heavy request.
+    fn score(&self, tenant: &str, heavy: bool, now: Instant) -> f64 {
+        let rate = self.tenants.get(tenant).map_or(0.0, |u| {
+            u.decayed(now) * std::f64::consts::LN_2 / HALF_LIFE.as_secs_f64() / 1e9
+        });
+        rate + if heavy { HEAVY_PENALTY } else { 0.0 }
+    }
+
+    fn charge(&mut self, tenant: &Arc<str>, ns: u64, now: Instant) {
+        if ns == 0 {
+            return;
+        }
+        match self.tenants.get_mut(tenant) {
+            Some(u) => {
+                u.ns = u.decayed(now) + ns as f64;
+                u.at = now;
+            }
+            None => {
+                if self.tenants.len() >= self.prune_at {
+                    // Tenants whose use has decayed below a microsecond are as good as new.
+                    self.tenants.retain(|_, u| u.decayed(now) >= 1_000.0);
+                    self.prune_at = (self.tenants.len() * 2).max(64);
+                }
+                self.tenants.insert(
+                    tenant.clone(),
+                    Use {
+                        ns: ns as f64,
+                        at: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Gives turn `id` back: to the most entitled waiter if there is one (returning its
+    /// waker, to be woken once the lock is released), else to the free turns.
+    fn give_back(&mut self, id: u64, now: Instant) -> Option<Waker> {
+        if let Some(i) = self.holders.iter().position(|h| h.id == id) {
+            self.holders.swap_remove(i);
+        }
+        self.preempting = None;
+        let best = self
+            .waiting
+            .iter()
+            .map(|(tenant, q)| {
+                let heavy = q.light.is_empty();
+                (self.score(tenant, heavy, now), tenant, heavy)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, tenant, heavy)| (tenant.clone(), heavy));
+        let Some((tenant, heavy)) = best else {
+            self.free += 1;
+            return None;
+        };
+        let queue = self.waiting.get_mut(&tenant)?;
+        let (waiter, waker) = queue.side(heavy).pop_front()?;
+        if queue.light.is_empty() && queue.heavy.is_empty() {
+            self.waiting.remove(&tenant);
+        }
+        self.waiters -= 1;
+        self.holders.push(Holder {
+            id: waiter,
+            tenant,
+            heavy,
+        });
+        self.granted.insert(waiter);
+        Some(waker)
     }
 }
 
 impl Turns {
-    /// `slots` turns (at least one); a turn is stale after [`STALE_TICKS`] of `tick`.
-    pub(crate) fn new(slots: usize, tick: Duration) -> Arc<Turns> {
+    /// `slots` turns (at least one); `preempt` makes every running guest yield at its next
+    /// epoch check (it increments the engines' epochs); a request is heavy once it has run for
+    /// `heavy_after`.
+    pub(crate) fn new(
+        slots: usize,
+        heavy_after: Duration,
+        preempt: Box<dyn Fn() + Send + Sync>,
+    ) -> Arc<Turns> {
         Arc::new(Turns {
-            slots: Mutex::new(vec![None; slots.max(1)]),
-            freed: Notify::new(),
-            next_id: AtomicU64::new(1),
-            stale: tick * STALE_TICKS,
+            inner: Mutex::new(Inner {
+                free: slots.max(1),
+                prune_at: 64,
+                ..Inner::default()
+            }),
+            preempt,
+            heavy_after_ns: u64::try_from(heavy_after.as_nanos()).unwrap_or(u64::MAX),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Option<Lease>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A free or stale slot, taken for `id`.
-    fn try_take(&self, id: u64) -> Option<usize> {
+    /// Charges `used` of CPU that host work did elsewhere on a request's behalf to `tenant`.
+    pub(crate) fn charge(&self, tenant: &Arc<str>, used: Duration) {
+        let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+        self.lock().charge(tenant, ns, Instant::now());
+    }
+
+    /// Runs `guest` (the future that instantiates and calls a guest) in turns charged to
+    /// `tenant`; `on_slice` is called at the start of every slice, on the thread that runs it.
+    pub(crate) fn run<F, S>(
+        self: &Arc<Self>,
+        tenant: Arc<str>,
+        on_slice: S,
+        guest: F,
+    ) -> Scheduled<F, S>
+    where
+        F: Future + Unpin,
+        S: Fn() + Unpin,
+    {
+        Scheduled {
+            turns: self.clone(),
+            tenant,
+            on_slice,
+            guest,
+            queued: None,
+            ran_ns: 0,
+        }
+    }
+
+    /// Takes a turn for a guest of `tenant` if one is free (then nobody waits); otherwise
+    /// queues the guest (returning its waiter's key) and, if it is clearly more entitled than
+    /// a running guest, asks the running guests to yield.
+    fn take(&self, tenant: &Arc<str>, heavy: bool, waker: &Waker) -> Result<u64, Waiter> {
         let now = Instant::now();
-        let mut slots = self.lock();
-        let slot = slots
+        let mut inner = self.lock();
+        let id = inner.next;
+        inner.next += 1;
+        if inner.free > 0 {
+            inner.free -= 1;
+            inner.holders.push(Holder {
+                id,
+                tenant: tenant.clone(),
+                heavy,
+            });
+            return Ok(id);
+        }
+        inner
+            .waiting
+            .entry(tenant.clone())
+            .or_default()
+            .side(heavy)
+            .push_back((id, waker.clone()));
+        inner.waiters += 1;
+        let score = inner.score(tenant, heavy, now);
+        let worst = inner
+            .holders
             .iter()
-            .position(|s| s.is_none_or(|l| now.duration_since(l.since) >= self.stale))?;
-        slots[slot] = Some(Lease { id, since: now });
-        Some(slot)
-    }
-
-    /// Waits for a turn: the first slot that is free, or stale.
-    pub(crate) async fn take(self: &Arc<Self>) -> Turn {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            // Registered before looking, so that a turn given back meanwhile wakes this waiter.
-            freed.as_mut().enable();
-            if let Some(slot) = self.try_take(id) {
-                return Turn {
-                    turns: self.clone(),
-                    slot,
-                    id,
-                };
-            }
-            // Woken when a turn is given back, or after a while to look for a stale one.
-            let _ = tokio::time::timeout(self.stale, freed).await;
+            .map(|h| inner.score(&h.tenant, h.heavy, now))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let asked_lately = inner
+            .preempting
+            .is_some_and(|at| now.saturating_duration_since(at) < PREEMPT_RETRY);
+        if worst > score + PREEMPT_MARGIN && !asked_lately {
+            inner.preempting = Some(now);
+            drop(inner);
+            (self.preempt)();
         }
+        Err(Waiter { id, heavy })
     }
 
-    fn release(&self, slot: usize, id: u64) {
+    /// Whether `tenant`'s `waiter` was granted its turn; if not, its waker is updated.
+    fn granted(&self, tenant: &str, waiter: Waiter, waker: &Waker) -> bool {
+        let mut inner = self.lock();
+        if inner.granted.remove(&waiter.id) {
+            return true;
+        }
+        if let Some(q) = inner.waiting.get_mut(tenant)
+            && let Some((_, w)) = q
+                .side(waiter.heavy)
+                .iter_mut()
+                .find(|(id, _)| *id == waiter.id)
         {
-            let mut slots = self.lock();
-            match slots.get_mut(slot) {
-                Some(s) if s.is_some_and(|l| l.id == id) => *s = None,
-                _ => return,
-            }
+            w.clone_from(waker);
         }
-        self.freed.notify_one();
+        false
     }
 
-    /// Turns held now (for tests).
+    /// Ends a slice of `tenant` that ran for `ns` in turn `id`.
+    fn give_back(&self, id: u64, tenant: &Arc<str>, ns: u64) {
+        let waker = {
+            let now = Instant::now();
+            let mut inner = self.lock();
+            inner.charge(tenant, ns, now);
+            inner.give_back(id, now)
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// A waiter gone (its request ended while it waited): out of the queue, or its turn, if it
+    /// had been granted one, passed on.
+    fn cancel(&self, tenant: &str, waiter: Waiter) {
+        let waker = {
+            let mut inner = self.lock();
+            if inner.granted.remove(&waiter.id) {
+                inner.give_back(waiter.id, Instant::now())
+            } else {
+                if let Some(q) = inner.waiting.get_mut(tenant) {
+                    q.side(waiter.heavy).retain(|(id, _)| *id != waiter.id);
+                    if q.light.is_empty() && q.heavy.is_empty() {
+                        inner.waiting.remove(tenant);
+                    }
+                    inner.waiters -= 1;
+                }
+                None
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Turns held and waiters now (for tests).
     #[cfg(test)]
-    fn held(&self) -> usize {
-        self.lock().iter().filter(|s| s.is_some()).count()
+    fn counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.holders.len(), inner.waiters)
+    }
+}
+
+/// A queued guest.
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    id: u64,
+    heavy: bool,
+}
+
+/// A guest's future run in turns (see [`Turns::run`]).
+pub(crate) struct Scheduled<F, S> {
+    turns: Arc<Turns>,
+    tenant: Arc<str>,
+    on_slice: S,
+    guest: F,
+    /// The waiter while it waits for a turn.
+    queued: Option<Waiter>,
+    /// Wall time the guest's slices took, in nanoseconds.
+    ran_ns: u64,
+}
+
+impl<F: Future + Unpin, S: Fn() + Unpin> Future for Scheduled<F, S> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let id = match this.queued {
+            Some(waiter) => {
+                if !this.turns.granted(&this.tenant, waiter, cx.waker()) {
+                    return Poll::Pending;
+                }
+                this.queued = None;
+                waiter.id
+            }
+            None => {
+                let heavy = this.ran_ns > this.turns.heavy_after_ns;
+                match this.turns.take(&this.tenant, heavy, cx.waker()) {
+                    Ok(id) => id,
+                    Err(waiter) => {
+                        this.queued = Some(waiter);
+                        return Poll::Pending;
+                    }
+                }
+            }
+        };
+        (this.on_slice)();
+        let start = Instant::now();
+        let out = Pin::new(&mut this.guest).poll(cx);
+        let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        this.ran_ns = this.ran_ns.saturating_add(ns);
+        this.turns.give_back(id, &this.tenant, ns);
+        out
+    }
+}
+
+impl<F, S> Drop for Scheduled<F, S> {
+    fn drop(&mut self) {
+        if let Some(waiter) = self.queued.take() {
+            self.turns.cancel(&self.tenant, waiter);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[tokio::test]
-    async fn turns_are_bounded_given_back_and_taken_when_stale() {
-        let tick = Duration::from_millis(20);
-        let turns = Turns::new(1, tick);
-        let first = turns.take().await;
-        assert_eq!(turns.held(), 1);
-        // A second guest waits while the first holds the only turn...
-        let waiting = tokio::spawn({
+    fn turns(slots: usize) -> (Arc<Turns>, Arc<AtomicUsize>) {
+        let preempted = Arc::new(AtomicUsize::new(0));
+        let p = preempted.clone();
+        let turns = Turns::new(
+            slots,
+            Duration::from_millis(10),
+            Box::new(move || {
+                p.fetch_add(1, Ordering::Relaxed);
+            }),
+        );
+        (turns, preempted)
+    }
+
+    fn t(name: &str) -> Arc<str> {
+        name.into()
+    }
+
+    #[test]
+    fn a_free_turn_is_taken_and_given_back() {
+        let (turns, _) = turns(2);
+        let w = Waker::noop();
+        let (a, b) = (t("a"), t("b"));
+        let first = turns.take(&a, false, w).unwrap();
+        let second = turns.take(&a, false, w).unwrap();
+        assert_eq!(turns.counts(), (2, 0));
+        // A third waits...
+        let third = turns.take(&b, false, w).unwrap_err();
+        assert_eq!(turns.counts(), (2, 1));
+        assert!(!turns.granted(&b, third, w));
+        // ...and is handed the first turn given back.
+        turns.give_back(first, &a, 1_000);
+        assert_eq!(turns.counts(), (2, 0));
+        assert!(turns.granted(&b, third, w));
+        turns.give_back(second, &a, 1_000);
+        turns.give_back(third.id, &b, 1_000);
+        assert_eq!(turns.counts(), (0, 0));
+        // Every turn is free again.
+        assert!(turns.take(&a, false, w).is_ok());
+        assert!(turns.take(&a, false, w).is_ok());
+    }
+
+    #[test]
+    fn the_tenant_that_used_least_gets_the_next_turn_whatever_the_order_of_arrival() {
+        let (turns, _) = turns(1);
+        let w = Waker::noop();
+        let (busy, light) = (t("busy"), t("light"));
+        let held = turns.take(&busy, false, w).unwrap();
+        turns.give_back(held, &busy, 50_000_000);
+        let held = turns.take(&busy, false, w).unwrap();
+        // The busy tenant queues three slices, then the light tenant one.
+        let queued: Vec<_> = (0..3)
+            .map(|_| turns.take(&busy, false, w).unwrap_err())
+            .collect();
+        let light_one = turns.take(&light, false, w).unwrap_err();
+        turns.give_back(held, &busy, 1_000_000);
+        assert!(
+            turns.granted(&light, light_one, w),
+            "the light tenant goes first"
+        );
+        assert!(queued.iter().all(|&k| !turns.granted(&busy, k, w)));
+        turns.give_back(light_one.id, &light, 100_000);
+        // Then the busy tenant's, in order of arrival.
+        assert!(turns.granted(&busy, queued[0], w));
+        assert!(!turns.granted(&busy, queued[1], w));
+        turns.give_back(queued[0].id, &busy, 1);
+        assert!(turns.granted(&busy, queued[1], w));
+        assert!(!turns.granted(&busy, queued[2], w));
+    }
+
+    #[test]
+    fn a_tenants_light_requests_pass_its_heavy_ones() {
+        let (turns, _) = turns(1);
+        let w = Waker::noop();
+        let a = t("a");
+        let held = turns.take(&a, false, w).unwrap();
+        let heavy = turns.take(&a, true, w).unwrap_err();
+        let light = turns.take(&a, false, w).unwrap_err();
+        turns.give_back(held, &a, 1);
+        assert!(turns.granted(&a, light, w));
+        assert!(!turns.granted(&a, heavy, w));
+        turns.give_back(light.id, &a, 1);
+        assert!(turns.granted(&a, heavy, w));
+    }
+
+    #[test]
+    fn a_more_entitled_waiter_makes_running_guests_yield_but_an_equal_one_does_not() {
+        let (turns, preempted) = turns(1);
+        let w = Waker::noop();
+        let (busy, light) = (t("busy"), t("light"));
+        let held = turns.take(&busy, false, w).unwrap();
+        turns.give_back(held, &busy, 80_000_000);
+        let held = turns.take(&busy, false, w).unwrap();
+        // The busy tenant's own next slice waits its turn without asking anyone to yield.
+        let own = turns.take(&busy, false, w).unwrap_err();
+        assert_eq!(preempted.load(Ordering::Relaxed), 0);
+        // A light tenant's asks for an early tick, once until a turn is freed.
+        let first = turns.take(&light, false, w).unwrap_err();
+        assert_eq!(preempted.load(Ordering::Relaxed), 1);
+        let second = turns.take(&light, false, w).unwrap_err();
+        assert_eq!(preempted.load(Ordering::Relaxed), 1);
+        turns.give_back(held, &busy, 100_000);
+        assert!(turns.granted(&light, first, w));
+        // Once a turn was freed, a light waiter may ask again (the light tenant holds the
+        // turn now, and a heavy request of another idle tenant does not outrank it by the
+        // margin).
+        let heavy = turns.take(&t("idle"), true, w).unwrap_err();
+        assert_eq!(preempted.load(Ordering::Relaxed), 1);
+        turns.cancel(&busy, own);
+        turns.cancel(&light, second);
+        turns.cancel(&t("idle"), heavy);
+        assert_eq!(turns.counts(), (1, 0));
+    }
+
+    #[test]
+    fn a_waiter_that_goes_away_passes_its_turn_on() {
+        let (turns, _) = turns(1);
+        let w = Waker::noop();
+        let (a, b, c) = (t("a"), t("b"), t("c"));
+        let held = turns.take(&a, false, w).unwrap();
+        let gone = turns.take(&b, false, w).unwrap_err();
+        let next = turns.take(&c, false, w).unwrap_err();
+        turns.give_back(held, &a, 1);
+        // `gone` or `next` was granted the turn; `gone`'s request ends before it comes for it.
+        turns.cancel(&b, gone);
+        assert!(turns.granted(&c, next, w));
+        turns.give_back(next.id, &c, 1);
+        assert_eq!(turns.counts(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scheduled_futures_run_in_turns_and_a_spinning_tenant_waits_behind_a_light_one() {
+        let (turns, _) = turns(1);
+        // A busy tenant's guest that yields after every slice of 2 ms of work, forever...
+        let spin = {
             let turns = turns.clone();
-            async move { turns.take().await }
-        });
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(!waiting.is_finished());
-        // ...and gets it as soon as it is given back.
-        drop(first);
-        let second = waiting.await.unwrap();
-        assert_eq!(turns.held(), 1);
-        // A holder that does not come back loses its turn once it is stale; giving back a turn
-        // taken from it frees nothing.
-        let started = Instant::now();
-        let third = turns.take().await;
-        assert!(started.elapsed() >= tick * STALE_TICKS - Duration::from_millis(5));
-        drop(second);
-        assert_eq!(turns.held(), 1);
-        drop(third);
-        assert_eq!(turns.held(), 0);
+            tokio::spawn(async move {
+                let guest = std::future::poll_fn(move |cx| {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_millis(2) {}
+                    cx.waker().wake_by_ref();
+                    Poll::<()>::Pending
+                });
+                turns.run("busy".into(), || (), guest).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // ...while a light tenant's one-slice guests each get a turn and complete.
+        let slices_seen = Arc::new(AtomicUsize::new(0));
+        for _ in 0..20 {
+            let seen = slices_seen.clone();
+            let guest = std::future::poll_fn(move |_| {
+                seen.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(7)
+            });
+            let out = turns.run("light".into(), || (), guest).await;
+            assert_eq!(out, 7);
+        }
+        assert_eq!(slices_seen.load(Ordering::Relaxed), 20);
+        spin.abort();
+        let _ = spin.await;
+        // The aborted spinner gave back its turn or its place in the queue.
+        assert_eq!(turns.counts(), (0, 0));
     }
 }
