@@ -810,9 +810,9 @@ where
 }
 
 /// Serves the management API until `shutdown` turns true, with the HTTP listener's connection
-/// rules ([`zeroproxy::conn`]): at most `[admin] max_connections` connections at once and
-/// `max_connections_per_client` from one client (past either a new connection is answered
-/// `503` and closed), each connection's first request head within `header_read_timeout_ms` of
+/// rules ([`zeroproxy::conn`]): at most `[admin] max_connections` connections at once (further
+/// ones wait to be accepted) and `max_connections_per_client` from one client (past it a new
+/// connection is answered `503` and closed), each connection's first request head within `header_read_timeout_ms` of
 /// the accept (later ones, and idle HTTP/2 connections, within it of the previous answer),
 /// each body at `min_body_rate` at least, each answer within `request_timeout_ms`, and a
 /// lingering close. On shutdown it stops accepting, lets the calls in flight finish (at most
@@ -853,11 +853,17 @@ pub async fn serve(
     let mut acceptor = conn::Acceptor::new("[admin] max_connections");
     let refuser = conn::Refuser::default();
     loop {
+        // Past max_connections further connections wait in the listen backlog, as they
+        // always have; past the per-client cap they are refused.
+        let place = tokio::select! {
+            place = connections.place() => place,
+            _ = shutdown.changed() => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = acceptor.accept(&listener) => accepted,
             _ = shutdown.changed() => break,
         };
-        let slot = match connections.admit(remote.ip()) {
+        let slot = match connections.admit_into(place, remote.ip()) {
             Ok(slot) => slot,
             Err(response) => {
                 refuser.shed(stream, response);

@@ -167,29 +167,27 @@ mod tests {
         http_body_util::StreamBody::new(Frames(rx))
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_body_at_the_rate_passes_and_a_slower_one_is_cut_after_the_grace() {
-        // 1 KiB every 100 ms is 10 KiB/s: above a 4 KiB/s floor.
-        let ok = MinRate::new(
-            trickle(1024, Duration::from_millis(100), 50),
-            4096,
-            Duration::from_secs(1),
-        );
-        assert_eq!(ok.collect().await.unwrap().to_bytes().len(), 50 * 1024);
-        // 10 bytes a second against 4 KiB/s: cut once the grace and the 10 bytes' worth pass.
+        // 1 KiB every 20 ms is about 50 KiB/s: above a 4 KiB/s floor.
+        let every = Duration::from_millis(20);
+        let ok = MinRate::new(trickle(1024, every, 20), 4096, Duration::from_millis(200));
+        assert_eq!(ok.collect().await.unwrap().to_bytes().len(), 20 * 1024);
+        // 10 bytes every 100 ms against 4 KiB/s: cut once the grace and the bytes' worth pass.
         let t = Instant::now();
-        let slow = MinRate::new(
-            trickle(10, Duration::from_secs(1), 100),
-            4096,
-            Duration::from_secs(2),
-        );
+        let every = Duration::from_millis(100);
+        let slow = MinRate::new(trickle(10, every, 100), 4096, Duration::from_millis(300));
         let e = slow.collect().await.err().unwrap();
         let slow = slow_body(&*e).expect("a SlowBody");
         assert!(
             slow.to_string()
-                .contains("[admin] min_body_rate (4096 bytes a second after 2000 ms)"),
+                .contains("[admin] min_body_rate (4096 bytes a second after 300 ms)"),
             "{slow}"
         );
-        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

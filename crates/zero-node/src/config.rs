@@ -185,12 +185,11 @@ pub struct AdminSection {
     /// Time allowed from a request's headers to its response's headers (the request body is
     /// read within it; a download's body streams after it).
     pub request_timeout_ms: u64,
-    /// Connections served at once; further ones are answered `503` with `connection: close`
-    /// and `retry-after` and closed.
+    /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
     /// Connections one client (an IPv4 address or an IPv6 /64) may hold open at once, so that
-    /// one client cannot take every connection; further ones are refused as past
-    /// `max_connections`. Unset, `min(8, max_connections)` (see
+    /// one client cannot take every connection; further ones are answered `503` with
+    /// `connection: close` and `retry-after` and closed. Unset, `min(8, max_connections)` (see
     /// [`AdminSection::connections_per_client`]); behind a reverse proxy raise it to
     /// `max_connections`.
     pub max_connections_per_client: Option<usize>,

@@ -141,6 +141,9 @@ pub struct Connections {
     client_response: Vec<u8>,
 }
 
+/// A place under the node's connection cap, not yet given to a connection.
+pub struct Place(OwnedSemaphorePermit);
+
 /// One admitted connection's place; released when dropped.
 pub struct Slot {
     _client: ClientPermit,
@@ -182,6 +185,23 @@ impl Connections {
             }
             return Err(&self.full_response);
         };
+        self.admit_into(Place(permit), ip)
+    }
+
+    /// Waits for a place under the node's cap, for a listener that leaves further
+    /// connections waiting in the listen backlog (accepting only with a place) rather than
+    /// refusing them; then [`Connections::admit_into`].
+    pub async fn place(&self) -> Place {
+        // The semaphore is never closed.
+        match self.slots.clone().acquire_owned().await {
+            Ok(permit) => Place(permit),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Admits a connection from `ip` into `place`, or tells why not (the bytes to send it
+    /// before closing; the place is freed).
+    pub fn admit_into(&self, place: Place, ip: IpAddr) -> Result<Slot, &[u8]> {
         let Some(client) = self.per_client.take(ip) else {
             let key = client_key(ip);
             if let Some(refused) = self.client_log.hit() {
@@ -198,7 +218,7 @@ impl Connections {
         };
         Ok(Slot {
             _client: client,
-            _permit: permit,
+            _permit: place.0,
         })
     }
 
