@@ -39,8 +39,9 @@
 //! answered with `Connection: close`. Invocations must
 //! be addressed to this node (`aud`), expire within `[node] max_invocation_lifetime_secs`, and
 //! run once, across restarts. The listener bounds the time to receive headers, the time to
-//! answer, and the number of connections (`[admin] header_read_timeout_ms`,
-//! `request_timeout_ms`, `max_connections`).
+//! answer, the body's rate and the number of connections, on the node and per client
+//! (`[admin] header_read_timeout_ms`, `request_timeout_ms`, `min_body_rate`,
+//! `max_connections`, `max_connections_per_client`): see [`serve`].
 //!
 //! A revocation (`/ucan/revoke`) is allowed to the Admin, or to the revoked delegation's own
 //! issuer: the invocation names the revoked
