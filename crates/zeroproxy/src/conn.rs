@@ -361,11 +361,9 @@ impl AsyncRead for SharedStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         loop {
             std::task::ready!(self.0.poll_read_ready(cx))?;
-            match self.0.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return std::task::Poll::Ready(Ok(()));
-                }
+            // Into the unfilled part as it is (not zeroed first: hyper's buffers are large).
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return std::task::Poll::Ready(Ok(())),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return std::task::Poll::Ready(Err(e)),
             }

@@ -134,7 +134,7 @@ fn one_client_cannot_hold_the_management_api_and_a_slow_steady_deploy_still_work
             tricklers.push(tokio::spawn(async move {
                 // A head a byte at a time, or an upload's head and then its body 8 bytes at a
                 // time; five sends a second.
-                let mut pieces: Box<dyn Iterator<Item = Vec<u8>> + Send> = if i < 2 {
+                let pieces: Box<dyn Iterator<Item = Vec<u8>> + Send> = if i < 2 {
                     let head = b"GET /v1/node HTTP/1.1\r\nhost: node\r\nx-slow: ";
                     Box::new(head.iter().map(|b| vec![*b]).chain(std::iter::repeat(b"a".to_vec())))
                 } else {
@@ -143,7 +143,7 @@ fn one_client_cannot_hold_the_management_api_and_a_slow_steady_deploy_still_work
                 };
                 let mut got = Vec::new();
                 let mut buf = [0u8; 4096];
-                while let Some(piece) = pieces.next() {
+                for piece in pieces {
                     if s.write_all(&piece).await.is_err() || opened.elapsed() > Duration::from_secs(15) {
                         break;
                     }
