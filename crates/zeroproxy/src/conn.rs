@@ -666,6 +666,23 @@ mod tests {
         assert_eq!(c.per_client.held.lock().unwrap().len(), 2);
     }
 
+    #[tokio::test]
+    async fn a_waiting_listener_takes_a_place_then_applies_the_per_client_cap() {
+        let c = Connections::new(2, 1, "[admin]");
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        let _x1 = c.admit_into(c.place().await, x).ok().unwrap();
+        // Refused past the per-client cap: its place is freed again.
+        let refused = c.admit_into(c.place().await, x).err().unwrap();
+        assert!(String::from_utf8_lossy(refused).contains("this client has too many"));
+        let _y1 = c
+            .admit_into(c.place().await, "10.0.0.2".parse().unwrap())
+            .ok()
+            .unwrap();
+        // The node is full: a further place is waited for, not refused.
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.place()).await;
+        assert!(waited.is_err());
+    }
+
     #[test]
     fn the_throttle_logs_the_first_event_then_counts_the_rest() {
         let t = Throttle::new(Duration::from_millis(50));
