@@ -16,6 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::*;
 
+mod admin;
 mod http2;
 mod malformed;
 

@@ -220,7 +220,10 @@ fn await_optimizations(node: &NodeProc, hashes: &[String]) {
 #[test]
 fn a_deploy_flood_is_refused_past_the_tenant_limit_while_other_tenants_deploy_and_are_served() {
     let w = World::spec("abuse-deploy-flood")
-        .with("[admin]\nmax_upload = \"2 MiB\"\nmax_apps_per_tenant = 4\n")
+        // Every client of the test comes from 127.0.0.1, as behind a reverse proxy: the
+        // per-client connection cap (min(8, max_connections)) would refuse them before the
+        // tenant's deploy limit is reached.
+        .with("[admin]\nmax_upload = \"2 MiB\"\nmax_apps_per_tenant = 4\nmax_connections_per_client = 64\n")
         .start();
     let hello = hello();
     client(&w, &w.beta)

@@ -39,8 +39,9 @@
 //! answered with `Connection: close`. Invocations must
 //! be addressed to this node (`aud`), expire within `[node] max_invocation_lifetime_secs`, and
 //! run once, across restarts. The listener bounds the time to receive headers, the time to
-//! answer, and the number of connections (`[admin] header_read_timeout_ms`,
-//! `request_timeout_ms`, `max_connections`).
+//! answer, the body's rate and the number of connections, on the node and per client
+//! (`[admin] header_read_timeout_ms`, `request_timeout_ms`, `min_body_rate`,
+//! `max_connections`, `max_connections_per_client`): see [`serve`].
 //!
 //! A revocation (`/ucan/revoke`) is allowed to the Admin, or to the revoked delegation's own
 //! issuer: the invocation names the revoked
@@ -77,7 +78,6 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
 use zero_auth::{Ipld, Validator, VerifiedInvocation};
@@ -131,6 +131,10 @@ pub struct AdminLimits {
     pub request_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client (an IPv4 address or an IPv6 /64) may hold open.
+    pub max_connections_per_client: usize,
+    /// Slowest a request body may arrive, in bytes a second (after `header_read_timeout`).
+    pub min_body_rate: u64,
 }
 
 impl AdminLimits {
@@ -143,6 +147,8 @@ impl AdminLimits {
             header_read_timeout: Duration::from_millis(a.header_read_timeout_ms),
             request_timeout: Duration::from_millis(a.request_timeout_ms),
             max_connections: a.max_connections,
+            max_connections_per_client: a.connections_per_client(),
+            min_body_rate: a.min_body_rate.0,
         }
     }
 }
@@ -263,6 +269,9 @@ impl Upload {
             .await
             .map(|b| b.to_bytes())
             .map_err(|e| {
+                if let Some(slow) = crate::bodyrate::refusal(&*e) {
+                    return slow;
+                }
                 Refusal::new(
                     413,
                     "TooLarge",
@@ -801,16 +810,20 @@ where
     }
 }
 
-/// Serves the management API until `shutdown` turns true: at most `[admin] max_connections`
-/// connections at once (further ones wait in the listen backlog), each request's headers
-/// within `header_read_timeout_ms` and its answer within `request_timeout_ms`. On shutdown it
-/// stops accepting, lets the calls in flight finish (at most `request_timeout_ms` more), and
-/// returns.
+/// Serves the management API until `shutdown` turns true, with the HTTP listener's connection
+/// rules ([`zeroproxy::conn`]): at most `[admin] max_connections` connections at once (further
+/// ones wait to be accepted) and `max_connections_per_client` from one client (past it a new
+/// connection is answered `503` and closed), each connection's first request head within `header_read_timeout_ms` of
+/// the accept (later ones, and idle HTTP/2 connections, within it of the previous answer),
+/// each body at `min_body_rate` at least, each answer within `request_timeout_ms`, and a
+/// lingering close. On shutdown it stops accepting, lets the calls in flight finish (at most
+/// `request_timeout_ms` more), and returns.
 pub async fn serve(
     api: Arc<Api>,
     listener: TcpListener,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    use zeroproxy::conn;
     let limits = api.limits.clone();
     let router = router(api);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -826,80 +839,94 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(8)
         .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX));
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let connections = conn::Connections::new(
+        limits.max_connections,
+        limits.max_connections_per_client,
+        "[admin]",
+    );
+    let deadlines = conn::Deadlines {
+        first: limits.header_read_timeout,
+        idle: limits.header_read_timeout,
+        // An answer may take the whole request timeout before its first frame; a download
+        // is cut by its own `[fs] transfer_idle_timeout_ms` before this.
+        stall: limits.request_timeout + Duration::from_secs(1),
+    };
+    let mut acceptor = conn::Acceptor::new("[admin] max_connections");
+    let refuser = conn::Refuser::default();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        // Past max_connections further connections wait in the listen backlog, as they
+        // always have; past the per-client cap they are refused.
+        let place = tokio::select! {
+            place = connections.place() => place,
             _ = shutdown.changed() => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _remote)) => stream,
-                Err(e) => {
-                    tracing::warn!(target: "management", error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+        let (stream, remote) = tokio::select! {
+            accepted = acceptor.accept(&listener) => accepted,
             _ = shutdown.changed() => break,
         };
-        let router = router.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let header_timeout = limits.header_read_timeout;
-        let timeout = limits.request_timeout;
-        let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-            let router = router.clone();
-            async move { Ok::<_, Infallible>(answer(router, req, timeout).await) }
-        });
-        tokio::spawn(async move {
-            let _permit = permit;
-            // hyper's header timeout starts once the HTTP version is known; a client that
-            // sends nothing must not hold a connection slot either.
-            if !version_known(&stream, header_timeout).await {
-                return;
+        let slot = match connections.admit_into(place, remote.ip()) {
+            Ok(slot) => slot,
+            Err(response) => {
+                refuser.shed(stream, response);
+                continue;
             }
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let _ = watcher.watch(conn).await;
+        };
+        let activity = conn::Activity::new();
+        let service = {
+            let router = router.clone();
+            let activity = activity.clone();
+            let (timeout, rate, grace) = (
+                limits.request_timeout,
+                limits.min_body_rate,
+                limits.header_read_timeout,
+            );
+            hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let router = router.clone();
+                let in_flight = activity.begin();
+                let req = req.map(|b| crate::bodyrate::MinRate::new(b, rate, grace));
+                async move {
+                    let resp = answer(router, req, timeout).await;
+                    Ok::<_, Infallible>(resp.map(|b| conn::Holding::new(b, in_flight)))
+                }
+            })
+        };
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let stream = Arc::new(stream);
+            let outcome = {
+                let io = TokioIo::new(conn::SharedStream(stream.clone()));
+                let conn = builder.serve_connection(io, service);
+                let conn = std::pin::pin!(conn);
+                conn::drive(
+                    conn,
+                    |c| c.graceful_shutdown(),
+                    &activity,
+                    deadlines,
+                    shutdown,
+                )
+                .await
+            };
+            if let Err(why) = outcome {
+                let why = match why {
+                    conn::Closed::FirstRequest => {
+                        "sent no complete request head within [admin] header_read_timeout_ms"
+                    }
+                    conn::Closed::Idle => "was idle for [admin] header_read_timeout_ms",
+                    conn::Closed::Stalled => {
+                        "stopped reading its answer for [admin] request_timeout_ms"
+                    }
+                };
+                tracing::debug!(target: "management", %remote, "closed a connection that {why}");
+            }
+            conn::linger(&stream).await;
         });
     }
     drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(limits.request_timeout) => {
-            tracing::warn!(target: "management", "management calls still running at shutdown were cut off");
-        }
+    if !connections.drained(limits.request_timeout).await {
+        tracing::warn!(target: "management", "management calls still running at shutdown were cut off");
     }
-}
-
-/// The HTTP/2 connection preface.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Waits, at most `timeout`, until the client has sent enough to tell HTTP/1 from HTTP/2 (what
-/// the connection builder reads first, with no timeout of its own); `false` when it did not, or
-/// closed the connection.
-async fn version_known(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
-    let wait = async {
-        let mut buf = [0u8; 24];
-        loop {
-            let n = match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            if n >= H2_PREFACE.len() || buf.get(..n) != H2_PREFACE.get(..n) {
-                return true;
-            }
-            // Part of the HTTP/2 preface: wait for the rest.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(timeout, wait).await.unwrap_or(false)
 }
 
 /// Binds the management listener.

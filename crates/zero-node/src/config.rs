@@ -180,13 +180,27 @@ pub struct AdminSection {
     pub max_proofs: usize,
     /// Largest total size of the `authorization` and `ucan-proofs` headers.
     pub max_token_bytes: ByteSize,
-    /// Time allowed to receive a request's headers (also bounds idle connections).
+    /// Time allowed to receive a request's headers, the first one's counted from the accept
+    /// (also bounds idle connections, HTTP/2 ones included).
     pub header_read_timeout_ms: u64,
     /// Time allowed from a request's headers to its response's headers (the request body is
     /// read within it; a download's body streams after it).
     pub request_timeout_ms: u64,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Connections one client (an IPv4 address or an IPv6 /64) may hold open at once, so that
+    /// one client cannot take every connection; further ones are answered `503` with
+    /// `connection: close` and `retry-after` and closed. Unset, `min(8, max_connections)` (see
+    /// [`AdminSection::connections_per_client`]); behind a reverse proxy raise it to
+    /// `max_connections`.
+    pub max_connections_per_client: Option<usize>,
+    /// Slowest a request body may arrive (bytes a second, averaged from the end of the request
+    /// head, after a grace of `header_read_timeout_ms`): at `t` seconds after the head at least
+    /// `min_body_rate × (t − grace)` bytes must have arrived, else the body is cut (`408
+    /// SlowBody`). Default 16 KiB/s. A body that does not fit is one the client trickles, with
+    /// or without a token: an upload of `n` bytes has `grace + n / min_body_rate` seconds, and
+    /// always `request_timeout_ms` at most.
+    pub min_body_rate: ByteSize,
     /// Deploys of one tenant in flight at once (default 1): a further deploy of that tenant is
     /// refused with `429 TooManyDeploys` and `retry-after` before its upload is read.
     pub max_deploys_per_tenant: usize,
@@ -207,9 +221,24 @@ impl Default for AdminSection {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 300_000,
             max_connections: 64,
+            max_connections_per_client: None,
+            min_body_rate: ByteSize(16 << 10),
             max_deploys_per_tenant: 1,
             max_compiles: 1,
         }
+    }
+}
+
+impl AdminSection {
+    /// Unset, one client may hold this many management connections (or `max_connections`, if
+    /// lower).
+    pub const DEFAULT_CONNECTIONS_PER_CLIENT: usize = 8;
+
+    /// Connections one client may hold open: `max_connections_per_client` if set, else
+    /// `min(8, max_connections)`.
+    pub fn connections_per_client(&self) -> usize {
+        self.max_connections_per_client
+            .unwrap_or(Self::DEFAULT_CONNECTIONS_PER_CLIENT.min(self.max_connections))
     }
 }
 
@@ -392,6 +421,19 @@ impl NodeConfig {
             || a.max_connections == 0
         {
             return Err("[admin] max_proofs, header_read_timeout_ms, request_timeout_ms and max_connections must be greater than 0".into());
+        }
+        if a.max_connections_per_client == Some(0) {
+            return Err("[admin] max_connections_per_client must be at least 1 (or leave it unset for min(8, max_connections))".into());
+        }
+        if a.connections_per_client() > a.max_connections {
+            return Err(format!(
+                "[admin] max_connections_per_client ({}) must not exceed max_connections ({}); lower it, raise max_connections, or leave it unset for min(8, max_connections)",
+                a.connections_per_client(),
+                a.max_connections
+            ));
+        }
+        if a.min_body_rate.0 == 0 {
+            return Err("[admin] min_body_rate must be at least 1 byte a second (e.g. \"16 KiB\"): it bounds how long a client may trickle a request body".into());
         }
         if a.max_deploys_per_tenant == 0 || a.max_compiles == 0 {
             return Err(
@@ -625,6 +667,34 @@ mod tests {
         );
         let e = NodeConfig::parse("[admin]\nmax_connections = 0\n", Path::new(".")).unwrap_err();
         assert!(e.contains("max_connections"), "{e}");
+        assert_eq!(c.admin.connections_per_client(), 2);
+        assert_eq!(AdminSection::default().connections_per_client(), 8);
+        for (toml, want) in [
+            (
+                "max_connections_per_client = 0",
+                "max_connections_per_client must be at least 1",
+            ),
+            (
+                "max_connections = 4\nmax_connections_per_client = 5",
+                "max_connections_per_client (5) must not exceed max_connections (4)",
+            ),
+            (
+                "min_body_rate = 0",
+                "min_body_rate must be at least 1 byte a second",
+            ),
+        ] {
+            let e = NodeConfig::parse(&format!("[admin]\n{toml}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+        let c = NodeConfig::parse(
+            "[admin]\nmax_connections_per_client = 3\nmin_body_rate = \"4 KiB\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.admin.connections_per_client(), c.admin.min_body_rate.0),
+            (3, 4096)
+        );
         let e = NodeConfig::parse("[node]\nreplay_entries_per_principal = 0\n", Path::new("."))
             .unwrap_err();
         assert!(e.contains("replay_entries_per_principal"), "{e}");

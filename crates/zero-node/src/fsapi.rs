@@ -431,6 +431,9 @@ impl Api {
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
+                    if let Some(slow) = crate::bodyrate::refusal(&e) {
+                        return Err(slow);
+                    }
                     return Err(Refusal::new(
                         400,
                         "UploadInterrupted",

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod apps;
+mod bodyrate;
 mod cacheapi;
 mod chronoapi;
 pub mod code;

@@ -1,8 +1,11 @@
-//! Connection admission and lifetime: the node's and each client's connection caps (and the
-//! per-client count of requests in flight), the cheap refusal of connections past them, and the
-//! per-connection deadlines hyper does not enforce: the first request's head counted from the
-//! accept (hyper starts its timer only once the protocol is known), an idle connection (HTTP/2
-//! has no timer of its own) and a response the client stopped reading.
+//! Connection admission and lifetime, shared by the node's listeners (zeroproxy's `[http]` and
+//! the management API's `[admin]`): the node's and each client's connection caps (and the
+//! per-client count of requests in flight), the cheap refusal of connections past them, accept
+//! with a backoff when the process runs out of descriptors, the per-connection deadlines hyper
+//! does not enforce (the first request's head counted from the accept, as hyper starts its
+//! timer only once the protocol is known; an idle connection, as HTTP/2 has no timer of its
+//! own; a response the client stopped reading), and the lingering close that lets a client
+//! still sending read its refusal instead of a connection reset.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -10,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What a refused connection is sent before it is closed: a complete HTTP/1.1 response, written
@@ -25,14 +30,15 @@ fn shed_response(message: &str) -> Vec<u8> {
 
 /// Logs an event at most once per interval, counting the occurrences in between (an attack
 /// must not turn into a flood of log lines).
-pub(crate) struct Throttle {
+pub struct Throttle {
     interval: Duration,
     last: Mutex<Option<Instant>>,
     pending: AtomicU64,
 }
 
 impl Throttle {
-    pub(crate) fn new(interval: Duration) -> Throttle {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> Throttle {
         Throttle {
             interval,
             last: Mutex::new(None),
@@ -42,7 +48,7 @@ impl Throttle {
 
     /// Records one occurrence; `Some(n)` when a line should be logged now, for the `n`
     /// occurrences since the last line (this one included).
-    pub(crate) fn hit(&self) -> Option<u64> {
+    pub fn hit(&self) -> Option<u64> {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -123,7 +129,9 @@ impl Drop for ClientPermit {
 }
 
 /// The open connections: at most `max` on the node and `max_per_client` from one client.
-pub(crate) struct Connections {
+pub struct Connections {
+    /// The configuration section the limits are set in (`[http]`, `[admin]`), for the log.
+    section: &'static str,
     max: usize,
     slots: Arc<Semaphore>,
     per_client: Arc<PerClient>,
@@ -133,16 +141,22 @@ pub(crate) struct Connections {
     client_response: Vec<u8>,
 }
 
+/// A place under the node's connection cap, not yet given to a connection.
+pub struct Place(OwnedSemaphorePermit);
+
 /// One admitted connection's place; released when dropped.
-pub(crate) struct Slot {
+pub struct Slot {
     _client: ClientPermit,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Connections {
-    pub(crate) fn new(max: usize, max_per_client: usize) -> Arc<Connections> {
+    /// At most `max` connections, `max_per_client` from one client (an IPv4 address or an
+    /// IPv6 /64); `section` names where they are configured (`"[http]"`), for the log.
+    pub fn new(max: usize, max_per_client: usize, section: &'static str) -> Arc<Connections> {
         let max = max.max(1);
         Arc::new(Connections {
+            section,
             max,
             slots: Arc::new(Semaphore::new(max)),
             per_client: PerClient::new(max_per_client),
@@ -158,18 +172,36 @@ impl Connections {
     }
 
     /// Admits a connection from `ip`, or tells why not (the bytes to send it before closing).
-    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Slot, &[u8]> {
+    pub fn admit(&self, ip: IpAddr) -> Result<Slot, &[u8]> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             if let Some(refused) = self.full_log.hit() {
                 tracing::warn!(
                     limit = self.max,
                     refused,
-                    "refused connections: the node has [http] max_connections ({}) open",
+                    "refused connections: the node has {} max_connections ({}) open",
+                    self.section,
                     self.max
                 );
             }
             return Err(&self.full_response);
         };
+        self.admit_into(Place(permit), ip)
+    }
+
+    /// Waits for a place under the node's cap, for a listener that leaves further
+    /// connections waiting in the listen backlog (accepting only with a place) rather than
+    /// refusing them; then [`Connections::admit_into`].
+    pub async fn place(&self) -> Place {
+        // The semaphore is never closed.
+        match self.slots.clone().acquire_owned().await {
+            Ok(permit) => Place(permit),
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// Admits a connection from `ip` into `place`, or tells why not (the bytes to send it
+    /// before closing; the place is freed).
+    pub fn admit_into(&self, place: Place, ip: IpAddr) -> Result<Slot, &[u8]> {
         let Some(client) = self.per_client.take(ip) else {
             let key = client_key(ip);
             if let Some(refused) = self.client_log.hit() {
@@ -177,7 +209,8 @@ impl Connections {
                     client = %key,
                     limit = self.per_client.max(),
                     refused,
-                    "refused connections: client {key} has [http] max_connections_per_client ({}) open",
+                    "refused connections: client {key} has {} max_connections_per_client ({}) open",
+                    self.section,
                     self.per_client.max()
                 );
             }
@@ -185,12 +218,12 @@ impl Connections {
         };
         Ok(Slot {
             _client: client,
-            _permit: permit,
+            _permit: place.0,
         })
     }
 
     /// Waits until every connection has closed, at most `grace`; `false` when some remain.
-    pub(crate) async fn drained(&self, grace: Duration) -> bool {
+    pub async fn drained(&self, grace: Duration) -> bool {
         let all = u32::try_from(self.max).unwrap_or(u32::MAX);
         tokio::time::timeout(grace, self.slots.acquire_many(all))
             .await
@@ -198,19 +231,249 @@ impl Connections {
     }
 }
 
-/// Sends `response` with one non-blocking write (a client that does not read gets nothing) and
-/// closes the connection. The write goes to the socket itself: tokio's `try_write` would skip
-/// it until the reactor has seen the new socket writable.
-pub(crate) fn shed(stream: tokio::net::TcpStream, response: &[u8]) {
-    use std::io::Write;
-    if let Ok(stream) = stream.into_std() {
-        let _ = (&stream).write(response);
+/// How long a lingering close waits for the client to stop sending, at most.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much of the client's input a lingering close reads and discards, at most.
+pub const LINGER_BYTES: usize = 1 << 20;
+/// Refused connections lingering at once (those past it are closed outright).
+const LINGERING_REFUSALS: usize = 256;
+
+/// Lingering close: after the last response, the write side is shut (the client reads the
+/// response, then end of stream) and what the client still sends is read and discarded until
+/// it closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread
+/// input makes the kernel send a reset, which can destroy a response the client has not read
+/// yet (a `413` or `503` to a client still sending its request).
+pub async fn linger(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut seen = 0usize;
+    while seen <= LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => seen += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Refuses connections: sends each its response with one non-blocking write (a client that
+/// does not read gets nothing), then closes it with a [`linger`] (at most
+/// `LINGERING_REFUSALS` at once, so that a flood of refused connections holds no more sockets
+/// than that; past it they are closed outright).
+pub struct Refuser {
+    lingering: Arc<Semaphore>,
+}
+
+impl Default for Refuser {
+    fn default() -> Self {
+        Refuser {
+            lingering: Arc::new(Semaphore::new(LINGERING_REFUSALS)),
+        }
+    }
+}
+
+impl Refuser {
+    /// Sends `response` and closes `stream` (with a lingering close when a place is free).
+    /// The write goes to the socket itself: tokio's `try_write` would skip it until the
+    /// reactor has seen the new socket writable.
+    pub fn shed(&self, stream: TcpStream, response: &[u8]) {
+        use std::io::Write;
+        let _ = (&*socket2::SockRef::from(&stream)).write(response);
+        if let Ok(permit) = self.lingering.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                linger(&stream).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Accepts connections, backing off when accepting fails for want of resources (out of file
+/// descriptors, EMFILE or ENFILE, or of memory): the listener stays readable then, so
+/// retrying at once would spin.
+pub struct Acceptor {
+    backoff: Duration,
+    log: Throttle,
+    hint: &'static str,
+}
+
+/// The first wait after `accept` fails, doubled up to [`ACCEPT_BACKOFF_MAX`] while it keeps
+/// failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// The longest wait between two `accept` attempts that failed.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+impl Acceptor {
+    /// `hint` tells the operator what to lower when the process is out of descriptors
+    /// (`"[http] max_connections and [fs] max_open_files"`).
+    pub fn new(hint: &'static str) -> Acceptor {
+        Acceptor {
+            backoff: ACCEPT_BACKOFF_MIN,
+            log: Throttle::new(Duration::from_secs(5)),
+            hint,
+        }
+    }
+
+    /// The next connection (cancel-safe: drop the future to stop waiting).
+    pub async fn accept(&mut self, listener: &TcpListener) -> (TcpStream, std::net::SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(x) => {
+                    self.backoff = ACCEPT_BACKOFF_MIN;
+                    return x;
+                }
+                // The connection went away before it was accepted: nothing to wait for.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    if let Some(failures) = self.log.hit() {
+                        tracing::warn!(error = %e, failures, backoff_ms = self.backoff.as_millis() as u64, "accepting connections failed; backing off (if the error is 'too many open files', raise `ulimit -n` or lower {})", self.hint);
+                    }
+                    tokio::time::sleep(self.backoff).await;
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// A TCP stream shared between hyper, which serves the connection, and the listener, which
+/// keeps it after hyper is done with it for the [`linger`]ing close. Shutting down its write
+/// side shuts the socket's.
+pub struct SharedStream(pub Arc<TcpStream>);
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            std::task::ready!(self.0.poll_read_ready(cx))?;
+            // Into the unfilled part as it is (not zeroed first: hyper's buffers are large).
+            match self.0.try_read_buf(buf) {
+                Ok(_) => return std::task::Poll::Ready(Ok(())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return std::task::Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => return std::task::Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                r => return std::task::Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write);
+        // Already shut, or the peer is gone: nothing left to do.
+        std::task::Poll::Ready(match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        })
+    }
+}
+
+/// A response body that keeps its request [`InFlight`] until it ends, marking progress each
+/// time hyper takes a frame (the client is reading).
+pub struct Holding<B> {
+    inner: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> Holding<B> {
+    /// `inner`, holding `in_flight`.
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        Holding {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Holding<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            std::task::Poll::Ready(Some(Ok(_))) => {
+                if let Some(f) = &self.in_flight {
+                    f.progressed();
+                }
+            }
+            std::task::Poll::Ready(_) => self.in_flight = None,
+            std::task::Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
 /// What a connection is doing, for its deadlines: the requests in flight on it (until their
 /// response bodies end), when the last one ended, and when a response last made progress.
-pub(crate) struct Activity {
+pub struct Activity {
     epoch: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when the connection last went idle.
@@ -223,7 +486,8 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new() -> Arc<Activity> {
+    /// A connection accepted now.
+    pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -235,7 +499,7 @@ impl Activity {
     }
 
     /// A request begins on this connection.
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+    pub fn begin(self: &Arc<Self>) -> InFlight {
         self.started.store(true, Ordering::Relaxed);
         self.progress.store(self.now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -273,7 +537,7 @@ pub struct InFlight {
 
 impl InFlight {
     /// The response made progress: hyper took a frame of its body (so the client is reading).
-    pub(crate) fn progressed(&self) {
+    pub fn progressed(&self) {
         let a = &self.activity;
         a.progress.store(a.now_ms(), Ordering::Relaxed);
     }
@@ -290,7 +554,7 @@ impl Drop for InFlight {
 
 /// How long a connection may be idle.
 #[derive(Clone, Copy)]
-pub(crate) struct Deadlines {
+pub struct Deadlines {
     /// Until its first request has its headers (hyper's own header timeout starts only once
     /// the HTTP version is known).
     pub first: Duration,
@@ -304,7 +568,7 @@ pub(crate) struct Deadlines {
 
 /// Why a connection's driver closed it early.
 #[derive(Clone, Copy)]
-pub(crate) enum Closed {
+pub enum Closed {
     /// It sent no complete request head within the header timeout.
     FirstRequest,
     /// It had no request in flight for the idle timeout.
@@ -317,7 +581,7 @@ pub(crate) enum Closed {
 /// Drives `conn` until it ends: closes it gracefully (then, after a second, outright) when it
 /// is idle past its deadline, outright when its responses stalled, and gracefully when
 /// `shutdown` turns. Returns the connection's own result, or why it was closed.
-pub(crate) async fn drive<C, E>(
+pub async fn drive<C, E>(
     mut conn: std::pin::Pin<&mut C>,
     graceful: impl Fn(std::pin::Pin<&mut C>),
     activity: &Activity,
@@ -388,7 +652,7 @@ mod tests {
 
     #[test]
     fn the_per_client_and_node_caps_admit_exactly_their_number_and_free_on_drop() {
-        let c = Connections::new(3, 2);
+        let c = Connections::new(3, 2, "[http]");
         let (x, y): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let x1 = c.admit(x).ok().unwrap();
         let _x2 = c.admit(x).ok().unwrap();
@@ -400,6 +664,23 @@ mod tests {
         drop(x1);
         let _y2 = c.admit(y).ok().unwrap();
         assert_eq!(c.per_client.held.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_listener_takes_a_place_then_applies_the_per_client_cap() {
+        let c = Connections::new(2, 1, "[admin]");
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        let _x1 = c.admit_into(c.place().await, x).ok().unwrap();
+        // Refused past the per-client cap: its place is freed again.
+        let refused = c.admit_into(c.place().await, x).err().unwrap();
+        assert!(String::from_utf8_lossy(refused).contains("this client has too many"));
+        let _y1 = c
+            .admit_into(c.place().await, "10.0.0.2".parse().unwrap())
+            .ok()
+            .unwrap();
+        // The node is full: a further place is waited for, not refused.
+        let waited = tokio::time::timeout(Duration::from_millis(50), c.place()).await;
+        assert!(waited.is_err());
     }
 
     #[test]

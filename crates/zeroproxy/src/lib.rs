@@ -18,7 +18,7 @@
 #![deny(missing_docs)]
 
 mod body;
-mod conn;
+pub mod conn;
 mod outbound;
 mod router;
 
@@ -335,8 +335,11 @@ impl EventProvider for ZeroProxy {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.max_concurrent_streams);
-        let connections =
-            conn::Connections::new(config.max_connections, config.connections_per_client());
+        let connections = conn::Connections::new(
+            config.max_connections,
+            config.connections_per_client(),
+            "[http]",
+        );
         let deadlines = conn::Deadlines {
             first: config.header_read_timeout,
             idle: config.idle_timeout,
@@ -353,47 +356,17 @@ impl EventProvider for ZeroProxy {
             idle_ms: config.idle_timeout.as_millis(),
             stall_ms: deadlines.stall.as_millis(),
         });
-        let accept_log = conn::Throttle::new(Duration::from_secs(5));
-        let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut acceptor = conn::Acceptor::new("[http] max_connections and [fs] max_open_files");
+        let refuser = conn::Refuser::default();
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let (stream, remote) = tokio::select! {
+                accepted = acceptor.accept(&listener) => accepted,
                 _ = shutdown.changed() => break,
-            };
-            let (stream, remote) = match accepted {
-                Ok(x) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    x
-                }
-                // The connection went away before it was accepted: nothing to wait for.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionAborted
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue;
-                }
-                // Out of file descriptors (EMFILE, ENFILE) or memory: the listener stays
-                // readable, so retrying at once would spin. Wait, longer each time.
-                Err(e) => {
-                    if let Some(failures) = accept_log.hit() {
-                        tracing::warn!(error = %e, failures, backoff_ms = backoff.as_millis() as u64, "accepting connections failed; backing off (if the error is 'too many open files', raise `ulimit -n` or lower [http] max_connections and [fs] max_open_files)");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => break,
-                    }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    continue;
-                }
             };
             let slot = match connections.admit(remote.ip()) {
                 Ok(slot) => slot,
                 Err(response) => {
-                    conn::shed(stream, response);
+                    refuser.shed(stream, response);
                     continue;
                 }
             };
@@ -416,17 +389,22 @@ impl EventProvider for ZeroProxy {
             let closed_log = closed_log.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = std::pin::pin!(conn);
-                let outcome = conn::drive(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    &activity,
-                    deadlines,
-                    shutdown,
-                )
-                .await;
+                let stream = Arc::new(stream);
+                let outcome = {
+                    let io = TokioIo::new(conn::SharedStream(stream.clone()));
+                    let conn = builder.serve_connection(io, service);
+                    let conn = std::pin::pin!(conn);
+                    conn::drive(
+                        conn,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        deadlines,
+                        shutdown,
+                    )
+                    .await
+                };
                 closed_log.log(remote, outcome);
+                conn::linger(&stream).await;
             });
         }
         drop(listener);
@@ -457,12 +435,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
-
-/// The first wait after `accept` fails (out of file descriptors), doubled up to
-/// [`ACCEPT_BACKOFF_MAX`] while it keeps failing.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
-/// The longest wait between two `accept` attempts that failed.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// Logs, at most once a second each, connections closed for a deadline.
 struct ClosedLog {

@@ -404,3 +404,87 @@ fn h2_streams_are_capped_and_idle_connections_get_a_goaway() {
         assert_eq!(h2_healthy_p50(&healthy, 5).await.as_secs(), 0);
     });
 }
+
+/// A zero flow-control window: the client sets `SETTINGS_INITIAL_WINDOW_SIZE` to 0 and never
+/// sends a WINDOW_UPDATE, so no response body can be sent. Each response makes no progress:
+/// the app blocks on its writes (hyper takes nothing from it) until its wall-clock limit, and
+/// the connection, with the memory and request slots it held, is cut at the stall deadline
+/// (`idle_timeout_ms`, at least the wall-clock limit and a second). A healthy HTTP/2 client is
+/// served meanwhile, and the attacker's address is served again afterwards.
+#[test]
+fn h2_with_a_zero_window_is_cut_at_the_stall_deadline() {
+    let node = hello_node("abuse-h2-zero-window", "idle_timeout_ms = 2000\n");
+    let (addr, pid) = (node.addr, node.child.id());
+    let attacker = Ipv4Addr::new(127, 0, 0, 64);
+    let hwm_before = proc_status_kib(pid, "VmHWM:");
+    rt().block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut s = connect_from(attacker, addr).await.unwrap();
+            let mut hello = PREFACE.to_vec();
+            // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+            hello.extend(frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]));
+            for id in (1..=15).step_by(2) {
+                hello.extend(frame(
+                    HEADERS,
+                    END_HEADERS | END_STREAM,
+                    id,
+                    &get_block("/firehose?mib=64"),
+                ));
+            }
+            s.write_all(&hello).await.unwrap();
+            conns.push(s);
+        }
+        let t0 = Instant::now();
+        let healthy = client(HEALTHY, addr).await;
+        let during = h2_healthy_p50(&healthy, 20).await;
+        let readers: Vec<_> = conns
+            .into_iter()
+            .map(|mut s| {
+                tokio::spawn(async move {
+                    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(12)).await;
+                    (parse_frames(&got), closed, t0.elapsed())
+                })
+            })
+            .collect();
+        for r in readers {
+            let (frames, closed, took) = r.await.unwrap();
+            let answered = frames
+                .iter()
+                .filter(|f| f.kind == HEADERS && f.stream % 2 == 1)
+                .count();
+            let data: usize = frames
+                .iter()
+                .filter(|f| f.kind == 0)
+                .map(|f| f.payload.len())
+                .sum();
+            assert!(closed, "a zero-window connection was held {took:?}");
+            assert_eq!(data, 0, "DATA sent past a zero window");
+            assert!(answered > 0, "no response headers");
+            // The stall deadline is max(2 s, 3 s + 1 s) from the requests; a second of slack.
+            assert!(
+                took >= Duration::from_millis(3500) && took < Duration::from_secs(8),
+                "cut after {took:?}"
+            );
+        }
+        let cut = t0.elapsed();
+        node.wait_log("stall close", |v| {
+            msg(v).starts_with("closed connections whose responses made no progress")
+        });
+        let hwm = proc_status_kib(pid, "VmHWM:");
+        eprintln!(
+            "h2 zero window: 4 connections x 8 firehose streams cut by {cut:?} (stall deadline \
+             4 s); healthy h2 p50 {during:?} meanwhile; node VmHWM {} -> {} MiB",
+            hwm_before / 1024,
+            hwm / 1024
+        );
+        // Nothing of the 32 × 64 MiB responses is buffered: the apps block on their writes.
+        assert!(
+            hwm < hwm_before + 128 * 1024,
+            "the node's peak memory rose by {} KiB",
+            hwm - hwm_before
+        );
+        let again = client(attacker, addr).await;
+        assert_eq!(h2_healthy_p50(&again, 3).await.as_secs(), 0);
+    });
+}
