@@ -15,6 +15,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
@@ -217,18 +218,43 @@ struct Deployed<P: ProviderSet> {
 /// The entries of one compiled form of a component.
 struct Entries<P: ProviderSet> {
     compiled: Arc<Compiled<P>>,
-    http: Result<ProxyPre<P::Data>, String>,
+    http: Result<HttpEntry<P>, String>,
     tick: Result<TickerPre<P::Data>, String>,
+}
+
+/// The HTTP export of a component: `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3`.
+enum HttpEntry<P: ProviderSet> {
+    P2(ProxyPre<P::Data>),
+    P3(ServicePre<P::Data>),
+}
+
+impl<P: ProviderSet> Clone for HttpEntry<P> {
+    fn clone(&self) -> Self {
+        match self {
+            HttpEntry::P2(pre) => HttpEntry::P2(pre.clone()),
+            HttpEntry::P3(pre) => HttpEntry::P3(pre.clone()),
+        }
+    }
 }
 
 impl<P: ProviderSet> Entries<P> {
     fn new(compiled: Arc<Compiled<P>>, name: &str) -> Entries<P> {
-        let http = ProxyPre::new(compiled.pre.clone()).map_err(|e| {
-            format!(
-                "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
-                 (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
-            )
-        });
+        let http = ProxyPre::new(compiled.pre.clone())
+            .map(HttpEntry::P2)
+            .or_else(|p2| {
+                ServicePre::new(compiled.pre.clone())
+                    .map(HttpEntry::P3)
+                    .map_err(|p3| (p2, p3))
+            })
+            .map_err(|(p2, p3)| {
+                format!(
+                    "app `{name}` exports neither `wasi:http/incoming-handler` (WASI 0.2) nor \
+                     `{}` (WASI 0.3), so it cannot serve HTTP (build it as an HTTP component, \
+                     e.g. with `wasi::http::proxy::export!` or `wasip3::http::service::export!`): \
+                     {p2}; {p3}",
+                    crate::p3::HTTP_HANDLER
+                )
+            });
         let tick = TickerPre::new(compiled.pre.clone()).map_err(|e| {
             format!(
                 "app `{name}` does not export `{TICK_HANDLER}`, so it cannot run on schedules \
@@ -244,7 +270,7 @@ impl<P: ProviderSet> Entries<P> {
     }
 }
 
-type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+pub(crate) type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
 
 impl<P: ProviderSet> Deployed<P> {
     /// The entries of the component's current compiled form.
@@ -343,6 +369,13 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
             }
         };
         let mut store = self.store(&entries, invocation)?;
+        let pre = match pre {
+            HttpEntry::P2(pre) => pre,
+            HttpEntry::P3(pre) => {
+                let call = crate::p3::http(&mut store, pre, request, response);
+                return Ok(self.run(store, call));
+            }
+        };
         let mut http = store.data_mut().core_mut().http_view();
         let req = http
             .new_incoming_request(Scheme::Http, request)

@@ -26,6 +26,7 @@ pub mod aot;
 mod app;
 pub mod command;
 mod log;
+mod p3;
 mod providers;
 mod state;
 mod turns;
@@ -544,6 +545,8 @@ impl<P: ProviderSet> Drop for Runtime<P> {
 fn engine_config(limits: &Limits, pool: Option<(u32, &PoolSettings)>) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
+    // WASI 0.3 components (async exports, streams and futures); see `p3`.
+    cfg.wasm_component_model_async(true);
     cfg.epoch_interruption(true);
     cfg.max_wasm_stack(limits.max_stack_bytes);
     cfg.async_stack_size(limits.max_stack_bytes + (1 << 20));
@@ -684,6 +687,8 @@ impl<P: ProviderSet> Runtime<P> {
         wasi::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("the WASI base failed to register: {e:#}"))?;
         P::add_to_linker(&mut linker)?;
+        p3::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("the WASI 0.3 interfaces failed to register: {e:#}"))?;
         Ok(linker)
     }
 
@@ -1013,6 +1018,9 @@ impl<P: ProviderSet> Runtime<P> {
                 let missing: Vec<String> = imports
                     .into_iter()
                     .filter(|imp| {
+                        if p3::is_p3(imp) {
+                            return !p3::provides(imp);
+                        }
                         let unversioned = imp.split('@').next().unwrap_or(imp);
                         !provided.iter().any(|p| p == unversioned)
                     })
@@ -1023,10 +1031,14 @@ impl<P: ProviderSet> Runtime<P> {
                         reason: format!("{e:#}"),
                     })
                 } else {
+                    let mut available = provided;
+                    if missing.iter().any(|m| p3::is_p3(m)) {
+                        available.extend(p3::available());
+                    }
                     Err(LoadError::MissingImports {
                         what: what.to_string(),
                         missing,
-                        available: provided,
+                        available,
                     })
                 }
             }

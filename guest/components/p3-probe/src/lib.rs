@@ -1,0 +1,75 @@
+//! `p3-probe`: a WASI 0.3 test component (`wasi:http/service`, built with the `wasip3` crate).
+//! By the last segment of its path:
+//!
+//! - `echo`: streams the request body back as the response body, copying it through guest
+//!   memory in chunks from a task spawned after the response was returned;
+//! - `spin`: loops forever (for the CPU limit);
+//! - `trap`: traps (`unreachable`);
+//! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
+
+use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::wit_bindgen::StreamResult;
+use wasip3::{wit_bindgen, wit_future, wit_stream};
+
+wasip3::http::service::export!(Probe);
+
+struct Probe;
+
+const CHUNK: usize = 64 * 1024;
+
+/// A response whose body is `body`, written by a spawned task.
+fn respond(body: Vec<u8>) -> Response {
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+    drop(trailers_tx);
+    wit_bindgen::spawn_local(async move {
+        body_tx.write_all(body).await;
+    });
+    response
+}
+
+fn echo(request: Request) -> Response {
+    let (consumed_tx, consumed_rx) = wit_future::new(|| Ok(()));
+    let (mut body_in, _request_trailers) = Request::consume_body(request, consumed_rx);
+    let (mut body_out, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+    wit_bindgen::spawn_local(async move {
+        loop {
+            let (result, chunk) = body_in.read(Vec::with_capacity(CHUNK)).await;
+            match result {
+                StreamResult::Complete(_) => {}
+                StreamResult::Dropped | StreamResult::Cancelled => break,
+            }
+            if !chunk.is_empty() && !body_out.write_all(chunk).await.is_empty() {
+                // The client went away.
+                break;
+            }
+        }
+        drop(consumed_tx);
+        drop(trailers_tx);
+    });
+    response
+}
+
+impl wasip3::exports::http::handler::Guest for Probe {
+    async fn handle(request: Request) -> Result<Response, ErrorCode> {
+        let path = request.get_path_with_query().unwrap_or_default();
+        let last = path.rsplit('/').next().unwrap_or_default();
+        match last {
+            "echo" => Ok(echo(request)),
+            "spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "trap" => std::process::abort(),
+            _ => {
+                println!("p3-probe served {path}");
+                Ok(respond(b"hello from wasi 0.3\n".to_vec()))
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! End-to-end tests of WASI 0.3 (`wasi:http/handler@0.3`) components: a real `zero` node process
+//! on a loopback port serving components built with the `wasip3` crate in `guest/`, next to
+//! WASI 0.2 ones, through the same request path and under the same limits.
+
+mod support;
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn msg(v: &serde_json::Value) -> &str {
+    v["message"].as_str().unwrap_or("")
+}
+
+/// Copying 10 MiB through guest memory takes real CPU, more than the fault tests' deliberately
+/// tight 300 ms budget leaves on a slow or loaded machine.
+const ECHO_LIMITS: &str = "[limits]\ncpu_time_ms = 5000\nwall_time_ms = 20000\n";
+
+#[test]
+fn a_p3_hello_is_served_beside_a_p2_app_and_unsupported_p3_imports_are_named() {
+    let dir = test_dir("p3-hello");
+    let node = NodeProc::start(
+        &dir,
+        config(
+            &node_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::new("hello3", "hello_p3", &["/p3"]),
+                App::new("hello2", "hello", &["/p2"]),
+                App::new("probe", "p3_probe", &["/probe"]),
+                App::new("unsupported", "p3_unsupported", &["/unsupported"]),
+            ],
+        ),
+    );
+    let r = get(&node.url("/p3"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "Hello, World!\n");
+    let rid = r.request_id.expect("x-request-id header");
+    let line = node.wait_log("access log line", |v| {
+        v["target"] == "access" && v["request_id"] == rid.as_str()
+    });
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["tenant"], "t1");
+    assert_eq!(line["app"], "hello3");
+
+    // The 0.2 app on the same node.
+    let r = get(&node.url("/p2"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "Hello, World!\n");
+
+    // A 0.3 guest's stdout becomes a tagged log line, as a 0.2 guest's does.
+    let r = get(&node.url("/probe/hi"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body, "hello from wasi 0.3\n");
+    let rid = r.request_id.unwrap();
+    let line = node.wait_log("p3 stdout", |v| {
+        v["request_id"] == rid.as_str() && v["stream"] == "stdout"
+    });
+    assert_eq!(msg(&line), "p3-probe served /probe/hi");
+    assert_eq!(line["app"], "probe");
+
+    // Its 0.3 filesystem import is not linked: the app is refused at load, the import named.
+    let refusal = node.wait_log("refusal of the unsupported app", |v| {
+        v["app"] == "unsupported" && msg(v).starts_with("refused app")
+    });
+    let m = msg(&refusal);
+    assert!(m.contains("`wasi:filesystem/preopens@0.3"), "{m}");
+    assert!(m.contains("does not provide"), "{m}");
+    assert!(
+        m.contains("wasi:http/types@0.3"),
+        "the 0.3 interfaces are listed: {m}"
+    );
+    let r = get(&node.url("/unsupported"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("failed to load"), "{}", r.body);
+    // The others are unaffected.
+    assert_eq!(get(&node.url("/p3")).status, 200);
+}
+
+#[test]
+fn a_streaming_echo_of_10_mib_through_a_p3_component() {
+    let dir = test_dir("p3-echo");
+    let node = NodeProc::start(
+        &dir,
+        config(
+            &node_data_dir(),
+            ECHO_LIMITS,
+            &[App::new("probe", "p3_probe", &["/probe"])],
+        ),
+    );
+    let mut body = vec![0u8; 10 << 20];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (i.wrapping_mul(2654435761) >> 13) as u8;
+    }
+    let expected = Sha256::digest(&body);
+    let (status, got) = post_streaming(&node.url("/probe/echo"), body);
+    assert_eq!(status, 200);
+    assert_eq!(got.len(), 10 << 20);
+    assert_eq!(Sha256::digest(&got), expected);
+    // A small body too, on the same node.
+    let (status, got) = post_streaming(&node.url("/probe/echo"), b"ping".to_vec());
+    assert_eq!((status, got.as_slice()), (200, b"ping".as_slice()));
+}
+
+#[test]
+fn p3_faults_are_cut_at_their_limit_and_logged_while_others_are_served() {
+    let dir = test_dir("p3-faults");
+    let node = NodeProc::start(
+        &dir,
+        config(
+            &node_data_dir(),
+            TEST_LIMITS,
+            &[
+                App::new("probe", "p3_probe", &["/probe"]),
+                App::new("hello3", "hello_p3", &["/p3"]),
+            ],
+        ),
+    );
+    for (path, status, kind) in [
+        ("/probe/spin", 500, "cpu_limit"),
+        ("/probe/trap", 500, "trap"),
+    ] {
+        let started = std::time::Instant::now();
+        let r = get(&node.url(path));
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        let rid = r.request_id.clone().expect("request id");
+        assert!(r.body.contains(&rid), "{path}: {}", r.body);
+        let line = node.wait_log(&format!("fault log for {path}"), |v| {
+            v["request_id"] == rid.as_str() && v["fault"].is_string()
+        });
+        assert_eq!(line["fault"], kind, "{path}: {line}");
+        if kind == "cpu_limit" {
+            // Cut by the CPU budget (300 ms), well before the wall-clock limit (3 s).
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(2500),
+                "{path} took {:?}",
+                started.elapsed()
+            );
+            assert!(
+                msg(&line).contains("CPU time limit of 300 ms exceeded"),
+                "{line}"
+            );
+        }
+        // The next request gets a fresh instance and is served.
+        let ok = get(&node.url("/probe/again"));
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        assert_eq!(get(&node.url("/p3")).body, "Hello, World!\n");
+    }
+}
+
+#[test]
+fn zero_inspect_reports_the_wasi_version_and_world() {
+    let p3 = guest_wasm("hello_p3");
+    let (code, out, err) = zero(&["inspect", p3.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("world:   wasi:http/service (WASI 0.3."),
+        "{out}"
+    );
+    assert!(out.contains("wasi:http/handler@0.3."), "{out}");
+    assert!(out.contains("imports WASI"), "{out}");
+    let p2 = guest_wasm("hello");
+    let (code, out, err) = zero(&["inspect", p2.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("world:   wasi:http/proxy (WASI 0.2."), "{out}");
+    assert!(out.contains("wasi:    imports WASI 0.2\n"), "{out}");
+}
