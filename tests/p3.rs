@@ -164,3 +164,44 @@ fn zero_inspect_reports_the_wasi_version_and_world() {
     assert!(out.contains("world:   wasi:http/proxy (WASI 0.2."), "{out}");
     assert!(out.contains("wasi:    imports WASI 0.2\n"), "{out}");
 }
+
+/// Signs `wasm` for acme with `cmd` scoped by `policy` and deploys it as `name` on `/name`.
+fn deploy_acme(w: &World, wasm: &str, name: &str, cmd: &str, policy: &str) {
+    let bytes = signed(w, wasm, &grant(cmd, policy, None));
+    w.owner(&w.acme)
+        .deploy("acme", name, &[format!("/{name}")], &[], &bytes)
+        .unwrap();
+}
+
+#[test]
+fn a_p3_component_reads_the_files_it_is_granted_and_is_refused_the_others() {
+    let w = World::spec("p3-files").start();
+    let mut acme = w.owner(&w.acme);
+    acme.fs_put("acme", "/data/f.txt", &b"file f"[..], true)
+        .unwrap();
+    acme.fs_put("acme", "/data/g.txt", &b"file g"[..], true)
+        .unwrap();
+    acme.fs_put("acme", "/secret/key.txt", &b"s3cret"[..], true)
+        .unwrap();
+    deploy_acme(
+        &w,
+        "p3_probe",
+        "reader",
+        "/fs/read",
+        r#"[["==", ".path", "/data/f.txt"]]"#,
+    );
+    let read = |path: &str| {
+        let r = get(&w.node.url(&format!("/reader/read?path={path}")));
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        r.body
+    };
+    // The legitimate use: the granted file.
+    assert_eq!(read("/data/f.txt"), "ok: file f");
+    // The attack: another file of the same tenant, outside the grant: a sibling is refused, a
+    // file elsewhere is not even visible (no preopen reaches it), as for 0.2 components.
+    assert_eq!(read("/data/g.txt"), "error: PermissionDenied");
+    assert_eq!(read("/data/../secret/key.txt"), "error: PermissionDenied");
+    assert_eq!(read("/secret/key.txt"), "error: NotFound");
+    // And the granted one still works after the refusal.
+    assert_eq!(read("/data/f.txt"), "ok: file f");
+}

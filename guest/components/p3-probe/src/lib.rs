@@ -5,6 +5,8 @@
 //!   memory in chunks from a task spawned after the response was returned;
 //! - `spin`: loops forever (for the CPU limit);
 //! - `trap`: traps (`unreachable`);
+//! - `read?path=P`: reads the file P with `std::fs` (through the node's `wasi:filesystem`, i.e.
+//!   zerofs under the app's grants) and answers `ok: CONTENT` or `error: KIND`;
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
@@ -56,8 +58,20 @@ fn echo(request: Request) -> Response {
 impl wasip3::exports::http::handler::Guest for Probe {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
         let path = request.get_path_with_query().unwrap_or_default();
-        let last = path.rsplit('/').next().unwrap_or_default();
+        let (route, query) = path.split_once('?').unwrap_or((path.as_str(), ""));
+        let last = route.rsplit('/').next().unwrap_or_default();
         match last {
+            "read" => {
+                let file = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("path="))
+                    .unwrap_or_default();
+                let answer = match std::fs::read_to_string(file) {
+                    Ok(content) => format!("ok: {content}"),
+                    Err(e) => format!("error: {:?}", e.kind()),
+                };
+                Ok(respond(answer.into_bytes()))
+            }
             "echo" => Ok(echo(request)),
             "spin" => {
                 let mut n: u64 = 0;
