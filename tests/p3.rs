@@ -205,3 +205,40 @@ fn a_p3_component_reads_the_files_it_is_granted_and_is_refused_the_others() {
     // And the granted one still works after the refusal.
     assert_eq!(read("/data/f.txt"), "ok: file f");
 }
+
+#[test]
+fn a_p3_component_queries_the_tables_it_is_granted_and_is_refused_the_others() {
+    let w = World::spec("p3-db").start();
+    let mut acme = w.owner(&w.acme);
+    for sql in [
+        "CREATE TABLE todos (id INTEGER PRIMARY KEY, title TEXT)",
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)",
+        "INSERT INTO todos (title) VALUES ('milk')",
+        "INSERT INTO users (name) VALUES ('ann')",
+    ] {
+        acme.db_query("acme", "app", sql, &[])
+            .unwrap_or_else(|e| panic!("{sql}: {e:#}"));
+    }
+    deploy_acme(
+        &w,
+        "p3_probe",
+        "dbreader",
+        "/db/read",
+        r#"[["==", ".db", "app"], ["==", ".table", "todos"]]"#,
+    );
+    let ask = |table: &str| {
+        let r = get(&w.node.url(&format!("/dbreader/{table}")));
+        assert_eq!(r.status, 200, "{table}: {}", r.body);
+        r.body
+    };
+    // The legitimate use: the granted table.
+    assert_eq!(ask("todos"), "ok: milk");
+    // The attack: another table of the same database, outside the grant.
+    let refused = ask("users");
+    assert!(
+        refused.starts_with("error: permission-denied: "),
+        "{refused}"
+    );
+    assert!(!refused.contains("ann"), "no data leaks: {refused}");
+    assert_eq!(ask("todos"), "ok: milk");
+}

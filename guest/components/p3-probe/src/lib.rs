@@ -7,11 +7,21 @@
 //! - `trap`: traps (`unreachable`);
 //! - `read?path=P`: reads the file P with `std::fs` (through the node's `wasi:filesystem`, i.e.
 //!   zerofs under the app's grants) and answers `ok: CONTENT` or `error: KIND`;
+//! - `todos` / `users`: `SELECT` the first row's text column of table `todos` / `users` in the
+//!   app's database `app` through `zero:db` (under the app's grants), answering `ok: TEXT` or
+//!   `error: KIND: MESSAGE`;
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+
+wit_bindgen::generate!({
+    path: "../../../wit/zero-db",
+    world: "zero:db/imports",
+});
+
 use wasip3::wit_bindgen::StreamResult;
-use wasip3::{wit_bindgen, wit_future, wit_stream};
+use wasip3::{wit_future, wit_stream};
+use zero::db::db::{Database, Error as DbError, Value};
 
 wasip3::http::service::export!(Probe);
 
@@ -29,6 +39,20 @@ fn respond(body: Vec<u8>) -> Response {
         body_tx.write_all(body).await;
     });
     response
+}
+
+/// Runs `sql` on the database `app` and describes the first row's first column, or the error.
+fn select(sql: &str) -> String {
+    let rows = Database::open("app").and_then(|db| db.query(sql, &[]));
+    match rows {
+        Ok(rows) => match rows.rows.first().and_then(|r| r.first()) {
+            Some(Value::Text(t)) => format!("ok: {t}"),
+            Some(other) => format!("ok: {other:?}"),
+            None => "ok: no rows".to_string(),
+        },
+        Err(DbError::PermissionDenied(d)) => format!("error: permission-denied: {}", d.message),
+        Err(e) => format!("error: {e:?}"),
+    }
 }
 
 fn echo(request: Request) -> Response {
@@ -73,6 +97,8 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 Ok(respond(answer.into_bytes()))
             }
             "echo" => Ok(echo(request)),
+            "todos" => Ok(respond(select("SELECT title FROM todos").into_bytes())),
+            "users" => Ok(respond(select("SELECT name FROM users").into_bytes())),
             "spin" => {
                 let mut n: u64 = 0;
                 loop {
