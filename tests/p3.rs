@@ -242,3 +242,29 @@ fn a_p3_component_queries_the_tables_it_is_granted_and_is_refused_the_others() {
     assert!(!refused.contains("ann"), "no data leaks: {refused}");
     assert_eq!(ask("todos"), "ok: milk");
 }
+
+#[test]
+fn a_p3_component_uses_the_cache_keys_it_is_granted_and_is_refused_the_others() {
+    let w = World::spec("p3-cache").start();
+    deploy_acme(
+        &w,
+        "p3_probe",
+        "counter",
+        "/cache",
+        r#"[["like", ".key", "session:*"]]"#,
+    );
+    let count = |key: &str| {
+        let r = get(&w.node.url(&format!("/counter/count-{key}")));
+        assert_eq!(r.status, 200, "{key}: {}", r.body);
+        r.body
+    };
+    // The legitimate use: a key under the granted prefix.
+    assert_eq!(count("session"), "ok: 1");
+    // The attack: a key outside it.
+    let refused = count("user");
+    assert!(
+        refused.starts_with("error: permission-denied: "),
+        "{refused}"
+    );
+    assert_eq!(count("session"), "ok: 2");
+}

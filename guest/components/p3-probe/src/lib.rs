@@ -10,6 +10,8 @@
 //! - `todos` / `users`: `SELECT` the first row's text column of table `todos` / `users` in the
 //!   app's database `app` through `zero:db` (under the app's grants), answering `ok: TEXT` or
 //!   `error: KIND: MESSAGE`;
+//! - `count-KEY`: increments the `zero:cache` key `KEY:hits` (under the app's grants), answering
+//!   `ok: N` or `error: KIND: MESSAGE`;
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
@@ -21,6 +23,14 @@ wit_bindgen::generate!({
 
 use wasip3::wit_bindgen::StreamResult;
 use wasip3::{wit_future, wit_stream};
+mod cache {
+    wit_bindgen::generate!({
+        path: "../../../wit/zero-cache",
+        world: "zero:cache/imports",
+    });
+}
+
+use cache::zero::cache::cache::{Error as CacheError, increment};
 use zero::db::db::{Database, Error as DbError, Value};
 
 wasip3::http::service::export!(Probe);
@@ -97,6 +107,17 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 Ok(respond(answer.into_bytes()))
             }
             "echo" => Ok(echo(request)),
+            count if count.starts_with("count-") => {
+                let key = format!("{}:hits", &count["count-".len()..]);
+                let answer = match increment(&key, 1, None) {
+                    Ok(n) => format!("ok: {n}"),
+                    Err(CacheError::PermissionDenied(d)) => {
+                        format!("error: permission-denied: {}", d.message)
+                    }
+                    Err(e) => format!("error: {e:?}"),
+                };
+                Ok(respond(answer.into_bytes()))
+            }
             "todos" => Ok(respond(select("SELECT title FROM todos").into_bytes())),
             "users" => Ok(respond(select("SELECT name FROM users").into_bytes())),
             "spin" => {
