@@ -268,3 +268,118 @@ fn a_p3_component_uses_the_cache_keys_it_is_granted_and_is_refused_the_others() 
     );
     assert_eq!(count("session"), "ok: 2");
 }
+
+/// Reuse of 0.3 instances: up to 8 requests at once on one instance, 1,000 in its life. Without
+/// tiered compilation: the instances belong to one compiled form of the component, so the move
+/// from baseline to optimized code would start new ones in the middle of a test.
+const REUSE: &str = "[limits]\nmax_concurrent_per_instance = 8\nmax_reuse = 1000\n\
+                     instance_idle_timeout_ms = 10000\n[engine]\ntiered_compilation = false\n";
+
+/// `served=S max=M` from p3-probe's `slow`.
+fn slow_answer(body: &str) -> (u32, u32) {
+    let field = |name: &str| {
+        body.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body:?}"))
+    };
+    (field("served="), field("max="))
+}
+
+/// Starts `n` slow requests to `path`, 50 ms apart (each waits 400 ms in the guest, so they
+/// overlap), and returns their replies.
+fn slow_burst(node: &std::sync::Arc<NodeProc>, path: &str, n: usize) -> Vec<Reply> {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (node, path) = (node.clone(), path.to_string());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50 * i as u64));
+                get(&node.url(&path))
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn one_p3_instance_serves_concurrent_requests_and_a_trap_fails_only_that_instance() {
+    let dir = test_dir("p3-reuse");
+    let cfg = NodeConfig::new(&node_data_dir())
+        .with(TEST_LIMITS)
+        .with(REUSE)
+        .apps(&[
+            App::new("probe", "p3_probe", &["/probe"]),
+            App::new("other", "p3_probe", &["/other"]),
+            App::new("hello2", "hello", &["/p2"]),
+        ]);
+    let node = std::sync::Arc::new(cfg.start(&dir));
+    // The first request makes the instance.
+    let r = get(&node.url("/probe/slow"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(slow_answer(&r.body), (1, 1));
+
+    // Four overlapping requests: the same instance serves them all at once (its counter goes
+    // on from 1, and it had all four in flight together).
+    let replies = slow_burst(&node, "/probe/slow", 4);
+    let mut served = Vec::new();
+    let mut max = 0;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (s, m) = slow_answer(&r.body);
+        served.push(s);
+        max = max.max(m);
+    }
+    served.sort();
+    let bodies: Vec<&str> = replies.iter().map(|r| r.body.as_str()).collect();
+    assert_eq!(served, [2, 3, 4, 5], "{bodies:?}");
+    assert_eq!(max, 4, "{bodies:?}");
+
+    // Never across apps: the same component deployed as another app has its own instance.
+    assert_eq!(slow_answer(&get(&node.url("/other/slow")).body), (1, 1));
+
+    // A trap while three requests are in flight on the instance fails those three with it…
+    let in_flight = {
+        let node = node.clone();
+        std::thread::spawn(move || slow_burst(&node, "/probe/slow", 3))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let trap = get(&node.url("/probe/trap"));
+    assert_eq!(trap.status, 500, "{}", trap.body);
+    for r in in_flight.join().unwrap() {
+        assert_eq!(r.status, 500, "{}", r.body);
+        let rid = r.request_id.clone().expect("request id");
+        let line = node.wait_log("fault of an in-flight request", |v| {
+            v["request_id"] == rid.as_str() && v["fault"].is_string()
+        });
+        assert_eq!(line["fault"], "trap", "{line}");
+    }
+    node.wait_log("the instance's failure", |v| {
+        v["app"] == "probe" && v["fault"] == "trap" && msg(v).starts_with("instance failed")
+    });
+    // …and only those: the next request gets a fresh instance, the other app keeps its own,
+    // and the 0.2 app is untouched.
+    assert_eq!(slow_answer(&get(&node.url("/probe/slow")).body), (1, 1));
+    assert_eq!(slow_answer(&get(&node.url("/other/slow")).body), (2, 1));
+    assert_eq!(get(&node.url("/p2")).body, "Hello, World!\n");
+}
+
+#[test]
+fn a_spinning_request_on_a_reused_p3_instance_is_cut_at_the_cpu_limit() {
+    let dir = test_dir("p3-reuse-spin");
+    let cfg = NodeConfig::new(&node_data_dir())
+        .with(TEST_LIMITS)
+        .with(REUSE)
+        .apps(&[App::new("probe", "p3_probe", &["/probe"])]);
+    let node = cfg.start(&dir);
+    assert_eq!(get(&node.url("/probe/hi")).status, 200);
+    let r = get(&node.url("/probe/spin"));
+    assert_eq!(r.status, 500, "{}", r.body);
+    let rid = r.request_id.clone().expect("request id");
+    let line = node.wait_log("fault of the spinning request", |v| {
+        v["request_id"] == rid.as_str() && v["fault"].is_string()
+    });
+    assert_eq!(line["fault"], "cpu_limit", "{line}");
+    // Cut by the CPU budget (the instance's: one request's for its instantiation plus one per
+    // request it accepted, 3 × 300 ms here), not by the 3 s wall-clock limit (a 504).
+    assert_eq!(get(&node.url("/probe/hi")).status, 200);
+}

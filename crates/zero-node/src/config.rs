@@ -291,6 +291,13 @@ impl NodeConfig {
         if l.max_stack_bytes < (64 << 10) {
             return Err("[limits] max_stack must be at least 64 KiB".into());
         }
+        if l.max_concurrent_per_instance == 0 || l.max_reuse == 0 {
+            return Err(
+                "[limits] max_concurrent_per_instance and max_reuse must be at least 1 (1 and 1 \
+                 give every request a fresh instance)"
+                    .into(),
+            );
+        }
         let h = &self.http;
         if h.max_concurrent == 0
             || h.max_concurrent_per_app == 0

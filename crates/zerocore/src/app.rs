@@ -209,7 +209,7 @@ struct Deployed<P: ProviderSet> {
     runtime: Arc<Runtime<P>>,
     component: Arc<LoadedComponent<P>>,
     name: String,
-    apps: P::Apps,
+    apps: Arc<P::Apps>,
     /// The entries of the component's current compiled form (rebuilt once when it moves from
     /// baseline to optimized code).
     entries: RwLock<Arc<Entries<P>>>,
@@ -219,6 +219,9 @@ struct Deployed<P: ProviderSet> {
 struct Entries<P: ProviderSet> {
     compiled: Arc<Compiled<P>>,
     http: Result<HttpEntry<P>, String>,
+    /// The reused instances of a 0.3 app, made at its first request (when the node's limits
+    /// configure reuse).
+    pool: std::sync::OnceLock<crate::p3::Pool<P>>,
     tick: Result<TickerPre<P::Data>, String>,
 }
 
@@ -265,6 +268,7 @@ impl<P: ProviderSet> Entries<P> {
         Entries {
             compiled,
             http,
+            pool: std::sync::OnceLock::new(),
             tick,
         }
     }
@@ -368,14 +372,34 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
                 return Err(Unavailable::NoEntry);
             }
         };
-        let mut store = self.store(&entries, invocation)?;
         let pre = match pre {
             HttpEntry::P2(pre) => pre,
             HttpEntry::P3(pre) => {
+                if let Some(reuse) = crate::p3::Reuse::from_limits(self.runtime.limits()) {
+                    let pool = entries.pool.get_or_init(|| {
+                        crate::p3::pool(
+                            self.runtime.clone(),
+                            entries.compiled.engine.clone(),
+                            self.apps.clone(),
+                            pre,
+                            invocation.clone(),
+                            reuse,
+                        )
+                    });
+                    return Ok(crate::p3::pooled(
+                        pool.clone(),
+                        invocation,
+                        request,
+                        response,
+                        reuse.wall,
+                    ));
+                }
+                let mut store = self.store(&entries, invocation)?;
                 let call = crate::p3::http(&mut store, pre, request, response);
                 return Ok(self.run(store, call));
             }
         };
+        let mut store = self.store(&entries, invocation)?;
         let mut http = store.data_mut().core_mut().http_view();
         let req = http
             .new_incoming_request(Scheme::Http, request)
@@ -458,7 +482,7 @@ impl<P: ProviderSet> Runtime<P> {
                 runtime: self.clone(),
                 component,
                 name: name.to_string(),
-                apps,
+                apps: Arc::new(apps),
                 entries: RwLock::new(Arc::new(entries)),
             });
             Ok(deployed)

@@ -97,6 +97,19 @@ pub struct Limits {
         deserialize_with = "zero_provider::settings::size"
     )]
     pub log_bytes_per_request: usize,
+    /// WASI 0.3 apps: requests one instance may serve at once (`max_concurrent_per_instance`).
+    /// With this and [`max_reuse`](Limits::max_reuse) at 1 (the defaults) every 0.3 request
+    /// gets a fresh instance, as every 0.2 request does.
+    pub max_concurrent_per_instance: usize,
+    /// WASI 0.3 apps: requests one instance may serve in its life (`max_reuse`).
+    pub max_reuse: usize,
+    /// WASI 0.3 apps: how long an instance with nothing to do is kept for the next request
+    /// (`instance_idle_timeout_ms`).
+    #[serde(
+        rename = "instance_idle_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
+    pub instance_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -108,6 +121,9 @@ impl Default for Limits {
             table_elements: 20_000,
             max_stack_bytes: 1 << 20,
             log_bytes_per_request: 256 << 10,
+            max_concurrent_per_instance: 1,
+            max_reuse: 1,
+            instance_idle_timeout: Duration::from_secs(10),
         }
     }
 }

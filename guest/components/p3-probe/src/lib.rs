@@ -12,7 +12,12 @@
 //!   `error: KIND: MESSAGE`;
 //! - `count-KEY`: increments the `zero:cache` key `KEY:hits` (under the app's grants), answering
 //!   `ok: N` or `error: KIND: MESSAGE`;
+//! - `slow`: waits 400 ms (an async wait, so the instance can serve other requests meanwhile),
+//!   then answers `served=S max=M`: S counts the requests this instance has started (1 on a
+//!   fresh instance), M the most it had in flight at once so far;
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
+
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasip3::http::types::{ErrorCode, Fields, Request, Response};
 
@@ -36,6 +41,11 @@ use zero::db::db::{Database, Error as DbError, Value};
 wasip3::http::service::export!(Probe);
 
 struct Probe;
+
+/// Requests this instance has started, and has in flight now and at most.
+static SERVED: AtomicU32 = AtomicU32::new(0);
+static IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
+static MAX_IN_FLIGHT: AtomicU32 = AtomicU32::new(0);
 
 const CHUNK: usize = 64 * 1024;
 
@@ -107,6 +117,15 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 Ok(respond(answer.into_bytes()))
             }
             "echo" => Ok(echo(request)),
+            "slow" => {
+                let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
+                let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+                MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
+                wasip3::clocks::monotonic_clock::wait_for(400_000_000).await;
+                IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                let max = MAX_IN_FLIGHT.load(Ordering::SeqCst);
+                Ok(respond(format!("served={served} max={max}").into_bytes()))
+            }
             count if count.starts_with("count-") => {
                 let key = format!("{}:hits", &count["count-".len()..]);
                 let answer = match increment(&key, 1, None) {
