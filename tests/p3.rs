@@ -383,3 +383,90 @@ fn a_spinning_request_on_a_reused_p3_instance_is_cut_at_the_cpu_limit() {
     // request it accepted, 3 × 300 ms here), not by the 3 s wall-clock limit (a 504).
     assert_eq!(get(&node.url("/probe/hi")).status, 200);
 }
+
+/// GETs `path` on a raw connection, reads at least `bytes` of the response, then hangs up (the
+/// client goes away in the middle of the body). Returns the status line.
+fn read_then_hang_up(node: &NodeProc, path: &str, bytes: usize) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nhost: test\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    while got.len() < bytes {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+    }
+    assert!(
+        got.len() >= bytes,
+        "the body stopped at {} bytes",
+        got.len()
+    );
+    String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_client_going_away_cancels_its_p3_request() {
+    // On a reused instance: the guest sees its body stream dropped and ends that task, while
+    // the instance lives on (its in-flight counter is back to 0, long before the wall limit).
+    let dir = test_dir("p3-cancel");
+    let cfg = NodeConfig::new(&node_data_dir())
+        .with(TEST_LIMITS)
+        .with(REUSE)
+        .apps(&[App::new("probe", "p3_probe", &["/probe"])]);
+    let node = cfg.start(&dir);
+    assert_eq!(get(&node.url("/probe/inflight")).body, "in_flight=0");
+    let status = read_then_hang_up(&node, "/probe/forever", 1 << 20);
+    assert!(status.contains("200"), "{status}");
+    let started = std::time::Instant::now();
+    loop {
+        let r = get(&node.url("/probe/inflight"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body == "in_flight=0" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the cancelled request is still running: {}",
+            r.body
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let line = node.wait_log("access line of the cancelled request", |v| {
+        v["target"] == "access" && v["path"] == "/probe/forever"
+    });
+    assert_eq!(line["outcome"], "incomplete", "{line}");
+    drop(node);
+
+    // With a fresh instance per request (the default): the request's store is dropped with
+    // it, and no wall-clock fault is ever logged for it.
+    let dir = test_dir("p3-cancel-fresh");
+    let node = NodeProc::start(
+        &dir,
+        config(
+            &node_data_dir(),
+            TEST_LIMITS,
+            &[App::new("probe", "p3_probe", &["/probe"])],
+        ),
+    );
+    let status = read_then_hang_up(&node, "/probe/forever", 1 << 20);
+    assert!(status.contains("200"), "{status}");
+    let line = node.wait_log("access line of the cancelled request", |v| {
+        v["target"] == "access" && v["path"] == "/probe/forever"
+    });
+    assert_eq!(line["outcome"], "incomplete", "{line}");
+    // Past the 3 s wall-clock limit: nothing was left running to hit it.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(
+        !node.log_json().iter().any(|v| v["fault"].is_string()),
+        "a fault was logged after the client went away"
+    );
+    assert_eq!(get(&node.url("/probe/hi")).status, 200);
+}

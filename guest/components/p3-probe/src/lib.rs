@@ -15,6 +15,9 @@
 //! - `slow`: waits 400 ms (an async wait, so the instance can serve other requests meanwhile),
 //!   then answers `served=S max=M`: S counts the requests this instance has started (1 on a
 //!   fresh instance), M the most it had in flight at once so far;
+//! - `forever`: streams `x` bytes until the client goes away (its stream is dropped), counted in
+//!   flight until then; `inflight` answers `in_flight=N`, the requests in flight on this
+//!   instance;
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,6 +120,21 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 Ok(respond(answer.into_bytes()))
             }
             "echo" => Ok(echo(request)),
+            "forever" => {
+                IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+                let (mut body_tx, body_rx) = wit_stream::new();
+                let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+                let (response, _sent) = Response::new(Fields::new(), Some(body_rx), trailers_rx);
+                wit_bindgen::spawn_local(async move {
+                    while body_tx.write_all(vec![b'x'; CHUNK]).await.is_empty() {}
+                    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                    drop(trailers_tx);
+                });
+                Ok(response)
+            }
+            "inflight" => Ok(respond(
+                format!("in_flight={}", IN_FLIGHT.load(Ordering::SeqCst)).into_bytes(),
+            )),
             "slow" => {
                 let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
                 let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
