@@ -512,6 +512,35 @@ mod tests {
     }
 
     #[test]
+    fn p3_instance_reuse_defaults_to_a_fresh_instance_and_refuses_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(
+            (c.limits.max_concurrent_per_instance, c.limits.max_reuse),
+            (1, 1)
+        );
+        let c = NodeConfig::parse(
+            "[limits]\nmax_concurrent_per_instance = 8\nmax_reuse = 100\ninstance_idle_timeout_ms = 500\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.max_concurrent_per_instance,
+                c.limits.max_reuse,
+                c.limits.instance_idle_timeout
+            ),
+            (8, 100, Duration::from_millis(500))
+        );
+        for bad in ["max_concurrent_per_instance = 0", "max_reuse = 0"] {
+            let e = NodeConfig::parse(&format!("[limits]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains("must be at least 1"), "{bad}: {e}");
+        }
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_reuse, 1);
+    }
+
+    #[test]
     fn typos_and_bad_values_are_refused_clearly() {
         let e = NodeConfig::parse("[limits]\ncpu_tme_ms = 5\n", Path::new(".")).unwrap_err();
         assert!(
