@@ -118,6 +118,8 @@ fn p3_faults_are_cut_at_their_limit_and_logged_while_others_are_served() {
     for (path, status, kind) in [
         ("/probe/spin", 500, "cpu_limit"),
         ("/probe/trap", 500, "trap"),
+        ("/probe/membomb", 500, "memory_limit"),
+        ("/probe/sleep", 504, "wall_timeout"),
     ] {
         let started = std::time::Instant::now();
         let r = get(&node.url(path));

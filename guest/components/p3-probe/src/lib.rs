@@ -18,6 +18,8 @@
 //! - `forever`: streams `x` bytes until the client goes away (its stream is dropped), counted in
 //!   flight until then; `inflight` answers `in_flight=N`, the requests in flight on this
 //!   instance;
+//! - `membomb`: allocates 1 MiB blocks until memory runs out (for the memory limit);
+//! - `sleep`: waits 60 s (for the wall-clock limit);
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -135,6 +137,16 @@ impl wasip3::exports::http::handler::Guest for Probe {
             "inflight" => Ok(respond(
                 format!("in_flight={}", IN_FLIGHT.load(Ordering::SeqCst)).into_bytes(),
             )),
+            "membomb" => {
+                let mut blocks: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    blocks.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                }
+            }
+            "sleep" => {
+                wasip3::clocks::monotonic_clock::wait_for(60_000_000_000).await;
+                Ok(respond(b"woke up\n".to_vec()))
+            }
             "slow" => {
                 let served = SERVED.fetch_add(1, Ordering::SeqCst) + 1;
                 let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
