@@ -3,8 +3,9 @@
 //! of faults and their log line — for every event kind.
 //!
 //! Event providers see [`App`] only (it is not generic): HTTP calls [`App::http`] for the
-//! `wasi:http/incoming-handler` export, schedules call [`App::tick`] for the
-//! `zero:chrono/tick-handler` export; both go through the same run (`Deployed::run`).
+//! `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3` export (see `p3`), schedules
+//! call [`App::tick`] for the `zero:chrono/tick-handler` export; both go through the same run
+//! (`Deployed::run`), except reused 0.3 instances (`p3::pooled`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -158,7 +159,8 @@ impl App {
         }
     }
 
-    /// Prepares an HTTP request for the app's `wasi:http/incoming-handler`: a fresh store with
+    /// Prepares an HTTP request for the app's `wasi:http/incoming-handler` (or, for a WASI 0.3
+    /// component, its `wasi:http/handler`, on a fresh or a reused instance): a fresh store with
     /// the request and the response channel in it. The returned [`Run`] does the rest; the
     /// response arrives on `response` as soon as the guest sets it (its body streams while the
     /// run goes on).

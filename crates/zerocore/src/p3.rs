@@ -4,10 +4,21 @@
 //!
 //! A 0.3 request goes through the same path as a 0.2 one (routing, grants, the node's, tenant's
 //! and app's limits, the log): [`App::http`](crate::App::http) picks the export the component
-//! has. Each request gets a fresh store and instance, as for 0.2, so the store's CPU budget,
-//! memory limits and the wall-clock limit bound that one request. The store's event loop
+//! has. By default each request gets a fresh store and instance, as for 0.2, so the store's CPU
+//! budget, memory limits and the wall-clock limit bound that one request. The store's event loop
 //! (`run_concurrent`) runs until the guest's task and every task it spawned (such as the one
 //! writing the response body) have finished, so the body streams under the same limits.
+//!
+//! With `max_concurrent_per_instance` or `max_reuse` above 1 (`[limits]`), a 0.3 app's instances
+//! are reused ([`Pool`]): one instance serves up to that many requests at once and in its life,
+//! and is dropped after `instance_idle_timeout_ms` with nothing to do. An instance belongs to
+//! one app (one compiled form of it) and so to one tenant. What holds per request and what per
+//! instance: the wall-clock limit is per request (a request past it gets a 504; an instance busy
+//! past it is dropped from outside its event loop, so a spinning guest cannot hold it); the CPU
+//! budget and the memory limit are the instance's (its budget is `cpu_time_ms` for its start plus
+//! `cpu_time_ms` per request it accepted). A trap or a spent budget ends the instance: every
+//! request it was serving fails with that fault (a 5xx), and the next request gets a new one.
+//! Guest log lines of a reused instance carry the instance's id (`instance-N`), not a request's.
 //!
 //! Linked for 0.3: `wasi:cli` (stdio to the node log, an empty environment), `wasi:clocks`,
 //! `wasi:random` and `wasi:http/types`. Not linked (named at deploy when a component imports
