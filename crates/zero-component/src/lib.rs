@@ -305,6 +305,59 @@ pub struct Inspection {
     pub exports: Vec<String>,
     /// Names of the top-level custom sections.
     pub custom_sections: Vec<String>,
+    /// The world the component targets, judged by its exports (see [`world`]).
+    pub world: Option<World>,
+    /// The WASI versions (`0.2`, `0.3`) of the `wasi:` interfaces it imports, sorted.
+    pub wasi_imports: Vec<String>,
+}
+
+/// The world a component targets, recognised by the export that world's runner calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct World {
+    /// The world, e.g. `wasi:http/service` (WASI 0.3) or `wasi:http/proxy` (WASI 0.2).
+    pub name: &'static str,
+    /// The WASI version of that export, e.g. `0.3.0`.
+    pub wasi: String,
+}
+
+/// The exports that identify a world: (interface, world, WASI minor version prefix).
+const WORLDS: &[(&str, &str, &str)] = &[
+    ("wasi:http/handler", "wasi:http/service", "0.3."),
+    ("wasi:http/incoming-handler", "wasi:http/proxy", "0.2."),
+    ("wasi:cli/run", "wasi:cli/command", "0.3."),
+    ("wasi:cli/run", "wasi:cli/command", "0.2."),
+];
+
+/// The world a component with these top-level `exports` targets: `wasi:http/service` for
+/// `wasi:http/handler@0.3.x`, `wasi:http/proxy` for `wasi:http/incoming-handler@0.2.x`,
+/// `wasi:cli/command` for `wasi:cli/run`; `None` for anything else.
+pub fn world(exports: &[String]) -> Option<World> {
+    WORLDS.iter().find_map(|(interface, name, prefix)| {
+        exports.iter().find_map(|e| {
+            let (i, version) = e.split_once('@')?;
+            (i == *interface && version.starts_with(prefix)).then(|| World {
+                name,
+                wasi: version.to_string(),
+            })
+        })
+    })
+}
+
+/// The distinct WASI versions, as `major.minor` (`0.2`, `0.3`), of the `wasi:` names in
+/// `names`, sorted.
+pub fn wasi_versions(names: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = names
+        .iter()
+        .filter(|n| n.starts_with("wasi:"))
+        .filter_map(|n| {
+            let (_, version) = n.split_once('@')?;
+            let mut parts = version.splitn(3, '.');
+            Some(format!("{}.{}", parts.next()?, parts.next()?))
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Parses a binary and lists what it imports and exports.
@@ -354,6 +407,8 @@ pub fn inspect(bytes: &[u8], what: &str) -> Result<Inspection, FormatError> {
         kind,
         size: bytes.len(),
         hash: content_hash(bytes)?,
+        world: world(&exports),
+        wasi_imports: wasi_versions(&imports),
         imports,
         exports,
         custom_sections,
@@ -496,6 +551,30 @@ mod tests {
             data: b"payload".as_slice().into(),
         });
         m.finish()
+    }
+
+    #[test]
+    fn worlds_and_wasi_versions_are_recognised_by_name() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let p3 = world(&names(&["wasi:http/handler@0.3.2"])).expect("0.3 world");
+        assert_eq!((p3.name, p3.wasi.as_str()), ("wasi:http/service", "0.3.2"));
+        let p2 = world(&names(&["wasi:http/incoming-handler@0.2.12"])).expect("0.2 world");
+        assert_eq!((p2.name, p2.wasi.as_str()), ("wasi:http/proxy", "0.2.12"));
+        let cli = world(&names(&["wasi:cli/run@0.2.6"])).expect("command world");
+        assert_eq!(cli.name, "wasi:cli/command");
+        // A 0.2 name for a 0.3 interface (or the reverse) is no known world.
+        assert_eq!(world(&names(&["wasi:http/handler@0.2.0"])), None);
+        assert_eq!(world(&names(&["zero:chrono/tick-handler@0.1.0"])), None);
+        assert_eq!(
+            wasi_versions(&names(&[
+                "wasi:http/types@0.3.2",
+                "wasi:cli/stdout@0.2.6",
+                "wasi:io/streams@0.2.12",
+                "zero:db/sql@0.1.0",
+                "wasi:random/random",
+            ])),
+            ["0.2", "0.3"]
+        );
     }
 
     #[test]

@@ -321,6 +321,13 @@ impl NodeConfig {
         if l.max_stack_bytes < (64 << 10) {
             return Err("[limits] max_stack must be at least 64 KiB".into());
         }
+        if l.max_concurrent_per_instance == 0 || l.max_reuse == 0 {
+            return Err(
+                "[limits] max_concurrent_per_instance and max_reuse must be at least 1 (1 and 1 \
+                 give every request a fresh instance)"
+                    .into(),
+            );
+        }
         let h = &self.http;
         if h.max_concurrent == 0
             || h.max_concurrent_per_app == 0
@@ -545,6 +552,35 @@ mod tests {
         assert_eq!(c.fs, zerofs::FsSettings::default());
         assert_eq!(c.http.listen.ip().to_string(), "127.0.0.1");
         assert!(c.apps.is_empty());
+    }
+
+    #[test]
+    fn p3_instance_reuse_defaults_to_a_fresh_instance_and_refuses_zero() {
+        let c = NodeConfig::parse("", Path::new(".")).unwrap();
+        assert_eq!(
+            (c.limits.max_concurrent_per_instance, c.limits.max_reuse),
+            (1, 1)
+        );
+        let c = NodeConfig::parse(
+            "[limits]\nmax_concurrent_per_instance = 8\nmax_reuse = 100\ninstance_idle_timeout_ms = 500\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.limits.max_concurrent_per_instance,
+                c.limits.max_reuse,
+                c.limits.instance_idle_timeout
+            ),
+            (8, 100, Duration::from_millis(500))
+        );
+        for bad in ["max_concurrent_per_instance = 0", "max_reuse = 0"] {
+            let e = NodeConfig::parse(&format!("[limits]\n{bad}\n"), Path::new(".")).unwrap_err();
+            assert!(e.contains("must be at least 1"), "{bad}: {e}");
+        }
+        let example = include_str!("../../../examples/zerocore.toml");
+        let c = NodeConfig::parse(example, Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_reuse, 1);
     }
 
     #[test]

@@ -648,6 +648,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("kind:    {}", info.kind);
             println!("size:    {} bytes", info.size);
             println!("hash:    {}", info.hash);
+            if let Some(world) = &info.world {
+                println!("world:   {} (WASI {})", world.name, world.wasi);
+            }
+            if !info.wasi_imports.is_empty() {
+                println!("wasi:    imports WASI {}", info.wasi_imports.join(" and "));
+            }
             println!("imports: ({})", info.imports.len());
             for i in &info.imports {
                 println!("  {i}");

@@ -3,8 +3,9 @@
 //! of faults and their log line — for every event kind.
 //!
 //! Event providers see [`App`] only (it is not generic): HTTP calls [`App::http`] for the
-//! `wasi:http/incoming-handler` export, schedules call [`App::tick`] for the
-//! `zero:chrono/tick-handler` export; both go through the same run (`Deployed::run`).
+//! `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3` export (see `p3`), schedules
+//! call [`App::tick`] for the `zero:chrono/tick-handler` export; both go through the same run
+//! (`Deployed::run`), except reused 0.3 instances (`p3::pooled`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use wasmtime_wasi_http::WasiBody;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
@@ -157,7 +159,8 @@ impl App {
         }
     }
 
-    /// Prepares an HTTP request for the app's `wasi:http/incoming-handler`: a fresh store with
+    /// Prepares an HTTP request for the app's `wasi:http/incoming-handler` (or, for a WASI 0.3
+    /// component, its `wasi:http/handler`, on a fresh or a reused instance): a fresh store with
     /// the request and the response channel in it. The returned [`Run`] does the rest; the
     /// response arrives on `response` as soon as the guest sets it (its body streams while the
     /// run goes on).
@@ -208,7 +211,7 @@ struct Deployed<P: ProviderSet> {
     runtime: Arc<Runtime<P>>,
     component: Arc<LoadedComponent<P>>,
     name: String,
-    apps: P::Apps,
+    apps: Arc<P::Apps>,
     /// The entries of the component's current compiled form (rebuilt once when it moves from
     /// baseline to optimized code).
     entries: RwLock<Arc<Entries<P>>>,
@@ -217,18 +220,46 @@ struct Deployed<P: ProviderSet> {
 /// The entries of one compiled form of a component.
 struct Entries<P: ProviderSet> {
     compiled: Arc<Compiled<P>>,
-    http: Result<ProxyPre<P::Data>, String>,
+    http: Result<HttpEntry<P>, String>,
+    /// The reused instances of a 0.3 app, made at its first request (when the node's limits
+    /// configure reuse).
+    pool: std::sync::OnceLock<crate::p3::Pool<P>>,
     tick: Result<TickerPre<P::Data>, String>,
+}
+
+/// The HTTP export of a component: `wasi:http/incoming-handler@0.2` or `wasi:http/handler@0.3`.
+enum HttpEntry<P: ProviderSet> {
+    P2(ProxyPre<P::Data>),
+    P3(ServicePre<P::Data>),
+}
+
+impl<P: ProviderSet> Clone for HttpEntry<P> {
+    fn clone(&self) -> Self {
+        match self {
+            HttpEntry::P2(pre) => HttpEntry::P2(pre.clone()),
+            HttpEntry::P3(pre) => HttpEntry::P3(pre.clone()),
+        }
+    }
 }
 
 impl<P: ProviderSet> Entries<P> {
     fn new(compiled: Arc<Compiled<P>>, name: &str) -> Entries<P> {
-        let http = ProxyPre::new(compiled.pre.clone()).map_err(|e| {
-            format!(
-                "app `{name}` does not export `wasi:http/incoming-handler`, so it cannot serve HTTP \
-                 (build it as an HTTP component, e.g. with `wasi::http::proxy::export!`): {e}"
-            )
-        });
+        let http = ProxyPre::new(compiled.pre.clone())
+            .map(HttpEntry::P2)
+            .or_else(|p2| {
+                ServicePre::new(compiled.pre.clone())
+                    .map(HttpEntry::P3)
+                    .map_err(|p3| (p2, p3))
+            })
+            .map_err(|(p2, p3)| {
+                format!(
+                    "app `{name}` exports neither `wasi:http/incoming-handler` (WASI 0.2) nor \
+                     `{}` (WASI 0.3), so it cannot serve HTTP (build it as an HTTP component, \
+                     e.g. with `wasi::http::proxy::export!` or `wasip3::http::service::export!`): \
+                     {p2}; {p3}",
+                    crate::p3::HTTP_HANDLER
+                )
+            });
         let tick = TickerPre::new(compiled.pre.clone()).map_err(|e| {
             format!(
                 "app `{name}` does not export `{TICK_HANDLER}`, so it cannot run on schedules \
@@ -239,12 +270,13 @@ impl<P: ProviderSet> Entries<P> {
         Entries {
             compiled,
             http,
+            pool: std::sync::OnceLock::new(),
             tick,
         }
     }
 }
 
-type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+pub(crate) type GuestFuture<'a> = Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
 
 impl<P: ProviderSet> Deployed<P> {
     /// The entries of the component's current compiled form.
@@ -348,6 +380,33 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
                 return Err(Unavailable::NoEntry);
             }
         };
+        let pre = match pre {
+            HttpEntry::P2(pre) => pre,
+            HttpEntry::P3(pre) => {
+                if let Some(reuse) = crate::p3::Reuse::from_limits(self.runtime.limits()) {
+                    let pool = entries.pool.get_or_init(|| {
+                        crate::p3::pool(
+                            self.runtime.clone(),
+                            entries.compiled.engine.clone(),
+                            self.apps.clone(),
+                            pre,
+                            invocation.clone(),
+                            reuse,
+                        )
+                    });
+                    return Ok(crate::p3::pooled(
+                        pool.clone(),
+                        invocation,
+                        request,
+                        response,
+                        reuse.wall,
+                    ));
+                }
+                let mut store = self.store(&entries, invocation)?;
+                let call = crate::p3::http(&mut store, pre, request, response);
+                return Ok(self.run(store, call));
+            }
+        };
         let mut store = self.store(&entries, invocation)?;
         let mut http = store.data_mut().core_mut().http_view();
         let req = http
@@ -431,7 +490,7 @@ impl<P: ProviderSet> Runtime<P> {
                 runtime: self.clone(),
                 component,
                 name: name.to_string(),
-                apps,
+                apps: Arc::new(apps),
                 entries: RwLock::new(Arc::new(entries)),
             });
             Ok(deployed)

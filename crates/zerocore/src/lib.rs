@@ -26,6 +26,7 @@ pub mod aot;
 mod app;
 pub mod command;
 mod log;
+mod p3;
 mod providers;
 mod state;
 mod turns;
@@ -96,6 +97,19 @@ pub struct Limits {
         deserialize_with = "zero_provider::settings::size"
     )]
     pub log_bytes_per_request: usize,
+    /// WASI 0.3 apps: requests one instance may serve at once (`max_concurrent_per_instance`).
+    /// With this and [`max_reuse`](Limits::max_reuse) at 1 (the defaults) every 0.3 request
+    /// gets a fresh instance, as every 0.2 request does.
+    pub max_concurrent_per_instance: usize,
+    /// WASI 0.3 apps: requests one instance may serve in its life (`max_reuse`).
+    pub max_reuse: usize,
+    /// WASI 0.3 apps: how long an instance with nothing to do is kept for the next request
+    /// (`instance_idle_timeout_ms`).
+    #[serde(
+        rename = "instance_idle_timeout_ms",
+        deserialize_with = "zero_provider::settings::millis"
+    )]
+    pub instance_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +121,9 @@ impl Default for Limits {
             table_elements: 20_000,
             max_stack_bytes: 1 << 20,
             log_bytes_per_request: 256 << 10,
+            max_concurrent_per_instance: 1,
+            max_reuse: 1,
+            instance_idle_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -553,6 +570,8 @@ impl<P: ProviderSet> Drop for Runtime<P> {
 fn engine_config(limits: &Limits, pool: Option<(u32, &PoolSettings)>) -> Config {
     let mut cfg = Config::new();
     cfg.wasm_component_model(true);
+    // WASI 0.3 components (async exports, streams and futures); see `p3`.
+    cfg.wasm_component_model_async(true);
     cfg.epoch_interruption(true);
     cfg.max_wasm_stack(limits.max_stack_bytes);
     cfg.async_stack_size(limits.max_stack_bytes + (1 << 20));
@@ -700,6 +719,8 @@ impl<P: ProviderSet> Runtime<P> {
         wasi::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("the WASI base failed to register: {e:#}"))?;
         P::add_to_linker(&mut linker)?;
+        p3::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("the WASI 0.3 interfaces failed to register: {e:#}"))?;
         Ok(linker)
     }
 
@@ -1029,6 +1050,9 @@ impl<P: ProviderSet> Runtime<P> {
                 let missing: Vec<String> = imports
                     .into_iter()
                     .filter(|imp| {
+                        if p3::is_p3(imp) {
+                            return !p3::provides(imp);
+                        }
                         let unversioned = imp.split('@').next().unwrap_or(imp);
                         !provided.iter().any(|p| p == unversioned)
                     })
@@ -1039,10 +1063,14 @@ impl<P: ProviderSet> Runtime<P> {
                         reason: format!("{e:#}"),
                     })
                 } else {
+                    let mut available = provided;
+                    if missing.iter().any(|m| p3::is_p3(m)) {
+                        available.extend(p3::available());
+                    }
                     Err(LoadError::MissingImports {
                         what: what.to_string(),
                         missing,
-                        available: provided,
+                        available,
                     })
                 }
             }
