@@ -893,10 +893,12 @@ fn assert_api_limit(r: anyhow::Result<Json>, kind: &str) {
 
 #[test]
 fn sql_cannot_make_the_node_allocate_beyond_its_bounds() {
-    // Default value size (4 MiB); results up to 8 MiB.
+    // Default value size (4 MiB); results up to 8 MiB. Thirteen owner connections at once
+    // from one address (127.0.0.1), past the management API's default per-client cap of 8.
     let w = world_with(
         "db-memory",
-        "[db]\nstatement_time_ms = 5000\nmax_result_size = \"8 MiB\"\nmax_database_size = \"16 MiB\"\n",
+        "[db]\nstatement_time_ms = 5000\nmax_result_size = \"8 MiB\"\nmax_database_size = \"16 MiB\"\n\
+         [admin]\nmax_connections_per_client = 32\n",
     );
     w.deploy_probe(&w.acme, "acme", "mem", "/db", r#"[["==", ".db", "x"]]"#);
     w.sql(&w.beta, "beta", "b", "CREATE TABLE t (v TEXT)", &[]);

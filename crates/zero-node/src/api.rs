@@ -839,7 +839,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(8)
         .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX));
-    let connections = conn::Connections::new(
+    let connections = conn::Connections::with_json_refusals(
         limits.max_connections,
         limits.max_connections_per_client,
         "[admin]",

@@ -19,11 +19,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What a refused connection is sent before it is closed: a complete HTTP/1.1 response, written
 /// with one non-blocking write (never waited for).
-fn shed_response(message: &str) -> Vec<u8> {
+/// The body is `message` as text, or, for an API whose errors are JSON, the error `name` and
+/// `message` as a JSON object.
+fn shed_response(name: &str, message: &str, json: bool) -> Vec<u8> {
+    let (kind, body) = if json {
+        // Our own fixed texts: only quotes and backslashes need escaping.
+        let esc = |t: &str| t.trim_end().replace('\\', "\\\\").replace('"', "\\\"");
+        let body = format!(
+            "{{\"error\":\"{}\",\"message\":\"{}\"}}\n",
+            esc(name),
+            esc(message)
+        );
+        ("application/json", body)
+    } else {
+        ("text/plain; charset=utf-8", message.to_string())
+    };
     format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{message}",
-        message.len()
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {kind}\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )
     .into_bytes()
 }
@@ -154,6 +168,25 @@ impl Connections {
     /// At most `max` connections, `max_per_client` from one client (an IPv4 address or an
     /// IPv6 /64); `section` names where they are configured (`"[http]"`), for the log.
     pub fn new(max: usize, max_per_client: usize, section: &'static str) -> Arc<Connections> {
+        Self::build(max, max_per_client, section, false)
+    }
+
+    /// As [`Connections::new`], for an API whose errors are JSON objects (`error`, `message`):
+    /// refused connections get theirs (`TooManyConnections`).
+    pub fn with_json_refusals(
+        max: usize,
+        max_per_client: usize,
+        section: &'static str,
+    ) -> Arc<Connections> {
+        Self::build(max, max_per_client, section, true)
+    }
+
+    fn build(
+        max: usize,
+        max_per_client: usize,
+        section: &'static str,
+        json: bool,
+    ) -> Arc<Connections> {
         let max = max.max(1);
         Arc::new(Connections {
             section,
@@ -163,10 +196,17 @@ impl Connections {
             full_log: Throttle::new(Duration::from_secs(1)),
             client_log: Throttle::new(Duration::from_secs(1)),
             full_response: shed_response(
+                "TooManyConnections",
                 "the node is at its limit of open connections; retry shortly\n",
+                json,
             ),
             client_response: shed_response(
-                "this client has too many connections open to this node; close some and retry\n",
+                "TooManyConnections",
+                &format!(
+                    "this client has too many connections open to this node ({section} \
+                     max_connections_per_client is {max_per_client}); close some and retry\n"
+                ),
+                json,
             ),
         })
     }
