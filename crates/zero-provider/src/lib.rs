@@ -356,6 +356,33 @@ pub trait Meter: Send {
     /// Charges `used` to the request. The guest is stopped at its next epoch tick if the
     /// budget is spent.
     fn charge_cpu(&mut self, used: Duration);
+    /// The node's fair turns for host work that uses the CPU on the request's behalf on another
+    /// thread (a SQLite statement on the blocking pool), charged to the request's tenant;
+    /// `None` where the node has none.
+    fn cpu_turns(&self) -> Option<Arc<dyn CpuTurns>> {
+        None
+    }
+}
+
+/// The node's fair turns as host work on a blocking thread sees them: the CPU is shared
+/// between tenants by the same turns whether guest code or host work uses it, so a tenant
+/// cannot get more of it by moving its work into, say, SQL statements.
+pub trait CpuTurns: Send + Sync {
+    /// A turn for host work, not held yet: the work takes it at its first
+    /// [`HeldTurn::checkpoint`], so that it never holds a turn while it blocks on something
+    /// other than the CPU (a lock, a connection).
+    fn turn(&self) -> Box<dyn HeldTurn>;
+}
+
+/// A turn for host work (see [`CpuTurns`]); given back when dropped.
+pub trait HeldTurn: Send + std::fmt::Debug {
+    /// Called often while the work uses the CPU (cheap when nothing is to be done): takes the
+    /// turn if it is not held, waiting for it; once it has been held for a slice, or when a
+    /// more entitled guest waits for one, gives it back and waits for it again. Returns how
+    /// long it waited, so that time limits of the work can leave that time out.
+    fn checkpoint(&mut self) -> Duration;
+    /// Gives the turn back if it is held, before the work blocks or ends.
+    fn pause(&mut self);
 }
 
 /// What a provider's host calls see of one store: its own instance state, the store's resource

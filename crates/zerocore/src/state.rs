@@ -53,9 +53,9 @@ pub(crate) struct CpuMeter {
     /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
     /// clock, and the wall clock.
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
-    /// The turns the guest runs in and its tenant, charged for host work done elsewhere on
-    /// the request's behalf (see [`Meter::charge_cpu`]).
-    pub(crate) share: Option<(Arc<crate::turns::Turns>, Arc<str>)>,
+    /// The turns host work done elsewhere on the request's behalf runs in, charged to its
+    /// tenant (see [`Meter::cpu_turns`]).
+    pub(crate) share: Option<Arc<crate::turns::TenantTurns>>,
 }
 
 /// A point at which a guest resumed running on a thread.
@@ -75,11 +75,14 @@ impl Meter for CpuMeter {
     }
 
     fn charge_cpu(&mut self, used: Duration) {
-        if let Some((turns, tenant)) = &self.share {
-            turns.charge(tenant, used);
-        }
         let used = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
         self.used_ns = self.used_ns.saturating_add(used);
+    }
+
+    fn cpu_turns(&self) -> Option<Arc<dyn zero_provider::CpuTurns>> {
+        self.share
+            .clone()
+            .map(|t| t as Arc<dyn zero_provider::CpuTurns>)
     }
 }
 
@@ -132,7 +135,10 @@ impl CoreState {
         cpu_budget_ns: u64,
         turns: Arc<crate::turns::Turns>,
     ) -> Self {
-        let share = Some((turns, invocation.tenant.clone()));
+        let share = Some(Arc::new(crate::turns::TenantTurns::new(
+            turns,
+            invocation.tenant.clone(),
+        )));
         CoreState {
             invocation,
             wasi,

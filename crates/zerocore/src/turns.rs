@@ -25,6 +25,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -48,6 +49,9 @@ pub(crate) struct Turns {
     inner: Mutex<Inner>,
     /// Asks every running guest to yield at its next epoch check.
     preempt: Box<dyn Fn() + Send + Sync>,
+    /// Counts the times running guests were asked to yield: host work holding a turn checks
+    /// it, as guests check the epoch.
+    preemptions: AtomicU64,
     heavy_after_ns: u64,
 }
 
@@ -207,18 +211,13 @@ impl Turns {
                 ..Inner::default()
             }),
             preempt,
+            preemptions: AtomicU64::new(0),
             heavy_after_ns: u64::try_from(heavy_after.as_nanos()).unwrap_or(u64::MAX),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Charges `used` of CPU that host work did elsewhere on a request's behalf to `tenant`.
-    pub(crate) fn charge(&self, tenant: &Arc<str>, used: Duration) {
-        let ns = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
-        self.lock().charge(tenant, ns, Instant::now());
     }
 
     /// Runs `guest` (the future that instantiates and calls a guest) in turns charged to
@@ -279,6 +278,7 @@ impl Turns {
         if worst > score + PREEMPT_MARGIN && !asked_lately {
             inner.preempting = Some(now);
             drop(inner);
+            self.preemptions.fetch_add(1, Ordering::Relaxed);
             (self.preempt)();
         }
         Err(Waiter { id, heavy })
@@ -342,6 +342,102 @@ impl Turns {
     fn counts(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.holders.len(), inner.waiters)
+    }
+}
+
+/// The turns as host work of one tenant's requests sees them (see
+/// [`zero_provider::CpuTurns`]): a blocking thread waits for a turn as a guest does, and gives
+/// it back after a slice or when a more entitled guest waits.
+#[derive(Debug)]
+pub(crate) struct TenantTurns {
+    turns: Arc<Turns>,
+    tenant: Arc<str>,
+}
+
+impl TenantTurns {
+    /// `tenant`'s host work in `turns`.
+    pub(crate) fn new(turns: Arc<Turns>, tenant: Arc<str>) -> TenantTurns {
+        TenantTurns { turns, tenant }
+    }
+
+    /// Blocks the calling thread until it holds a turn; returns the turn and the time waited.
+    fn take_blocking(&self, heavy: bool) -> (u64, Duration) {
+        let started = Instant::now();
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let waiter = match self.turns.take(&self.tenant, heavy, &waker) {
+            Ok(id) => return (id, Duration::ZERO),
+            Err(waiter) => waiter,
+        };
+        while !self.turns.granted(&self.tenant, waiter, &waker) {
+            // Woken by the grant; the timeout only guards against a lost wake-up.
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+        (waiter.id, started.elapsed())
+    }
+}
+
+/// Wakes a thread parked waiting for a turn.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl zero_provider::CpuTurns for TenantTurns {
+    fn turn(&self) -> Box<dyn zero_provider::HeldTurn> {
+        Box::new(HostTurn {
+            turns: TenantTurns::new(self.turns.clone(), self.tenant.clone()),
+            held: None,
+            slices: 0,
+        })
+    }
+}
+
+/// A turn for host work on a blocking thread.
+#[derive(Debug)]
+struct HostTurn {
+    turns: TenantTurns,
+    /// The turn, when held: its id, since when, and [`Turns::preemptions`] then.
+    held: Option<(u64, Instant, u64)>,
+    /// Slices run to their end so far: work that has run a whole slice is heavy, and its
+    /// tenant's light requests pass it.
+    slices: u64,
+}
+
+impl zero_provider::HeldTurn for HostTurn {
+    fn checkpoint(&mut self) -> Duration {
+        let t = &self.turns;
+        if let Some((_, since, preemptions)) = self.held {
+            let asked = t.turns.preemptions.load(Ordering::Relaxed) != preemptions;
+            if !asked && since.elapsed() < crate::TICK {
+                return Duration::ZERO;
+            }
+            self.slices += 1;
+            self.pause();
+        }
+        let t = &self.turns;
+        let (id, waited) = t.take_blocking(self.slices > 0);
+        self.held = Some((
+            id,
+            Instant::now(),
+            t.turns.preemptions.load(Ordering::Relaxed),
+        ));
+        waited
+    }
+
+    fn pause(&mut self) {
+        if let Some((id, since, _)) = self.held.take() {
+            let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.turns.turns.give_back(id, &self.turns.tenant, ns);
+        }
+    }
+}
+
+impl Drop for HostTurn {
+    fn drop(&mut self) {
+        zero_provider::HeldTurn::pause(self);
     }
 }
 

@@ -227,7 +227,8 @@ fn to_wit_exec(r: crate::ExecResult) -> wit::ExecResult {
     }
 }
 
-/// Runs SQLite work on the blocking pool under a [`Control`] that is cancelled when the
+/// Runs SQLite work on the blocking pool, in one of the node's fair turns, under a [`Control`]
+/// that is cancelled when the
 /// awaiting future is dropped (the request ended: wall timeout, client gone), with the
 /// request's remaining CPU budget as the statements' budget; the CPU time the work used on
 /// its thread is charged to the request's CPU meter.
@@ -237,7 +238,14 @@ async fn blocking<T: Send + 'static>(
 ) -> wasmtime::Result<T> {
     let ctl = Control::new().with_budget(view.meter.cpu_left());
     let guard = ctl.cancel_on_drop();
+    let turns = view.meter.cpu_turns();
     let (value, used) = tokio::task::spawn_blocking(move || {
+        // The work runs in the node's fair turns, as guest code does (see
+        // `zero_provider::CpuTurns`): a tenant's runaway statements wait behind other tenants.
+        let ctl = match turns {
+            Some(turns) => ctl.in_turn(turns.turn()),
+            None => ctl,
+        };
         let cpu_ns = || zero_provider::thread_cpu_ns().unwrap_or(0);
         let start = cpu_ns();
         let value = f(&ctl);

@@ -183,7 +183,18 @@ pub(super) fn open_connection(
     conn.progress_handler(
         1000,
         Some(move || {
+            // The statement's turn first (without the state locked: it may wait for a turn);
+            // time spent waiting for it moves the deadline.
+            let turn = lock(&st).turn.clone();
+            let waited = turn.map_or(Duration::ZERO, |t| {
+                t.lock().unwrap_or_else(|p| p.into_inner()).checkpoint()
+            });
             let mut st = lock(&st);
+            if !waited.is_zero()
+                && let Some((d, _)) = st.deadline.as_mut()
+            {
+                *d += waited;
+            }
             if st
                 .cancel
                 .as_ref()

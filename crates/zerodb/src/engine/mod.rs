@@ -37,6 +37,8 @@ const CACHE_KIB: u64 = 2048;
 #[derive(Clone, Debug, Default)]
 pub struct Control {
     cancel: Arc<AtomicBool>,
+    /// The node's turn the work runs in, if it runs in one (see [`Control::in_turn`]).
+    turn: Option<SharedTurn>,
     /// The budget, counted from when the call's first statement starts (for the whole call:
     /// every statement of a batch).
     budget: Option<Duration>,
@@ -54,6 +56,15 @@ impl Control {
     /// still applies when it is shorter).
     pub fn with_budget(mut self, budget: Duration) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Runs the statements in `turn`, one of the node's fair turns: a statement takes it at
+    /// SQLite's first progress check, gives it back and waits for it again when asked (see
+    /// [`zero_provider::HeldTurn`]) and gives it back when it ends; time spent waiting does not
+    /// count against the statement's time limit.
+    pub fn in_turn(mut self, turn: Box<dyn zero_provider::HeldTurn>) -> Self {
+        self.turn = Some(Arc::new(Mutex::new(turn)));
         self
     }
 
@@ -83,6 +94,9 @@ impl Drop for CancelOnDrop {
         self.0.store(true, Ordering::Relaxed);
     }
 }
+
+/// A held turn shared by a [`Control`] and the connection's progress handler.
+type SharedTurn = Arc<Mutex<Box<dyn zero_provider::HeldTurn>>>;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -137,6 +151,8 @@ struct State {
     /// The call's budget in milliseconds, when it set the deadline.
     budget_ms: u64,
     cancel: Option<Arc<AtomicBool>>,
+    /// The turn the running statement holds, checked at every progress check.
+    turn: Option<SharedTurn>,
     interrupted: Option<Interrupt>,
     /// The size limit in force for the current write: `("size", bytes)` or `("quota", bytes)`.
     size_limit: Option<(&'static str, u64)>,

@@ -99,6 +99,7 @@ impl Runner<'_> {
                 _ => (now + limits.max_statement_time, Interrupt::Time),
             });
             st.cancel = Some(self.ctl.cancel.clone());
+            st.turn = self.ctl.turn.clone();
         }
         let result = (|| -> rusqlite::Result<std::result::Result<Outcome, Error>> {
             let expected = stmt.parameter_count();
@@ -163,6 +164,11 @@ impl Runner<'_> {
         st.writing = false;
         st.deadline = None;
         st.cancel = None;
+        // The turn is held only while a statement steps: given back before the next one
+        // waits for its connection or the call ends.
+        if let Some(turn) = st.turn.take() {
+            turn.lock().unwrap_or_else(|p| p.into_inner()).pause();
+        }
         out
     }
 
