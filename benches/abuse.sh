@@ -24,6 +24,15 @@
 #   --conns N          the healthy tenant's wrk connections, and every tenant's cap (default 8)
 #   --only LIST        comma-separated abusers among cpu,mem,out,conc,sql,fill,deploy
 #                      (default: all at once), to find which one costs the healthy tenant
+#   --healthy-rate R   the healthy tenant's requests/s, paced over its connections (default
+#                      500, a busy but healthy app); 0 sends as fast as the node answers, which
+#                      makes the healthy tenant a CPU-hungry one itself: under the node's fair
+#                      share it then gets its share of the cores, and its latency follows
+#   --abusers-nice N   run the abusers' own clients (their wrk and `zero deploy` processes) at
+#                      this `nice` (default 0): on this one machine they compete with the node
+#                      for its cores, which attackers elsewhere would not; 19 leaves the node
+#                      and the healthy tenant's client the CPU they want, and measures what the
+#                      node itself lets abusers do to the healthy tenant
 #   --guest-slots N    the node's [engine] guest_slots (default 0, the node's own default: one
 #                      per core); a large N (e.g. 1000) lets every guest run at once, which
 #                      turns the fair share between tenants off, for comparison
@@ -36,12 +45,16 @@ DURATION=10
 CONNS=8
 ONLY="cpu,mem,out,conc,sql,fill,deploy"
 GUEST_SLOTS=0
+HEALTHY_RATE=500
+ABUSERS_NICE=0
 while [ $# -gt 0 ]; do
     case $1 in
     --duration) DURATION=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --guest-slots) GUEST_SLOTS=$2; shift ;;
+    --healthy-rate) HEALTHY_RATE=$2; shift ;;
+    --abusers-nice) ABUSERS_NICE=$2; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown argument \`$1\` (see --help)"; exit 2 ;;
     esac
@@ -121,16 +134,25 @@ request = function()
 end
 LUA
 
+# The healthy tenant's pace: each connection waits CONNS/RATE seconds before each request
+# (wrk measures a request's latency from when it is sent).
+PACE=()
+if [ "$HEALTHY_RATE" != 0 ]; then
+    awk -v c="$CONNS" -v r="$HEALTHY_RATE" 'BEGIN { printf "function delay() return %.3f end\n", 1000 * c / r }' \
+        >"$WORK/pace.lua"
+    PACE=(-s "$WORK/pace.lua")
+fi
+
 # measure LABEL: one wrk run on the healthy tenant; sets the row LABEL.
 declare -A ROW
 measure() {
-    wrk_run "$HEALTHY" "$DURATION"
+    wrk_run "$HEALTHY" "$DURATION" "${PACE[@]}"
     ROW[$1]="$W_RPS $W_P50 $W_P99"
     ROW_ERR[$1]=${W_ERRORS:-none}
 }
 declare -A ROW_ERR
 
-say "quiet: the healthy tenant alone for ${DURATION} s"
+say "quiet: the healthy tenant alone for ${DURATION} s ($([ "$HEALTHY_RATE" = 0 ] && echo "as fast as answered" || echo "$HEALTHY_RATE requests/s"))"
 measure quiet
 
 # ---- the abuse -------------------------------------------------------------------------------
@@ -138,7 +160,7 @@ ABUSE_SECS=$((DURATION + 4))
 abuse() { # NAME URL [wrk args...]: NAME's wrk in the background, its summary kept.
     local name=$1 url=$2
     shift 2
-    wrk -t1 -c"$ABUSE_CONNS" -d"${ABUSE_SECS}s" "$@" "$url" >"$WORK/abuse-$name.out" 2>&1 &
+    nice -n "$ABUSERS_NICE" wrk -t1 -c"$ABUSE_CONNS" -d"${ABUSE_SECS}s" "$@" "$url" >"$WORK/abuse-$name.out" 2>&1 &
     BENCH_PIDS+=("$!")
     ABUSERS+=("$!")
 }
@@ -160,7 +182,7 @@ if want deploy; then
                 n=$((n + 1))
                 f=$WORK/flood-$c.wasm
                 { cat "$GUESTS/hello.wasm"; printf '\000\024\003pad%08d%08d' "$c" "$n"; } >"$f"
-                if "$ZERO" deploy "$f" --tenant deployer --app flood --route /flood \
+                if nice -n "$ABUSERS_NICE" "$ZERO" deploy "$f" --tenant deployer --app flood --route /flood \
                     --key "$WORK/deployer.key" --proof "$WORK/deployer.ucan" --api "$API" \
                     >/dev/null 2>>"$WORK/deploy-$c.err"; then
                     echo ok >>"$WORK/deploy-$c.out"

@@ -100,14 +100,14 @@ to_ms() {
     awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us$/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v); print v+0} else if (v ~ /s$/) {sub(/s$/,"",v); print v*1000} else print v }'
 }
 
-# wrk_run URL SECONDS: one wrk run (WRK_THREADS threads, WRK_CONNS connections) after a 1 s
+# wrk_run URL SECONDS [WRK ARGS...]: one wrk run (WRK_THREADS threads, WRK_CONNS connections) after a 1 s
 # warm-up; sets W_RPS, W_P50, W_P99 (ms) and W_ERRORS (non-2xx answers and socket errors).
 WRK_THREADS=${WRK_THREADS:-1}
 WRK_CONNS=${WRK_CONNS:-32}
 wrk_run() {
     local out
-    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d1s "$1" >/dev/null
-    out=$(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${2}s" --latency "$1")
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d1s "${@:3}" "$1" >/dev/null
+    out=$(wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"${2}s" --latency "${@:3}" "$1")
     W_RPS=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     W_P50=$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")
     W_P99=$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
