@@ -4,6 +4,8 @@
 #
 #   hello     the hello component on the node vs `wasmtime serve -Scli` 48 (same component),
 #             plain and tuned with keep-resident pooling, vs a native hyper hello server
+#   p3        the same hello built for WASI 0.3 (wasi:http/handler@0.3, hello_p3.wasm) on a node
+#             vs `wasmtime serve -Scli` 48 with that component
 #   todo      a zerodb point read through the todo example (GET /todos/1), vs hello on the node
 #   cache     a zerocache hit through the cacheprobe component, vs hello on the node
 #   idle      1,000 deployed idle apps on one node: its RSS, and a request to the last-routed
@@ -20,7 +22,7 @@
 #
 # Usage: benches/run.sh [--quick] [--rounds N] [--duration S] [--conns N] [--size MIB] [--only LIST]
 #   --quick       1 round of 2 s, a 20 MiB file, 200 idle apps (for development)
-#   --only LIST   comma-separated scenarios among hello,todo,cache,idle,static,deploy,restart
+#   --only LIST   comma-separated scenarios among hello,p3,todo,cache,idle,static,deploy,restart
 # Defaults: 3 rounds of 5 s, 100 MiB, 1,000 apps, every scenario.
 # Needs (installed when missing): wrk (apt-get), wasmtime-cli 48.0.8 (cargo install, for hello;
 # BENCH_NO_WASMTIME=1 leaves those two peers out).
@@ -31,7 +33,7 @@ ROUNDS=3
 DURATION=5
 SIZE_MIB=100
 IDLE_APPS=1000
-ONLY="hello,todo,cache,idle,static,deploy,restart"
+ONLY="hello,p3,todo,cache,idle,static,deploy,restart"
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) ROUNDS=1 DURATION=2 SIZE_MIB=20 IDLE_APPS=200 ;;
@@ -46,8 +48,8 @@ while [ $# -gt 0 ]; do
     shift
 done
 for s in ${ONLY//,/ }; do
-    case $s in hello | todo | cache | idle | static | deploy | restart) ;;
-    *) say "unknown scenario \`$s\` in --only (hello, todo, cache, idle, static, deploy, restart)"; exit 2 ;;
+    case $s in hello | p3 | todo | cache | idle | static | deploy | restart) ;;
+    *) say "unknown scenario \`$s\` in --only (hello, p3, todo, cache, idle, static, deploy, restart)"; exit 2 ;;
     esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
@@ -58,11 +60,12 @@ ensure_wrk
 # BENCH_NO_WASMTIME=1 leaves the two `wasmtime serve` peers out (the other rows are unchanged).
 WASMTIME_PEERS=1
 [ -n "${BENCH_NO_WASMTIME:-}" ] && WASMTIME_PEERS=0
-want hello && [ "$WASMTIME_PEERS" = 1 ] && ensure_wasmtime
+{ want hello || want p3; } && [ "$WASMTIME_PEERS" = 1 ] && ensure_wasmtime
 say "building (release) ..."
 bench_build
 
 HELLO=$PWD/$GUESTS/hello.wasm
+HELLO_P3=$PWD/$GUESTS/hello_p3.wasm
 declare -A PID URL
 declare -A RPS P50 P99 RATIO # space-separated values, one per round
 
@@ -104,6 +107,24 @@ if want hello && [ "$WASMTIME_PEERS" = 1 ]; then
         -O pooling-memory-keep-resident=2097152,pooling-table-keep-resident=524288 "$HELLO"
     PID[tuned]=$LAST_PID URL[tuned]=http://127.0.0.1:18304/hello
     for s in wasmtime tuned; do wait_http "${URL[$s]}" "$WORK/$s.log"; done
+fi
+if want p3; then
+    # Its own node, so that the hello node's figures (its RSS with one app) do not change.
+    node_config "$WORK/p.toml" "$WORK/p" 18308 18309 "
+[[app]]
+tenant = \"bench\"
+name = \"hello-p3\"
+component = \"$HELLO_P3\"
+routes = [\"/hello\"]"
+    start_bg "$WORK/p.log" "$ZERO" serve --config "$WORK/p.toml"
+    PID[p3zero]=$LAST_PID URL[p3zero]=http://127.0.0.1:18308/hello
+    wait_http "${URL[p3zero]}" "$WORK/p.log"
+    for _ in $(seq 1 50); do curl -fsS -o /dev/null "${URL[p3zero]}"; done
+    if [ "$WASMTIME_PEERS" = 1 ]; then
+        start_bg "$WORK/p3wasmtime.log" wasmtime serve -Scli --addr 127.0.0.1:18310 "$HELLO_P3"
+        PID[p3wasmtime]=$LAST_PID URL[p3wasmtime]=http://127.0.0.1:18310/hello
+        wait_http "${URL[p3wasmtime]}" "$WORK/p3wasmtime.log"
+    fi
 fi
 if want hello; then
     start_bg "$WORK/native.log" "$NATIVE" 127.0.0.1:18305
@@ -196,6 +217,15 @@ for round in $(seq 1 "$ROUNDS"); do
         want cache && ratio cache/hello "${ROUND_RPS[cache]}" "${ROUND_RPS[zero]}"
         want idle && ratio idle/hello "${ROUND_RPS[idle]}" "${ROUND_RPS[zero]}"
     fi
+    if want p3; then
+        for s in p3zero p3wasmtime; do
+            [ -n "${URL[$s]:-}" ] || continue
+            reset_peak_rss "${PID[$s]}"
+            measure "$s"
+            add PEAK "$s" "$(peak_rss_mib "${PID[$s]}")"
+        done
+        [ "$WASMTIME_PEERS" = 1 ] && ratio p3/wasmtime "${ROUND_RPS[p3zero]}" "${ROUND_RPS[p3wasmtime]}"
+    fi
     if want static; then
         reset_peak_rss "${PID[site]}"
         zt=$(curl -fsS -o /dev/null -w '%{time_total}' http://127.0.0.1:18311/big.bin)
@@ -251,13 +281,15 @@ echo "zerocore benchmarks: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname 
 echo "wrk -t$WRK_THREADS -c$WRK_CONNS, ${DURATION} s x $ROUNDS interleaved rounds; medians over rounds"
 echo
 row scenario "req/s" p50_ms p99_ms peak_MiB
-for s in zero wasmtime tuned native todo cache idle; do
+for s in zero wasmtime tuned native p3zero p3wasmtime todo cache idle; do
     [ -n "${RPS[$s]:-}" ] || continue
     case $s in
     zero) label="hello: zerocore" ;;
     wasmtime) label="hello: wasmtime serve -Scli" ;;
     tuned) label="hello: wasmtime serve -Scli, keep-resident" ;;
     native) label="hello: native hyper" ;;
+    p3zero) label="hello WASI 0.3: zerocore" ;;
+    p3wasmtime) label="hello WASI 0.3: wasmtime serve -Scli" ;;
     todo) label="todo point read (zerodb): zerocore" ;;
     cache) label="cache hit (zerocache): zerocore" ;;
     idle) label="hello among $IDLE_APPS apps: zerocore" ;;
@@ -281,6 +313,7 @@ t() { [ -n "${RATIO[$1]:-}" ] && printf '%-44s %10s %10s\n' "$2" "$(med RATIO "$
 t hello/wasmtime "hello: zerocore / wasmtime serve" ">= 2.0"
 t hello/tuned "hello: zerocore / wasmtime serve tuned" ">= 1.5"
 t hello/native "hello: zerocore / native hyper" ">= 0.40"
+t p3/wasmtime "hello WASI 0.3: zerocore / wasmtime serve" "report"
 [ -n "${P99[zero]:-}" ] && printf '%-44s %10s %10s\n' "hello: zerocore p99 ms (worst round)" "$(worst P99 zero)" "<= 2"
 t todo/hello "todo point read / hello" ">= 0.8"
 t cache/hello "cache hit / hello" ">= 0.8"
