@@ -20,7 +20,7 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 use zero_component::ContentHash;
 use zero_provider::{AppContext, AppSettings, Invocation};
 
-use crate::{Compiled, Fault, LoadedComponent, ProviderSet, Runtime, StoreData, mark_first_slice};
+use crate::{Compiled, Fault, LoadedComponent, ProviderSet, Runtime, StoreData};
 
 mod ticker_wit {
     wasmtime::component::bindgen!({
@@ -319,11 +319,9 @@ impl<P: ProviderSet> Deployed<P> {
         let deadline = tokio::time::Instant::now() + wall;
         let turns = self.runtime.turns.clone();
         Box::pin(async move {
-            let core = store.data().core();
-            let (tenant, mark) = (core.invocation().tenant.clone(), core.cpu.mark.clone());
-            // The guest runs in turns shared fairly between tenants; its first slice starts
-            // its CPU meter's mark (see `cpu_charge`).
-            let guest = turns.run(tenant, move || mark_first_slice(&mark), call(&mut store));
+            let tenant = store.data().core().invocation().tenant.clone();
+            // The guest runs in turns shared fairly between tenants.
+            let guest = turns.run(tenant, call(&mut store));
             let result = match tokio::time::timeout_at(deadline, guest).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Fault::classify(&e, &store.data().core().faults)),

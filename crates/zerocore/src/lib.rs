@@ -463,14 +463,6 @@ impl std::fmt::Display for Fault {
     }
 }
 
-/// Marks where and when the guest starts running: its first slice (so that its first tick
-/// charges what it used, not a whole tick) and every resumption after an epoch tick.
-fn mark_first_slice(mark: &Mutex<Option<CpuMark>>) {
-    if mark.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
-        set_mark(mark);
-    }
-}
-
 fn set_mark(mark: &Mutex<Option<CpuMark>>) {
     if let Some(thread_cpu_ns) = thread_cpu_ns() {
         *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(CpuMark {
@@ -483,11 +475,13 @@ fn set_mark(mark: &Mutex<Option<CpuMark>>) {
 
 /// What to charge a guest at an epoch tick.
 ///
-/// When the guest is on the thread it started or last resumed on after a tick (the mark), it
-/// is charged the thread's CPU time since then, capped by the wall time since then: time the
-/// operating system gave to other threads is not charged, and CPU that other tasks used on
-/// this thread while the guest awaited a host call is bounded by the wall clock. Otherwise
-/// (the guest moved threads while awaiting a host call) it is charged one tick.
+/// When the guest resumed on this same thread after its last tick (the mark), it is charged
+/// the thread's CPU time since then, capped by the wall time since then: time the operating
+/// system gave to other threads is not charged, and CPU that other tasks used on this thread
+/// while the guest awaited a host call is bounded by the wall clock. Otherwise (first tick, or
+/// the guest moved threads while awaiting a host call) it is charged one tick. The mark is not
+/// set when a guest starts: a light guest that awaits a long host call before its first tick
+/// would be charged whatever else its thread ran meanwhile.
 fn cpu_charge(cpu: &CpuMeter) -> u64 {
     let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
     let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
@@ -1013,10 +1007,12 @@ impl<P: ProviderSet> Runtime<P> {
                 }
             })?;
         self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%hash, app = what, source = "compile", tier = "optimized", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
+        // Logged once the artifact is on disk (or could not be stored): a node stopped after
+        // this line finds it at its next start.
         if let Err(e) = self.artifacts.write(hash, &artifact) {
             tracing::warn!(%hash, error = %e, "could not store the precompiled artifact; it will be compiled again after a restart");
         }
+        tracing::info!(%hash, app = what, source = "compile", tier = "optimized", elapsed_ms = start.elapsed().as_millis() as u64, "compiled component");
         Ok(component)
     }
 

@@ -221,21 +221,15 @@ impl Turns {
     }
 
     /// Runs `guest` (the future that instantiates and calls a guest) in turns charged to
-    /// `tenant`; `on_slice` is called at the start of every slice, on the thread that runs it.
-    pub(crate) fn run<F, S>(
+    /// `tenant`.
+    pub(crate) fn run<F: Future + Unpin>(
         self: &Arc<Self>,
         tenant: Arc<str>,
-        on_slice: S,
         guest: F,
-    ) -> Scheduled<F, S>
-    where
-        F: Future + Unpin,
-        S: Fn() + Unpin,
-    {
+    ) -> Scheduled<F> {
         Scheduled {
             turns: self.clone(),
             tenant,
-            on_slice,
             guest,
             queued: None,
             ran_ns: 0,
@@ -449,10 +443,9 @@ struct Waiter {
 }
 
 /// A guest's future run in turns (see [`Turns::run`]).
-pub(crate) struct Scheduled<F, S> {
+pub(crate) struct Scheduled<F> {
     turns: Arc<Turns>,
     tenant: Arc<str>,
-    on_slice: S,
     guest: F,
     /// The waiter while it waits for a turn.
     queued: Option<Waiter>,
@@ -460,7 +453,7 @@ pub(crate) struct Scheduled<F, S> {
     ran_ns: u64,
 }
 
-impl<F: Future + Unpin, S: Fn() + Unpin> Future for Scheduled<F, S> {
+impl<F: Future + Unpin> Future for Scheduled<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -484,7 +477,6 @@ impl<F: Future + Unpin, S: Fn() + Unpin> Future for Scheduled<F, S> {
                 }
             }
         };
-        (this.on_slice)();
         let start = Instant::now();
         let out = Pin::new(&mut this.guest).poll(cx);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -494,7 +486,7 @@ impl<F: Future + Unpin, S: Fn() + Unpin> Future for Scheduled<F, S> {
     }
 }
 
-impl<F, S> Drop for Scheduled<F, S> {
+impl<F> Drop for Scheduled<F> {
     fn drop(&mut self) {
         if let Some(waiter) = self.queued.take() {
             self.turns.cancel(&self.tenant, waiter);
@@ -649,7 +641,7 @@ mod tests {
                     cx.waker().wake_by_ref();
                     Poll::<()>::Pending
                 });
-                turns.run("busy".into(), || (), guest).await
+                turns.run("busy".into(), guest).await
             })
         };
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -661,7 +653,7 @@ mod tests {
                 seen.fetch_add(1, Ordering::Relaxed);
                 Poll::Ready(7)
             });
-            let out = turns.run("light".into(), || (), guest).await;
+            let out = turns.run("light".into(), guest).await;
             assert_eq!(out, 7);
         }
         assert_eq!(slices_seen.load(Ordering::Relaxed), 20);
