@@ -19,8 +19,8 @@
 //! A waiter does not wait for a running slice to end when it is clearly more entitled than a
 //! holder (its score lower by [`PREEMPT_MARGIN`]): the turns ask for an early epoch tick,
 //! which makes every running guest yield at its next check, and the turns freed go to the
-//! best waiters. Guests are charged the CPU they used up to that point, so an early tick costs
-//! a guest nothing but the yield.
+//! best waiters. An early tick is charged as any tick (see `cpu_charge`): what the guest used
+//! since its last tick, or one tick at its first.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
