@@ -53,9 +53,9 @@ pub(crate) struct CpuMeter {
     /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
     /// clock, and the wall clock.
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
-    /// The turns host work done elsewhere on the request's behalf runs in, charged to its
-    /// tenant (see [`Meter::cpu_turns`]).
-    pub(crate) share: Option<Arc<crate::turns::TenantTurns>>,
+    /// The turns host work done elsewhere on the request's behalf runs in, and the tenant
+    /// they are charged to (see [`Meter::cpu_turns`]).
+    pub(crate) share: Option<(Arc<crate::turns::Turns>, Arc<str>)>,
 }
 
 /// A point at which a guest resumed running on a thread.
@@ -80,9 +80,8 @@ impl Meter for CpuMeter {
     }
 
     fn cpu_turns(&self) -> Option<Arc<dyn zero_provider::CpuTurns>> {
-        self.share
-            .clone()
-            .map(|t| t as Arc<dyn zero_provider::CpuTurns>)
+        let (turns, tenant) = self.share.clone()?;
+        Some(Arc::new(crate::turns::TenantTurns::new(turns, tenant)))
     }
 }
 
@@ -135,10 +134,7 @@ impl CoreState {
         cpu_budget_ns: u64,
         turns: Arc<crate::turns::Turns>,
     ) -> Self {
-        let share = Some(Arc::new(crate::turns::TenantTurns::new(
-            turns,
-            invocation.tenant.clone(),
-        )));
+        let share = Some((turns, invocation.tenant.clone()));
         CoreState {
             invocation,
             wasi,

@@ -59,9 +59,9 @@ impl std::fmt::Debug for Turns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let inner = self.lock();
         f.debug_struct("Turns")
-            .field("free", &inner.free)
+            .field("slots", &inner.slots)
             .field("held", &inner.holders.len())
-            .field("waiting", &inner.waiters)
+            .field("waiting", &inner.waiters())
             .finish()
     }
 }
@@ -93,12 +93,12 @@ impl Queue {
 
 #[derive(Default)]
 struct Inner {
-    /// Turns nobody holds (only ever non-zero while nobody waits).
-    free: usize,
+    /// Turns in all (a turn is free only while nobody waits: a turn given back goes to a
+    /// waiter).
+    slots: usize,
     holders: Vec<Holder>,
     /// Waiters by tenant.
     waiting: HashMap<Arc<str>, Queue>,
-    waiters: usize,
     /// Waiters that were handed a turn and have not come for it yet.
     granted: HashSet<u64>,
     tenants: HashMap<Arc<str>, Use>,
@@ -124,6 +124,13 @@ impl Use {
 }
 
 impl Inner {
+    fn waiters(&self) -> usize {
+        self.waiting
+            .values()
+            .map(|q| q.light.len() + q.heavy.len())
+            .sum()
+    }
+
     /// A guest's score (lower is more entitled): its tenant's recent use in cores (the
     /// decaying sum's rate), plus [`HEAVY_PENALTY`] for a heavy request.
     fn score(&self, tenant: &str, heavy: bool, now: Instant) -> f64 {
@@ -175,16 +182,12 @@ impl Inner {
             })
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, tenant, heavy)| (tenant.clone(), heavy));
-        let Some((tenant, heavy)) = best else {
-            self.free += 1;
-            return None;
-        };
+        let (tenant, heavy) = best?;
         let queue = self.waiting.get_mut(&tenant)?;
         let (waiter, waker) = queue.side(heavy).pop_front()?;
         if queue.light.is_empty() && queue.heavy.is_empty() {
             self.waiting.remove(&tenant);
         }
-        self.waiters -= 1;
         self.holders.push(Holder {
             id: waiter,
             tenant,
@@ -206,7 +209,7 @@ impl Turns {
     ) -> Arc<Turns> {
         Arc::new(Turns {
             inner: Mutex::new(Inner {
-                free: slots.max(1),
+                slots: slots.max(1),
                 prune_at: 64,
                 ..Inner::default()
             }),
@@ -244,8 +247,7 @@ impl Turns {
         let mut inner = self.lock();
         let id = inner.next;
         inner.next += 1;
-        if inner.free > 0 {
-            inner.free -= 1;
+        if inner.holders.len() < inner.slots {
             inner.holders.push(Holder {
                 id,
                 tenant: tenant.clone(),
@@ -259,7 +261,6 @@ impl Turns {
             .or_default()
             .side(heavy)
             .push_back((id, waker.clone()));
-        inner.waiters += 1;
         let score = inner.score(tenant, heavy, now);
         let worst = inner
             .holders
@@ -321,7 +322,6 @@ impl Turns {
                     if q.light.is_empty() && q.heavy.is_empty() {
                         inner.waiting.remove(tenant);
                     }
-                    inner.waiters -= 1;
                 }
                 None
             }
@@ -335,7 +335,7 @@ impl Turns {
     #[cfg(test)]
     fn counts(&self) -> (usize, usize) {
         let inner = self.lock();
-        (inner.holders.len(), inner.waiters)
+        (inner.holders.len(), inner.waiters())
     }
 }
 
