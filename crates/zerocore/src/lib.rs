@@ -823,7 +823,11 @@ impl<P: ProviderSet> Runtime<P> {
             return None;
         }
         let start = std::time::Instant::now();
-        let compiled = Component::new(&tier.engine, bytes)
+        // On the compile threads, as the optimizing tier: a deploy storm's baseline compiles
+        // then take the cores only when requests leave them idle (this thread waits).
+        let compiled = self
+            .compile_pool
+            .install(|| Component::new(&tier.engine, bytes))
             .map_err(|e| format!("{e:#}"))
             .and_then(|c| {
                 tier.linker
