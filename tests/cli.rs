@@ -126,3 +126,32 @@ fn bad_configuration_is_refused_clearly() {
     assert_eq!(code, 1);
     assert!(err.contains("listen"), "{err}");
 }
+
+#[test]
+fn a_printing_command_whose_reader_goes_away_ends_quietly() {
+    // `zero inspect FILE | head -1`: the reader closes the pipe before the command has
+    // printed everything. It used to panic in `println!` ("failed printing to stdout").
+    use std::process::{Command, Stdio};
+    let component = guest_wasm("cli-hello");
+    let mut child = Command::new(zero_bin())
+        .args(["inspect", component.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run zero");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for zero");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc_sigpipe()),
+        "ends as `cat` does (success, or SIGPIPE): {:?}; {err}",
+        out.status
+    );
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
