@@ -20,15 +20,17 @@
 //! request it was serving fails with that fault (a 5xx), and the next request gets a new one.
 //! Guest log lines of a reused instance carry the instance's id (`instance-N`), not a request's.
 //!
-//! Linked for 0.3: `wasi:cli` (stdio to the node log, an empty environment), `wasi:clocks`,
-//! `wasi:random` and `wasi:http/types`. Not linked (named at deploy when a component imports
-//! them): `wasi:filesystem`, `wasi:sockets` and `wasi:http/client` at 0.3 — files and outgoing
-//! HTTP go through the 0.2 interfaces of the zerofs and zeroproxy providers, under their rules.
+//! Linked for 0.3 here: `wasi:cli` (stdio to the node log, an empty environment),
+//! `wasi:clocks`, `wasi:random` and `wasi:http/types`; the zeroproxy provider links
+//! `wasi:http/client@0.3` (outgoing HTTP under the same rule and hooks as 0.2's, its
+//! per-request count growing with the requests a reused instance accepted). Not linked (named
+//! at deploy when a component imports them): `wasi:filesystem` and `wasi:sockets` at 0.3 —
+//! files go through the 0.2 interfaces of the zerofs provider, under its rules.
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -247,6 +249,9 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
         // The CPU budget is the instance's: one request's budget for its instantiation, and one
         // more for every request it accepts (see `on_request_start`).
         let per_request_ns = store.data().core().cpu.budget_ns;
+        // The pool runs the instance's event loop in a task of its own, not in `Turns::run`:
+        // the instance passes through its tenant's turns at every epoch tick instead.
+        store.data_mut().core_mut().cpu.outside_turns = true;
         let service = tokio::time::timeout(self.reuse.wall, self.pre.instantiate_async(&mut store))
             .await
             .map_err(|_| {
@@ -270,6 +275,7 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
                 invocation,
                 heavy_after_ns: self.runtime.heavy_after_ns,
                 per_request_ns,
+                in_flight: AtomicUsize::new(0),
                 outcome,
                 _data: PhantomData,
             },
@@ -288,6 +294,9 @@ pub(crate) struct InstanceState<P: ProviderSet> {
     heavy_after_ns: u64,
     /// The CPU budget each accepted request adds to the instance's.
     per_request_ns: u64,
+    /// The requests in flight on the instance when it last said it would accept one more
+    /// (read when it accepts it; 0 for its first).
+    in_flight: AtomicUsize,
     /// The instance's fault, once it failed (every request it was serving waits for it).
     outcome: watch::Sender<Option<Fault>>,
     _data: PhantomData<fn() -> P>,
@@ -298,6 +307,7 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     type RequestData = Ticket;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        self.in_flight.store(concurrent, Ordering::Relaxed);
         if total >= self.reuse.max_reuse {
             ShouldAccept::Never
         } else if concurrent >= self.reuse.max_concurrent {
@@ -315,6 +325,9 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         let cpu = &mut store.data_mut().core_mut().cpu;
         cpu.budget_ns = cpu.budget_ns.saturating_add(self.per_request_ns);
+        // The providers' per-request allowances (such as the outgoing requests it may make).
+        let alone = self.in_flight.swap(0, Ordering::Relaxed) == 0;
+        P::request_accepted(store.data_mut(), alone);
         let _ = ticket.set(self.outcome.subscribe());
         Box::pin(tokio::time::sleep(self.reuse.wall))
     }
