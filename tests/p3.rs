@@ -507,14 +507,21 @@ fn counting_upstream(body: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsi
     (addr, count)
 }
 
-/// An upstream on loopback that reads a request and never answers (until the node hangs up).
-fn silent_upstream() -> std::net::SocketAddr {
+/// An upstream on loopback that reads a request and never answers; it records when the node
+/// hangs up each connection.
+fn silent_upstream() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
     use std::io::Read;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = closed.clone();
     std::thread::spawn(move || {
         for stream in l.incoming() {
             let Ok(mut s) = stream else { continue };
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf) {
@@ -522,10 +529,11 @@ fn silent_upstream() -> std::net::SocketAddr {
                         break;
                     }
                 }
+                seen.lock().unwrap().push(std::time::Instant::now());
             });
         }
     });
-    addr
+    (addr, closed)
 }
 
 /// p3-probe's `fetch` at `prefix` with `x-target` and extra headers.
@@ -598,7 +606,7 @@ fn a_p3_component_reaches_the_hosts_it_is_granted_and_is_refused_the_others() {
 #[test]
 fn a_p3_component_s_outgoing_requests_are_capped_by_the_operator() {
     let (ok, _) = counting_upstream("fine");
-    let silent = silent_upstream();
+    let (silent, _) = silent_upstream();
     let outbound = "[outbound]\nallow_private = [\"127.0.0.1/32\"]\nfirst_byte_timeout_ms = 300\n\
                     max_requests_per_invocation = 3\n";
     for reuse in [false, true] {
@@ -790,5 +798,52 @@ fn p3_trailers_reach_the_guest_and_the_client() {
             "reuse {reuse}: {reply}"
         );
         assert!(!reply.contains("x-probe: done"), "reuse {reuse}: {reply}");
+    }
+}
+
+/// An outgoing request of a 0.3 component still waiting when its incoming request ends (at the
+/// 3 s wall-clock limit, before the node's 10 s first-byte timeout) is closed with it: on a
+/// fresh instance the store is dropped with the request; a reused instance busy past the limit
+/// is dropped from outside its event loop, its connections with it.
+#[test]
+fn a_p3_component_s_outgoing_requests_end_when_its_request_ends() {
+    for reuse in [false, true] {
+        let (silent, closed) = silent_upstream();
+        let dir = test_dir(if reuse {
+            "p3-outbound-ends-reuse"
+        } else {
+            "p3-outbound-ends"
+        });
+        let mut app = App::new("fetcher", "p3_probe", &["/probe"]);
+        app.outbound = vec!["*".into()];
+        let mut cfg = NodeConfig::new(&node_data_dir())
+            .shared_artifacts()
+            .with(TEST_LIMITS)
+            .with("[outbound]\nallow_private = [\"127.0.0.1/32\"]\n");
+        if reuse {
+            cfg = cfg.with(REUSE);
+        }
+        let node = cfg.apps(&[app]).start(&dir);
+        let r = fetch_p3(&node, "/probe", &format!("http://{silent}/"), &[]);
+        let answered = std::time::Instant::now();
+        assert_eq!(r.status, 504, "reuse {reuse}: {}", r.body);
+        let deadline = answered + std::time::Duration::from_secs(5);
+        let at = loop {
+            if let Some(at) = closed.lock().unwrap().first().copied() {
+                break at;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reuse {reuse}: the outgoing connection outlived its request"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            at <= answered + std::time::Duration::from_secs(2),
+            "reuse {reuse}: closed {:?} after the 504",
+            at.saturating_duration_since(answered)
+        );
+        // The app serves on.
+        assert_eq!(get(&node.url("/probe/hi")).status, 200, "reuse {reuse}");
     }
 }

@@ -14,7 +14,8 @@
 //! and is dropped after `instance_idle_timeout_ms` with nothing to do. An instance belongs to
 //! one app (one compiled form of it) and so to one tenant. What holds per request and what per
 //! instance: the wall-clock limit is per request (a request past it gets a 504; an instance busy
-//! past it is dropped from outside its event loop, so a spinning guest cannot hold it); the CPU
+//! past it is dropped from outside its event loop, so a spinning guest cannot hold it, and so is
+//! one still at work once every request it accepted is past its deadline); the CPU
 //! budget and the memory limit are the instance's (its budget is `cpu_time_ms` for its start plus
 //! `cpu_time_ms` per request it accepted). A trap or a spent budget ends the instance: every
 //! request it was serving fails with that fault (a 5xx), and the next request gets a new one.
@@ -262,12 +263,14 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
             app = %invocation.app, "new instance of a 0.3 app (served by reuse)"
         );
         let (outcome, _) = watch::channel(None);
+        let last_deadline = Arc::new(std::sync::Mutex::new(None));
         Ok(handler::Instance {
             store,
             proxy: handler::Proxy::P3(service),
             view: http_view::<P::Data>,
             expiration: Expiry {
                 reuse: self.reuse,
+                last_deadline: last_deadline.clone(),
                 sleep: None,
             },
             state: InstanceState {
@@ -276,6 +279,7 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
                 heavy_after_ns: self.runtime.heavy_after_ns,
                 per_request_ns,
                 in_flight: AtomicUsize::new(0),
+                last_deadline,
                 outcome,
                 _data: PhantomData,
             },
@@ -297,6 +301,8 @@ pub(crate) struct InstanceState<P: ProviderSet> {
     /// The requests in flight on the instance when it last said it would accept one more
     /// (read when it accepts it; 0 for its first).
     in_flight: AtomicUsize,
+    /// The latest wall-clock deadline of the requests it accepted (shared with its [`Expiry`]).
+    last_deadline: Deadline,
     /// The instance's fault, once it failed (every request it was serving waits for it).
     outcome: watch::Sender<Option<Fault>>,
     _data: PhantomData<fn() -> P>,
@@ -329,7 +335,12 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
         let alone = self.in_flight.swap(0, Ordering::Relaxed) == 0;
         P::request_accepted(store.data_mut(), alone);
         let _ = ticket.set(self.outcome.subscribe());
-        Box::pin(tokio::time::sleep(self.reuse.wall))
+        let deadline = tokio::time::Instant::now() + self.reuse.wall;
+        {
+            let mut last = self.last_deadline.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Some(last.map_or(deadline, |d: tokio::time::Instant| d.max(deadline)));
+        }
+        Box::pin(tokio::time::sleep_until(deadline))
     }
 
     fn drop(&self, store: Store<P::Data>, result: wasmtime::Result<()>) {
@@ -350,11 +361,18 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     }
 }
 
-/// When an instance of a [`Pool`] is dropped: idle longer than the idle timeout, or busy with
-/// a request (or with work after its responses) longer than the wall-clock limit. Polled from
-/// outside the instance's event loop, so it holds even while a guest spins.
+/// The latest wall-clock deadline of the requests an instance accepted.
+type Deadline = Arc<std::sync::Mutex<Option<tokio::time::Instant>>>;
+
+/// When an instance of a [`Pool`] is dropped: idle longer than the idle timeout, busy with a
+/// request longer than the wall-clock limit, or busy after its responses (the guest's tasks
+/// going on) past the wall-clock deadline of the last request it accepted — whatever it does
+/// then, no request of its is waiting for it any more (a request that expired included: its
+/// guest work, such as an outgoing request, ends with it). Polled from outside the instance's
+/// event loop, so it holds even while a guest spins.
 pub(crate) struct Expiry {
     reuse: Reuse,
+    last_deadline: Deadline,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -365,11 +383,15 @@ impl WorkerExpiration for Expiry {
         status: WorkerStatus,
         start: std::time::Instant,
     ) -> Poll<()> {
-        let limit = match status {
-            WorkerStatus::Idle => self.reuse.idle,
-            _ => self.reuse.wall,
+        let start = tokio::time::Instant::from_std(start);
+        let deadline = match status {
+            WorkerStatus::Idle => start + self.reuse.idle,
+            WorkerStatus::Requests => start + self.reuse.wall,
+            WorkerStatus::PostReturn => {
+                let last = *self.last_deadline.lock().unwrap_or_else(|p| p.into_inner());
+                last.unwrap_or(start + self.reuse.wall)
+            }
         };
-        let deadline = tokio::time::Instant::from_std(start + limit);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
