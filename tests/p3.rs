@@ -749,10 +749,52 @@ fn raw_exchange(node: &NodeProc, raw: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-/// Trailers both ways on HTTP/1.1 (chunked): the request's trailers reach the 0.3 guest, and
-/// the trailers it sends after its body reach the client (which said `te: trailers`); without
-/// `te: trailers` the client gets the body and no trailers. On a fresh and on a reused
-/// instance.
+/// POSTs `hello` with the trailer `x-req-sum: 42` to `path` over h2 (prior knowledge) and
+/// returns the status, the body and the response's trailers.
+fn h2_post_with_trailers(
+    node: &NodeProc,
+    path: &str,
+) -> (u16, String, Option<hyper::header::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut trailers = hyper::header::HeaderMap::new();
+        trailers.insert("x-req-sum", hyper::header::HeaderValue::from_static("42"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"hello",
+            ))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        let req = hyper::Request::post(format!("http://{}{path}", node.addr))
+            .body(http_body_util::StreamBody::new(futures::stream::iter(
+                frames,
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        (status, body, trailers)
+    })
+}
+
+/// Trailers both ways on HTTP/1.1 (chunked) and h2: the request's trailers reach the 0.3 guest,
+/// and the trailers it sends after its body reach the client (an HTTP/1.1 one that said `te:
+/// trailers`); without `te: trailers` the HTTP/1.1 client gets the body and no trailers. On a
+/// fresh and on a reused instance.
 #[test]
 fn p3_trailers_reach_the_guest_and_the_client() {
     for reuse in [false, true] {
@@ -787,6 +829,20 @@ fn p3_trailers_reach_the_guest_and_the_client() {
             "reuse {reuse}: {reply}"
         );
         assert!(tail.contains("x-probe: done\r\n"), "reuse {reuse}: {reply}");
+
+        // Over h2 (prior knowledge), both ways.
+        let (status, body, trailers) = h2_post_with_trailers(&node, "/probe/trailers");
+        assert_eq!(status, 200, "reuse {reuse}: {body}");
+        assert_eq!(body, "body=5 trailers=[x-req-sum: 42]", "reuse {reuse}");
+        let trailers = trailers.unwrap_or_else(|| panic!("reuse {reuse}: no h2 trailers"));
+        assert_eq!(
+            trailers.get("x-body-length").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        assert_eq!(
+            trailers.get("x-probe").map(|v| v.as_bytes()),
+            Some(&b"done"[..])
+        );
 
         // A client that did not ask for trailers gets none (and the whole body).
         let request = b"POST /probe/trailers HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
