@@ -315,3 +315,30 @@ fn an_sdk_handler_built_for_wasi_0_3_serves() {
     );
     assert_eq!(second, first + 1);
 }
+
+/// The same 0.3 SDK app's `#[zerochrono::handler]` runs its ticks: a schedule declared for it
+/// in the configuration file fires on the node's clock, its line tagged with the run.
+#[test]
+fn an_sdk_app_built_for_wasi_0_3_runs_its_ticks() {
+    let dir = test_dir("sdk-p3-ticks");
+    let app = format!(
+        "[[app]]\ntenant = \"t1\"\nname = \"sdk3\"\ncomponent = {:?}\nroutes = [\"/sdk\"]\n\
+         schedules = [{{ name = \"sec\", schedule = \"every 1s\" }}]\n",
+        guest_wasm("sdk_p3").display().to_string()
+    );
+    let node = config(&node_data_dir(), TEST_LIMITS, &[])
+        .with(&app)
+        .start(&dir);
+    let line = node.wait_log("a tick of the 0.3 SDK app", |v| {
+        msg(v) == "sdk-p3 tick sec attempt 1"
+    });
+    assert_eq!(
+        (&line["app"], &line["stream"]),
+        (&"sdk3".into(), &"stdout".into())
+    );
+    let run_id = line["request_id"].as_str().unwrap_or_default().to_string();
+    node.wait_log("the run's end", |v| {
+        v["message"] == "scheduled run finished" && v["run_id"] == run_id.as_str()
+    });
+    assert_eq!(get(&node.url("/sdk/hello")).status, 200);
+}

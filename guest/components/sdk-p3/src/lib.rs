@@ -11,12 +11,14 @@
 //! | `GET /visits` | `visits N`: the requests this instance has served (instances may be reused under 0.3) |
 //! | `GET /stream` | a body written with `Body::from_writer`, which the SDK refuses under 0.3 (a 500) |
 //!
-//! Anything else is the router's 404 or 405.
+//! Anything else is the router's 404 or 405. Its `#[zerochrono::handler]` (a sync export
+//! beside the 0.3 HTTP handler) prints `sdk-p3 tick SCHEDULE attempt N` at every tick.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 use zerosdk::serde_json::json;
+use zerosdk::zerochrono::{self, Tick};
 use zerosdk::zeroproxy::{self, Body, Error, Json, Request, Response, Router, StatusCode};
 
 /// An item of `POST /items`.
@@ -33,6 +35,11 @@ static VISITS: AtomicU32 = AtomicU32::new(0);
 async fn handler(req: &mut Request) -> Response {
     VISITS.fetch_add(1, Ordering::SeqCst);
     router().handle(req)
+}
+
+#[zerochrono::handler]
+fn tick(t: Tick) {
+    println!("sdk-p3 tick {} attempt {}", t.schedule, t.attempt);
 }
 
 fn router() -> Router {
