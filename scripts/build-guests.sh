@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every guest (WebAssembly) crate of the guest/ workspace in release:
 #   - all wasi:http components and the cli-hello command for wasm32-wasip2 (components),
+#     sdk-p3 (zerosdk with its `p3` feature) in a build of its own,
 #   - p1-command for wasm32-wasip1 (a core module),
 # then lists the produced .wasm files with their sizes.
 # Artifacts: guest/target/wasm32-wasip2/release/*.wasm and
@@ -12,7 +13,9 @@ cd "$(dirname "$0")/../guest"
 rustup target add wasm32-wasip2 wasm32-wasip1 >/dev/null 2>&1 ||
     rustup target add wasm32-wasip2 wasm32-wasip1
 
-cargo build --release --target wasm32-wasip2 --workspace --exclude p1-command
+cargo build --release --target wasm32-wasip2 --workspace --exclude p1-command --exclude sdk-p3
+# Apart: its zerosdk `p3` feature would make every zerosdk app of the build a WASI 0.3 one.
+cargo build --release --target wasm32-wasip2 -p sdk-p3
 cargo build --release --target wasm32-wasip1 -p p1-command
 
 echo "guest artifacts:"
