@@ -84,6 +84,13 @@ pub fn route_to_shim(module: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
     let mut moved = false;
     for import in reader.into_imports() {
         let import = import?;
+        if import.module == SHIM_MODULE {
+            anyhow::bail!(
+                "the module imports `{}` from `{SHIM_MODULE}`, a module name that `zero convert` \
+                 keeps for its own preview1 shim; rename that import module",
+                import.name
+            );
+        }
         let shimmed = import.module == PREVIEW1 && SHIMMED.contains(&import.name);
         moved |= shimmed;
         let from = if shimmed { SHIM_MODULE } else { import.module };
@@ -117,4 +124,114 @@ pub fn route_to_shim(module: &[u8]) -> anyhow::Result<(Vec<u8>, bool)> {
     wasm_encoder::Encode::encode(&imports, &mut out);
     out.extend_from_slice(&module[whole.end..]);
     Ok((out, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(wat: &str) -> Vec<u8> {
+        wat::parse_str(wat).unwrap()
+    }
+
+    fn imports(bytes: &[u8]) -> Vec<String> {
+        crate::inspect(bytes, "m").unwrap().imports
+    }
+
+    #[test]
+    fn the_shim_builds_and_is_valid_wasm() {
+        let shim = shim_module().unwrap();
+        wasmparser::Validator::new().validate_all(shim).unwrap();
+        let info = crate::inspect(shim, "shim").unwrap();
+        assert!(info.custom_sections.iter().any(|s| s == "component-type"));
+        for f in SHIMMED.iter().chain(&["cabi_import_realloc"]) {
+            assert!(info.exports.iter().any(|e| e == f), "{f}");
+        }
+    }
+
+    #[test]
+    fn only_the_shimmed_preview1_imports_move() {
+        let m = module(
+            r#"(module
+                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "args_get" (func (param i32 i32) (result i32)))
+                (import "other" "proc_exit" (func (param i32)))
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (call 3 (i32.const 0))))"#,
+        );
+        let (out, moved) = route_to_shim(&m).unwrap();
+        assert!(moved);
+        wasmparser::Validator::new().validate_all(&out).unwrap();
+        assert_eq!(
+            imports(&out),
+            [
+                "wasi_snapshot_preview1::fd_write",
+                "zerocore_preview1::args_get",
+                "other::proc_exit",
+                "zerocore_preview1::proc_exit",
+            ]
+        );
+        // Everything after the import section is byte for byte the same.
+        assert!(m.ends_with(&out[out.len() - 20..]));
+    }
+
+    #[test]
+    fn a_module_without_those_imports_is_unchanged() {
+        let m = module(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write"
+                 (func (param i32 i32 i32 i32) (result i32))))"#,
+        );
+        assert_eq!(route_to_shim(&m).unwrap(), (m.clone(), false));
+        let none = module("(module)");
+        assert_eq!(route_to_shim(&none).unwrap(), (none.clone(), false));
+    }
+
+    #[test]
+    fn a_module_importing_the_shims_name_is_refused() {
+        let m = module(
+            r#"(module (import "zerocore_preview1" "cabi_import_realloc"
+                 (func (param i32 i32 i32 i32) (result i32))))"#,
+        );
+        let err = route_to_shim(&m).unwrap_err().to_string();
+        assert!(
+            err.contains("zerocore_preview1") && err.contains("rename"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_converted_command_imports_exit_with_code_and_nothing_of_ours() {
+        let m = module(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (import "wasi_snapshot_preview1" "args_sizes_get" (func (param i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (call 0 (i32.const 3))))"#,
+        );
+        let (component, kind) = crate::convert(&m, "m.wasm", None).unwrap();
+        assert_eq!(kind, crate::AdapterKind::Command);
+        let info = crate::inspect(&component, "c").unwrap();
+        assert!(
+            info.imports.iter().any(|i| i == "wasi:cli/exit@0.2.12"),
+            "{:?}",
+            info.imports
+        );
+        assert!(
+            info.imports.iter().all(|i| i.starts_with("wasi:")),
+            "{:?}",
+            info.imports
+        );
+        // A module that only uses the shim needs no standard adapter at all.
+        let only = module(
+            r#"(module
+                (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+                (memory (export "memory") 1)
+                (func (export "_start") (call 0 (i32.const 3))))"#,
+        );
+        let (component, _) = crate::convert(&only, "only.wasm", None).unwrap();
+        let info = crate::inspect(&component, "c").unwrap();
+        assert_eq!(info.imports, ["wasi:cli/exit@0.2.12"]);
+    }
 }
