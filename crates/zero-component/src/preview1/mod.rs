@@ -234,4 +234,37 @@ mod tests {
         let info = crate::inspect(&component, "c").unwrap();
         assert_eq!(info.imports, ["wasi:cli/exit@0.2.12"]);
     }
+
+    #[test]
+    fn reactors_use_the_shim_and_proxies_do_not() {
+        let m = module(
+            r#"(module
+                (import "wasi_snapshot_preview1" "args_sizes_get" (func (param i32 i32) (result i32)))
+                (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                (memory (export "memory") 1)
+                (func (export "f") (result i32) (call 0 (i32.const 0) (i32.const 4))))"#,
+        );
+        let (reactor, kind) = crate::convert(&m, "r.wasm", None).unwrap();
+        assert_eq!(kind, crate::AdapterKind::Reactor);
+        let info = crate::inspect(&reactor, "r").unwrap();
+        assert!(
+            info.imports
+                .iter()
+                .any(|i| i == "wasi:cli/environment@0.2.12"),
+            "{:?}",
+            info.imports
+        );
+        // The proxy world has no wasi:cli/environment: the standard proxy adapter answers
+        // args_sizes_get itself.
+        let (proxy, _) = crate::convert(&m, "p.wasm", Some(crate::AdapterKind::Proxy)).unwrap();
+        let info = crate::inspect(&proxy, "p").unwrap();
+        assert!(
+            !info
+                .imports
+                .iter()
+                .any(|i| i.starts_with("wasi:cli/environment")),
+            "{:?}",
+            info.imports
+        );
+    }
 }
