@@ -62,6 +62,10 @@ fn exit_codes_pass_through_for_every_toolchain() {
             assert_eq!(code.to_string(), exit, "{toolchain}: {out}{err}");
             assert!(out.contains("arg: --exit"), "{toolchain}: {out}");
         }
+        // No process status carries more than 8 bits: a larger code stays a failure (255)
+        // instead of wrapping around to 0 as `exit(256)` does natively.
+        let (code, out, err) = zero(&["run", component.to_str().unwrap(), "--exit", "256"]);
+        assert_eq!(code, 255, "{toolchain}: {out}{err}");
     }
 }
 
