@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,42 +16,6 @@ use zero_client::Client;
 
 fn msg(v: &serde_json::Value) -> &str {
     v["message"].as_str().unwrap_or("")
-}
-
-/// An upstream on loopback that counts the connections it accepts and answers `body`.
-fn counting_upstream(body: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            seen.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                if read_head(&mut s) {
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes());
-                }
-            });
-        }
-    });
-    (addr, count)
-}
-
-fn read_head(s: &mut std::net::TcpStream) -> bool {
-    let mut buf = [0u8; 4096];
-    let mut seen = Vec::new();
-    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-        }
-    }
-    true
 }
 
 /// What a stalling upstream saw of one connection: when the request head arrived and when

@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
 use support::*;
@@ -474,37 +474,6 @@ fn a_client_going_away_cancels_its_p3_request() {
         "a fault was logged after the client went away"
     );
     assert_eq!(get(&node.url("/probe/hi")).status, 200);
-}
-
-/// An upstream on loopback that counts the connections it accepts and answers `body`.
-fn counting_upstream(body: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = count.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming() {
-            let Ok(mut s) = stream else { continue };
-            seen.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-            });
-        }
-    });
-    (addr, count)
 }
 
 /// An upstream on loopback that reads a request and never answers; it records when the node
