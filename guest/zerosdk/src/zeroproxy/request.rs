@@ -77,14 +77,7 @@ impl Request {
         };
         let headers = Headers::from_list(req.headers().entries());
         let full = req.path_with_query().unwrap_or_else(|| "/".to_string());
-        let (full_path, query) = split_query(&full);
-        // The node passes the path within the app; another host may not, and then the app sees
-        // the whole path.
-        let path = headers
-            .get(PATH_INFO_HEADER)
-            .map(str::to_string)
-            .unwrap_or(full_path);
-        let route = headers.get(ROUTE_HEADER).unwrap_or("/").to_string();
+        let (path, query, route) = place(&headers, &full);
         let body = req.consume().ok();
         // The request resource is no longer needed once its body is taken; the body outlives it.
         drop(req);
@@ -118,12 +111,7 @@ impl Request {
         };
         let headers = Headers::from_list(req.get_headers().copy_all());
         let full = req.get_path_with_query().unwrap_or_else(|| "/".to_string());
-        let (full_path, query) = split_query(&full);
-        let path = headers
-            .get(PATH_INFO_HEADER)
-            .map(str::to_string)
-            .unwrap_or(full_path);
-        let route = headers.get(ROUTE_HEADER).unwrap_or("/").to_string();
+        let (path, query, route) = place(&headers, &full);
         let (consumed_tx, consumed_rx) = wasip3::wit_future::new(|| Ok(()));
         let (mut stream, _trailers) = wasip3::http::types::Request::consume_body(req, consumed_rx);
         let mut bytes = Vec::new();
@@ -292,6 +280,19 @@ impl Request {
             }
         }
     }
+}
+
+/// The request's path within the app, its query and the route it came by, from its headers
+/// and its whole path and query. The node passes the path within the app; another host may
+/// not, and then the app sees the whole path.
+fn place(headers: &Headers, path_and_query: &str) -> (String, Option<String>, String) {
+    let (full_path, query) = split_query(path_and_query);
+    let path = headers
+        .get(PATH_INFO_HEADER)
+        .map(str::to_string)
+        .unwrap_or(full_path);
+    let route = headers.get(ROUTE_HEADER).unwrap_or("/").to_string();
+    (path, query, route)
 }
 
 fn split_query(path_and_query: &str) -> (String, Option<String>) {
