@@ -133,6 +133,8 @@ pub struct AdminLimits {
     pub max_connections: usize,
     /// Connections one client (an IPv4 address or an IPv6 /64) may hold open.
     pub max_connections_per_client: usize,
+    /// Connections kept for clients that made an authenticated call lately.
+    pub reserved_connections: usize,
     /// Slowest a request body may arrive, in bytes a second (after `header_read_timeout`).
     pub min_body_rate: u64,
 }
@@ -148,6 +150,7 @@ impl AdminLimits {
             request_timeout: Duration::from_millis(a.request_timeout_ms),
             max_connections: a.max_connections,
             max_connections_per_client: a.connections_per_client(),
+            reserved_connections: a.reserved(),
             min_body_rate: a.min_body_rate.0,
         }
     }
@@ -842,6 +845,7 @@ pub async fn serve(
     let connections = conn::Connections::with_json_refusals(
         limits.max_connections,
         limits.max_connections_per_client,
+        limits.reserved_connections,
         "[admin]",
     );
     let deadlines = conn::Deadlines {
@@ -880,12 +884,17 @@ pub async fn serve(
                 limits.min_body_rate,
                 limits.header_read_timeout,
             );
+            let connections = connections.clone();
             hyper::service::service_fn(move |req: http::Request<Incoming>| {
                 let router = router.clone();
+                let connections = connections.clone();
                 let in_flight = activity.begin();
                 let req = req.map(|b| crate::bodyrate::MinRate::new(b, rate, grace));
                 async move {
-                    let resp = answer(router, req, timeout).await;
+                    let (resp, authenticated) = vouch::watch(answer(router, req, timeout)).await;
+                    if authenticated {
+                        connections.vouch(remote.ip());
+                    }
                     Ok::<_, Infallible>(resp.map(|b| conn::Holding::new(b, in_flight)))
                 }
             })
@@ -917,6 +926,32 @@ pub async fn serve(
     drop(listener);
     if !connections.drained(limits.request_timeout).await {
         tracing::warn!(target: "management", "management calls still running at shutdown were cut off");
+    }
+}
+
+/// Whether a management call was authenticated: the one place that verifies invocations
+/// ([`Api::authorize_with`]) says so to the connection serving the call, which then counts
+/// its client as known (see `[admin] reserved_connections`).
+pub(crate) mod vouch {
+    use std::cell::Cell;
+
+    tokio::task_local! {
+        static AUTHENTICATED: Cell<bool>;
+    }
+
+    /// Runs `call`; returns its output and whether it verified an invocation.
+    pub(crate) async fn watch<F: std::future::Future>(call: F) -> (F::Output, bool) {
+        AUTHENTICATED
+            .scope(Cell::new(false), async {
+                let out = call.await;
+                (out, AUTHENTICATED.with(Cell::get))
+            })
+            .await
+    }
+
+    /// Marks the call being served as authenticated (outside [`watch`], nothing happens).
+    pub(crate) fn authenticated() {
+        let _ = AUTHENTICATED.try_with(|a| a.set(true));
     }
 }
 

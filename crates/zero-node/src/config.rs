@@ -194,6 +194,11 @@ pub struct AdminSection {
     /// [`AdminSection::connections_per_client`]); behind a reverse proxy raise it to
     /// `max_connections`.
     pub max_connections_per_client: Option<usize>,
+    /// Of `max_connections`, how many are kept for known clients: those that made an
+    /// authenticated call (a verified invocation) from their address in the last 10 minutes.
+    /// A flood of connections from many addresses that never authenticate then leaves the
+    /// Admin and tenant owners these. Unset, a quarter of `max_connections`; 0 keeps none.
+    pub reserved_connections: Option<usize>,
     /// Slowest a request body may arrive (bytes a second, averaged from the end of the request
     /// head, after a grace of `header_read_timeout_ms`): at `t` seconds after the head at least
     /// `min_body_rate × (t − grace)` bytes must have arrived, else the body is cut (`408
@@ -222,6 +227,7 @@ impl Default for AdminSection {
             request_timeout_ms: 300_000,
             max_connections: 64,
             max_connections_per_client: None,
+            reserved_connections: None,
             min_body_rate: ByteSize(16 << 10),
             max_deploys_per_tenant: 1,
             max_compiles: 1,
@@ -239,6 +245,13 @@ impl AdminSection {
     pub fn connections_per_client(&self) -> usize {
         self.max_connections_per_client
             .unwrap_or(Self::DEFAULT_CONNECTIONS_PER_CLIENT.min(self.max_connections))
+    }
+
+    /// Connections kept for known clients: `reserved_connections` if set, else a quarter of
+    /// `max_connections`.
+    pub fn reserved(&self) -> usize {
+        self.reserved_connections
+            .unwrap_or(self.max_connections / 4)
     }
 }
 
@@ -454,6 +467,15 @@ impl NodeConfig {
             return Err(format!(
                 "[admin] max_connections_per_client ({}) must not exceed max_connections ({}); lower it, raise max_connections, or leave it unset for min(8, max_connections)",
                 a.connections_per_client(),
+                a.max_connections
+            ));
+        }
+        if a.reserved() >= a.max_connections {
+            return Err(format!(
+                "[admin] reserved_connections ({}) must be less than max_connections ({}): \
+                 clients that have not authenticated lately need at least one connection to \
+                 authenticate on; lower it, or leave it unset for a quarter of max_connections",
+                a.reserved(),
                 a.max_connections
             ));
         }
@@ -728,6 +750,19 @@ mod tests {
         assert!(e.contains("max_connections"), "{e}");
         assert_eq!(c.admin.connections_per_client(), 2);
         assert_eq!(AdminSection::default().connections_per_client(), 8);
+        assert_eq!(
+            (c.admin.reserved(), AdminSection::default().reserved()),
+            (0, 16)
+        );
+        let e = NodeConfig::parse(
+            "[admin]\nmax_connections = 4\nreserved_connections = 4\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("reserved_connections (4) must be less than"),
+            "{e}"
+        );
         for (toml, want) in [
             (
                 "max_connections_per_client = 0",

@@ -230,6 +230,7 @@ impl Api {
             .with_replay_cache(&self.authority.replay)
             .validate_invocation_with(&invocation, &proofs, now(), scope)
             .map_err(auth_refusal)?;
+        crate::api::vouch::authenticated();
         let chain = verified
             .proofs
             .iter()

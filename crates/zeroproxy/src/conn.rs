@@ -142,12 +142,32 @@ impl Drop for ClientPermit {
     }
 }
 
-/// The open connections: at most `max` on the node and `max_per_client` from one client.
+/// How long a client that made an authenticated call counts as known (see [`Reserve`]).
+pub const VOUCHED_FOR: Duration = Duration::from_secs(600);
+/// Clients remembered as known at most; past it the oldest are forgotten first.
+const MAX_VOUCHED: usize = 4096;
+
+/// Connections kept for known clients: those that made an authenticated call lately (the
+/// management API's, where a flood of connections from many addresses that never
+/// authenticate must not lock its operators and tenants out).
+struct Reserve {
+    size: usize,
+    slots: Arc<Semaphore>,
+    /// When each known client (by [`client_key`]) last authenticated.
+    known: Mutex<HashMap<IpAddr, Instant>>,
+    log: Throttle,
+    response: Vec<u8>,
+}
+
+/// The open connections: at most `max` on the node and `max_per_client` from one client, and
+/// optionally a share of `max` that only known clients may use ([`Connections::vouch`]).
 pub struct Connections {
     /// The configuration section the limits are set in (`[http]`, `[admin]`), for the log.
     section: &'static str,
     max: usize,
+    /// Places anyone may take (`max` less the reserve).
     slots: Arc<Semaphore>,
+    reserve: Option<Reserve>,
     per_client: Arc<PerClient>,
     full_log: Throttle,
     client_log: Throttle,
@@ -156,7 +176,11 @@ pub struct Connections {
 }
 
 /// A place under the node's connection cap, not yet given to a connection.
-pub struct Place(OwnedSemaphorePermit);
+pub struct Place {
+    permit: OwnedSemaphorePermit,
+    /// From the reserve for known clients.
+    reserved: bool,
+}
 
 /// One admitted connection's place; released when dropped.
 pub struct Slot {
@@ -168,30 +192,51 @@ impl Connections {
     /// At most `max` connections, `max_per_client` from one client (an IPv4 address or an
     /// IPv6 /64); `section` names where they are configured (`"[http]"`), for the log.
     pub fn new(max: usize, max_per_client: usize, section: &'static str) -> Arc<Connections> {
-        Self::build(max, max_per_client, section, false)
+        Self::build(max, max_per_client, 0, section, false)
     }
 
     /// As [`Connections::new`], for an API whose errors are JSON objects (`error`, `message`):
-    /// refused connections get theirs (`TooManyConnections`).
+    /// refused connections get theirs (`TooManyConnections`); and `reserved` of the `max`
+    /// places are kept for known clients (see [`Connections::vouch`]); it is at most
+    /// `max - 1`.
     pub fn with_json_refusals(
         max: usize,
         max_per_client: usize,
+        reserved: usize,
         section: &'static str,
     ) -> Arc<Connections> {
-        Self::build(max, max_per_client, section, true)
+        Self::build(max, max_per_client, reserved, section, true)
     }
 
     fn build(
         max: usize,
         max_per_client: usize,
+        reserved: usize,
         section: &'static str,
         json: bool,
     ) -> Arc<Connections> {
         let max = max.max(1);
+        let reserved = reserved.min(max - 1);
+        let reserve = (reserved > 0).then(|| Reserve {
+            size: reserved,
+            slots: Arc::new(Semaphore::new(reserved)),
+            known: Mutex::new(HashMap::new()),
+            log: Throttle::new(Duration::from_secs(1)),
+            response: shed_response(
+                "TooManyConnections",
+                &format!(
+                    "the node is at its limit of open connections for clients that have not made \
+                     an authenticated call lately ({section} max_connections less \
+                     reserved_connections); retry shortly\n"
+                ),
+                json,
+            ),
+        });
         Arc::new(Connections {
             section,
             max,
-            slots: Arc::new(Semaphore::new(max)),
+            slots: Arc::new(Semaphore::new(max - reserved)),
+            reserve,
             per_client: PerClient::new(max_per_client),
             full_log: Throttle::new(Duration::from_secs(1)),
             client_log: Throttle::new(Duration::from_secs(1)),
@@ -225,23 +270,93 @@ impl Connections {
             }
             return Err(&self.full_response);
         };
-        self.admit_into(Place(permit), ip)
+        self.admit_into(
+            Place {
+                permit,
+                reserved: false,
+            },
+            ip,
+        )
     }
 
     /// Waits for a place under the node's cap, for a listener that leaves further
     /// connections waiting in the listen backlog (accepting only with a place) rather than
     /// refusing them; then [`Connections::admit_into`].
     pub async fn place(&self) -> Place {
-        // The semaphore is never closed.
-        match self.slots.clone().acquire_owned().await {
-            Ok(permit) => Place(permit),
+        // The semaphores are never closed.
+        let general = self.slots.clone().acquire_owned();
+        let (permit, reserved) = match &self.reserve {
+            None => (general.await, false),
+            Some(r) => tokio::select! {
+                biased;
+                p = general => (p, false),
+                p = r.slots.clone().acquire_owned() => (p, true),
+            },
+        };
+        match permit {
+            Ok(permit) => Place { permit, reserved },
             Err(_) => std::future::pending().await,
         }
+    }
+
+    /// Counts the client at `ip` as known for [`VOUCHED_FOR`]: it made an authenticated call,
+    /// so it may use the places kept for known clients. (A no-op without a reserve.)
+    pub fn vouch(&self, ip: IpAddr) {
+        let Some(r) = &self.reserve else { return };
+        let now = Instant::now();
+        let mut known = r.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(client_key(ip), now);
+        if known.len() > MAX_VOUCHED {
+            known.retain(|_, at| now.duration_since(*at) < VOUCHED_FOR);
+            while known.len() > MAX_VOUCHED {
+                let Some(oldest) = known.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) else {
+                    break;
+                };
+                known.remove(&oldest);
+            }
+        }
+    }
+
+    /// Whether the client at `ip` made an authenticated call within [`VOUCHED_FOR`].
+    fn known(r: &Reserve, ip: IpAddr) -> bool {
+        let known = r.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(&client_key(ip))
+            .is_some_and(|at| at.elapsed() < VOUCHED_FOR)
     }
 
     /// Admits a connection from `ip` into `place`, or tells why not (the bytes to send it
     /// before closing; the place is freed).
     pub fn admit_into(&self, place: Place, ip: IpAddr) -> Result<Slot, &[u8]> {
+        // A place from the reserve is only for a known client; anyone else takes a general
+        // place that freed meanwhile, or is refused.
+        let place = match &self.reserve {
+            Some(r) if place.reserved && !Self::known(r, ip) => {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(permit) => Place {
+                        permit,
+                        reserved: false,
+                    },
+                    Err(_) => {
+                        if let Some(refused) = r.log.hit() {
+                            tracing::warn!(
+                                client = %client_key(ip),
+                                reserved = r.size,
+                                refused,
+                                "refused connections: every {} place for clients that have not \
+                                 authenticated lately is taken ({} of max_connections {} are \
+                                 kept for clients that have)",
+                                self.section,
+                                r.size,
+                                self.max
+                            );
+                        }
+                        return Err(&r.response);
+                    }
+                }
+            }
+            _ => place,
+        };
         let Some(client) = self.per_client.take(ip) else {
             let key = client_key(ip);
             if let Some(refused) = self.client_log.hit() {
@@ -258,16 +373,23 @@ impl Connections {
         };
         Ok(Slot {
             _client: client,
-            _permit: place.0,
+            _permit: place.permit,
         })
     }
 
     /// Waits until every connection has closed, at most `grace`; `false` when some remain.
     pub async fn drained(&self, grace: Duration) -> bool {
-        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
-        tokio::time::timeout(grace, self.slots.acquire_many(all))
-            .await
-            .is_ok()
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let reserved = self.reserve.as_ref().map_or(0, |r| r.size);
+        let all = async {
+            let general = self.slots.acquire_many(count(self.max - reserved)).await;
+            let kept = match &self.reserve {
+                Some(r) => Some(r.slots.acquire_many(count(r.size)).await),
+                None => None,
+            };
+            (general, kept)
+        };
+        tokio::time::timeout(grace, all).await.is_ok()
     }
 }
 
@@ -720,6 +842,43 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn places_kept_for_known_clients_are_refused_to_strangers() {
+        let c = Connections::with_json_refusals(3, 3, 1, "[admin]");
+        let (stranger, known): (IpAddr, IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a = c.admit_into(c.place().await, stranger).ok().unwrap();
+        let _b = c.admit_into(c.place().await, stranger).ok().unwrap();
+        // The general places are taken: the next is the reserve's, refused to a stranger.
+        let refused = c.admit_into(c.place().await, stranger).err().unwrap();
+        let refused = String::from_utf8_lossy(refused);
+        assert!(
+            refused.contains("have not made an authenticated call lately"),
+            "{refused}"
+        );
+        assert!(refused.contains("reserved_connections") && refused.contains("503"));
+        // A known client gets it.
+        c.vouch(known);
+        let k = c.admit_into(c.place().await, known).ok().unwrap();
+        // Every place is taken: the next waits.
+        let wait = tokio::time::timeout(Duration::from_millis(50), c.place());
+        assert!(wait.await.is_err());
+        // A general place freed: a stranger gets it, even through a reserve place taken
+        // before (it swaps).
+        drop(k);
+        let reserved = c.place().await;
+        assert!(reserved.reserved);
+        drop(a);
+        let s = c.admit_into(reserved, stranger).ok().unwrap();
+        assert_eq!(c.slots.available_permits(), 0);
+        assert_eq!(c.reserve.as_ref().unwrap().slots.available_permits(), 1);
+        drop(s);
+        // Without a reserve nothing changes.
+        let plain = Connections::new(1, 1, "[http]");
+        plain.vouch(known);
+        assert!(!plain.place().await.reserved);
+    }
 
     #[test]
     fn clients_are_counted_by_ipv4_address_or_ipv6_64() {

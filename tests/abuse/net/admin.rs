@@ -291,3 +291,73 @@ fn refusals_reach_a_client_that_is_still_sending_without_a_reset() {
     let (status, body) = post_streaming(&format!("http://{http}/echo"), vec![b'y'; 1000]);
     assert_eq!((status, body.len()), (200, 1000));
 }
+
+/// Many addresses that never authenticate cannot lock the management API's users out: with
+/// every general place held by silent connections from four addresses, the places kept by
+/// `[admin] reserved_connections` are refused to strangers (`503` naming the setting) and
+/// serve a client that made an authenticated call lately at once, long before the
+/// attackers' header timeout would free anything. Without the reserve, that client waits.
+#[test]
+fn unauthenticated_addresses_cannot_take_the_places_kept_for_known_clients() {
+    for reserved in [2usize, 0] {
+        let w = world_with(
+            &format!("abuse-admin-reserve-{reserved}"),
+            &format!(
+                "[admin]\nmax_connections = 8\nmax_connections_per_client = 2\n\
+                 reserved_connections = {reserved}\nheader_read_timeout_ms = 4000\n"
+            ),
+        );
+        let api = w.node.admin;
+        // The owner authenticates from 127.0.0.1: it is a known client from now on.
+        // (A client of its own, dropped with its connection, which would hold a place.)
+        w.owner(&w.acme).list_apps("acme").unwrap();
+        let mut owner = w.owner(&w.acme);
+        std::thread::sleep(Duration::from_millis(300));
+        rt().block_on(async {
+            let mut conns = Vec::new();
+            for i in 0..4 {
+                conns.extend(open_many(Ipv4Addr::new(127, 0, 0, 50 + i), api, 2).await);
+            }
+            let (held, refused) = held_or_refused(conns, Duration::from_millis(700)).await;
+            let general = 8 - reserved;
+            assert_eq!(
+                (held.len(), refused.len()),
+                (general, reserved),
+                "{refused:?}"
+            );
+            for r in &refused {
+                assert_eq!(status_of(r.as_bytes()), Some(503), "{r}");
+                assert!(
+                    r.contains("TooManyConnections") && r.contains("reserved_connections"),
+                    "{r}"
+                );
+            }
+            if reserved > 0 {
+                // Another stranger is refused too; the known owner is served at once.
+                let (_, more) = held_or_refused(
+                    open_many(Ipv4Addr::new(127, 0, 0, 60), api, 1).await,
+                    Duration::from_millis(700),
+                )
+                .await;
+                assert_eq!(more.len(), 1, "{more:?}");
+                w.node.wait_log("reserve refusal", |v| {
+                    msg(v).contains("are kept for clients that have")
+                });
+            }
+            let started = Instant::now();
+            let listed = tokio::task::spawn_blocking(move || owner.list_apps("acme").map(|_| ()))
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert!(listed.is_ok(), "{listed:?}");
+            eprintln!("admin reserve {reserved}: the known owner was served after {took:?}");
+            if reserved > 0 {
+                assert!(took < Duration::from_secs(2), "{took:?}");
+            } else {
+                // It waited in the backlog until the header timeout closed a silent one.
+                assert!(took > Duration::from_secs(2), "{took:?}");
+            }
+            drop(held);
+        });
+    }
+}
