@@ -323,7 +323,8 @@ fn a_deploy_flood_is_refused_past_the_tenant_limit_while_other_tenants_deploy_an
     let list = client(&w, &w.acme).list_apps("acme").unwrap();
     let apps = list["apps"].as_array().unwrap();
     assert!(apps.len() <= 4, "{list}");
-    assert_eq!(get(&w.node.url("/same")).status, 200);
+    let same = get(&w.node.url("/same"));
+    assert_eq!(same.status, 200, "{}", same.body);
 }
 
 /// Replacing an app again and again with new code leaves the code and compiled artifact of
