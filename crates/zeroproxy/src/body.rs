@@ -267,6 +267,10 @@ impl Drop for ProxyBody {
                 outcome,
                 "request"
             );
+            let routed = a.info.tenant.as_deref().zip(a.info.app.as_deref());
+            a.info
+                .metrics
+                .record(routed, a.status.as_u16(), a.info.start.elapsed());
         }
     }
 }
