@@ -415,3 +415,83 @@ fn an_owner_follows_their_own_apps_lines_and_never_another_tenants() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_follower_that_stops_reading_misses_lines_and_is_told_while_the_node_goes_on() {
+    use std::io::{Read, Write};
+    let w = world("observe-slow");
+    deploy(&w, &w.acme, "logger", "logger", "/acme-logger");
+    deploy(&w, &w.beta, "logger", "logger", "/beta-logger");
+    // acme's follower sends its request and then reads nothing.
+    let args = std::collections::BTreeMap::from([(
+        "tenant".to_string(),
+        zero_auth::Ipld::String("acme".into()),
+    )]);
+    let inv = w.owner(&w.acme).invocation("/log/read", args).unwrap();
+    let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
+    let mut slow = std::net::TcpStream::connect(w.node.admin).unwrap();
+    write!(
+        slow,
+        "GET /v1/tenants/acme/logs?follow HTTP/1.1\r\nhost: node\r\nauthorization: Bearer {}\r\nucan-proofs: {}\r\n\r\n",
+        inv.to_base64(),
+        proofs.join(",")
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // acme writes far more than the follower's backlog and its socket buffers hold (each
+    // request: 256 KiB of 100-byte lines on each stream, the per-request budget); its
+    // requests, and beta's, are answered meanwhile.
+    for _ in 0..10 {
+        assert_eq!(
+            get(&w.node.url("/acme-logger?flood=1&stream=both")).status,
+            200
+        );
+    }
+    let t = Instant::now();
+    assert_eq!(get(&w.node.url("/beta-logger")).status, 200);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "beta waited {:?}",
+        t.elapsed()
+    );
+    // Another acme reader is not held back either.
+    let mut recent = 0;
+    w.owner(&w.acme)
+        .stream_logs(Some("acme"), None, false, |_| {
+            recent += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(recent, 200, "the recent lines");
+
+    // The slow follower reads at last: what was buffered, then how many lines it missed.
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let needle = b"\"kind\":\"dropped\"";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no dropped line after {} bytes",
+            seen.len()
+        );
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream ended without a dropped line");
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(at) = seen.windows(needle.len()).position(|w| w == needle)
+            && seen[at..].contains(&b'\n')
+        {
+            break at;
+        }
+    };
+    let tail = String::from_utf8_lossy(&seen[found.saturating_sub(200)..]).into_owned();
+    let line = tail
+        .lines()
+        .find(|l| l.contains("\"kind\":\"dropped\""))
+        .unwrap();
+    let v: Json = serde_json::from_str(line.trim()).unwrap();
+    assert!(v["dropped"].as_u64().unwrap() > 1000, "{v}");
+}

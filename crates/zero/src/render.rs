@@ -146,29 +146,6 @@ pub fn describe_chains(chains: &[Vec<Delegation>]) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_results_render_as_aligned_tables_or_counts() {
-        let v = serde_json::json!({
-            "columns": ["id", "title"],
-            "rows": [[1, "milk"], [10, null], [2, {"hex": "00ff"}]],
-            "rows_affected": 0,
-        });
-        let text = format_query_result(&v);
-        assert_eq!(
-            text,
-            "id | title\n---+--------\n1  | milk\n10 | NULL\n2  | x'00ff'\n(3 rows)"
-        );
-        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 1});
-        assert_eq!(format_query_result(&w), "1 row affected");
-        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 3});
-        assert_eq!(format_query_result(&w), "3 rows affected");
-    }
-}
-
 /// Renders one line of a log or event stream ([`zero_client::Client::stream_logs`]) for a
 /// terminal: `app request-id what`, by kind.
 pub fn format_log_line(v: &serde_json::Value) -> String {
@@ -209,5 +186,28 @@ pub fn format_log_line(v: &serde_json::Value) -> String {
             format!("{} {rest}", s("event"))
         }
         _ => v.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_results_render_as_aligned_tables_or_counts() {
+        let v = serde_json::json!({
+            "columns": ["id", "title"],
+            "rows": [[1, "milk"], [10, null], [2, {"hex": "00ff"}]],
+            "rows_affected": 0,
+        });
+        let text = format_query_result(&v);
+        assert_eq!(
+            text,
+            "id | title\n---+--------\n1  | milk\n10 | NULL\n2  | x'00ff'\n(3 rows)"
+        );
+        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 1});
+        assert_eq!(format_query_result(&w), "1 row affected");
+        let w = serde_json::json!({"columns": [], "rows": [], "rows_affected": 3});
+        assert_eq!(format_query_result(&w), "3 rows affected");
     }
 }

@@ -267,7 +267,7 @@ impl Drop for ProxyBody {
                 outcome,
                 "request"
             );
-            let routed = a.info.tenant.as_deref().zip(a.info.app.as_deref());
+            let routed = a.info.tenant.clone().zip(a.info.app.clone());
             a.info
                 .metrics
                 .record(routed, a.status.as_u16(), a.info.start.elapsed());

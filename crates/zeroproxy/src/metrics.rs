@@ -15,17 +15,24 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use zero_provider::metrics::{AppLabels, Metrics, latency_buckets};
+use zero_provider::metrics::{Metrics, latency_buckets};
 
 /// The status classes counted.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// The labels of a request counter.
+/// The labels of a request counter (shared names: no allocation per request).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    tenant: String,
-    app: String,
+    tenant: Arc<str>,
+    app: Arc<str>,
     class: &'static str,
+}
+
+/// The labels of a latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    tenant: Arc<str>,
+    app: Arc<str>,
 }
 
 /// The labels of an unrouted request counter.
@@ -72,26 +79,30 @@ fn class(status: u16) -> &'static str {
 
 impl HttpMetrics {
     /// Counts one answered request (`tenant` and `app` when it was routed to one).
-    pub(crate) fn record(&self, routed: Option<(&str, &str)>, status: u16, elapsed: Duration) {
+    pub(crate) fn record(
+        &self,
+        routed: Option<(Arc<str>, Arc<str>)>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let class = class(status);
-        let deployed = routed.filter(|(t, a)| {
+        let deployed = routed.filter(|key| {
             self.deployed
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&(Arc::from(*t), Arc::from(*a)))
+                .contains(key)
         });
         match deployed {
             Some((tenant, app)) => {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        tenant: tenant.to_string(),
-                        app: app.to_string(),
-                        class,
-                    })
-                    .inc();
                 self.latency
-                    .get_or_create(&AppLabels::new(tenant, app))
+                    .get_or_create(&AppLabels {
+                        tenant: tenant.clone(),
+                        app: app.clone(),
+                    })
                     .observe(elapsed.as_secs_f64());
+                self.requests
+                    .get_or_create(&RequestLabels { tenant, app, class })
+                    .inc();
             }
             None => {
                 self.unrouted.get_or_create(&ClassLabels { class }).inc();
@@ -110,12 +121,12 @@ impl HttpMetrics {
         for (tenant, app) in gone {
             for class in CLASSES {
                 self.requests.remove(&RequestLabels {
-                    tenant: tenant.to_string(),
-                    app: app.to_string(),
+                    tenant: tenant.clone(),
+                    app: app.clone(),
                     class,
                 });
             }
-            self.latency.remove(&AppLabels::new(&tenant, &app));
+            self.latency.remove(&AppLabels { tenant, app });
         }
     }
 }
@@ -144,26 +155,38 @@ impl Metrics for HttpMetrics {
 mod tests {
     use super::*;
 
+    /// The series lines of a scrape of `m`.
+    fn series(m: &HttpMetrics) -> Vec<String> {
+        let mut r = Registry::default();
+        m.register_metrics(&mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        out.lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn only_deployed_apps_get_series_and_removed_ones_lose_them() {
         let m = HttpMetrics::default();
-        let app = (Arc::<str>::from("t"), Arc::<str>::from("a"));
-        m.deployed(HashSet::from([app.clone()]));
-        m.record(Some(("t", "a")), 200, Duration::from_millis(3));
-        m.record(Some(("t", "other")), 200, Duration::from_millis(3));
+        let key = |t: &str, a: &str| Some((Arc::<str>::from(t), Arc::<str>::from(a)));
+        m.deployed(HashSet::from([key("t", "a").unwrap()]));
+        m.record(key("t", "a"), 200, Duration::from_millis(3));
+        m.record(key("t", "other"), 200, Duration::from_millis(3));
         m.record(None, 404, Duration::from_millis(1));
         for i in 0..100 {
-            m.record(Some(("t", &format!("x{i}"))), 500, Duration::ZERO);
+            m.record(key("t", &format!("x{i}")), 500, Duration::ZERO);
         }
-        assert_eq!(m.requests.len(), 1);
-        assert_eq!(m.latency.len(), 1);
-        assert_eq!(
-            m.unrouted.len(),
-            3,
-            "one series per status class (2xx, 4xx, 5xx), whatever the app named"
-        );
+        let lines = series(&m);
+        let of = |name: &str| lines.iter().filter(|l| l.starts_with(name)).count();
+        assert_eq!(of("http_requests_total{"), 1, "{lines:#?}");
+        assert_eq!(of("http_request_duration_seconds_count{"), 1, "{lines:#?}");
+        // One series per status class (2xx, 4xx, 5xx), whatever the app named.
+        assert_eq!(of("http_unrouted_requests_total{"), 3, "{lines:#?}");
+        assert!(lines.iter().all(|l| !l.contains("x1")), "{lines:#?}");
         m.deployed(HashSet::new());
-        assert_eq!(m.requests.len(), 0);
-        assert_eq!(m.latency.len(), 0);
+        let lines = series(&m);
+        assert!(lines.iter().all(|l| !l.contains("app=")), "{lines:#?}");
     }
 }
