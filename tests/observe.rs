@@ -495,3 +495,23 @@ fn a_follower_that_stops_reading_misses_lines_and_is_told_while_the_node_goes_on
     let v: Json = serde_json::from_str(line.trim()).unwrap();
     assert!(v["dropped"].as_u64().unwrap() > 1000, "{v}");
 }
+
+#[test]
+fn an_idle_follower_outlives_the_request_timeout_and_still_gets_later_lines() {
+    // An answer that sends nothing for `request_timeout_ms` is a stalled client; a follow that
+    // waits for lines sends a blank line every third of it instead.
+    let w = world_with("observe-idle", "[admin]\nrequest_timeout_ms = 1500\n");
+    deploy(&w, &w.acme, "logger", "logger", "/acme-logger");
+    let lines = follow(w.owner(&w.acme), "acme");
+    // Drain what the deploy left (nothing yet: no request ran), then stay idle past the limit.
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(get(&w.node.url("/acme-logger")).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(v) if v["kind"] == "access" => break,
+            Ok(_) => {}
+            Err(e) => panic!("the idle follower got nothing after the request: {e}"),
+        }
+    }
+}

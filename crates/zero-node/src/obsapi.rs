@@ -134,6 +134,8 @@ struct Streaming {
     follow: bool,
     closing: tokio::sync::watch::Receiver<bool>,
     heartbeat: Duration,
+    /// When the stream last sent something (lines of other apps, filtered out, do not count).
+    last_sent: tokio::time::Instant,
 }
 
 impl Streaming {
@@ -161,6 +163,7 @@ fn stream(api: &Api, reader: Reader, app: Option<String>, follow: bool) -> Resp 
         closing: api.closing.subscribe(),
         heartbeat: (api.limits.request_timeout / 3)
             .clamp(Duration::from_millis(100), Duration::from_secs(10)),
+        last_sent: tokio::time::Instant::now(),
     };
     let recent = std::mem::take(&mut state.reader.recent);
     state.recent = recent.into_iter().filter(|l| state.wants(l)).collect();
@@ -171,20 +174,21 @@ fn stream(api: &Api, reader: Reader, app: Option<String>, follow: bool) -> Resp 
         if !st.follow || *st.closing.borrow() {
             return None;
         }
-        loop {
+        let sent = loop {
+            let beat = st.last_sent + st.heartbeat;
             tokio::select! {
                 got = st.reader.rx.recv() => match got {
-                    Ok(line) if st.wants(&line) => return Some((Ok(text_line(&line.json)), st)),
+                    Ok(line) if st.wants(&line) => break text_line(&line.json),
                     Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => return Some((Ok(text_line(&dropped_line(n))), st)),
+                    Err(RecvError::Lagged(n)) => break text_line(&dropped_line(n)),
                     Err(RecvError::Closed) => return None,
                 },
                 _ = st.closing.changed() => return None,
-                _ = tokio::time::sleep(st.heartbeat) => {
-                    return Some((Ok(Bytes::from_static(b"\n")), st));
-                }
+                _ = tokio::time::sleep_until(beat) => break Bytes::from_static(b"\n"),
             }
-        }
+        };
+        st.last_sent = tokio::time::Instant::now();
+        Some((Ok(sent), st))
     });
     let mut r = Resp::new(Body::from_stream(lines));
     *r.status_mut() = StatusCode::OK;
