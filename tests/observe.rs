@@ -515,3 +515,72 @@ fn an_idle_follower_outlives_the_request_timeout_and_still_gets_later_lines() {
         }
     }
 }
+
+#[test]
+fn each_providers_counters_move_with_its_work() {
+    let w = world("observe-providers");
+    let mut acme = w.owner(&w.acme);
+    let mut admin = admin(&w);
+    // zerodb: statements by tenant and outcome, and their latency.
+    acme.db_query("acme", "app", "CREATE TABLE t (x INTEGER)", &[])
+        .unwrap();
+    acme.db_query("acme", "app", "INSERT INTO t VALUES (1)", &[])
+        .unwrap();
+    refused(acme.db_query("acme", "app", "SELECT nope FROM missing", &[]));
+    // zerocache: a hit and a miss.
+    acme.cache_set("acme", "k", b"v", None).unwrap();
+    assert!(acme.cache_get("acme", "k").unwrap().is_some());
+    assert!(acme.cache_get("acme", "absent").unwrap().is_none());
+    // zerochrono: a run on request.
+    let ticker = signed(
+        &w,
+        "ticker",
+        &grant("/cache", r#"[["==", ".key", "ticker:last"]]"#, None),
+    );
+    acme.deploy_with_schedules(
+        "acme",
+        "ticker",
+        &["/ticker".into()],
+        &[],
+        &["beat=0 0 0 1 1 *".into()],
+        &ticker,
+    )
+    .unwrap();
+    assert_eq!(
+        acme.run_schedule("acme", "ticker", "beat").unwrap()["ok"],
+        true
+    );
+
+    let s = admin.metrics().unwrap();
+    let acme_l = r#"tenant="acme""#;
+    assert!(
+        value(&s, "zerodb_statements_total", &[acme_l, r#"outcome="ok""#]).unwrap() >= 2.0,
+        "{s}"
+    );
+    assert!(
+        value(
+            &s,
+            "zerodb_statements_total",
+            &[acme_l, r#"outcome="error""#]
+        )
+        .unwrap()
+            >= 1.0,
+        "{s}"
+    );
+    assert!(value(&s, "zerodb_statement_duration_seconds_count", &[acme_l]).unwrap() >= 3.0);
+    assert!(
+        value(&s, "zerocache_hits_total", &[]).unwrap() >= 1.0,
+        "{s}"
+    );
+    assert!(
+        value(&s, "zerocache_misses_total", &[]).unwrap() >= 1.0,
+        "{s}"
+    );
+    assert_eq!(
+        value(&s, "zerochrono_runs_total", &[acme_l, r#"outcome="done""#]),
+        Some(1.0),
+        "{s}"
+    );
+    // Nothing of acme's work is counted for beta.
+    assert!(!s.contains(r#"tenant="beta""#), "{s}");
+}
