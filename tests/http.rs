@@ -41,6 +41,10 @@ fn hello_world_with_request_id_and_access_log() {
     assert_eq!(line["tenant"], "t1");
     assert_eq!(line["app"], "hello");
     assert!(line["duration_ms"].as_f64().is_some());
+    // A response sent whole is logged as complete (it was "incomplete" when hyper stopped
+    // polling a body at its declared length, before the body saw its end).
+    assert_eq!(line["outcome"], "complete", "{line}");
+    assert_eq!(line["bytes"], 14, "{line}");
     // Requests ids are unique.
     assert_ne!(get(&node.url("/x")).request_id.unwrap(), rid);
 }

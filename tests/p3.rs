@@ -4,6 +4,9 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use sha2::{Digest, Sha256};
 use support::*;
 
@@ -471,4 +474,432 @@ fn a_client_going_away_cancels_its_p3_request() {
         "a fault was logged after the client went away"
     );
     assert_eq!(get(&node.url("/probe/hi")).status, 200);
+}
+
+/// An upstream on loopback that counts the connections it accepts and answers `body`.
+fn counting_upstream(body: &'static str) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            seen.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// An upstream on loopback that reads a request and never answers; it records when the node
+/// hangs up each connection.
+fn silent_upstream() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let closed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = closed.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                seen.lock().unwrap().push(std::time::Instant::now());
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// p3-probe's `fetch` at `prefix` with `x-target` and extra headers.
+fn fetch_p3(node: &NodeProc, prefix: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![("x-target", target)];
+    all.extend_from_slice(headers);
+    get_with_headers(&node.url(&format!("{prefix}/fetch")), &all)
+}
+
+/// Outgoing HTTP from a 0.3 component (`wasi:http/client@0.3`) goes through the 0.2 rule: the
+/// app granted the destination (`allowed_outbound_hosts`) reaches a loopback service the
+/// operator allowed (`[outbound] allow_private`); paired refusals: the same component
+/// deployed without the grant is denied before any connection (`HttpRequestDenied`),
+/// loopback addresses outside the operator's list and the node's management API are refused
+/// by the address rule (`DestinationIpProhibited`), each with its log line.
+#[test]
+fn a_p3_component_reaches_the_hosts_it_is_granted_and_is_refused_the_others() {
+    let (up, connections) = counting_upstream("upstream says hi");
+    let dir = test_dir("p3-outbound");
+    let mut granted = App::new("fetcher", "p3_probe", &["/granted"]);
+    granted.outbound = vec!["*".into()];
+    let ungranted = App::new("nogrant", "p3_probe", &["/ungranted"]);
+    let extra = format!("{TEST_LIMITS}\n[outbound]\nallow_private = [\"127.0.0.1/32\"]\n");
+    let node = NodeProc::start(
+        &dir,
+        config(&node_data_dir(), &extra, &[granted, ungranted]),
+    );
+    let target = format!("http://127.0.0.1:{}/", up.port());
+    let r = fetch_p3(&node, "/granted", &target, &[]);
+    assert_eq!((r.status, r.body.as_str()), (200, "upstream says hi"));
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    let r = fetch_p3(&node, "/ungranted", &target, &[]);
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(r.body.contains("HttpRequestDenied"), "{}", r.body);
+    let rid = r.request_id.unwrap();
+    node.wait_log("grant refusal", |v| {
+        v["request_id"] == rid.as_str() && msg(v).contains("allowed_outbound_hosts")
+    });
+
+    for target in [
+        format!("http://127.0.0.2:{}/", up.port()),
+        format!("http://[::1]:{}/", up.port()),
+        format!("http://{}/v1/node", node.admin),
+    ] {
+        let r = fetch_p3(&node, "/granted", &target, &[]);
+        assert_eq!(r.status, 502, "{target}: {}", r.body);
+        assert!(
+            r.body.contains("DestinationIpProhibited"),
+            "{target}: {}",
+            r.body
+        );
+        let rid = r.request_id.unwrap();
+        node.wait_log("address refusal", |v| {
+            v["request_id"] == rid.as_str() && msg(v).contains("refused before connecting")
+        });
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "a refused request connected"
+    );
+}
+
+/// The operator's caps hold for a 0.3 component's outgoing requests: the first-byte timeout
+/// cuts a silent upstream whatever the guest asks, and one request makes at most
+/// `max_requests_per_invocation` outgoing requests — on a fresh instance per request, and on a
+/// reused instance, where each request served after another gets its own count (a request
+/// past it is refused, the instance serving on).
+#[test]
+fn a_p3_component_s_outgoing_requests_are_capped_by_the_operator() {
+    let (ok, _) = counting_upstream("fine");
+    let (silent, _) = silent_upstream();
+    let outbound = "[outbound]\nallow_private = [\"127.0.0.1/32\"]\nfirst_byte_timeout_ms = 300\n\
+                    max_requests_per_invocation = 3\n";
+    for reuse in [false, true] {
+        let dir = test_dir(if reuse {
+            "p3-outbound-caps-reuse"
+        } else {
+            "p3-outbound-caps"
+        });
+        let mut app = App::new("fetcher", "p3_probe", &["/probe"]);
+        app.outbound = vec!["*".into()];
+        let mut cfg = NodeConfig::new(&node_data_dir())
+            .shared_artifacts()
+            .with(TEST_LIMITS)
+            .with(outbound);
+        if reuse {
+            cfg = cfg.with(REUSE);
+        }
+        let node = cfg.apps(&[app]).start(&dir);
+
+        let start = std::time::Instant::now();
+        let r = fetch_p3(
+            &node,
+            "/probe",
+            &format!("http://{silent}/"),
+            &[("x-first-byte-timeout-ms", "60000")],
+        );
+        let took = start.elapsed();
+        assert_eq!(r.status, 502, "reuse {reuse}: {}", r.body);
+        assert!(r.body.contains("Timeout"), "reuse {reuse}: {}", r.body);
+        assert!(
+            took < std::time::Duration::from_millis(2500),
+            "took {took:?}"
+        );
+
+        for _ in 0..2 {
+            let r = fetch_p3(
+                &node,
+                "/probe",
+                &format!("http://{ok}/"),
+                &[("x-repeat", "3")],
+            );
+            assert_eq!((r.status, r.body.as_str()), (200, "fine"), "reuse {reuse}");
+        }
+        let r = fetch_p3(
+            &node,
+            "/probe",
+            &format!("http://{ok}/"),
+            &[("x-repeat", "4")],
+        );
+        assert_eq!(r.status, 502, "reuse {reuse}: {}", r.body);
+        assert!(
+            r.body.contains("ConnectionLimitReached") && r.body.contains("request 4 of 4"),
+            "reuse {reuse}: {}",
+            r.body
+        );
+        node.wait_log("count refusal", |v| {
+            msg(v).contains("[outbound] max_requests_per_invocation")
+        });
+        if reuse {
+            // One instance served them all, each request with its own count.
+            let lines = node.log_json();
+            let instances = lines
+                .iter()
+                .filter(|v| msg(v).starts_with("new instance of a 0.3 app"))
+                .count();
+            assert_eq!(instances, 1, "one instance served every request");
+        }
+    }
+}
+
+/// A 0.3 component that exports `zero:chrono/tick-handler` (sync) beside its async HTTP
+/// handler deploys with schedules and runs their ticks: on request (`zero schedules run`) and
+/// on its own, with its stdout tagged by the run, its cache grant in force, and a returned
+/// error reported as the app's; HTTP reaches the same app.
+#[test]
+fn a_p3_component_runs_its_schedule_ticks() {
+    let w = world_with("p3-ticks", "");
+    let mut acme = w.owner(&w.acme);
+    let code = signed(
+        &w,
+        "p3_probe",
+        &grant("/cache", r#"[["==", ".key", "ticks:hits"]]"#, None),
+    );
+    let schedules = [
+        "beat=0 0 0 1 1 *".to_string(),
+        "fail=0 0 0 1 1 *".to_string(),
+        "sec=every 1s".to_string(),
+    ];
+    acme.deploy_with_schedules(
+        "acme",
+        "ticker3",
+        &["/ticker3".into()],
+        &[],
+        &schedules,
+        &code,
+    )
+    .unwrap();
+    let run = acme.run_schedule("acme", "ticker3", "beat").unwrap();
+    assert_eq!(run["ok"], true, "{run}");
+    let run_id = run["run_id"].as_str().unwrap().to_string();
+    let line = w.node.wait_log("the tick's stdout", |v| {
+        v["request_id"] == run_id.as_str() && v["stream"] == "stdout"
+    });
+    assert_eq!(msg(&line), "p3-probe tick beat attempt 1", "{line}");
+    assert_eq!(line["app"], "ticker3", "{line}");
+
+    let fail = acme.run_schedule("acme", "ticker3", "fail").unwrap();
+    assert_eq!(fail["fault"], "app_error", "{fail}");
+    assert!(
+        fail["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("p3-probe was told to fail"),
+        "{fail}"
+    );
+    // The 1 s schedule fires by itself.
+    w.node.wait_log("a tick on the node's clock", |v| {
+        msg(v) == "p3-probe tick sec attempt 1"
+    });
+    // Every tick counted through the cache grant; HTTP bumps it once more.
+    let r = get(&w.node.url("/ticker3/count-ticks"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let n: u64 = r
+        .body
+        .strip_prefix("ok: ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", r.body));
+    assert!(n >= 4, "beat, fail, one sec tick and this request: {n}");
+}
+
+/// Writes `raw` on a new connection to the node and reads until the node closes it.
+fn raw_exchange(node: &NodeProc, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(raw).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// POSTs `hello` with the trailer `x-req-sum: 42` to `path` over h2 (prior knowledge) and
+/// returns the status, the body and the response's trailers.
+fn h2_post_with_trailers(
+    node: &NodeProc,
+    path: &str,
+) -> (u16, String, Option<hyper::header::HeaderMap>) {
+    use http_body_util::BodyExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut trailers = hyper::header::HeaderMap::new();
+        trailers.insert("x-req-sum", hyper::header::HeaderValue::from_static("42"));
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"hello",
+            ))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        let req = hyper::Request::post(format!("http://{}{path}", node.addr))
+            .body(http_body_util::StreamBody::new(futures::stream::iter(
+                frames,
+            )))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let collected = resp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        (status, body, trailers)
+    })
+}
+
+/// Trailers both ways on HTTP/1.1 (chunked) and h2: the request's trailers reach the 0.3 guest,
+/// and the trailers it sends after its body reach the client (an HTTP/1.1 one that said `te:
+/// trailers`); without `te: trailers` the HTTP/1.1 client gets the body and no trailers. On a
+/// fresh and on a reused instance.
+#[test]
+fn p3_trailers_reach_the_guest_and_the_client() {
+    for reuse in [false, true] {
+        let dir = test_dir(if reuse {
+            "p3-trailers-reuse"
+        } else {
+            "p3-trailers"
+        });
+        let mut cfg = NodeConfig::new(&node_data_dir())
+            .shared_artifacts()
+            .with(TEST_LIMITS);
+        if reuse {
+            cfg = cfg.with(REUSE);
+        }
+        let node = cfg
+            .apps(&[App::new("probe", "p3_probe", &["/probe"])])
+            .start(&dir);
+        let request = b"POST /probe/trailers HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+                        te: trailers\r\ntransfer-encoding: chunked\r\ntrailer: x-req-sum\r\n\r\n\
+                        5\r\nhello\r\n0\r\nx-req-sum: 42\r\n\r\n";
+        let reply = raw_exchange(&node, request);
+        assert!(reply.starts_with("HTTP/1.1 200"), "reuse {reuse}: {reply}");
+        assert!(
+            reply.contains("body=5 trailers=[x-req-sum: 42]"),
+            "reuse {reuse}: the guest did not see the request trailers: {reply}"
+        );
+        let (_, tail) = reply
+            .split_once("\r\n0\r\n")
+            .unwrap_or_else(|| panic!("reuse {reuse}: not a chunked body: {reply}"));
+        assert!(
+            tail.contains("x-body-length: 5\r\n"),
+            "reuse {reuse}: {reply}"
+        );
+        assert!(tail.contains("x-probe: done\r\n"), "reuse {reuse}: {reply}");
+
+        // Over h2 (prior knowledge), both ways.
+        let (status, body, trailers) = h2_post_with_trailers(&node, "/probe/trailers");
+        assert_eq!(status, 200, "reuse {reuse}: {body}");
+        assert_eq!(body, "body=5 trailers=[x-req-sum: 42]", "reuse {reuse}");
+        let trailers = trailers.unwrap_or_else(|| panic!("reuse {reuse}: no h2 trailers"));
+        assert_eq!(
+            trailers.get("x-body-length").map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        assert_eq!(
+            trailers.get("x-probe").map(|v| v.as_bytes()),
+            Some(&b"done"[..])
+        );
+
+        // A client that did not ask for trailers gets none (and the whole body).
+        let request = b"POST /probe/trailers HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\
+                        content-length: 3\r\n\r\nabc";
+        let reply = raw_exchange(&node, request);
+        assert!(reply.starts_with("HTTP/1.1 200"), "reuse {reuse}: {reply}");
+        assert!(
+            reply.contains("body=3 trailers=[]"),
+            "reuse {reuse}: {reply}"
+        );
+        assert!(!reply.contains("x-probe: done"), "reuse {reuse}: {reply}");
+    }
+}
+
+/// An outgoing request of a 0.3 component still waiting when its incoming request ends (at the
+/// 3 s wall-clock limit, before the node's 10 s first-byte timeout) is closed with it: on a
+/// fresh instance the store is dropped with the request; a reused instance busy past the limit
+/// is dropped from outside its event loop, its connections with it.
+#[test]
+fn a_p3_component_s_outgoing_requests_end_when_its_request_ends() {
+    for reuse in [false, true] {
+        let (silent, closed) = silent_upstream();
+        let dir = test_dir(if reuse {
+            "p3-outbound-ends-reuse"
+        } else {
+            "p3-outbound-ends"
+        });
+        let mut app = App::new("fetcher", "p3_probe", &["/probe"]);
+        app.outbound = vec!["*".into()];
+        let mut cfg = NodeConfig::new(&node_data_dir())
+            .shared_artifacts()
+            .with(TEST_LIMITS)
+            .with("[outbound]\nallow_private = [\"127.0.0.1/32\"]\n");
+        if reuse {
+            cfg = cfg.with(REUSE);
+        }
+        let node = cfg.apps(&[app]).start(&dir);
+        let r = fetch_p3(&node, "/probe", &format!("http://{silent}/"), &[]);
+        let answered = std::time::Instant::now();
+        assert_eq!(r.status, 504, "reuse {reuse}: {}", r.body);
+        let deadline = answered + std::time::Duration::from_secs(5);
+        let at = loop {
+            if let Some(at) = closed.lock().unwrap().first().copied() {
+                break at;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reuse {reuse}: the outgoing connection outlived its request"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(
+            at <= answered + std::time::Duration::from_secs(2),
+            "reuse {reuse}: closed {:?} after the 504",
+            at.saturating_duration_since(answered)
+        );
+        // The app serves on.
+        assert_eq!(get(&node.url("/probe/hi")).status, 200, "reuse {reuse}");
+    }
 }

@@ -52,6 +52,20 @@ pub fn guest_p1(name: &str) -> PathBuf {
     p
 }
 
+/// A preview1 probe of another toolchain (`c-probe`, `as-probe`) built by
+/// scripts/build-wasip1.sh (which scripts/build-guests.sh runs).
+pub fn guest_wasip1(name: &str) -> PathBuf {
+    let p = repo_root()
+        .join("guest/target/wasip1")
+        .join(format!("{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/build-guests.sh first",
+        p.display()
+    );
+    p
+}
+
 /// A running node process; killed on drop.
 pub struct NodeProc {
     pub child: Child,

@@ -19,6 +19,8 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 use wasmparser::{Parser, Payload};
 
+pub mod preview1;
+
 /// Name of the custom section that carries a component's capability token (a UCAN chain).
 pub const UCAN_SECTION: &str = "ucan";
 
@@ -498,6 +500,13 @@ pub enum ConvertError {
 /// Turns a core module (for example one built for wasm32-wasip1) into a component, adding the
 /// `wasi_snapshot_preview1` adapter when the module imports WASI preview1.
 ///
+/// For a command or a reactor, the module's `proc_exit`, `args_*` and `environ_*` imports are
+/// answered by zerocore's own shim ([`preview1`]) instead of the standard adapter, so that exit
+/// codes pass through (`wasi:cli/exit.exit-with-code`) and programs whose allocator starts by
+/// claiming all of memory (AssemblyScript) can read their arguments and environment. The proxy
+/// world has neither `wasi:cli/exit` nor `wasi:cli/environment`: a proxy keeps the standard
+/// adapter for every function.
+///
 /// `adapter` forces the adapter variant; `None` infers it with [`AdapterKind::infer`]. Returns
 /// the component and the adapter used.
 pub fn convert(
@@ -516,14 +525,21 @@ pub fn convert(
     }
     let info = inspect(module, what)?;
     let kind = adapter.unwrap_or_else(|| AdapterKind::infer(&info.exports));
-    let uses_preview1 = info
-        .imports
-        .iter()
-        .any(|i| i.starts_with("wasi_snapshot_preview1::"));
     let encode = || -> anyhow::Result<Vec<u8>> {
+        let (module, shimmed) = match kind {
+            AdapterKind::Command | AdapterKind::Reactor => preview1::route_to_shim(module)?,
+            AdapterKind::Proxy => (module.to_vec(), false),
+        };
+        let uses_preview1 = inspect(&module, what)?
+            .imports
+            .iter()
+            .any(|i| i.starts_with("wasi_snapshot_preview1::"));
         let mut encoder = wit_component::ComponentEncoder::default()
             .validate(true)
-            .module(module)?;
+            .module(&module)?;
+        if shimmed {
+            encoder = encoder.adapter(preview1::SHIM_MODULE, preview1::shim_module()?)?;
+        }
         if uses_preview1 {
             encoder = encoder.adapter(
                 wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,

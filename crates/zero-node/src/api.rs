@@ -78,7 +78,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use zero_auth::{Ipld, Validator, VerifiedInvocation};
@@ -930,33 +930,24 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let stream = Arc::new(stream);
-            let outcome = {
-                let io = TokioIo::new(conn::SharedStream(stream.clone()));
-                let conn = builder.serve_connection(io, service);
-                let conn = std::pin::pin!(conn);
-                conn::drive(
-                    conn,
-                    |c| c.graceful_shutdown(),
-                    &activity,
-                    deadlines,
-                    shutdown,
-                )
-                .await
+            let ended = |outcome: Result<_, conn::Closed>| {
+                if let Err(why) = outcome {
+                    let why = match why {
+                        conn::Closed::FirstRequest => {
+                            "sent no complete request head within [admin] header_read_timeout_ms"
+                        }
+                        conn::Closed::Idle => "was idle for [admin] header_read_timeout_ms",
+                        conn::Closed::Stalled => {
+                            "stopped reading its answer for [admin] request_timeout_ms"
+                        }
+                    };
+                    tracing::debug!(target: "management", %remote, "closed a connection that {why}");
+                }
             };
-            if let Err(why) = outcome {
-                let why = match why {
-                    conn::Closed::FirstRequest => {
-                        "sent no complete request head within [admin] header_read_timeout_ms"
-                    }
-                    conn::Closed::Idle => "was idle for [admin] header_read_timeout_ms",
-                    conn::Closed::Stalled => {
-                        "stopped reading its answer for [admin] request_timeout_ms"
-                    }
-                };
-                tracing::debug!(target: "management", %remote, "closed a connection that {why}");
-            }
-            conn::linger(&stream).await;
+            conn::serve(
+                &builder, stream, service, &activity, deadlines, shutdown, ended,
+            )
+            .await;
         });
     }
     drop(listener);

@@ -283,6 +283,24 @@ pub fn valid_name(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// Settings that were renamed, and what they are called now: a config written for an older
+/// node is told the new name instead of only that the old one is unknown.
+const RENAMED: &[(&str, &str)] = &[(
+    "heavy_slots",
+    "[engine] heavy_slots was replaced by [engine] guest_slots (guests running at once, 0 = one \
+     per core; every guest now runs in those turns, heavy or not): rename the setting",
+)];
+
+/// Adds the new name to a parse error about a renamed setting.
+fn renamed(error: String) -> String {
+    for (old, hint) in RENAMED {
+        if error.contains(&format!("unknown field `{old}`")) {
+            return format!("{error}\n{hint}");
+        }
+    }
+    error
+}
+
 impl NodeConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -304,7 +322,7 @@ impl NodeConfig {
 
     /// Parses and validates configuration text; relative paths resolve against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<NodeConfig, String> {
-        let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| renamed(e.to_string()))?;
         cfg.base_dir = base_dir.to_path_buf();
         cfg.validate()?;
         Ok(cfg)
@@ -602,6 +620,11 @@ mod tests {
         assert!(e.contains("lowercase"), "{e}");
         let e = NodeConfig::parse("[http]\nlisten = \"nowhere\"\n", Path::new(".")).unwrap_err();
         assert!(e.contains("listen") || e.contains("address"), "{e}");
+        let e = NodeConfig::parse("[engine]\nheavy_slots = 2\n", Path::new(".")).unwrap_err();
+        assert!(
+            e.contains("unknown field") && e.contains("replaced by [engine] guest_slots"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -449,6 +449,13 @@ pub trait ResourceProvider: Send + Sync + Sized + 'static {
         app: &Arc<Self::App>,
         invocation: &Invocation,
     ) -> anyhow::Result<Self::Instance>;
+
+    /// A reused instance (a WASI 0.3 app under `max_reuse` or `max_concurrent_per_instance`)
+    /// accepted a request, `alone` if no other request was in flight on it (always for its
+    /// first): a per-request allowance kept in the instance state (such as a count of outgoing
+    /// requests) gives that request its share — afresh when `alone`, added to what the
+    /// requests in flight still have otherwise. The default does nothing.
+    fn request_accepted(_instance: &mut Self::Instance, _alone: bool) {}
 }
 
 /// Common to every event provider.

@@ -595,6 +595,12 @@ fn print_json(v: &serde_json::Value) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Up { .. } | Command::Run { .. }
+    ) {
+        stop_quietly_on_closed_stdout();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -611,6 +617,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Makes a command that only prints (`zero inspect FILE | head`) end as `cat` does when the
+/// reader of its output goes away, instead of panicking in `println!` on the broken pipe.
+/// Rust ignores SIGPIPE by default; this restores the default action for this process. Not
+/// for the node (`serve`, `up`), whose log writes must never kill it, nor `run`, whose guest's
+/// output errors are the guest's to handle.
+fn stop_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default takes no pointers; it happens
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -759,7 +759,8 @@ impl<P: ProviderSet> Runtime<P> {
         &self.providers
     }
 
-    /// The WIT interfaces the core and all providers supply (without versions).
+    /// The WIT interfaces the core and all providers supply (without versions, except a
+    /// provider's WASI 0.3 interfaces, named `…@0.3`).
     pub fn provided_interfaces(&self) -> Vec<String> {
         let mut v: Vec<String> = wasi::INTERFACES.iter().map(|s| s.to_string()).collect();
         v.extend(self.providers.interfaces());
@@ -839,7 +840,11 @@ impl<P: ProviderSet> Runtime<P> {
             return None;
         }
         let start = std::time::Instant::now();
-        let compiled = Component::new(&tier.engine, bytes)
+        // On the compile threads, as the optimizing tier: a deploy storm's baseline compiles
+        // then take the cores only when requests leave them idle (this thread waits).
+        let compiled = self
+            .compile_pool
+            .install(|| Component::new(&tier.engine, bytes))
             .map_err(|e| format!("{e:#}"))
             .and_then(|c| {
                 tier.linker
@@ -1073,10 +1078,12 @@ impl<P: ProviderSet> Runtime<P> {
                 let missing: Vec<String> = imports
                     .into_iter()
                     .filter(|imp| {
-                        if p3::is_p3(imp) {
-                            return !p3::provides(imp);
-                        }
                         let unversioned = imp.split('@').next().unwrap_or(imp);
+                        if p3::is_p3(imp) {
+                            // A provider names its 0.3 interfaces with `@0.3`.
+                            let p3_name = format!("{unversioned}@0.3");
+                            return !p3::provides(imp) && !provided.contains(&p3_name);
+                        }
                         !provided.iter().any(|p| p == unversioned)
                     })
                     .collect();
@@ -1155,7 +1162,8 @@ impl<P: ProviderSet> Runtime<P> {
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut().core_mut();
             state.cpu.ticks += 1;
-            state.cpu.used_ns = state.cpu.used_ns.saturating_add(cpu_charge(&state.cpu));
+            let slice_ns = cpu_charge(&state.cpu);
+            state.cpu.used_ns = state.cpu.used_ns.saturating_add(slice_ns);
             if state.cpu.used_ns > state.cpu.budget_ns {
                 state.faults.cpu_limit = true;
                 return Err(wasmtime::Error::new(CpuLimitExceeded { limit_ms: cpu_ms }));
@@ -1164,10 +1172,21 @@ impl<P: ProviderSet> Runtime<P> {
             // to it (see `turns`); it resumes when it has a turn again, on this thread right
             // after this future completes.
             let mark = state.cpu.mark.clone();
+            // A reused 0.3 instance is not run in turns: its slice is charged to its tenant
+            // here, and it waits for its tenant's turn before it goes on.
+            let pass = match (&state.cpu.share, state.cpu.outside_turns) {
+                (Some((turns, tenant)), true) => {
+                    Some(turns.pass(tenant.clone(), slice_ns, state.cpu.used_ns))
+                }
+                _ => None,
+            };
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
                     tokio::task::yield_now().await;
+                    if let Some(pass) = pass {
+                        pass.await;
+                    }
                     set_mark(&mark);
                 }),
             ))

@@ -14,21 +14,24 @@
 //! and is dropped after `instance_idle_timeout_ms` with nothing to do. An instance belongs to
 //! one app (one compiled form of it) and so to one tenant. What holds per request and what per
 //! instance: the wall-clock limit is per request (a request past it gets a 504; an instance busy
-//! past it is dropped from outside its event loop, so a spinning guest cannot hold it); the CPU
+//! past it is dropped from outside its event loop, so a spinning guest cannot hold it, and so is
+//! one still at work once every request it accepted is past its deadline); the CPU
 //! budget and the memory limit are the instance's (its budget is `cpu_time_ms` for its start plus
 //! `cpu_time_ms` per request it accepted). A trap or a spent budget ends the instance: every
 //! request it was serving fails with that fault (a 5xx), and the next request gets a new one.
 //! Guest log lines of a reused instance carry the instance's id (`instance-N`), not a request's.
 //!
-//! Linked for 0.3: `wasi:cli` (stdio to the node log, an empty environment), `wasi:clocks`,
-//! `wasi:random` and `wasi:http/types`. Not linked (named at deploy when a component imports
-//! them): `wasi:filesystem`, `wasi:sockets` and `wasi:http/client` at 0.3 — files and outgoing
-//! HTTP go through the 0.2 interfaces of the zerofs and zeroproxy providers, under their rules.
+//! Linked for 0.3 here: `wasi:cli` (stdio to the node log, an empty environment),
+//! `wasi:clocks`, `wasi:random` and `wasi:http/types`; the zeroproxy provider links
+//! `wasi:http/client@0.3` (outgoing HTTP under the same rule and hooks as 0.2's, its
+//! per-request count growing with the requests a reused instance accepted). Not linked (named
+//! at deploy when a component imports them): `wasi:filesystem` and `wasi:sockets` at 0.3 —
+//! files go through the 0.2 interfaces of the zerofs provider, under its rules.
 
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -247,6 +250,9 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
         // The CPU budget is the instance's: one request's budget for its instantiation, and one
         // more for every request it accepts (see `on_request_start`).
         let per_request_ns = store.data().core().cpu.budget_ns;
+        // The pool runs the instance's event loop in a task of its own, not in `Turns::run`:
+        // the instance passes through its tenant's turns at every epoch tick instead.
+        store.data_mut().core_mut().cpu.outside_turns = true;
         let service = tokio::time::timeout(self.reuse.wall, self.pre.instantiate_async(&mut store))
             .await
             .map_err(|_| {
@@ -257,12 +263,14 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
             app = %invocation.app, "new instance of a 0.3 app (served by reuse)"
         );
         let (outcome, _) = watch::channel(None);
+        let last_deadline = Arc::new(std::sync::Mutex::new(None));
         Ok(handler::Instance {
             store,
             proxy: handler::Proxy::P3(service),
             view: http_view::<P::Data>,
             expiration: Expiry {
                 reuse: self.reuse,
+                last_deadline: last_deadline.clone(),
                 sleep: None,
             },
             state: InstanceState {
@@ -270,6 +278,8 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
                 invocation,
                 heavy_after_ns: self.runtime.heavy_after_ns,
                 per_request_ns,
+                in_flight: AtomicUsize::new(0),
+                last_deadline,
                 outcome,
                 _data: PhantomData,
             },
@@ -288,6 +298,11 @@ pub(crate) struct InstanceState<P: ProviderSet> {
     heavy_after_ns: u64,
     /// The CPU budget each accepted request adds to the instance's.
     per_request_ns: u64,
+    /// The requests in flight on the instance when it last said it would accept one more
+    /// (read when it accepts it; 0 for its first).
+    in_flight: AtomicUsize,
+    /// The latest wall-clock deadline of the requests it accepted (shared with its [`Expiry`]).
+    last_deadline: Deadline,
     /// The instance's fault, once it failed (every request it was serving waits for it).
     outcome: watch::Sender<Option<Fault>>,
     _data: PhantomData<fn() -> P>,
@@ -298,6 +313,7 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     type RequestData = Ticket;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
+        self.in_flight.store(concurrent, Ordering::Relaxed);
         if total >= self.reuse.max_reuse {
             ShouldAccept::Never
         } else if concurrent >= self.reuse.max_concurrent {
@@ -315,8 +331,16 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         let cpu = &mut store.data_mut().core_mut().cpu;
         cpu.budget_ns = cpu.budget_ns.saturating_add(self.per_request_ns);
+        // The providers' per-request allowances (such as the outgoing requests it may make).
+        let alone = self.in_flight.swap(0, Ordering::Relaxed) == 0;
+        P::request_accepted(store.data_mut(), alone);
         let _ = ticket.set(self.outcome.subscribe());
-        Box::pin(tokio::time::sleep(self.reuse.wall))
+        let deadline = tokio::time::Instant::now() + self.reuse.wall;
+        {
+            let mut last = self.last_deadline.lock().unwrap_or_else(|p| p.into_inner());
+            *last = Some(last.map_or(deadline, |d: tokio::time::Instant| d.max(deadline)));
+        }
+        Box::pin(tokio::time::sleep_until(deadline))
     }
 
     fn drop(&self, store: Store<P::Data>, result: wasmtime::Result<()>) {
@@ -337,11 +361,18 @@ impl<P: ProviderSet> WorkerState for InstanceState<P> {
     }
 }
 
-/// When an instance of a [`Pool`] is dropped: idle longer than the idle timeout, or busy with
-/// a request (or with work after its responses) longer than the wall-clock limit. Polled from
-/// outside the instance's event loop, so it holds even while a guest spins.
+/// The latest wall-clock deadline of the requests an instance accepted.
+type Deadline = Arc<std::sync::Mutex<Option<tokio::time::Instant>>>;
+
+/// When an instance of a [`Pool`] is dropped: idle longer than the idle timeout, busy with a
+/// request longer than the wall-clock limit, or busy after its responses (the guest's tasks
+/// going on) past the wall-clock deadline of the last request it accepted — whatever it does
+/// then, no request of its is waiting for it any more (a request that expired included: its
+/// guest work, such as an outgoing request, ends with it). Polled from outside the instance's
+/// event loop, so it holds even while a guest spins.
 pub(crate) struct Expiry {
     reuse: Reuse,
+    last_deadline: Deadline,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -352,11 +383,15 @@ impl WorkerExpiration for Expiry {
         status: WorkerStatus,
         start: std::time::Instant,
     ) -> Poll<()> {
-        let limit = match status {
-            WorkerStatus::Idle => self.reuse.idle,
-            _ => self.reuse.wall,
+        let start = tokio::time::Instant::from_std(start);
+        let deadline = match status {
+            WorkerStatus::Idle => start + self.reuse.idle,
+            WorkerStatus::Requests => start + self.reuse.wall,
+            WorkerStatus::PostReturn => {
+                let last = *self.last_deadline.lock().unwrap_or_else(|p| p.into_inner());
+                last.unwrap_or(start + self.reuse.wall)
+            }
         };
-        let deadline = tokio::time::Instant::from_std(start + limit);
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));

@@ -36,6 +36,10 @@ pub trait ProviderSet: Send + Sync + Sized + 'static {
 
     /// The per-instance phase of every provider: the data of one new store of an app.
     fn store_data(&self, apps: &Self::Apps, core: CoreState) -> anyhow::Result<Self::Data>;
+
+    /// A reused instance accepted a request (`alone`: with no other in flight): every
+    /// provider's [`request_accepted`](zero_provider::ResourceProvider::request_accepted).
+    fn request_accepted(data: &mut Self::Data, alone: bool);
 }
 
 /// Items the [`providers!`](crate::providers) expansion names.
@@ -178,6 +182,15 @@ macro_rules! providers {
                     })?;
                 )*
                 Ok($data { core, $($field,)* })
+            }
+
+            fn request_accepted(
+                #[allow(unused_variables)] data: &mut $data,
+                #[allow(unused_variables)] alone: bool,
+            ) {
+                $(
+                    <$ty as $crate::ResourceProvider>::request_accepted(&mut data.$field, alone);
+                )*
             }
         }
     };

@@ -56,6 +56,12 @@ pub(crate) struct CpuMeter {
     /// The turns host work done elsewhere on the request's behalf runs in, and the tenant
     /// they are charged to (see [`Meter::cpu_turns`]).
     pub(crate) share: Option<(Arc<crate::turns::Turns>, Arc<str>)>,
+    /// The store is a reused WASI 0.3 instance, run outside [`Turns::run`]: at every epoch
+    /// tick it passes through its tenant's turns ([`Turns::pass`]).
+    ///
+    /// [`Turns::run`]: crate::turns::Turns::run
+    /// [`Turns::pass`]: crate::turns::Turns::pass
+    pub(crate) outside_turns: bool,
 }
 
 /// A point at which a guest resumed running on a thread.

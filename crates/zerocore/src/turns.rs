@@ -239,6 +239,28 @@ impl Turns {
         }
     }
 
+    /// The pass through the turns of a slice of `tenant` that ran outside them: a reused WASI
+    /// 0.3 instance, whose event loop runs in a task the instance pool spawns, where no
+    /// [`Scheduled`] wraps it. Charges the slice's `ran_ns` to the tenant, then waits as a guest
+    /// waits for a turn (behind every more entitled waiter; heavy once the instance has run
+    /// `total_ns` past `heavy_after_ms`) and gives the turn back as soon as it is granted: the
+    /// next slice runs without holding one (see the WASI 0.3 section of docs/security.md).
+    pub(crate) fn pass(
+        self: &Arc<Self>,
+        tenant: Arc<str>,
+        ran_ns: u64,
+        total_ns: u64,
+    ) -> Scheduled<std::future::Ready<()>> {
+        self.lock().charge(&tenant, ran_ns, Instant::now());
+        Scheduled {
+            turns: self.clone(),
+            tenant,
+            guest: std::future::ready(()),
+            queued: None,
+            ran_ns: total_ns,
+        }
+    }
+
     /// Takes a turn for a guest of `tenant` if one is free (then nobody waits); otherwise
     /// queues the guest (returning its waiter's key) and, if it is clearly more entitled than
     /// a running guest, asks the running guests to yield.
@@ -566,6 +588,41 @@ mod tests {
         turns.give_back(queued[0].id, &busy, 1);
         assert!(turns.granted(&busy, queued[1], w));
         assert!(!turns.granted(&busy, queued[2], w));
+    }
+
+    #[test]
+    fn a_slice_outside_the_turns_is_charged_and_waits_behind_more_entitled_waiters() {
+        let (turns, _) = turns(1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let (reused, light) = (t("reused"), t("light"));
+        // A free turn: the pass goes through at once and leaves the turn free.
+        let mut pass = turns.pass(reused.clone(), 80_000_000, 0);
+        assert!(Pin::new(&mut pass).poll(&mut cx).is_ready());
+        assert_eq!(turns.counts(), (0, 0));
+        // The slice was charged: with the turn held and both waiting, the light tenant's
+        // guest goes first, the reused instance's next slice after it.
+        let held = turns.take(&light, false, Waker::noop()).unwrap();
+        let mut pass = turns.pass(reused.clone(), 1_000_000, 0);
+        assert!(Pin::new(&mut pass).poll(&mut cx).is_pending());
+        let waiting = turns.take(&light, false, Waker::noop()).unwrap_err();
+        assert_eq!(turns.counts(), (1, 2));
+        turns.give_back(held, &light, 1_000);
+        assert!(turns.granted(&light, waiting, Waker::noop()));
+        assert!(Pin::new(&mut pass).poll(&mut cx).is_pending());
+        turns.give_back(waiting.id, &light, 1_000);
+        assert!(Pin::new(&mut pass).poll(&mut cx).is_ready());
+        assert_eq!(
+            turns.counts(),
+            (0, 0),
+            "the pass holds no turn once through"
+        );
+        // A pass dropped while it waits leaves the queue.
+        let held = turns.take(&light, false, Waker::noop()).unwrap();
+        let mut pass = turns.pass(reused, 0, 0);
+        assert!(Pin::new(&mut pass).poll(&mut cx).is_pending());
+        drop(pass);
+        assert_eq!(turns.counts(), (1, 0));
+        turns.give_back(held, &light, 1);
     }
 
     #[test]

@@ -114,6 +114,9 @@ enum Kind {
 struct Access {
     info: AccessInfo,
     status: StatusCode,
+    /// The body's exact length when it declared one: hyper stops polling a body once that many
+    /// bytes are sent, so reaching it is how a complete response is known.
+    length: Option<u64>,
 }
 
 /// A response body: either a fixed message from the node or the guest's stream.
@@ -157,8 +160,20 @@ impl ProxyBody {
         self
     }
 
-    pub(crate) fn tracked(mut self, info: AccessInfo, status: StatusCode) -> Self {
-        self.access = Some(Access { info, status });
+    /// Logs the response's access line when the body is dropped; `length` is the length its
+    /// headers declare, if any.
+    pub(crate) fn tracked(
+        mut self,
+        info: AccessInfo,
+        status: StatusCode,
+        length: Option<u64>,
+    ) -> Self {
+        let length = length.or(self.size_hint().exact());
+        self.access = Some(Access {
+            info,
+            status,
+            length,
+        });
         self
     }
 }
@@ -248,7 +263,9 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(a) = &self.access {
-            let outcome = if self.outcome == "incomplete" && self.is_end_stream() {
+            let outcome = if self.outcome == "incomplete"
+                && (self.is_end_stream() || a.length == Some(self.sent))
+            {
                 "complete"
             } else {
                 self.outcome

@@ -618,6 +618,52 @@ pub enum Closed {
     Stalled,
 }
 
+/// An error a connection ended with (hyper's, or its service's).
+pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves one admitted connection with `service` on `builder`'s protocols, under the
+/// connection's deadlines and the listener's `shutdown` (see [`drive`]), tells `ended` how it
+/// ended (its own result, or why it was closed), then closes it with a lingering close
+/// ([`linger`], which can take seconds). Both listeners serve their connections through this
+/// one function.
+pub async fn serve<S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    stream: TcpStream,
+    service: S,
+    activity: &Activity,
+    deadlines: Deadlines,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    ended: impl FnOnce(Result<Result<(), ConnError>, Closed>),
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ConnError>,
+{
+    let stream = Arc::new(stream);
+    let outcome = {
+        let io = hyper_util::rt::TokioIo::new(SharedStream(stream.clone()));
+        let conn = builder.serve_connection(io, service);
+        let conn = std::pin::pin!(conn);
+        drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            activity,
+            deadlines,
+            shutdown,
+        )
+        .await
+    };
+    ended(outcome);
+    linger(&stream).await;
+}
+
 /// Drives `conn` until it ends: closes it gracefully (then, after a second, outright) when it
 /// is idle past its deadline, outright when its responses stalled, and gracefully when
 /// `shutdown` turns. Returns the connection's own result, or why it was closed.

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 use zero_provider::{EventProvider, Provider, Shutdown};
@@ -404,22 +404,11 @@ impl EventProvider for ZeroProxy {
             let closed_log = closed_log.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                let stream = Arc::new(stream);
-                let outcome = {
-                    let io = TokioIo::new(conn::SharedStream(stream.clone()));
-                    let conn = builder.serve_connection(io, service);
-                    let conn = std::pin::pin!(conn);
-                    conn::drive(
-                        conn,
-                        |c| c.graceful_shutdown(),
-                        &activity,
-                        deadlines,
-                        shutdown,
-                    )
-                    .await
-                };
-                closed_log.log(remote, outcome);
-                conn::linger(&stream).await;
+                let ended = |outcome| closed_log.log(remote, outcome);
+                conn::serve(
+                    &builder, stream, service, &activity, deadlines, shutdown, ended,
+                )
+                .await;
             });
         }
         drop(listener);
@@ -566,7 +555,13 @@ impl Inner {
             resp.headers_mut().insert("x-request-id", v);
         }
         let status = resp.status();
-        resp.map(|b| ProxyBody::tracked(b, access, status))
+        // The length the response declares (hyper sends exactly that much, then stops).
+        let length = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        resp.map(|b| ProxyBody::tracked(b, access, status, length))
     }
 
     async fn dispatch(

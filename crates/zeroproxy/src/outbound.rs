@@ -1,5 +1,6 @@
-//! `wasi:http/types` and `wasi:http/outgoing-handler` for components, under the node's
-//! outgoing-HTTP rule.
+//! `wasi:http/types` and `wasi:http/outgoing-handler` for components (WASI 0.2), and
+//! `wasi:http/client` for WASI 0.3 components, under the node's outgoing-HTTP rule: both
+//! versions send through the same [`OutboundPolicy`] hooks, so every rule below holds for both.
 //!
 //! An outgoing request is sent only when all of these hold, checked in this order:
 //! 1. the invocation has made fewer than [`OutboundConfig::max_requests_per_invocation`]
@@ -246,6 +247,8 @@ impl ResourceProvider for HttpResources {
         vec![
             "wasi:http/types".into(),
             "wasi:http/outgoing-handler".into(),
+            // WASI 0.3's outgoing HTTP (its `wasi:http/types@0.3` is the core's).
+            "wasi:http/client@0.3".into(),
         ]
     }
 
@@ -253,7 +256,19 @@ impl ResourceProvider for HttpResources {
         let options = LinkOptions::default();
         wit::outgoing_handler::add_to_linker::<T, WasiHttp>(linker, http_view::<T>)?;
         wit::types::add_to_linker::<T, WasiHttp>(linker, &(&options).into(), http_view::<T>)?;
+        // `wasi:http/client@0.3#send` hands the guest's request to the same hooks
+        // (`WasiHttpHooks::send_request`) as 0.2's `outgoing-handler#handle`. Its request and
+        // response resources live in the store's one table, next to those of the core's
+        // `wasi:http/types@0.3`.
+        wasmtime_wasi_http::p3::bindings::http::client::add_to_linker::<T, WasiHttp>(
+            linker,
+            http_view::<T>,
+        )?;
         Ok(())
+    }
+
+    fn request_accepted(instance: &mut HttpInstance, alone: bool) {
+        instance.policy.request_accepted(alone);
     }
 
     fn prepare(&self, app: &AppContext<'_>) -> anyhow::Result<OutboundApp> {
@@ -280,6 +295,9 @@ pub struct OutboundPolicy {
     app: Arc<OutboundApp>,
     config: Arc<OutboundConfig>,
     sent: usize,
+    /// The count of `sent` up to which requests go out: `max_requests_per_invocation` for a
+    /// store serving one request (see [`OutboundPolicy::request_accepted`] for reused ones).
+    allowed: usize,
     /// Dropped with the store; every outgoing request of this invocation watches it.
     alive: tokio::sync::watch::Sender<()>,
 }
@@ -331,13 +349,26 @@ impl OutboundPolicy {
         app: Arc<OutboundApp>,
         config: Arc<OutboundConfig>,
     ) -> OutboundPolicy {
+        let allowed = config.max_requests_per_invocation;
         OutboundPolicy {
             invocation,
             app,
             config,
             sent: 0,
+            allowed,
             alive: tokio::sync::watch::channel(()).0,
         }
+    }
+
+    /// The store is a reused (WASI 0.3) instance that accepted a request: that request may make
+    /// `max_requests_per_invocation` outgoing requests. `alone` (no other request in flight on
+    /// the instance): exactly that many from now on, so requests served one after another
+    /// each get their own count; otherwise that many more for the requests in flight together
+    /// (at most `max_requests_per_invocation` × `max_concurrent_per_instance` outstanding).
+    pub fn request_accepted(&mut self, alone: bool) {
+        let max = self.config.max_requests_per_invocation;
+        let base = if alone { self.sent } else { self.allowed };
+        self.allowed = base.saturating_add(max);
     }
 
     fn deny(&self, uri: &http::Uri, message: &str) {
@@ -354,7 +385,7 @@ impl OutboundPolicy {
     fn admit(&mut self, uri: &http::Uri) -> Result<Target, HttpError> {
         self.sent += 1;
         let max = self.config.max_requests_per_invocation;
-        if self.sent > max {
+        if self.sent > self.allowed {
             self.deny(
                 uri,
                 &format!(
@@ -605,6 +636,18 @@ mod tests {
             p.admit(&uri("http://x/")),
             Err(HttpError::ConnectionLimitReached)
         ));
+        // A reused instance accepting the next request alone: that request's count, afresh.
+        p.request_accepted(true);
+        assert!(p.admit(&uri("http://x/")).is_ok());
+        assert!(p.admit(&uri("http://x/")).is_ok());
+        assert!(p.admit(&uri("http://x/")).is_err());
+        // Two requests in flight together share twice the count, no more.
+        p.request_accepted(true);
+        p.request_accepted(false);
+        for _ in 0..4 {
+            assert!(p.admit(&uri("http://x/")).is_ok());
+        }
+        assert!(p.admit(&uri("http://x/")).is_err());
     }
 
     #[test]

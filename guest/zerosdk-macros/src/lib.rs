@@ -12,7 +12,7 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, ReturnType, Type, parse_macro_input};
 
 /// Makes `fn NAME(req: &mut Request) -> R` (or `async fn`, or without the argument) the app's
-/// `wasi:http/incoming-handler`. `R` implements `zerosdk::zeroproxy::IntoResponse`; the return
+/// `wasi:http/incoming-handler` (with the `p3` feature: its `wasi:http/handler@0.3`). `R` implements `zerosdk::zeroproxy::IntoResponse`; the return
 /// type `impl Response` is read as the concrete `zerosdk::zeroproxy::Response`.
 #[proc_macro_attribute]
 pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -34,6 +34,39 @@ pub fn http_handler(attr: TokenStream, item: TokenStream) -> TokenStream {
         quote!(#name(__zerosdk_req))
     };
     let guest = format_ident!("__ZeroProxyHandler");
+    if cfg!(feature = "p3") {
+        let call = if func.sig.asyncness.is_some() {
+            quote!(#call.await)
+        } else {
+            call
+        };
+        return quote! {
+            #func
+
+            #[doc(hidden)]
+            struct #guest;
+
+            impl ::zerosdk::__private::wasip3::exports::http::handler::Guest for #guest {
+                async fn handle(
+                    __zerosdk_request: ::zerosdk::__private::wasip3::http::types::Request,
+                ) -> ::core::result::Result<
+                    ::zerosdk::__private::wasip3::http::types::Response,
+                    ::zerosdk::__private::wasip3::http::types::ErrorCode,
+                > {
+                    ::zerosdk::zeroproxy::__private::serve_p3(
+                        __zerosdk_request,
+                        async |__zerosdk_req: &mut ::zerosdk::zeroproxy::Request| {
+                            ::zerosdk::zeroproxy::IntoResponse::into_response(#call)
+                        },
+                    )
+                    .await
+                }
+            }
+
+            ::zerosdk::__private::wasip3::http::service::export!(#guest);
+        }
+        .into();
+    }
     let run = if func.sig.asyncness.is_some() {
         quote! {
             ::zerosdk::zeroproxy::__private::serve_async(

@@ -25,6 +25,16 @@
 //!
 //! The crate builds for `wasm32-wasip2`; a user's crate needs `crate-type = ["cdylib"]` and
 //! depends on `zerosdk` only.
+//!
+//! WASI 0.3: with the `p3` feature, `#[zeroproxy::handler]` exports `wasi:http/handler@0.3`
+//! instead (the node may then serve several requests with one instance, see its
+//! `max_concurrent_per_instance`). The handler is written the same way; what differs: the
+//! request body is read whole before the handler runs (up to [`zeroproxy::MAX_BODY_IN_MEMORY`],
+//! a larger one is a 413, and [`body_reader`](zeroproxy::Request::body_reader) is `None`),
+//! an `async` handler runs on the component model's async runtime (so `wstd`'s timers and
+//! client, which need WASI 0.2's reactor, are not for it; use `wasip3`'s), and a body written
+//! with [`Body::from_writer`](zeroproxy::Body::from_writer) is refused with a 500 (answer with
+//! bytes or a reader). Statics live as long as the instance, which may serve many requests.
 
 #![warn(missing_docs)]
 
@@ -48,4 +58,6 @@ pub use serde;
 #[doc(hidden)]
 pub mod __private {
     pub use wasip2;
+    #[cfg(feature = "p3")]
+    pub use wasip3;
 }

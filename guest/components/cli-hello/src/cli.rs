@@ -7,7 +7,13 @@
 //!    - `--cat PATH` prints the file's content as-is;
 //!    - `--write PATH TEXT` writes TEXT to the file (created or truncated) and prints
 //!      `wrote N bytes to PATH`;
+//!    - `--save PATH` copies all of stdin into the file (created or truncated) and prints
+//!      `saved N bytes`;
+//!    - `--ls DIR` prints each entry of the directory, sorted, as `entry: NAME`;
 //!    - `--exit N` sets the exit code (default 0).
+//!
+//! (`guest/wasip1/c/probe.c` and `guest/wasip1/as` are the same program in C and AssemblyScript,
+//! for testing `zero convert` with other toolchains' preview1 modules.)
 //!
 //! A failed `--cat`/`--write` prints `error: ...` to stderr and exits with code 1 at once; a
 //! missing flag argument exits with code 2.
@@ -16,7 +22,7 @@
 //! because std's `process::exit` there can only say success or failure; on wasip1 `proc_exit`
 //! carries any code.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 
 pub fn run() -> ! {
     let args: Vec<String> = std::env::args().collect();
@@ -52,6 +58,37 @@ pub fn run() -> ! {
                     Err(e) => fail(&mut stdout, &format!("cannot write {path}: {e}")),
                 }
                 i += 3;
+            }
+            "--save" => {
+                let path = arg_at(&args, i + 1, "--save PATH");
+                let mut content = Vec::new();
+                if let Err(e) = std::io::stdin().read_to_end(&mut content) {
+                    fail(&mut stdout, &format!("cannot read stdin: {e}"));
+                }
+                match std::fs::write(path, &content) {
+                    Ok(()) => {
+                        let _ = writeln!(stdout, "saved {} bytes", content.len());
+                    }
+                    Err(e) => fail(&mut stdout, &format!("cannot write {path}: {e}")),
+                }
+                i += 2;
+            }
+            "--ls" => {
+                let path = arg_at(&args, i + 1, "--ls DIR");
+                let entries = std::fs::read_dir(path).and_then(|dir| {
+                    dir.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                        .collect::<Result<Vec<_>, _>>()
+                });
+                match entries {
+                    Ok(mut names) => {
+                        names.sort();
+                        for name in names {
+                            let _ = writeln!(stdout, "entry: {name}");
+                        }
+                    }
+                    Err(e) => fail(&mut stdout, &format!("cannot list {path}: {e}")),
+                }
+                i += 2;
             }
             "--exit" => {
                 let code = arg_at(&args, i + 1, "--exit N");

@@ -18,13 +18,25 @@
 //! - `forever`: streams `x` bytes until the client goes away (its stream is dropped), counted in
 //!   flight until then; `inflight` answers `in_flight=N`, the requests in flight on this
 //!   instance;
+//! - `fetch`: makes an outgoing GET (`wasi:http/client@0.3`) to the URL in the request header
+//!   `x-target` and answers 200 with the upstream body, or 502 `outgoing request failed:
+//!   {error-code:?} (request N of M)`; `x-repeat: N` makes it N times in a row and
+//!   `x-first-byte-timeout-ms` / `x-between-bytes-timeout-ms` ask for those timeouts;
+//! - `trailers`: reads the request body and its trailers, answers `body=N trailers=[name:
+//!   value, …]` and sends the response trailers `x-body-length: N` and `x-probe: done`
+//!   (declared in its `trailer` header, as HTTP/1.1 needs);
 //! - `membomb`: allocates 1 MiB blocks until memory runs out (for the memory limit);
 //! - `sleep`: waits 60 s (for the wall-clock limit);
 //! - anything else: `hello from wasi 0.3` (and one line on stdout, for the node log).
+//!
+//! It also exports `zero:chrono/tick-handler` (a sync export beside the async HTTP handler):
+//! a tick prints `p3-probe tick SCHEDULE attempt N`, bumps the `zero:cache` key `ticks:hits`
+//! (when granted; `count-ticks` over HTTP reads it back, bumped once more), and a schedule
+//! named `fail*` returns an error.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use wasip3::http::types::{ErrorCode, Fields, Request, Response};
+use wasip3::http::types::{ErrorCode, Fields, Request, RequestOptions, Response, Scheme};
 
 wit_bindgen::generate!({
     path: "../../../wit/zero-db",
@@ -40,10 +52,32 @@ mod cache {
     });
 }
 
+mod chrono {
+    wit_bindgen::generate!({
+        path: "../../../wit/zero-chrono",
+        world: "zero:chrono/ticker",
+    });
+}
+
 use cache::zero::cache::cache::{Error as CacheError, increment};
+use chrono::exports::zero::chrono::tick_handler::{Guest as TickGuest, Tick};
 use zero::db::db::{Database, Error as DbError, Value};
 
 wasip3::http::service::export!(Probe);
+chrono::export!(Probe with_types_in chrono);
+
+impl TickGuest for Probe {
+    fn handle_tick(tick: Tick) -> Result<(), String> {
+        println!("p3-probe tick {} attempt {}", tick.schedule, tick.attempt);
+        // Counted where the app may (a cache grant on `ticks:hits`); a tick without it still
+        // runs.
+        let _ = increment("ticks:hits", 1, None);
+        if tick.schedule.starts_with("fail") {
+            return Err("p3-probe was told to fail".into());
+        }
+        Ok(())
+    }
+}
 
 struct Probe;
 
@@ -104,6 +138,135 @@ fn echo(request: Request) -> Response {
     response
 }
 
+/// A response with `status` and the text `body`.
+fn respond_status(status: u16, body: String) -> Response {
+    let response = respond(body.into_bytes());
+    // A status code in 100..=999 is always accepted.
+    let _ = response.set_status_code(status);
+    response
+}
+
+/// The first value of the request header `name`, as text.
+fn header(request: &Request, name: &str) -> Option<String> {
+    let values = request.get_headers().get(name);
+    values
+        .into_iter()
+        .next()
+        .and_then(|v| String::from_utf8(v).ok())
+}
+
+/// `fetch`: the outgoing GETs the request's headers ask for.
+async fn fetch(request: &Request) -> Response {
+    let Some(target) = header(request, "x-target") else {
+        return respond_status(400, "missing x-target header\n".into());
+    };
+    let number = |name: &str| header(request, name).and_then(|v| v.parse::<u64>().ok());
+    let repeat = number("x-repeat").unwrap_or(1).max(1);
+    let timeouts = (
+        number("x-first-byte-timeout-ms"),
+        number("x-between-bytes-timeout-ms"),
+    );
+    let mut last = Vec::new();
+    for n in 1..=repeat {
+        match get(&target, timeouts).await {
+            Ok(body) => last = body,
+            Err(code) => {
+                return respond_status(
+                    502,
+                    format!("outgoing request failed: {code:?} (request {n} of {repeat})"),
+                );
+            }
+        }
+    }
+    respond(last)
+}
+
+/// One outgoing GET of `url` (`http://authority/path`), returning the response body.
+async fn get(
+    url: &str,
+    (first_byte_ms, between_ms): (Option<u64>, Option<u64>),
+) -> Result<Vec<u8>, ErrorCode> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("http://") {
+        (Scheme::Http, rest)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (Scheme::Https, rest)
+    } else {
+        return Err(ErrorCode::HttpRequestUriInvalid);
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    let path = if path.is_empty() { "/" } else { path };
+    let options = RequestOptions::new();
+    let ms = |v: u64| v.saturating_mul(1_000_000);
+    if let Some(v) = first_byte_ms {
+        options
+            .set_first_byte_timeout(Some(ms(v)))
+            .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    }
+    if let Some(v) = between_ms {
+        options
+            .set_between_bytes_timeout(Some(ms(v)))
+            .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    }
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    drop(trailers_tx);
+    let (request, _sent) = Request::new(Fields::new(), None, trailers_rx, Some(options));
+    let invalid = |what: &str| ErrorCode::InternalError(Some(format!("invalid {what}")));
+    request
+        .set_scheme(Some(&scheme))
+        .map_err(|()| invalid("scheme"))?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| invalid("authority"))?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| invalid("path"))?;
+    let response = wasip3::http::client::send(request).await?;
+    let (done_tx, done_rx) = wit_future::new(|| Ok(()));
+    let (body, trailers) = Response::consume_body(response, done_rx);
+    let body = body.collect().await;
+    // The body's end (or its error) comes with the trailers.
+    trailers.await?;
+    drop(done_tx);
+    Ok(body)
+}
+
+/// `trailers`: reads the request body and trailers, answers with what it saw and sends
+/// response trailers.
+async fn trailers(request: Request) -> Response {
+    let (consumed_tx, consumed_rx) = wit_future::new(|| Ok(()));
+    let (body_in, request_trailers) = Request::consume_body(request, consumed_rx);
+    let body = body_in.collect().await;
+    let seen = match request_trailers.await {
+        Ok(Some(fields)) => fields
+            .copy_all()
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(&v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Ok(None) => String::new(),
+        Err(e) => format!("error {e:?}"),
+    };
+    drop(consumed_tx);
+    let (mut body_tx, body_rx) = wit_stream::new();
+    let (trailers_tx, trailers_rx) = wit_future::new(|| Ok(None));
+    // HTTP/1.1 sends only the trailers the response head declares.
+    let headers = Fields::new();
+    let _ = headers.append("trailer", b"x-body-length, x-probe");
+    let (response, _sent) = Response::new(headers, Some(body_rx), trailers_rx);
+    let length = body.len();
+    let text = format!("body={length} trailers=[{seen}]");
+    wit_bindgen::spawn_local(async move {
+        body_tx.write_all(text.into_bytes()).await;
+        drop(body_tx);
+        let out = Fields::new();
+        let _ = out.append("x-body-length", length.to_string().as_bytes());
+        let _ = out.append("x-probe", b"done");
+        let _ = trailers_tx.write(Ok(Some(out))).await;
+    });
+    response
+}
+
 impl wasip3::exports::http::handler::Guest for Probe {
     async fn handle(request: Request) -> Result<Response, ErrorCode> {
         let path = request.get_path_with_query().unwrap_or_default();
@@ -122,6 +285,8 @@ impl wasip3::exports::http::handler::Guest for Probe {
                 Ok(respond(answer.into_bytes()))
             }
             "echo" => Ok(echo(request)),
+            "fetch" => Ok(fetch(&request).await),
+            "trailers" => Ok(trailers(request).await),
             "forever" => {
                 IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
                 let (mut body_tx, body_rx) = wit_stream::new();

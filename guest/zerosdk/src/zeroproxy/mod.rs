@@ -26,6 +26,8 @@ mod request;
 mod response;
 mod router;
 mod serve;
+#[cfg(feature = "p3")]
+mod serve_p3;
 mod types;
 
 pub use body::{Body, BodyReader, BodyWriter};
@@ -37,11 +39,14 @@ pub use types::{Headers, Method, StatusCode};
 
 /// Marks the app's HTTP handler: `#[zeroproxy::handler] fn handler(req: &mut Request) -> R`
 /// (or `async fn`), where `R: IntoResponse`; a return type written `impl Response` means
-/// [`Response`]. It exports `wasi:http/incoming-handler` calling the function.
+/// [`Response`]. It exports `wasi:http/incoming-handler` calling the function, or, with the
+/// crate's `p3` feature, `wasi:http/handler@0.3` (the `wasi:http/service` world of WASI 0.3).
 pub use zerosdk_macros::http_handler as handler;
 
 /// What `#[zeroproxy::handler]` expands to; not a stable API.
 #[doc(hidden)]
 pub mod __private {
     pub use super::serve::{serve, serve_async};
+    #[cfg(feature = "p3")]
+    pub use super::serve_p3::serve_p3;
 }

@@ -21,6 +21,10 @@ enum BodyState {
     Unread(Option<wasip2::http::types::IncomingBody>),
     /// Read whole.
     Read(Vec<u8>),
+    /// Longer than [`MAX_BODY_IN_MEMORY`] (WASI 0.3, where the SDK reads the body before the
+    /// handler runs).
+    #[cfg(feature = "p3")]
+    TooLarge,
     /// Handed out as a stream.
     Taken,
 }
@@ -86,6 +90,62 @@ impl Request {
         drop(req);
         Request {
             body: BodyState::Unread(body),
+            method,
+            path,
+            query,
+            route,
+            headers,
+            params: Vec::new(),
+        }
+    }
+
+    /// A request of `wasi:http@0.3` (the `p3` feature): its body is read here, whole, up to
+    /// [`MAX_BODY_IN_MEMORY`].
+    #[cfg(feature = "p3")]
+    pub(crate) async fn from_p3(req: wasip3::http::types::Request) -> Request {
+        use wasip3::http::types::Method as M;
+        let method = match req.get_method() {
+            M::Get => Method::Get,
+            M::Head => Method::Head,
+            M::Post => Method::Post,
+            M::Put => Method::Put,
+            M::Delete => Method::Delete,
+            M::Connect => Method::Connect,
+            M::Options => Method::Options,
+            M::Trace => Method::Trace,
+            M::Patch => Method::Patch,
+            M::Other(m) => Method::Other(m),
+        };
+        let headers = Headers::from_list(req.get_headers().copy_all());
+        let full = req.get_path_with_query().unwrap_or_else(|| "/".to_string());
+        let (full_path, query) = split_query(&full);
+        let path = headers
+            .get(PATH_INFO_HEADER)
+            .map(str::to_string)
+            .unwrap_or(full_path);
+        let route = headers.get(ROUTE_HEADER).unwrap_or("/").to_string();
+        let (consumed_tx, consumed_rx) = wasip3::wit_future::new(|| Ok(()));
+        let (mut stream, _trailers) = wasip3::http::types::Request::consume_body(req, consumed_rx);
+        let mut bytes = Vec::new();
+        let mut too_large = false;
+        loop {
+            let (result, chunk) = stream.read(Vec::with_capacity(64 * 1024)).await;
+            if bytes.len() + chunk.len() > MAX_BODY_IN_MEMORY {
+                too_large = true;
+                break;
+            }
+            bytes.extend_from_slice(&chunk);
+            if !matches!(result, wasip3::wit_bindgen::StreamResult::Complete(_)) {
+                break;
+            }
+        }
+        drop(consumed_tx);
+        Request {
+            body: if too_large {
+                BodyState::TooLarge
+            } else {
+                BodyState::Read(bytes)
+            },
             method,
             path,
             query,
@@ -192,6 +252,11 @@ impl Request {
         }
         match &self.body {
             BodyState::Read(b) => Ok(b),
+            #[cfg(feature = "p3")]
+            BodyState::TooLarge => Err(Error::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY_IN_MEMORY} bytes"),
+            )),
             _ => Err(Error::internal(
                 "the request body was already taken as a stream with body_reader(); read it one way only",
             )),
@@ -216,7 +281,8 @@ impl Request {
 
     /// The body as a stream, read as it arrives ([`std::io::Read`], or
     /// [`BodyReader::chunk`] in async code). Taken once: `None` if the body was already read
-    /// or taken.
+    /// or taken, and always `None` with the `p3` feature (WASI 0.3), where the body is read
+    /// whole before the handler runs.
     pub fn body_reader(&mut self) -> Option<BodyReader> {
         match std::mem::replace(&mut self.body, BodyState::Taken) {
             BodyState::Unread(Some(incoming)) => BodyReader::new(incoming).ok(),
