@@ -493,7 +493,16 @@ fn a_follower_that_stops_reading_misses_lines_and_is_told_while_the_node_goes_on
         .find(|l| l.contains("\"kind\":\"dropped\""))
         .unwrap();
     let v: Json = serde_json::from_str(line.trim()).unwrap();
-    assert!(v["dropped"].as_u64().unwrap() > 1000, "{v}");
+    // How many depends on how much the sockets held when the follower fell behind; the
+    // first report may be one of several.
+    assert!(v["dropped"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("lines were dropped"),
+        "{v}"
+    );
 }
 
 #[test]
