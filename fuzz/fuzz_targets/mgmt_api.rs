@@ -52,8 +52,12 @@ const COMMANDS: &[&str] = &[
     "/chrono/list",
     "/chrono/run",
     "/chrono/schedule",
+    "/node/metrics",
+    "/node/events",
+    "/log/read",
     "/",
     "/tenant",
+    "/node",
 ];
 
 /// Path segments: the names the harness knows, traversal, encodings, empties.
@@ -75,6 +79,10 @@ const SEGMENTS: &[&str] = &[
     "a%20b",
     "note:1",
     "nightly",
+    "metrics",
+    "logs",
+    "events",
+    "node",
 ];
 
 /// Argument names the endpoints read.

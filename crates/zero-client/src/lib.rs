@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod observe;
 mod schedules;
 
 use std::time::{SystemTime, UNIX_EPOCH};

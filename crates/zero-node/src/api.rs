@@ -21,6 +21,7 @@
 //! | `GET`, `PUT` (body: the value), `DELETE /v1/tenants/{t}/cache/{key}` | `/cache/read`, `/cache/write`, `/cache/write` | `tenant`, `key` (and `ttl_ms` for `PUT`) |
 //! | `GET /v1/tenants/{t}/schedules` | `/chrono/list` | `tenant` |
 //! | `POST /v1/tenants/{t}/apps/{a}/schedules/{s}/run` | `/chrono/run` | `tenant`, `app`, `schedule` |
+//! | `GET /metrics`, `GET /v1/node/events`, `GET /v1/tenants/{t}/logs` | `/node/metrics`, `/node/events`, `/log/read` | see `obsapi` |
 //!
 //! A deploy that declares schedules (`args.schedules`) also needs `/chrono/schedule` for each
 //! (see `chronoapi`).
@@ -116,6 +117,10 @@ pub struct Api {
     pub outbound: Arc<zeroproxy::OutboundConfig>,
     /// Deploys in flight (`[admin] max_deploys_per_tenant`, `max_compiles`).
     pub(crate) deploys: crate::deploy::DeployGate,
+    /// The node's metrics (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// Turns true when the listener stops: log streams end.
+    pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Bounds of the management API (`[admin]` in `zerocore.toml`).
@@ -400,7 +405,7 @@ impl Endpoint for AppRemove {
 /// The management API's routes: one line per endpoint (see the module documentation). Every
 /// call goes through [`finish`]; an unknown path or method is `NotFound`.
 pub fn router(api: Arc<Api>) -> Router {
-    use crate::{cacheapi, chronoapi, dbapi, fsapi};
+    use crate::{cacheapi, chronoapi, dbapi, fsapi, obsapi};
     Router::new()
         .route("/v1/node", get(node))
         .route("/v1/tenants", post(create_tenant))
@@ -422,6 +427,9 @@ pub fn router(api: Arc<Api>) -> Router {
             "/v1/tenants/{tenant}/apps/{app}/schedules/{schedule}/run",
             post(chronoapi::run),
         )
+        .route("/metrics", get(obsapi::metrics))
+        .route("/v1/node/events", get(obsapi::events))
+        .route("/v1/tenants/{tenant}/logs", get(obsapi::logs))
         .route("/v1/tenants/{tenant}/fs", fsapi::routes())
         .route("/v1/tenants/{tenant}/fs/{*path}", fsapi::routes())
         .fallback(not_found)
@@ -513,6 +521,13 @@ async fn deploy(
         .install(deployment, Code::Upload { bytes, claimed })
         .await?;
     tracing::info!(tenant = %record.tenant, app = %record.name, component = %record.component, routes = ?record.routes, "app deployed");
+    api.metrics.observer.deployed(&record.tenant);
+    crate::events::hub().node_event(
+        "deploy",
+        event_fields(
+            json!({"tenant": record.tenant, "app": record.name, "component": record.component}),
+        ),
+    );
     Ok(json_response(
         200,
         json!({"tenant": record.tenant, "app": record.name, "component": record.component, "routes": record.routes, "schedules": record.schedules.iter().map(|s| s.to_arg()).collect::<Vec<_>>()}),
@@ -608,6 +623,10 @@ impl Api {
                     })
                     .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
                 tracing::info!(tenant = %name, owner = %owner, hosts = ?hosts, "tenant created");
+                crate::events::hub().node_event(
+                    "tenant",
+                    event_fields(json!({"tenant": name, "owner": owner})),
+                );
                 true
             }
         };
@@ -673,6 +692,10 @@ impl Api {
             ));
         }
         tracing::info!(tenant, app, "app removed");
+        crate::events::hub().node_event(
+            "remove",
+            event_fields(json!({"tenant": tenant, "app": app})),
+        );
         Ok(json_response(
             200,
             json!({"tenant": tenant, "app": app, "removed": true}),
@@ -743,6 +766,10 @@ impl Api {
         });
         let already = added == crate::revocation::Added::Already;
         tracing::info!(%cid, revoker = %verified.revoker, already, stopped = ?stopped, "token revoked");
+        crate::events::hub().node_event(
+            "revoke",
+            event_fields(json!({"revoked": cid.to_string(), "revoker": verified.revoker.to_string(), "stopped": stopped})),
+        );
         Ok(json_response(
             200,
             json!({
@@ -751,6 +778,14 @@ impl Api {
                 "stopped_apps": stopped.len(),
             }),
         ))
+    }
+}
+
+/// The fields of a node event, from a JSON object.
+fn event_fields(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
     }
 }
 
@@ -828,6 +863,7 @@ pub async fn serve(
 ) {
     use zeroproxy::conn;
     let limits = api.limits.clone();
+    let held = api.clone();
     let router = router(api);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // The request head must hold the tokens and a few other headers, nothing more.
@@ -924,6 +960,8 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Log streams end, so that their connections close with the others.
+    let _ = held.closing.send(true);
     if !connections.drained(limits.request_timeout).await {
         tracing::warn!(target: "management", "management calls still running at shutdown were cut off");
     }

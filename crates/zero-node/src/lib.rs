@@ -17,8 +17,11 @@ pub mod code;
 pub mod config;
 mod dbapi;
 mod deploy;
+pub mod events;
 pub mod fsapi;
 pub mod identity;
+pub mod metrics;
+mod obsapi;
 mod outbound;
 pub mod revocation;
 pub mod state;
@@ -84,14 +87,21 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
             )
         })?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("logging is already initialized: {e}"))
+    // Guest and access lines also go to the tenants' streams (`zero logs`), whatever the
+    // level of the node's own log.
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(events::TapLayer::new(events::hub()).with_filter(events::tap_filter()))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("logging is already initialized: {e}"))
 }
 
 /// A running node.
@@ -276,6 +286,9 @@ impl Node {
             };
             apps.push(app);
         }
+        let metrics = Arc::new(metrics::NodeMetrics::new(
+            &runtime, &proxy, &chrono, &databases, &cache,
+        ));
         let app_set = Arc::new(apps::AppSet::new(
             proxy.clone(),
             chrono.clone(),
@@ -303,6 +316,8 @@ impl Node {
                 config.admin.max_deploys_per_tenant,
                 config.admin.max_compiles,
             ),
+            metrics,
+            closing: watch::channel(false).0,
         });
         // Deployed apps come back through the one deploy procedure (`Api::install`).
         for record in api.state.apps()? {

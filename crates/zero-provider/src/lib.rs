@@ -14,11 +14,15 @@
 //! the [`Invocation`] and the request's CPU [`Meter`] — which the store data hands out through
 //! [`HasView`]: a provider's host calls reach their own state directly, with no lookup.
 //!
+//! A provider shows what it does on the node's `/metrics` endpoint through one more trait,
+//! [`metrics::Metrics`].
+//!
 //! The store data itself (the WASI context, the limiter, the CPU meter, the guest log) belongs
 //! to the core (`zerocore`); providers see only what a [`View`] carries.
 
 #![deny(missing_docs)]
 
+pub mod metrics;
 pub mod settings;
 
 use std::sync::Arc;

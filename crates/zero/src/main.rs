@@ -219,6 +219,34 @@ enum Command {
     /// A tenant's schedules (zerochrono) over the management API: list, run.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Print the node's metrics in the Prometheus text format (needs `/node/metrics`: the
+    /// Admin's key, or a key the Admin delegated it to).
+    Metrics {
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Print a tenant's log lines (guest output, access lines, faults), or with --node the
+    /// node's events (deploys, removals, revocations, tenants, faults): the recent lines, then
+    /// with --follow every new one until Ctrl-C.
+    Logs {
+        /// The tenant (needs `/log/read` on it: its owner's chain has it).
+        #[arg(long, required_unless_present = "node", conflicts_with = "node")]
+        tenant: Option<String>,
+        /// Only this app's lines.
+        #[arg(long, requires = "tenant")]
+        app: Option<String>,
+        /// The node's events instead (needs `/node/events`: the Admin's key).
+        #[arg(long)]
+        node: bool,
+        /// Keep printing new lines as they are written.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print each line as the node sends it, one JSON object a line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -958,6 +986,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fs(cmd) => fs_command(cmd),
         Command::Cache(cmd) => cache_command(cmd),
         Command::Schedules(cmd) => schedules_command(cmd),
+        Command::Metrics { auth } => {
+            let text = tokio::task::spawn_blocking(move || client(&auth)?.metrics()).await??;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs {
+            tenant,
+            app,
+            node: _,
+            follow,
+            json,
+            auth,
+        } => {
+            tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                client(&auth)?.stream_logs(tenant.as_deref(), app.as_deref(), follow, |v| {
+                    let text = if json {
+                        v.to_string()
+                    } else {
+                        render::format_log_line(&v)
+                    };
+                    // A closed stdout (`| head`) ends the stream.
+                    writeln!(out, "{text}").and_then(|_| out.flush()).is_ok()
+                })
+            })
+            .await??;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ucan(UcanCommand::VerifyInvocation {
             invocation,
             proof,

@@ -146,6 +146,49 @@ pub fn describe_chains(chains: &[Vec<Delegation>]) -> Vec<String> {
     out
 }
 
+/// Renders one line of a log or event stream ([`zero_client::Client::stream_logs`]) for a
+/// terminal: `app request-id what`, by kind.
+pub fn format_log_line(v: &serde_json::Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    match v["kind"].as_str().unwrap_or("") {
+        "guest" => format!(
+            "{} {} {}: {}",
+            s("app"),
+            s("request_id"),
+            s("stream"),
+            s("message")
+        ),
+        "access" => format!(
+            "{} {} {} {} {} {:.1}ms {}",
+            s("app"),
+            s("request_id"),
+            s("method"),
+            s("path"),
+            v["status"],
+            v["duration_ms"].as_f64().unwrap_or(0.0),
+            s("outcome")
+        ),
+        "fault" => format!(
+            "{} {} FAULT {}: {}",
+            s("app"),
+            s("request_id"),
+            s("fault"),
+            s("message")
+        ),
+        "dropped" => format!("-- {}", s("message")),
+        "event" => {
+            let mut rest = v.clone();
+            if let Some(m) = rest.as_object_mut() {
+                for k in ["kind", "event", "ts_ms"] {
+                    m.remove(k);
+                }
+            }
+            format!("{} {rest}", s("event"))
+        }
+        _ => v.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

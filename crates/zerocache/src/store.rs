@@ -87,6 +87,10 @@ pub struct Cache {
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
     inner: Mutex<Inner>,
+    /// Reads that found their key (the node's metrics).
+    hits: prometheus_client::metrics::counter::Counter,
+    /// Reads that did not (absent or expired).
+    misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Cache {
@@ -111,7 +115,16 @@ impl Cache {
             settings,
             clock,
             inner: Mutex::new(Inner::default()),
+            hits: Default::default(),
+            misses: Default::default(),
         }
+    }
+
+    fn count_read<T>(&self, found: &Option<T>) {
+        match found {
+            Some(_) => self.hits.inc(),
+            None => self.misses.inc(),
+        };
     }
 
     /// The settings.
@@ -189,10 +202,12 @@ impl Cache {
     pub fn get(&self, tenant: &str, key: &str) -> Result<Option<Arc<[u8]>>> {
         self.check_key(key)?;
         let now = self.clock.now_ms();
-        Ok(self
+        let found = self
             .lock()
             .lookup(tenant, key, now)
-            .map(|e| e.value.clone()))
+            .map(|e| e.value.clone());
+        self.count_read(&found);
+        Ok(found)
     }
 
     /// The values of `keys` in `tenant`, in order. At most `max_batch_keys` keys, and the values
@@ -226,10 +241,15 @@ impl Cache {
                 requested: total,
             });
         }
-        Ok(keys
+        let found: Vec<Option<Arc<[u8]>>> = keys
             .iter()
             .map(|k| inner.lookup(tenant, k, now).map(|e| e.value.clone()))
-            .collect())
+            .collect();
+        drop(inner);
+        for f in &found {
+            self.count_read(f);
+        }
+        Ok(found)
     }
 
     /// Stores `value` under `key` in `tenant`, expiring `ttl_ms` milliseconds from now (`None`:
@@ -522,5 +542,20 @@ impl Inner {
             // Furthest above first; on a tie, the writer; then by name, for determinism.
             .max_by(|a, b| a.2.cmp(&b.2).then(a.1.cmp(&b.1)).then_with(|| b.0.cmp(a.0)))
             .map(|(t, _, _)| t.clone())
+    }
+}
+
+impl zero_provider::metrics::Metrics for Cache {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "hits",
+            "Cache reads that found their key (hit ratio: hits / (hits + misses))",
+            self.hits.clone(),
+        );
+        registry.register(
+            "misses",
+            "Cache reads that found nothing (absent, expired or evicted)",
+            self.misses.clone(),
+        );
     }
 }

@@ -116,6 +116,29 @@ struct Inner {
     wake: Notify,
     journal: Option<Journal>,
     wall_time: Duration,
+    /// Runs by tenant and outcome (the node's metrics).
+    runs: prometheus_client::metrics::family::Family<
+        RunLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+/// The labels of the run counter: the tenant and how the run ended (`done`, `retryable`,
+/// `failed`), never the schedule's or the app's name (see `zero_provider::metrics`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RunLabels {
+    tenant: String,
+    outcome: &'static str,
+}
+
+impl zero_provider::metrics::Metrics for Chrono {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "runs",
+            "Scheduled runs (manual ones included), by tenant and outcome: done, retryable (a retry is due) or failed",
+            self.inner.runs.clone(),
+        );
+    }
 }
 
 /// The schedules' event provider (see the module documentation). Cheap to clone.
@@ -141,6 +164,7 @@ impl Chrono {
                 wake: Notify::new(),
                 journal: journal.map(|dir| Journal { dir }),
                 wall_time,
+                runs: Default::default(),
             }),
         }
     }
@@ -254,6 +278,16 @@ impl Inner {
             Err((true, _, _)) => Outcome::Retryable,
             Err((false, _, _)) => Outcome::Failed,
         };
+        self.runs
+            .get_or_create(&RunLabels {
+                tenant: fire.tenant.to_string(),
+                outcome: match outcome {
+                    Outcome::Done => "done",
+                    Outcome::Retryable => "retryable",
+                    Outcome::Failed => "failed",
+                },
+            })
+            .inc();
         let retry = self
             .scheduler
             .lock()

@@ -175,7 +175,12 @@ impl App {
             Ok(d) => d,
             Err(_) => return Err(Unavailable::Failed),
         };
-        deployment.http(self.invocation(request_id), request, response)
+        let invocation = self.invocation(request_id);
+        observed(
+            deployment.observer(),
+            invocation.clone(),
+            deployment.http(invocation, request, response),
+        )
     }
 
     /// Prepares one tick of a schedule for the app's `zero:chrono/tick-handler`: a fresh store,
@@ -188,13 +193,39 @@ impl App {
             Ok(d) => d,
             Err(_) => return Err(Unavailable::Failed),
         };
-        deployment.tick(self.invocation(run_id), tick)
+        let invocation = self.invocation(run_id);
+        observed(
+            deployment.observer(),
+            invocation.clone(),
+            deployment.tick(invocation, tick),
+        )
     }
+}
+
+/// `run`, telling `observer` of its fault when it ends with one.
+fn observed(
+    observer: Option<Arc<dyn crate::Observer>>,
+    invocation: Invocation,
+    run: Result<Run, Unavailable>,
+) -> Result<Run, Unavailable> {
+    let Some(observer) = observer else {
+        return run;
+    };
+    run.map(|run| -> Run {
+        Box::pin(async move {
+            let result = run.await;
+            if let Err(fault) = &result {
+                observer.fault(&invocation, fault);
+            }
+            result
+        })
+    })
 }
 
 /// The object-safe face of a [`Deployed`] app, so that [`App`] is not generic.
 trait Deployment: Send + Sync {
     fn component(&self) -> ContentHash;
+    fn observer(&self) -> Option<Arc<dyn crate::Observer>>;
     fn http_entry(&self) -> Result<(), String>;
     fn http(
         &self,
@@ -354,6 +385,10 @@ impl<P: ProviderSet> Deployed<P> {
 impl<P: ProviderSet> Deployment for Deployed<P> {
     fn component(&self) -> ContentHash {
         self.component.hash
+    }
+
+    fn observer(&self) -> Option<Arc<dyn crate::Observer>> {
+        self.runtime.observer().cloned()
     }
 
     fn http_entry(&self) -> Result<(), String> {

@@ -42,7 +42,7 @@ pub use zero_provider::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use zero_provider::thread_cpu_ns;
@@ -229,6 +229,19 @@ pub struct Stats {
     pub baseline_compiled: AtomicU64,
     /// Components whose requests moved from baseline to optimized code.
     pub optimized_later: AtomicU64,
+}
+
+/// What the core tells the node about the guests it runs, for its metrics: hooks called as
+/// stores (instances) are made and dropped and as runs fail. Set once with
+/// [`Runtime::set_observer`]; each hook must be quick and must not block.
+pub trait Observer: Send + Sync {
+    /// A store (one instance of an app) was made for `invocation`.
+    fn instance_started(&self, invocation: &Invocation);
+    /// The store made for `invocation` was dropped after charging `cpu_ns` nanoseconds of CPU
+    /// time (a reused WASI 0.3 instance: what all its requests used).
+    fn instance_ended(&self, invocation: &Invocation, cpu_ns: u64);
+    /// A run (an HTTP request or a schedule tick) of `invocation` ended with `fault`.
+    fn fault(&self, invocation: &Invocation, fault: &Fault);
 }
 
 /// Which compiler produced the code a component runs.
@@ -525,6 +538,8 @@ pub struct Runtime<P: ProviderSet> {
     pub(crate) turns: Arc<turns::Turns>,
     /// CPU time after which a guest is heavy, in nanoseconds.
     pub(crate) heavy_after_ns: u64,
+    /// The node's [`Observer`], once set.
+    observer: OnceLock<Arc<dyn Observer>>,
 }
 
 /// How much lower than the rest of the node the compile threads are scheduled (Linux `nice`
@@ -697,6 +712,7 @@ impl<P: ProviderSet> Runtime<P> {
             cache: Mutex::new(HashMap::new()),
             limits,
             stats: Stats::default(),
+            observer: OnceLock::new(),
             pooling,
             ticker_stop,
             baseline,
@@ -939,6 +955,17 @@ impl<P: ProviderSet> Runtime<P> {
         self.queued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Sets the [`Observer`] told about every store and fault from now on. Only the first call
+    /// counts; a later one returns `false`.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// The observer, if one is set.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.get()
+    }
+
     /// How many loaded components are in memory (held by some user).
     pub fn cached_components(&self) -> usize {
         self.lock_cache()
@@ -1126,6 +1153,7 @@ impl<P: ProviderSet> Runtime<P> {
             faults,
             cpu_ns,
             self.turns.clone(),
+            self.observer().cloned(),
         );
         let data = self.providers.store_data(apps, core)?;
         let mut store = Store::new(engine, data);

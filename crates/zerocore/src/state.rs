@@ -129,6 +129,16 @@ pub struct CoreState {
     pub(crate) limits: GuestLimits,
     pub(crate) faults: Faults,
     pub(crate) cpu: CpuMeter,
+    /// Told when this store is made and dropped (the node's metrics).
+    observer: Option<Arc<dyn crate::Observer>>,
+}
+
+impl Drop for CoreState {
+    fn drop(&mut self) {
+        if let Some(o) = &self.observer {
+            o.instance_ended(&self.invocation, self.cpu.used_ns);
+        }
+    }
 }
 
 impl CoreState {
@@ -139,8 +149,12 @@ impl CoreState {
         faults: Faults,
         cpu_budget_ns: u64,
         turns: Arc<crate::turns::Turns>,
+        observer: Option<Arc<dyn crate::Observer>>,
     ) -> Self {
         let share = Some((turns, invocation.tenant.clone()));
+        if let Some(o) = &observer {
+            o.instance_started(&invocation);
+        }
         CoreState {
             invocation,
             wasi,
@@ -154,6 +168,7 @@ impl CoreState {
                 share,
                 ..CpuMeter::default()
             },
+            observer,
         }
     }
 

@@ -77,6 +77,7 @@
 mod engine;
 mod error;
 mod grants;
+mod metrics;
 pub mod provider;
 
 pub use engine::{

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod metrics;
 mod path;
 mod settings;
 mod store;

@@ -704,6 +704,20 @@ impl ZeroFs {
         get_usage(&r.open_table(USAGE)?, tenant)
     }
 
+    /// Every tenant's current usage, by tenant name (tenants that never stored a file are
+    /// absent).
+    pub fn usages(&self) -> Result<Vec<(String, Usage)>> {
+        let r = self.db.begin_read()?;
+        let table = r.open_table(USAGE)?;
+        let mut all = Vec::new();
+        for row in table.iter()? {
+            let (tenant, usage) = row?;
+            let (bytes, files) = usage.value();
+            all.push((tenant.value().to_string(), Usage { bytes, files }));
+        }
+        Ok(all)
+    }
+
     /// Writes a file from a stream, failing if its parent directory is missing. See
     /// [`ZeroFs::write_with`].
     pub fn write(&self, tenant: &str, path: &str, content: impl Read) -> Result<Entry> {

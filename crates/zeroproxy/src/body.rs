@@ -284,6 +284,10 @@ impl Drop for ProxyBody {
                 outcome,
                 "request"
             );
+            let routed = a.info.tenant.clone().zip(a.info.app.clone());
+            a.info
+                .metrics
+                .record(routed, a.status.as_u16(), a.info.start.elapsed());
         }
     }
 }

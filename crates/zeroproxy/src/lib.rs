@@ -19,6 +19,7 @@
 
 mod body;
 pub mod conn;
+mod metrics;
 mod outbound;
 mod router;
 
@@ -201,6 +202,8 @@ struct Inner {
     client_permits: Arc<conn::PerClient>,
     /// Refusals of a client's requests, logged at most once a second.
     client_log: conn::Throttle,
+    /// Requests and latencies (see `metrics`).
+    metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// The routing table with each routed tenant's semaphore, resolved when the table is
@@ -258,6 +261,7 @@ impl ZeroProxy {
                 routing: RwLock::new(Routing::default()),
                 permits,
                 tenant_permits: std::sync::Mutex::new(HashMap::new()),
+                metrics: Arc::default(),
             }),
             listener: Mutex::new(Some(listener)),
             local_addr,
@@ -299,13 +303,24 @@ impl ZeroProxy {
                 })
                 .collect()
         };
+        let deployed = apps
+            .iter()
+            .map(|a| (a.tenant.clone(), a.name.clone()))
+            .collect();
         let router = Router::build(apps)?;
+        self.inner.metrics.deployed(deployed);
         *self
             .inner
             .routing
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Routing { router, tenants };
         Ok(())
+    }
+}
+
+impl zero_provider::metrics::Metrics for ZeroProxy {
+    fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.inner.metrics.register_metrics(registry);
     }
 }
 
@@ -485,6 +500,8 @@ pub(crate) struct AccessInfo {
     pub uri: http::Uri,
     pub remote: SocketAddr,
     pub start: Instant,
+    /// Where the answered request is counted.
+    pub metrics: Arc<metrics::HttpMetrics>,
 }
 
 /// Header giving the guest the request path within the app: the path after the matched route
@@ -528,6 +545,7 @@ impl Inner {
             uri: req.uri().clone(),
             remote,
             start: Instant::now(),
+            metrics: self.metrics.clone(),
         };
         let mut resp = match self.dispatch(req, &mut access).await {
             Ok(resp) => resp,

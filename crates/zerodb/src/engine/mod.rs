@@ -201,6 +201,8 @@ struct Shared {
     pool: Mutex<Pool>,
     /// Every database handed out, so that the pool can close any idle one.
     registry: Mutex<HashMap<(String, String), Weak<Database>>>,
+    /// Statement counters (the node's metrics).
+    stats: crate::metrics::DbStats,
 }
 
 /// The open connections, for the node-wide and per-tenant bounds and LRU closing.
@@ -277,6 +279,7 @@ impl Databases {
                 limits,
                 pool: Mutex::new(Pool::default()),
                 registry: Mutex::new(HashMap::new()),
+                stats: Default::default(),
             }),
             open: Mutex::new(HashMap::new()),
         })
@@ -302,6 +305,11 @@ impl Databases {
     /// Whether database `name` of `tenant` exists on disk.
     pub fn exists(&self, tenant: &str, name: &str) -> Result<bool> {
         Ok(self.path_of(tenant, name)?.exists())
+    }
+
+    /// The statement counters.
+    pub(crate) fn stats(&self) -> &crate::metrics::DbStats {
+        &self.shared.stats
     }
 
     /// Number of connections open now (node-wide).

@@ -50,7 +50,19 @@ impl Runner<'_> {
         }
     }
 
+    /// Runs one statement, counted in the node's metrics.
     pub(super) fn run(&self, sql: &str, params: &[Value], mode: Mode) -> Result<Outcome> {
+        let start = Instant::now();
+        let result = self.run_counted(sql, params, mode);
+        self.db.shared.stats.record(
+            &self.db.tenant,
+            result.is_ok(),
+            start.elapsed().as_secs_f64(),
+        );
+        result
+    }
+
+    fn run_counted(&self, sql: &str, params: &[Value], mode: Mode) -> Result<Outcome> {
         let limits = self.db.limits();
         lock(self.state).last_accesses.clear();
         if sql.len() > limits.max_statement_bytes {

@@ -176,6 +176,11 @@ impl FsProvider {
         }
     }
 
+    /// The file store it serves.
+    pub(crate) fn store(&self) -> &Arc<ZeroFs> {
+        &self.fs
+    }
+
     /// The same provider with these limits.
     pub fn with_limits(mut self, limits: FsLimits) -> Self {
         self.limits = limits;
