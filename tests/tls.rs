@@ -427,3 +427,103 @@ fn the_management_api_serves_tls_when_configured() {
             .is_err()
     );
 }
+
+/// One node's end of the peer channels, accepting `peers`.
+fn channel(
+    key: &zero_auth::Keypair,
+    peers: &[&zero_auth::Keypair],
+) -> zero_node::peer::PeerChannel {
+    let set = zero_node::peer::Peers::new(peers.iter().map(|k| k.did().clone()));
+    zero_node::peer::PeerChannel::new(key, set).unwrap()
+}
+
+/// `client` connects to `server` over loopback TCP; each side's result (the peer DID it
+/// authenticated, or its error), after a byte each way when both accepted.
+fn peer_handshake(
+    server: &zero_node::peer::PeerChannel,
+    client: &zero_node::peer::PeerChannel,
+) -> (Result<String, String>, Result<String, String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    rt().block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = server.clone();
+        let accepted = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (mut tls, did) = server.accept(tcp).await.map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            tls.write_all(b"!").await.map_err(|e| e.to_string())?;
+            tls.flush().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(did.to_string())
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connected = async {
+            let (mut tls, did) = client.connect(tcp).await.map_err(|e| e.to_string())?;
+            tls.write_all(b"?").await.map_err(|e| e.to_string())?;
+            tls.flush().await.map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            assert_eq!(&b, b"!");
+            Ok::<_, String>(did.to_string())
+        }
+        .await;
+        let accepted = tokio::time::timeout(Duration::from_secs(10), accepted)
+            .await
+            .expect("the server side finished")
+            .unwrap();
+        (accepted, connected)
+    })
+}
+
+#[test]
+fn two_delegated_nodes_establish_a_channel_and_an_undelegated_third_is_refused_both_ways() {
+    let (a, b, c) = (
+        zero_auth::Keypair::generate().unwrap(),
+        zero_auth::Keypair::generate().unwrap(),
+        zero_auth::Keypair::generate().unwrap(),
+    );
+    let node_a = channel(&a, &[&a, &b]);
+    let node_b = channel(&b, &[&a, &b]);
+    // A and B: each authenticates the other's DID.
+    let (server_saw, client_saw) = peer_handshake(&node_a, &node_b);
+    assert_eq!(server_saw.unwrap(), b.did().to_string());
+    assert_eq!(client_saw.unwrap(), a.did().to_string());
+
+    // C is not delegated. It trusts everyone, so the refusal is A's own check.
+    let node_c = channel(&c, &[&a, &b, &c]);
+    // C connects to A: A (the server) refuses C.
+    let (server_saw, client_saw) = peer_handshake(&node_a, &node_c);
+    let e = server_saw.unwrap_err();
+    assert!(e.contains("is not a node delegated by the Admin"), "{e}");
+    assert!(client_saw.is_err());
+    // A connects to C: A (the client) refuses C.
+    let (server_saw, client_saw) = peer_handshake(&node_c, &node_a);
+    let e = client_saw.unwrap_err();
+    assert!(e.contains("is not a node delegated by the Admin"), "{e}");
+    assert!(server_saw.is_err());
+}
+
+#[test]
+fn a_certificate_claiming_a_delegated_did_with_another_key_is_refused() {
+    let (b, c) = (
+        zero_auth::Keypair::generate().unwrap(),
+        zero_auth::Keypair::generate().unwrap(),
+    );
+    // C forges a certificate naming B's DID, signed with (and holding) C's own key.
+    let signer = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(
+        &rustls::pki_types::PrivatePkcs8KeyDer::from(c.pkcs8_der().to_vec()),
+        &rcgen::PKCS_ED25519,
+    )
+    .unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        rcgen::Ia5String::try_from(b.did().to_string()).unwrap(),
+    )];
+    let forged = p.self_signed(&signer).unwrap();
+    let e = zero_node::peer::peer_did(forged.der()).unwrap_err();
+    assert!(e.contains("its key is not that DID's key"), "{e}");
+    // The genuine certificate of B binds B.
+    let (cert, _) = zero_node::peer::node_certificate(&b).unwrap();
+    assert_eq!(zero_node::peer::peer_did(&cert).unwrap(), *b.did());
+}

@@ -20,6 +20,7 @@ mod deploy;
 pub mod fsapi;
 pub mod identity;
 mod outbound;
+pub mod peer;
 pub mod revocation;
 pub mod state;
 mod ucan;
