@@ -6,6 +6,8 @@
 #             plain and tuned with keep-resident pooling, vs a native hyper hello server
 #   p3        the same hello built for WASI 0.3 (wasi:http/handler@0.3, hello_p3.wasm) on a node
 #             vs `wasmtime serve -Scli` 48 with that component
+#   https     the hello component on a node serving TLS (rustls, a self-signed P-256 certificate
+#             made with openssl, HTTP/1.1 keep-alive) vs the cleartext hello node
 #   todo      a zerodb point read through the todo example (GET /todos/1), vs hello on the node
 #   cache     a zerocache hit through the cacheprobe component, vs hello on the node
 #   idle      1,000 deployed idle apps on one node: its RSS, and a request to the last-routed
@@ -22,7 +24,7 @@
 #
 # Usage: benches/run.sh [--quick] [--rounds N] [--duration S] [--conns N] [--size MIB] [--only LIST]
 #   --quick       1 round of 2 s, a 20 MiB file, 200 idle apps (for development)
-#   --only LIST   comma-separated scenarios among hello,p3,todo,cache,idle,static,deploy,restart
+#   --only LIST   comma-separated scenarios among hello,p3,https,todo,cache,idle,static,deploy,restart
 # Defaults: 3 rounds of 5 s, 100 MiB, 1,000 apps, every scenario.
 # Needs (installed when missing): wrk (apt-get), wasmtime-cli 48.0.8 (cargo install, for hello;
 # BENCH_NO_WASMTIME=1 leaves those two peers out).
@@ -33,7 +35,7 @@ ROUNDS=3
 DURATION=5
 SIZE_MIB=100
 IDLE_APPS=1000
-ONLY="hello,p3,todo,cache,idle,static,deploy,restart"
+ONLY="hello,p3,https,todo,cache,idle,static,deploy,restart"
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) ROUNDS=1 DURATION=2 SIZE_MIB=20 IDLE_APPS=200 ;;
@@ -48,13 +50,13 @@ while [ $# -gt 0 ]; do
     shift
 done
 for s in ${ONLY//,/ }; do
-    case $s in hello | p3 | todo | cache | idle | static | deploy | restart) ;;
-    *) say "unknown scenario \`$s\` in --only (hello, p3, todo, cache, idle, static, deploy, restart)"; exit 2 ;;
+    case $s in hello | p3 | https | todo | cache | idle | static | deploy | restart) ;;
+    *) say "unknown scenario \`$s\` in --only (hello, p3, https, todo, cache, idle, static, deploy, restart)"; exit 2 ;;
     esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The node's hello runs whenever a scenario is measured against it.
-want hello || want todo || want cache || want idle && NODE_HELLO=1 || NODE_HELLO=0
+want hello || want https || want todo || want cache || want idle && NODE_HELLO=1 || NODE_HELLO=0
 
 ensure_wrk
 # BENCH_NO_WASMTIME=1 leaves the two `wasmtime serve` peers out (the other rows are unchanged).
@@ -125,6 +127,34 @@ routes = [\"/hello\"]"
         PID[p3wasmtime]=$LAST_PID URL[p3wasmtime]=http://127.0.0.1:18310/hello
         wait_http "${URL[p3wasmtime]}" "$WORK/p3wasmtime.log"
     fi
+fi
+if want https; then
+    # The same hello on its own node serving TLS, with a self-signed certificate for localhost.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+    cat >"$WORK/t.toml" <<TOML
+[node]
+data_dir = "$WORK/t"
+[log]
+level = "warn"
+[http]
+listen = "127.0.0.1:18313"
+tls_cert = "$WORK/tls.crt"
+tls_key = "$WORK/tls.key"
+[admin]
+listen = "127.0.0.1:18314"
+[[app]]
+tenant = "bench"
+name = "hello"
+component = "$HELLO"
+routes = ["/hello"]
+TOML
+    start_bg "$WORK/t.log" "$ZERO" serve --config "$WORK/t.toml"
+    PID[https]=$LAST_PID URL[https]=https://127.0.0.1:18313/hello
+    for _ in $(seq 1 600); do curl -kfsS -o /dev/null "${URL[https]}" 2>/dev/null && break; sleep 0.1; done
+    curl -kfsS -o /dev/null "${URL[https]}" || { cat "$WORK/t.log" >&2; exit 1; }
+    for _ in $(seq 1 50); do curl -kfsS -o /dev/null "${URL[https]}"; done
 fi
 if want hello; then
     start_bg "$WORK/native.log" "$NATIVE" 127.0.0.1:18305
@@ -202,7 +232,7 @@ ms() { awk -v a="$1" -v b="$2" 'BEGIN{ printf "%.2f", (b - a) / 1e6 }'; }
 for round in $(seq 1 "$ROUNDS"); do
     say "round $round/$ROUNDS"
     if [ "$NODE_HELLO" = 1 ]; then
-        for s in zero wasmtime tuned native todo cache idle; do
+        for s in zero wasmtime tuned native https todo cache idle; do
             [ -n "${URL[$s]:-}" ] || continue
             [ -n "${PID[$s]:-}" ] && reset_peak_rss "${PID[$s]}"
             measure "$s"
@@ -213,6 +243,7 @@ for round in $(seq 1 "$ROUNDS"); do
             ratio hello/tuned "${ROUND_RPS[zero]}" "${ROUND_RPS[tuned]}"
         fi
         want hello && ratio hello/native "${ROUND_RPS[zero]}" "${ROUND_RPS[native]}"
+        want https && ratio https/hello "${ROUND_RPS[https]}" "${ROUND_RPS[zero]}"
         want todo && ratio todo/hello "${ROUND_RPS[todo]}" "${ROUND_RPS[zero]}"
         want cache && ratio cache/hello "${ROUND_RPS[cache]}" "${ROUND_RPS[zero]}"
         want idle && ratio idle/hello "${ROUND_RPS[idle]}" "${ROUND_RPS[zero]}"
@@ -281,13 +312,14 @@ echo "zerocore benchmarks: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname 
 echo "wrk -t$WRK_THREADS -c$WRK_CONNS, ${DURATION} s x $ROUNDS interleaved rounds; medians over rounds"
 echo
 row scenario "req/s" p50_ms p99_ms peak_MiB
-for s in zero wasmtime tuned native p3zero p3wasmtime todo cache idle; do
+for s in zero wasmtime tuned native https p3zero p3wasmtime todo cache idle; do
     [ -n "${RPS[$s]:-}" ] || continue
     case $s in
     zero) label="hello: zerocore" ;;
     wasmtime) label="hello: wasmtime serve -Scli" ;;
     tuned) label="hello: wasmtime serve -Scli, keep-resident" ;;
     native) label="hello: native hyper" ;;
+    https) label="hello over HTTPS (rustls, h1): zerocore" ;;
     p3zero) label="hello WASI 0.3: zerocore" ;;
     p3wasmtime) label="hello WASI 0.3: wasmtime serve -Scli" ;;
     todo) label="todo point read (zerodb): zerocore" ;;
@@ -313,6 +345,7 @@ t() { [ -n "${RATIO[$1]:-}" ] && printf '%-44s %10s %10s\n' "$2" "$(med RATIO "$
 t hello/wasmtime "hello: zerocore / wasmtime serve" ">= 2.0"
 t hello/tuned "hello: zerocore / wasmtime serve tuned" ">= 1.5"
 t hello/native "hello: zerocore / native hyper" ">= 0.40"
+t https/hello "hello: HTTPS / cleartext, same node" "report"
 t p3/wasmtime "hello WASI 0.3: zerocore / wasmtime serve" "report"
 [ -n "${P99[zero]:-}" ] && printf '%-44s %10s %10s\n' "hello: zerocore p99 ms (worst round)" "$(worst P99 zero)" "<= 2"
 t todo/hello "todo point read / hello" ">= 0.8"

@@ -73,6 +73,19 @@ impl Keypair {
         }
     }
 
+    /// The private key as PKCS#8 v1 DER (RFC 8410: a fixed prefix, then the 32-byte seed), for
+    /// TLS libraries that sign with it (the node's peer certificate). Zeroed when dropped.
+    pub fn pkcs8_der(&self) -> Zeroizing<Vec<u8>> {
+        const PREFIX: [u8; 16] = [
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        let mut der = Zeroizing::new(Vec::with_capacity(48));
+        der.extend_from_slice(&PREFIX);
+        der.extend_from_slice(self.signing.as_bytes());
+        der
+    }
+
     /// This key's DID.
     pub fn did(&self) -> &Did {
         &self.did

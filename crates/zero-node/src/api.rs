@@ -855,10 +855,12 @@ where
 /// the accept (later ones, and idle HTTP/2 connections, within it of the previous answer),
 /// each body at `min_body_rate` at least, each answer within `request_timeout_ms`, and a
 /// lingering close. On shutdown it stops accepting, lets the calls in flight finish (at most
-/// `request_timeout_ms` more), and returns.
+/// `request_timeout_ms` more), and returns. With `tls` (`[admin] tls_cert` and `tls_key`)
+/// every connection is TLS, its handshake within `header_read_timeout_ms` of the accept.
 pub async fn serve(
     api: Arc<Api>,
     listener: TcpListener,
+    tls: Option<zeroproxy::tls::TlsAcceptor>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     use zeroproxy::conn;
@@ -937,13 +939,14 @@ pub async fn serve(
         };
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let ended = |outcome: Result<_, conn::Closed>| {
                 if let Err(why) = outcome {
                     let why = match why {
                         conn::Closed::FirstRequest => {
-                            "sent no complete request head within [admin] header_read_timeout_ms"
+                            "sent no complete request head (or TLS handshake) within [admin] header_read_timeout_ms"
                         }
                         conn::Closed::Idle => "was idle for [admin] header_read_timeout_ms",
                         conn::Closed::Stalled => {
@@ -954,7 +957,14 @@ pub async fn serve(
                 }
             };
             conn::serve(
-                &builder, stream, service, &activity, deadlines, shutdown, ended,
+                &builder,
+                stream,
+                tls.as_ref(),
+                service,
+                &activity,
+                deadlines,
+                shutdown,
+                ended,
             )
             .await;
         });

@@ -213,6 +213,12 @@ pub struct AdminSection {
     /// compiled waits its turn (first come, first served, within `request_timeout_ms`), so that
     /// deploys cannot take every core from the requests being served.
     pub max_compiles: usize,
+    /// PEM certificate chain the management API serves over TLS (with `tls_key`), reloaded
+    /// when the file changes. Required when `listen` is not a loopback address: the API
+    /// carries tokens and code, and must not cross a network in cleartext.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for AdminSection {
@@ -231,6 +237,8 @@ impl Default for AdminSection {
             min_body_rate: ByteSize(16 << 10),
             max_deploys_per_tenant: 1,
             max_compiles: 1,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -337,6 +345,20 @@ impl NodeConfig {
     pub fn parse(text: &str, base_dir: &Path) -> Result<NodeConfig, String> {
         let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| renamed(e.to_string()))?;
         cfg.base_dir = base_dir.to_path_buf();
+        // The certificate files are named relative to the file, like every other path.
+        for p in [
+            &mut cfg.http.tls_cert,
+            &mut cfg.http.tls_key,
+            &mut cfg.admin.tls_cert,
+            &mut cfg.admin.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base_dir.join(&*p);
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -393,6 +415,22 @@ impl NodeConfig {
             return Err(
                 "[http] header_read_timeout_ms and idle_timeout_ms must be greater than 0".into(),
             );
+        }
+        if h.tls_cert.is_some() != h.tls_key.is_some() {
+            return Err("[http] tls_cert and tls_key go together: set both (PEM files) to serve HTTPS, or neither".into());
+        }
+        if h.redirect_listen.is_some() && h.tls_cert.is_none() {
+            return Err("[http] redirect_listen redirects to HTTPS, but [http] has no tls_cert and tls_key: set them, or remove redirect_listen".into());
+        }
+        let a = &self.admin;
+        if a.tls_cert.is_some() != a.tls_key.is_some() {
+            return Err("[admin] tls_cert and tls_key go together: set both (PEM files) to serve the management API over TLS, or neither".into());
+        }
+        if !a.listen.ip().is_loopback() && a.tls_cert.is_none() {
+            return Err(format!(
+                "[admin] listen is {}, which is not a loopback address, and [admin] has no tls_cert and tls_key: the management API carries tokens and code and is never served in cleartext beyond this machine; set [admin] tls_cert and tls_key (PEM files), or listen on 127.0.0.1",
+                a.listen
+            ));
         }
         let fs = &self.fs;
         if fs.max_open_per_instance == 0 {

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod metrics;
 mod obsapi;
 mod outbound;
+pub mod peer;
 pub mod revocation;
 pub mod state;
 mod ucan;
@@ -331,12 +332,34 @@ impl Node {
             }
         }
 
+        let admin_tls = match (&config.admin.tls_cert, &config.admin.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                zeroproxy::tls::CertFiles::load("[admin]", cert, key)
+                    .map_err(anyhow::Error::msg)?,
+            ),
+            _ => None,
+        };
         let admin_listener = api::bind(config.admin.listen).await?;
         let admin_addr = admin_listener.local_addr()?;
         outbound.protect(admin_addr);
         let (shutdown, rx) = watch::channel(false);
-        let admin = tokio::spawn(api::serve(api.clone(), admin_listener, rx.clone()));
-        tracing::info!(addr = %admin_addr, "management API listening on http://{}", admin_addr);
+        let (admin_acceptor, admin_scheme) = match admin_tls {
+            Some(files) => {
+                tokio::spawn(files.clone().watch(rx.clone()));
+                (
+                    Some(zeroproxy::tls::acceptor(files).map_err(anyhow::Error::msg)?),
+                    "https",
+                )
+            }
+            None => (None, "http"),
+        };
+        let admin = tokio::spawn(api::serve(
+            api.clone(),
+            admin_listener,
+            admin_acceptor,
+            rx.clone(),
+        ));
+        tracing::info!(addr = %admin_addr, "management API listening on {admin_scheme}://{}", admin_addr);
 
         let ticking = {
             let rx = rx.clone();
@@ -346,7 +369,10 @@ impl Node {
             let proxy = proxy.clone();
             tokio::spawn(async move { proxy.serve(rx).await })
         };
-        tracing::info!(addr = %proxy.local_addr(), "zeroproxy listening on http://{}", proxy.local_addr());
+        if let Some(redirect) = proxy.redirect_addr() {
+            tracing::info!(addr = %redirect, "zeroproxy redirecting http://{redirect} to HTTPS");
+        }
+        tracing::info!(addr = %proxy.local_addr(), "zeroproxy listening on {}://{}", proxy.scheme(), proxy.local_addr());
         Ok(Node {
             proxy,
             shutdown,

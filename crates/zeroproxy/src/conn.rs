@@ -748,9 +748,17 @@ pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
 /// ended (its own result, or why it was closed), then closes it with a lingering close
 /// ([`linger`], which can take seconds). Both listeners serve their connections through this
 /// one function.
+///
+/// With `tls`, the TLS handshake comes first, under the first request's deadline (a client
+/// that trickles its handshake is closed like one that trickles its request head, as
+/// [`Closed::FirstRequest`]); hyper then serves the decrypted stream, and when it closes the
+/// connection it sends TLS `close_notify` before the TCP write side is shut; the lingering
+/// close reads the raw socket.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S, B>(
     builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     stream: TcpStream,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
     service: S,
     activity: &Activity,
     deadlines: Deadlines,
@@ -769,21 +777,55 @@ pub async fn serve<S, B>(
     B::Error: Into<ConnError>,
 {
     let stream = Arc::new(stream);
-    let outcome = {
-        let io = hyper_util::rt::TokioIo::new(SharedStream(stream.clone()));
-        let conn = builder.serve_connection(io, service);
-        let conn = std::pin::pin!(conn);
-        drive(
-            conn,
-            |c| c.graceful_shutdown(),
-            activity,
-            deadlines,
-            shutdown,
-        )
-        .await
+    let shared = SharedStream(stream.clone());
+    let outcome = match tls {
+        None => serve_io(builder, shared, service, activity, deadlines, shutdown).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(deadlines.first, acceptor.accept(shared));
+            match handshake.await {
+                Err(_) => Err(Closed::FirstRequest),
+                Ok(Err(e)) => Ok(Err(Box::new(e) as ConnError)),
+                Ok(Ok(tls)) => serve_io(builder, tls, service, activity, deadlines, shutdown).await,
+            }
+        }
     };
     ended(outcome);
     linger(&stream).await;
+}
+
+/// Serves `io` (the TCP stream, or the TLS stream over it) with `service` until it ends.
+async fn serve_io<I, S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    io: I,
+    service: S,
+    activity: &Activity,
+    deadlines: Deadlines,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<Result<(), ConnError>, Closed>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<ConnError>,
+{
+    let io = hyper_util::rt::TokioIo::new(io);
+    let conn = builder.serve_connection(io, service);
+    let conn = std::pin::pin!(conn);
+    drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        activity,
+        deadlines,
+        shutdown,
+    )
+    .await
 }
 
 /// Drives `conn` until it ends: closes it gracefully (then, after a second, outright) when it

@@ -1,6 +1,7 @@
 //! `zeroproxy`, the HTTP event provider of zerocore.
 //!
-//! It accepts HTTP/1.1 and HTTP/2 (cleartext) on a hyper server, routes each request by host and
+//! It accepts HTTP/1.1 and HTTP/2 (cleartext, or over TLS when `[http]` names a certificate:
+//! see [`tls`]) on a hyper server, routes each request by host and
 //! path prefix to an app, and hands it to the core ([`zerocore::App::http`]), which runs the
 //! app's `wasi:http/incoming-handler` in a fresh store under its limits, the wall-clock one
 //! included, and classifies and logs its faults. Bodies stream in both directions. The proxy
@@ -22,6 +23,7 @@ pub mod conn;
 mod metrics;
 mod outbound;
 mod router;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -106,6 +108,14 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// Streams one HTTP/2 connection may have open at once (`max_concurrent_streams`).
     pub max_concurrent_streams: u32,
+    /// PEM certificate chain served over TLS on `listen` (`tls_cert`, with `tls_key`); unset,
+    /// the listener speaks cleartext. Reloaded when the file changes (see [`tls::CertFiles`]).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert` (`tls_key`).
+    pub tls_key: Option<std::path::PathBuf>,
+    /// A cleartext listener that answers every request with a `308` redirect to the same
+    /// host and path over HTTPS on `listen`'s port (`redirect_listen`; needs `tls_cert`).
+    pub redirect_listen: Option<SocketAddr>,
 }
 
 impl Default for ProxyConfig {
@@ -123,6 +133,9 @@ impl Default for ProxyConfig {
             max_connections_per_client: None,
             idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
+            tls_cert: None,
+            tls_key: None,
+            redirect_listen: None,
         }
     }
 }
@@ -235,6 +248,11 @@ pub struct ZeroProxy {
     inner: Arc<Inner>,
     listener: Mutex<Option<TcpListener>>,
     local_addr: SocketAddr,
+    /// The certificate served when `[http]` names one.
+    tls: Option<Arc<tls::CertFiles>>,
+    /// The cleartext listener that redirects to HTTPS, when configured.
+    redirect: Mutex<Option<TcpListener>>,
+    redirect_addr: Option<SocketAddr>,
 }
 
 impl ZeroProxy {
@@ -249,6 +267,30 @@ impl ZeroProxy {
             )
         })?;
         let local_addr = listener.local_addr()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(tls::CertFiles::load("[http]", cert, key).map_err(anyhow::Error::msg)?)
+            }
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "[http] tls_cert and tls_key go together: set both (PEM files) to serve HTTPS, or neither"
+            ),
+        };
+        let redirect = match config.redirect_listen {
+            Some(addr) if tls.is_some() => Some(listen(addr).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr}: {e} (is another process using that port? change [http] redirect_listen in zerocore.toml)"
+                )
+            })?),
+            Some(_) => anyhow::bail!(
+                "[http] redirect_listen redirects to HTTPS, but [http] has no tls_cert and tls_key: set them, or remove redirect_listen"
+            ),
+            None => None,
+        };
+        let redirect_addr = match &redirect {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         let client_permits = conn::PerClient::new(config.concurrent_per_client());
         Ok(ZeroProxy {
@@ -265,12 +307,25 @@ impl ZeroProxy {
             }),
             listener: Mutex::new(Some(listener)),
             local_addr,
+            tls,
+            redirect: Mutex::new(redirect),
+            redirect_addr,
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// `"https"` when the listener serves TLS, else `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The address of the cleartext listener redirecting to HTTPS, when configured.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect_addr
     }
 
     /// The per-app concurrency limit configured.
@@ -371,6 +426,24 @@ impl EventProvider for ZeroProxy {
             idle_ms: config.idle_timeout.as_millis(),
             stall_ms: deadlines.stall.as_millis(),
         });
+        let tls = match &self.tls {
+            Some(files) => {
+                tokio::spawn(files.clone().watch(shutdown.clone()));
+                Some(tls::acceptor(files.clone()).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        if let Some(redirect) = self.redirect.lock().await.take() {
+            let https_port = self.local_addr.port();
+            tokio::spawn(serve_redirects(
+                redirect,
+                https_port,
+                builder.clone(),
+                connections.clone(),
+                deadlines,
+                shutdown.clone(),
+            ));
+        }
         let mut acceptor = conn::Acceptor::new("[http] max_connections and [fs] max_open_files");
         let refuser = conn::Refuser::default();
         loop {
@@ -402,11 +475,19 @@ impl EventProvider for ZeroProxy {
             let builder = builder.clone();
             let shutdown = shutdown.clone();
             let closed_log = closed_log.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let ended = |outcome| closed_log.log(remote, outcome);
                 conn::serve(
-                    &builder, stream, service, &activity, deadlines, shutdown, ended,
+                    &builder,
+                    stream,
+                    tls.as_ref(),
+                    service,
+                    &activity,
+                    deadlines,
+                    shutdown,
+                    ended,
                 )
                 .await;
             });
@@ -419,6 +500,96 @@ impl EventProvider for ZeroProxy {
         }
         Ok(())
     }
+}
+
+/// Serves the cleartext listener of `[http] redirect_listen`: every request is answered `308`
+/// to `https://HOST:https_port/PATH` (the port left out when it is 443), under the HTTP
+/// listener's connection caps and deadlines. A request without a valid `host` gets `400`.
+async fn serve_redirects(
+    listener: TcpListener,
+    https_port: u16,
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    connections: Arc<conn::Connections>,
+    deadlines: conn::Deadlines,
+    mut shutdown: Shutdown,
+) {
+    let mut acceptor = conn::Acceptor::new("[http] max_connections and [fs] max_open_files");
+    let refuser = conn::Refuser::default();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = acceptor.accept(&listener) => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let slot = match connections.admit(remote.ip()) {
+            Ok(slot) => slot,
+            Err(response) => {
+                refuser.shed(stream, response);
+                continue;
+            }
+        };
+        let activity = conn::Activity::new();
+        let service = {
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let _in_flight = activity.begin();
+                let resp = redirect_response(&req, https_port);
+                async move { Ok::<_, Infallible>(resp) }
+            })
+        };
+        let builder = builder.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            conn::serve(
+                &builder,
+                stream,
+                None,
+                service,
+                &activity,
+                deadlines,
+                shutdown,
+                |_| {},
+            )
+            .await;
+        });
+    }
+}
+
+/// The answer of the redirecting listener to `req`.
+fn redirect_response(
+    req: &Request<Incoming>,
+    https_port: u16,
+) -> Response<http_body_util::Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .or_else(|| req.uri().authority().cloned());
+    let Some(host) = host else {
+        let mut r = Response::new(http_body_util::Full::new(Bytes::from_static(
+            b"this listener redirects to HTTPS and needs a valid host header\n",
+        )));
+        *r.status_mut() = StatusCode::BAD_REQUEST;
+        return r;
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let location = format!("https://{}{port}{path}", host.host());
+    let mut r = Response::new(http_body_util::Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
 }
 
 /// Connections the kernel completes and queues before the node accepts them. `std`'s 128 is
@@ -480,7 +651,7 @@ impl ClosedLog {
 
     fn header_closed(&self, remote: SocketAddr) {
         if let Some(closed) = self.header.hit() {
-            tracing::info!(%remote, closed, "closed connections that sent no complete request head within [http] header_read_timeout_ms ({} ms)", self.header_ms);
+            tracing::info!(%remote, closed, "closed connections that sent no complete request head (or TLS handshake) within [http] header_read_timeout_ms ({} ms)", self.header_ms);
         }
     }
 }
