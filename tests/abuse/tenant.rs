@@ -525,6 +525,9 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
             "[http]\nmax_concurrent_requests = 64\nmax_concurrent_requests_per_tenant = {cap}\n\
              [cache]\ntenant_quota = \"1 MiB\"\n"
         ))
+        // Well under what the flood writes within its CPU time even on a loaded machine (at
+        // the default, a slow run ended every flood at the CPU limit before its budget line).
+        .with("[limits]\nguest_log_bytes = \"64 KiB\"\n")
         .start();
     client(&w, &w.beta)
         .deploy("beta", "hello", &["/beta".into()], &[], &hello())

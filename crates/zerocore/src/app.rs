@@ -351,8 +351,13 @@ impl<P: ProviderSet> Deployed<P> {
         let turns = self.runtime.turns.clone();
         Box::pin(async move {
             let tenant = store.data().core().invocation().tenant.clone();
-            // The guest runs in turns shared fairly between tenants.
-            let guest = turns.run(tenant, call(&mut store));
+            let mark = store.data().core().cpu.mark.clone();
+            // The guest runs in turns shared fairly between tenants, charged from each resume.
+            let guest = crate::Marked {
+                guest: call(&mut store),
+                mark,
+            };
+            let guest = turns.run(tenant, guest);
             let result = match tokio::time::timeout_at(deadline, guest).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Fault::classify(&e, &store.data().core().faults)),

@@ -476,6 +476,28 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// A guest's future whose every poll first sets the store's CPU mark: a poll is the guest
+/// resuming on this thread, so the next epoch tick charges what ran since then, never what
+/// the thread did for other tasks while the guest awaited a host call (with the mark set only
+/// at ticks, a request awaiting a 300 ms outgoing timeout was charged its thread's other work
+/// meanwhile and failed with a CPU-limit fault on a busy node).
+pub(crate) struct Marked<F> {
+    pub(crate) guest: F,
+    pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for Marked<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        set_mark(&self.mark);
+        std::pin::Pin::new(&mut self.guest).poll(cx)
+    }
+}
+
 fn set_mark(mark: &Mutex<Option<CpuMark>>) {
     if let Some(thread_cpu_ns) = thread_cpu_ns() {
         *mark.lock().unwrap_or_else(|p| p.into_inner()) = Some(CpuMark {
@@ -492,9 +514,8 @@ fn set_mark(mark: &Mutex<Option<CpuMark>>) {
 /// the thread's CPU time since then, capped by the wall time since then: time the operating
 /// system gave to other threads is not charged, and CPU that other tasks used on this thread
 /// while the guest awaited a host call is bounded by the wall clock. Otherwise (first tick, or
-/// the guest moved threads while awaiting a host call) it is charged one tick. The mark is not
-/// set when a guest starts: a light guest that awaits a long host call before its first tick
-/// would be charged whatever else its thread ran meanwhile.
+/// the guest moved threads while awaiting a host call) it is charged one tick. The mark is set
+/// at every resume ([`Marked`], each poll of the guest's future) and after every tick.
 fn cpu_charge(cpu: &CpuMeter) -> u64 {
     let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
     let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
