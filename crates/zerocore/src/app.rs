@@ -353,9 +353,11 @@ impl<P: ProviderSet> Deployed<P> {
             let tenant = store.data().core().invocation().tenant.clone();
             let mark = store.data().core().cpu.mark.clone();
             // The guest runs in turns shared fairly between tenants, charged from each resume.
+            let carried = store.data().core().cpu.carried.clone();
             let guest = crate::Marked {
                 guest: call(&mut store),
                 mark,
+                carried,
             };
             let guest = turns.run(tenant, guest);
             let result = match tokio::time::timeout_at(deadline, guest).await {

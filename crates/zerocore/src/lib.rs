@@ -481,9 +481,11 @@ impl std::fmt::Display for Fault {
 /// the thread did for other tasks while the guest awaited a host call (with the mark set only
 /// at ticks, a request awaiting a 300 ms outgoing timeout was charged its thread's other work
 /// meanwhile and failed with a CPU-limit fault on a busy node).
+/// What the guest ran in polls that ended before the next tick is carried to that tick.
 pub(crate) struct Marked<F> {
     pub(crate) guest: F,
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
+    pub(crate) carried: Arc<AtomicU64>,
 }
 
 impl<F: std::future::Future + Unpin> std::future::Future for Marked<F> {
@@ -494,7 +496,23 @@ impl<F: std::future::Future + Unpin> std::future::Future for Marked<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
         set_mark(&self.mark);
-        std::pin::Pin::new(&mut self.guest).poll(cx)
+        let polled = std::pin::Pin::new(&mut self.guest).poll(cx);
+        let mark = *self.mark.lock().unwrap_or_else(|p| p.into_inner());
+        self.carried
+            .fetch_add(since_mark(mark).unwrap_or(0), Ordering::Relaxed);
+        polled
+    }
+}
+
+/// The CPU time this thread used since `mark`, capped by the wall time since then, if the
+/// mark was set on this thread.
+fn since_mark(mark: Option<CpuMark>) -> Option<u64> {
+    match (mark, thread_cpu_ns()) {
+        (Some(m), Some(now)) if m.thread == std::thread::current().id() => {
+            let wall = u64::try_from(m.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            Some(now.saturating_sub(m.thread_cpu_ns).min(wall))
+        }
+        _ => None,
     }
 }
 
@@ -515,17 +533,15 @@ fn set_mark(mark: &Mutex<Option<CpuMark>>) {
 /// system gave to other threads is not charged, and CPU that other tasks used on this thread
 /// while the guest awaited a host call is bounded by the wall clock. Otherwise (first tick, or
 /// the guest moved threads while awaiting a host call) it is charged one tick. The mark is set
-/// at every resume ([`Marked`], each poll of the guest's future) and after every tick.
+/// at every resume ([`Marked`], each poll of the guest's future) and at every tick; what the
+/// guest ran in polls that ended since the last tick is carried to this one.
 fn cpu_charge(cpu: &CpuMeter) -> u64 {
     let tick = u64::try_from(TICK.as_nanos()).unwrap_or(u64::MAX);
     let mark = *cpu.mark.lock().unwrap_or_else(|p| p.into_inner());
-    match (mark, thread_cpu_ns()) {
-        (Some(m), Some(now)) if m.thread == std::thread::current().id() => {
-            let wall = u64::try_from(m.at.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            now.saturating_sub(m.thread_cpu_ns).min(wall)
-        }
-        _ => tick,
-    }
+    let now = since_mark(mark).unwrap_or(tick);
+    // Restart the measure here: what runs from now until this poll ends is carried.
+    set_mark(&cpu.mark);
+    now.saturating_add(cpu.carried.swap(0, Ordering::Relaxed))
 }
 
 /// The node's component runtime, generic over the node's [`ProviderSet`]. Cheap to share

@@ -53,6 +53,8 @@ pub(crate) struct CpuMeter {
     /// Where and when the guest last resumed after yielding: its thread, that thread's CPU
     /// clock, and the wall clock.
     pub(crate) mark: Arc<Mutex<Option<CpuMark>>>,
+    /// CPU time the guest ran in polls that ended since its last tick (see `Marked`).
+    pub(crate) carried: Arc<std::sync::atomic::AtomicU64>,
     /// The turns host work done elsewhere on the request's behalf runs in, and the tenant
     /// they are charged to (see [`Meter::cpu_turns`]).
     pub(crate) share: Option<(Arc<crate::turns::Turns>, Arc<str>)>,
