@@ -600,6 +600,8 @@ fn main() -> ExitCode {
         Command::Serve { .. } | Command::Up { .. } | Command::Run { .. }
     ) {
         stop_quietly_on_closed_stdout();
+    } else {
+        no_error_backtraces();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -631,6 +633,18 @@ fn stop_quietly_on_closed_stdout() {
     // before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Keeps error values from capturing backtraces in the node (`serve`, `up`, `run`) unless
+/// `RUST_LIB_BACKTRACE` asks for them: with `RUST_BACKTRACE=1` in the environment every error
+/// value carried one (a cost on every request), and a guest asking for an error's text
+/// (`wasi:io/error.to-debug-string`) made the node symbolize it, hundreds of milliseconds of
+/// CPU in a debug build. Panics still print backtraces as `RUST_BACKTRACE` says.
+fn no_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `main`, before the runtime or any other thread exists.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
     }
 }
 
