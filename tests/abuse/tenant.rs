@@ -229,6 +229,18 @@ fn a_deploy_flood_is_refused_past_the_tenant_limit_while_other_tenants_deploy_an
     client(&w, &w.beta)
         .deploy("beta", "hello", &["/beta".into()], &[], &hello)
         .unwrap();
+    // `same` exists before the flood replaces it over and over (on a loaded machine the
+    // flood's new names can take the tenant's four apps before any replacement of `same` gets
+    // the tenant's one deploy slot, and then nothing was routed at /same).
+    client(&w, &w.acme)
+        .deploy(
+            "acme",
+            "same",
+            &["/same".into()],
+            &[],
+            &variant(&hello, "same-first", 0),
+        )
+        .unwrap();
     let healthy = Healthy::start(w.node.url("/beta"), 2);
 
     let until = Instant::now() + Duration::from_secs(8);
