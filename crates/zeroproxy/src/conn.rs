@@ -454,6 +454,27 @@ impl Refuser {
             });
         }
     }
+
+    /// The next connection admitted under `connections`' caps (those past them are shed with
+    /// their refusal), or `None` once `shutdown` turns.
+    pub async fn next_admitted(
+        &self,
+        acceptor: &mut Acceptor,
+        listener: &TcpListener,
+        connections: &Connections,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<(TcpStream, std::net::SocketAddr, Slot)> {
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = acceptor.accept(listener) => accepted,
+                _ = shutdown.changed() => return None,
+            };
+            match connections.admit(remote.ip()) {
+                Ok(slot) => return Some((stream, remote, slot)),
+                Err(response) => self.shed(stream, response),
+            }
+        }
+    }
 }
 
 /// Accepts connections, backing off when accepting fails for want of resources (out of file

@@ -446,18 +446,10 @@ impl EventProvider for ZeroProxy {
         }
         let mut acceptor = conn::Acceptor::new("[http] max_connections and [fs] max_open_files");
         let refuser = conn::Refuser::default();
-        loop {
-            let (stream, remote) = tokio::select! {
-                accepted = acceptor.accept(&listener) => accepted,
-                _ = shutdown.changed() => break,
-            };
-            let slot = match connections.admit(remote.ip()) {
-                Ok(slot) => slot,
-                Err(response) => {
-                    refuser.shed(stream, response);
-                    continue;
-                }
-            };
+        while let Some((stream, remote, slot)) = refuser
+            .next_admitted(&mut acceptor, &listener, &connections, &mut shutdown)
+            .await
+        {
             let _ = stream.set_nodelay(true);
             let inner = self.inner.clone();
             let activity = conn::Activity::new();
@@ -515,18 +507,10 @@ async fn serve_redirects(
 ) {
     let mut acceptor = conn::Acceptor::new("[http] max_connections and [fs] max_open_files");
     let refuser = conn::Refuser::default();
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = acceptor.accept(&listener) => accepted,
-            _ = shutdown.changed() => break,
-        };
-        let slot = match connections.admit(remote.ip()) {
-            Ok(slot) => slot,
-            Err(response) => {
-                refuser.shed(stream, response);
-                continue;
-            }
-        };
+    while let Some((stream, _remote, slot)) = refuser
+        .next_admitted(&mut acceptor, &listener, &connections, &mut shutdown)
+        .await
+    {
         let activity = conn::Activity::new();
         let service = {
             let activity = activity.clone();
