@@ -442,3 +442,77 @@ fn ticks_have_the_limits_of_a_request_and_traps_are_retried() {
     });
     assert_eq!(retried["attempt"], 2, "{retried}");
 }
+
+#[test]
+fn a_tenants_schedules_take_its_request_slots_and_not_the_nodes_others() {
+    // acme has one run slot; its tick that spins (until the CPU limit) holds it.
+    let w = world_with(
+        "chrono-slots",
+        "[http]\nmax_concurrent_requests_per_tenant = 1\n[limits]\ncpu_time_ms = 2000\nwall_time_ms = 6000\n",
+    );
+    let mut acme = w.owner(&w.acme);
+    let mut beta = w.owner(&w.beta);
+    let probe = std::fs::read(guest_wasm("tickprobe")).unwrap();
+    let hello = std::fs::read(guest_wasm("hello")).unwrap();
+    acme.deploy_with_schedules(
+        "acme",
+        "probe",
+        &[],
+        &[],
+        &["spin=0 0 0 1 1 *".into(), "quick=0 0 0 1 1 *".into()],
+        &probe,
+    )
+    .unwrap();
+    acme.deploy("acme", "hello", &["/acme".into()], &[], &hello)
+        .unwrap();
+    beta.deploy("beta", "hello", &["/beta".into()], &[], &hello)
+        .unwrap();
+    assert_eq!(get(&w.node.url("/acme")).status, 200);
+
+    let spinning = std::thread::spawn(move || acme.run_schedule("acme", "probe", "spin"));
+    w.node.wait_log("the spinning run's start", |v| {
+        v["message"] == "scheduled run started" && v["schedule"] == "spin"
+    });
+    // While it runs, acme's requests find its one slot taken; beta's are served.
+    let r = get(&w.node.url("/acme"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("this tenant's apps are at their limit"),
+        "{}",
+        r.body
+    );
+    let r = get(&w.node.url("/beta"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let spin = spinning.join().unwrap().unwrap();
+    assert_eq!(spin["fault"], "cpu_limit", "{spin}");
+    // The run gave its slot back.
+    assert_eq!(get(&w.node.url("/acme")).status, 200);
+
+    // And a tick that finds the tenant's slot taken by a request ends as retryable `busy`,
+    // without running: acme's slot is held by a request to a component that sleeps.
+    let sleepy = std::fs::read(guest_wasm("sleepy")).unwrap();
+    let mut acme = w.owner(&w.acme);
+    acme.deploy("acme", "sleepy", &["/sleepy".into()], &[], &sleepy)
+        .unwrap();
+    let url = w.node.url("/sleepy");
+    let sleeping = std::thread::spawn(move || get(&url));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let run = acme.run_schedule("acme", "probe", "quick").unwrap();
+        if run["fault"] == "busy" {
+            assert!(
+                run["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("max_concurrent_requests_per_tenant (1)"),
+                "{run}"
+            );
+            break;
+        }
+        // The sleeping request was not admitted yet.
+        assert_eq!(run["ok"], true, "{run}");
+        assert!(Instant::now() < deadline, "never refused: {run}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sleeping.join().unwrap().status, 504);
+}

@@ -175,11 +175,18 @@ impl Node {
         );
         let outbound = Arc::new(std::mem::take(&mut config.outbound));
         let cache = Arc::new(zerocache::Cache::new(config.cache.clone()));
+        // Every event provider takes its runs' slots here, so that the instance pool (sized
+        // from max_concurrent_requests) has an instance for every admitted run.
+        let admission = zero_provider::admission::Admission::new(
+            config.http.max_concurrent,
+            config.http.max_concurrent_per_tenant,
+        );
         let chrono = zerochrono::Chrono::new(
             config.chrono.clone(),
             Arc::new(zerochrono::SystemClock),
             Some(data_dir.join("chrono")),
             config.limits.wall_time,
+            admission.clone(),
         );
         let runtime = Arc::new(Runtime::new(
             &core,
@@ -192,8 +199,9 @@ impl Node {
                 chrono.clone(),
             ),
         )?);
-        let proxy =
-            Arc::new(ZeroProxy::bind(config.http.clone(), runtime.limits().wall_time).await?);
+        let proxy = Arc::new(
+            ZeroProxy::bind(config.http.clone(), runtime.limits().wall_time, admission).await?,
+        );
 
         let identity = identity::Identity::load(&data_dir, config.node.admin.as_deref())?;
         if let Some(path) = &identity.dev_admin_key {

@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod metrics;
 pub mod settings;
 

@@ -14,6 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use zero_provider::admission::Admission;
 use zero_provider::{EventProvider, Provider, Shutdown};
 use zerocore::{Fault, Run, Tick, Unavailable};
 
@@ -55,10 +56,14 @@ pub fn retryable(fault: &Fault) -> bool {
 }
 
 /// When each schedule of each app last ran, kept under a directory (one small JSON file per
-/// app, replaced atomically), so that `catch_up = "last"` knows what was missed across a
-/// restart.
+/// app, replaced atomically and fsynced before the run starts), so that `catch_up = "last"`
+/// knows what was missed across a restart, and a tick that started before a crash is not run
+/// again after it.
 struct Journal {
     dir: PathBuf,
+    /// Serializes writes: two schedules of one app starting at once would otherwise write the
+    /// same temporary file together.
+    writing: Mutex<()>,
 }
 
 impl Journal {
@@ -83,22 +88,26 @@ impl Journal {
         }
     }
 
+    /// Records `last` for the app, durably (blocking: call it off the async workers).
     fn write(&self, tenant: &str, app: &str, last: &HashMap<String, DateTime<Utc>>) {
         let map: HashMap<&str, i64> = last
             .iter()
             .map(|(k, t)| (k.as_str(), t.timestamp_millis()))
             .collect();
         let path = self.path(tenant, app);
+        let _one = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
+            let dir = path.parent().unwrap_or(&self.dir);
+            std::fs::create_dir_all(dir)?;
             let tmp = path.with_extension("json.tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&map).map_err(std::io::Error::other)?,
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(
+                &mut f,
+                &serde_json::to_vec(&map).map_err(std::io::Error::other)?,
             )?;
-            std::fs::rename(&tmp, &path)
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(dir)?.sync_all()
         };
         if let Err(e) = write() {
             tracing::warn!(path = %path.display(), error = %e, "could not record when the schedules last ran");
@@ -116,6 +125,9 @@ struct Inner {
     wake: Notify,
     journal: Option<Journal>,
     wall_time: Duration,
+    /// The node's and each tenant's run slots, shared with the HTTP provider: a run takes one
+    /// of each, so that schedules cannot take the instances admitted requests need.
+    admission: Arc<Admission>,
     /// Runs by tenant and outcome (the node's metrics).
     runs: prometheus_client::metrics::family::Family<
         RunLabels,
@@ -150,20 +162,27 @@ pub struct Chrono {
 impl Chrono {
     /// A provider with `settings`, on `clock`, keeping when schedules last ran under
     /// `journal` (none: nothing is caught up after a restart). `wall_time` is the core's
-    /// wall-clock limit of a run: how long shutdown waits for runs in flight.
+    /// wall-clock limit of a run: how long shutdown waits for runs in flight. Each run takes
+    /// a slot of the node and of its tenant from `admission` (shared with the other event
+    /// providers); a run that finds none free ends as retryable (`busy`).
     pub fn new(
         settings: ChronoSettings,
         clock: Arc<dyn Clock>,
         journal: Option<PathBuf>,
         wall_time: Duration,
+        admission: Arc<Admission>,
     ) -> Chrono {
         Chrono {
             inner: Arc::new(Inner {
                 scheduler: Mutex::new(Scheduler::new(settings)),
                 clock,
                 wake: Notify::new(),
-                journal: journal.map(|dir| Journal { dir }),
+                journal: journal.map(|dir| Journal {
+                    dir,
+                    writing: Mutex::new(()),
+                }),
                 wall_time,
+                admission,
                 runs: Default::default(),
             }),
         }
@@ -247,13 +266,22 @@ impl Chrono {
 impl Inner {
     /// Runs one attempt through the core, logs it, and records its end.
     async fn execute(self: Arc<Self>, fire: Fire<TargetRef>) -> RunReport {
-        if let Some(j) = &self.journal {
+        if self.journal.is_some() {
             let last = self
                 .scheduler
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .last_runs(&fire.tenant, &fire.app);
-            j.write(&fire.tenant, &fire.app, &last);
+            let (inner, tenant, app) = (self.clone(), fire.tenant.clone(), fire.app.clone());
+            let recorded = tokio::task::spawn_blocking(move || {
+                if let Some(j) = &inner.journal {
+                    j.write(&tenant, &app, &last);
+                }
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!(tenant = %fire.tenant, app = %fire.app, error = %e, "could not record when the schedules last ran");
+            }
         }
         let span = tracing::info_span!("tick", tenant = %fire.tenant, app = %fire.app, schedule = %fire.schedule, run_id = %fire.run_id, attempt = fire.attempt);
         let start = std::time::Instant::now();
@@ -265,6 +293,12 @@ impl Inner {
         };
         let result = async {
             tracing::info!(tenant = %fire.tenant, app = %fire.app, schedule = %fire.schedule, run_id = %fire.run_id, attempt = fire.attempt, scheduled = %fire.scheduled, manual = fire.manual, "scheduled run started");
+            let _slots = match self.admission.admit(&self.admission.tenant(&fire.tenant)) {
+                Ok(slots) => slots,
+                Err(refused) => {
+                    return Err((true, "busy", format!("the run could not start: {refused}")));
+                }
+            };
             match fire.target.tick(fire.run_id.clone(), tick) {
                 Ok(run) => run.await.map_err(|f| (retryable(&f), f.kind(), f.to_string())),
                 Err(why) => Err((false, "unavailable", unavailable(&why))),

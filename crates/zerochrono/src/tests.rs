@@ -485,6 +485,7 @@ async fn the_provider_runs_ticks_on_its_clock_and_retries_traps() {
         clock.clone(),
         Some(dir.path().to_path_buf()),
         Duration::from_secs(1),
+        zero_provider::admission::Admission::unbounded(),
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let probe = Arc::new(Probe {
@@ -545,6 +546,7 @@ async fn the_provider_runs_ticks_on_its_clock_and_retries_traps() {
         clock.clone(),
         Some(dir.path().to_path_buf()),
         Duration::from_secs(1),
+        zero_provider::admission::Admission::unbounded(),
     );
     d.catch_up = CatchUp::Last;
     let schedules = restarted.check("acme", "app", &[d]).unwrap();
@@ -564,4 +566,60 @@ async fn the_provider_runs_ticks_on_its_clock_and_retries_traps() {
 
 fn millis(t: DateTime<Utc>) -> u64 {
     u64::try_from(t.timestamp_millis()).unwrap()
+}
+
+#[tokio::test]
+async fn a_run_takes_the_nodes_and_its_tenants_run_slots_or_waits_for_its_retry() {
+    let clock = Arc::new(ManualClock::new(at(10, 0, 0)));
+    // One slot for the tenant: an HTTP request of the tenant holds it.
+    let admission = zero_provider::admission::Admission::new(4, 1);
+    let chrono = Chrono::new(
+        ChronoSettings::default(),
+        clock.clone(),
+        None,
+        Duration::from_secs(1),
+        admission.clone(),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let probe = Arc::new(Probe {
+        ticks: tx,
+        traps: AtomicU32::new(0),
+    });
+    let mut d = decl("tick", "0 0 * * * *");
+    d.retries = 1;
+    let schedules = chrono.check("acme", "app", &[d]).unwrap();
+    chrono.install("acme", "app", probe, schedules).unwrap();
+    let held = admission
+        .admit(&admission.tenant(&Arc::from("acme")))
+        .unwrap();
+    let report = chrono.run_now("acme", "app", "tick").await.unwrap();
+    assert_eq!(report.fault, Some("busy"));
+    let message = report.result.unwrap_err();
+    assert!(
+        message.contains("max_concurrent_requests_per_tenant (1)"),
+        "{message}"
+    );
+    assert!(rx.try_recv().is_err(), "the component must not have run");
+    // Another tenant's slot is its own.
+    let globex = admission
+        .admit(&admission.tenant(&Arc::from("globex")))
+        .unwrap();
+    drop(held);
+    let report = chrono.run_now("acme", "app", "tick").await.unwrap();
+    assert!(report.result.is_ok(), "{:?}", report.result);
+    assert_eq!(rx.recv().await.unwrap().attempt, 1);
+    // The run gave its slots back; with the node full, a run is refused at the node's limit.
+    assert_eq!(admission.in_flight(), 1);
+    let _full: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|t| admission.admit(&admission.tenant(&Arc::from(*t))).unwrap())
+        .collect();
+    let report = chrono.run_now("acme", "app", "tick").await.unwrap();
+    assert!(
+        report
+            .result
+            .unwrap_err()
+            .contains("max_concurrent_requests (4)"),
+    );
+    drop(globex);
 }

@@ -38,6 +38,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
+use zero_provider::admission::{Admission, TenantSlots};
 use zero_provider::{EventProvider, Provider, Shutdown};
 use zerocore::{App, Fault, Unavailable};
 
@@ -60,13 +61,15 @@ pub struct ProxyConfig {
     /// Largest response body sent, in bytes (`max_response_body`).
     #[serde(deserialize_with = "zero_provider::settings::size")]
     pub max_response_body: u64,
-    /// Requests in flight on the whole node (`max_concurrent_requests`).
+    /// Runs in flight on the whole node (`max_concurrent_requests`): HTTP requests and every
+    /// other event provider's runs (scheduled ticks), through `zero_provider::admission`.
     #[serde(rename = "max_concurrent_requests")]
     pub max_concurrent: usize,
     /// Requests in flight for one app (`max_concurrent_requests_per_app`).
     #[serde(rename = "max_concurrent_requests_per_app")]
     pub max_concurrent_per_app: usize,
-    /// Requests in flight for all the apps of one tenant (`max_concurrent_requests_per_tenant`).
+    /// Runs in flight for all the apps of one tenant (`max_concurrent_requests_per_tenant`):
+    /// requests and scheduled runs alike.
     #[serde(rename = "max_concurrent_requests_per_tenant")]
     pub max_concurrent_per_tenant: usize,
     /// Requests in flight from one client address (an IPv6 client's /64)
@@ -205,10 +208,10 @@ struct Inner {
     wall_time: Duration,
     config: ProxyConfig,
     routing: RwLock<Routing>,
-    permits: Arc<Semaphore>,
-    /// Every tenant's concurrency semaphore, kept across routing-table swaps so that requests
-    /// in flight keep counting against the same limit.
-    tenant_permits: std::sync::Mutex<HashMap<Arc<str>, Arc<TenantGate>>>,
+    /// The node's and each tenant's run slots, shared with the other event providers.
+    admission: Arc<Admission>,
+    /// Every tenant's gate, kept across routing-table swaps (with their refusal throttles).
+    tenant_gates: std::sync::Mutex<HashMap<Arc<str>, Arc<TenantGate>>>,
     /// Refusals at the node's limit, logged at most once a second.
     node_refused: conn::Throttle,
     /// Requests in flight per client address.
@@ -227,9 +230,10 @@ struct Routing {
     tenants: HashMap<Arc<str>, Arc<TenantGate>>,
 }
 
-/// A tenant's limit of requests in flight over all its apps.
+/// A tenant's limit of requests in flight over all its apps (its run slots, which its
+/// scheduled runs take too).
 struct TenantGate {
-    permits: Arc<Semaphore>,
+    slots: TenantSlots,
     /// Refusals at the limit, logged at most once a second (a tenant hammering its own limit
     /// must not turn into a flood of log lines).
     refused: conn::Throttle,
@@ -258,8 +262,14 @@ pub struct ZeroProxy {
 impl ZeroProxy {
     /// Binds the listener (so that the address, including an ephemeral port, is known before
     /// serving starts). `wall_time` is the core's wall-clock limit of a request (shutdown waits
-    /// that long for requests in flight).
-    pub async fn bind(config: ProxyConfig, wall_time: Duration) -> anyhow::Result<ZeroProxy> {
+    /// that long for requests in flight). Each request takes a run slot of the node and of its
+    /// tenant from `admission` (made with `config.max_concurrent` and
+    /// `config.max_concurrent_per_tenant`, and shared with the other event providers).
+    pub async fn bind(
+        config: ProxyConfig,
+        wall_time: Duration,
+        admission: Arc<Admission>,
+    ) -> anyhow::Result<ZeroProxy> {
         let listener = listen(config.listen).map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {}: {e} (is another process using that port? change [http] listen in zerocore.toml)",
@@ -291,7 +301,6 @@ impl ZeroProxy {
             Some(l) => Some(l.local_addr()?),
             None => None,
         };
-        let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
         let client_permits = conn::PerClient::new(config.concurrent_per_client());
         Ok(ZeroProxy {
             inner: Arc::new(Inner {
@@ -301,8 +310,8 @@ impl ZeroProxy {
                 node_refused: conn::Throttle::new(Duration::from_secs(1)),
                 config,
                 routing: RwLock::new(Routing::default()),
-                permits,
-                tenant_permits: std::sync::Mutex::new(HashMap::new()),
+                admission,
+                tenant_gates: std::sync::Mutex::new(HashMap::new()),
                 metrics: Arc::default(),
             }),
             listener: Mutex::new(Some(listener)),
@@ -339,17 +348,17 @@ impl ZeroProxy {
         let tenants = {
             let mut all = self
                 .inner
-                .tenant_permits
+                .tenant_gates
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let limit = self.inner.config.max_concurrent_per_tenant.max(1);
+            let admission = &self.inner.admission;
             apps.iter()
                 .map(|app| {
                     let sem = all
                         .entry(app.tenant.clone())
                         .or_insert_with(|| {
                             Arc::new(TenantGate {
-                                permits: Arc::new(Semaphore::new(limit)),
+                                slots: admission.tenant(&app.tenant),
                                 refused: conn::Throttle::new(Duration::from_secs(1)),
                             })
                         })
@@ -784,9 +793,9 @@ impl Inner {
                 "this client has too many requests in flight on this node; retry shortly".into(),
             ));
         };
-        let Ok(node_permit) = self.permits.clone().try_acquire_owned() else {
+        let Ok(node_permit) = self.admission.node_slot() else {
             if let Some(refused) = self.node_refused.hit() {
-                let limit = self.config.max_concurrent;
+                let limit = self.admission.node_limit();
                 tracing::warn!(request_id = %access.request_id, limit, refused, "refused requests: the node has [http] max_concurrent_requests ({limit}) in flight");
             }
             return Err((
@@ -804,9 +813,9 @@ impl Inner {
             ));
         };
 
-        let Ok(tenant_permit) = tenant_gate.permits.clone().try_acquire_owned() else {
+        let Ok(tenant_permit) = self.admission.tenant_slot(&tenant_gate.slots) else {
             if let Some(refused) = tenant_gate.refused.hit() {
-                let limit = self.config.max_concurrent_per_tenant;
+                let limit = self.admission.tenant_limit();
                 tracing::warn!(request_id = %access.request_id, tenant = %app.tenant, limit, refused, "refused requests: the tenant has [http] max_concurrent_requests_per_tenant ({limit}) in flight");
             }
             return Err((
