@@ -289,6 +289,12 @@ impl Client {
         self.send("POST", "/v1/tenants", "/tenant/create", args, None)
     }
 
+    /// Lists the node's tenants: name, owner, hosts, creation time and number of apps
+    /// (`/tenant/list`: the Admin, or a key the Admin delegated it to).
+    pub fn list_tenants(&mut self) -> anyhow::Result<serde_json::Value> {
+        self.send("GET", "/v1/tenants", "/tenant/list", BTreeMap::new(), None)
+    }
+
     /// Deploys a component into a tenant.
     pub fn deploy(
         &mut self,

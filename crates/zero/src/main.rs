@@ -332,6 +332,12 @@ enum TenantCommand {
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         api: String,
     },
+    /// List the node's tenants with their owners, hosts and number of apps (the Admin, or a
+    /// key the Admin delegated `/tenant/list` to).
+    List {
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
 }
 
 #[derive(Subcommand)]
@@ -782,6 +788,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             zero_client::write_chain(&output, std::slice::from_ref(&delegation))?;
             print_json(&v);
             eprintln!("owner chain written to {}", output.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenant(TenantCommand::List { auth }) => {
+            print_json(&client(&auth)?.list_tenants()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Grant {
