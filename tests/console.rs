@@ -256,7 +256,8 @@ fn console_dir() -> PathBuf {
 fn the_console_in_a_real_browser_signs_in_deploys_follows_traffic_and_removes() {
     let console = console_dir();
     let w = world("console-browser");
-    // What the page finds: app `hello` deployed with the CLI's library, and `boom`, which traps.
+    // What the page finds: app `hello` deployed with the CLI's library, `boom`, which traps, and
+    // database `notes`.
     let mut owner = w.owner(&w.acme);
     let hello = signed(&w, "hello", &grant("/", "[]", None));
     owner
@@ -266,6 +267,12 @@ fn the_console_in_a_real_browser_signs_in_deploys_follows_traffic_and_removes() 
     owner
         .deploy("acme", "boom", &["/boom".into()], &[], &boom)
         .unwrap();
+    for sql in [
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, data BLOB)",
+        "INSERT INTO notes (body, data) VALUES ('milk', x'00ff'), ('<b>eggs</b>', NULL)",
+    ] {
+        owner.db_query("acme", "notes", sql, &[]).unwrap();
+    }
 
     // The files `zero` keeps: the owner's key, the chain, the Admin's key, a signed component.
     let dir = test_dir("console-browser-files");

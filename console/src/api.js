@@ -85,6 +85,19 @@ export class Session {
     return this.call('DELETE', `/v1/tenants/${segment(tenant)}/apps/${segment(app)}`, '/app/remove', { tenant, app })
   }
 
+  /** The names of the tenant's databases (`/db/list`). */
+  listDatabases(tenant) {
+    return this.call('GET', `/v1/tenants/${segment(tenant)}/db`, '/db/list', { tenant })
+  }
+
+  /** Runs one statement on a database (`/db/query`); the console sends SELECTs only. */
+  query(tenant, db, sql) {
+    return this.call('POST', `/v1/tenants/${segment(tenant)}/db/${segment(db)}/query`, '/db/query', { tenant, db, sql }, {
+      body: JSON.stringify({ sql, params: [] }),
+      contentType: 'application/json',
+    })
+  }
+
   /** Lists a directory of the tenant's files (`/fs/read` with `?list`). */
   listFiles(tenant, path) {
     const segs = path.split('/').filter(Boolean).map(segment)

@@ -100,7 +100,7 @@ async function signOut() {
   $('signin-form').reset()
   $('signin-error').textContent = ''
   for (const t of ['tenants', 'apps', 'requests', 'files']) $(t).querySelector('tbody').replaceChildren()
-  $('faults').replaceChildren()
+  for (const l of ['faults', 'databases', 'db-tables', 'db-rows']) $(l).replaceChildren()
   state.traffic = new Traffic()
   say('signed out: the key is no longer kept in this browser')
   showSignIn()
@@ -158,6 +158,10 @@ function selectTenant(tenant) {
   $('faults').replaceChildren()
   refreshApps()
   listFiles('/')
+  $('db-name').textContent = ''
+  $('db-tables').replaceChildren()
+  $('db-rows').replaceChildren()
+  listDatabases()
   startStream()
 }
 
@@ -311,6 +315,65 @@ async function listFiles(path) {
   }
 }
 
+// ---- databases (read only: the console composes SELECT statements only) ----
+
+const MAX_ROWS = 100
+
+function quoteIdent(name) {
+  return '"' + name.replace(/"/g, '""') + '"'
+}
+
+function cellText(v) {
+  if (v === null) return 'NULL'
+  if (typeof v === 'object' && v.hex !== undefined) return `x'${v.hex}'`
+  return String(v)
+}
+
+function showRows(result) {
+  $('db-rows').replaceChildren(
+    h('thead', {}, h('tr', {}, ...result.columns.map((c) => h('th', {}, c)))),
+    h('tbody', {}, ...result.rows.map((r) => h('tr', {}, ...r.map((v) => h('td', {}, cellText(v)))))),
+  )
+}
+
+async function listDatabases() {
+  try {
+    const { databases } = await state.session.listDatabases(state.tenant)
+    $('databases').replaceChildren(
+      ...(databases.length === 0 ? [h('li', {}, 'no database yet')] : []),
+      ...databases.map((db) => h('li', { dataset: { db } }, h('button', { class: 'link', onclick: () => listTables(db) }, db))),
+    )
+  } catch (e) {
+    $('databases').replaceChildren(h('li', {}, explain(e)))
+  }
+}
+
+async function listTables(db) {
+  $('db-name').textContent = db
+  $('db-rows').replaceChildren()
+  try {
+    const r = await state.session.query(
+      state.tenant,
+      db,
+      "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )
+    $('db-tables').replaceChildren(
+      ...r.rows.map(([name, type]) => h('li', { dataset: { table: name } }, h('button', { class: 'link', onclick: () => showTable(db, name) }, name), ` ${type}`)),
+    )
+  } catch (e) {
+    $('db-tables').replaceChildren(h('li', {}, explain(e)))
+  }
+}
+
+async function showTable(db, table) {
+  try {
+    showRows(await state.session.query(state.tenant, db, `SELECT * FROM ${quoteIdent(table)} LIMIT ${MAX_ROWS}`))
+    $('db-rows').dataset.table = table
+  } catch (e) {
+    $('db-rows').replaceChildren(h('tbody', {}, h('tr', {}, h('td', {}, explain(e)))))
+  }
+}
+
 function tick() {
   draw($('chart-rate'), $('chart-latency'), state.traffic)
 }
@@ -321,6 +384,7 @@ $('signin-form').addEventListener('submit', onSignIn)
 $('signout').addEventListener('click', signOut)
 $('deploy-form').addEventListener('submit', onDeploy)
 $('refresh-apps').addEventListener('click', () => refreshApps())
+$('refresh-dbs').addEventListener('click', () => listDatabases())
 $('fs-form').addEventListener('submit', (ev) => {
   ev.preventDefault()
   listFiles($('fs-path').value.trim() || '/')

@@ -102,6 +102,13 @@ try {
   await page.locator('#faults li', { hasText: 'boom' }).first().waitFor()
   // The files view lists the tenant's root (deployed code lives in /.zero).
   await page.locator('#files tbody tr', { hasText: '.zero' }).first().waitFor()
+  // The databases view: the test's database `notes`, its table, its rows.
+  await page.locator('#databases li[data-db="notes"] button').click()
+  await page.locator('#db-tables li[data-table="notes"] button').click()
+  await page.locator('#db-rows td', { hasText: 'milk' }).first().waitFor()
+  // Tenants' data is shown as text: the row `<b>eggs</b>` is not markup.
+  await page.locator('#db-rows td', { hasText: '<b>eggs</b>' }).first().waitFor()
+  if ((await page.locator('#db-rows b').count()) !== 0) throw new Error('a database cell was inserted as HTML')
   const chartTotal = Number(await page.getAttribute('#chart-rate', 'data-total'))
   await page.screenshot({ path: join(OUT_DIR, 'console-owner.png'), fullPage: true })
 

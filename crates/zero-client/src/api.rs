@@ -370,6 +370,18 @@ impl Client {
         )
     }
 
+    /// Lists the names of `tenant`'s databases (`/db/list`).
+    pub fn list_databases(&mut self, tenant: &str) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([("tenant".to_string(), Ipld::String(tenant.into()))]);
+        self.send(
+            "GET",
+            &format!("/v1/tenants/{tenant}/db"),
+            "/db/list",
+            args,
+            None,
+        )
+    }
+
     /// Runs one SQL statement on database `db` of `tenant` (`/db/query`; the node then checks
     /// every table the statement touches against the same chain). `params` are JSON values:
     /// null, numbers, strings, booleans, or `{"hex": "…"}` for blobs. The answer has `columns`,

@@ -17,6 +17,7 @@
 //! | `GET /v1/tenants/{t}/apps` | `/app/list` | `tenant` |
 //! | `DELETE /v1/tenants/{t}/apps/{a}` | `/app/remove` | `tenant`, `app` |
 //! | `POST /v1/revocations` | `/ucan/revoke` | `revoke` (CID link), `path` (CID links, root first) |
+//! | `GET /v1/tenants/{t}/db` | `/db/list` | `tenant` (the tenant's database names) |
 //! | `POST /v1/tenants/{t}/db/{db}/query` (body: `{"sql": …, "params": […]}`) | `/db/query` | `tenant`, `db`, `sql` |
 //! | `PUT`, `GET`, `POST ?mkdir`, `DELETE /v1/tenants/{t}/fs/{path}` | `/fs/write`, `/fs/read`, `/fs/create`, `/fs/delete` | `tenant`, `path` |
 //! | `GET`, `PUT` (body: the value), `DELETE /v1/tenants/{t}/cache/{key}` | `/cache/read`, `/cache/write`, `/cache/write` | `tenant`, `key` (and `ttl_ms` for `PUT`) |
@@ -423,6 +424,7 @@ pub fn router(api: Arc<Api>) -> Router {
             put(deploy).delete(remove),
         )
         .route("/v1/revocations", post(revoke))
+        .route("/v1/tenants/{tenant}/db", get(dbapi::list))
         .route("/v1/tenants/{tenant}/db/{db}/query", post(dbapi::query))
         .route(
             "/v1/tenants/{tenant}/cache/{key}",

@@ -460,6 +460,13 @@ enum DbCommand {
         #[command(flatten)]
         auth: ApiAuth,
     },
+    /// List the names of a tenant's databases (`/db/list`).
+    List {
+        /// The tenant.
+        tenant: String,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
 }
 
 #[derive(Subcommand)]
@@ -908,6 +915,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apps(AppsCommand::Remove { tenant, app, auth }) => {
             print_json(&client(&auth)?.remove_app(&tenant, &app)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db(DbCommand::List { tenant, auth }) => {
+            print_json(&client(&auth)?.list_databases(&tenant)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Query {
