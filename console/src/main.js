@@ -280,6 +280,13 @@ function startStream() {
         await state.session.follow(tenant, onLine, ctl.signal)
       } catch (e) {
         if (ctl.signal.aborted) return
+        if (e instanceof ApiError && e.status < 500 && e.status !== 429) {
+          // Refused (the chain does not grant /log/read on this tenant, say): asking again
+          // with the same chain would be refused again.
+          $('live').dataset.stream = 'refused'
+          say(`the traffic of ${tenant} cannot be followed: ${explain(e)}`, 'error')
+          return
+        }
         $('live').dataset.stream = 'error'
         say(`the log stream of ${tenant} broke off: ${explain(e)}; retrying`, 'error')
       }
