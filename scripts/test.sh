@@ -11,6 +11,11 @@ echo "== formatting"
 cargo fmt --all -- --check
 (cd guest && cargo fmt --all -- --check)
 
+echo "== web console build"
+# console/dist is committed (so that `cargo build` needs no npm) and must be what its sources
+# build to: rebuild it into a scratch directory and compare.
+bash scripts/check-console.sh
+
 echo "== guest components"
 bash scripts/build-guests.sh
 

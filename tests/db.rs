@@ -1330,3 +1330,80 @@ fn a_statement_stops_when_its_management_request_ends() {
         "the next query waited {waited:?}"
     );
 }
+
+#[test]
+fn the_owner_lists_their_databases_without_opening_any_and_others_may_not() {
+    let w = db_world("db-list");
+    let mut owner = w.owner(&w.acme);
+    assert_eq!(
+        owner.list_databases("acme").unwrap()["databases"],
+        json!([])
+    );
+    owner
+        .db_query(
+            "acme",
+            "notes",
+            "CREATE TABLE n (id INTEGER PRIMARY KEY)",
+            &[],
+        )
+        .unwrap();
+    owner
+        .db_query(
+            "acme",
+            "app",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            &[],
+        )
+        .unwrap();
+    let v = owner.list_databases("acme").unwrap();
+    assert_eq!(v["databases"], json!(["app", "notes"]), "{v}");
+    // Listing creates nothing: beta's list stays empty, and so does its directory.
+    let mut beta = w.owner(&w.beta);
+    assert_eq!(beta.list_databases("beta").unwrap()["databases"], json!([]));
+    assert_eq!(beta.list_databases("beta").unwrap()["databases"], json!([]));
+    // Another tenant's owner cannot list acme's, and the refusal names none of them.
+    let e = refused(beta.list_databases("acme"));
+    assert_eq!(e.status, 403, "{e}");
+    assert!(!e.message.contains("notes"), "{e}");
+    // A delegate scoped to one database cannot list them all; one given `/db/list` can.
+    let delegate = |policy: &str, cmd: &str| {
+        let to = Keypair::generate().unwrap();
+        let chain = zero_client::extend_chain(
+            &w.acme.owner,
+            &w.acme.chain,
+            to.did(),
+            &Grant {
+                command: cmd.into(),
+                policy: zero_client::parse_policy(policy).unwrap(),
+                expires_in: None,
+            },
+        )
+        .unwrap();
+        Client::new(&w.api, copy_key(&to), chain)
+    };
+    let e = refused(delegate(r#"[["==", ".db", "app"]]"#, "/db").list_databases("acme"));
+    assert_eq!(e.status, 403, "{e}");
+    let e = refused(delegate("[]", "/db/read").list_databases("acme"));
+    assert_eq!(e.status, 403, "{e}");
+    let v = delegate("[]", "/db/list").list_databases("acme").unwrap();
+    assert_eq!(v["databases"], json!(["app", "notes"]), "{v}");
+    // The CLI prints the same.
+    let dir = test_dir("db-list-cli");
+    let key = dir.join("owner.key");
+    w.acme.owner.save(&key).unwrap();
+    let chain = dir.join("acme.ucan");
+    zero_client::write_chain(&chain, &w.acme.chain).unwrap();
+    let (code, out, err) = zero(&[
+        "db",
+        "list",
+        "acme",
+        "--key",
+        key.to_str().unwrap(),
+        "--proof",
+        chain.to_str().unwrap(),
+        "--api",
+        &w.api,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"notes\""), "{out}");
+}

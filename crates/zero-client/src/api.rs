@@ -289,6 +289,12 @@ impl Client {
         self.send("POST", "/v1/tenants", "/tenant/create", args, None)
     }
 
+    /// Lists the node's tenants: name, owner, hosts, creation time and number of apps
+    /// (`/tenant/list`: the Admin, or a key the Admin delegated it to).
+    pub fn list_tenants(&mut self) -> anyhow::Result<serde_json::Value> {
+        self.send("GET", "/v1/tenants", "/tenant/list", BTreeMap::new(), None)
+    }
+
     /// Deploys a component into a tenant.
     pub fn deploy(
         &mut self,
@@ -359,6 +365,18 @@ impl Client {
             "DELETE",
             &format!("/v1/tenants/{tenant}/apps/{app}"),
             "/app/remove",
+            args,
+            None,
+        )
+    }
+
+    /// Lists the names of `tenant`'s databases (`/db/list`).
+    pub fn list_databases(&mut self, tenant: &str) -> anyhow::Result<serde_json::Value> {
+        let args = BTreeMap::from([("tenant".to_string(), Ipld::String(tenant.into()))]);
+        self.send(
+            "GET",
+            &format!("/v1/tenants/{tenant}/db"),
+            "/db/list",
             args,
             None,
         )

@@ -12,16 +12,19 @@
 //! | --- | --- | --- |
 //! | `GET /v1/node` | none | — (the node's DID and the Admin) |
 //! | `POST /v1/tenants` | `/tenant/create` | `tenant`, `owner` |
+//! | `GET /v1/tenants` | `/tenant/list` | — (the Admin's, like `/tenant/create`) |
 //! | `PUT /v1/tenants/{t}/apps/{a}` (body: component) | `/app/deploy` | `tenant`, `app`, `routes`, `component`, `allowed_outbound_hosts`, `schedules` |
 //! | `GET /v1/tenants/{t}/apps` | `/app/list` | `tenant` |
 //! | `DELETE /v1/tenants/{t}/apps/{a}` | `/app/remove` | `tenant`, `app` |
 //! | `POST /v1/revocations` | `/ucan/revoke` | `revoke` (CID link), `path` (CID links, root first) |
+//! | `GET /v1/tenants/{t}/db` | `/db/list` | `tenant` (the tenant's database names) |
 //! | `POST /v1/tenants/{t}/db/{db}/query` (body: `{"sql": …, "params": […]}`) | `/db/query` | `tenant`, `db`, `sql` |
 //! | `PUT`, `GET`, `POST ?mkdir`, `DELETE /v1/tenants/{t}/fs/{path}` | `/fs/write`, `/fs/read`, `/fs/create`, `/fs/delete` | `tenant`, `path` |
 //! | `GET`, `PUT` (body: the value), `DELETE /v1/tenants/{t}/cache/{key}` | `/cache/read`, `/cache/write`, `/cache/write` | `tenant`, `key` (and `ttl_ms` for `PUT`) |
 //! | `GET /v1/tenants/{t}/schedules` | `/chrono/list` | `tenant` |
 //! | `POST /v1/tenants/{t}/apps/{a}/schedules/{s}/run` | `/chrono/run` | `tenant`, `app`, `schedule` |
 //! | `GET /metrics`, `GET /v1/node/events`, `GET /v1/tenants/{t}/logs` | `/node/metrics`, `/node/events`, `/log/read` | see `obsapi` |
+//! | `GET /console/…` | none | — (the web console's static files, see `console`) |
 //!
 //! A deploy that declares schedules (`args.schedules`) also needs `/chrono/schedule` for each
 //! (see `chronoapi`).
@@ -381,6 +384,12 @@ impl Endpoint for TenantCreate {
     const COMMAND: &'static str = "/tenant/create";
 }
 
+/// `GET /v1/tenants`.
+pub(crate) struct TenantList;
+impl Endpoint for TenantList {
+    const COMMAND: &'static str = "/tenant/list";
+}
+
 /// `PUT /v1/tenants/{tenant}/apps/{app}`.
 pub(crate) struct AppDeploy;
 impl Endpoint for AppDeploy {
@@ -408,13 +417,14 @@ pub fn router(api: Arc<Api>) -> Router {
     use crate::{cacheapi, chronoapi, dbapi, fsapi, obsapi};
     Router::new()
         .route("/v1/node", get(node))
-        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/v1/tenants/{tenant}/apps", get(list))
         .route(
             "/v1/tenants/{tenant}/apps/{app}",
             put(deploy).delete(remove),
         )
         .route("/v1/revocations", post(revoke))
+        .route("/v1/tenants/{tenant}/db", get(dbapi::list))
         .route("/v1/tenants/{tenant}/db/{db}/query", post(dbapi::query))
         .route(
             "/v1/tenants/{tenant}/cache/{key}",
@@ -432,6 +442,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/tenants/{tenant}/logs", get(obsapi::logs))
         .route("/v1/tenants/{tenant}/fs", fsapi::routes())
         .route("/v1/tenants/{tenant}/fs/{*path}", fsapi::routes())
+        .route("/console", get(crate::console::index))
+        .route("/console/{*path}", get(crate::console::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(api.clone(), finish))
@@ -462,6 +474,55 @@ async fn create_tenant(
     ucan: Ucan<TenantCreate>,
 ) -> Result<Resp, Refusal> {
     api.create_tenant(ucan.inv)
+}
+
+/// `GET /v1/tenants`: every tenant with its owner, hosts and number of apps (the Admin's).
+async fn list_tenants(
+    State(api): State<Arc<Api>>,
+    ucan: Ucan<TenantList>,
+) -> Result<Resp, Refusal> {
+    require_tenant_admin(&ucan.inv, "listing tenants")?;
+    let mut tenants = api
+        .state
+        .tenants()
+        .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
+    tenants.sort_by(|a, b| a.name.cmp(&b.name));
+    let tenants: Vec<serde_json::Value> = tenants
+        .iter()
+        .map(|t| {
+            json!({
+                "tenant": t.name,
+                "owner": t.owner,
+                "hosts": t.hosts,
+                "created_at": t.created_at,
+                "apps": api.apps.of_tenant(&t.name).len(),
+            })
+        })
+        .collect();
+    Ok(json_response(200, json!({"tenants": tenants})))
+}
+
+/// Refuses an invocation whose chain does not delegate tenant administration (`/tenant` or one
+/// of its commands) by name: a tenant owner's `/` within its own tenant is not enough.
+fn require_tenant_admin(inv: &VerifiedInvocation, what: &str) -> Result<(), Refusal> {
+    let tenant_admin = zero_auth::Command::parse("/tenant")
+        .map_err(|e| Refusal::new(500, "Internal", e.to_string()))?;
+    match inv
+        .capabilities
+        .iter()
+        .find(|c| !tenant_admin.covers(&c.command))
+    {
+        None => Ok(()),
+        Some(cap) => Err(Refusal::new(
+            403,
+            "InvalidClaim",
+            format!(
+                "{what} takes the Admin's key or a delegation of `{}` itself; the chain \
+                 delegates `{}` (delegation {}), which does not grant tenant administration",
+                inv.command, cap.command, cap.delegation
+            ),
+        )),
+    }
 }
 
 async fn list(State(api): State<Arc<Api>>, ucan: Ucan<AppList>) -> Result<Resp, Refusal> {

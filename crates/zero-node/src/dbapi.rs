@@ -1,6 +1,7 @@
-//! The database endpoint of the management API: `POST /v1/tenants/{t}/db/{db}/query` with a
+//! The database endpoints of the management API: `POST /v1/tenants/{t}/db/{db}/query` with a
 //! JSON body `{"sql": "…", "params": [...]}`, invoked with `/db/query` (args `tenant`, `db`,
-//! `sql`).
+//! `sql`), and `GET /v1/tenants/{t}/db`, the tenant's database names, invoked with `/db/list`
+//! (args `tenant`; a chain scoped to some databases, with a `.db` policy, cannot list them all).
 //!
 //! The invocation is checked like any other (signatures, time, revocation, replay, every link
 //! covering `/db/query` or a table command), except that its policies are not evaluated on the
@@ -164,6 +165,29 @@ pub(crate) async fn query(
     upload: Upload,
 ) -> Result<Resp, Refusal> {
     api.db_query(ucan, upload).await
+}
+
+/// `GET /v1/tenants/{tenant}/db`.
+pub(crate) struct DbList;
+
+impl Endpoint for DbList {
+    const COMMAND: &'static str = "/db/list";
+    const URL_ARGS: &'static [&'static str] = &["tenant"];
+}
+
+/// `GET /v1/tenants/{tenant}/db`: `{"tenant": …, "databases": [names]}`; opens nothing.
+pub(crate) async fn list(State(api): State<Arc<Api>>, ucan: Ucan<DbList>) -> Result<Resp, Refusal> {
+    let tenant = arg_str(&ucan.inv.args, "tenant")?.to_string();
+    api.require_tenant(&tenant)?;
+    let (databases, t) = (api.databases.clone(), tenant.clone());
+    let names = tokio::task::spawn_blocking(move || databases.list(&t))
+        .await
+        .map_err(|e| Refusal::new(500, "Database", format!("the database task failed: {e}")))?
+        .map_err(db_refusal)?;
+    Ok(crate::api::json_response(
+        200,
+        serde_json::json!({"tenant": tenant, "databases": names}),
+    ))
 }
 
 impl Api {

@@ -15,6 +15,7 @@ mod cacheapi;
 mod chronoapi;
 pub mod code;
 pub mod config;
+pub mod console;
 mod dbapi;
 mod deploy;
 pub mod events;

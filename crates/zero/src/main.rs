@@ -332,6 +332,12 @@ enum TenantCommand {
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         api: String,
     },
+    /// List the node's tenants with their owners, hosts and number of apps (the Admin, or a
+    /// key the Admin delegated `/tenant/list` to).
+    List {
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
 }
 
 #[derive(Subcommand)]
@@ -451,6 +457,13 @@ enum DbCommand {
         /// Print the node's JSON answer instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// List the names of a tenant's databases (`/db/list`).
+    List {
+        /// The tenant.
+        tenant: String,
         #[command(flatten)]
         auth: ApiAuth,
     },
@@ -784,6 +797,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("owner chain written to {}", output.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tenant(TenantCommand::List { auth }) => {
+            print_json(&client(&auth)?.list_tenants()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Grant {
             key,
             proof,
@@ -898,6 +915,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Apps(AppsCommand::Remove { tenant, app, auth }) => {
             print_json(&client(&auth)?.remove_app(&tenant, &app)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db(DbCommand::List { tenant, auth }) => {
+            print_json(&client(&auth)?.list_databases(&tenant)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Db(DbCommand::Query {

@@ -302,6 +302,28 @@ impl Databases {
         Ok(self.shared.root.join(tenant).join(format!("{name}.sqlite")))
     }
 
+    /// The names of `tenant`'s databases, sorted (none when the tenant has none yet). Nothing
+    /// is opened or created.
+    pub fn list(&self, tenant: &str) -> Result<Vec<String>> {
+        validate_name(tenant)?;
+        let dir = match std::fs::read_dir(self.shared.tenant_dir(tenant)) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        };
+        let mut names = Vec::new();
+        for entry in dir {
+            let name = entry?.file_name();
+            if let Some(db) = name.to_str().and_then(|n| n.strip_suffix(".sqlite"))
+                && validate_name(db).is_ok()
+            {
+                names.push(db.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Whether database `name` of `tenant` exists on disk.
     pub fn exists(&self, tenant: &str, name: &str) -> Result<bool> {
         Ok(self.path_of(tenant, name)?.exists())
