@@ -450,8 +450,10 @@ fn guest_lines(node: &NodeProc, request_id: &str, stream: &str) -> (usize, usize
 /// throughout.
 #[test]
 fn a_gigabyte_of_output_is_cut_at_the_log_budget_without_buffering() {
+    // The wall-clock limit well past the CPU time, so that on a loaded machine the flood still
+    // ends at its CPU time (a 500), not at the wall-clock limit (a 504).
     let w = World::spec("abuse-stdout")
-        .with("[limits]\nguest_log_bytes = \"64 KiB\"\n")
+        .with("[limits]\nguest_log_bytes = \"64 KiB\"\nwall_time_ms = 30000\n")
         .start();
     let budget = 64 << 10;
     client(&w, &w.acme)
