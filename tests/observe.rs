@@ -6,6 +6,7 @@
 //! cannot grow the metrics' label sets.
 
 mod support;
+mod traces;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

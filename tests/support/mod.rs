@@ -79,6 +79,15 @@ impl NodeProc {
     /// Starts `zero serve` with `config` (written to `dir/zerocore.toml`), JSON logs, and waits
     /// until it listens.
     pub fn start(dir: &Path, config: impl std::fmt::Display) -> NodeProc {
+        NodeProc::start_with_env(dir, config, &[])
+    }
+
+    /// Same, with `env` added to the node's environment.
+    pub fn start_with_env(
+        dir: &Path,
+        config: impl std::fmt::Display,
+        env: &[(String, String)],
+    ) -> NodeProc {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("zerocore.toml");
         std::fs::write(&cfg, config.to_string()).unwrap();
@@ -86,6 +95,7 @@ impl NodeProc {
             .args(["serve", "--log-format", "json", "--config"])
             .arg(&cfg)
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -600,12 +610,19 @@ pub struct WorldSpec {
     name: String,
     config: NodeConfig,
     hosts: Vec<(String, Vec<String>)>,
+    env: Vec<(String, String)>,
 }
 
 impl WorldSpec {
     /// Merges `toml` into the node's configuration ([`NodeConfig::with`]).
     pub fn with(mut self, toml: &str) -> WorldSpec {
         self.config = self.config.with(toml);
+        self
+    }
+
+    /// Sets `key` to `value` in the node's environment.
+    pub fn env(mut self, key: &str, value: &str) -> WorldSpec {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -622,13 +639,11 @@ impl WorldSpec {
     pub fn start(self) -> World {
         let dir = test_dir(&self.name);
         let data = dir.join("data");
-        let node = self
-            .config
-            .with(&format!(
-                "[node]\ndata_dir = {:?}\n",
-                data.display().to_string()
-            ))
-            .start(&dir);
+        let config = self.config.with(&format!(
+            "[node]\ndata_dir = {:?}\n",
+            data.display().to_string()
+        ));
+        let node = NodeProc::start_with_env(&dir, &config, &self.env);
         let api = format!("http://{}", node.admin);
         node.wait_log("development mode warning", |v| {
             v["message"]
@@ -689,6 +704,7 @@ impl World {
             name: name.to_string(),
             config: World::config(Path::new("data")),
             hosts: vec![],
+            env: vec![],
         }
     }
 

@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub cache: zerocache::CacheSettings,
     /// `[chrono]`: bounds of the apps' schedules (zerochrono).
     pub chrono: zerochrono::ChronoSettings,
+    /// `[telemetry]`: traces exported to an OpenTelemetry collector (off by default).
+    pub telemetry: crate::telemetry::TelemetrySection,
     /// `[[app]]` entries.
     #[serde(rename = "app")]
     pub apps: Vec<AppSection>,
@@ -364,6 +366,7 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.telemetry.validate()?;
         let l = &self.limits;
         if l.cpu_time.is_zero() || l.wall_time.is_zero() {
             return Err("[limits] cpu_time_ms and wall_time_ms must be greater than 0".into());

@@ -27,6 +27,7 @@ mod outbound;
 pub mod peer;
 pub mod revocation;
 pub mod state;
+pub mod telemetry;
 mod ucan;
 
 use std::path::Path;
@@ -116,6 +117,8 @@ pub struct Node {
     admin_addr: std::net::SocketAddr,
     node_did: String,
     api: Arc<api::Api>,
+    /// The trace exporter, when `[telemetry]` turned traces on.
+    telemetry: Option<telemetry::Telemetry>,
 }
 
 impl Node {
@@ -133,6 +136,7 @@ impl Node {
         })?;
         let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
         check_fd_limit(config.fs.max_open_files);
+        let telemetry = telemetry::start(&config.telemetry)?;
         let core = CoreConfig {
             artifact_dir: match &config.engine.artifact_dir {
                 Some(dir) => config.resolve(dir),
@@ -297,7 +301,12 @@ impl Node {
             apps.push(app);
         }
         let metrics = Arc::new(metrics::NodeMetrics::new(
-            &runtime, &proxy, &chrono, &databases, &cache,
+            &runtime,
+            &proxy,
+            &chrono,
+            &databases,
+            &cache,
+            telemetry.as_ref().map(|t| &t.counters),
         ));
         let app_set = Arc::new(apps::AppSet::new(
             proxy.clone(),
@@ -391,6 +400,7 @@ impl Node {
             admin_addr,
             node_did: identity.node.did().to_string(),
             api,
+            telemetry,
         })
     }
 
@@ -430,6 +440,12 @@ impl Node {
         self.ticking
             .await
             .map_err(|e| anyhow::anyhow!("the schedules task failed: {e}"))??;
+        if let Some(t) = self.telemetry {
+            // Off the async workers: the export thread needs them to send what is queued.
+            let _ =
+                tokio::task::spawn_blocking(move || t.shutdown(std::time::Duration::from_secs(5)))
+                    .await;
+        }
         served
     }
 

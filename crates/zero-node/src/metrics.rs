@@ -231,6 +231,7 @@ impl NodeMetrics {
         chrono: &zerochrono::Chrono,
         databases: &zerodb::Databases,
         cache: &zerocache::Cache,
+        traces: Option<&crate::telemetry::TraceCounters>,
     ) -> NodeMetrics {
         let observer = Arc::new(NodeObserver::default());
         runtime.set_observer(observer.clone());
@@ -264,6 +265,9 @@ impl NodeMetrics {
             "Apps deployed (or redeployed) over the management API, by tenant",
             observer.deploys.clone(),
         );
+        if let Some(traces) = traces {
+            traces.register(registry.sub_registry_with_prefix("zero_node"));
+        }
         proxy.register_metrics(registry.sub_registry_with_prefix("zeroproxy"));
         runtime
             .providers()

@@ -25,6 +25,7 @@
 pub mod admission;
 pub mod metrics;
 pub mod settings;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,10 @@ pub struct Invocation {
     pub request_id: Arc<str>,
     /// The app's declared settings.
     pub settings: Arc<AppSettings>,
+    /// The span this invocation's spans are children of (the request's `zero.request` span),
+    /// when traces are on and the invocation serves one request; `None` otherwise (see
+    /// [`trace`]).
+    pub trace: Option<trace::Context>,
 }
 
 /// Settings an app declares at deployment that providers consult.
@@ -403,6 +408,35 @@ pub struct View<'a, I> {
     pub invocation: &'a Invocation,
     /// The request's CPU meter.
     pub meter: &'a mut dyn Meter,
+    /// The host call's span (see [`trace`]), ended when the view is dropped: when the host
+    /// function returns.
+    span: trace::Span,
+}
+
+impl<'a, I> View<'a, I> {
+    /// A view over these parts, within the host call's `span` ([`trace::Span::none`] when the
+    /// call is not traced).
+    pub fn new(
+        instance: &'a mut I,
+        table: &'a mut ResourceTable,
+        invocation: &'a Invocation,
+        meter: &'a mut dyn Meter,
+        span: trace::Span,
+    ) -> Self {
+        View {
+            instance,
+            table,
+            invocation,
+            meter,
+            span,
+        }
+    }
+
+    /// The host call's span, if it is traced: a provider may add attributes of its own
+    /// (never guest-chosen text) or mark it failed.
+    pub fn span(&self) -> &trace::Span {
+        &self.span
+    }
 }
 
 /// Store data that holds provider `P`'s instance state: the accessor a provider's
@@ -430,6 +464,11 @@ pub trait ResourceProvider: Send + Sync + Sized + 'static {
 
     /// A short name for logs and errors, such as `zerodb`.
     fn name(&self) -> &'static str;
+
+    /// Whether the core opens a [`trace::names::HOST_CALL`] span for each of this provider's
+    /// host calls (while traces are on). A provider whose host functions are many and small
+    /// (`wasi:http`'s field accessors) turns it off and traces what matters itself.
+    const TRACE_HOST_CALLS: bool = true;
 
     /// The WIT interfaces (`package/interface`, without version) this provider supplies, used to
     /// explain a missing import.

@@ -156,6 +156,7 @@ impl App {
             app: self.name.clone(),
             request_id,
             settings: self.settings.clone(),
+            trace: None,
         }
     }
 
@@ -164,10 +165,13 @@ impl App {
     /// the request and the response channel in it. The returned [`Run`] does the rest; the
     /// response arrives on `response` as soon as the guest sets it (its body streams while the
     /// run goes on).
+    ///
+    /// A [`trace::Parent`](zero_provider::trace::Parent) among the request's extensions is the
+    /// parent of the spans of the run (instantiation, host calls, outgoing requests).
     pub fn http(
         &self,
         request_id: Arc<str>,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         response: ResponseSender,
     ) -> Result<Run, Unavailable> {
         self.available(&request_id)?;
@@ -175,7 +179,13 @@ impl App {
             Ok(d) => d,
             Err(_) => return Err(Unavailable::Failed),
         };
-        let invocation = self.invocation(request_id);
+        let mut invocation = self.invocation(request_id);
+        if let Some(zero_provider::trace::Parent(cx)) = request
+            .extensions_mut()
+            .remove::<zero_provider::trace::Parent>()
+        {
+            invocation.trace = Some(cx);
+        }
         observed(
             deployment.observer(),
             invocation.clone(),
@@ -389,6 +399,31 @@ impl<P: ProviderSet> Deployed<P> {
     }
 }
 
+/// The [`INSTANTIATE`](zero_provider::trace::names::INSTANTIATE) span of a run whose request
+/// has the trace `parent` (no span without one).
+pub(crate) fn instantiate_span(
+    parent: Option<&zero_provider::trace::Context>,
+    core: &crate::CoreState,
+) -> zero_provider::trace::Span {
+    use zero_provider::trace::{self, KeyValue};
+    trace::Span::child(
+        parent,
+        trace::names::INSTANTIATE,
+        trace::Kind::Internal,
+        || {
+            let inv = core.invocation();
+            let mut attributes = vec![
+                KeyValue::new("zero.tenant", inv.tenant.to_string()),
+                KeyValue::new("zero.app", inv.app.to_string()),
+            ];
+            if let Some(component) = &inv.settings.component {
+                attributes.push(KeyValue::new("zero.component", component.clone()));
+            }
+            attributes
+        },
+    )
+}
+
 impl<P: ProviderSet> Deployment for Deployed<P> {
     fn component(&self) -> ContentHash {
         self.component.hash
@@ -447,6 +482,7 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
                 return Ok(self.run(store, call));
             }
         };
+        let trace = invocation.trace.clone();
         let mut store = self.store(&entries, invocation)?;
         let mut http = store.data_mut().core_mut().http_view();
         let req = http
@@ -457,7 +493,9 @@ impl<P: ProviderSet> Deployment for Deployed<P> {
             .map_err(|e| Unavailable::Invalid(e.to_string()))?;
         Ok(self.run(store, move |store| {
             Box::pin(async move {
+                let span = instantiate_span(trace.as_ref(), store.data().core());
                 let proxy = pre.instantiate_async(&mut *store).await?;
+                drop(span);
                 proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut *store, req, out)

@@ -238,6 +238,7 @@ mod tests {
             app: "a".into(),
             request_id: "r".into(),
             settings: Arc::default(),
+            trace: None,
         };
         let message = Arc::new(Mutex::new(String::new()));
         let log = GuestLog::new(

@@ -123,13 +123,16 @@ pub(crate) fn http<T: StoreData>(
     request: http::Request<WasiBody>,
     response: ResponseSender,
 ) -> impl for<'a> FnOnce(&'a mut Store<T>) -> GuestFuture<'a> + Send + 'static {
+    let trace = store.data().core().invocation().trace.clone();
     let (request, request_io) = {
         let view = http_view(store.data_mut());
         wasmtime_wasi_http::p3::Request::from_http(view.hooks, request)
     };
     move |store: &mut Store<T>| -> GuestFuture<'_> {
         Box::pin(async move {
+            let span = crate::app::instantiate_span(trace.as_ref(), store.data().core());
             let service = pre.instantiate_async(&mut *store).await?;
+            drop(span);
             store
                 .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
                     let request = accessor.with(|mut access| {
@@ -243,6 +246,9 @@ impl<P: ProviderSet> HandlerState for Instances<P> {
         let n = self.made.fetch_add(1, Ordering::Relaxed);
         let mut invocation = self.template.clone();
         invocation.request_id = format!("instance-{n}").into();
+        // A reused instance serves many requests, of as many traces: its host calls and
+        // outgoing requests are not attributed to the first one.
+        invocation.trace = None;
         let mut store = self
             .runtime
             .new_store(&self.engine, &self.apps, invocation.clone())

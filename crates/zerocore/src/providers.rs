@@ -113,7 +113,11 @@ macro_rules! providers {
         $(
             impl $crate::HasView<$ty> for $data {
                 fn view(&mut self) -> $crate::View<'_, <$ty as $crate::ResourceProvider>::Instance> {
-                    self.core.view(&mut self.$field)
+                    self.core.view(
+                        &mut self.$field,
+                        stringify!($field),
+                        <$ty as $crate::ResourceProvider>::TRACE_HOST_CALLS,
+                    )
                 }
             }
         )*

@@ -133,12 +133,21 @@ pub struct CoreState {
     pub(crate) cpu: CpuMeter,
     /// Told when this store is made and dropped (the node's metrics).
     observer: Option<Arc<dyn crate::Observer>>,
+    /// Host-call spans this store opened, and host calls past
+    /// [`MAX_HOST_CALL_SPANS`](zero_provider::trace::MAX_HOST_CALL_SPANS) left untraced.
+    host_spans: (u32, u64),
 }
 
 impl Drop for CoreState {
     fn drop(&mut self) {
         if let Some(o) = &self.observer {
             o.instance_ended(&self.invocation, self.cpu.used_ns);
+        }
+        if let (Some(cx), untraced @ 1..) = (&self.invocation.trace, self.host_spans.1) {
+            use zero_provider::trace::{KeyValue, TraceContextExt};
+            let untraced = i64::try_from(untraced).unwrap_or(i64::MAX);
+            cx.span()
+                .set_attribute(KeyValue::new("zero.host_calls.untraced", untraced));
         }
     }
 }
@@ -171,6 +180,7 @@ impl CoreState {
                 ..CpuMeter::default()
             },
             observer,
+            host_spans: (0, 0),
         }
     }
 
@@ -181,13 +191,61 @@ impl CoreState {
 
     /// A provider's view of this store, over its `instance` state (see
     /// [`zero_provider::HasView`]).
-    pub fn view<'a, I>(&'a mut self, instance: &'a mut I) -> View<'a, I> {
-        View {
+    ///
+    /// Each view is one host call of provider `provider` (its field name in the node's
+    /// provider list): while traces are on and the invocation has a trace, the view holds a
+    /// [`HOST_CALL`](zero_provider::trace::names::HOST_CALL) span that ends with it, if `traced`
+    /// (the provider's [`TRACE_HOST_CALLS`](zero_provider::ResourceProvider::TRACE_HOST_CALLS))
+    /// and the store has not reached
+    /// [`MAX_HOST_CALL_SPANS`](zero_provider::trace::MAX_HOST_CALL_SPANS).
+    #[inline]
+    pub fn view<'a, I>(
+        &'a mut self,
+        instance: &'a mut I,
+        provider: &'static str,
+        traced: bool,
+    ) -> View<'a, I> {
+        let span = match (traced, &self.invocation.trace) {
+            (true, Some(parent)) => {
+                let parent = parent.clone();
+                self.host_span(parent, provider)
+            }
+            _ => zero_provider::trace::Span::none(),
+        };
+        View::new(
             instance,
-            table: &mut self.table,
-            invocation: &self.invocation,
-            meter: &mut self.cpu,
+            &mut self.table,
+            &self.invocation,
+            &mut self.cpu,
+            span,
+        )
+    }
+
+    #[cold]
+    fn host_span(
+        &mut self,
+        parent: zero_provider::trace::Context,
+        provider: &'static str,
+    ) -> zero_provider::trace::Span {
+        use zero_provider::trace::{self, KeyValue};
+        if self.host_spans.0 >= trace::MAX_HOST_CALL_SPANS {
+            self.host_spans.1 += 1;
+            return trace::Span::none();
         }
+        self.host_spans.0 += 1;
+        let (tenant, app) = (self.invocation.tenant.clone(), self.invocation.app.clone());
+        trace::Span::child(
+            Some(&parent),
+            trace::names::HOST_CALL,
+            trace::Kind::Internal,
+            || {
+                vec![
+                    KeyValue::new("zero.provider", provider),
+                    KeyValue::new("zero.tenant", tenant.to_string()),
+                    KeyValue::new("zero.app", app.to_string()),
+                ]
+            },
+        )
     }
 
     /// The WASI view of this store (the WASI base interfaces the core links).

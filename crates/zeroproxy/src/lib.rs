@@ -666,6 +666,69 @@ pub(crate) struct AccessInfo {
     pub start: Instant,
     /// Where the answered request is counted.
     pub metrics: Arc<metrics::HttpMetrics>,
+    /// The request's spans, while traces are on.
+    pub trace: Option<RequestTrace>,
+}
+
+/// The spans of one request (see `zero_provider::trace`): its `zero.request` span and, once
+/// the app sets its response, the `zero.response` span. Both end with the response body.
+#[derive(Clone)]
+pub(crate) struct RequestTrace {
+    pub request: zero_provider::trace::Context,
+    pub response: Option<zero_provider::trace::Context>,
+}
+
+impl RequestTrace {
+    /// The `zero.request` span of `req`: a child of the span its `traceparent` names when that
+    /// header is valid and sent once, else the root of a new trace.
+    fn start(req: &Request<Incoming>, request_id: &str) -> Option<RequestTrace> {
+        use zero_provider::trace::{self, KeyValue};
+        let once = |name: &str| {
+            let mut all = req.headers().get_all(name).iter();
+            let first = all.next()?;
+            all.next().is_none().then(|| first.as_bytes())
+        };
+        let parent = trace::remote_parent(once("traceparent"), once("tracestate"));
+        let request = trace::start(
+            trace::names::REQUEST,
+            trace::Kind::Server,
+            &parent,
+            vec![
+                KeyValue::new("http.request.method", outbound::method_name(req.method())),
+                KeyValue::new("url.path", trace::bounded(req.uri().path())),
+                KeyValue::new("zero.request_id", request_id.to_owned()),
+            ],
+        )?;
+        Some(RequestTrace {
+            request,
+            response: None,
+        })
+    }
+
+    /// Ends the spans with the response's `status` and the `bytes` sent.
+    pub(crate) fn finish(&self, status: StatusCode, bytes: u64, outcome: &'static str) {
+        use zero_provider::trace::{self, KeyValue, TraceContextExt};
+        let code = KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
+        if let Some(response) = &self.response {
+            let span = response.span();
+            span.set_attribute(code.clone());
+            span.set_attribute(KeyValue::new(
+                "zero.response.bytes",
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            ));
+            span.set_attribute(KeyValue::new("zero.response.outcome", outcome));
+            if outcome != "complete" {
+                trace::fail(response, outcome);
+            }
+            span.end();
+        }
+        let span = self.request.span();
+        span.set_attribute(code);
+        if status.is_server_error() {
+            trace::fail(&self.request, "the response is a server error");
+        }
+        span.end();
+    }
 }
 
 /// Header giving the guest the request path within the app: the path after the matched route
@@ -710,6 +773,11 @@ impl Inner {
             remote,
             start: Instant::now(),
             metrics: self.metrics.clone(),
+            trace: if zero_provider::trace::enabled() {
+                RequestTrace::start(&req, &request_id)
+            } else {
+                None
+            },
         };
         let mut resp = match self.dispatch(req, &mut access).await {
             Ok(resp) => resp,
@@ -755,8 +823,18 @@ impl Inner {
                     "the request has no Host header; send one (HTTP/1.1 requires it)".into(),
                 ));
             };
+            let span = zero_provider::trace::Span::child(
+                access.trace.as_ref().map(|t| &t.request),
+                zero_provider::trace::names::ROUTE,
+                zero_provider::trace::Kind::Internal,
+                Vec::new,
+            );
             let routing = self.routing.read().unwrap_or_else(|p| p.into_inner());
-            routing.lookup(host, req.uri().path())
+            let found = routing.lookup(host, req.uri().path());
+            if found.is_none() {
+                span.fail("no app is routed here");
+            }
+            found
         };
         let Some((app, prefix_len, tenant_gate)) = app else {
             return Err((
@@ -767,6 +845,22 @@ impl Inner {
         set_route_headers(&mut req, prefix_len);
         access.tenant = Some(app.tenant.clone());
         access.app = Some(app.name.clone());
+        if let Some(t) = &access.trace {
+            use zero_provider::trace::{KeyValue, TraceContextExt};
+            let route = req
+                .headers()
+                .get(ROUTE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(zero_provider::trace::bounded)
+                .unwrap_or_default();
+            t.request.span().set_attributes([
+                KeyValue::new("zero.tenant", app.tenant.to_string()),
+                KeyValue::new("zero.app", app.name.to_string()),
+                KeyValue::new("http.route", route),
+            ]);
+            req.extensions_mut()
+                .insert(zero_provider::trace::Parent(t.request.clone()));
+        }
         app.available(&access.request_id).map_err(refusal)?;
 
         let max_body = self.config.max_request_body;
@@ -838,6 +932,18 @@ impl Inner {
 
         match receiver.await {
             Ok(Ok(resp)) => {
+                if let Some(t) = &mut access.trace {
+                    use zero_provider::trace::{self, KeyValue};
+                    t.response = trace::start(
+                        trace::names::RESPONSE,
+                        trace::Kind::Internal,
+                        &t.request,
+                        vec![
+                            KeyValue::new("zero.tenant", app.tenant.to_string()),
+                            KeyValue::new("zero.app", app.name.to_string()),
+                        ],
+                    );
+                }
                 Ok(resp.map(|b| ProxyBody::guest(b, task, self.config.max_response_body)))
             }
             Ok(Err(code)) => {

@@ -243,6 +243,10 @@ impl ResourceProvider for HttpResources {
         "wasi-http"
     }
 
+    // `wasi:http/types` is dozens of small calls per request (fields, streams): each outgoing
+    // request gets one `zero.outbound` span instead (`OutboundPolicy::send_request`).
+    const TRACE_HOST_CALLS: bool = false;
+
     fn interfaces(&self) -> Vec<String> {
         vec![
             "wasi:http/types".into(),
@@ -498,7 +502,7 @@ async fn until_dropped<T>(
 impl WasiHttpHooks for OutboundPolicy {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
@@ -507,6 +511,7 @@ impl WasiHttpHooks for OutboundPolicy {
             Ok(t) => t,
             Err(e) => return Box::new(async move { Err(e) }),
         };
+        let span = outbound_span(&self.invocation, &mut request, &target);
         let timeouts = self.timeouts(options);
         let policy = self.config.addr_policy();
         let invocation = self.invocation.clone();
@@ -534,7 +539,7 @@ impl WasiHttpHooks for OutboundPolicy {
                 .iter()
                 .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
                 .collect();
-            let (res, io) = send::send(
+            let sent = send::send(
                 request,
                 &target.host,
                 target.use_tls,
@@ -542,7 +547,19 @@ impl WasiHttpHooks for OutboundPolicy {
                 deadline,
                 timeouts,
             )
-            .await?;
+            .await;
+            let (res, io) = match sent {
+                Ok(sent) => sent,
+                Err(e) => {
+                    span.fail(format!("{e:?}"));
+                    return Err(e);
+                }
+            };
+            span.set(zero_provider::trace::KeyValue::new(
+                "http.response.status_code",
+                i64::from(res.status().as_u16()),
+            ));
+            drop(span);
             let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(until_dropped(alive, Box::into_pin(io)));
             Ok((res, io))
@@ -550,10 +567,126 @@ impl WasiHttpHooks for OutboundPolicy {
     }
 }
 
+/// The [`OUTBOUND`](zero_provider::trace::names::OUTBOUND) span of an admitted outgoing
+/// request of `invocation`, when it has a trace: `request` then carries that span's
+/// `traceparent` (and its `tracestate`, if any), replacing whatever the guest set, so that the
+/// upstream's spans join the request's trace. Without a trace the guest's headers go as they
+/// are.
+fn outbound_span<B>(
+    invocation: &Invocation,
+    request: &mut http::Request<B>,
+    target: &Target,
+) -> zero_provider::trace::Span {
+    use zero_provider::trace::{self, KeyValue};
+    let span = trace::Span::child(
+        invocation.trace.as_ref(),
+        trace::names::OUTBOUND,
+        trace::Kind::Client,
+        || {
+            vec![
+                KeyValue::new("http.request.method", method_name(request.method())),
+                KeyValue::new("server.address", trace::bounded(&target.host)),
+                KeyValue::new("server.port", i64::from(target.port)),
+                KeyValue::new("zero.tenant", invocation.tenant.to_string()),
+                KeyValue::new("zero.app", invocation.app.to_string()),
+            ]
+        },
+    );
+    if let Some(cx) = span.context() {
+        let headers = request.headers_mut();
+        headers.remove("traceparent");
+        headers.remove("tracestate");
+        if let Some(v) = trace::traceparent(cx).and_then(|v| http::HeaderValue::try_from(v).ok()) {
+            headers.insert("traceparent", v);
+        }
+        if let Some(v) = trace::tracestate(cx).and_then(|v| http::HeaderValue::try_from(v).ok()) {
+            headers.insert("tracestate", v);
+        }
+    }
+    span
+}
+
+/// A request method as a span attribute: one of the standard methods, or `_OTHER` (the
+/// OpenTelemetry convention), so that a guest's or client's made-up method names are not
+/// recorded.
+pub fn method_name(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::TRACE => "TRACE",
+        http::Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use zero_provider::AppSettings;
+
+    #[test]
+    fn a_traced_outgoing_request_carries_the_nodes_trace_context_not_the_guests() {
+        use zero_provider::trace;
+        // A tracer that makes no spans of its own: a span's context is its parent's, so the
+        // header the upstream gets is the request's own traceparent. (The other tests of this
+        // binary make no spans.)
+        trace::install(opentelemetry::global::BoxedTracer::new(Box::new(
+            opentelemetry::trace::noop::NoopTracer::new(),
+        )));
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let target = Target {
+            host: "api.example.com".into(),
+            port: 443,
+            use_tls: true,
+        };
+        let guest_request = || {
+            http::Request::builder()
+                .uri("https://api.example.com/")
+                .header(
+                    "traceparent",
+                    "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01",
+                )
+                .header("tracestate", "guest=chosen")
+                .body(())
+                .unwrap()
+        };
+        let invocation = |state: Option<&[u8]>| Invocation {
+            tenant: "t".into(),
+            app: "a".into(),
+            request_id: "r".into(),
+            settings: Arc::default(),
+            trace: Some(trace::remote_parent(Some(parent.as_bytes()), state)),
+        };
+        let mut req = guest_request();
+        let span = outbound_span(&invocation(Some(b"node=1")), &mut req, &target);
+        assert!(span.context().is_some());
+        assert_eq!(req.headers()["traceparent"], parent);
+        assert_eq!(req.headers()["tracestate"], "node=1");
+        assert_eq!(req.headers().get_all("traceparent").iter().count(), 1);
+        // No tracestate in the trace: the guest's is removed too.
+        let mut req = guest_request();
+        let _span = outbound_span(&invocation(None), &mut req, &target);
+        assert_eq!(req.headers()["traceparent"], parent);
+        assert!(req.headers().get("tracestate").is_none());
+        // An invocation without a trace (a reused instance, a tick): the guest's headers go.
+        let mut req = guest_request();
+        let untraced = Invocation {
+            trace: None,
+            ..invocation(None)
+        };
+        let span = outbound_span(&untraced, &mut req, &target);
+        assert!(span.context().is_none());
+        assert_eq!(
+            req.headers()["traceparent"],
+            "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-01"
+        );
+        assert_eq!(req.headers()["tracestate"], "guest=chosen");
+    }
 
     fn policy(app_hosts: &[&str], config: OutboundConfig) -> OutboundPolicy {
         let hosts: Vec<String> = app_hosts.iter().map(|s| s.to_string()).collect();
@@ -565,6 +698,7 @@ mod tests {
                 allowed_outbound_hosts: hosts.clone(),
                 ..AppSettings::default()
             }),
+            trace: None,
         };
         OutboundPolicy::new(
             invocation,
