@@ -19,6 +19,7 @@ mod dbapi;
 mod deploy;
 pub mod events;
 pub mod fsapi;
+pub mod hostcerts;
 pub mod identity;
 pub mod metrics;
 mod obsapi;
@@ -26,6 +27,7 @@ mod outbound;
 pub mod peer;
 pub mod revocation;
 pub mod state;
+mod tlsapi;
 mod ucan;
 
 use std::path::Path;
@@ -297,7 +299,14 @@ impl Node {
             config.admin.max_apps_per_tenant,
         ));
         app_set.publish()?;
+        let certs = Arc::new(hostcerts::HostCerts::open(
+            state.dir(),
+            proxy.certificates().cloned(),
+            config.admin.max_certs_per_tenant,
+        )?);
+        certs.publish(&state.tenants()?);
         let api = Arc::new(api::Api {
+            certs: certs.clone(),
             runtime: runtime.clone(),
             apps: app_set,
             authority,
@@ -361,6 +370,7 @@ impl Node {
         ));
         tracing::info!(addr = %admin_addr, "management API listening on {admin_scheme}://{}", admin_addr);
 
+        tokio::spawn(certs.watch(rx.clone()));
         let ticking = {
             let rx = rx.clone();
             tokio::spawn(async move { chrono.serve(rx).await })
