@@ -103,14 +103,17 @@ impl Connector {
                 CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
                     "the node's certificate is not trusted: it is not issued by {trust}; {fix_trust}"
                 ),
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
-                    "the node's certificate has expired ({c:?}); the node's operator renews \
-                     [admin] tls_cert"
+                CertificateError::Expired => "the node's certificate has expired; the node's \
+                     operator renews [admin] tls_cert"
+                    .to_string(),
+                CertificateError::ExpiredContext { time, not_after } => format!(
+                    "the node's certificate expired {} days ago; the node's operator renews \
+                     [admin] tls_cert",
+                    time.as_secs().saturating_sub(not_after.as_secs()) / 86_400
                 ),
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    format!(
-                        "the node's certificate is not valid yet ({c:?}); check this machine's clock"
-                    )
+                    "the node's certificate is not valid yet; check this machine's clock"
+                        .to_string()
                 }
                 CertificateError::NotValidForName => format!(
                     "the node's certificate is not valid for `{host}`; use an --api address with \

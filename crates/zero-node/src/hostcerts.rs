@@ -441,7 +441,7 @@ impl HostCerts {
             zeroproxy::tls::parse_pair(cert_pem, key_pem, "the `cert` PEM", "the `key` PEM")
                 .map_err(invalid)?;
         let h = host.text();
-        if !loaded.names.iter().any(|n| *n == h)
+        if !loaded.names.contains(&h)
             && !matches!(host, CertHost::Exact(e) if zeroproxy::tls::covers(&loaded.names, e))
         {
             return Err(invalid(format!(
