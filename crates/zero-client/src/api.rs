@@ -32,6 +32,14 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// An agent for the management API over `tls`.
+fn agent(tls: crate::tls::Connector) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_secs(300))
+        .tls_connector(std::sync::Arc::new(tls))
+        .build()
+}
+
 /// A caller of one node's management API.
 pub struct Client {
     base: String,
@@ -44,16 +52,28 @@ pub struct Client {
 impl Client {
     /// A client for the API at `base` (e.g. `http://127.0.0.1:8081`), signing with `key` and
     /// citing `proofs` (root first; empty when `key` is the Admin itself).
+    ///
+    /// An `https://` address is reached over TLS trusting the public certificate authorities;
+    /// [`Client::with_ca`] trusts a node's own certificate instead.
     pub fn new(base: &str, key: Keypair, proofs: Vec<Delegation>) -> Client {
         Client {
             base: base.trim_end_matches('/').to_string(),
-            agent: ureq::AgentBuilder::new()
-                .timeout(std::time::Duration::from_secs(300))
-                .build(),
+            agent: agent(crate::tls::Connector::web_roots()),
             key,
             proofs,
             node_did: None,
         }
+    }
+
+    /// Trusts only the certificates in the PEM file `ca` for `https://` (the node's
+    /// self-signed certificate, or the authority that issued it), instead of the public
+    /// certificate authorities; `None` keeps the client as it is. The CLI's `--ca FILE` and
+    /// `ZERO_CA`.
+    pub fn with_ca(mut self, ca: Option<&std::path::Path>) -> anyhow::Result<Client> {
+        if let Some(path) = ca {
+            self.agent = agent(crate::tls::Connector::from_ca_file(path)?);
+        }
+        Ok(self)
     }
 
     pub(crate) fn call_err(&self, e: ureq::Error) -> anyhow::Error {
@@ -71,10 +91,34 @@ impl Client {
                 }
                 .into()
             }
-            ureq::Error::Transport(t) => anyhow::anyhow!(
-                "cannot reach the management API at {}: {t} (is the node running? pass --api)",
-                self.base
-            ),
+            ureq::Error::Transport(t) => {
+                // A TLS problem says what it is; anything else is a node not reached.
+                let mut source: Option<&(dyn std::error::Error + 'static)> =
+                    std::error::Error::source(&t);
+                while let Some(e) = source {
+                    // An `io::Error` hides its inner error from `source`: look inside.
+                    let inner = e
+                        .downcast_ref::<std::io::Error>()
+                        .and_then(|io| io.get_ref())
+                        .and_then(|i| i.downcast_ref::<crate::tls::TlsProblem>());
+                    if let Some(p) = inner.or_else(|| e.downcast_ref::<crate::tls::TlsProblem>()) {
+                        return anyhow::anyhow!(
+                            "cannot reach the management API at {} over TLS: {p}",
+                            self.base
+                        );
+                    }
+                    source = e.source();
+                }
+                let hint = if self.base.starts_with("http://") {
+                    "is the node running? pass --api; if its management API serves TLS, use https://"
+                } else {
+                    "is the node running? pass --api"
+                };
+                anyhow::anyhow!(
+                    "cannot reach the management API at {}: {t} ({hint})",
+                    self.base
+                )
+            }
         }
     }
 
@@ -407,6 +451,66 @@ impl Client {
             Some(body.as_bytes()),
             "application/json",
         )
+    }
+
+    /// The URL path and arguments of a certificate call for `host` of `tenant`.
+    fn tls_call(tenant: &str, host: &str) -> (String, BTreeMap<String, Ipld>) {
+        let encoded =
+            percent_encoding::utf8_percent_encode(host, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!("/v1/tenants/{tenant}/tls/{encoded}");
+        let args = BTreeMap::from([
+            ("tenant".to_string(), Ipld::String(tenant.into())),
+            ("host".to_string(), Ipld::String(host.into())),
+        ]);
+        (url, args)
+    }
+
+    /// Installs a certificate chain and its private key (PEM) for `host` (`acme.example` or
+    /// `*.acme.example`) of `tenant` (`/tls/put`): the node serves it by SNI for that host
+    /// once it checked the Admin's grant, the names, the dates and that the key is the
+    /// certificate's. Answers the host, names, `not_after`, `days_left` and `sha256`.
+    pub fn tls_put(
+        &mut self,
+        tenant: &str,
+        host: &str,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (url, args) = Self::tls_call(tenant, host);
+        let body = serde_json::json!({"cert": cert_pem, "key": key_pem}).to_string();
+        self.send_typed(
+            "PUT",
+            &url,
+            "/tls/put",
+            args,
+            Some(body.as_bytes()),
+            "application/json",
+        )
+    }
+
+    /// Lists the certificates of `tenant` (`/tls/list`), or with `None` every tenant's (the
+    /// Admin's key, or a delegation of `/tls`). Never a key.
+    pub fn tls_list(&mut self, tenant: Option<&str>) -> anyhow::Result<serde_json::Value> {
+        match tenant {
+            Some(t) => {
+                let args = BTreeMap::from([("tenant".to_string(), Ipld::String(t.into()))]);
+                self.send(
+                    "GET",
+                    &format!("/v1/tenants/{t}/tls"),
+                    "/tls/list",
+                    args,
+                    None,
+                )
+            }
+            None => self.send("GET", "/v1/tls", "/tls/list", BTreeMap::new(), None),
+        }
+    }
+
+    /// Removes the certificate of `host` of `tenant` (`/tls/remove`); the node's default is
+    /// served for the host from the next handshake.
+    pub fn tls_remove(&mut self, tenant: &str, host: &str) -> anyhow::Result<serde_json::Value> {
+        let (url, args) = Self::tls_call(tenant, host);
+        self.send("DELETE", &url, "/tls/remove", args, None)
     }
 
     /// Revokes a delegation by CID alone (`/ucan/revoke`): allowed to the Admin only; others

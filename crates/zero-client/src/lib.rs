@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod api;
 mod files;
 mod grant;
+mod tls;
 
 pub use api::{ApiError, Client};
 pub use files::{
@@ -28,6 +29,7 @@ pub use grant::{
     Grant, extend_chain, json_to_ipld, owner_delegation, parse_capability, parse_policy,
     sign_component, sign_component_grants,
 };
+pub use tls::TlsProblem;
 
 /// Unix seconds now.
 pub fn now() -> u64 {

@@ -25,6 +25,7 @@
 //! | `POST /v1/tenants/{t}/apps/{a}/schedules/{s}/run` | `/chrono/run` | `tenant`, `app`, `schedule` |
 //! | `GET /metrics`, `GET /v1/node/events`, `GET /v1/tenants/{t}/logs` | `/node/metrics`, `/node/events`, `/log/read` | see `obsapi` |
 //! | `GET /console/…` | none | — (the web console's static files, see `console`) |
+//! | `PUT`, `DELETE /v1/tenants/{t}/tls/{host}`, `GET /v1/tenants/{t}/tls`, `GET /v1/tls` | `/tls/put`, `/tls/remove`, `/tls/list` | see `tlsapi` |
 //!
 //! A deploy that declares schedules (`args.schedules`) also needs `/chrono/schedule` for each
 //! (see `chronoapi`).
@@ -122,6 +123,8 @@ pub struct Api {
     pub(crate) deploys: crate::deploy::DeployGate,
     /// The node's metrics (`GET /metrics`).
     pub metrics: Arc<crate::metrics::NodeMetrics>,
+    /// The tenants' certificates for their hosts (`zero tls`), served by SNI.
+    pub certs: Arc<crate::hostcerts::HostCerts>,
     /// Turns true when the listener stops: log streams end.
     pub(crate) closing: tokio::sync::watch::Sender<bool>,
 }
@@ -414,7 +417,7 @@ impl Endpoint for AppRemove {
 /// The management API's routes: one line per endpoint (see the module documentation). Every
 /// call goes through [`finish`]; an unknown path or method is `NotFound`.
 pub fn router(api: Arc<Api>) -> Router {
-    use crate::{cacheapi, chronoapi, dbapi, fsapi, obsapi};
+    use crate::{cacheapi, chronoapi, dbapi, fsapi, obsapi, tlsapi};
     Router::new()
         .route("/v1/node", get(node))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
@@ -440,6 +443,12 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/metrics", get(obsapi::metrics))
         .route("/v1/node/events", get(obsapi::events))
         .route("/v1/tenants/{tenant}/logs", get(obsapi::logs))
+        .route("/v1/tls", get(tlsapi::list_all))
+        .route("/v1/tenants/{tenant}/tls", get(tlsapi::list))
+        .route(
+            "/v1/tenants/{tenant}/tls/{host}",
+            put(tlsapi::put).delete(tlsapi::remove),
+        )
         .route("/v1/tenants/{tenant}/fs", fsapi::routes())
         .route("/v1/tenants/{tenant}/fs/{*path}", fsapi::routes())
         .route("/console", get(crate::console::index))
@@ -671,6 +680,12 @@ impl Api {
                             format!("the Admin no longer grants host `{host}` to its tenant")
                         })
                 });
+                // Certificates of hosts no longer granted stop being served at once.
+                let tenants = self
+                    .state
+                    .tenants()
+                    .map_err(|e| Refusal::new(500, "Storage", e.to_string()))?;
+                self.certs.publish(&tenants);
                 tracing::info!(tenant = %name, hosts = ?hosts, stopped = ?stopped, "tenant hosts changed");
                 false
             }

@@ -178,6 +178,9 @@ pub struct AdminSection {
     /// Most apps one tenant may have deployed at once (default 100): each holds compiled code
     /// in the node's memory.
     pub max_apps_per_tenant: usize,
+    /// Most certificates one tenant may install for its hosts (`zero tls put`; default 100):
+    /// each is held in the node's memory and considered at every handshake's lookup.
+    pub max_certs_per_tenant: usize,
     /// Most delegations in the `ucan-proofs` header (and in an invocation's `prf`).
     pub max_proofs: usize,
     /// Largest total size of the `authorization` and `ucan-proofs` headers.
@@ -229,6 +232,7 @@ impl Default for AdminSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             max_upload: ByteSize(64 << 20),
             max_apps_per_tenant: 100,
+            max_certs_per_tenant: 100,
             max_proofs: 16,
             max_token_bytes: ByteSize(32 << 10),
             header_read_timeout_ms: 10_000,

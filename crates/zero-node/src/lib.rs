@@ -20,6 +20,7 @@ mod dbapi;
 mod deploy;
 pub mod events;
 pub mod fsapi;
+pub mod hostcerts;
 pub mod identity;
 pub mod metrics;
 mod obsapi;
@@ -28,6 +29,7 @@ pub mod peer;
 pub mod revocation;
 pub mod state;
 pub mod telemetry;
+mod tlsapi;
 mod ucan;
 
 use std::path::Path;
@@ -315,7 +317,14 @@ impl Node {
             config.admin.max_apps_per_tenant,
         ));
         app_set.publish()?;
+        let certs = Arc::new(hostcerts::HostCerts::open(
+            state.dir(),
+            proxy.certificates().cloned(),
+            config.admin.max_certs_per_tenant,
+        )?);
+        certs.publish(&state.tenants()?);
         let api = Arc::new(api::Api {
+            certs: certs.clone(),
             runtime: runtime.clone(),
             apps: app_set,
             authority,
@@ -379,6 +388,7 @@ impl Node {
         ));
         tracing::info!(addr = %admin_addr, "management API listening on {admin_scheme}://{}", admin_addr);
 
+        tokio::spawn(certs.watch(rx.clone()));
         let ticking = {
             let rx = rx.clone();
             tokio::spawn(async move { chrono.serve(rx).await })

@@ -206,6 +206,9 @@ enum Command {
         /// The revoker's key: an issuer in the chain, or the Admin.
         #[arg(long)]
         key: PathBuf,
+        /// Trust only the certificates in this PEM file for an https:// --api (see `zero tls`).
+        #[arg(long, env = "ZERO_CA", value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// A tenant's files in zerofs: put, get, ls, rm, mkdir (streamed, as UCAN invocations).
     #[command(subcommand)]
@@ -247,6 +250,10 @@ enum Command {
         #[command(flatten)]
         auth: ApiAuth,
     },
+    /// Certificates for a tenant's hosts, served by SNI on the node's HTTPS listener: put,
+    /// list, remove (the host must be granted to the tenant by the Admin).
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Offline UCAN checks.
     #[command(subcommand)]
     Ucan(UcanCommand),
@@ -280,9 +287,14 @@ enum ManifestCommand {
 
 #[derive(clap::Args)]
 struct ApiAuth {
-    /// Management API of the node.
+    /// Management API of the node (`https://…` when the node serves it over TLS).
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     api: String,
+    /// Trust only the certificates in this PEM file for an https:// --api: the node's own
+    /// (self-signed) certificate or the authority that issued it; without it the public
+    /// certificate authorities are trusted.
+    #[arg(long, env = "ZERO_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// The key that signs the invocation.
     #[arg(long)]
     key: PathBuf,
@@ -331,6 +343,57 @@ enum TenantCommand {
         /// Management API of the node.
         #[arg(long, default_value = "http://127.0.0.1:8081")]
         api: String,
+        /// Trust only the certificates in this PEM file for an https:// --api.
+        #[arg(long, env = "ZERO_CA", value_name = "FILE")]
+        ca: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Install a certificate chain and its private key for HOST (`acme.example`, or
+    /// `*.acme.example`), replacing an earlier one: the node checks that the Admin granted the
+    /// host to the tenant, that the certificate names it, is within its dates and that the
+    /// key is its own, then serves it to clients asking for HOST (SNI).
+    Put {
+        /// The host: `acme.example`, or `*.acme.example` for a wildcard certificate.
+        host: String,
+        /// The tenant the host is granted to.
+        #[arg(long)]
+        tenant: String,
+        /// The PEM certificate chain (the host's certificate first, then intermediates).
+        #[arg(long)]
+        cert: PathBuf,
+        /// The certificate's PEM private key (sent to the node, which stores it mode 0600 and
+        /// never returns it). `--key` is the key that signs the invocation, as everywhere.
+        #[arg(long = "cert-key", value_name = "FILE")]
+        cert_key: PathBuf,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// List certificates: host, tenant, expiry, days left, SHA-256 fingerprint, whether it is
+    /// served. With --tenant that tenant's (its owner's chain); without, every tenant's (the
+    /// Admin's key).
+    List {
+        /// The tenant (omit for every tenant's, with the Admin's key).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the node's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
+    /// Remove the certificate of HOST; the node's default certificate is served for it from
+    /// the next connection.
+    Remove {
+        /// The host, as given to `zero tls put`.
+        host: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        #[command(flatten)]
+        auth: ApiAuth,
     },
     /// List the node's tenants with their owners, hosts and number of apps (the Admin, or a
     /// key the Admin delegated `/tenant/list` to).
@@ -530,7 +593,49 @@ fn client(auth: &ApiAuth) -> anyhow::Result<zero_client::Client> {
         Some(p) => zero_client::read_chain(p)?,
         None => vec![],
     };
-    Ok(zero_client::Client::new(&auth.api, key, proofs))
+    zero_client::Client::new(&auth.api, key, proofs).with_ca(auth.ca.as_deref())
+}
+
+/// Reads a PEM file given to `zero tls put`.
+fn read_pem(path: &PathBuf, what: &str) -> anyhow::Result<String> {
+    let bytes = read(path)?;
+    String::from_utf8(bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a PEM {what} (not text); convert it, e.g. `openssl x509 -in FILE -out {}.pem`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+fn tls_command(cmd: TlsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TlsCommand::Put {
+            host,
+            tenant,
+            cert,
+            cert_key,
+            auth,
+        } => {
+            let cert = read_pem(&cert, "certificate")?;
+            let key = read_pem(&cert_key, "private key")?;
+            print_json(&client(&auth)?.tls_put(&tenant, &host, &cert, &key)?);
+        }
+        TlsCommand::List { tenant, json, auth } => {
+            let v = client(&auth)?.tls_list(tenant.as_deref())?;
+            if json {
+                print_json(&v);
+            } else {
+                for line in render::format_certificates(&v) {
+                    println!("{line}");
+                }
+            }
+        }
+        TlsCommand::Remove { host, tenant, auth } => {
+            print_json(&client(&auth)?.tls_remove(&tenant, &host)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fs_command(cmd: FsCommand) -> anyhow::Result<ExitCode> {
@@ -786,11 +891,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             expires_in,
             api,
+            ca,
         }) => {
             let admin = zero_client::load_key(&key)?;
             let owner = zero_auth::Did::parse(&owner)?;
             let delegation = zero_client::owner_delegation(&admin, &name, &owner, expires_in)?;
-            let mut c = zero_client::Client::new(&api, admin, vec![]);
+            let mut c = zero_client::Client::new(&api, admin, vec![]).with_ca(ca.as_deref())?;
             let v = c.create_tenant_with_hosts(&name, &owner, &hosts)?;
             zero_client::write_chain(&output, std::slice::from_ref(&delegation))?;
             print_json(&v);
@@ -954,6 +1060,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chain,
             api,
             key,
+            ca,
         } => {
             let chain = match &chain {
                 Some(p) => {
@@ -961,7 +1068,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 None => vec![],
             };
-            let mut client = zero_client::Client::new(&api, zero_client::load_key(&key)?, vec![]);
+            let mut client = zero_client::Client::new(&api, zero_client::load_key(&key)?, vec![])
+                .with_ca(ca.as_deref())?;
             print_json(&client.revoke_in_chain(cid.as_deref(), &chain)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -1019,6 +1127,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Fs(cmd) => fs_command(cmd),
+        Command::Tls(cmd) => tls_command(cmd),
         Command::Cache(cmd) => cache_command(cmd),
         Command::Schedules(cmd) => schedules_command(cmd),
         Command::Metrics { auth } => {

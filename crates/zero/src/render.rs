@@ -23,6 +23,55 @@ pub fn format_listing(answer: &serde_json::Value) -> Vec<String> {
     }
 }
 
+/// Renders a `zero tls list` answer as aligned columns: host, tenant, expiry (UTC), days left,
+/// SHA-256 fingerprint and whether the node serves it (with the reason when not).
+pub fn format_certificates(v: &serde_json::Value) -> Vec<String> {
+    let certs = v["certificates"].as_array().cloned().unwrap_or_default();
+    if certs.is_empty() {
+        return vec!["no certificates".to_string()];
+    }
+    let s = |c: &serde_json::Value, k: &str| c[k].as_str().unwrap_or("-").to_string();
+    let mut rows = vec![[
+        "HOST".to_string(),
+        "TENANT".to_string(),
+        "NOT_AFTER".to_string(),
+        "DAYS".to_string(),
+        "SHA256".to_string(),
+        "SERVED".to_string(),
+    ]];
+    for c in &certs {
+        let served = if c["served"].as_bool() == Some(true) {
+            "yes".to_string()
+        } else {
+            format!("no: {}", s(c, "reason"))
+        };
+        rows.push([
+            s(c, "host"),
+            s(c, "tenant"),
+            s(c, "not_after"),
+            c["days_left"]
+                .as_u64()
+                .map_or("-".to_string(), |d| d.to_string()),
+            s(c, "sha256"),
+            served,
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect()
+}
+
 /// Renders a `db_query` answer for a terminal: an aligned table of the rows when the statement
 /// returned columns, otherwise `N rows affected`.
 pub fn format_query_result(v: &serde_json::Value) -> String {

@@ -252,8 +252,9 @@ pub struct ZeroProxy {
     inner: Arc<Inner>,
     listener: Mutex<Option<TcpListener>>,
     local_addr: SocketAddr,
-    /// The certificate served when `[http]` names one.
-    tls: Option<Arc<tls::CertFiles>>,
+    /// The certificates served when `[http]` names one: its default pair and the tenants'
+    /// per host.
+    tls: Option<Arc<tls::SniCerts>>,
     /// The cleartext listener that redirects to HTTPS, when configured.
     redirect: Mutex<Option<TcpListener>>,
     redirect_addr: Option<SocketAddr>,
@@ -278,9 +279,9 @@ impl ZeroProxy {
         })?;
         let local_addr = listener.local_addr()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(tls::CertFiles::load("[http]", cert, key).map_err(anyhow::Error::msg)?)
-            }
+            (Some(cert), Some(key)) => Some(tls::SniCerts::new(
+                tls::CertFiles::load("[http]", cert, key).map_err(anyhow::Error::msg)?,
+            )),
             (None, None) => None,
             _ => anyhow::bail!(
                 "[http] tls_cert and tls_key go together: set both (PEM files) to serve HTTPS, or neither"
@@ -330,6 +331,12 @@ impl ZeroProxy {
     /// `"https"` when the listener serves TLS, else `"http"`.
     pub fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The listener's certificates, when it serves TLS: the node installs the tenants' ones
+    /// per host with [`tls::SniCerts::set_hosts`].
+    pub fn certificates(&self) -> Option<&Arc<tls::SniCerts>> {
+        self.tls.as_ref()
     }
 
     /// The address of the cleartext listener redirecting to HTTPS, when configured.
@@ -436,9 +443,9 @@ impl EventProvider for ZeroProxy {
             stall_ms: deadlines.stall.as_millis(),
         });
         let tls = match &self.tls {
-            Some(files) => {
-                tokio::spawn(files.clone().watch(shutdown.clone()));
-                Some(tls::acceptor(files.clone()).map_err(anyhow::Error::msg)?)
+            Some(certs) => {
+                tokio::spawn(certs.default_files().clone().watch(shutdown.clone()));
+                Some(tls::acceptor(certs.clone()).map_err(anyhow::Error::msg)?)
             }
             None => None,
         };

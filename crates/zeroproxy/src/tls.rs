@@ -3,10 +3,17 @@
 //! and reloaded when the files change on disk, without a restart: a new pair that does not
 //! pass the checks leaves the previous one serving, and the log says why.
 //!
+//! The HTTP listener also serves tenants' certificates for their own hosts ([`SniCerts`]):
+//! the certificate is chosen by the name the client sends (SNI), the exact host first, then a
+//! wildcard for it, else the listener's default pair. Which tenant's certificate may be
+//! served for which name is decided by the node (its host grants) when it builds the
+//! [`HostTable`]; this module only looks names up.
+//!
 //! The server configuration is rustls' with the ring provider: TLS 1.2 and 1.3 only, rustls'
 //! default (modern, forward-secret AEAD) cipher suites, session resumption by tickets (TLS
 //! 1.3 and 1.2) and the session cache, and ALPN offering `h2` then `http/1.1`.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -284,6 +291,138 @@ impl ResolvesServerCert for CertFiles {
     }
 }
 
+/// The longest host name looked up (DNS names are at most 253 characters).
+pub const MAX_HOST_LEN: usize = 253;
+
+/// `name` as a table key: lowercase, without a trailing dot; `None` when it cannot be a DNS
+/// host name (empty, too long, empty labels, anything but letters, digits, `-` and `.`, a
+/// `*` included), so that a client's odd SNI bytes only ever select the default.
+pub fn normalize_host(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty()
+        || name.len() > MAX_HOST_LEN
+        || name
+            .split('.')
+            .any(|label| label.is_empty() || label.len() > 63)
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
+}
+
+/// The tenants' certificates of one listener, by host: exact names, and wildcards (`*.D`,
+/// serving the names one label below `D`, as a certificate's wildcard does), each wildcard
+/// with the names below it that it must not be served for (another tenant's hosts).
+#[derive(Default)]
+pub struct HostTable {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    wildcard: HashMap<String, (Arc<CertifiedKey>, HashSet<String>)>,
+}
+
+impl std::fmt::Debug for HostTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostTable")
+            .field("exact", &self.exact.keys().collect::<Vec<_>>())
+            .field("wildcard", &self.wildcard.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl HostTable {
+    /// Serves `key` for the host `host` (lowercase).
+    pub fn insert_exact(&mut self, host: &str, key: Arc<CertifiedKey>) {
+        self.exact.insert(host.to_ascii_lowercase(), key);
+    }
+
+    /// Serves `key` for every name one label below `domain` (the certificate's `*.domain`),
+    /// except the names in `excluded`.
+    pub fn insert_wildcard(
+        &mut self,
+        domain: &str,
+        key: Arc<CertifiedKey>,
+        excluded: HashSet<String>,
+    ) {
+        self.wildcard
+            .insert(domain.to_ascii_lowercase(), (key, excluded));
+    }
+
+    /// Certificates in the table.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// Whether the table holds no certificate.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The certificate for the name a client asked for: the exact host, else the wildcard of
+    /// its parent domain (unless the name is excluded from it), else none.
+    pub fn lookup(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        let name = normalize_host(sni)?;
+        if let Some(key) = self.exact.get(&name) {
+            return Some(key.clone());
+        }
+        let (_, parent) = name.split_once('.')?;
+        match self.wildcard.get(parent) {
+            Some((key, excluded)) if !excluded.contains(&name) => Some(key.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A listener's certificates: its default pair (from its files, reloaded when they change)
+/// and the tenants' certificates chosen by SNI ([`HostTable`], replaced as a whole when the
+/// node changes it).
+pub struct SniCerts {
+    default: Arc<CertFiles>,
+    hosts: RwLock<Arc<HostTable>>,
+}
+
+impl std::fmt::Debug for SniCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniCerts")
+            .field("default", &self.default)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SniCerts {
+    /// Serves `default` until a table of hosts is set.
+    pub fn new(default: Arc<CertFiles>) -> Arc<SniCerts> {
+        Arc::new(SniCerts {
+            default,
+            hosts: RwLock::new(Arc::new(HostTable::default())),
+        })
+    }
+
+    /// The default pair.
+    pub fn default_files(&self) -> &Arc<CertFiles> {
+        &self.default
+    }
+
+    /// Replaces the tenants' certificates; the next handshake uses the new table.
+    pub fn set_hosts(&self, table: HostTable) {
+        *self.hosts.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    /// The certificate served for SNI `name` (`None`: no SNI).
+    pub fn pick(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let table = self.hosts.read().unwrap_or_else(|p| p.into_inner()).clone();
+        name.and_then(|n| table.lookup(n))
+            .unwrap_or_else(|| self.default.current().key)
+    }
+}
+
+impl ResolvesServerCert for SniCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.pick(hello.server_name()))
+    }
+}
+
 /// A server configuration for the node's listeners serving the certificates `resolver` picks:
 /// TLS 1.2 and 1.3, rustls' default suites, ALPN `h2` and `http/1.1`, session tickets.
 pub fn server_config(
@@ -300,9 +439,10 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// The acceptor of a listener serving `files`.
-pub fn acceptor(files: Arc<CertFiles>) -> Result<TlsAcceptor, String> {
-    Ok(TlsAcceptor::from(server_config(files)?))
+/// The acceptor of a listener serving the certificates `resolver` picks (a [`CertFiles`] or
+/// a [`SniCerts`]).
+pub fn acceptor(resolver: Arc<dyn ResolvesServerCert>) -> Result<TlsAcceptor, String> {
+    Ok(TlsAcceptor::from(server_config(resolver)?))
 }
 
 #[cfg(test)]
@@ -369,6 +509,62 @@ mod tests {
             e.contains("cannot read the certificate file /nonexistent/c.pem"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn sni_picks_the_exact_host_then_the_wildcard_then_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cp, kp) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let (c, k) = pair(&["default.test"]);
+        std::fs::write(&cp, c).unwrap();
+        std::fs::write(&kp, k).unwrap();
+        let certs = SniCerts::new(CertFiles::load("[http]", &cp, &kp).unwrap());
+        let load = |names: &[&str]| {
+            let (c, k) = pair(names);
+            parse_pair(c.as_bytes(), k.as_bytes(), "c", "k")
+                .unwrap()
+                .key
+        };
+        let (exact, wild) = (load(&["www.acme.test"]), load(&["*.acme.test"]));
+        let mut t = HostTable::default();
+        t.insert_exact("www.acme.test", exact.clone());
+        t.insert_wildcard(
+            "acme.test",
+            wild.clone(),
+            HashSet::from(["shop.acme.test".to_string()]),
+        );
+        certs.set_hosts(t);
+        let default = certs.default_files().current().key;
+        let is = |name: Option<&str>, want: &Arc<CertifiedKey>| {
+            assert!(Arc::ptr_eq(&certs.pick(name), want), "{name:?}");
+        };
+        is(Some("www.acme.test"), &exact);
+        is(Some("WWW.Acme.Test."), &exact);
+        is(Some("api.acme.test"), &wild);
+        // The wildcard covers one label, and not the names excluded from it.
+        is(Some("a.b.acme.test"), &default);
+        is(Some("acme.test"), &default);
+        is(Some("shop.acme.test"), &default);
+        is(None, &default);
+        // Odd names never select a tenant's certificate.
+        for odd in [
+            "",
+            ".",
+            "..acme.test",
+            "*.acme.test",
+            "a\0.acme.test",
+            "a b.acme.test",
+            "a/../acme.test",
+            "é.acme.test",
+            ".acme.test",
+            "a..acme.test",
+        ] {
+            is(Some(odd), &default);
+        }
+        let long = format!("{}.acme.test", "a".repeat(300));
+        is(Some(&long), &default);
+        assert!(normalize_host("ok.test").is_some());
+        assert!(normalize_host(&"a.".repeat(128)).is_none());
     }
 
     #[test]
