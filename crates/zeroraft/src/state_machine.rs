@@ -248,6 +248,9 @@ struct StoredSnapshot {
     file: String,
 }
 
+/// The current snapshot, opened: its metadata, its file and the file's path.
+type OpenSnapshot = (SnapshotMeta<NodeId, Member>, fs::File, PathBuf);
+
 /// The snapshot directory and the record of the current snapshot.
 pub(crate) struct Snapshots {
     db: Arc<Database>,
@@ -304,11 +307,11 @@ impl Snapshots {
     fn publish(&self, from: &Path, meta: &SnapshotMeta<NodeId, Member>) -> StorageResult<bool> {
         let _guard = self.publish.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.current()?;
-        if let Some(previous) = &previous {
-            if previous.meta.last_log_id > meta.last_log_id {
-                let _ = fs::remove_file(from);
-                return Ok(false);
-            }
+        if let Some(previous) = &previous
+            && previous.meta.last_log_id > meta.last_log_id
+        {
+            let _ = fs::remove_file(from);
+            return Ok(false);
         }
         let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
         let name = format!("snapshot-{index}-{}.bin", self.next());
@@ -320,18 +323,16 @@ impl Snapshots {
             file: name.clone(),
         };
         write_meta(&self.db, SNAPSHOT_KEY, &record, subject())?;
-        if let Some(previous) = previous {
-            if previous.file != name {
-                // A sender still streaming it keeps its open handle.
-                let _ = fs::remove_file(self.dir.join(previous.file));
-            }
+        if let Some(previous) = previous
+            && previous.file != name
+        {
+            // A sender still streaming it keeps its open handle.
+            let _ = fs::remove_file(self.dir.join(previous.file));
         }
         Ok(true)
     }
 
-    fn open_current(
-        &self,
-    ) -> StorageResult<Option<(SnapshotMeta<NodeId, Member>, fs::File, PathBuf)>> {
+    fn open_current(&self) -> StorageResult<Option<OpenSnapshot>> {
         let Some(record) = self.current()? else {
             return Ok(None);
         };
@@ -372,20 +373,20 @@ impl<S: StateMachine> Machine<S> {
             }
         };
         let mut shared = Shared { machine, applied };
-        if let Some((meta, file, path)) = snapshots.open_current().map_err(|e| e.to_string())? {
-            if meta.last_log_id > shared.applied.last_applied {
-                tracing::info!(
-                    snapshot = %meta,
-                    "the state machine is behind the latest snapshot: installing it"
-                );
-                let state = AppliedState::new(meta.last_log_id, meta.last_membership.clone())
-                    .map_err(|e| e.to_string())?;
-                shared
-                    .machine
-                    .install(&mut BufReader::new(file), &state)
-                    .map_err(|e| format!("installing the snapshot {}: {e}", path.display()))?;
-                shared.applied = state;
-            }
+        if let Some((meta, file, path)) = snapshots.open_current().map_err(|e| e.to_string())?
+            && meta.last_log_id > shared.applied.last_applied
+        {
+            tracing::info!(
+                snapshot = %meta,
+                "the state machine is behind the latest snapshot: installing it"
+            );
+            let state = AppliedState::new(meta.last_log_id, meta.last_membership.clone())
+                .map_err(|e| e.to_string())?;
+            shared
+                .machine
+                .install(&mut BufReader::new(file), &state)
+                .map_err(|e| format!("installing the snapshot {}: {e}", path.display()))?;
+            shared.applied = state;
         }
         let shared = Arc::new(Mutex::new(shared));
         Ok((
