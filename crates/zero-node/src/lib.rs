@@ -25,7 +25,9 @@ pub mod identity;
 pub mod metrics;
 mod obsapi;
 mod outbound;
-pub mod peer;
+/// Node-to-node channels (mutual TLS bound to node DIDs); they live in `zeroraft`, which the
+/// cluster's replication runs on.
+pub use zeroraft::peer;
 pub mod revocation;
 pub mod state;
 pub mod telemetry;

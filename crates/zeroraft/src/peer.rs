@@ -44,7 +44,8 @@ impl Peers {
         *self.allowed.write().unwrap_or_else(|p| p.into_inner()) = dids.into_iter().collect();
     }
 
-    fn contains(&self, did: &Did) -> bool {
+    /// Whether `did` is accepted.
+    pub fn contains(&self, did: &Did) -> bool {
         self.allowed
             .read()
             .unwrap_or_else(|p| p.into_inner())
