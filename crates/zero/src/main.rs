@@ -347,6 +347,12 @@ enum TenantCommand {
         #[arg(long, env = "ZERO_CA", value_name = "FILE")]
         ca: Option<PathBuf>,
     },
+    /// List the node's tenants with their owners, hosts and number of apps (the Admin, or a
+    /// key the Admin delegated `/tenant/list` to).
+    List {
+        #[command(flatten)]
+        auth: ApiAuth,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,12 +398,6 @@ enum TlsCommand {
         /// The tenant.
         #[arg(long)]
         tenant: String,
-        #[command(flatten)]
-        auth: ApiAuth,
-    },
-    /// List the node's tenants with their owners, hosts and number of apps (the Admin, or a
-    /// key the Admin delegated `/tenant/list` to).
-    List {
         #[command(flatten)]
         auth: ApiAuth,
     },
