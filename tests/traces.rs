@@ -458,15 +458,18 @@ fn a_dead_or_stalled_collector_costs_requests_nothing() {
         l.local_addr().unwrap()
     };
     let stalled = Collector::start(true);
-    for (name, endpoint) in [
-        ("traces-dead", format!("http://{dead}/v1/traces")),
-        ("traces-stalled", stalled.endpoint()),
+    // The stalled collector's exports wait 2 s each: far longer than the two requests whose
+    // spans fill the 16-span queue take, even on a loaded machine (with 300 ms, requests slower
+    // than 150 ms each never filled it, and nothing was dropped).
+    for (name, endpoint, timeout_ms) in [
+        ("traces-dead", format!("http://{dead}/v1/traces"), 300),
+        ("traces-stalled", stalled.endpoint(), 2000),
     ] {
         let (upstream, _) = recording_upstream();
         let w = World::spec(name)
             .with(&telemetry(
                 &endpoint,
-                "max_queued_spans = 16\nexport_timeout_ms = 300\n",
+                &format!("max_queued_spans = 16\nexport_timeout_ms = {timeout_ms}\n"),
             ))
             .start();
         deploy_apps(&w, upstream);
