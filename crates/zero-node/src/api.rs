@@ -620,7 +620,7 @@ impl Api {
                 403,
                 "InvalidClaim",
                 format!(
-                    "creating tenants and granting hosts takes the Admin's key or a delegation of                      `/tenant/create` itself; the chain delegates `{}` (delegation {}), which does                      not grant tenant administration",
+                    "creating tenants and granting hosts takes the Admin's key or a delegation of `/tenant/create` itself; the chain delegates `{}` (delegation {}), which does not grant tenant administration",
                     cap.command, cap.delegation
                 ),
             ));

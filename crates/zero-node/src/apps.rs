@@ -177,7 +177,7 @@ pub fn check_host_grants(tenant: &TenantRecord, routes: &[Route]) -> Result<(), 
             403,
             "HostNotGranted",
             format!(
-                "a route on host `{host}` needs the Admin's grant of that host to tenant `{}`;                  the Admin grants it with `zero tenant create {} --owner DID --host {host}`                  (or deploy on a host-less route such as `/app`)",
+                "a route on host `{host}` needs the Admin's grant of that host to tenant `{}`; the Admin grants it with `zero tenant create {} --owner DID --host {host}` (or deploy on a host-less route such as `/app`)",
                 tenant.name, tenant.name
             ),
         )),
@@ -361,7 +361,7 @@ impl AppSet {
                 409,
                 "TooManyApps",
                 format!(
-                    "tenant `{}` already has {of_tenant} apps, the most this node takes                      ([admin] max_apps_per_tenant = {}); remove one with `zero apps remove` or                      replace an existing app",
+                    "tenant `{}` already has {of_tenant} apps, the most this node takes ([admin] max_apps_per_tenant = {}); remove one with `zero apps remove` or replace an existing app",
                     key.0, self.max_apps_per_tenant
                 ),
             ));
@@ -416,7 +416,7 @@ impl AppSet {
                 )
             } else {
                 format!(
-                    "route `{}` overlaps a route another app already serves (the same path, or                      one above or below it); a path belongs to the tenant that claimed it first:                      choose another path, or a host the Admin granted you",
+                    "route `{}` overlaps a route another app already serves (the same path, or one above or below it); a path belongs to the tenant that claimed it first: choose another path, or a host the Admin granted you",
                     c.route
                 )
             };

@@ -1306,7 +1306,7 @@ fn pick_chain(
             path.display()
         ),
         None => anyhow::bail!(
-            "{} carries {} capability chains; name the CID of the delegation to revoke (see              `zero inspect {}`)",
+            "{} carries {} capability chains; name the CID of the delegation to revoke (see `zero inspect {}`)",
             path.display(),
             chains.len(),
             path.display()

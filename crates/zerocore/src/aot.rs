@@ -75,7 +75,7 @@ impl ArtifactKey {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!(
-                    "the artifact key {} has {} bytes, not {KEY_LEN}; remove it to let the node                      create a new one (compiled artifacts are then compiled again)",
+                    "the artifact key {} has {} bytes, not {KEY_LEN}; remove it to let the node create a new one (compiled artifacts are then compiled again)",
                     path.display(),
                     bytes.len()
                 ),

@@ -91,7 +91,7 @@ impl OpenCount {
             });
         let refused = match taken {
             Err(_) => format!(
-                "the instance holds {} open descriptors, directory listings and streams (limit                  [fs] max_open_per_instance = {})",
+                "the instance holds {} open descriptors, directory listings and streams (limit [fs] max_open_per_instance = {})",
                 self.max, self.max
             ),
             Ok(_) => match self.budget.acquire(&self.tenant) {
@@ -100,10 +100,10 @@ impl OpenCount {
                     self.open.fetch_sub(1, Ordering::AcqRel);
                     match over {
                         OverBudget::Tenant(max) => format!(
-                            "the tenant's instances hold {max} open descriptors, directory                              listings and streams together (limit [fs]                              max_open_files_per_tenant = {max})"
+                            "the tenant's instances hold {max} open descriptors, directory listings and streams together (limit [fs] max_open_files_per_tenant = {max})"
                         ),
                         OverBudget::Node(max) => format!(
-                            "the node's instances hold {max} open descriptors, directory                              listings and streams together (limit [fs] max_open_files = {max})"
+                            "the node's instances hold {max} open descriptors, directory listings and streams together (limit [fs] max_open_files = {max})"
                         ),
                     }
                 }
