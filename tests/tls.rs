@@ -429,6 +429,66 @@ fn the_management_api_serves_tls_when_configured() {
     );
 }
 
+#[test]
+fn zero_serve_prints_https_addresses_for_listeners_that_serve_tls() {
+    let dir = test_dir("tls-banner");
+    let ca = Ca::new();
+    let (c, k, _) = ca.issue(&dir, "both", &["localhost"]);
+    let cfg = config(
+        &node_data_dir(),
+        &format!(
+            "{}[admin]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            tls_http(&c, &k),
+            c.display().to_string(),
+            k.display().to_string()
+        ),
+        &[],
+    );
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("zerocore.toml");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let mut child = std::process::Command::new(zero_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lines.len() < 2 && Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("zero node ready: curl https://"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("management API: https://"),
+        "{lines:?}"
+    );
+}
+
 /// One node's end of the peer channels, accepting `peers`.
 fn channel(
     key: &zero_auth::Keypair,

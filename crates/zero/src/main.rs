@@ -793,10 +793,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
             }
             zero_node::init_logging(cfg.log.format, &cfg.log.level)?;
+            let scheme = |tls: bool| if tls { "https" } else { "http" };
+            let http_scheme = scheme(cfg.http.tls_cert.is_some());
+            let admin_scheme = scheme(cfg.admin.tls_cert.is_some());
             let node = Node::start(cfg).await?;
-            println!("zero node ready: curl http://{}/", node.http_addr());
             println!(
-                "management API: http://{} (node {})",
+                "zero node ready: curl {http_scheme}://{}/",
+                node.http_addr()
+            );
+            println!(
+                "management API: {admin_scheme}://{} (node {})",
                 node.admin_addr(),
                 node.did()
             );
