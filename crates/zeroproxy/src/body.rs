@@ -270,42 +270,27 @@ impl Drop for ProxyBody {
             } else {
                 self.outcome
             };
-            match &a.info.trace {
-                None => tracing::info!(
-                    target: "access",
-                    request_id = %a.info.request_id,
-                    tenant = a.info.tenant.as_deref().unwrap_or("-"),
-                    app = a.info.app.as_deref().unwrap_or("-"),
-                    method = %a.info.method,
-                    path = %a.info.uri.path(),
-                    status = a.status.as_u16(),
-                    bytes = self.sent,
-                    duration_ms = a.info.start.elapsed().as_secs_f64() * 1000.0,
-                    remote = %a.info.remote,
-                    outcome,
-                    "request"
-                ),
-                Some(trace) => {
-                    trace.finish(a.status, self.sent, outcome);
-                    let trace_id =
-                        zero_provider::trace::trace_id(&trace.request).unwrap_or_default();
-                    tracing::info!(
-                        target: "access",
-                        request_id = %a.info.request_id,
-                        tenant = a.info.tenant.as_deref().unwrap_or("-"),
-                        app = a.info.app.as_deref().unwrap_or("-"),
-                        method = %a.info.method,
-                        path = %a.info.uri.path(),
-                        status = a.status.as_u16(),
-                        bytes = self.sent,
-                        duration_ms = a.info.start.elapsed().as_secs_f64() * 1000.0,
-                        remote = %a.info.remote,
-                        outcome,
-                        trace_id = %trace_id,
-                        "request"
-                    )
-                }
-            }
+            let trace_id = a.info.trace.as_ref().map(|trace| {
+                trace.finish(a.status, self.sent, outcome);
+                zero_provider::trace::trace_id(&trace.request).unwrap_or_default()
+            });
+            // `trace_id` is recorded only when the request is traced (a `None` field is left
+            // out of the line).
+            tracing::info!(
+                target: "access",
+                request_id = %a.info.request_id,
+                tenant = a.info.tenant.as_deref().unwrap_or("-"),
+                app = a.info.app.as_deref().unwrap_or("-"),
+                method = %a.info.method,
+                path = %a.info.uri.path(),
+                status = a.status.as_u16(),
+                bytes = self.sent,
+                duration_ms = a.info.start.elapsed().as_secs_f64() * 1000.0,
+                remote = %a.info.remote,
+                outcome,
+                trace_id = trace_id.as_deref(),
+                "request"
+            );
             let routed = a.info.tenant.clone().zip(a.info.app.clone());
             a.info
                 .metrics
