@@ -4,7 +4,7 @@
 //! hurt the node.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,14 +200,9 @@ fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             let Ok(mut s) = stream else { continue };
             let seen = seen.clone();
             std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head_bytes(&mut s) else {
+                    return;
+                };
                 seen.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&head).to_lowercase());
@@ -481,9 +476,13 @@ fn a_dead_or_stalled_collector_costs_requests_nothing() {
         // Exports that fail are counted; a collector that hangs also fills the queue (each
         // export waits export_timeout_ms), and the spans past it are dropped and counted. (A
         // dead one refuses at once: the queue keeps up.)
+        // Requests go on while waiting: on a fast machine the 40 above can all end within the
+        // first batch's 0.5 s, so that one export takes every span and the queue never fills.
         let stalls = name == "traces-stalled";
         let mut admin = admin(&w);
+        let url = w.node.url("/probe?op=read&path=/f.txt");
         scrape_until(&mut admin, "dropped and failed spans", |s| {
+            assert_eq!(get(&url).status, 200);
             value(s, "zero_node_trace_export_failures_total", &[]).is_some_and(|v| v > 0.0)
                 && (!stalls
                     || value(s, "zero_node_trace_spans_dropped_total", &[])

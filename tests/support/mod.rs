@@ -818,13 +818,19 @@ pub fn counting_upstream(body: &'static str) -> (SocketAddr, Arc<std::sync::atom
 
 /// Reads a request head from `s`; false if the peer closed or failed first.
 pub fn read_head(s: &mut std::net::TcpStream) -> bool {
+    read_head_bytes(s).is_some()
+}
+
+/// Reads a request head (up to and including the blank line, and whatever arrived with it);
+/// `None` when the connection ends or fails first.
+pub fn read_head_bytes(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
     while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
         match s.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
-    true
+    Some(seen)
 }
