@@ -146,6 +146,8 @@ pub struct AdminLimits {
     pub max_connections_per_client: usize,
     /// Connections kept for clients that made an authenticated call lately.
     pub reserved_connections: usize,
+    /// Of `reserved_connections`, those kept for clients that authenticated as the Admin.
+    pub admin_reserved_connections: usize,
     /// Slowest a request body may arrive, in bytes a second (after `header_read_timeout`).
     pub min_body_rate: u64,
 }
@@ -162,6 +164,7 @@ impl AdminLimits {
             max_connections: a.max_connections,
             max_connections_per_client: a.connections_per_client(),
             reserved_connections: a.reserved(),
+            admin_reserved_connections: a.admin_reserved(),
             min_body_rate: a.min_body_rate.0,
         }
     }
@@ -960,6 +963,7 @@ pub async fn serve(
         limits.max_connections,
         limits.max_connections_per_client,
         limits.reserved_connections,
+        limits.admin_reserved_connections,
         "[admin]",
     );
     let deadlines = conn::Deadlines {
@@ -1005,9 +1009,9 @@ pub async fn serve(
                 let in_flight = activity.begin();
                 let req = req.map(|b| crate::bodyrate::MinRate::new(b, rate, grace));
                 async move {
-                    let (resp, authenticated) = vouch::watch(answer(router, req, timeout)).await;
-                    if authenticated {
-                        connections.vouch(remote.ip());
+                    let (resp, vouched) = vouch::watch(answer(router, req, timeout)).await;
+                    if let Some(who) = vouched {
+                        connections.vouch(remote.ip(), who);
                     }
                     Ok::<_, Infallible>(resp.map(|b| conn::Holding::new(b, in_flight)))
                 }
@@ -1053,29 +1057,41 @@ pub async fn serve(
     }
 }
 
-/// Whether a management call was authenticated: the one place that verifies invocations
-/// ([`Api::authorize_with`]) says so to the connection serving the call, which then counts
-/// its client as known (see `[admin] reserved_connections`).
+/// Whether a management call was authenticated, and as whom: the one place that verifies
+/// invocations ([`Api::authorize_with`]) says so to the connection serving the call, which then
+/// counts its client as known (see `[admin] reserved_connections` and
+/// `admin_reserved_connections`).
 pub(crate) mod vouch {
     use std::cell::Cell;
 
+    use zeroproxy::conn::Vouched;
+
     tokio::task_local! {
-        static AUTHENTICATED: Cell<bool>;
+        static AUTHENTICATED: Cell<Option<Vouched>>;
     }
 
-    /// Runs `call`; returns its output and whether it verified an invocation.
-    pub(crate) async fn watch<F: std::future::Future>(call: F) -> (F::Output, bool) {
+    /// Runs `call`; returns its output and what it verified, if anything.
+    pub(crate) async fn watch<F: std::future::Future>(call: F) -> (F::Output, Option<Vouched>) {
         AUTHENTICATED
-            .scope(Cell::new(false), async {
+            .scope(Cell::new(None), async {
                 let out = call.await;
                 (out, AUTHENTICATED.with(Cell::get))
             })
             .await
     }
 
-    /// Marks the call being served as authenticated (outside [`watch`], nothing happens).
-    pub(crate) fn authenticated() {
-        let _ = AUTHENTICATED.try_with(|a| a.set(true));
+    /// Marks the call being served as authenticated, as the Admin when `admin` (outside
+    /// [`watch`], nothing happens). An Admin call in the same scope is never downgraded.
+    pub(crate) fn authenticated(admin: bool) {
+        let _ = AUTHENTICATED.try_with(|a| {
+            if a.get() != Some(Vouched::Admin) {
+                a.set(Some(if admin {
+                    Vouched::Admin
+                } else {
+                    Vouched::Known
+                }));
+            }
+        });
     }
 }
 

@@ -204,6 +204,12 @@ pub struct AdminSection {
     /// A flood of connections from many addresses that never authenticate then leaves the
     /// Admin and tenant owners these. Unset, a quarter of `max_connections`; 0 keeps none.
     pub reserved_connections: Option<usize>,
+    /// Of `reserved_connections`, how many are kept for clients that made an authenticated
+    /// call *as the Admin* (an invocation issued by the Admin's own key) in the last 10
+    /// minutes: tenant owners are known clients too, and must not be able to take every kept
+    /// place and lock out the one who can revoke them. Unset, a quarter of
+    /// `reserved_connections`, at least 1 when any are kept; 0 keeps none for the Admin.
+    pub admin_reserved_connections: Option<usize>,
     /// Slowest a request body may arrive (bytes a second, averaged from the end of the request
     /// head, after a grace of `header_read_timeout_ms`): at `t` seconds after the head at least
     /// `min_body_rate × (t − grace)` bytes must have arrived, else the body is cut (`408
@@ -240,6 +246,7 @@ impl Default for AdminSection {
             max_connections: 64,
             max_connections_per_client: None,
             reserved_connections: None,
+            admin_reserved_connections: None,
             min_body_rate: ByteSize(16 << 10),
             max_deploys_per_tenant: 1,
             max_compiles: 1,
@@ -266,6 +273,18 @@ impl AdminSection {
     pub fn reserved(&self) -> usize {
         self.reserved_connections
             .unwrap_or(self.max_connections / 4)
+    }
+
+    /// Of [`AdminSection::reserved`], the connections kept for the Admin's clients:
+    /// `admin_reserved_connections` if set, else a quarter of them (at least 1 when any are
+    /// kept).
+    pub fn admin_reserved(&self) -> usize {
+        let reserved = self.reserved();
+        self.admin_reserved_connections.unwrap_or(if reserved == 0 {
+            0
+        } else {
+            (reserved / 4).max(1)
+        })
     }
 }
 
@@ -522,6 +541,16 @@ impl NodeConfig {
                  authenticate on; lower it, or leave it unset for a quarter of max_connections",
                 a.reserved(),
                 a.max_connections
+            ));
+        }
+        if a.admin_reserved() > a.reserved() {
+            return Err(format!(
+                "[admin] admin_reserved_connections ({}) must not exceed reserved_connections \
+                 ({}): the places kept for the Admin are a share of those kept for known \
+                 clients; lower it, raise reserved_connections, or leave it unset for a quarter \
+                 of reserved_connections",
+                a.admin_reserved(),
+                a.reserved()
             ));
         }
         if a.min_body_rate.0 == 0 {
@@ -806,6 +835,23 @@ mod tests {
         .unwrap_err();
         assert!(
             e.contains("reserved_connections (4) must be less than"),
+            "{e}"
+        );
+        assert_eq!(AdminSection::default().admin_reserved(), 4);
+        assert_eq!(c.admin.admin_reserved(), 0);
+        let small = NodeConfig::parse(
+            "[admin]\nmax_connections = 8\nreserved_connections = 2\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(small.admin.admin_reserved(), 1);
+        let e = NodeConfig::parse(
+            "[admin]\nmax_connections = 8\nreserved_connections = 2\nadmin_reserved_connections = 3\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("admin_reserved_connections (3) must not exceed reserved_connections (2)"),
             "{e}"
         );
         for (toml, want) in [

@@ -230,7 +230,9 @@ impl Api {
             .with_replay_cache(&self.authority.replay)
             .validate_invocation_with(&invocation, &proofs, now(), scope)
             .map_err(auth_refusal)?;
-        crate::api::vouch::authenticated();
+        // The Admin itself signed it (not a delegate, whose chain starts at the Admin too).
+        let admin = self.authority.options.required_root.as_ref() == Some(&verified.issuer);
+        crate::api::vouch::authenticated(admin);
         let chain = verified
             .proofs
             .iter()

@@ -147,16 +147,42 @@ pub const VOUCHED_FOR: Duration = Duration::from_secs(600);
 /// Clients remembered as known at most; past it the oldest are forgotten first.
 const MAX_VOUCHED: usize = 4096;
 
+/// What a client proved in an authenticated call ([`Connections::vouch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vouched {
+    /// A verified invocation of anyone the node trusts (a tenant owner, a delegate).
+    Known,
+    /// A verified invocation issued by the node's root authority itself (the Admin's key).
+    Admin,
+}
+
+/// When a known client last authenticated, and last did so as the Admin.
+#[derive(Debug, Clone, Copy)]
+struct KnownClient {
+    at: Instant,
+    admin_at: Option<Instant>,
+}
+
 /// Connections kept for known clients: those that made an authenticated call lately (the
 /// management API's, where a flood of connections from many addresses that never
-/// authenticate must not lock its operators and tenants out).
+/// authenticate must not lock its operators and tenants out). Of them, `admin_size` are kept
+/// for clients that authenticated as the Admin, so that tenant owners, who are known clients
+/// too, cannot take every kept place and lock out the one who can revoke them.
 struct Reserve {
+    /// Every kept place, the Admin's included.
     size: usize,
+    /// Of `size`, the places only the Admin's clients may use.
+    admin_size: usize,
+    /// `size - admin_size` places for any known client.
     slots: Arc<Semaphore>,
-    /// When each known client (by [`client_key`]) last authenticated.
-    known: Mutex<HashMap<IpAddr, Instant>>,
+    /// `admin_size` places for the Admin's clients.
+    admin_slots: Arc<Semaphore>,
+    /// Known clients, by [`client_key`].
+    known: Mutex<HashMap<IpAddr, KnownClient>>,
     log: Throttle,
+    admin_log: Throttle,
     response: Vec<u8>,
+    admin_response: Vec<u8>,
 }
 
 /// The open connections: at most `max` on the node and `max_per_client` from one client, and
@@ -175,11 +201,21 @@ pub struct Connections {
     client_response: Vec<u8>,
 }
 
+/// Which places a [`Place`] was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    /// The places anyone may take.
+    General,
+    /// The places kept for known clients.
+    Known,
+    /// The places kept for the Admin's clients.
+    Admin,
+}
+
 /// A place under the node's connection cap, not yet given to a connection.
 pub struct Place {
     permit: OwnedSemaphorePermit,
-    /// From the reserve for known clients.
-    reserved: bool,
+    pool: Pool,
 }
 
 /// One admitted connection's place; released when dropped.
@@ -192,42 +228,57 @@ impl Connections {
     /// At most `max` connections, `max_per_client` from one client (an IPv4 address or an
     /// IPv6 /64); `section` names where they are configured (`"[http]"`), for the log.
     pub fn new(max: usize, max_per_client: usize, section: &'static str) -> Arc<Connections> {
-        Self::build(max, max_per_client, 0, section, false)
+        Self::build(max, max_per_client, 0, 0, section, false)
     }
 
     /// As [`Connections::new`], for an API whose errors are JSON objects (`error`, `message`):
-    /// refused connections get theirs (`TooManyConnections`); and `reserved` of the `max`
-    /// places are kept for known clients (see [`Connections::vouch`]); it is at most
-    /// `max - 1`.
+    /// refused connections get theirs (`TooManyConnections`); `reserved` of the `max` places
+    /// (at most `max - 1`) are kept for known clients, and of those `admin_reserved` for
+    /// clients known as the Admin (see [`Connections::vouch`]).
     pub fn with_json_refusals(
         max: usize,
         max_per_client: usize,
         reserved: usize,
+        admin_reserved: usize,
         section: &'static str,
     ) -> Arc<Connections> {
-        Self::build(max, max_per_client, reserved, section, true)
+        Self::build(max, max_per_client, reserved, admin_reserved, section, true)
     }
 
     fn build(
         max: usize,
         max_per_client: usize,
         reserved: usize,
+        admin_reserved: usize,
         section: &'static str,
         json: bool,
     ) -> Arc<Connections> {
         let max = max.max(1);
         let reserved = reserved.min(max - 1);
+        let admin_reserved = admin_reserved.min(reserved);
         let reserve = (reserved > 0).then(|| Reserve {
             size: reserved,
-            slots: Arc::new(Semaphore::new(reserved)),
+            admin_size: admin_reserved,
+            slots: Arc::new(Semaphore::new(reserved - admin_reserved)),
+            admin_slots: Arc::new(Semaphore::new(admin_reserved)),
             known: Mutex::new(HashMap::new()),
             log: Throttle::new(Duration::from_secs(1)),
+            admin_log: Throttle::new(Duration::from_secs(1)),
             response: shed_response(
                 "TooManyConnections",
                 &format!(
                     "the node is at its limit of open connections for clients that have not made \
                      an authenticated call lately ({section} max_connections less \
                      reserved_connections); retry shortly\n"
+                ),
+                json,
+            ),
+            admin_response: shed_response(
+                "TooManyConnections",
+                &format!(
+                    "every connection this node keeps for known clients is taken except the \
+                     {admin_reserved} kept for the Admin ({section} admin_reserved_connections); \
+                     retry shortly\n"
                 ),
                 json,
             ),
@@ -273,7 +324,7 @@ impl Connections {
         self.admit_into(
             Place {
                 permit,
-                reserved: false,
+                pool: Pool::General,
             },
             ip,
         )
@@ -285,31 +336,40 @@ impl Connections {
     pub async fn place(&self) -> Place {
         // The semaphores are never closed.
         let general = self.slots.clone().acquire_owned();
-        let (permit, reserved) = match &self.reserve {
-            None => (general.await, false),
+        let (permit, pool) = match &self.reserve {
+            None => (general.await, Pool::General),
             Some(r) => tokio::select! {
                 biased;
-                p = general => (p, false),
-                p = r.slots.clone().acquire_owned() => (p, true),
+                p = general => (p, Pool::General),
+                p = r.slots.clone().acquire_owned() => (p, Pool::Known),
+                p = r.admin_slots.clone().acquire_owned() => (p, Pool::Admin),
             },
         };
         match permit {
-            Ok(permit) => Place { permit, reserved },
+            Ok(permit) => Place { permit, pool },
             Err(_) => std::future::pending().await,
         }
     }
 
-    /// Counts the client at `ip` as known for [`VOUCHED_FOR`]: it made an authenticated call,
-    /// so it may use the places kept for known clients. (A no-op without a reserve.)
-    pub fn vouch(&self, ip: IpAddr) {
+    /// Counts the client at `ip` as known for [`VOUCHED_FOR`]: it made an authenticated call
+    /// (as `who`), so it may use the places kept for known clients, and with
+    /// [`Vouched::Admin`] those kept for the Admin too. (A no-op without a reserve.)
+    pub fn vouch(&self, ip: IpAddr, who: Vouched) {
         let Some(r) = &self.reserve else { return };
         let now = Instant::now();
         let mut known = r.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.insert(client_key(ip), now);
+        let entry = known.entry(client_key(ip)).or_insert(KnownClient {
+            at: now,
+            admin_at: None,
+        });
+        entry.at = now;
+        if who == Vouched::Admin {
+            entry.admin_at = Some(now);
+        }
         if known.len() > MAX_VOUCHED {
-            known.retain(|_, at| now.duration_since(*at) < VOUCHED_FOR);
+            known.retain(|_, c| now.duration_since(c.at) < VOUCHED_FOR);
             while known.len() > MAX_VOUCHED {
-                let Some(oldest) = known.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k) else {
+                let Some(oldest) = known.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| *k) else {
                     break;
                 };
                 known.remove(&oldest);
@@ -317,46 +377,84 @@ impl Connections {
         }
     }
 
-    /// Whether the client at `ip` made an authenticated call within [`VOUCHED_FOR`].
-    fn known(r: &Reserve, ip: IpAddr) -> bool {
+    /// What the client at `ip` proved within [`VOUCHED_FOR`], if anything.
+    fn vouched(r: &Reserve, ip: IpAddr) -> Option<Vouched> {
         let known = r.known.lock().unwrap_or_else(|p| p.into_inner());
-        known
-            .get(&client_key(ip))
-            .is_some_and(|at| at.elapsed() < VOUCHED_FOR)
+        let client = known.get(&client_key(ip))?;
+        if client.admin_at.is_some_and(|at| at.elapsed() < VOUCHED_FOR) {
+            Some(Vouched::Admin)
+        } else if client.at.elapsed() < VOUCHED_FOR {
+            Some(Vouched::Known)
+        } else {
+            None
+        }
+    }
+
+    /// The place a connection from `ip` may keep: `place` if it is allowed one of its kind,
+    /// else a place of a kind it is allowed that is free now (a swap), else the refusal.
+    fn settle(&self, place: Place, ip: IpAddr) -> Result<Place, &[u8]> {
+        let Some(r) = &self.reserve else {
+            return Ok(place);
+        };
+        let who = Self::vouched(r, ip);
+        let allowed = match place.pool {
+            Pool::General => true,
+            Pool::Known => who.is_some(),
+            Pool::Admin => who == Some(Vouched::Admin),
+        };
+        if allowed {
+            return Ok(place);
+        }
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Place {
+                permit,
+                pool: Pool::General,
+            });
+        }
+        if who.is_some() {
+            // A known client on a place kept for the Admin: a known client's place, if one
+            // freed meanwhile.
+            if let Ok(permit) = r.slots.clone().try_acquire_owned() {
+                return Ok(Place {
+                    permit,
+                    pool: Pool::Known,
+                });
+            }
+            if let Some(refused) = r.admin_log.hit() {
+                tracing::warn!(
+                    client = %client_key(ip),
+                    reserved = r.admin_size,
+                    refused,
+                    "refused connections: every {} place but the {} kept for the Admin \
+                     (admin_reserved_connections) is taken",
+                    self.section,
+                    r.admin_size
+                );
+            }
+            return Err(&r.admin_response);
+        }
+        if let Some(refused) = r.log.hit() {
+            tracing::warn!(
+                client = %client_key(ip),
+                reserved = r.size,
+                refused,
+                "refused connections: every {} place for clients that have not \
+                 authenticated lately is taken ({} of max_connections {} are \
+                 kept for clients that have)",
+                self.section,
+                r.size,
+                self.max
+            );
+        }
+        Err(&r.response)
     }
 
     /// Admits a connection from `ip` into `place`, or tells why not (the bytes to send it
     /// before closing; the place is freed).
     pub fn admit_into(&self, place: Place, ip: IpAddr) -> Result<Slot, &[u8]> {
-        // A place from the reserve is only for a known client; anyone else takes a general
-        // place that freed meanwhile, or is refused.
-        let place = match &self.reserve {
-            Some(r) if place.reserved && !Self::known(r, ip) => {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(permit) => Place {
-                        permit,
-                        reserved: false,
-                    },
-                    Err(_) => {
-                        if let Some(refused) = r.log.hit() {
-                            tracing::warn!(
-                                client = %client_key(ip),
-                                reserved = r.size,
-                                refused,
-                                "refused connections: every {} place for clients that have not \
-                                 authenticated lately is taken ({} of max_connections {} are \
-                                 kept for clients that have)",
-                                self.section,
-                                r.size,
-                                self.max
-                            );
-                        }
-                        return Err(&r.response);
-                    }
-                }
-            }
-            _ => place,
-        };
+        // A kept place is only for a client allowed it; anyone else takes a place of its
+        // own kind that freed meanwhile, or is refused.
+        let place = self.settle(place, ip)?;
         let Some(client) = self.per_client.take(ip) else {
             let key = client_key(ip);
             if let Some(refused) = self.client_log.hit() {
@@ -384,7 +482,10 @@ impl Connections {
         let all = async {
             let general = self.slots.acquire_many(count(self.max - reserved)).await;
             let kept = match &self.reserve {
-                Some(r) => Some(r.slots.acquire_many(count(r.size)).await),
+                Some(r) => Some((
+                    r.slots.acquire_many(count(r.size - r.admin_size)).await,
+                    r.admin_slots.acquire_many(count(r.admin_size)).await,
+                )),
                 None => None,
             };
             (general, kept)
@@ -908,7 +1009,7 @@ mod tests {
 
     #[tokio::test]
     async fn places_kept_for_known_clients_are_refused_to_strangers() {
-        let c = Connections::with_json_refusals(3, 3, 1, "[admin]");
+        let c = Connections::with_json_refusals(3, 3, 1, 0, "[admin]");
         let (stranger, known): (IpAddr, IpAddr) =
             ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let a = c.admit_into(c.place().await, stranger).ok().unwrap();
@@ -922,7 +1023,7 @@ mod tests {
         );
         assert!(refused.contains("reserved_connections") && refused.contains("503"));
         // A known client gets it.
-        c.vouch(known);
+        c.vouch(known, Vouched::Known);
         let k = c.admit_into(c.place().await, known).ok().unwrap();
         // Every place is taken: the next waits.
         let wait = tokio::time::timeout(Duration::from_millis(50), c.place());
@@ -931,7 +1032,7 @@ mod tests {
         // before (it swaps).
         drop(k);
         let reserved = c.place().await;
-        assert!(reserved.reserved);
+        assert_eq!(reserved.pool, Pool::Known);
         drop(a);
         let s = c.admit_into(reserved, stranger).ok().unwrap();
         assert_eq!(c.slots.available_permits(), 0);
@@ -939,8 +1040,53 @@ mod tests {
         drop(s);
         // Without a reserve nothing changes.
         let plain = Connections::new(1, 1, "[http]");
-        plain.vouch(known);
-        assert!(!plain.place().await.reserved);
+        plain.vouch(known, Vouched::Admin);
+        assert_eq!(plain.place().await.pool, Pool::General);
+    }
+
+    #[tokio::test]
+    async fn places_kept_for_the_admin_are_refused_to_other_known_clients() {
+        // 5 places: 2 general, 3 kept, of which 1 for the Admin.
+        let c = Connections::with_json_refusals(5, 5, 3, 1, "[admin]");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (tenant, admin, stranger) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        c.vouch(tenant, Vouched::Known);
+        // A tenant owner takes the general and the known clients' places...
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(c.admit_into(c.place().await, tenant).ok().unwrap());
+        }
+        // ...but not the Admin's: the next place is the Admin's, refused to it.
+        let place = c.place().await;
+        assert_eq!(place.pool, Pool::Admin);
+        let refused = String::from_utf8_lossy(c.admit_into(place, tenant).err().unwrap());
+        assert!(
+            refused.contains("admin_reserved_connections") && refused.contains("503"),
+            "{refused}"
+        );
+        // A stranger gets the other refusal.
+        let place = c.place().await;
+        let refused = String::from_utf8_lossy(c.admit_into(place, stranger).err().unwrap());
+        assert!(
+            refused.contains("have not made an authenticated call lately"),
+            "{refused}"
+        );
+        // The Admin, even after a tenant's call from its address, is served.
+        c.vouch(admin, Vouched::Admin);
+        c.vouch(admin, Vouched::Known);
+        let a = c.admit_into(c.place().await, admin).ok().unwrap();
+        assert_eq!(
+            c.reserve.as_ref().unwrap().admin_slots.available_permits(),
+            0
+        );
+        // The Admin may also use a known client's place: with one freed, a second
+        // connection of the Admin's takes it, and the tenant then waits.
+        held.pop();
+        let b = c.admit_into(c.place().await, admin).ok().unwrap();
+        let wait = tokio::time::timeout(Duration::from_millis(50), c.place());
+        assert!(wait.await.is_err());
+        drop((a, b, held));
+        assert!(c.drained(Duration::from_millis(50)).await);
     }
 
     #[test]

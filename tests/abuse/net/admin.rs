@@ -361,3 +361,79 @@ fn unauthenticated_addresses_cannot_take_the_places_kept_for_known_clients() {
         });
     }
 }
+
+/// A tenant owner is a known client too: from as many addresses as it likes it takes the
+/// general places and those kept for known clients, but not the `[admin]
+/// admin_reserved_connections` kept for the Admin, who can then still reach the node (to
+/// revoke it). Without those places the Admin waits until the attacker's header timeout.
+#[test]
+fn a_tenant_owner_cannot_take_the_places_kept_for_the_admin() {
+    for admin_reserved in [2usize, 0] {
+        let w = world_with(
+            &format!("abuse-admin-reserve-admin-{admin_reserved}"),
+            &format!(
+                "[admin]\nmax_connections = 8\nmax_connections_per_client = 4\n\
+                 reserved_connections = 4\nadmin_reserved_connections = {admin_reserved}\n\
+                 header_read_timeout_ms = 4000\n"
+            ),
+        );
+        let api = w.node.admin;
+        // The Admin authenticates from 127.0.0.1 (with a client of its own, dropped with its
+        // kept-alive connection, which would hold a place).
+        let admin_client = || zero_client::Client::new(&w.api, copy_key(&w.admin), vec![]);
+        admin_client().list_tenants().unwrap();
+        let mut admin = admin_client();
+        let tenant_addrs = [Ipv4Addr::new(127, 0, 0, 70), Ipv4Addr::new(127, 0, 0, 71)];
+        rt().block_on(async {
+            // The tenant owner makes an authenticated call from each of its addresses.
+            for src in tenant_addrs {
+                let args = BTreeMap::from([("tenant".to_string(), Ipld::String("acme".into()))]);
+                let inv = w.owner(&w.acme).invocation("/app/list", args).unwrap();
+                let proofs: Vec<String> = w.acme.chain.iter().map(|d| d.to_base64()).collect();
+                let head = format!(
+                    "GET /v1/tenants/acme/apps HTTP/1.1\r\nhost: node\r\nauthorization: Bearer {}\r\n\
+                     ucan-proofs: {}\r\nconnection: close\r\n\r\n",
+                    inv.to_base64(),
+                    proofs.join(",")
+                );
+                let mut s = connect_from(src, api).await.unwrap();
+                s.write_all(head.as_bytes()).await.unwrap();
+                let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+                assert!(closed && status_of(&got) == Some(200), "{}", String::from_utf8_lossy(&got));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Then holds every place it can, silently.
+            let mut conns = Vec::new();
+            for src in tenant_addrs {
+                conns.extend(open_many(src, api, 4).await);
+            }
+            let (held, refused) = held_or_refused(conns, Duration::from_millis(700)).await;
+            assert_eq!(
+                (held.len(), refused.len()),
+                (8 - admin_reserved, admin_reserved),
+                "{refused:?}"
+            );
+            for r in &refused {
+                assert_eq!(status_of(r.as_bytes()), Some(503), "{r}");
+                assert!(r.contains("admin_reserved_connections"), "{r}");
+            }
+            let started = Instant::now();
+            let listed = tokio::task::spawn_blocking(move || admin.list_tenants().map(|_| ()))
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            assert!(listed.is_ok(), "{listed:?}");
+            eprintln!("admin places {admin_reserved}: the Admin was served after {took:?}");
+            if admin_reserved > 0 {
+                assert!(took < Duration::from_secs(2), "{took:?}");
+                w.node.wait_log("admin reserve refusal", |v| {
+                    msg(v).contains("kept for the Admin")
+                });
+            } else {
+                // It waited in the backlog until the header timeout closed a silent one.
+                assert!(took > Duration::from_secs(2), "{took:?}");
+            }
+            drop(held);
+        });
+    }
+}
