@@ -21,7 +21,8 @@
 //!   behind the one log; [`mux_command`] frames a command for a part.
 //! - **A node API** ([`RaftNode`]): start, initialize a one-member cluster, add learners,
 //!   change membership, [`write`](RaftNode::write) (the state machine's response once
-//!   committed and applied; on a follower an [`Error::NotLeader`] naming the leader),
+//!   committed and applied; a follower forwards it to the leader over the peer channel,
+//!   bounded by the write timeout),
 //!   [linearizable reads](RaftNode::ensure_linearizable), [`status`](RaftNode::status) (leader,
 //!   term, members, lag) and shutdown.
 //!
