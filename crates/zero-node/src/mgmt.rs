@@ -695,6 +695,89 @@ mod tests {
         node.raft.shutdown().await.unwrap();
     }
 
+    /// Three members: a tenant created through a follower (forwarded to the leader) is in
+    /// every member's store and every member is told, so each can reconcile; after the
+    /// leader stops, a write through a follower commits on the new leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn three_members_apply_every_command_and_tell_every_node() {
+        let wait = Duration::from_secs(60);
+        let root = tempfile::tempdir().unwrap();
+        let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate().unwrap()).collect();
+        let peers = Peers::new(keys.iter().map(|k| k.did().clone()));
+        let mut nodes = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let dir = root.path().join(format!("n{i}"));
+            let store = MgmtStore::open(&dir.join("state")).unwrap();
+            let (tx, changes) = mpsc::unbounded_channel();
+            let mut mux = Mux::new();
+            mux.add(PART, Box::new(MgmtPart::new(store.clone(), tx)))
+                .unwrap();
+            let config = NodeConfig::new(
+                i as u64 + 1,
+                key.clone(),
+                "127.0.0.1:0".parse().unwrap(),
+                dir.join("raft"),
+                peers.clone(),
+            );
+            let raft = RaftNode::start(config, mux).await.unwrap();
+            nodes.push(Node {
+                raft,
+                store,
+                changes,
+            });
+        }
+        nodes[0].raft.initialize().await.unwrap();
+        nodes[0].raft.wait_for_leader(wait).await.unwrap();
+        for i in 1..3 {
+            let member = nodes[i].raft.member().clone();
+            nodes[0]
+                .raft
+                .add_learner(i as u64 + 1, member, wait)
+                .await
+                .unwrap();
+        }
+        nodes[0]
+            .raft
+            .change_membership(BTreeSet::from([1, 2, 3]))
+            .await
+            .unwrap();
+
+        let via_follower = nodes[2]
+            .raft
+            .write(command_bytes(&MgmtCommand::CreateTenant(tenant("acme"))).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            read_response(&via_follower.response).unwrap(),
+            MgmtResponse::Done
+        );
+        for node in &mut nodes {
+            node.raft
+                .wait_applied(via_follower.index, wait)
+                .await
+                .unwrap();
+            assert_eq!(node.store.tenant("acme").unwrap(), Some(tenant("acme")));
+            let told = node.changes.recv().await.unwrap();
+            assert_eq!(told, vec![Change::Tenant("acme".into())]);
+        }
+
+        let old = nodes.remove(0);
+        old.raft.shutdown().await.unwrap();
+        let after = nodes[1]
+            .raft
+            .write(command_bytes(&MgmtCommand::PutApp(app("acme", "web"))).unwrap())
+            .await
+            .unwrap();
+        for node in &nodes {
+            node.raft.wait_applied(after.index, wait).await.unwrap();
+            assert_eq!(node.store.apps().unwrap(), vec![app("acme", "web")]);
+            assert_eq!(node.store.tenant("acme").unwrap(), Some(tenant("acme")));
+        }
+        for node in nodes {
+            node.raft.shutdown().await.unwrap();
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revocations_are_bounded_per_principal_by_the_proposers_clock() {
         let dir = tempfile::tempdir().unwrap();
