@@ -23,6 +23,7 @@ pub mod fsapi;
 pub mod hostcerts;
 pub mod identity;
 pub mod metrics;
+pub mod mgmt;
 mod obsapi;
 mod outbound;
 /// Node-to-node channels (mutual TLS bound to node DIDs); they live in `zeroraft`, which the

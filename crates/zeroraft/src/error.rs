@@ -70,6 +70,10 @@ pub enum Error {
     /// The state machine failed; the node stopped applying entries.
     #[error("the state machine failed: {0}")]
     StateMachine(String),
+    /// A follower's write could not be forwarded to the leader, or the leader refused it;
+    /// the message says whether it may still take effect.
+    #[error("the write was not acknowledged by the leader: {0}")]
+    Forward(String),
     /// A wait did not finish in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, String),

@@ -17,9 +17,12 @@
 //!   accepted only from (and made only to) a node whose DID is in the caller's allowed set
 //!   ([`Peers`](peer::Peers)), and a message is refused when the node id it speaks for belongs
 //!   to another DID.
+//! - **A [`Mux`]** of named state machines ("parts": management state, zerofs, zerodb)
+//!   behind the one log; [`mux_command`] frames a command for a part.
 //! - **A node API** ([`RaftNode`]): start, initialize a one-member cluster, add learners,
 //!   change membership, [`write`](RaftNode::write) (the state machine's response once
-//!   committed and applied; on a follower an [`Error::NotLeader`] naming the leader),
+//!   committed and applied; a follower forwards it to the leader over the peer channel,
+//!   bounded by the write timeout),
 //!   [linearizable reads](RaftNode::ensure_linearizable), [`status`](RaftNode::status) (leader,
 //!   term, members, lag) and shutdown.
 //!
@@ -46,6 +49,7 @@
 mod codec;
 mod error;
 mod log_store;
+mod mux;
 mod network;
 mod node;
 pub mod peer;
@@ -56,6 +60,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use error::Error;
+pub use mux::{Mux, mux_command, mux_refusal};
 pub use node::{NodeConfig, RaftNode, Role, SnapshotSettings, Status, Timing, Written};
 pub use state_machine::{AppliedState, Command, StateMachine, StateMachineError};
 

@@ -3,6 +3,11 @@
 //!
 //! - `POST /raft/append`, `/raft/vote`, `/raft/snapshot`: the request body is the encoded
 //!   openraft request; a `200` answer's body the encoded `Result` of the receiving engine.
+//! - `POST /raft/forward`: a follower's [`write`](crate::RaftNode::write) forwarded to the
+//!   leader. The body is the command's bytes; a `200` answer's body an encoded
+//!   [`ForwardAnswer`]. Only a current member may forward (`403` otherwise); a command over the
+//!   command size limit is refused with `413`; the leader waits at most the write timeout for
+//!   the command to commit and answers that it did not otherwise, never that it did.
 //! - The server knows the sender by its certificate (its node DID, checked against the allowed
 //!   set in the handshake). A message speaking for a node id that the membership binds to
 //!   another DID is refused with `403`; a body over the size limit with `413`.
@@ -17,8 +22,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    Unreachable,
+    ClientWriteError, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError,
+    RemoteError, Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -26,8 +31,8 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, Membership};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -35,11 +40,12 @@ use zero_auth::Did;
 
 use crate::codec::{decode, encode};
 use crate::peer::PeerChannel;
-use crate::{Member, NodeId, Raft, TypeConfig};
+use crate::{Member, NodeId, Raft, Request as Command, TypeConfig};
 
 const APPEND: &str = "/raft/append";
 const VOTE: &str = "/raft/vote";
 const SNAPSHOT: &str = "/raft/snapshot";
+const FORWARD: &str = "/raft/forward";
 
 /// How long a peer has to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +59,32 @@ pub(crate) struct Limits {
     pub(crate) max_message_bytes: usize,
     /// How long to wait for a TCP connection to a peer.
     pub(crate) connect_timeout: Duration,
+    /// The largest command a forwarded write may carry.
+    pub(crate) max_command_bytes: usize,
+    /// How long the leader waits for a forwarded write to commit.
+    pub(crate) write_timeout: Duration,
+}
+
+/// The leader's answer to a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardAnswer {
+    /// Committed and applied on the leader at `index`, with the state machine's response.
+    Written {
+        /// The log index.
+        index: u64,
+        /// The state machine's response.
+        response: Vec<u8>,
+    },
+    /// The receiver is not (or no longer) the leader; the one it knows of.
+    NotLeader {
+        /// The leader's id, when known.
+        leader_id: Option<NodeId>,
+        /// The leader's address and DID, when known.
+        leader: Option<Member>,
+    },
+    /// The write was not acknowledged, with the reason. It was not committed by the time of
+    /// the answer; when the reason is a timeout it may still commit later.
+    Failed(String),
 }
 
 /// Whether the authenticated `did` may speak for node `claimed`, by `membership` (this node's
@@ -108,7 +140,7 @@ async fn handle(
         return plain(StatusCode::METHOD_NOT_ALLOWED, "peer messages are POSTs");
     }
     let path = request.uri().path().to_string();
-    if ![APPEND, VOTE, SNAPSHOT].contains(&path.as_str()) {
+    if ![APPEND, VOTE, SNAPSHOT, FORWARD].contains(&path.as_str()) {
         return plain(StatusCode::NOT_FOUND, format!("no peer endpoint {path}"));
     }
     let body = match Limited::new(request.into_body(), limits.max_message_bytes)
@@ -140,6 +172,9 @@ async fn handle(
         .membership_config
         .membership()
         .clone();
+    if path == FORWARD {
+        return forwarded(&raft, &membership, &did, limits, body.to_vec()).await;
+    }
     macro_rules! serve {
         ($ty:ty, $call:ident) => {{
             let rpc: $ty = match decode(&body) {
@@ -160,6 +195,54 @@ async fn handle(
         VOTE => serve!(VoteRequest<NodeId>, vote),
         _ => serve!(InstallSnapshotRequest<TypeConfig>, install_snapshot),
     }
+}
+
+/// The leader's side of a forwarded write from the peer `did`.
+async fn forwarded(
+    raft: &Raft,
+    membership: &Membership<NodeId, Member>,
+    did: &Did,
+    limits: Limits,
+    command: Vec<u8>,
+) -> Response<Full<Bytes>> {
+    if !membership.nodes().any(|(_, m)| m.did == did.as_str()) {
+        tracing::warn!(peer = %did, "refused a forwarded write from a node that is not a member");
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("{did} is not a member of this cluster; only members forward writes"),
+        );
+    }
+    if command.len() > limits.max_command_bytes {
+        return plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the command is {} bytes; one command may be at most {} bytes",
+                command.len(),
+                limits.max_command_bytes
+            ),
+        );
+    }
+    let answer =
+        match tokio::time::timeout(limits.write_timeout, raft.client_write(Command(command))).await
+        {
+            Ok(Ok(written)) => ForwardAnswer::Written {
+                index: written.log_id.index,
+                response: written.data.0,
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                ForwardAnswer::NotLeader {
+                    leader_id: f.leader_id,
+                    leader: f.leader_node,
+                }
+            }
+            Ok(Err(e)) => ForwardAnswer::Failed(format!("the leader refused the write: {e}")),
+            Err(_) => ForwardAnswer::Failed(format!(
+                "the leader did not commit the write within {:?} (is a majority of the voters \
+             up?); it was not acknowledged and may or may not take effect",
+                limits.write_timeout
+            )),
+        };
+    encoded(&answer)
 }
 
 /// Serves the peer listener until `stop` turns true.
@@ -432,6 +515,90 @@ impl Connection {
                 self.member.clone(),
                 e,
             ))
+        })
+    }
+}
+
+/// Why a forwarded write got no answer: whether the command may have reached the leader.
+#[derive(Debug)]
+pub(crate) enum ForwardFailure {
+    /// No connection was made; the leader never saw the command (safe to retry).
+    NotSent(String),
+    /// The command was sent but no answer came back: it may or may not be committed.
+    Unanswered(String),
+}
+
+impl Connection {
+    /// A connection to the member `target` (opened on first use).
+    pub(crate) fn to(target: NodeId, member: Member, channel: PeerChannel, limits: Limits) -> Self {
+        Connection {
+            target,
+            member,
+            channel,
+            limits,
+            sender: None,
+        }
+    }
+
+    /// Sends a write to the leader and waits at most `timeout` for its answer.
+    pub(crate) async fn forward(
+        &mut self,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<ForwardAnswer, ForwardFailure> {
+        let mut sender = self
+            .open::<std::convert::Infallible>()
+            .await
+            .map_err(|e| ForwardFailure::NotSent(e.to_string()))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| ForwardFailure::NotSent(format!("node {}: {e}", self.target)))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(FORWARD)
+            .header(http::header::HOST, "zerocore-node")
+            .body(Full::new(Bytes::from(command)))
+            .map_err(|e| ForwardFailure::NotSent(format!("cannot build the request: {e}")))?;
+        let target = self.target;
+        let max = self.limits.max_message_bytes;
+        let exchange = async move {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("sending the write to node {target}: {e}"))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), max)
+                .collect()
+                .await
+                .map_err(|e| format!("reading node {target}'s answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(ForwardFailure::Unanswered(e)),
+            Err(_) => {
+                return Err(ForwardFailure::Unanswered(format!(
+                    "node {target} did not answer within {timeout:?}"
+                )));
+            }
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            return Err(ForwardFailure::Unanswered(format!(
+                "node {target} failed to answer: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        if status != StatusCode::OK {
+            // Refused before the leader wrote anything.
+            return Ok(ForwardAnswer::Failed(format!(
+                "node {target} refused the forwarded write ({status}): {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        decode(&body).map_err(|e| {
+            ForwardFailure::Unanswered(format!("node {target}'s answer is malformed: {e}"))
         })
     }
 }

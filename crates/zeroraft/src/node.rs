@@ -16,31 +16,37 @@ use zero_auth::{Did, Keypair};
 
 use crate::error::{forward, from_fatal};
 use crate::log_store::{LogStore, open_database};
-use crate::network::{Limits, Network, serve};
+use crate::network::{Connection, ForwardAnswer, ForwardFailure, Limits, Network, serve};
 use crate::peer::{PeerChannel, Peers};
 use crate::state_machine::{Machine, SharedMachine, Snapshots, lock};
 use crate::{Error, Member, NodeId, Raft, Request, StateMachine};
 
 /// Raft timing. Elections start after a random timeout in `election_min..election_max`
 /// without hearing from a leader; the leader sends heartbeats every `heartbeat`.
+///
+/// In openraft 0.9 a follower that heard from a leader also honours that leader's lease
+/// (`election_max`, not separately configurable): it neither starts an election nor grants a
+/// vote until `election_max` plus its random timeout passed, checked on a tick every 1.5
+/// heartbeats. A lost leader is therefore replaced after about
+/// `election_max + random(election_min..election_max) + 1.5 × heartbeat` plus one vote round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     /// Interval between the leader's heartbeats.
     pub heartbeat: Duration,
     /// Lower bound of the election timeout.
     pub election_min: Duration,
-    /// Upper bound of the election timeout.
+    /// Upper bound of the election timeout (also the leader lease).
     pub election_max: Duration,
 }
 
 impl Default for Timing {
-    /// Heartbeats every 100 ms, elections after 400–800 ms: a lost leader is replaced well
-    /// within two seconds on a healthy network.
+    /// Heartbeats every 100 ms, elections after 400–700 ms: a lost leader is replaced after
+    /// 1.1–1.55 s (lease 700 ms + timeout + tick), within two seconds on a healthy network.
     fn default() -> Self {
         Timing {
             heartbeat: Duration::from_millis(100),
             election_min: Duration::from_millis(400),
-            election_max: Duration::from_millis(800),
+            election_max: Duration::from_millis(700),
         }
     }
 }
@@ -91,11 +97,15 @@ pub struct NodeConfig {
     /// The largest node-to-node message sent or accepted (must exceed
     /// `max_command_bytes`; batches of entries are split to fit).
     pub max_message_bytes: usize,
+    /// How long [`RaftNode::write`] waits for a command to commit (a leader without a quorum
+    /// never commits): on a follower this covers finding the leader, forwarding and the
+    /// leader's commit.
+    pub write_timeout: Duration,
 }
 
 impl NodeConfig {
     /// A configuration with the default timing, snapshot policy and limits (commands up to
-    /// 8 MiB, messages up to 32 MiB).
+    /// 8 MiB, messages up to 32 MiB, writes committed within 10 s).
     pub fn new(
         id: NodeId,
         key: Keypair,
@@ -114,6 +124,7 @@ impl NodeConfig {
             snapshot: SnapshotSettings::default(),
             max_command_bytes: 8 << 20,
             max_message_bytes: 32 << 20,
+            write_timeout: Duration::from_secs(10),
         }
     }
 
@@ -129,6 +140,13 @@ impl NodeConfig {
             return Err(Error::Config(format!(
                 "the election timeout range {:?}..{:?} is empty: make the maximum larger",
                 t.election_min, t.election_max
+            )));
+        }
+        if self.write_timeout < self.timing.election_max {
+            return Err(Error::Config(format!(
+                "the write timeout ({:?}) must be at least the election timeout's maximum ({:?}), \
+                 or writes fail during every election",
+                self.write_timeout, self.timing.election_max
             )));
         }
         if self.snapshot.logs_since_last == 0 {
@@ -214,6 +232,9 @@ pub struct RaftNode<S: StateMachine> {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     max_command_bytes: usize,
+    write_timeout: Duration,
+    channel: PeerChannel,
+    limits: Limits,
 }
 
 fn storage(path: &std::path::Path, reason: impl std::fmt::Display) -> Error {
@@ -307,6 +328,8 @@ impl<S: StateMachine> RaftNode<S> {
         let limits = Limits {
             max_message_bytes: config.max_message_bytes,
             connect_timeout: config.timing.election_min,
+            max_command_bytes: config.max_command_bytes,
+            write_timeout: config.write_timeout,
         };
         let raft_config = openraft::Config {
             cluster_name: "zerocore".to_string(),
@@ -323,6 +346,7 @@ impl<S: StateMachine> RaftNode<S> {
         }
         .validate()
         .map_err(|e| Error::Config(e.to_string()))?;
+        let network_channel = channel.clone();
         let network = Network {
             channel: channel.clone(),
             limits,
@@ -350,6 +374,9 @@ impl<S: StateMachine> RaftNode<S> {
             stop,
             server,
             max_command_bytes: config.max_command_bytes,
+            write_timeout: config.write_timeout,
+            channel: network_channel,
+            limits,
         })
     }
 
@@ -476,9 +503,14 @@ impl<S: StateMachine> RaftNode<S> {
         Ok(())
     }
 
-    /// On the leader: replicates `command`, and once a majority stored it and it is applied
-    /// here, returns the state machine's response. On a follower: [`Error::NotLeader`], naming
-    /// the leader to forward to.
+    /// Replicates `command` and, once a majority stored it and it is applied on the leader,
+    /// returns the state machine's response. On a follower (or learner) the command is
+    /// forwarded to the leader over the peer channel; while no leader is known (an election)
+    /// it waits for one. Everything is bounded by the configured write timeout.
+    ///
+    /// An `Ok` means committed. An error means not acknowledged: [`Error::NotLeader`] when no
+    /// leader could be found in time, [`Error::Timeout`] or [`Error::Forward`] otherwise (the
+    /// message says whether the command may still take effect).
     pub async fn write(&self, command: Vec<u8>) -> Result<Written, Error> {
         if command.len() > self.max_command_bytes {
             return Err(Error::CommandTooLarge {
@@ -486,15 +518,75 @@ impl<S: StateMachine> RaftNode<S> {
                 limit: self.max_command_bytes,
             });
         }
-        let response = self
-            .raft
-            .client_write(Request(command))
-            .await
-            .map_err(write_error)?;
-        Ok(Written {
-            index: response.log_id.index,
-            response: response.data.0,
-        })
+        let deadline = Instant::now() + self.write_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let local =
+                tokio::time::timeout(left, self.raft.client_write(Request(command.clone())));
+            let leader = match local.await {
+                Ok(Ok(response)) => {
+                    return Ok(Written {
+                        index: response.log_id.index,
+                        response: response.data.0,
+                    });
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f,
+                Ok(Err(e)) => return Err(write_error(e)),
+                Err(_) => {
+                    return Err(Error::Timeout(
+                        self.write_timeout,
+                        "the write to commit (is a majority of the voters up?); it was not \
+                         acknowledged and may or may not take effect"
+                            .to_string(),
+                    ));
+                }
+            };
+            let mut last_refusal = forward(leader.clone());
+            if let (Some(id), Some(member)) = (leader.leader_id, leader.leader_node)
+                && id != self.id
+            {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let mut connection = Connection::to(id, member, self.channel.clone(), self.limits);
+                match connection.forward(command.clone(), left).await {
+                    Ok(ForwardAnswer::Written { index, response }) => {
+                        return Ok(Written { index, response });
+                    }
+                    Ok(ForwardAnswer::Failed(reason)) => return Err(Error::Forward(reason)),
+                    Ok(ForwardAnswer::NotLeader { leader_id, leader }) => {
+                        // Leadership moved on: try again with what we learn next.
+                        last_refusal = Error::NotLeader { leader_id, leader };
+                    }
+                    Err(ForwardFailure::NotSent(reason)) => {
+                        tracing::debug!(leader = id, %reason, "cannot reach the leader yet");
+                        last_refusal = Error::Forward(format!(
+                            "the leader (node {id}) cannot be reached: {reason}"
+                        ));
+                    }
+                    Err(ForwardFailure::Unanswered(reason)) => {
+                        return Err(Error::Forward(format!(
+                            "{reason}; the write was not acknowledged and may or may not take \
+                             effect"
+                        )));
+                    }
+                }
+            }
+            if Instant::now() + Duration::from_millis(50) >= deadline {
+                if let Error::NotLeader {
+                    leader_id: None, ..
+                } = last_refusal
+                {
+                    return Err(Error::Timeout(
+                        self.write_timeout,
+                        "a leader to take the write (none was elected: is a majority of the \
+                         voters up and reachable?); the write was not performed"
+                            .to_string(),
+                    ));
+                }
+                return Err(last_refusal);
+            }
+            // Wait for a (new) leader, or a little before retrying the same one.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// On the leader: confirms with a quorum that it is still the leader and waits until its

@@ -299,23 +299,34 @@ async fn three_members_replicate_elect_a_new_leader_and_catch_up() {
     .await;
     assert!(lag.contains_key(&2) && lag.contains_key(&3), "{lag:?}");
 
-    // A write to a follower is refused with the leader's id and address.
-    let e = running[&2].write(b"x=1".to_vec()).await.unwrap_err();
+    // A write to a follower is forwarded to the leader over the peer channel, committed, and
+    // answered with the leader's response; every member applies it.
+    let forwarded = running[&2].write(b"via=follower".to_vec()).await.unwrap();
+    assert_eq!(forwarded.response, b"");
+    let again = running[&3].write(b"via=second".to_vec()).await.unwrap();
+    assert_eq!(
+        again.response, b"follower",
+        "the previous value, from the leader's state"
+    );
+    for id in 1..=3 {
+        running[&id].wait_applied(again.index, WAIT).await.unwrap();
+        assert_eq!(value(&running[&id], "via").as_deref(), Some("second"));
+    }
+    last = again.index;
+    // A forwarded command over the size limit is refused before it is sent.
+    let e = running[&2]
+        .write(vec![b'x'; (8 << 20) + 1])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::CommandTooLarge { .. }), "{e}");
+    // A linearizable read on a follower is refused with the leader's id and address.
+    // So is a linearizable read.
+    let e = running[&3].ensure_linearizable().await.unwrap_err();
     let (leader_id, leader_member) = e.leader().expect("the error names the leader");
     assert_eq!(leader_id, 1);
     assert_eq!(
         leader_member.map(|m| m.addr.clone()),
         Some(addrs[&1].to_string())
-    );
-    assert!(e.to_string().contains(&addrs[&1].to_string()), "{e}");
-    // So is a linearizable read.
-    assert!(
-        running[&3]
-            .ensure_linearizable()
-            .await
-            .unwrap_err()
-            .leader()
-            .is_some()
     );
 
     // The leader goes away: a new one is elected among the other two.
@@ -323,6 +334,16 @@ async fn three_members_replicate_elect_a_new_leader_and_catch_up() {
     let stopping = Instant::now();
     old.shutdown().await.unwrap();
     let shutdown_took = stopping.elapsed();
+    // A write through a follower right away: it waits for the election and is forwarded to
+    // the new leader (or, past the write timeout, fails with a clear error; never acknowledged
+    // without being committed).
+    let during = running[&2].write(b"during=election".to_vec()).await;
+    println!(
+        "a write through a follower {:?} after the leader stopped: {:?}",
+        stopping.elapsed(),
+        during.as_ref().map(|w| w.index)
+    );
+    let during = during.expect("the forwarded write succeeds after the election");
     let new_leader = wait_until("a new leader", || {
         running.values().find_map(|n| {
             let s = n.status();
@@ -340,10 +361,15 @@ async fn three_members_replicate_elect_a_new_leader_and_catch_up() {
     let new = &running[&new_leader];
     // No committed write is lost.
     let all = new
-        .linearizable_read(|kv| (0..10).all(|i| kv.get(&format!("k{i}")) == Some(i.to_string())))
+        .linearizable_read(|kv| {
+            (0..10).all(|i| kv.get(&format!("k{i}")) == Some(i.to_string()))
+                && kv.get("via").as_deref() == Some("second")
+                && kv.get("during").as_deref() == Some("election")
+        })
         .await
         .unwrap();
-    assert!(all, "every committed write survives the failover");
+    assert!(all, "every acknowledged write survives the failover");
+    assert!(during.index > last);
     let after = write(new, "after=failover").await;
 
     // The old leader restarts from its redb files and catches up.
@@ -352,7 +378,7 @@ async fn three_members_replicate_elect_a_new_leader_and_catch_up() {
     assert_eq!(value(&back, "after").as_deref(), Some("failover"));
     assert_eq!(
         back.read(|kv| kv.state.applied_commands).unwrap(),
-        11,
+        14,
         "each command applied exactly once on the restarted member"
     );
     wait_until("the restarted member to follow a leader", || {
@@ -360,6 +386,83 @@ async fn three_members_replicate_elect_a_new_leader_and_catch_up() {
     })
     .await;
     running.insert(1, back);
+
+    // Two of three members stop: the last one cannot commit, and says so within the write
+    // timeout instead of acknowledging.
+    let survivor = running.remove(&1).unwrap();
+    for (_, node) in running {
+        node.shutdown().await.unwrap();
+    }
+    let started = Instant::now();
+    let e = survivor.write(b"lost=quorum".to_vec()).await.unwrap_err();
+    println!(
+        "a write without a quorum failed after {:?}: {e}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(
+            e,
+            Error::Timeout(..) | Error::NotLeader { .. } | Error::Forward(_)
+        ),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "bounded by the write timeout"
+    );
+    assert!(survivor.read(|kv| kv.get("lost")).unwrap().is_none());
+    survivor.shutdown().await.unwrap();
+}
+
+/// With the default timing a stopped leader is replaced within two seconds (openraft 0.9
+/// waits out the leader lease, `election_max`, before the random election timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_default_timing_a_lost_leader_is_replaced_within_two_seconds() {
+    let nodes = Nodes::new(3);
+    let mut running = BTreeMap::new();
+    for id in 1..=3 {
+        let mut config = nodes.config(id, loopback());
+        config.timing = Timing::default();
+        running.insert(id, RaftNode::start(config, nodes.kv(id)).await.unwrap());
+    }
+    running[&1].initialize().await.unwrap();
+    running[&1].wait_for_leader(WAIT).await.unwrap();
+    for id in [2, 3] {
+        let member = running[&id].member().clone();
+        running[&1].add_learner(id, member, WAIT).await.unwrap();
+    }
+    running[&1]
+        .change_membership(BTreeSet::from([1, 2, 3]))
+        .await
+        .unwrap();
+    let written = write(&running[&1], "before=failover").await;
+    for id in [2, 3] {
+        running[&id]
+            .wait_applied(written.index, WAIT)
+            .await
+            .unwrap();
+    }
+    // Let the followers hear a few heartbeats, as in steady operation.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = running.remove(&1).unwrap();
+    let stopped = Instant::now();
+    old.shutdown().await.unwrap();
+    let new_leader = wait_until("a new leader", || {
+        running.values().find_map(|n| {
+            let s = n.status();
+            (s.role == Role::Leader).then_some(s.id)
+        })
+    })
+    .await;
+    let took = stopped.elapsed();
+    println!(
+        "default timing: node {new_leader} became the leader {took:?} after the leader stopped"
+    );
+    assert!(took < Duration::from_secs(2), "failover took {took:?}");
+    assert_eq!(
+        value(&running[&new_leader], "before").as_deref(),
+        Some("failover")
+    );
     for (_, node) in running {
         node.shutdown().await.unwrap();
     }
@@ -441,10 +544,12 @@ async fn members_far_behind_catch_up_from_a_snapshot() {
 /// Sends a raw HTTP request through `stream` and returns what came back (empty on a refusal).
 async fn raw_post<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
+    path: &str,
 ) -> Vec<u8> {
-    let request =
-        b"POST /raft/vote HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx";
-    if stream.write_all(request).await.is_err() {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx"
+    );
+    if stream.write_all(request.as_bytes()).await.is_err() {
         return Vec::new();
     }
     let mut answer = Vec::new();
@@ -468,7 +573,7 @@ async fn nodes_outside_the_allowed_set_are_refused() {
         .unwrap();
     if let Ok((mut tls, did)) = channel.connect(tcp).await {
         assert_eq!(did, *nodes.keys[0].did());
-        let answer = raw_post(&mut tls).await;
+        let answer = raw_post(&mut tls, "/raft/vote").await;
         assert!(
             !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1"),
             "an outsider got an HTTP answer: {}",
@@ -479,7 +584,7 @@ async fn nodes_outside_the_allowed_set_are_refused() {
     let mut tcp = tokio::net::TcpStream::connect(node.local_addr())
         .await
         .unwrap();
-    let answer = raw_post(&mut tcp).await;
+    let answer = raw_post(&mut tcp, "/raft/vote").await;
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1"));
 
     // The paired case: an allowed key gets an HTTP answer (here: its junk body is refused).
@@ -488,8 +593,17 @@ async fn nodes_outside_the_allowed_set_are_refused() {
         .await
         .unwrap();
     let (mut tls, _) = channel.connect(tcp).await.unwrap();
-    let answer = String::from_utf8_lossy(&raw_post(&mut tls).await).to_string();
+    let answer = String::from_utf8_lossy(&raw_post(&mut tls, "/raft/vote").await).to_string();
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // An allowed key that is not a member may not forward writes to the leader.
+    let tcp = tokio::net::TcpStream::connect(node.local_addr())
+        .await
+        .unwrap();
+    let (mut tls, _) = channel.connect(tcp).await.unwrap();
+    let answer = String::from_utf8_lossy(&raw_post(&mut tls, "/raft/forward").await).to_string();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("only members forward writes"), "{answer}");
+    assert_eq!(node.read(|kv| kv.state.applied_commands).unwrap(), 0);
 
     // A node outside the allowed set is never sent the log, even once added as a member:
     // the leader refuses the certificate its listener presents.
