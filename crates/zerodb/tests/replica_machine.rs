@@ -238,7 +238,7 @@ fn refused_and_failed_writes_are_responses_and_change_nothing() {
     let setup = cmd(&m, "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)");
     let one = cmd(&m, "INSERT INTO t (v) VALUES ('x')");
     apply(&mut m, 1, &[setup]);
-    apply(&mut m, 2, &[one.clone()]);
+    apply(&mut m, 2, std::slice::from_ref(&one));
     let r = apply(&mut m, 3, &[one]);
     assert!(
         matches!(&r[0], WriteResponse::Failed(WriteError::Constraint { .. })),
@@ -481,13 +481,13 @@ fn a_command_already_in_its_file_is_not_applied_again_after_a_restart() {
     apply(&mut m, 1, &[setup]);
     let bump = cmd(&m, "UPDATE c SET n = n + 1");
     // The file commits entry 2, but the overall record stays at 1: a crash between the two.
-    apply_recording(&mut m, 2, &[bump.clone()], 1);
+    apply_recording(&mut m, 2, std::slice::from_ref(&bump), 1);
     assert_eq!(count(&m, "acme", "SELECT n FROM c"), 1);
     drop(m);
     let mut m = open(dir.path());
     assert_eq!(m.applied_state().unwrap(), Some(state(1)));
     // zeroraft re-applies entry 2: skipped, the counter stays at 1.
-    let r = apply(&mut m, 2, &[bump.clone()]);
+    let r = apply(&mut m, 2, std::slice::from_ref(&bump));
     assert_eq!(r[0], WriteResponse::AlreadyApplied);
     assert_eq!(count(&m, "acme", "SELECT n FROM c"), 1);
     // The next entry applies.
@@ -598,7 +598,7 @@ fn a_snapshot_installs_every_database_and_replaces_what_was_there() {
         WriteKind::Execute,
         vec![stmt("INSERT INTO t (v) VALUES ('again')", vec![])],
     );
-    let r = apply(&mut b, 2, &[again.clone()]);
+    let r = apply(&mut b, 2, std::slice::from_ref(&again));
     assert_eq!(r[0], WriteResponse::AlreadyApplied);
     let r = apply(&mut b, 3, &[again]);
     assert_eq!(r[0].clone().into_exec().unwrap().last_insert_id, 2);
