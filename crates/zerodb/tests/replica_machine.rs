@@ -630,3 +630,23 @@ fn a_snapshot_installs_every_database_and_replaces_what_was_there() {
         1
     );
 }
+
+#[test]
+fn an_install_interrupted_after_its_files_were_staged_restarts_with_no_applied_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = open(dir.path());
+    let setup = cmd(&m, "CREATE TABLE t (n INTEGER)");
+    apply(&mut m, 1, &[setup]);
+    drop(m);
+    // What a crash between steps (2) and (3) of an install leaves: staged files, no overall
+    // record.
+    let staged = dir.path().join(".zerodb-install").join("acme");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("app.sqlite"), b"partial").unwrap();
+    std::fs::remove_file(dir.path().join(".zerodb-applied")).unwrap();
+    let mut m = open(dir.path());
+    // No applied state: zeroraft installs its stored snapshot again before replaying.
+    assert_eq!(m.applied_state().unwrap(), None);
+    assert!(!dir.path().join(".zerodb-install").exists());
+    assert!(!m.databases().list("acme").unwrap().is_empty());
+}
