@@ -46,7 +46,9 @@ pub enum Error {
         /// (statements per batch), `"databases"` (databases per tenant), `"quota"` (bytes of
         /// all of a tenant's databases), `"open_databases"` (connections open at once),
         /// `"handles"` (databases open by one request), `"cpu"` (the request's remaining CPU
-        /// budget, milliseconds) or `"memory"` (bytes SQLite may allocate on the node).
+        /// budget, milliseconds), `"memory"` (bytes SQLite may allocate on the node) or
+        /// `"instructions"` (SQLite VM instructions per statement of a replicated write, which
+        /// is bounded by a count rather than the clock so that every replica agrees).
         kind: &'static str,
         /// The configured value of that limit.
         limit: u64,
@@ -68,6 +70,14 @@ pub enum Error {
         "invalid name `{0}`: tenant and database names are 1 to 63 characters of a-z, 0-9, `-` and `_`"
     )]
     InvalidName(String),
+    /// A write could not be committed through the cluster's log (no leader reachable, no
+    /// quorum, the node shutting down); it was not acknowledged, and retrying is safe only
+    /// if the caller can tell whether it took effect.
+    #[error(
+        "unavailable: the write was not committed through the cluster's log: {0}; it was not \
+         acknowledged; retry when the cluster has a leader and a quorum"
+    )]
+    Unavailable(String),
     /// Another SQLite error.
     #[error("sqlite error: {0}")]
     Sqlite(String),
@@ -101,6 +111,9 @@ fn limit_hint(kind: &str) -> &'static str {
             "the request's CPU budget (milliseconds left) ran out while the statement ran; narrow the query"
         }
         "memory" => "SQLite's memory on this node is exhausted; retry with a smaller statement",
+        "instructions" => {
+            "the replicated write ran that many SQLite instructions; add an index or write fewer rows per statement"
+        }
         _ => "reduce the work done by the statement",
     }
 }

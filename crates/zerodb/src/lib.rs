@@ -42,7 +42,7 @@
 //!
 //! # Determinism rule
 //!
-//! Statements that write are replicated (later through a Raft log) and must compute the same
+//! Statements that write are replicated (through a Raft log, see [`replica`]) and must compute the same
 //! result on every node. So, **in any statement that inserts, updates, deletes or changes the
 //! schema** (directly or through a trigger), these calls are refused when they execute:
 //!
@@ -72,6 +72,19 @@
 //! arguments, variables, LIKE pattern length, trigger depth), a 2 MiB page cache and a
 //! file-backed temp store. A [`Control`] cancels a call's statements when its request ends and
 //! bounds them by the request's remaining CPU budget.
+//!
+//! # Replication
+//!
+//! In a cluster, writes are commands of a replicated log applied by [`replica::DbMachine`]
+//! (a `zeroraft::StateMachine`) on every node; the provider sends them through a
+//! [`replica::Replicator`] ([`DbProvider::with_replicator`]) and runs read-only statements
+//! (`sqlite3_stmt_readonly`) locally. The caller's rights travel in the command as a
+//! [`replica::GrantSet`] evaluated at proposal and are checked by the authorizer at apply, on
+//! the state the write runs on; the statement time limit becomes a VM instruction count and
+//! the quota counts logical sizes, so that every replica reaches the same result,
+//! `last_insert_id` included. Each file records the index of the last command applied to it
+//! in `_zerodb_applied`, a table no statement may reach. See [`replica`] and
+//! `docs/cluster.md` ("zerodb in the log"). With no replicator, nothing of this is used.
 #![deny(missing_docs)]
 
 mod engine;
@@ -79,6 +92,7 @@ mod error;
 mod grants;
 mod metrics;
 pub mod provider;
+pub mod replica;
 
 pub use engine::{
     Access, CELL_OVERHEAD, CancelOnDrop, Control, Database, Databases, ExecResult, Limits,

@@ -24,6 +24,7 @@ use wasmtime::component::{HasData, Linker, Resource};
 use zero_auth::ScopedChain;
 use zero_provider::{AppContext, HasView, Invocation, ResourceProvider, View};
 
+use crate::replica::{Replicator, Statement, WriteCommand, WriteKind, plan_write};
 use crate::{Action, Control, Database, Databases};
 
 // Generated code: the WIT types carry the WIT's docs; the generated glue (linker helpers,
@@ -59,6 +60,7 @@ pub struct DbApp {
 /// What the provider keeps per store.
 pub struct DbInstance {
     databases: Arc<Databases>,
+    replicator: Option<Arc<dyn Replicator>>,
     grants: Arc<ScopedChain>,
     /// Databases opened by this request (each handle holds a resource-table entry).
     handles: usize,
@@ -81,12 +83,28 @@ pub const MAX_HANDLES_PER_REQUEST: usize = 16;
 /// The zerodb resource provider.
 pub struct DbProvider {
     databases: Arc<Databases>,
+    replicator: Option<Arc<dyn Replicator>>,
 }
 
 impl DbProvider {
-    /// A provider serving the databases under `databases`.
+    /// A provider serving the databases under `databases`, running every statement on them
+    /// directly (a node alone).
     pub fn new(databases: Arc<Databases>) -> Self {
-        DbProvider { databases }
+        DbProvider {
+            databases,
+            replicator: None,
+        }
+    }
+
+    /// A provider whose writes go through `replicator` (the cluster's log, applied by
+    /// [`crate::replica::DbMachine`] on every replica over `databases`): a call whose
+    /// statements SQLite reports read-only runs on `databases` here; any other is proposed as
+    /// a [`crate::replica::WriteCommand`] and answered with the machine's response.
+    pub fn with_replicator(databases: Arc<Databases>, replicator: Arc<dyn Replicator>) -> Self {
+        DbProvider {
+            databases,
+            replicator: Some(replicator),
+        }
     }
 }
 
@@ -116,6 +134,7 @@ impl ResourceProvider for DbProvider {
     fn instance(&self, app: &Arc<DbApp>, _invocation: &Invocation) -> anyhow::Result<DbInstance> {
         Ok(DbInstance {
             databases: self.databases.clone(),
+            replicator: self.replicator.clone(),
             grants: app.grants.clone(),
             handles: 0,
         })
@@ -169,7 +188,7 @@ pub fn to_wit_error(e: crate::Error) -> wit::Error {
                 kind: match kind {
                     "statement_length" => wit::LimitKind::StatementLength,
                     "rows" => wit::LimitKind::Rows,
-                    "time" | "cpu" => wit::LimitKind::Time,
+                    "time" | "cpu" | "instructions" => wit::LimitKind::Time,
                     "value_size" => wit::LimitKind::ValueSize,
                     "result_size" => wit::LimitKind::ResultSize,
                     "statements" => wit::LimitKind::Statements,
@@ -185,9 +204,10 @@ pub fn to_wit_error(e: crate::Error) -> wit::Error {
         }
         crate::Error::Refused { .. } => wit::Error::Refused(message),
         crate::Error::InvalidName(_) => wit::Error::Invalid(message),
-        crate::Error::Cancelled | crate::Error::Sqlite(_) | crate::Error::Io(_) => {
-            wit::Error::Other(message)
-        }
+        crate::Error::Cancelled
+        | crate::Error::Unavailable(_)
+        | crate::Error::Sqlite(_)
+        | crate::Error::Io(_) => wit::Error::Other(message),
     }
 }
 
@@ -267,6 +287,28 @@ fn handle_db(
     Ok((db, view.instance.grants.clone()))
 }
 
+/// Where a call's statements run: here (reads, or no replicator), or through the log.
+enum Planned<T> {
+    Local(crate::Result<T>),
+    Replicate(WriteCommand),
+}
+
+use Planned::{Local, Replicate};
+
+/// Sends `command` through the provider's replicator. A request that ends stops waiting for
+/// the answer (the write may still be committed: the log decides).
+async fn submit(
+    replicator: Option<Arc<dyn Replicator>>,
+    command: WriteCommand,
+) -> crate::Result<crate::replica::WriteResponse> {
+    let Some(replicator) = replicator else {
+        return Err(crate::Error::Sqlite(
+            "internal: a replicated write without a replicator".into(),
+        ));
+    };
+    replicator.submit(command).await
+}
+
 impl wit::Host for DbView<'_> {}
 
 impl wit::HostDatabase for DbView<'_> {
@@ -328,7 +370,28 @@ impl wit::HostDatabase for DbView<'_> {
     ) -> wasmtime::Result<Result<wit::Rows, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
-        let result = blocking(self, move |ctl| db.query_with(ctl, &*grants, &sql, &params)).await?;
+        let replicated = self.instance.replicator.is_some();
+        let result = blocking(self, move |ctl| {
+            if !replicated {
+                return Local(db.query_with(ctl, &*grants, &sql, &params));
+            }
+            let statements = vec![Statement {
+                sql: sql.clone(),
+                params: params.clone(),
+            }];
+            match plan_write(&db, &*grants, WriteKind::Query, statements) {
+                Ok(None) => Local(db.query_with(ctl, &*grants, &sql, &params)),
+                Ok(Some(command)) => Replicate(command),
+                Err(e) => Local(Err(e)),
+            }
+        })
+        .await?;
+        let result = match result {
+            Local(r) => r,
+            Replicate(command) => submit(self.instance.replicator.clone(), command)
+                .await
+                .and_then(|r| r.into_rows()),
+        };
         Ok(result
             .map(|r| wit::Rows {
                 columns: r.columns,
@@ -349,10 +412,28 @@ impl wit::HostDatabase for DbView<'_> {
     ) -> wasmtime::Result<Result<wit::ExecResult, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
+        let replicated = self.instance.replicator.is_some();
         let result = blocking(self, move |ctl| {
-            db.execute_with(ctl, &*grants, &sql, &params)
+            if !replicated {
+                return Local(db.execute_with(ctl, &*grants, &sql, &params));
+            }
+            let statements = vec![Statement {
+                sql: sql.clone(),
+                params: params.clone(),
+            }];
+            match plan_write(&db, &*grants, WriteKind::Execute, statements) {
+                Ok(None) => Local(db.execute_with(ctl, &*grants, &sql, &params)),
+                Ok(Some(command)) => Replicate(command),
+                Err(e) => Local(Err(e)),
+            }
         })
         .await?;
+        let result = match result {
+            Local(r) => r,
+            Replicate(command) => submit(self.instance.replicator.clone(), command)
+                .await
+                .and_then(|r| r.into_exec()),
+        };
         Ok(result
             .map(to_wit_exec)
             .map_err(|e| refusal(self.invocation, e)))
@@ -364,16 +445,39 @@ impl wit::HostDatabase for DbView<'_> {
         statements: Vec<wit::Statement>,
     ) -> wasmtime::Result<Result<Vec<wit::ExecResult>, wit::Error>> {
         let (db, grants) = handle_db(self, &handle)?;
+        let replicated = self.instance.replicator.is_some();
+        let limit = self.instance.databases.limits().max_batch_statements;
         let result = blocking(self, move |ctl| {
             let (sqls, params): (Vec<String>, Vec<Vec<crate::Value>>) = statements
                 .into_iter()
                 .map(|s| (s.sql, s.params.into_iter().map(from_wit_value).collect()))
                 .unzip();
+            if replicated && sqls.len() <= limit {
+                let statements = sqls
+                    .iter()
+                    .zip(&params)
+                    .map(|(sql, params)| Statement {
+                        sql: sql.clone(),
+                        params: params.clone(),
+                    })
+                    .collect();
+                match plan_write(&db, &*grants, WriteKind::Batch, statements) {
+                    Ok(None) => {}
+                    Ok(Some(command)) => return Replicate(command),
+                    Err(e) => return Local(Err(e)),
+                }
+            }
             let stmts: Vec<(&str, Vec<crate::Value>)> =
                 sqls.iter().map(String::as_str).zip(params).collect();
-            db.batch_with(ctl, &*grants, &stmts)
+            Local(db.batch_with(ctl, &*grants, &stmts))
         })
         .await?;
+        let result = match result {
+            Local(r) => r,
+            Replicate(command) => submit(self.instance.replicator.clone(), command)
+                .await
+                .and_then(|r| r.into_batch()),
+        };
         Ok(result
             .map(|v| v.into_iter().map(to_wit_exec).collect())
             .map_err(|e| refusal(self.invocation, e)))

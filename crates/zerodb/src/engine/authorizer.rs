@@ -8,6 +8,10 @@ pub(super) fn is_internal(table: &str) -> bool {
     table.starts_with("sqlite_")
 }
 
+/// zerodb's own table in every database written through the replicated log: the index of the
+/// last log command applied to that file. No statement of a caller may reach it.
+pub(crate) const APPLIED_TABLE: &str = "_zerodb_applied";
+
 /// PRAGMAs allowed (read-only schema introspection) and whether they name a table to read.
 fn pragma_allowed(name: &str, value: Option<&str>) -> Option<Option<String>> {
     let name = name.to_ascii_lowercase();
@@ -166,6 +170,17 @@ enum Kind {
 }
 
 fn record(st: &mut State, action: Action, table: &str, kind: Kind) -> Authorization {
+    if table == APPLIED_TABLE {
+        // zerodb's own record of the log position; checked here, before any grant, so that
+        // no grant (not even every right on every table) reaches it, directly, through a
+        // view, a trigger or a PRAGMA.
+        return refuse(
+            st,
+            format!("table `{APPLIED_TABLE}`"),
+            "it is zerodb's record of the replicated log position of this database; no \
+             statement may read, change, create or drop it (name your table differently)",
+        );
+    }
     if st.stepping && st.bookkeeping && is_internal(table) {
         // SQLite's own reads while it runs a schema statement (ANALYZE loading sqlite_stat*).
         return Authorization::Allow;

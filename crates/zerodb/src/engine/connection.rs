@@ -203,6 +203,15 @@ pub(super) fn open_connection(
                 st.interrupted = Some(Interrupt::Cancelled);
                 return true;
             }
+            if let Some((left, _)) = st.instructions.as_mut() {
+                // A replicated write: a count, the same on every replica, never the clock.
+                if *left == 0 {
+                    st.interrupted = Some(Interrupt::Instructions);
+                    return true;
+                }
+                *left -= 1;
+                return false;
+            }
             match st.deadline {
                 Some((d, why)) if Instant::now() >= d => {
                     st.interrupted = Some(why);

@@ -19,6 +19,7 @@ use crate::{Action, Error, Grants, Result};
 mod authorizer;
 mod connection;
 mod limits;
+pub(crate) mod replicated;
 mod run;
 mod value;
 
@@ -43,7 +44,27 @@ pub struct Control {
     /// every statement of a batch).
     budget: Option<Duration>,
     started: std::sync::OnceLock<Instant>,
+    /// Set when the statements are a replicated write applied from the log: deterministic
+    /// bounds instead of the clock (see [`Replicated`]).
+    replicated: Option<Replicated>,
 }
+
+/// The bounds of a write applied from the replicated log: the same on every replica, so that
+/// every replica reaches the same outcome. The wall-clock statement limit and the request's
+/// budget are replaced by a count of SQLite VM instructions, and the tenant's quota is
+/// computed from the logical size (pages) of its other databases rather than their files and
+/// WALs (whose sizes depend on each replica's checkpoints).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Replicated {
+    /// Most SQLite VM instructions per statement (counted in steps of
+    /// [`PROGRESS_STEP`] instructions).
+    pub(crate) max_instructions: u64,
+    /// Logical bytes of the tenant's other databases.
+    pub(crate) other_bytes: u64,
+}
+
+/// SQLite calls the progress handler every this many VM instructions.
+pub(crate) const PROGRESS_STEP: u64 = 1000;
 
 impl Control {
     /// A control that never cancels, with no budget beyond the statement time limit.
@@ -66,6 +87,14 @@ impl Control {
     pub fn in_turn(mut self, turn: Box<dyn zero_provider::HeldTurn>) -> Self {
         self.turn = Some(Arc::new(Mutex::new(turn)));
         self
+    }
+
+    /// A control for a write applied from the replicated log.
+    pub(crate) fn replicated(replicated: Replicated) -> Self {
+        Control {
+            replicated: Some(replicated),
+            ..Self::default()
+        }
     }
 
     /// Stops the running statement (at SQLite's next progress check) and every later one.
@@ -121,6 +150,8 @@ enum Interrupt {
     Budget,
     /// The call was cancelled (its request ended).
     Cancelled,
+    /// A replicated write used up its VM instructions.
+    Instructions,
 }
 
 /// Shared between the connection's callbacks (authorizer, progress handler, functions) and the
@@ -148,6 +179,8 @@ struct State {
     writing: bool,
     nondeterministic: Option<String>,
     deadline: Option<(Instant, Interrupt)>,
+    /// Progress checks left to a replicated write's statement, and its instruction limit.
+    instructions: Option<(u64, u64)>,
     /// The call's budget in milliseconds, when it set the deadline.
     budget_ms: u64,
     cancel: Option<Arc<AtomicBool>>,
@@ -172,6 +205,7 @@ impl State {
         self.writing = false;
         self.nondeterministic = None;
         self.deadline = None;
+        self.instructions = None;
         self.interrupted = None;
     }
 }

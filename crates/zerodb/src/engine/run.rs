@@ -103,13 +103,18 @@ impl Runner<'_> {
                 .ctl
                 .budget
                 .map(|b| (b, *self.ctl.started.get_or_init(|| now) + b));
-            st.deadline = Some(match until {
-                Some((b, until)) if until < now + limits.max_statement_time => {
-                    st.budget_ms = b.as_millis() as u64;
-                    (until, Interrupt::Budget)
-                }
-                _ => (now + limits.max_statement_time, Interrupt::Time),
-            });
+            if let Some(r) = self.ctl.replicated {
+                st.deadline = None;
+                st.instructions = Some((r.max_instructions / PROGRESS_STEP, r.max_instructions));
+            } else {
+                st.deadline = Some(match until {
+                    Some((b, until)) if until < now + limits.max_statement_time => {
+                        st.budget_ms = b.as_millis() as u64;
+                        (until, Interrupt::Budget)
+                    }
+                    _ => (now + limits.max_statement_time, Interrupt::Time),
+                });
+            }
             st.cancel = Some(self.ctl.cancel.clone());
             st.turn = self.ctl.turn.clone();
         }
@@ -175,6 +180,7 @@ impl Runner<'_> {
         st.stepping = false;
         st.writing = false;
         st.deadline = None;
+        st.instructions = None;
         st.cancel = None;
         // The turn is held only while a statement steps: given back before the next one
         // waits for its connection or the call ends.
@@ -277,10 +283,13 @@ impl Runner<'_> {
     /// tenant's quota after its other databases, whichever is smaller.
     pub(super) fn set_size_limit(&self) -> Result<()> {
         let limits = self.db.limits();
-        let others = self
-            .db
-            .shared
-            .tenant_bytes_except(&self.db.tenant, &self.db.name);
+        let others = match self.ctl.replicated {
+            Some(r) => r.other_bytes,
+            None => self
+                .db
+                .shared
+                .tenant_bytes_except(&self.db.tenant, &self.db.name),
+        };
         let left = limits.max_tenant_bytes.saturating_sub(others);
         let (kind, limit, bytes) = if left < limits.max_database_bytes {
             ("quota", limits.max_tenant_bytes, left)
@@ -346,6 +355,12 @@ pub(super) fn map_error(e: rusqlite::Error, st: &State, limits: &Limits, db: &st
             };
         }
         Some(Interrupt::Cancelled) => return Error::Cancelled,
+        Some(Interrupt::Instructions) => {
+            return Error::LimitExceeded {
+                kind: "instructions",
+                limit: st.instructions.map_or(0, |(_, limit)| limit),
+            };
+        }
         None => {}
     }
     match e {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A SQL value, used both for parameters and result cells.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// SQL `NULL`.
     Null,
@@ -42,7 +42,7 @@ impl From<ValueRef<'_>> for Value {
 }
 
 /// What an `execute` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecResult {
     /// Rows inserted, updated or deleted by the statement (0 for DDL).
     pub rows_affected: u64,
@@ -51,7 +51,7 @@ pub struct ExecResult {
 }
 
 /// Rows returned by a `query`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueryResult {
     /// Column names, in order.
     pub columns: Vec<String>,
