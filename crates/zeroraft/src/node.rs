@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zero_auth::{Did, Keypair};
 
+use crate::blobs::BlobService;
 use crate::error::{forward, from_fatal};
 use crate::log_store::{LogStore, open_database};
 use crate::network::{Limits, Network, serve};
@@ -91,6 +92,9 @@ pub struct NodeConfig {
     /// The largest node-to-node message sent or accepted (must exceed
     /// `max_command_bytes`; batches of entries are split to fit).
     pub max_message_bytes: usize,
+    /// The blob store served to other nodes on the peer listener (`/blob/…`, see
+    /// [`blobs`](crate::blobs)); none by default.
+    pub blobs: Option<BlobService>,
 }
 
 impl NodeConfig {
@@ -114,6 +118,7 @@ impl NodeConfig {
             snapshot: SnapshotSettings::default(),
             max_command_bytes: 8 << 20,
             max_message_bytes: 32 << 20,
+            blobs: None,
         }
     }
 
@@ -337,7 +342,15 @@ impl<S: StateMachine> RaftNode<S> {
         .await
         .map_err(|e| from_fatal(&e))?;
         let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, channel, raft.clone(), limits, stopped));
+        let blobs = config.blobs.as_ref().map(|b| b.0.clone());
+        let server = tokio::spawn(serve(
+            listener,
+            channel,
+            raft.clone(),
+            limits,
+            blobs,
+            stopped,
+        ));
         tracing::info!(id = config.id, addr = %local_addr, did = %member.did, "raft node started");
         Ok(RaftNode {
             id: config.id,
