@@ -52,7 +52,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
-use zeroraft::blobs::{BlobClient, BlobRefusal, BlobStore};
+use zeroraft::blobs::{BlobClient, BlobRefusal, BlobStore, OpenBlob};
 use zeroraft::{AppliedState, Command, Member, NodeId, RaftNode, StateMachine, StateMachineError};
 
 use crate::command::{FsCommand, encode_response};
@@ -214,7 +214,7 @@ impl BlobStore for FsBlobStore {
         self.fs.receive_blob(BlobHash(hash), size, content)
     }
 
-    fn open(&self, hash: [u8; 32]) -> Result<Option<(u64, Box<dyn Read + Send>)>, String> {
+    fn open(&self, hash: [u8; 32]) -> Result<Option<OpenBlob>, String> {
         match self.fs.open_blob(BlobHash(hash)) {
             Ok(Some((size, file))) => Ok(Some((size, Box::new(file)))),
             Ok(None) => Ok(None),

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use zero_auth::Keypair;
 use zerofs::replica::{FsBlobStore, FsMachine, RaftBlobPeers, RaftReplicator};
 use zerofs::{BlobHash, Error, Quota, WriteOptions, ZeroFs};
-use zeroraft::blobs::{BlobClient, BlobRefusal, BlobService, BlobStore};
+use zeroraft::blobs::{BlobClient, BlobRefusal, BlobService, BlobStore, OpenBlob};
 use zeroraft::peer::{PeerChannel, Peers};
 use zeroraft::{NodeConfig, RaftNode, Timing};
 
@@ -47,7 +47,7 @@ impl BlobStore for Liar {
         self.inner.receive(hash, size, content)
     }
 
-    fn open(&self, hash: [u8; 32]) -> Result<Option<(u64, Box<dyn Read + Send>)>, String> {
+    fn open(&self, hash: [u8; 32]) -> Result<Option<OpenBlob>, String> {
         let Some((size, _)) = self.inner.open(hash)? else {
             return Ok(None);
         };

@@ -10,8 +10,9 @@
 //!   serve the right bytes.
 //!
 //! Only nodes in the allowed set reach the listener (the handshake checks their certificate's
-//! DID), exactly as for Raft messages. Mount a store with [`NodeConfig::blobs`]
-//! (crate::NodeConfig::blobs); talk to other nodes' stores with a [`BlobClient`].
+//! DID), exactly as for Raft messages. Mount a store with
+//! [`NodeConfig::blobs`](crate::NodeConfig::blobs); talk to other nodes' stores with a
+//! [`BlobClient`].
 
 use std::fmt;
 use std::io::{self, Read};
@@ -42,6 +43,9 @@ const MAX_ERROR_BODY: usize = 4096;
 
 /// The body of every answer on the peer listener.
 pub(crate) type PeerBody = BoxBody<Bytes, io::Error>;
+
+/// An opened blob: its size and a reader of its content.
+pub type OpenBlob = (u64, Box<dyn Read + Send>);
 
 /// Why a [`BlobStore`] refused a pushed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +83,7 @@ pub trait BlobStore: Send + Sync + 'static {
     -> Result<(), BlobRefusal>;
 
     /// Opens the blob `hash` for reading: its size and its content, or `None` when absent.
-    fn open(&self, hash: [u8; 32]) -> Result<Option<(u64, Box<dyn Read + Send>)>, String>;
+    fn open(&self, hash: [u8; 32]) -> Result<Option<OpenBlob>, String>;
 }
 
 /// A [`BlobStore`] to mount on the peer listener ([`NodeConfig::blobs`](crate::NodeConfig)).
