@@ -16,7 +16,8 @@
 //! - `blobs/tmp/`: contents being streamed in, not yet published;
 //! - `meta.redb`: a [redb](https://www.redb.org) database holding, per tenant, the tree
 //!   `(parent, name) → entry {kind, blob hash, size, mtime}`, the tenant's usage and quota, and
-//!   a reference count per blob.
+//!   a reference count per blob; on a replica also its position in the cluster log (the
+//!   `replica` table, written in the transaction of each applied command).
 //!
 //! # Guarantees
 //!
@@ -30,21 +31,28 @@
 //!   in the commit; a refused operation changes nothing. Content being staged (guest writes,
 //!   uploads) reserves from one pool per tenant, so all staged writes of a tenant together stay
 //!   within what its byte quota leaves ([`ZeroFs::reserve`]).
-//! - **Replication-ready**: every mutation is one metadata transaction over immutable blobs,
-//!   so it can later be shipped as a Raft log entry plus the blobs it references.
+//! - **Replicated, when asked**: every mutation is one [`FsCommand`] applied in one metadata
+//!   transaction over immutable blobs. With no replicator set it is committed at once (the
+//!   single-node store); with one ([`ZeroFs::set_replicator`]) it goes through the cluster
+//!   log and is applied by [`replica::FsMachine`], a `zeroraft` state machine, on every node,
+//!   while the blobs are pushed to a majority of the voters before the command is proposed and
+//!   fetched by hash (and verified) by a node that lacks one. See [`replica`].
 //! - **Garbage collection**: a blob whose count drops to zero is deleted after the commit;
 //!   [`ZeroFs::gc`] (run at open) removes orphans a crash left behind.
 //!
 //! The API is blocking; async callers share the store in an `Arc` and use `spawn_blocking`.
 #![deny(missing_docs)]
 
+mod command;
 mod error;
 mod metrics;
 mod path;
+pub mod replica;
 mod settings;
 mod store;
 pub mod wasi;
 
+pub use command::{FsCommand, Outcome};
 pub use error::{Error, QuotaKind, Result};
 pub use path::{
     MAX_PATH_LEN, MAX_SEGMENT_LEN, MAX_TENANT_LEN, RESERVED_DIR, RESERVED_NAME, TenantPath,
@@ -52,6 +60,6 @@ pub use path::{
 };
 pub use settings::FsSettings;
 pub use store::{
-    BlobHash, Entry, EntryKind, FileReader, GcReport, Quota, StagedWrite, Usage, WriteOptions,
-    ZeroFs,
+    BlobHash, Entry, EntryKind, FetchReport, FileReader, GcReport, Quota, StagedWrite, Usage,
+    WriteOptions, ZeroFs,
 };

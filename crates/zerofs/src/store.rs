@@ -6,14 +6,16 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use sha2::{Digest, Sha256};
 
+use crate::command::{FsCommand, Outcome, decode_response, encode_response, is_refusal};
 use crate::error::{Error, QuotaKind, Result};
 use crate::path::{TenantPath, validate_tenant};
+use crate::replica::{BlobPeers, Replicator};
 
 /// Entries: (tenant, parent dir path, name) → encoded [`RawEntry`].
 const ENTRIES: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("entries");
@@ -23,6 +25,10 @@ const USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("usage");
 const QUOTAS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("quotas");
 /// Blob reference counts across all tenants: sha256 → count (absent means 0).
 const REFS: TableDefinition<[u8; 32], u64> = TableDefinition::new("blob_refs");
+/// The replica's position in the cluster log: `index` (the last applied command's log index,
+/// u64 little-endian) and `applied` (zeroraft's applied state), written in the transaction of
+/// the command they describe.
+const REPLICA: TableDefinition<&str, &[u8]> = TableDefinition::new("replica");
 
 type EntriesTable<'t> = Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>;
 
@@ -435,6 +441,209 @@ impl W<'_> {
     }
 }
 
+/// The entry of a write or mkdir outcome.
+fn entry_of(outcome: Outcome) -> Result<Entry> {
+    match outcome {
+        Outcome::Entry(e) => Ok(e),
+        other => Err(Error::Corrupt(format!(
+            "the store answered {other:?} where an entry was expected"
+        ))),
+    }
+}
+
+/// Applies one command inside the open transaction `w` (of the command's tenant). A refusal
+/// is returned before anything is changed or aborts the transaction.
+fn exec(w: &mut W<'_>, cmd: &FsCommand) -> Result<Outcome> {
+    let tenant = w.tenant;
+    match cmd {
+        FsCommand::Write {
+            path,
+            hash,
+            size,
+            create_parents,
+            mtime_ns,
+            ..
+        } => {
+            let path = TenantPath::parse(path)?;
+            if path.is_root() {
+                return Err(Error::IsADirectory(path.to_string()));
+            }
+            let (hash, size, mtime) = (*hash, *size, *mtime_ns);
+            let missing = missing_parents(&w.entries, tenant, &path, *create_parents)?;
+            let existing = w.lookup(&path)?;
+            if is_dir(&existing) {
+                return Err(Error::IsADirectory(path.to_string()));
+            }
+            let mut usage = w.usage()?;
+            let new_files = missing.len() as u64 + u64::from(existing.is_none());
+            w.check_files(usage, new_files)?;
+            let old = existing.map_or(0, |e| e.size);
+            let new_bytes = usage.bytes.saturating_sub(old).saturating_add(size);
+            let q = w.quota()?;
+            if new_bytes > q.max_bytes && size > old {
+                return Err(w.quota_error(q.max_bytes, QuotaKind::Bytes));
+            }
+            for dir in &missing {
+                w.put(dir, &RawEntry::dir(mtime))?;
+            }
+            let entry = RawEntry {
+                kind: EntryKind::File,
+                hash,
+                size,
+                mtime_ns: mtime,
+            };
+            w.put(&path, &entry)?;
+            w.inc_ref(hash)?;
+            if let Some(old) = existing {
+                w.dec_ref(old.hash)?;
+            }
+            usage.bytes = new_bytes;
+            usage.files += new_files;
+            w.set_usage(usage)?;
+            Ok(Outcome::Entry(entry.to_entry(path)))
+        }
+        FsCommand::Mkdir {
+            path,
+            parents,
+            mtime_ns,
+            ..
+        } => {
+            let path = TenantPath::parse(path)?;
+            match w.lookup(&path)? {
+                Some(e) if e.kind == EntryKind::Dir && *parents => {
+                    return Ok(Outcome::Entry(e.to_entry(path)));
+                }
+                Some(_) => return Err(Error::AlreadyExists(path.to_string())),
+                None => {}
+            }
+            let missing = missing_parents(&w.entries, tenant, &path, *parents)?;
+            let mut usage = w.usage()?;
+            let new_files = missing.len() as u64 + 1;
+            w.check_files(usage, new_files)?;
+            let dir = RawEntry::dir(*mtime_ns);
+            for p in missing.iter().chain(std::iter::once(&path)) {
+                w.put(p, &dir)?;
+            }
+            usage.files += new_files;
+            w.set_usage(usage)?;
+            Ok(Outcome::Entry(dir.to_entry(path)))
+        }
+        FsCommand::Remove { path, .. } => {
+            let path = removable(path)?;
+            let e = w
+                .lookup(&path)?
+                .ok_or_else(|| Error::NotFound(path.to_string()))?;
+            if e.kind == EntryKind::Dir
+                && !children(&w.entries, tenant, path.as_str(), 1)?.is_empty()
+            {
+                return Err(Error::DirectoryNotEmpty(path.to_string()));
+            }
+            let mut usage = w.usage()?;
+            w.drop_entry(&path, &e, &mut usage)?;
+            w.set_usage(usage)?;
+            Ok(Outcome::Done)
+        }
+        FsCommand::RemoveAll { path, .. } => {
+            let path = removable(path)?;
+            let e = w
+                .lookup(&path)?
+                .ok_or_else(|| Error::NotFound(path.to_string()))?;
+            let mut usage = w.usage()?;
+            if e.kind == EntryKind::Dir {
+                for (parent, name, child) in subtree(&w.entries, tenant, &path)? {
+                    let p = TenantPath::parse(&parent)?.join(&name)?;
+                    w.drop_entry(&p, &child, &mut usage)?;
+                }
+            }
+            w.drop_entry(&path, &e, &mut usage)?;
+            w.set_usage(usage)?;
+            Ok(Outcome::Done)
+        }
+        FsCommand::Rename { from, to, .. } => {
+            let from = TenantPath::parse(from)?;
+            let to = TenantPath::parse(to)?;
+            if from.is_root() {
+                return Err(Error::invalid_path(
+                    "/",
+                    "the tenant root cannot be renamed",
+                ));
+            }
+            if to.is_root() {
+                return Err(Error::invalid_path(
+                    "/",
+                    "the tenant root cannot be replaced",
+                ));
+            }
+            let src = w
+                .lookup(&from)?
+                .ok_or_else(|| Error::NotFound(from.to_string()))?;
+            if from == to {
+                return Ok(Outcome::Done);
+            }
+            if src.kind == EntryKind::Dir && to.starts_with(&from) {
+                return Err(Error::invalid_path(
+                    to.as_str(),
+                    format!("cannot move directory {from} into itself"),
+                ));
+            }
+            missing_parents(&w.entries, tenant, &to, false)?;
+            let mut usage = w.usage()?;
+            if let Some(dst) = w.lookup(&to)? {
+                match (src.kind, dst.kind) {
+                    (EntryKind::File, EntryKind::Dir) => {
+                        return Err(Error::IsADirectory(to.to_string()));
+                    }
+                    (EntryKind::Dir, EntryKind::File) => {
+                        return Err(Error::NotADirectory(to.to_string()));
+                    }
+                    (EntryKind::Dir, EntryKind::Dir) => {
+                        if !children(&w.entries, tenant, to.as_str(), 1)?.is_empty() {
+                            return Err(Error::DirectoryNotEmpty(to.to_string()));
+                        }
+                    }
+                    (EntryKind::File, EntryKind::File) => {}
+                }
+                w.drop_entry(&to, &dst, &mut usage)?;
+            }
+            if src.kind == EntryKind::Dir {
+                let moved = subtree(&w.entries, tenant, &from)?;
+                for (parent, name, e) in moved {
+                    w.entries.remove((tenant, parent.as_str(), name.as_str()))?;
+                    let new_parent = format!("{}{}", to.as_str(), &parent[from.as_str().len()..]);
+                    w.entries.insert(
+                        (tenant, new_parent.as_str(), name.as_str()),
+                        e.encode().as_slice(),
+                    )?;
+                }
+            }
+            w.del(&from)?;
+            w.put(&to, &src)?;
+            w.set_usage(usage)?;
+            Ok(Outcome::Done)
+        }
+        FsCommand::SetQuota {
+            max_bytes,
+            max_files,
+            ..
+        } => {
+            w.quotas.insert(w.tenant, (*max_bytes, *max_files))?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+/// A path that may be removed (not the root).
+fn removable(path: &str) -> Result<TenantPath> {
+    let path = TenantPath::parse(path)?;
+    if path.is_root() {
+        return Err(Error::invalid_path(
+            "/",
+            "the tenant root cannot be removed",
+        ));
+    }
+    Ok(path)
+}
+
 /// What the store and its staged writes share: the temporary directory, the temporary files
 /// in use (kept by [`ZeroFs::gc`]), and the bytes each tenant has reserved for staging.
 #[derive(Debug)]
@@ -584,6 +793,13 @@ pub struct ZeroFs {
     commit_lock: Mutex<()>,
     /// Temporary files of writes in progress and the tenants' staging reservations.
     staging: Arc<Staging>,
+    /// Blobs of replicated writes in flight (pushed, not yet committed): never deleted.
+    pinned: Mutex<HashMap<[u8; 32], usize>>,
+    /// The replicator and blob transport, when the store is replicated.
+    replication: RwLock<Replication>,
+    /// Woken when an applied command or an installed snapshot references a blob this
+    /// node lacks.
+    missing: Arc<tokio::sync::Notify>,
 }
 
 impl fmt::Debug for ZeroFs {
@@ -613,6 +829,7 @@ impl ZeroFs {
         txn.open_table(USAGE)?;
         txn.open_table(QUOTAS)?;
         txn.open_table(REFS)?;
+        txn.open_table(REPLICA)?;
         txn.commit()?;
         let fs = ZeroFs {
             blobs,
@@ -625,6 +842,9 @@ impl ZeroFs {
                 reserved: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(0),
             }),
+            pinned: Mutex::new(HashMap::new()),
+            replication: RwLock::new(Replication::default()),
+            missing: Arc::new(tokio::sync::Notify::new()),
         };
         fs.gc()?;
         Ok(fs)
@@ -641,6 +861,18 @@ impl ZeroFs {
         &self,
         tenant: &str,
         held: Option<&MutexGuard<'_, ()>>,
+        f: impl FnOnce(&mut W<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.commit_at(tenant, held, None, f)
+    }
+
+    /// [`commit`](Self::commit), also recording `mark` (the replica's position) in the same
+    /// transaction.
+    fn commit_at<R>(
+        &self,
+        tenant: &str,
+        held: Option<&MutexGuard<'_, ()>>,
+        mark: Option<Mark<'_>>,
         f: impl FnOnce(&mut W<'_>) -> Result<R>,
     ) -> Result<R> {
         let _own = if held.is_none() {
@@ -671,8 +903,15 @@ impl ZeroFs {
             }
             (r, still_zero)
         };
+        if let Some(mark) = mark {
+            write_mark(&txn, mark)?;
+        }
         txn.commit()?;
+        let pinned = lock(&self.pinned);
         for h in freed {
+            if pinned.contains_key(&h) {
+                continue; // a write in flight still needs it
+            }
             // A failure only leaves an orphan that gc() removes later.
             let _ = fs::remove_file(self.blob_path(&h));
         }
@@ -683,11 +922,12 @@ impl ZeroFs {
     /// removes nothing.
     pub fn set_quota(&self, tenant: &str, quota: Quota) -> Result<()> {
         validate_tenant(tenant)?;
-        self.commit(tenant, None, |w| {
-            w.quotas
-                .insert(w.tenant, (quota.max_bytes, quota.max_files))?;
-            Ok(())
+        self.execute(FsCommand::SetQuota {
+            tenant: tenant.to_string(),
+            max_bytes: quota.max_bytes,
+            max_files: quota.max_files,
         })
+        .map(|_| ())
     }
 
     /// A tenant's quota (its own, or the store default).
@@ -912,9 +1152,16 @@ impl ZeroFs {
         opts: WriteOptions,
     ) -> Result<Entry> {
         let tenant = staged.tenant.clone();
-        let tenant = tenant.as_str();
-        let path = path.clone();
-        // Place the blob and commit, under the commit lock.
+        let command = FsCommand::Write {
+            tenant: tenant.clone(),
+            path: path.as_str().to_string(),
+            hash,
+            size,
+            create_parents: opts.create_parents,
+            mtime_ns: now_ns(),
+        };
+        // Place the blob under the commit lock (no deletion can run between the presence
+        // check and the rename).
         let held = lock(&self.commit_lock);
         let blob = self.blob_path(&hash);
         let present = fs::metadata(&blob).map(|m| m.is_file() && m.len() == size);
@@ -923,52 +1170,34 @@ impl ZeroFs {
                 .map_err(|e| Error::io(format!("publishing blob {}", hex::encode(hash)), e))?;
         }
         sync_dir(&self.blobs)?;
-        let result = self.commit(tenant, Some(&held), |w| {
-            let missing = missing_parents(&w.entries, tenant, &path, opts.create_parents)?;
-            let existing = w.lookup(&path)?;
-            if is_dir(&existing) {
-                return Err(Error::IsADirectory(path.to_string()));
+        let result = match self.replicator() {
+            None => self.commit(&tenant, Some(&held), |w| exec(w, &command)),
+            Some(replicator) => {
+                // The blob must stay while it is pushed and the command is in the log: pin it
+                // (commits and gc skip pinned blobs) and let the applies take the lock.
+                self.pin(hash);
+                drop(held);
+                let result = self
+                    .push_to_majority(hash, size)
+                    .and_then(|()| self.submit(&*replicator, &command));
+                self.unpin(hash);
+                let held = lock(&self.commit_lock);
+                if result.is_err() {
+                    self.drop_if_unreferenced(hash)?;
+                }
+                drop(held);
+                drop(staged);
+                return result.and_then(entry_of);
             }
-            let mut usage = w.usage()?;
-            let new_files = missing.len() as u64 + u64::from(existing.is_none());
-            w.check_files(usage, new_files)?;
-            let old = existing.map_or(0, |e| e.size);
-            let new_bytes = usage.bytes.saturating_sub(old).saturating_add(size);
-            let q = w.quota()?;
-            if new_bytes > q.max_bytes && size > old {
-                return Err(w.quota_error(q.max_bytes, QuotaKind::Bytes));
-            }
-            let mtime = now_ns();
-            for dir in &missing {
-                w.put(dir, &RawEntry::dir(mtime))?;
-            }
-            let entry = RawEntry {
-                kind: EntryKind::File,
-                hash,
-                size,
-                mtime_ns: mtime,
-            };
-            w.put(&path, &entry)?;
-            w.inc_ref(hash)?;
-            if let Some(old) = existing {
-                w.dec_ref(old.hash)?;
-            }
-            usage.bytes = new_bytes;
-            usage.files += new_files;
-            w.set_usage(usage)?;
-            Ok(entry.to_entry(path.clone()))
-        });
+        };
         if result.is_err() {
             // The blob may now be referenced by nothing (the lock is still held).
-            let r = self.db.begin_read()?;
-            if r.open_table(REFS)?.get(hash)?.is_none() {
-                let _ = fs::remove_file(&blob);
-            }
+            self.drop_if_unreferenced(hash)?;
         }
         drop(held);
         // The usage now counts the file: return the reservation.
         drop(staged);
-        result
+        result.and_then(entry_of)
     }
 
     /// Copies `content` into `staged` while hashing it, growing its reservation for the file
@@ -1058,6 +1287,11 @@ impl ZeroFs {
                     });
                 }
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                    if self.blob_peers().is_some() {
+                        // Committed here but not stored yet: fetch it from a peer (verified).
+                        self.fetch_blob(e.hash, e.size)?;
+                        continue;
+                    }
                     if last == Some(e.hash) {
                         return Err(Error::Corrupt(format!(
                             "blob {} of {path} is missing",
@@ -1111,26 +1345,13 @@ impl ZeroFs {
     pub fn mkdir(&self, tenant: &str, path: &str, parents: bool) -> Result<Entry> {
         validate_tenant(tenant)?;
         let path = TenantPath::parse(path)?;
-        self.commit(tenant, None, |w| {
-            match w.lookup(&path)? {
-                Some(e) if e.kind == EntryKind::Dir && parents => {
-                    return Ok(e.to_entry(path.clone()));
-                }
-                Some(_) => return Err(Error::AlreadyExists(path.to_string())),
-                None => {}
-            }
-            let missing = missing_parents(&w.entries, tenant, &path, parents)?;
-            let mut usage = w.usage()?;
-            let new_files = missing.len() as u64 + 1;
-            w.check_files(usage, new_files)?;
-            let dir = RawEntry::dir(now_ns());
-            for p in missing.iter().chain(std::iter::once(&path)) {
-                w.put(p, &dir)?;
-            }
-            usage.files += new_files;
-            w.set_usage(usage)?;
-            Ok(dir.to_entry(path.clone()))
-        })
+        let outcome = self.execute(FsCommand::Mkdir {
+            tenant: tenant.to_string(),
+            path: path.as_str().to_string(),
+            parents,
+            mtime_ns: now_ns(),
+        })?;
+        entry_of(outcome)
     }
 
     /// Removes a file or an empty directory.
@@ -1143,19 +1364,11 @@ impl ZeroFs {
                 "the tenant root cannot be removed",
             ));
         }
-        self.commit(tenant, None, |w| {
-            let e = w
-                .lookup(&path)?
-                .ok_or_else(|| Error::NotFound(path.to_string()))?;
-            if e.kind == EntryKind::Dir
-                && !children(&w.entries, tenant, path.as_str(), 1)?.is_empty()
-            {
-                return Err(Error::DirectoryNotEmpty(path.to_string()));
-            }
-            let mut usage = w.usage()?;
-            w.drop_entry(&path, &e, &mut usage)?;
-            w.set_usage(usage)
+        self.execute(FsCommand::Remove {
+            tenant: tenant.to_string(),
+            path: path.as_str().to_string(),
         })
+        .map(|_| ())
     }
 
     /// Removes a file, or a directory with everything below it, in one transaction.
@@ -1168,20 +1381,11 @@ impl ZeroFs {
                 "the tenant root cannot be removed",
             ));
         }
-        self.commit(tenant, None, |w| {
-            let e = w
-                .lookup(&path)?
-                .ok_or_else(|| Error::NotFound(path.to_string()))?;
-            let mut usage = w.usage()?;
-            if e.kind == EntryKind::Dir {
-                for (parent, name, child) in subtree(&w.entries, tenant, &path)? {
-                    let p = TenantPath::parse(&parent)?.join(&name)?;
-                    w.drop_entry(&p, &child, &mut usage)?;
-                }
-            }
-            w.drop_entry(&path, &e, &mut usage)?;
-            w.set_usage(usage)
+        self.execute(FsCommand::RemoveAll {
+            tenant: tenant.to_string(),
+            path: path.as_str().to_string(),
         })
+        .map(|_| ())
     }
 
     /// Moves `from` to `to` atomically (one transaction). A file may replace a file and a
@@ -1203,53 +1407,12 @@ impl ZeroFs {
                 "the tenant root cannot be replaced",
             ));
         }
-        self.commit(tenant, None, |w| {
-            let src = w
-                .lookup(&from)?
-                .ok_or_else(|| Error::NotFound(from.to_string()))?;
-            if from == to {
-                return Ok(());
-            }
-            if src.kind == EntryKind::Dir && to.starts_with(&from) {
-                return Err(Error::invalid_path(
-                    to.as_str(),
-                    format!("cannot move directory {from} into itself"),
-                ));
-            }
-            missing_parents(&w.entries, tenant, &to, false)?;
-            let mut usage = w.usage()?;
-            if let Some(dst) = w.lookup(&to)? {
-                match (src.kind, dst.kind) {
-                    (EntryKind::File, EntryKind::Dir) => {
-                        return Err(Error::IsADirectory(to.to_string()));
-                    }
-                    (EntryKind::Dir, EntryKind::File) => {
-                        return Err(Error::NotADirectory(to.to_string()));
-                    }
-                    (EntryKind::Dir, EntryKind::Dir) => {
-                        if !children(&w.entries, tenant, to.as_str(), 1)?.is_empty() {
-                            return Err(Error::DirectoryNotEmpty(to.to_string()));
-                        }
-                    }
-                    (EntryKind::File, EntryKind::File) => {}
-                }
-                w.drop_entry(&to, &dst, &mut usage)?;
-            }
-            if src.kind == EntryKind::Dir {
-                let moved = subtree(&w.entries, tenant, &from)?;
-                for (parent, name, e) in moved {
-                    w.entries.remove((tenant, parent.as_str(), name.as_str()))?;
-                    let new_parent = format!("{}{}", to.as_str(), &parent[from.as_str().len()..]);
-                    w.entries.insert(
-                        (tenant, new_parent.as_str(), name.as_str()),
-                        e.encode().as_slice(),
-                    )?;
-                }
-            }
-            w.del(&from)?;
-            w.put(&to, &src)?;
-            w.set_usage(usage)
+        self.execute(FsCommand::Rename {
+            tenant: tenant.to_string(),
+            from: from.as_str().to_string(),
+            to: to.as_str().to_string(),
         })
+        .map(|_| ())
     }
 
     /// Removes blob files that no entry references and leftover temporary files (except those of
@@ -1268,7 +1431,7 @@ impl ZeroFs {
             let Some(h) = name.to_str().and_then(BlobHash::from_hex) else {
                 continue; // tmp/ and anything foreign
             };
-            if refs.get(h.0)?.is_none() {
+            if refs.get(h.0)?.is_none() && !lock(&self.pinned).contains_key(&h.0) {
                 let len = item.metadata().map(|m| m.len()).unwrap_or(0);
                 if fs::remove_file(item.path()).is_ok() {
                     report.blobs_removed += 1;
@@ -1287,5 +1450,666 @@ impl ZeroFs {
             sync_dir(&self.blobs)?;
         }
         Ok(report)
+    }
+}
+
+// ---------- replication ----------
+
+/// A replica's position, written in the transaction of the command it describes.
+#[derive(Clone, Copy)]
+struct Mark<'a> {
+    /// The log index of the command (or of the snapshot's last entry).
+    index: Option<u64>,
+    /// zeroraft's applied-state bytes, when this transaction ends a batch.
+    applied: Option<&'a [u8]>,
+}
+
+fn write_mark(txn: &redb::WriteTransaction, mark: Mark<'_>) -> Result<()> {
+    let mut t = txn.open_table(REPLICA)?;
+    match mark.index {
+        Some(i) => {
+            t.insert("index", i.to_le_bytes().as_slice())?;
+        }
+        None => {
+            t.remove("index")?;
+        }
+    }
+    if let Some(applied) = mark.applied {
+        t.insert("applied", applied)?;
+    }
+    Ok(())
+}
+
+/// What makes a store replicated: where commands go and how blobs travel.
+#[derive(Default)]
+struct Replication {
+    replicator: Option<Arc<dyn Replicator>>,
+    peers: Option<Arc<dyn BlobPeers>>,
+}
+
+/// One row of a metadata snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Row {
+    Entry {
+        tenant: String,
+        parent: String,
+        name: String,
+        value: Vec<u8>,
+    },
+    Usage {
+        tenant: String,
+        bytes: u64,
+        files: u64,
+    },
+    Quota {
+        tenant: String,
+        max_bytes: u64,
+        max_files: u64,
+    },
+    Ref {
+        hash: [u8; 32],
+        count: u64,
+    },
+    End {
+        rows: u64,
+    },
+}
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ZFSSNAP1";
+/// The largest snapshot row (an entry key is bounded by the path limits).
+const MAX_ROW: usize = 64 * 1024;
+
+fn write_row(out: &mut dyn Write, row: &Row) -> Result<()> {
+    let bytes = postcard::to_stdvec(row)
+        .map_err(|e| Error::Corrupt(format!("cannot encode a snapshot row: {e}")))?;
+    out.write_all(&(bytes.len() as u32).to_le_bytes())
+        .and_then(|()| out.write_all(&bytes))
+        .map_err(|e| Error::io("writing a metadata snapshot", e))
+}
+
+fn read_row(input: &mut dyn Read) -> Result<Row> {
+    let mut len = [0u8; 4];
+    input
+        .read_exact(&mut len)
+        .map_err(|e| Error::io("reading a metadata snapshot (it ends early?)", e))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_ROW {
+        return Err(Error::Corrupt(format!(
+            "a snapshot row of {len} bytes is over the {MAX_ROW}-byte limit"
+        )));
+    }
+    let mut bytes = vec![0u8; len];
+    input
+        .read_exact(&mut bytes)
+        .map_err(|e| Error::io("reading a metadata snapshot (it ends early?)", e))?;
+    match postcard::take_from_bytes(&bytes) {
+        Ok((row, [])) => Ok(row),
+        _ => Err(Error::Corrupt("undecodable snapshot row".to_string())),
+    }
+}
+
+/// A writer that hashes and counts what passes through it, refusing more than `max` bytes.
+struct Hashing<'a> {
+    file: &'a File,
+    hasher: Sha256,
+    size: u64,
+    max: u64,
+    /// More than `max` bytes were offered.
+    overflowed: bool,
+}
+
+impl Write for Hashing<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.size + buf.len() as u64 > self.max {
+            self.overflowed = true;
+            return Err(io::Error::other(format!(
+                "more than the {} bytes announced",
+                self.max
+            )));
+        }
+        let mut file = self.file;
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut file = self.file;
+        file.flush()
+    }
+}
+
+/// What [`ZeroFs::fetch_missing`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    /// Blobs fetched, verified and stored.
+    pub fetched: u64,
+    /// Attempts refused: a source that failed or served bytes not matching the hash (the
+    /// blob may still have come from another source).
+    pub rejected: Vec<String>,
+    /// Blobs that no source could serve (still missing here).
+    pub missing: Vec<BlobHash>,
+}
+
+fn replication_error(e: impl fmt::Display) -> Error {
+    Error::io(
+        "replicating the change to the cluster",
+        io::Error::other(e.to_string()),
+    )
+}
+
+impl ZeroFs {
+    /// Routes every mutation through `replicator` (a command in the cluster log) instead of
+    /// committing it here; `None` goes back to committing directly. See [`crate::replica`].
+    pub fn set_replicator(&self, replicator: Option<Arc<dyn Replicator>>) {
+        self.replication
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replicator = replicator;
+    }
+
+    /// Sets how blobs reach the other nodes (a write waits until a majority of voters holds
+    /// its blob) and how this node fetches the blobs it lacks.
+    pub fn set_blob_peers(&self, peers: Option<Arc<dyn BlobPeers>>) {
+        self.replication
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .peers = peers;
+    }
+
+    fn replicator(&self) -> Option<Arc<dyn Replicator>> {
+        self.replication
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .replicator
+            .clone()
+    }
+
+    fn blob_peers(&self) -> Option<Arc<dyn BlobPeers>> {
+        self.replication
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .peers
+            .clone()
+    }
+
+    /// Woken whenever an applied command or an installed snapshot references a blob this node
+    /// does not hold yet (run [`ZeroFs::fetch_missing`] then).
+    pub fn missing_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.missing.clone()
+    }
+
+    /// Runs one mutation: through the replicator when one is set, else as one local commit.
+    fn execute(&self, command: FsCommand) -> Result<Outcome> {
+        match self.replicator() {
+            Some(replicator) => self.submit(&*replicator, &command),
+            None => {
+                let tenant = command.tenant().to_string();
+                self.commit(&tenant, None, |w| exec(w, &command))
+            }
+        }
+    }
+
+    fn submit(&self, replicator: &dyn Replicator, command: &FsCommand) -> Result<Outcome> {
+        let response = replicator
+            .submit(command.encode()?)
+            .map_err(replication_error)?;
+        match decode_response(&response)? {
+            Outcome::Replayed => Err(replication_error(
+                "the cluster answered for a command applied before a restart",
+            )),
+            outcome => Ok(outcome),
+        }
+    }
+
+    fn pin(&self, hash: [u8; 32]) {
+        *lock(&self.pinned).entry(hash).or_insert(0) += 1;
+    }
+
+    fn unpin(&self, hash: [u8; 32]) {
+        let mut pinned = lock(&self.pinned);
+        if let Some(n) = pinned.get_mut(&hash) {
+            *n -= 1;
+            if *n == 0 {
+                pinned.remove(&hash);
+            }
+        }
+    }
+
+    /// Deletes the blob unless a committed entry references it or a write in flight pinned
+    /// it. The caller holds the commit lock.
+    fn drop_if_unreferenced(&self, hash: [u8; 32]) -> Result<()> {
+        let r = self.db.begin_read()?;
+        if r.open_table(REFS)?.get(hash)?.is_none() && !lock(&self.pinned).contains_key(&hash) {
+            let _ = fs::remove_file(self.blob_path(&hash));
+        }
+        Ok(())
+    }
+
+    /// Pushes a stored blob to the other voters and waits until a majority holds it.
+    fn push_to_majority(&self, hash: [u8; 32], size: u64) -> Result<()> {
+        let Some(peers) = self.blob_peers() else {
+            return Ok(()); // a one-member cluster: this node is the majority
+        };
+        let report = peers
+            .push(BlobHash(hash), size, &self.blob_path(&hash))
+            .map_err(replication_error)?;
+        if report.holders * 2 > report.voters {
+            return Ok(());
+        }
+        Err(replication_error(format!(
+            "the content reached {} of {} voters, not a majority; nothing was written ({})",
+            report.holders,
+            report.voters,
+            report.failures.join("; ")
+        )))
+    }
+
+    /// The log index of the last command this replica applied.
+    pub(crate) fn replica_index(&self) -> Result<Option<u64>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(REPLICA)?;
+        let Some(v) = t.get("index")? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = v
+            .value()
+            .try_into()
+            .map_err(|_| Error::Corrupt("the replica index is not 8 bytes".to_string()))?;
+        Ok(Some(u64::from_le_bytes(bytes)))
+    }
+
+    /// zeroraft's applied state as last stored.
+    pub(crate) fn replica_applied(&self) -> Result<Option<Vec<u8>>> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(REPLICA)?;
+        Ok(t.get("applied")?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores the replica's position alone (a refused command, or a batch end).
+    pub(crate) fn store_mark(&self, index: Option<u64>, applied: Option<&[u8]>) -> Result<()> {
+        let _held = lock(&self.commit_lock);
+        let txn = self.db.begin_write()?;
+        write_mark(&txn, Mark { index, applied })?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Applies a committed command at log `index` (with `applied`, zeroraft's state, when it
+    /// ends a batch) in one transaction with the position; a refusal is an answer and records
+    /// the position alone. Returns the encoded answer; `Err` only when the store failed.
+    pub(crate) fn apply_at(
+        &self,
+        command: &FsCommand,
+        index: u64,
+        applied: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let mark = Mark {
+            index: Some(index),
+            applied,
+        };
+        let tenant = command.tenant();
+        let answer = match validate_tenant(tenant) {
+            Err(e) => Err(e),
+            Ok(()) => self.commit_at(tenant, None, Some(mark), |w| exec(w, command)),
+        };
+        let answer = match answer {
+            Err(e) if !is_refusal(&e) => return Err(e),
+            other => other,
+        };
+        match &answer {
+            Err(_) => self.store_mark(mark.index, mark.applied)?,
+            Ok(_) => {
+                if let FsCommand::Write { hash, .. } = command
+                    && !self.blob_path(hash).is_file()
+                {
+                    self.missing.notify_one();
+                }
+            }
+        }
+        encode_response(&answer)
+    }
+
+    /// Writes the whole metadata (every tenant's tree, usage, quota, and the blob reference
+    /// counts) to `out`. Blobs are not included: a replica fetches them by hash.
+    pub(crate) fn write_snapshot(&self, out: &mut dyn Write) -> Result<()> {
+        let r = self.db.begin_read()?;
+        out.write_all(SNAPSHOT_MAGIC)
+            .map_err(|e| Error::io("writing a metadata snapshot", e))?;
+        let mut rows: u64 = 0;
+        for item in r.open_table(ENTRIES)?.iter()? {
+            let (k, v) = item?;
+            let (tenant, parent, name) = k.value();
+            write_row(
+                out,
+                &Row::Entry {
+                    tenant: tenant.to_string(),
+                    parent: parent.to_string(),
+                    name: name.to_string(),
+                    value: v.value().to_vec(),
+                },
+            )?;
+            rows += 1;
+        }
+        for item in r.open_table(USAGE)?.iter()? {
+            let (k, v) = item?;
+            let (bytes, files) = v.value();
+            write_row(
+                out,
+                &Row::Usage {
+                    tenant: k.value().to_string(),
+                    bytes,
+                    files,
+                },
+            )?;
+            rows += 1;
+        }
+        for item in r.open_table(QUOTAS)?.iter()? {
+            let (k, v) = item?;
+            let (max_bytes, max_files) = v.value();
+            write_row(
+                out,
+                &Row::Quota {
+                    tenant: k.value().to_string(),
+                    max_bytes,
+                    max_files,
+                },
+            )?;
+            rows += 1;
+        }
+        for item in r.open_table(REFS)?.iter()? {
+            let (k, v) = item?;
+            write_row(
+                out,
+                &Row::Ref {
+                    hash: k.value(),
+                    count: v.value(),
+                },
+            )?;
+            rows += 1;
+        }
+        write_row(out, &Row::End { rows })
+    }
+
+    /// Replaces the whole metadata with a snapshot [`write_snapshot`](Self::write_snapshot)
+    /// wrote, recording the position (`index`, `applied`) in the same transaction; then deletes
+    /// the blobs nothing references any more and signals the missing ones.
+    pub(crate) fn install_snapshot(
+        &self,
+        input: &mut dyn Read,
+        index: Option<u64>,
+        applied: &[u8],
+    ) -> Result<()> {
+        let mut magic = [0u8; 8];
+        input
+            .read_exact(&mut magic)
+            .map_err(|e| Error::io("reading a metadata snapshot", e))?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err(Error::Corrupt(
+                "not a zerofs metadata snapshot (wrong magic)".to_string(),
+            ));
+        }
+        {
+            let _held = lock(&self.commit_lock);
+            let txn = self.db.begin_write()?;
+            txn.delete_table(ENTRIES)?;
+            txn.delete_table(USAGE)?;
+            txn.delete_table(QUOTAS)?;
+            txn.delete_table(REFS)?;
+            {
+                let mut entries = txn.open_table(ENTRIES)?;
+                let mut usage = txn.open_table(USAGE)?;
+                let mut quotas = txn.open_table(QUOTAS)?;
+                let mut refs = txn.open_table(REFS)?;
+                let mut rows: u64 = 0;
+                loop {
+                    match read_row(input)? {
+                        Row::Entry {
+                            tenant,
+                            parent,
+                            name,
+                            value,
+                        } => {
+                            RawEntry::decode(&value)?;
+                            entries.insert(
+                                (tenant.as_str(), parent.as_str(), name.as_str()),
+                                value.as_slice(),
+                            )?;
+                        }
+                        Row::Usage {
+                            tenant,
+                            bytes,
+                            files,
+                        } => {
+                            usage.insert(tenant.as_str(), (bytes, files))?;
+                        }
+                        Row::Quota {
+                            tenant,
+                            max_bytes,
+                            max_files,
+                        } => {
+                            quotas.insert(tenant.as_str(), (max_bytes, max_files))?;
+                        }
+                        Row::Ref { hash, count } => {
+                            refs.insert(hash, count)?;
+                        }
+                        Row::End { rows: expected } => {
+                            if expected != rows {
+                                return Err(Error::Corrupt(format!(
+                                    "the snapshot announces {expected} rows but holds {rows}"
+                                )));
+                            }
+                            break;
+                        }
+                    }
+                    rows += 1;
+                }
+            }
+            write_mark(
+                &txn,
+                Mark {
+                    index,
+                    applied: Some(applied),
+                },
+            )?;
+            txn.commit()?;
+        }
+        self.gc()?;
+        if !self.missing_blobs()?.is_empty() {
+            self.missing.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The blobs committed entries reference that this node does not hold, with their sizes.
+    pub fn missing_blobs(&self) -> Result<Vec<(BlobHash, u64)>> {
+        let r = self.db.begin_read()?;
+        let mut sizes: HashMap<[u8; 32], u64> = HashMap::new();
+        for item in r.open_table(ENTRIES)?.iter()? {
+            let (_, v) = item?;
+            let e = RawEntry::decode(v.value())?;
+            if e.kind == EntryKind::File {
+                sizes.insert(e.hash, e.size);
+            }
+        }
+        let mut missing = Vec::new();
+        for (hash, size) in sizes {
+            if !self.blob_path(&hash).is_file() {
+                missing.push((BlobHash(hash), size));
+            }
+        }
+        missing.sort();
+        Ok(missing)
+    }
+
+    /// Fetches every missing blob ([`ZeroFs::missing_blobs`]) from the peers, verifying each.
+    pub fn fetch_missing(&self) -> Result<FetchReport> {
+        let mut report = FetchReport::default();
+        for (hash, size) in self.missing_blobs()? {
+            match self.fetch_verified(hash.0, size, &mut report.rejected) {
+                Ok(()) => report.fetched += 1,
+                Err(_) => report.missing.push(hash),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Fetches the blob `hash` of `size` bytes from a peer and stores it once verified.
+    pub(crate) fn fetch_blob(&self, hash: [u8; 32], size: u64) -> Result<()> {
+        let mut rejected = Vec::new();
+        self.fetch_verified(hash, size, &mut rejected)
+    }
+
+    fn fetch_verified(&self, hash: [u8; 32], size: u64, rejected: &mut Vec<String>) -> Result<()> {
+        let h = BlobHash(hash);
+        let Some(peers) = self.blob_peers() else {
+            return Err(Error::Corrupt(format!(
+                "blob {h} is missing and this store has no peers to fetch it from"
+            )));
+        };
+        let mut tried = Vec::new();
+        for source in peers.sources() {
+            let staged = self.stage_raw()?;
+            let mut sink = Hashing {
+                file: &staged.file,
+                hasher: Sha256::new(),
+                size: 0,
+                max: size,
+                overflowed: false,
+            };
+            if let Err(e) = peers.fetch(&source, h, size, &mut sink) {
+                tried.push(format!("{source}: {e}"));
+                continue;
+            }
+            let got: [u8; 32] = sink.hasher.finalize().into();
+            if got != hash || sink.size != size || sink.overflowed {
+                tracing::warn!(%source, blob = %h, "a peer served bytes that do not match the blob's hash");
+                tried.push(format!(
+                    "{source} served {} bytes that do not hash to {h}",
+                    sink.size
+                ));
+                continue;
+            }
+            staged
+                .file
+                .sync_all()
+                .map_err(|e| Error::io("syncing a fetched blob", e))?;
+            let _held = lock(&self.commit_lock);
+            let blob = self.blob_path(&hash);
+            if !blob.is_file() {
+                fs::rename(&staged.path, &blob)
+                    .map_err(|e| Error::io(format!("publishing fetched blob {h}"), e))?;
+                sync_dir(&self.blobs)?;
+            }
+            rejected.append(&mut tried);
+            return Ok(());
+        }
+        let message = format!(
+            "blob {h} is missing here and no peer served it: {}",
+            if tried.is_empty() {
+                "no peer is known".to_string()
+            } else {
+                tried.join("; ")
+            }
+        );
+        rejected.append(&mut tried);
+        Err(Error::Corrupt(message))
+    }
+
+    /// A temporary file in the store, outside any tenant's reservation (for blobs arriving
+    /// from peers).
+    fn stage_raw(&self) -> Result<StagedWrite> {
+        let n = self.staging.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .staging
+            .tmp
+            .join(format!("{}-{n}-peer", std::process::id()));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating a temporary file for a blob from a peer", e))?;
+        lock(&self.staging.inflight).insert(path.clone());
+        Ok(StagedWrite {
+            staging: self.staging.clone(),
+            tenant: String::new(),
+            path,
+            file,
+            reserved: 0,
+        })
+    }
+
+    /// Stores a blob pushed by a peer: exactly `size` bytes of `content` that must hash to
+    /// `hash`, else nothing is kept. An unreferenced pushed blob is removed by [`ZeroFs::gc`]
+    /// unless a committed entry comes to reference it.
+    pub fn receive_blob(
+        &self,
+        hash: BlobHash,
+        size: u64,
+        content: &mut dyn Read,
+    ) -> std::result::Result<(), zeroraft::blobs::BlobRefusal> {
+        use zeroraft::blobs::BlobRefusal;
+        let failed = |e: Error| BlobRefusal::Failed(e.to_string());
+        let staged = self.stage_raw().map_err(failed)?;
+        let mut sink = Hashing {
+            file: &staged.file,
+            hasher: Sha256::new(),
+            size: 0,
+            max: size,
+            overflowed: false,
+        };
+        let copied = io::copy(
+            &mut Read::take(&mut *content, size.saturating_add(1)),
+            &mut sink,
+        );
+        if let Err(e) = copied {
+            return Err(if sink.overflowed {
+                BlobRefusal::Mismatch(format!("blob {hash}: {e}"))
+            } else {
+                BlobRefusal::Failed(format!("receiving blob {hash}: {e}"))
+            });
+        }
+        let got: [u8; 32] = sink.hasher.finalize().into();
+        if sink.size != size {
+            return Err(BlobRefusal::Mismatch(format!(
+                "blob {hash} was announced as {size} bytes but {} arrived",
+                sink.size
+            )));
+        }
+        if got != hash.0 {
+            return Err(BlobRefusal::Mismatch(format!(
+                "the bytes sent as blob {hash} hash to {}",
+                BlobHash(got)
+            )));
+        }
+        staged
+            .file
+            .sync_all()
+            .map_err(|e| failed(Error::io("syncing a received blob", e)))?;
+        let _held = lock(&self.commit_lock);
+        let blob = self.blob_path(&hash.0);
+        if !blob.is_file() {
+            fs::rename(&staged.path, &blob)
+                .map_err(|e| failed(Error::io(format!("publishing received blob {hash}"), e)))?;
+            sync_dir(&self.blobs).map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Opens a stored blob by hash: its size and file, or `None` when this node lacks it.
+    pub fn open_blob(&self, hash: BlobHash) -> Result<Option<(u64, File)>> {
+        match File::open(self.blob_path(&hash.0)) {
+            Ok(file) => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| Error::io("inspecting a blob", e))?
+                    .len();
+                Ok(Some((len, file)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("opening blob {hash}"), e)),
+        }
     }
 }

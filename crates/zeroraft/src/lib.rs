@@ -46,6 +46,7 @@
 // helpers that build them for those traits do too (as openraft's own examples allow).
 #![allow(clippy::result_large_err)]
 
+pub mod blobs;
 mod codec;
 mod error;
 mod log_store;

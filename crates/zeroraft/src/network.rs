@@ -38,6 +38,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use zero_auth::Did;
 
+use crate::blobs::{self, BlobStore};
 use crate::codec::{decode, encode};
 use crate::peer::PeerChannel;
 use crate::{Member, NodeId, Raft, Request as Command, TypeConfig};
@@ -251,6 +252,7 @@ pub(crate) async fn serve(
     channel: PeerChannel,
     raft: Raft,
     limits: Limits,
+    blobs: Option<Arc<dyn BlobStore>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -275,9 +277,10 @@ pub(crate) async fn serve(
         };
         let channel = channel.clone();
         let raft = raft.clone();
+        let blobs = blobs.clone();
         connections.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, from, channel, raft, limits).await;
+            serve_connection(stream, from, channel, raft, limits, blobs).await;
         });
     }
     // Dropping the set aborts the connections still open.
@@ -289,6 +292,7 @@ async fn serve_connection(
     channel: PeerChannel,
     raft: Raft,
     limits: Limits,
+    blobs: Option<Arc<dyn BlobStore>>,
 ) {
     let _ = stream.set_nodelay(true);
     let (tls, did) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, channel.accept(stream)).await {
@@ -305,7 +309,16 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request| {
         let raft = raft.clone();
         let did = did.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(raft, did, limits, request).await) }
+        let blobs = blobs.clone();
+        async move {
+            let response = match blobs {
+                Some(store) if blobs::is_blob_path(request.uri().path()) => {
+                    blobs::handle(store, did, request).await
+                }
+                _ => blobs::boxed(handle(raft, did, limits, request).await),
+            };
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)

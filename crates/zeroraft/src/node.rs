@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zero_auth::{Did, Keypair};
 
+use crate::blobs::BlobService;
 use crate::error::{forward, from_fatal};
 use crate::log_store::{LogStore, open_database};
 use crate::network::{Connection, ForwardAnswer, ForwardFailure, Limits, Network, serve};
@@ -101,6 +102,9 @@ pub struct NodeConfig {
     /// never commits): on a follower this covers finding the leader, forwarding and the
     /// leader's commit.
     pub write_timeout: Duration,
+    /// The blob store served to other nodes on the peer listener (`/blob/…`, see
+    /// [`blobs`](crate::blobs)); none by default.
+    pub blobs: Option<BlobService>,
 }
 
 impl NodeConfig {
@@ -125,6 +129,7 @@ impl NodeConfig {
             max_command_bytes: 8 << 20,
             max_message_bytes: 32 << 20,
             write_timeout: Duration::from_secs(10),
+            blobs: None,
         }
     }
 
@@ -361,7 +366,15 @@ impl<S: StateMachine> RaftNode<S> {
         .await
         .map_err(|e| from_fatal(&e))?;
         let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, channel, raft.clone(), limits, stopped));
+        let blobs = config.blobs.as_ref().map(|b| b.0.clone());
+        let server = tokio::spawn(serve(
+            listener,
+            channel,
+            raft.clone(),
+            limits,
+            blobs,
+            stopped,
+        ));
         tracing::info!(id = config.id, addr = %local_addr, did = %member.did, "raft node started");
         Ok(RaftNode {
             id: config.id,
