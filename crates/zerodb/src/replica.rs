@@ -442,8 +442,9 @@ pub trait Replicator: Send + Sync + 'static {
     fn submit(&self, command: WriteCommand) -> Submitted<'_>;
 }
 
-/// A node running [`DbMachine`] alone as its state machine replicates writes itself (on the
-/// leader; a follower answers [`Error::Unavailable`] naming the leader).
+/// A node running [`DbMachine`] alone as its state machine replicates writes itself (a
+/// follower forwards them to the leader; [`Error::Unavailable`] when none commits them in
+/// time).
 impl Replicator for zeroraft::RaftNode<DbMachine> {
     fn submit(&self, command: WriteCommand) -> Submitted<'_> {
         Box::pin(async move {

@@ -246,16 +246,24 @@ async fn writes_replicate_identically_refusals_are_the_same_everywhere_and_a_new
         vec![vec![Value::Integer(13)]]
     );
 
-    // A follower does not accept writes: the error says the write was not committed.
+    // A write submitted to a follower is forwarded to the leader (zeroraft's write
+    // forwarding) and commits everywhere, with the next id.
     let c = propose(
         &nodes[1],
         "acme",
         &StaticGrants::all(),
         WriteKind::Execute,
-        vec![stmt("DELETE FROM t", vec![])],
+        vec![stmt("INSERT INTO t (v) VALUES ('forwarded')", vec![])],
     );
-    let e = nodes[1].submit(c).await.unwrap_err();
-    assert!(matches!(e, zerodb::Error::Unavailable(_)), "{e:?}");
+    nodes[1].submit(c).await.unwrap();
+    let last = leader.status().applied_index.unwrap();
+    for node in [&nodes[1], &nodes[2], &newcomer] {
+        node.wait_applied(last, WAIT).await.unwrap();
+        assert_eq!(
+            rows(node, "acme", "SELECT id FROM t WHERE v = 'forwarded'"),
+            vec![vec![Value::Integer(14)]]
+        );
+    }
 
     newcomer.shutdown().await.unwrap();
     for node in nodes {
