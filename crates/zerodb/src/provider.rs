@@ -349,9 +349,16 @@ impl wit::HostDatabase for DbView<'_> {
                 ),
             })));
         }
-        let databases = st.databases.clone();
-        let tenant = self.invocation.tenant.clone();
-        let opened = blocking(self, move |_| databases.database(&tenant, &name)).await?;
+        // A database opened before is a lookup: no hop to the blocking pool (the first open
+        // creates its directory and file, and opens its connection, there).
+        let opened = match st.databases.cached(&self.invocation.tenant, &name) {
+            Some(db) => Ok(db),
+            None => {
+                let databases = st.databases.clone();
+                let tenant = self.invocation.tenant.clone();
+                blocking(self, move |_| databases.database(&tenant, &name)).await?
+            }
+        };
         match opened {
             Ok(db) => {
                 let handle = self.table.push(DbHandle { db })?;

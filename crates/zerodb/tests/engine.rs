@@ -1018,3 +1018,22 @@ fn tenants_have_a_database_count_a_quota_and_a_bounded_pool() {
         vec![vec![Value::Integer(200000)]]
     );
 }
+
+/// `Databases::cached` answers only what `Databases::database` opened before, for that tenant
+/// and name only: it never creates a database, nor finds another tenant's one of the same name.
+#[test]
+fn cached_finds_only_a_database_opened_before_for_the_same_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let dbs = Databases::open(dir.path(), Limits::default()).unwrap();
+    assert!(dbs.cached("acme", "app").is_none());
+    assert!(
+        !dbs.exists("acme", "app").unwrap(),
+        "a lookup creates nothing"
+    );
+    let opened = dbs.database("acme", "app").unwrap();
+    let again = dbs.cached("acme", "app").expect("opened before");
+    assert!(std::sync::Arc::ptr_eq(&opened, &again));
+    assert!(dbs.cached("evil", "app").is_none(), "another tenant's name");
+    assert!(dbs.cached("acme", "other").is_none());
+    assert!(dbs.cached("acme", "../acme/app").is_none());
+}

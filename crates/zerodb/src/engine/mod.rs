@@ -373,6 +373,16 @@ impl Databases {
         lock(&self.shared.pool).open.len()
     }
 
+    /// The database `name` of `tenant` if [`Databases::database`] returned it before: a
+    /// lookup under a lock, with no file system access, so cheap enough for an async thread
+    /// (`None` otherwise: call [`Databases::database`]). Check the caller's right to the
+    /// database before calling this.
+    pub fn cached(&self, tenant: &str, name: &str) -> Option<Arc<Database>> {
+        lock(&self.open)
+            .get(&(tenant.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
     /// Opens database `name` of `tenant`, creating it if it does not exist (refused with
     /// `databases` when the tenant already has [`Limits::max_databases_per_tenant`]). The same
     /// [`Database`] is returned for the same (tenant, name) while this value lives. Check the
