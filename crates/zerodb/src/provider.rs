@@ -295,6 +295,37 @@ enum Planned<T> {
 
 use Planned::{Local, Replicate};
 
+/// Whether a call's statements go through the log: `None` to run them here (no replicator,
+/// or they only read); else the write command, or the refusal of planning it.
+fn plan<T>(
+    replicated: bool,
+    db: &Database,
+    grants: &ScopedChain,
+    kind: WriteKind,
+    statements: impl FnOnce() -> Vec<Statement>,
+) -> Option<Planned<T>> {
+    if !replicated {
+        return None;
+    }
+    match plan_write(db, grants, kind, statements()) {
+        Ok(None) => None,
+        Ok(Some(command)) => Some(Replicate(command)),
+        Err(e) => Some(Local(Err(e))),
+    }
+}
+
+/// A call's result: the one it got here, or its replicated write's response read by `into`.
+async fn settle<T>(
+    replicator: Option<Arc<dyn Replicator>>,
+    planned: Planned<T>,
+    into: impl FnOnce(crate::replica::WriteResponse) -> crate::Result<T>,
+) -> crate::Result<T> {
+    match planned {
+        Local(r) => r,
+        Replicate(command) => submit(replicator, command).await.and_then(into),
+    }
+}
+
 /// Sends `command` through the provider's replicator. A request that ends stops waiting for
 /// the answer (the write may still be committed: the log decides).
 async fn submit(
@@ -378,27 +409,20 @@ impl wit::HostDatabase for DbView<'_> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
         let replicated = self.instance.replicator.is_some();
-        let result = blocking(self, move |ctl| {
-            if !replicated {
-                return Local(db.query_with(ctl, &*grants, &sql, &params));
+        let planned = blocking(self, move |ctl| {
+            let statement = || {
+                vec![Statement {
+                    sql: sql.clone(),
+                    params: params.clone(),
+                }]
+            };
+            if let Some(p) = plan(replicated, &db, &grants, WriteKind::Query, statement) {
+                return p;
             }
-            let statements = vec![Statement {
-                sql: sql.clone(),
-                params: params.clone(),
-            }];
-            match plan_write(&db, &*grants, WriteKind::Query, statements) {
-                Ok(None) => Local(db.query_with(ctl, &*grants, &sql, &params)),
-                Ok(Some(command)) => Replicate(command),
-                Err(e) => Local(Err(e)),
-            }
+            Local(db.query_with(ctl, &*grants, &sql, &params))
         })
         .await?;
-        let result = match result {
-            Local(r) => r,
-            Replicate(command) => submit(self.instance.replicator.clone(), command)
-                .await
-                .and_then(|r| r.into_rows()),
-        };
+        let result = settle(self.instance.replicator.clone(), planned, |r| r.into_rows()).await;
         Ok(result
             .map(|r| wit::Rows {
                 columns: r.columns,
@@ -420,27 +444,20 @@ impl wit::HostDatabase for DbView<'_> {
         let (db, grants) = handle_db(self, &handle)?;
         let params: Vec<crate::Value> = params.into_iter().map(from_wit_value).collect();
         let replicated = self.instance.replicator.is_some();
-        let result = blocking(self, move |ctl| {
-            if !replicated {
-                return Local(db.execute_with(ctl, &*grants, &sql, &params));
+        let planned = blocking(self, move |ctl| {
+            let statement = || {
+                vec![Statement {
+                    sql: sql.clone(),
+                    params: params.clone(),
+                }]
+            };
+            if let Some(p) = plan(replicated, &db, &grants, WriteKind::Execute, statement) {
+                return p;
             }
-            let statements = vec![Statement {
-                sql: sql.clone(),
-                params: params.clone(),
-            }];
-            match plan_write(&db, &*grants, WriteKind::Execute, statements) {
-                Ok(None) => Local(db.execute_with(ctl, &*grants, &sql, &params)),
-                Ok(Some(command)) => Replicate(command),
-                Err(e) => Local(Err(e)),
-            }
+            Local(db.execute_with(ctl, &*grants, &sql, &params))
         })
         .await?;
-        let result = match result {
-            Local(r) => r,
-            Replicate(command) => submit(self.instance.replicator.clone(), command)
-                .await
-                .and_then(|r| r.into_exec()),
-        };
+        let result = settle(self.instance.replicator.clone(), planned, |r| r.into_exec()).await;
         Ok(result
             .map(to_wit_exec)
             .map_err(|e| refusal(self.invocation, e)))
@@ -454,37 +471,33 @@ impl wit::HostDatabase for DbView<'_> {
         let (db, grants) = handle_db(self, &handle)?;
         let replicated = self.instance.replicator.is_some();
         let limit = self.instance.databases.limits().max_batch_statements;
-        let result = blocking(self, move |ctl| {
+        let planned = blocking(self, move |ctl| {
             let (sqls, params): (Vec<String>, Vec<Vec<crate::Value>>) = statements
                 .into_iter()
                 .map(|s| (s.sql, s.params.into_iter().map(from_wit_value).collect()))
                 .unzip();
-            if replicated && sqls.len() <= limit {
-                let statements = sqls
-                    .iter()
+            let statements = || {
+                sqls.iter()
                     .zip(&params)
                     .map(|(sql, params)| Statement {
                         sql: sql.clone(),
                         params: params.clone(),
                     })
-                    .collect();
-                match plan_write(&db, &*grants, WriteKind::Batch, statements) {
-                    Ok(None) => {}
-                    Ok(Some(command)) => return Replicate(command),
-                    Err(e) => return Local(Err(e)),
-                }
+                    .collect()
+            };
+            let replicate = replicated && sqls.len() <= limit;
+            if let Some(p) = plan(replicate, &db, &grants, WriteKind::Batch, statements) {
+                return p;
             }
             let stmts: Vec<(&str, Vec<crate::Value>)> =
                 sqls.iter().map(String::as_str).zip(params).collect();
             Local(db.batch_with(ctl, &*grants, &stmts))
         })
         .await?;
-        let result = match result {
-            Local(r) => r,
-            Replicate(command) => submit(self.instance.replicator.clone(), command)
-                .await
-                .and_then(|r| r.into_batch()),
-        };
+        let result = settle(self.instance.replicator.clone(), planned, |r| {
+            r.into_batch()
+        })
+        .await;
         Ok(result
             .map(|v| v.into_iter().map(to_wit_exec).collect())
             .map_err(|e| refusal(self.invocation, e)))
