@@ -160,7 +160,7 @@ ABUSE_SECS=$((DURATION + 4))
 abuse() { # NAME URL [wrk args...]: NAME's wrk in the background, its summary kept.
     local name=$1 url=$2
     shift 2
-    nice -n "$ABUSERS_NICE" wrk -t1 -c"$ABUSE_CONNS" -d"${ABUSE_SECS}s" "$@" "$url" >"$WORK/abuse-$name.out" 2>&1 &
+    nice -n "$ABUSERS_NICE" "${DIE_WITH_BENCH[@]}" wrk -t1 -c"$ABUSE_CONNS" -d"${ABUSE_SECS}s" "$@" "$url" >"$WORK/abuse-$name.out" 2>&1 &
     BENCH_PIDS+=("$!")
     ABUSERS+=("$!")
 }

@@ -68,11 +68,21 @@ bench_build() {
     cargo build --release -q -p zero -p native-hello -p zero-bench
 }
 
+# The benchmark's servers die with it: on Linux, setpriv gives each the parent-death signal
+# SIGKILL, so that a run killed where no trap can run (SIGKILL, a lost terminal) leaves no node
+# behind to load the machine and skew every later figure.
+DIE_WITH_BENCH=()
+command -v setpriv >/dev/null && DIE_WITH_BENCH=(setpriv --pdeathsig KILL)
+# And a run ended by SIGINT, SIGTERM or SIGHUP exits through bench_cleanup.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
 # start_bg LOG CMD ARGS...: starts a server in the background; its pid is in $LAST_PID.
 start_bg() {
     local log=$1
     shift
-    "$@" >/dev/null 2>>"$log" &
+    "${DIE_WITH_BENCH[@]}" "$@" >/dev/null 2>>"$log" &
     LAST_PID=$!
     BENCH_PIDS+=("$LAST_PID")
 }
