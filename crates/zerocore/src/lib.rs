@@ -60,8 +60,11 @@ use crate::state::{CpuMark, CpuMeter, Faults, GuestLimits};
 
 use crate::aot::ArtifactStore;
 
-/// Length of one epoch tick, the granularity of CPU metering.
-pub const TICK: Duration = Duration::from_millis(5);
+/// Length of one epoch tick, the granularity of CPU metering and the longest slice a guest
+/// runs without yielding: whatever waits behind a busy guest on its thread (another tenant's
+/// connection, a guest given a turn) waits at most this long (5 ms made the healthy tenant's p99
+/// under abuse about 40 ms; 1 ms, 8–13 ms: `docs/reliability.md`).
+pub const TICK: Duration = Duration::from_millis(1);
 
 /// Limits applied to every request: `[limits]` in `zerocore.toml` (keys in brackets).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -1217,6 +1220,7 @@ impl<P: ProviderSet> Runtime<P> {
                 }
                 _ => None,
             };
+            turns::yielding();
             Ok(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {

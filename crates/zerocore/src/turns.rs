@@ -320,15 +320,30 @@ impl Turns {
 
     /// Ends a slice of `tenant` that ran for `ns` in turn `id`.
     fn give_back(&self, id: u64, tenant: &Arc<str>, ns: u64) {
-        let waker = {
-            let now = Instant::now();
-            let mut inner = self.lock();
-            inner.charge(tenant, ns, now);
-            inner.give_back(id, now)
-        };
-        if let Some(w) = waker {
+        if let Some(w) = self.hand_on(id, tenant, ns) {
             w.wake();
         }
+    }
+
+    /// Ends a slice as [`Turns::give_back`] does, the slice of a guest that yielded at an epoch
+    /// tick: the guest it goes to is woken only once this thread has polled for I/O, as the
+    /// yielding guest is. Woken at once, it would run next on this thread, and so would the
+    /// guest it hands its turn on to: while guests that use every slice they get hold every
+    /// turn, an async worker would go from slice to slice without looking at its sockets for
+    /// the dozens of slices between its regular checks, and every connection it serves would
+    /// wait that long to be read or written.
+    fn give_back_at_yield(&self, id: u64, tenant: &Arc<str>, ns: u64) {
+        if let Some(w) = self.hand_on(id, tenant, ns) {
+            defer_wake(&w);
+        }
+    }
+
+    /// Charges a slice and gives its turn back, returning the waker of the waiter it went to.
+    fn hand_on(&self, id: u64, tenant: &Arc<str>, ns: u64) -> Option<Waker> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.charge(tenant, ns, now);
+        inner.give_back(id, now)
     }
 
     /// A waiter gone (its request ended while it waited): out of the queue, or its turn, if it
@@ -500,12 +515,37 @@ impl<F: Future + Unpin> Future for Scheduled<F> {
             }
         };
         let start = Instant::now();
+        YIELDED.set(false);
         let out = Pin::new(&mut this.guest).poll(cx);
         let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         this.ran_ns = this.ran_ns.saturating_add(ns);
-        this.turns.give_back(id, &this.tenant, ns);
+        if out.is_pending() && YIELDED.take() {
+            this.turns.give_back_at_yield(id, &this.tenant, ns);
+        } else {
+            this.turns.give_back(id, &this.tenant, ns);
+        }
         out
     }
+}
+
+thread_local! {
+    /// Set by [`yielding`] while a guest's slice runs on this thread.
+    static YIELDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tells the turns that the guest polled on this thread yields at an epoch tick (its slice
+/// ends with the tick, not in a host call): called from the epoch callback.
+pub(crate) fn yielding() {
+    YIELDED.set(true);
+}
+
+/// Wakes `waker` once the async worker this runs on has polled for I/O (as
+/// `tokio::task::yield_now` wakes the task that yields), or at once off the async workers.
+fn defer_wake(waker: &Waker) {
+    let mut deferred = std::pin::pin!(tokio::task::yield_now());
+    // Polled once, `yield_now` hands the waker of its context to the worker's deferred
+    // wake-ups and returns pending; dropped then, it leaves that wake-up in place.
+    let _ = deferred.as_mut().poll(&mut Context::from_waker(waker));
 }
 
 impl<F> Drop for Scheduled<F> {
@@ -718,5 +758,82 @@ mod tests {
         let _ = spin.await;
         // The aborted spinner gave back its turn or its place in the queue.
         assert_eq!(turns.counts(), (0, 0));
+    }
+
+    /// A guest that yields at every tick as the epoch callback makes it: [`yielding`], then a
+    /// `yield_now`, one slice of 1 ms per poll; counts its slices.
+    fn ticking_guest(slices: Arc<AtomicUsize>) -> impl Future<Output = ()> + Unpin + Send {
+        let mut tick: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        std::future::poll_fn(move |cx| {
+            if let Some(t) = &mut tick {
+                if t.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                tick = None;
+            }
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(1) {}
+            slices.fetch_add(1, Ordering::Relaxed);
+            yielding();
+            let mut next: Pin<Box<dyn Future<Output = ()> + Send>> =
+                Box::pin(tokio::task::yield_now());
+            assert!(next.as_mut().poll(cx).is_pending());
+            tick = Some(next);
+            Poll::Pending
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn turns_handed_on_at_a_tick_reach_their_waiters_on_a_busy_worker() {
+        let (turns, _) = turns(1);
+        // Two guests of one tenant share the one turn, each handing it to the other at every
+        // tick (the wake-up of the one it goes to deferred until the worker polls for I/O)...
+        let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::default()).collect();
+        let spinners: Vec<_> = counts
+            .iter()
+            .map(|c| {
+                let turns = turns.clone();
+                let guest = ticking_guest(c.clone());
+                tokio::spawn(async move { turns.run("busy".into(), guest).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...and both go on: no hand-on was lost.
+        let before: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert!(before.iter().all(|&n| n > 0), "both guests ran: {before:?}");
+        // A light tenant's guests get the turn between their ticks, and a timer on the same
+        // workers fires (the workers poll their drivers between slices).
+        for _ in 0..10 {
+            let out = tokio::time::timeout(
+                Duration::from_secs(5),
+                turns.run("light".into(), std::future::ready(7)),
+            )
+            .await
+            .expect("the light guest got a turn");
+            assert_eq!(out, 7);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (c, b) in counts.iter().zip(&before) {
+            assert!(c.load(Ordering::Relaxed) > *b, "every guest kept running");
+        }
+        for s in spinners {
+            s.abort();
+            let _ = s.await;
+        }
+        assert_eq!(turns.counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_deferred_wake_off_the_async_workers_wakes_at_once() {
+        let woken = Arc::new(AtomicUsize::new(0));
+        struct Count(Arc<AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        defer_wake(&Waker::from(Arc::new(Count(woken.clone()))));
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
     }
 }
