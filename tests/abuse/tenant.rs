@@ -507,8 +507,10 @@ fn a_gigabyte_of_output_is_cut_at_the_log_budget_without_buffering() {
             mark.contains("[limits] guest_log_bytes") && mark.contains("65536 bytes"),
             "{mark}"
         );
-        // The request ends by its CPU time (300 ms of it), well within its wall time (3 s).
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        // The request ends by its CPU time (300 ms of it; the 500 and its `cpu_limit` fault
+        // above), long before its wall-clock limit (30 s). Alone on this 2-core machine it
+        // takes 0.7-1.1 s, even beside three CPU hogs; beside the rest of the suite, up to 3 s.
+        assert!(took < Duration::from_secs(20), "{took:?}");
     }
     // Both streams at once, within the CPU time: 200, each stream cut at its budget.
     let r = get(&w.node.url("/logger?flood=1&stream=both"));
