@@ -62,8 +62,9 @@ use crate::aot::ArtifactStore;
 
 /// Length of one epoch tick, the granularity of CPU metering and the longest slice a guest
 /// runs without yielding: whatever waits behind a busy guest on its thread (another tenant's
-/// connection, a guest given a turn) waits at most this long (5 ms made the healthy tenant's p99
-/// under abuse about 40 ms; 1 ms, 8–13 ms: `docs/reliability.md`).
+/// connection, a guest given a turn) waits at most this long. With 5 ms ticks the healthy
+/// tenant's p99 under every abuser was 54 ms; with 1 ms ticks and turns handed on after the
+/// worker polls for I/O (`turns`), 8–13 ms (`docs/reliability.md`).
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Limits applied to every request: `[limits]` in `zerocore.toml` (keys in brackets).

@@ -760,25 +760,16 @@ mod tests {
         assert_eq!(turns.counts(), (0, 0));
     }
 
-    /// A guest that yields at every tick as the epoch callback makes it: [`yielding`], then a
-    /// `yield_now`, one slice of 1 ms per poll; counts its slices.
+    /// A guest that yields at every tick as the epoch callback makes it ([`yielding`], and its
+    /// own wake-up deferred as `yield_now` defers it), one slice of 1 ms per poll; counts its
+    /// slices.
     fn ticking_guest(slices: Arc<AtomicUsize>) -> impl Future<Output = ()> + Unpin + Send {
-        let mut tick: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         std::future::poll_fn(move |cx| {
-            if let Some(t) = &mut tick {
-                if t.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                tick = None;
-            }
             let t = Instant::now();
             while t.elapsed() < Duration::from_millis(1) {}
             slices.fetch_add(1, Ordering::Relaxed);
             yielding();
-            let mut next: Pin<Box<dyn Future<Output = ()> + Send>> =
-                Box::pin(tokio::task::yield_now());
-            assert!(next.as_mut().poll(cx).is_pending());
-            tick = Some(next);
+            defer_wake(cx.waker());
             Poll::Pending
         })
     }
