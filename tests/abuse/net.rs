@@ -635,6 +635,75 @@ fn a_client_that_stops_reading_its_response_is_cut() {
     });
 }
 
+/// A log sink that stops reading (the node's stderr is a pipe nobody reads: a stuck
+/// collector, a paused terminal) does not stop the node: its log lines are written by a thread
+/// of their own, through a buffer, so requests are answered while the pipe is full, and every
+/// line is written once the sink reads again. (Before, each thread that logged blocked on the
+/// full pipe: under a tenant's flood of refused requests, every tenant waited for the log.)
+#[test]
+fn a_log_sink_that_stops_reading_does_not_stop_the_node() {
+    use std::sync::atomic::Ordering;
+    let node = hello_node("abuse-log-stall", "");
+    let before = node.log_json().len();
+    node.logs_paused.store(true, Ordering::Relaxed);
+    // Far more access lines than a pipe holds (64 KiB, about 200 lines).
+    let (clients, each) = (4, 500);
+    let t0 = Instant::now();
+    let answered: Vec<usize> = (0..clients)
+        .map(|_| {
+            let url = node.url("/");
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                // A client stops at its first request left unanswered.
+                (0..each)
+                    .take_while(|_| match agent.get(&url).call() {
+                        Ok(r) => r.status() == 200 && r.into_string().is_ok(),
+                        Err(_) => false,
+                    })
+                    .count()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let took = t0.elapsed();
+    let read_while_paused = node.log_json().len() - before;
+    node.logs_paused.store(false, Ordering::Relaxed);
+    assert_eq!(
+        answered,
+        vec![each; clients],
+        "requests went unanswered while the node's stderr was not read"
+    );
+    // Nothing was lost: every request's access line arrives once stderr is read again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let access = || {
+        node.log_json()
+            .iter()
+            .filter(|v| v["target"] == "access" && v["path"] == "/")
+            .count()
+    };
+    while access() < clients * each && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "log sink stalled: {} requests answered in {took:?} with the node's stderr unread \
+         ({read_while_paused} lines read meanwhile, from the reader's own buffer); {} access \
+         lines once it read again",
+        clients * each,
+        access()
+    );
+    assert_eq!(access(), clients * each, "access lines were lost");
+    assert!(
+        node.log_json()
+            .iter()
+            .all(|v| !msg(v).starts_with("log lines were dropped")),
+        "lines were dropped though the buffer holds them"
+    );
+}
+
 /// The connection driver replaced hyper-util's graceful shutdown: on SIGTERM the node stops
 /// accepting, lets the request in flight finish (its body still arriving), closes the idle
 /// connection, and exits.

@@ -73,6 +73,8 @@ pub struct NodeProc {
     pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
     pub dir: PathBuf,
+    /// While set, the node's stderr is not read (a log sink that stopped: the pipe fills).
+    pub logs_paused: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl NodeProc {
@@ -101,13 +103,18 @@ impl NodeProc {
             .spawn()
             .expect("start zero");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let logs_paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         {
-            let logs = logs.clone();
+            let (logs, paused) = (logs.clone(), logs_paused.clone());
             let stderr = child.stderr.take().unwrap();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
+                let mut lines = BufReader::new(stderr).lines();
+                loop {
+                    while paused.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let Some(Ok(line)) = lines.next() else { break };
                     if line.contains("zeroproxy listening") {
                         let _ = tx.send(line.clone());
                     }
@@ -145,6 +152,7 @@ impl NodeProc {
             admin,
             logs,
             dir: dir.to_path_buf(),
+            logs_paused,
         }
     }
 

@@ -82,9 +82,35 @@ pub fn providers(
     }
 }
 
+/// Log lines held for stderr while it is slower than the node (about 300 bytes each in JSON):
+/// seconds of the heaviest logging the node does (a line for every refused request).
+const LOG_BUFFER_LINES: usize = 32_768;
+
+/// How often the node says how many log lines it dropped because stderr could not keep up.
+const LOG_DROPS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The node's log writer: lines are written to stderr by a thread of their own, so a slow
+/// reader of stderr (a full pipe, a paused terminal) never holds up a thread that serves
+/// requests. Dropping it writes what is still buffered.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard").finish_non_exhaustive()
+    }
+}
+
 /// Sets up logging to stderr: human-readable or JSON, filtered by `RUST_LOG` if set, else by
-/// `level`.
-pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
+/// `level`. Keep the guard for as long as the node logs.
+///
+/// The lines go through a buffer of [`LOG_BUFFER_LINES`] to a writer thread. When stderr is
+/// slower than the node for longer than the buffer holds, new lines are dropped rather than
+/// the node being slowed (a tenant's flood of refused requests would otherwise stall every
+/// tenant behind the log), and every [`LOG_DROPS_EVERY`] a warning says how many were.
+pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<LogGuard> {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.is_empty() => EnvFilter::try_new(&v)
@@ -111,7 +137,13 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .thread_name("zero-log")
+        .finish(std::io::stderr());
+    let dropped = writer.error_counter();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
     let fmt = match format {
         LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),
@@ -124,7 +156,24 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<()> {
         .try_init()
         .map_err(|e| anyhow::anyhow!("logging is already initialized: {e}"))?;
     log::set_max_level(log_level);
-    Ok(())
+    std::thread::Builder::new()
+        .name("zero-log-drops".into())
+        .spawn(move || {
+            let mut reported = 0;
+            loop {
+                std::thread::sleep(LOG_DROPS_EVERY);
+                let now = dropped.dropped_lines();
+                if now > reported {
+                    tracing::warn!(
+                        dropped = now - reported,
+                        "log lines were dropped: stderr did not keep up with the node (read the node's stderr faster, or log less: [log] level = \"warn\")"
+                    );
+                    reported = now;
+                }
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the log watcher thread: {e}"))?;
+    Ok(LogGuard { _writer: guard })
 }
 
 /// A running node.

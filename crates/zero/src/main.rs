@@ -792,7 +792,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     LogFormat::Text
                 };
             }
-            zero_node::init_logging(cfg.log.format, &cfg.log.level)?;
+            let _log = zero_node::init_logging(cfg.log.format, &cfg.log.level)?;
             let scheme = |tls: bool| if tls { "https" } else { "http" };
             let http_scheme = scheme(cfg.http.tls_cert.is_some());
             let admin_scheme = scheme(cfg.admin.tls_cert.is_some());
