@@ -84,6 +84,8 @@ struct Healthy {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// The slowest request so far: its time and the request id the node gave it.
+    slowest: Arc<Mutex<(Duration, String)>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -92,14 +94,35 @@ impl Healthy {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
+        let slowest = Arc::new(Mutex::new((Duration::ZERO, String::new())));
         let threads = (0..clients)
             .map(|_| {
-                let (url, stop, ok, errors) =
-                    (url.clone(), stop.clone(), ok.clone(), errors.clone());
+                let (url, stop, ok, errors, slowest) = (
+                    url.clone(),
+                    stop.clone(),
+                    ok.clone(),
+                    errors.clone(),
+                    slowest.clone(),
+                );
                 std::thread::spawn(move || {
                     let agent = agent();
                     while !stop.load(Ordering::Relaxed) {
-                        match agent.get(&url).call() {
+                        let started = Instant::now();
+                        let r = agent.get(&url).call();
+                        let took = started.elapsed();
+                        let id = match &r {
+                            Ok(r) | Err(ureq::Error::Status(_, r)) => {
+                                r.header("x-request-id").unwrap_or_default().to_string()
+                            }
+                            Err(_) => String::new(),
+                        };
+                        {
+                            let mut slowest = slowest.lock().unwrap();
+                            if took > slowest.0 {
+                                *slowest = (took, id);
+                            }
+                        }
+                        match r {
                             Ok(r) if r.status() == 200 => {
                                 let _ = r.into_string();
                                 ok.fetch_add(1, Ordering::Relaxed);
@@ -122,18 +145,31 @@ impl Healthy {
             stop,
             ok,
             errors,
+            slowest,
             threads,
         }
     }
 
     /// Stops the traffic and asserts every request was answered 200; returns how many were.
-    fn finish(self, what: &str) -> usize {
+    /// On a failure it shows the slowest request and what `node` logged about it.
+    fn finish(self, what: &str, node: &NodeProc) -> usize {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
         }
         let errors = self.errors.lock().unwrap();
         let ok = self.ok.load(Ordering::Relaxed);
+        let (took, id) = self.slowest.lock().unwrap().clone();
+        eprintln!("the healthy tenant's slowest request during {what} took {took:?} ({id})");
+        if !errors.is_empty() || took > Duration::from_secs(1) {
+            let about: Vec<String> = node
+                .log_json()
+                .into_iter()
+                .filter(|v| !id.is_empty() && v["request_id"] == id.as_str())
+                .map(|v| v.to_string())
+                .collect();
+            eprintln!("the node's log about {id}:\n{}", about.join("\n"));
+        }
         assert!(
             errors.is_empty(),
             "the healthy tenant saw {} errors ({ok} answered) during {what}: {:?}",
@@ -289,7 +325,7 @@ fn a_deploy_flood_is_refused_past_the_tenant_limit_while_other_tenants_deploy_an
     for t in flood {
         t.join().unwrap();
     }
-    let served = healthy.finish("the deploy flood");
+    let served = healthy.finish("the deploy flood", &w.node);
     let outcomes = outcomes.lock().unwrap();
     let deployed = outcomes.iter().filter(|r| r.is_ok()).count();
     let mut too_many_deploys = 0;
@@ -526,7 +562,7 @@ fn a_gigabyte_of_output_is_cut_at_the_log_budget_without_buffering() {
         peak < base + (32 << 10),
         "the node's peak memory grew from {base} KiB to {peak} KiB with the output flood"
     );
-    healthy.finish("the output flood");
+    healthy.finish("the output flood", &w.node);
 }
 
 /// Abusive tenants hit every limit at once — CPU (spin), memory (membomb), output (logger
@@ -655,7 +691,7 @@ fn every_limit_tripped_at_once_leaves_the_healthy_tenant_without_errors() {
     std::thread::sleep(Duration::from_millis(500));
     let healthy = Healthy::start(w.node.url("/beta"), 2);
     std::thread::sleep(Duration::from_secs(10));
-    let served = healthy.finish("every limit tripped at once");
+    let served = healthy.finish("every limit tripped at once", &w.node);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
