@@ -369,7 +369,9 @@ impl<P: ProviderSet> Deployed<P> {
                 mark,
                 carried,
             };
-            let guest = turns.run(tenant, guest);
+            let started = std::time::Instant::now();
+            let stats = Arc::new(crate::turns::TurnStats::default());
+            let guest = turns.run(tenant, guest).counted(stats.clone());
             let result = match tokio::time::timeout_at(deadline, guest).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(Fault::classify(&e, &store.data().core().faults)),
@@ -383,7 +385,24 @@ impl<P: ProviderSet> Deployed<P> {
                 tracing::error!(
                     request_id = %inv.request_id, tenant = %inv.tenant, app = %inv.app,
                     fault = fault.kind(), cpu_ms = core.cpu.used_ns / 1_000_000, cpu_ticks = core.cpu.ticks,
+                    slices = stats.slices(), turn_wait_ms = stats.waited_ms(),
+                    longest_turn_wait_ms = stats.longest_wait_ms(),
+                    waiting_for_turn = stats.waiting_at_end(),
                     "request failed: {fault}"
+                );
+            }
+            // A guest that waited long for its turns tells the operator the node's CPU is
+            // oversubscribed (or that a tenant starves the others, which the turns exist to
+            // prevent).
+            if stats.longest_wait_ms() >= SLOW_TURN_WAIT_MS {
+                let core = store.data().core();
+                let inv = core.invocation();
+                tracing::warn!(
+                    request_id = %inv.request_id, tenant = %inv.tenant, app = %inv.app,
+                    slices = stats.slices(), turn_wait_ms = stats.waited_ms(),
+                    longest_turn_wait_ms = stats.longest_wait_ms(),
+                    run_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "the guest waited long for a CPU turn"
                 );
             }
             // A heavy guest's store (or one that grew its memory to the cap) is dropped on a
@@ -398,6 +417,9 @@ impl<P: ProviderSet> Deployed<P> {
         })
     }
 }
+
+/// A wait for one CPU turn this long is logged (with the request's id and its waits).
+const SLOW_TURN_WAIT_MS: u64 = 500;
 
 /// The [`INSTANTIATE`](zero_provider::trace::names::INSTANTIATE) span of a run whose request
 /// has the trace `parent` (no span without one).

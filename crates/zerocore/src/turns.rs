@@ -236,6 +236,7 @@ impl Turns {
             guest,
             queued: None,
             ran_ns: 0,
+            stats: None,
         }
     }
 
@@ -258,6 +259,7 @@ impl Turns {
             guest: std::future::ready(()),
             queued: None,
             ran_ns: total_ns,
+            stats: None,
         }
     }
 
@@ -472,11 +474,54 @@ impl Drop for HostTurn {
     }
 }
 
-/// A queued guest.
+/// A queued guest: its key, whether it waits as a heavy request, and since when.
 #[derive(Debug, Clone, Copy)]
 struct Waiter {
     id: u64,
     heavy: bool,
+}
+
+/// How a guest run in turns fared, for the log line of a run that failed (a run cut at its
+/// wall-clock limit while it waited for a turn tells a starved guest from a slow one).
+#[derive(Debug, Default)]
+pub(crate) struct TurnStats {
+    /// Slices run.
+    slices: AtomicU64,
+    /// Time spent waiting for a turn, in nanoseconds, the wait under way included once the
+    /// run is dropped.
+    waited_ns: AtomicU64,
+    /// The longest single wait for a turn, in nanoseconds.
+    longest_wait_ns: AtomicU64,
+    /// Whether the run was waiting for a turn when it was dropped.
+    waiting_at_end: std::sync::atomic::AtomicBool,
+}
+
+impl TurnStats {
+    /// Slices run so far.
+    pub(crate) fn slices(&self) -> u64 {
+        self.slices.load(Ordering::Relaxed)
+    }
+
+    /// Time waited for turns so far, in milliseconds.
+    pub(crate) fn waited_ms(&self) -> u64 {
+        self.waited_ns.load(Ordering::Relaxed) / 1_000_000
+    }
+
+    /// The longest single wait for a turn so far, in milliseconds.
+    pub(crate) fn longest_wait_ms(&self) -> u64 {
+        self.longest_wait_ns.load(Ordering::Relaxed) / 1_000_000
+    }
+
+    /// Whether the run was waiting for a turn when it ended (it was cut while queued).
+    pub(crate) fn waiting_at_end(&self) -> bool {
+        self.waiting_at_end.load(Ordering::Relaxed)
+    }
+
+    fn waited(&self, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited_ns.fetch_add(ns, Ordering::Relaxed);
+        self.longest_wait_ns.fetch_max(ns, Ordering::Relaxed);
+    }
 }
 
 /// A guest's future run in turns (see [`Turns::run`]).
@@ -488,6 +533,16 @@ pub(crate) struct Scheduled<F> {
     queued: Option<Waiter>,
     /// Wall time the guest's slices took, in nanoseconds.
     ran_ns: u64,
+    /// Where the run's slices and waits are counted, with since when it waits now.
+    stats: Option<(Arc<TurnStats>, Option<Instant>)>,
+}
+
+impl<F> Scheduled<F> {
+    /// The same run, counting its slices and waits in `stats`.
+    pub(crate) fn counted(mut self, stats: Arc<TurnStats>) -> Scheduled<F> {
+        self.stats = Some((stats, None));
+        self
+    }
 }
 
 impl<F: Future + Unpin> Future for Scheduled<F> {
@@ -501,6 +556,11 @@ impl<F: Future + Unpin> Future for Scheduled<F> {
                     return Poll::Pending;
                 }
                 this.queued = None;
+                if let Some((stats, since)) = &mut this.stats
+                    && let Some(since) = since.take()
+                {
+                    stats.waited(since);
+                }
                 waiter.id
             }
             None => {
@@ -509,11 +569,17 @@ impl<F: Future + Unpin> Future for Scheduled<F> {
                     Ok(id) => id,
                     Err(waiter) => {
                         this.queued = Some(waiter);
+                        if let Some((_, since)) = &mut this.stats {
+                            *since = Some(Instant::now());
+                        }
                         return Poll::Pending;
                     }
                 }
             }
         };
+        if let Some((stats, _)) = &this.stats {
+            stats.slices.fetch_add(1, Ordering::Relaxed);
+        }
         let start = Instant::now();
         YIELDED.set(false);
         let out = Pin::new(&mut this.guest).poll(cx);
@@ -552,6 +618,12 @@ impl<F> Drop for Scheduled<F> {
     fn drop(&mut self) {
         if let Some(waiter) = self.queued.take() {
             self.turns.cancel(&self.tenant, waiter);
+            if let Some((stats, since)) = &mut self.stats {
+                if let Some(since) = since.take() {
+                    stats.waited(since);
+                }
+                stats.waiting_at_end.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
