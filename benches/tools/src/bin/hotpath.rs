@@ -261,7 +261,8 @@ fn main() -> ExitCode {
 fn run(args: &Args, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config = write_config(dir, args).map_err(|e| e.to_string())?;
-    zero_node::init_logging(zero_node::LogFormat::Text, "warn").map_err(|e| e.to_string())?;
+    let _log =
+        zero_node::init_logging(zero_node::LogFormat::Text, "warn").map_err(|e| e.to_string())?;
     let config = zero_node::NodeConfig::load(&config).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
