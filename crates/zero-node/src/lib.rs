@@ -93,14 +93,9 @@ const LOG_DROPS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// reader of stderr (a full pipe, a paused terminal) never holds up a thread that serves
 /// requests. Dropping it writes what is still buffered.
 #[must_use = "dropping the guard stops the log writer"]
+#[derive(Debug)]
 pub struct LogGuard {
     _writer: tracing_appender::non_blocking::WorkerGuard,
-}
-
-impl std::fmt::Debug for LogGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogGuard").finish_non_exhaustive()
-    }
 }
 
 /// Sets up logging to stderr: human-readable or JSON, filtered by `RUST_LOG` if set, else by

@@ -300,7 +300,11 @@ impl Turns {
             self.preemptions.fetch_add(1, Ordering::Relaxed);
             (self.preempt)();
         }
-        Err(Waiter { id, heavy })
+        Err(Waiter {
+            id,
+            heavy,
+            since: now,
+        })
     }
 
     /// Whether `tenant`'s `waiter` was granted its turn; if not, its waker is updated.
@@ -479,6 +483,7 @@ impl Drop for HostTurn {
 struct Waiter {
     id: u64,
     heavy: bool,
+    since: Instant,
 }
 
 /// How a guest run in turns fared, for the log line of a run that failed (a run cut at its
@@ -533,14 +538,14 @@ pub(crate) struct Scheduled<F> {
     queued: Option<Waiter>,
     /// Wall time the guest's slices took, in nanoseconds.
     ran_ns: u64,
-    /// Where the run's slices and waits are counted, with since when it waits now.
-    stats: Option<(Arc<TurnStats>, Option<Instant>)>,
+    /// Where the run's slices and waits are counted.
+    stats: Option<Arc<TurnStats>>,
 }
 
 impl<F> Scheduled<F> {
     /// The same run, counting its slices and waits in `stats`.
     pub(crate) fn counted(mut self, stats: Arc<TurnStats>) -> Scheduled<F> {
-        self.stats = Some((stats, None));
+        self.stats = Some(stats);
         self
     }
 }
@@ -556,10 +561,8 @@ impl<F: Future + Unpin> Future for Scheduled<F> {
                     return Poll::Pending;
                 }
                 this.queued = None;
-                if let Some((stats, since)) = &mut this.stats
-                    && let Some(since) = since.take()
-                {
-                    stats.waited(since);
+                if let Some(stats) = &this.stats {
+                    stats.waited(waiter.since);
                 }
                 waiter.id
             }
@@ -569,15 +572,12 @@ impl<F: Future + Unpin> Future for Scheduled<F> {
                     Ok(id) => id,
                     Err(waiter) => {
                         this.queued = Some(waiter);
-                        if let Some((_, since)) = &mut this.stats {
-                            *since = Some(Instant::now());
-                        }
                         return Poll::Pending;
                     }
                 }
             }
         };
-        if let Some((stats, _)) = &this.stats {
+        if let Some(stats) = &this.stats {
             stats.slices.fetch_add(1, Ordering::Relaxed);
         }
         let start = Instant::now();
@@ -618,10 +618,8 @@ impl<F> Drop for Scheduled<F> {
     fn drop(&mut self) {
         if let Some(waiter) = self.queued.take() {
             self.turns.cancel(&self.tenant, waiter);
-            if let Some((stats, since)) = &mut self.stats {
-                if let Some(since) = since.take() {
-                    stats.waited(since);
-                }
+            if let Some(stats) = &self.stats {
+                stats.waited(waiter.since);
                 stats.waiting_at_end.store(true, Ordering::Relaxed);
             }
         }
